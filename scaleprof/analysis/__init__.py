@@ -1,0 +1,1 @@
+"""Numbers from the study store: pure functions over pandas frames, no Ray."""

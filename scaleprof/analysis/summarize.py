@@ -1,0 +1,175 @@
+"""From the study store to tidy tables: one row per run, one per run x epoch, and timelines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scaleprof.analysis.scaling import add_scaling_columns
+from scaleprof.analysis.throughput import global_epochs, percentile, steady_epoch_numbers, steady_state_throughput
+from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
+
+RUN_COLUMNS = [
+    "run_id", "index", "model", "placement", "device", "workers", "gpus", "cpus", "per_worker_batch",
+    "global_batch", "repeat", "status", "reason", "throughput", "throughput_basis", "speedup",
+    "scaling_efficiency", "epoch_time_s", "first_epoch_time_s", "step_time_p50_s", "step_time_p95_s",
+    "data_wait_frac", "peak_rss_mb", "cpu_util_pct", "gpu_util_pct", "gpu_mem_peak_mb", "nodes_realized",
+    "node_ids", "gpu_uuids", "wall_s", "train_time_s", "startup_s", "samples_total", "final_train_loss",
+    "final_val_accuracy", "test_accuracy", "events", "seq_gaps", "attempts",
+]  # fmt: skip
+
+
+@dataclass
+class StudyTables:
+    runs: pd.DataFrame
+    epochs: pd.DataFrame
+    timeline: pd.DataFrame  # system samples: run_id, placement, rank, t_s, cpu_pct, rss_mb, gpu_*
+    manifest: dict[str, Any]
+
+
+def _of_kind(events: pd.DataFrame, kind: str) -> pd.DataFrame:
+    if events.empty or "kind" not in events:
+        return pd.DataFrame()
+    return events[events["kind"] == kind].dropna(axis=1, how="all")
+
+
+def _col(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame else pd.Series(dtype=float)
+
+
+def _max(frame: pd.DataFrame, name: str) -> float:
+    values = _col(frame, name).dropna()
+    return float(values.max()) if len(values) else float("nan")
+
+
+def _seq_gaps(events: pd.DataFrame) -> int:
+    """Missing or repeated sequence numbers over this run's workers (0 when nothing was lost)."""
+    problems = 0
+    for _, seq in events.groupby(["attempt", "rank"])["seq"]:
+        problems += int(seq.max() + 1 - seq.nunique()) + int(len(seq) - seq.nunique())
+    return problems
+
+
+def _last_attempt(events: pd.DataFrame) -> pd.DataFrame:
+    return events[events["attempt"] == events["attempt"].max()] if not events.empty else events
+
+
+def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: int) -> dict[str, Any]:
+    row: dict[str, Any] = {k: record.get(k) for k in RUN_COLUMNS if k in record}
+    row["gpus"] = record["workers"] * record.get("gpus_per_worker", 0)
+    row["cpus"] = record["workers"] * record.get("cpus_per_worker", 1)
+    row["reason"] = record.get("reason") or ""
+    row["wall_s"] = record.get("wall_s", float("nan"))
+    row["events"] = len(events)
+    if events.empty:
+        return row
+    row["seq_gaps"] = _seq_gaps(events)
+    row["attempts"] = int(events["attempt"].nunique())
+    events = _last_attempt(events)
+    steps, epochs = _of_kind(events, "step"), _of_kind(events, "epoch")
+    system, lifecycle = _of_kind(events, "system"), _of_kind(events, "lifecycle")
+
+    tp = steady_state_throughput(epochs, steps, warmup_steps)
+    row["throughput"], row["throughput_basis"] = tp.samples_per_s, tp.basis
+    if not epochs.empty:
+        per_epoch = global_epochs(epochs)
+        n_epochs = int(per_epoch["epoch"].max()) + 1
+        steady = per_epoch[per_epoch["epoch"].isin(steady_epoch_numbers(n_epochs))]
+        row["epoch_time_s"] = float((steady if not steady.empty else per_epoch)["epoch_time_s"].mean())
+        row["first_epoch_time_s"] = float(per_epoch.loc[per_epoch["epoch"] == 0, "epoch_time_s"].max())
+        row["train_time_s"] = float(per_epoch["epoch_time_s"].sum())
+        row["samples_total"] = int(per_epoch["samples"].sum())
+        last = epochs[epochs["epoch"] == epochs["epoch"].max()]
+        row["final_train_loss"] = float(np.average(last["train_loss"], weights=last["samples"]))
+        row["final_val_accuracy"] = _max(last, "val_accuracy")
+        row["gpu_mem_peak_mb"] = _max(epochs, "gpu_mem_peak_mb")
+        row["startup_s"] = row["wall_s"] - row["train_time_s"]
+    if not steps.empty:
+        steady_steps = steps[steps["epoch"].isin(steady_epoch_numbers(int(steps["epoch"].max()) + 1))]
+        if steady_steps.empty:
+            steady_steps = steps[steps["step"] >= warmup_steps]
+        row["step_time_p50_s"] = percentile(steady_steps["step_s"], 50)
+        row["step_time_p95_s"] = percentile(steady_steps["step_s"], 95)
+        row["data_wait_frac"] = float(steady_steps["data_s"].sum() / steady_steps["step_s"].sum())
+    if not system.empty:
+        row["peak_rss_mb"] = _max(system, "rss_mb")
+        # Percent of the cores this worker was given (process CPU% counts 100 per busy core).
+        row["cpu_util_pct"] = float(_col(system, "cpu_pct").mean() / record.get("cpus_per_worker", 1))
+        row["gpu_util_pct"] = float(_col(system, "gpu_util_pct").mean()) if "gpu_util_pct" in system else float("nan")
+    starts = lifecycle[lifecycle["event"] == "worker_start"] if "event" in lifecycle else lifecycle
+    if not starts.empty:
+        row["nodes_realized"] = int(starts["node_id"].nunique())
+        row["node_ids"] = ",".join(sorted(starts["node_id"].unique()))
+        uuids = _col(starts, "gpu_uuid").dropna()
+        row["gpu_uuids"] = ",".join(sorted(uuids.unique()))
+    evals = _of_kind(events, "eval")
+    if not evals.empty:
+        row["test_accuracy"] = _max(evals, "test_accuracy")
+    return row
+
+
+def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for run_id, group in events.groupby("run_id") if not events.empty else []:
+        epochs = _of_kind(_last_attempt(group), "epoch")
+        if epochs.empty:
+            continue
+        per_epoch = global_epochs(epochs)
+        steady = set(steady_epoch_numbers(int(per_epoch["epoch"].max()) + 1))
+        record = records.get(run_id, {})
+        for _, e in per_epoch.iterrows():
+            ranks = epochs[epochs["epoch"] == e["epoch"]]
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "model": record.get("model"),
+                    "placement": record.get("placement"),
+                    "workers": record.get("workers"),
+                    "epoch": int(e["epoch"]) + 1,  # 1-based for people
+                    "steady": int(e["epoch"]) in steady,
+                    "epoch_time_s": float(e["epoch_time_s"]),
+                    "samples": int(e["samples"]),
+                    "throughput": float(e["throughput"]),
+                    "train_loss": float(np.average(ranks["train_loss"], weights=ranks["samples"])),
+                    "val_loss": _max(ranks, "val_loss"),
+                    "val_accuracy": _max(ranks, "val_accuracy"),
+                    "gpu_mem_peak_mb": _max(ranks, "gpu_mem_peak_mb"),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def timeline_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
+    system = _of_kind(events, "system")
+    if system.empty:
+        return pd.DataFrame(columns=["run_id", "placement", "rank", "t_s", "cpu_pct", "rss_mb"])
+    system = system.copy()
+    system["t_s"] = system["time"] - system.groupby("run_id")["time"].transform("min")
+    system["placement"] = system["run_id"].map(lambda r: records.get(r, {}).get("placement"))
+    keep = ["run_id", "placement", "rank", "attempt", "t_s", "cpu_pct", "rss_mb", "gpu_util_pct", "gpu_mem_used_mb", "gpu_power_w"]
+    return system[[c for c in keep if c in system]].reset_index(drop=True)
+
+
+def summarize(store: StudyStore) -> StudyTables:
+    """Build the runs, epochs and timeline tables from the store alone."""
+    manifest = store.manifest()
+    warmup_steps = int(manifest["experiment"]["train"]["warmup_steps"])
+    records = store.final_run_records()
+    events = store.events()
+    by_run = dict(tuple(events.groupby("run_id"))) if not events.empty else {}
+    rows = [summarize_run(rec, by_run.get(run_id, pd.DataFrame()), warmup_steps) for run_id, rec in records.items()]
+    runs = pd.DataFrame(rows)
+    for column in RUN_COLUMNS:
+        if column not in runs:
+            runs[column] = np.nan
+    runs = add_scaling_columns(runs[RUN_COLUMNS]) if not runs.empty else runs
+    runs = runs[RUN_COLUMNS + [c for c in runs.columns if c not in RUN_COLUMNS]]
+    return StudyTables(runs, epochs_table(records, events), timeline_table(records, events), manifest)
+
+
+def write_tables(store: StudyStore, tables: StudyTables) -> None:
+    store.write_table(RUNS_TABLE, tables.runs)
+    store.write_table(EPOCHS_TABLE, tables.epochs)

@@ -1,0 +1,55 @@
+"""The one definition of throughput scaleprof uses everywhere.
+
+Throughput is global training samples per second in steady state. The first epoch pays for Ray
+worker start-up effects, lazy allocation and cold caches, so when a run has two or more epochs
+steady state is epochs 2..E. With a single epoch, steady state is that epoch's steps after the
+first `warmup_steps`. An epoch's global time is its slowest rank's (DDP ranks finish together).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Throughput:
+    samples_per_s: float
+    basis: str  # says which part of the run was counted, for the report
+
+
+def global_epochs(epoch_events: pd.DataFrame) -> pd.DataFrame:
+    """One row per epoch of one run: samples summed over ranks, time of the slowest rank."""
+    agg = {"samples": ("samples", "sum"), "epoch_time_s": ("epoch_time_s", "max"), "ranks": ("rank", "nunique")}
+    frame = epoch_events.groupby("epoch", as_index=False).agg(**agg)
+    frame["throughput"] = frame["samples"] / frame["epoch_time_s"]
+    return frame
+
+
+def steady_epoch_numbers(epochs: int) -> list[int]:
+    return list(range(1, epochs)) if epochs > 1 else []
+
+
+def steady_state_throughput(epoch_events: pd.DataFrame, step_events: pd.DataFrame, warmup_steps: int) -> Throughput:
+    """Steady-state global throughput of one run (see module docstring)."""
+    if epoch_events.empty:
+        return Throughput(float("nan"), "no completed epoch")
+    per_epoch = global_epochs(epoch_events)
+    n_epochs = int(per_epoch["epoch"].max()) + 1
+    steady = per_epoch[per_epoch["epoch"].isin(steady_epoch_numbers(n_epochs))]
+    if not steady.empty:
+        basis = f"epochs 2-{n_epochs} (epoch 1 excluded as warm-up)" if n_epochs > 2 else "epoch 2 (epoch 1 excluded as warm-up)"
+        return Throughput(float(steady["samples"].sum() / steady["epoch_time_s"].sum()), basis)
+    steps = step_events[step_events["step"] >= warmup_steps]
+    if steps.empty:
+        return Throughput(float("nan"), f"single epoch shorter than the {warmup_steps} warm-up steps")
+    per_rank = steps.groupby("rank").agg(samples=("samples", "sum"), time=("step_s", "sum"))
+    value = per_rank["samples"].sum() / per_rank["time"].max()
+    return Throughput(float(value), f"single epoch, steps after the first {warmup_steps} (warm-up)")
+
+
+def percentile(values: pd.Series, q: float) -> float:
+    values = values.dropna()
+    return float(np.percentile(values, q)) if len(values) else float("nan")

@@ -1,0 +1,137 @@
+"""Command line: `scaleprof run | plan | report`.
+
+User errors (a bad experiment file, a missing study directory) print one message and exit 2,
+without a traceback; nothing is written and Ray is not started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from scaleprof.config import ConfigError, Experiment, load_experiment
+from scaleprof.plan import describe, expand
+from scaleprof.workloads.models import check_model
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """An error the user can fix; its message is all they need to see."""
+
+
+def _load(path: str) -> Experiment:
+    experiment = load_experiment(path)
+    problem = check_model(experiment.model)
+    if problem:
+        raise ConfigError(f"{path}: {problem}")
+    return experiment
+
+
+def _check_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".scaleprof-write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot write study results there ({exc.strerror or exc})") from None
+
+
+def _table(rows: list[dict[str, object]], title: str) -> Table:
+    table = Table(title=title)
+    for column in rows[0]:
+        table.add_column(str(column), justify="right" if column != "run_id" else "left")
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    return table
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    experiment = _load(args.file)
+    runs = expand(experiment)
+    console.print(_table(describe(experiment, runs), f"{experiment.name}: {len(runs)} run(s)"))
+    console.print(
+        f"{experiment.train.scaling} scaling; runs whose resources the cluster lacks are skipped at run time.",
+        markup=False,
+    )
+    return 0
+
+
+def _render(study_dir: Path, console: Console) -> Path:
+    from scaleprof.analysis.summarize import summarize, write_tables
+    from scaleprof.report.render import headline_table, render_report
+    from scaleprof.telemetry.store import StudyStore
+
+    store = StudyStore(study_dir)
+    tables = summarize(store)
+    write_tables(store, tables)
+    report = render_report(study_dir, tables)
+    headline = headline_table(tables.runs)
+    console.print(_table(headline.to_dict("records"), f"study {study_dir.name}"))
+    return report
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from scaleprof.execution.runner import run_study
+    from scaleprof.progress import TerminalProgress
+
+    experiment = _load(args.file)
+    out_dir = Path(args.out)
+    _check_writable(out_dir)
+    if args.verbose:
+        os.environ["SCALEPROF_RAY_LOG_TO_DRIVER"] = "1"
+    result = run_study(experiment, out_dir, observer=TerminalProgress(console))
+    report = _render(result.study_dir, console)
+    console.print(f"Report: {report}", markup=False, highlight=False)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from scaleprof.telemetry.store import StudyStore
+
+    study_dir = Path(args.study_dir)
+    if not StudyStore(study_dir).exists():
+        raise UserError(f"{study_dir}: not a scaleprof study directory (no manifest.json and events.jsonl)")
+    report = _render(study_dir, console)
+    console.print(f"Report: {report}", markup=False, highlight=False)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scaleprof", description="Distributed scalability profiler on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a scaling study and write its report")
+    run.add_argument("file", help="experiment YAML file")
+    run.add_argument("--out", default="reports", help="directory for study directories (default: reports)")
+    run.add_argument("--verbose", action="store_true", help="show Ray's worker logs")
+    run.set_defaults(func=cmd_run)
+    plan = sub.add_parser("plan", help="validate an experiment and list its runs, without Ray")
+    plan.add_argument("file")
+    plan.set_defaults(func=cmd_plan)
+    report = sub.add_parser("report", help="re-render a study's report from its files (no Ray)")
+    report.add_argument("study_dir")
+    report.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return args.func(args, console)
+    except (ConfigError, UserError) as err:
+        Console(stderr=True).print(f"error: {err}", markup=False, highlight=False)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted: what was stored so far stays in the study directory", markup=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

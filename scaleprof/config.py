@@ -1,0 +1,202 @@
+"""The experiment file: typed, validated, with defaults and field docs in one tree.
+
+`load_experiment(path)` is the only way in. Every error it raises is a `ConfigError` whose
+message names the file and the field at fault, so the CLI can print it without a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MAX_FILE_BYTES = 1_000_000  # an experiment file is a few hundred bytes; refuse anything absurd
+NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+BUILTIN_MODELS = ("mlp", "small-cnn")
+DATASETS = ("digits", "synthetic-images")
+
+
+class ConfigError(Exception):
+    """A user error in an experiment file: the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a misspelt key must never be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    name: str = Field(description="mlp, small-cnn, or torchvision:<classification model name>")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the model constructor")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name in BUILTIN_MODELS:
+            return name
+        if name.startswith("torchvision:") and len(name) > len("torchvision:"):
+            return name
+        raise ValueError(f"unknown model {name!r}; use one of {', '.join(BUILTIN_MODELS)} or torchvision:<name>")
+
+    @property
+    def label(self) -> str:
+        return self.name.removeprefix("torchvision:")
+
+
+class DataSpec(_Strict):
+    name: Literal["digits", "synthetic-images"] = Field(description="digits (sklearn, real) or synthetic-images")
+    shape: tuple[int, int, int] = Field(default=(3, 32, 32), description="C, H, W of synthetic images")
+    num_classes: int = Field(default=10, ge=2, le=10_000, description="classes of synthetic images")
+    size: int = Field(default=2048, ge=32, le=10_000_000, description="number of synthetic images")
+    val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+
+    @field_validator("shape")
+    @classmethod
+    def _positive_shape(cls, shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(d < 1 or d > 4096 for d in shape):
+            raise ValueError("every dimension must be between 1 and 4096")
+        return shape
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(default=2, ge=1, le=10_000)
+    batch_size: int = Field(default=64, ge=1, le=1_000_000, description="per worker (weak) or global (strong)")
+    scaling: Literal["weak", "strong"] = Field(
+        default="weak",
+        description="weak: batch_size is per worker, so the global batch grows with workers; "
+        "strong: batch_size is the global batch, split evenly over the workers",
+    )
+    lr: float = Field(default=0.01, gt=0, le=10)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    warmup_steps: int = Field(
+        default=5, ge=0, description="steps excluded from steady state when a run has a single epoch"
+    )
+
+
+class MonitorSpec(_Strict):
+    enabled: bool = True
+    interval_s: float = Field(default=1.0, ge=0.05, le=60)
+
+
+class PlacementSpec(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    workers: int = Field(ge=1, le=4096)
+    cpus_per_worker: float = Field(default=1, gt=0, le=1024)
+    gpus_per_worker: float = Field(default=0, ge=0, le=16)
+
+    @property
+    def device(self) -> str:
+        return "gpu" if self.gpus_per_worker > 0 else "cpu"
+
+    @property
+    def total_cpus(self) -> float:
+        return self.workers * self.cpus_per_worker
+
+    @property
+    def total_gpus(self) -> float:
+        return self.workers * self.gpus_per_worker
+
+
+class RaySpec(_Strict):
+    placement_timeout_s: float = Field(
+        default=20, gt=0, le=3600, description="how long to wait for a placement's resources before skipping it"
+    )
+
+
+class Experiment(_Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="names the study directory")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    model: ModelSpec
+    data: DataSpec
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    monitor: MonitorSpec = Field(default_factory=MonitorSpec)
+    repeats: int = Field(default=1, ge=1, le=100)
+    placements: list[PlacementSpec] = Field(min_length=1, max_length=256)
+    ray: RaySpec = Field(default_factory=RaySpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Experiment:
+        seen: set[str] = set()
+        for i, p in enumerate(self.placements):
+            if p.name in seen:
+                raise ValueError(f"placements.{i}.name: duplicate placement name {p.name!r}")
+            seen.add(p.name)
+            if self.train.scaling == "strong" and self.train.batch_size % p.workers:
+                raise ValueError(
+                    f"placements.{i}.workers: strong scaling splits train.batch_size={self.train.batch_size} "
+                    f"evenly over workers, but {p.workers} does not divide it"
+                )
+        return self
+
+    def per_worker_batch(self, placement: PlacementSpec) -> int:
+        if self.train.scaling == "strong":
+            return self.train.batch_size // placement.workers
+        return self.train.batch_size
+
+    def resolved(self) -> dict[str, Any]:
+        """The experiment with every default filled in, as plain JSON-able data."""
+        return self.model_dump(mode="json")
+
+    def digest(self) -> str:
+        canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def _format_validation(path: Path, err: ValidationError) -> str:
+    lines = [f"{path}: invalid experiment"]
+    for e in err.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        loc = _field_path(tuple(e["loc"]))
+        # Our cross-field checks put the field path at the start of the message.
+        if re.match(r"^[a-z_]+\.\d+\.[a-z_]+: ", msg):
+            loc, msg = msg.split(": ", 1)
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (check its spelling)"
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_experiment(raw: Any, path: Path) -> Experiment:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: an experiment file must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation(path, err)) from None
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment YAML file (safe loader, size-limited)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise ConfigError(f"{path}: file is larger than {MAX_FILE_BYTES} bytes; not an experiment file")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not an experiment file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read (permission denied)") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (invalid UTF-8)") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+    return parse_experiment(raw, path)

@@ -1,0 +1,250 @@
+"""Runs a study on Ray: one Ray per study, one TorchTrainer per run, one aggregator for all.
+
+The runner owns each run's life cycle and records every transition in the study store:
+planned -> placed -> running -> ok | failed | skipped (with a reason). A placement the cluster
+cannot hold is skipped after a bounded wait, never left to hang and never run on other hardware.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from scaleprof.config import Experiment
+from scaleprof.execution.manifest import collect_manifest
+from scaleprof.plan import PlannedRun, expand, missing_resources
+from scaleprof.telemetry.aggregator import start_aggregator
+from scaleprof.telemetry.store import StudyStore
+
+# Ray Train reads these in its controller; they are propagated from the driver's environment.
+_RAY_TRAIN_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",  # faster teardown between runs (seconds, not 2 s polls)
+}
+
+
+class Observer(Protocol):
+    """Whoever shows progress: the CLI's terminal display, or nothing in tests."""
+
+    def run_started(self, run: PlannedRun, total: int, epochs: int) -> None: ...
+    def run_progress(self, run: PlannedRun, progress: dict[str, Any]) -> None: ...
+    def run_finished(self, run: PlannedRun, record: dict[str, Any]) -> None: ...
+
+
+class QuietObserver:
+    def run_started(self, run: PlannedRun, total: int, epochs: int) -> None:
+        pass
+
+    def run_progress(self, run: PlannedRun, progress: dict[str, Any]) -> None:
+        pass
+
+    def run_finished(self, run: PlannedRun, record: dict[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class StudyResult:
+    study_dir: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    aggregator_stats: dict[str, Any] = field(default_factory=dict)
+
+
+def connect_ray() -> bool:
+    """Join RAY_ADDRESS's cluster when set (as under `ray job submit`), else start a local Ray.
+
+    Returns True when this call started Ray (and so the caller should shut it down).
+    """
+    import ray
+
+    for key, value in _RAY_TRAIN_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return False
+    # Workers' own logs would drown the progress display; their failures reach the run record anyway.
+    log_to_driver = os.environ.get("SCALEPROF_RAY_LOG_TO_DRIVER") == "1"
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(logging_level="warning", log_to_driver=log_to_driver)
+    else:
+        ray.init(logging_level="warning", log_to_driver=log_to_driver, include_dashboard=False)
+    return True
+
+
+def new_study_dir(out_dir: Path, name: str) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = out_dir / f"{name}-{stamp}"
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = out_dir / f"{name}-{stamp}-{n}"
+    return candidate
+
+
+def _wait_for_resources(run: PlannedRun, timeout_s: float) -> str | None:
+    """Reserve the placement's bundles once, with a timeout; None when they can be had."""
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    p = run.placement
+    bundle = {"CPU": p.cpus_per_worker}
+    if p.gpus_per_worker:
+        bundle["GPU"] = p.gpus_per_worker
+    pg = placement_group([dict(bundle) for _ in range(p.workers)], strategy="PACK")
+    try:
+        if pg.wait(timeout_seconds=timeout_s):
+            return None
+        return (
+            f"resources for {p.workers} worker(s) x {bundle} did not become available within {timeout_s:g}s "
+            "(the cluster's totals suffice, but not free or not per node)"
+        )
+    finally:
+        remove_placement_group(pg)  # a leftover group would hold resources from the next run
+
+
+class _ProgressPoller:
+    def __init__(self, aggregator: Any, run: PlannedRun, observer: Observer, interval_s: float = 1.0):
+        self._aggregator, self._run, self._observer = aggregator, run, observer
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="scaleprof-progress")
+
+    def __enter__(self) -> _ProgressPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        import ray
+
+        while not self._stop.wait(self._interval):
+            try:
+                progress = ray.get(self._aggregator.progress.remote(self._run.run_id), timeout=5)
+            except Exception:
+                continue  # the display is best-effort; the store is the record
+            self._observer.run_progress(self._run, progress)
+
+
+def _fit(run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any, storage: Path) -> None:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from scaleprof.execution.train_loop import train_loop_per_worker
+
+    p = run.placement
+    resources = {"CPU": p.cpus_per_worker}
+    if p.gpus_per_worker:
+        resources["GPU"] = p.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "experiment": experiment.resolved(),
+            "study_id": study_id,
+            "aggregator": aggregator,
+            "run": {
+                "run_id": run.run_id,
+                "per_worker_batch": run.per_worker_batch,
+                "cpus_per_worker": p.cpus_per_worker,
+            },
+        },
+        scaling_config=ScalingConfig(num_workers=p.workers, use_gpu=p.gpus_per_worker > 0, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run.run_id,
+            storage_path=str(storage),
+            # A finite controller limit: the default (-1) retries a failing controller forever.
+            failure_config=FailureConfig(max_failures=0, controller_failure_limit=0),
+        ),
+    )
+    trainer.fit()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+
+
+def run_one(
+    run: PlannedRun, experiment: Experiment, study_id: str, store: StudyStore, aggregator: Any
+) -> dict[str, Any]:
+    import ray
+
+    record: dict[str, Any] = {
+        "run_id": run.run_id,
+        "index": run.index,
+        "model": run.model.name,
+        "placement": run.placement.name,
+        "device": run.placement.device,
+        "workers": run.placement.workers,
+        "cpus_per_worker": run.placement.cpus_per_worker,
+        "gpus_per_worker": run.placement.gpus_per_worker,
+        "per_worker_batch": run.per_worker_batch,
+        "global_batch": run.global_batch,
+        "repeat": run.repeat,
+    }
+    store.append_run_record({**record, "status": "planned"})
+
+    reason = missing_resources(run.placement, ray.cluster_resources())
+    if reason is None:
+        reason = _wait_for_resources(run, experiment.ray.placement_timeout_s)
+    if reason is not None:
+        final = {**record, "status": "skipped", "reason": reason}
+        store.append_run_record(final)
+        return final
+    store.append_run_record({"run_id": run.run_id, "status": "placed"})
+
+    started = time.time()
+    store.append_run_record({"run_id": run.run_id, "status": "running", "started_at": started})
+    storage = store.root / "_ray_train"
+    try:
+        _fit(run, experiment, study_id, aggregator, storage)
+        final = {**record, "status": "ok", "reason": ""}
+    except KeyboardInterrupt:
+        store.append_run_record({**record, "status": "failed", "reason": "interrupted", "ended_at": time.time()})
+        raise
+    except Exception as exc:  # a failed run must not stop the study
+        final = {**record, "status": "failed", "reason": _first_line(exc), "detail": traceback.format_exc()[-4000:]}
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+    ended = time.time()
+    final.update(started_at=started, ended_at=ended, wall_s=ended - started)
+    store.append_run_record(final)
+    return final
+
+
+def run_study(
+    experiment: Experiment, out_dir: Path, observer: Observer | None = None, study_dir: Path | None = None
+) -> StudyResult:
+    """Run every planned run of the experiment; write events, run records and the manifest."""
+    import ray
+
+    observer = observer or QuietObserver()
+    study_dir = study_dir or new_study_dir(out_dir, experiment.name)
+    store = StudyStore(study_dir)
+    store.create()
+    study_id = study_dir.name
+    runs = expand(experiment)
+    started_ray = connect_ray()
+    result = StudyResult(study_dir)
+    try:
+        manifest = collect_manifest(experiment, study_id)
+        store.write_manifest(manifest)
+        aggregator = start_aggregator(str(study_dir))
+        for run in runs:
+            observer.run_started(run, len(runs), experiment.train.epochs)
+            with _ProgressPoller(aggregator, run, observer):
+                record = run_one(run, experiment, study_id, store, aggregator)
+            result.records.append(record)
+            observer.run_finished(run, record)
+        result.aggregator_stats = ray.get(aggregator.stats.remote())
+        manifest.update(finished_at=time.time(), telemetry=result.aggregator_stats)
+        store.write_manifest(manifest)
+        ray.kill(aggregator)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    return result

@@ -1,0 +1,71 @@
+"""The terminal display of a running study: which run, which epoch, live throughput.
+
+On a terminal it is a rich progress bar per run; elsewhere (CI logs, `ray job submit` logs) it
+prints one plain line per change, so the log still tells the story.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from scaleprof.plan import PlannedRun
+
+
+def _throughput_text(progress: dict[str, Any]) -> str:
+    value = progress.get("throughput")
+    return f"{value:,.0f} samples/s" if value else "starting workers"
+
+
+class TerminalProgress:
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console()
+        self._live = self.console.is_terminal
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        self._last_line = ""
+
+    def run_started(self, run: PlannedRun, total: int, epochs: int) -> None:
+        label = f"run {run.index}/{total} {run.placement.name} ({run.placement.workers} worker(s), {run.model.name})"
+        if self._live:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("epochs  {task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(escape(label), total=epochs, info="placing")
+        else:
+            self.console.print(f"{label}: placing", markup=False, highlight=False)
+        self._label = label
+        self._epochs = epochs
+
+    def run_progress(self, run: PlannedRun, progress: dict[str, Any]) -> None:
+        if not progress.get("ranks"):
+            return
+        done = progress.get("epochs_done", 0)
+        info = f"epoch {min(progress['epoch'] + 1, self._epochs)}, {_throughput_text(progress)}"
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done, info=info)
+            return
+        line = f"{self._label}: epoch {min(progress['epoch'] + 1, self._epochs)}/{self._epochs}"
+        if line != self._last_line:  # one line per epoch in plain logs
+            self.console.print(f"{line}, {_throughput_text(progress)}", markup=False, highlight=False)
+            self._last_line = line
+
+    def run_finished(self, run: PlannedRun, record: dict[str, Any]) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        status = record["status"]
+        style = {"ok": "green", "skipped": "yellow", "failed": "red"}.get(status, "")
+        detail = f" ({record['wall_s']:.1f}s)" if "wall_s" in record else ""
+        reason = f": {escape(record['reason'])}" if record.get("reason") else ""
+        self.console.print(f"{escape(self._label)}: [{style}]{status}[/{style}]{detail}{reason}", highlight=False)

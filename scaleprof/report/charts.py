@@ -1,0 +1,139 @@
+"""One function per chart. Each takes the study tables and returns an Altair chart (or None when
+the study has nothing to show for it, e.g. no GPU run)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+WIDTH, HEIGHT = 420, 260
+
+
+def _ok(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[(runs["status"] == "ok") & runs["throughput"].notna()].copy()
+
+
+def _series(frame: pd.DataFrame) -> pd.Series:
+    return frame["model"].astype(str) + " / " + frame["device"].astype(str)
+
+
+def throughput_vs_workers(runs: pd.DataFrame) -> alt.Chart | None:
+    """Measured steady-state throughput per worker count, with the ideal linear line from 1 worker."""
+    ok = _ok(runs)
+    if ok.empty:
+        return None
+    ok["series"] = _series(ok)
+    measured = ok[["series", "workers", "placement", "throughput"]].assign(kind="measured")
+    ideal = ok.dropna(subset=["baseline_throughput"]).groupby(["series", "workers"], as_index=False).first()
+    ideal = ideal.assign(throughput=ideal["baseline_throughput"] * ideal["workers"], kind="ideal (linear)")
+    data = pd.concat([measured, ideal[["series", "workers", "placement", "throughput", "kind"]]])
+    base = alt.Chart(data).encode(
+        x=alt.X("workers:Q", title="workers", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("throughput:Q", title="throughput (samples/s, steady state)"),
+        color=alt.Color("series:N", title="model / device"),
+        strokeDash=alt.StrokeDash("kind:N", title="", sort=["measured", "ideal (linear)"]),
+        tooltip=["series", "placement", "workers", alt.Tooltip("throughput:Q", format=",.0f"), "kind"],
+    )
+    return (base.mark_line(point=True)).properties(title="Throughput vs workers", width=WIDTH, height=HEIGHT)
+
+
+def efficiency_vs_workers(runs: pd.DataFrame) -> alt.Chart | None:
+    """Scaling efficiency E(N) = X(N) / (N * X(1)), with the 100% line."""
+    ok = _ok(runs).dropna(subset=["scaling_efficiency"])
+    if ok.empty:
+        return None
+    ok["series"] = _series(ok)
+    ok["efficiency_pct"] = 100 * ok["scaling_efficiency"]
+    points = (
+        alt.Chart(ok)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("workers:Q", title="workers", axis=alt.Axis(tickMinStep=1)),
+            y=alt.Y("efficiency_pct:Q", title="scaling efficiency (%)", scale=alt.Scale(domainMin=0)),
+            color=alt.Color("series:N", title="model / device"),
+            tooltip=["series", "placement", "workers", alt.Tooltip("efficiency_pct:Q", format=".1f")],
+        )
+    )
+    ideal = alt.Chart(pd.DataFrame({"y": [100]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q")
+    return (points + ideal).properties(title="Scaling efficiency vs workers", width=WIDTH, height=HEIGHT)
+
+
+def epoch_time_by_placement(epochs: pd.DataFrame) -> alt.Chart | None:
+    """Each epoch's time per run; the warm-up epoch is marked apart from steady state."""
+    if epochs.empty:
+        return None
+    data = epochs.assign(phase=epochs["steady"].map({True: "steady state", False: "warm-up"}))
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X("epoch_time_s:Q", title="epoch time (s)"),
+            y=alt.Y("run_id:N", title=None),
+            yOffset=alt.YOffset("epoch:O"),
+            color=alt.Color("phase:N", title="", scale=alt.Scale(domain=["warm-up", "steady state"])),
+            tooltip=["run_id", "placement", "epoch", alt.Tooltip("epoch_time_s:Q", format=".3f"), "phase"],
+        )
+        .properties(title="Epoch time per run", width=WIDTH)
+    )
+
+
+def memory_per_worker(timeline: pd.DataFrame) -> alt.Chart | None:
+    """Peak resident memory of each worker process (and GPU memory used, where there was a GPU)."""
+    if timeline.empty or "rss_mb" not in timeline:
+        return None
+    peaks = timeline.groupby(["run_id", "placement", "rank"], as_index=False)["rss_mb"].max()
+    peaks = peaks.assign(memory="host RSS", mb=peaks["rss_mb"])
+    frames = [peaks[["run_id", "placement", "rank", "memory", "mb"]]]
+    if "gpu_mem_used_mb" in timeline and timeline["gpu_mem_used_mb"].notna().any():
+        gpu = timeline.groupby(["run_id", "placement", "rank"], as_index=False)["gpu_mem_used_mb"].max()
+        frames.append(gpu.assign(memory="GPU used", mb=gpu["gpu_mem_used_mb"])[frames[0].columns])
+    data = pd.concat(frames)
+    return (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X("mb:Q", title="peak memory (MiB)"),
+            y=alt.Y("run_id:N", title=None),
+            yOffset=alt.YOffset("rank:N"),
+            color=alt.Color("memory:N", title=""),
+            tooltip=["run_id", "rank", "memory", alt.Tooltip("mb:Q", format=",.0f")],
+        )
+        .properties(title="Peak memory per worker", width=WIDTH)
+    )
+
+
+def utilisation_over_time(timeline: pd.DataFrame) -> alt.Chart | None:
+    """Process CPU% (100 = one core) and GPU utilisation of every worker over each run."""
+    if timeline.empty or "cpu_pct" not in timeline:
+        return None
+    value_vars = ["cpu_pct"] + (["gpu_util_pct"] if "gpu_util_pct" in timeline else [])
+    long = timeline.melt(
+        id_vars=["run_id", "rank", "t_s"], value_vars=value_vars, var_name="metric", value_name="pct"
+    ).dropna(subset=["pct"])
+    long["worker"] = "rank " + long["rank"].astype(str)
+    return (
+        alt.Chart(long)
+        .mark_line()
+        .encode(
+            x=alt.X("t_s:Q", title="seconds since the run's first sample"),
+            y=alt.Y("pct:Q", title="utilisation (%)"),
+            color=alt.Color("worker:N", title="worker"),
+            strokeDash=alt.StrokeDash("metric:N", title=""),
+            tooltip=["run_id", "worker", "metric", alt.Tooltip("t_s:Q", format=".1f"), alt.Tooltip("pct:Q", format=".0f")],
+        )
+        .properties(width=WIDTH, height=120)
+        .facet(row=alt.Row("run_id:N", title=None))
+        .properties(title="Utilisation over time per worker")
+    )
+
+
+def all_charts(runs: pd.DataFrame, epochs: pd.DataFrame, timeline: pd.DataFrame) -> dict[str, alt.TopLevelMixin]:
+    """The report's charts by file stem, in reading order; charts with no data are left out."""
+    charts = {
+        "throughput": throughput_vs_workers(runs),
+        "scaling_efficiency": efficiency_vs_workers(runs),
+        "epoch_time": epoch_time_by_placement(epochs),
+        "memory": memory_per_worker(timeline),
+        "utilisation": utilisation_over_time(timeline),
+    }
+    return {name: chart for name, chart in charts.items() if chart is not None}

@@ -1,0 +1,221 @@
+"""Render a study: report.html (self-contained, inline JS, works offline), PNG/SVG charts, summary.md.
+
+Everything comes from `StudyTables` (built from the store alone). Every string from the study is
+escaped, and chart data is embedded as JSON with '<' escaped, so nothing in a name can run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+import pandas as pd
+
+from scaleprof.analysis.summarize import StudyTables
+from scaleprof.report.charts import all_charts
+from scaleprof.telemetry.store import atomic_write_bytes, atomic_write_text
+
+HEADLINE = {
+    "placement": "placement",
+    "model": "model",
+    "device": "device",
+    "workers": "workers",
+    "status": "status",
+    "throughput": "throughput (samples/s)",
+    "speedup": "speedup",
+    "scaling_efficiency": "efficiency",
+    "epoch_time_s": "epoch time (s)",
+    "step_time_p50_s": "step p50 (ms)",
+    "step_time_p95_s": "step p95 (ms)",
+    "peak_rss_mb": "peak RSS (MiB)",
+    "cpu_util_pct": "CPU util (%)",
+    "gpu_util_pct": "GPU util (%)",
+    "gpu_mem_peak_mb": "GPU peak (MiB)",
+    "test_accuracy": "test accuracy",
+    "reason": "reason",
+}
+
+
+def _fmt(column: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if column in ("step_time_p50_s", "step_time_p95_s"):
+        return f"{1000 * value:.1f}"
+    if column == "scaling_efficiency":
+        return f"{100 * value:.0f}%"
+    if column == "test_accuracy":
+        return f"{value:.3f}"
+    if column == "speedup":
+        return f"{value:.2f}x"
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def headline_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The table a reader looks at first, formatted; columns with no value anywhere are dropped."""
+    columns = [c for c in HEADLINE if c in runs and runs[c].replace("", None).notna().any()]
+    table = pd.DataFrame({HEADLINE[c]: [_fmt(c, v) for v in runs[c]] for c in columns})
+    return table
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        return str(value).replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(cell(c) for c in table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def study_notes(tables: StudyTables) -> list[str]:
+    """Plain sentences that say how the numbers were obtained (shown in HTML and markdown)."""
+    exp = tables.manifest["experiment"]
+    train = exp["train"]
+    runs = tables.runs
+    notes = []
+    if train["scaling"] == "weak":
+        notes.append(
+            f"Weak scaling: each worker trains on batches of {train['batch_size']}, so the global batch grows with the workers."
+        )
+    else:
+        notes.append(
+            f"Strong scaling: the global batch is fixed at {train['batch_size']} and split evenly over the workers."
+        )
+    bases = sorted({b for b in runs.get("throughput_basis", pd.Series(dtype=str)).dropna() if b})
+    if bases:
+        notes.append("Throughput is global training samples/s in steady state: " + "; ".join(bases) + ".")
+    notes.append(
+        "Speedup and efficiency compare each run with the median 1-worker run of the same model and device kind: "
+        "S(N) = X(N)/X(1), E(N) = S(N)/N."
+    )
+    monitor = exp["monitor"]
+    if monitor["enabled"]:
+        notes.append(
+            f"Monitors sampled every {monitor['interval_s']:g}s. CPU utilisation is the worker process's CPU time as a "
+            "percentage of the cores it was given."
+        )
+    else:
+        notes.append("Monitors were off: no CPU, memory or GPU samples.")
+    telemetry = tables.manifest.get("telemetry")
+    if telemetry:
+        notes.append(
+            f"Telemetry: {telemetry['events_written']} events stored from {telemetry['workers']} workers, "
+            f"{telemetry['gaps']} sequence gaps, {telemetry['duplicates']} duplicates dropped."
+        )
+    for _, r in runs[runs["status"] != "ok"].iterrows():
+        notes.append(f"Run {r['run_id']} {r['status']}: {r['reason']}")
+    return notes
+
+
+def _environment(manifest: dict[str, Any]) -> list[str]:
+    host = manifest.get("driver_host", {})
+    pkgs = manifest.get("packages", {})
+    resources = manifest.get("ray", {}).get("cluster_resources", {})
+    lines = [
+        f"CPU: {host.get('cpu_model')}",
+        "Ray cluster: " + ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items()) if k in ("CPU", "GPU", "memory") and isinstance(v, (int, float)))
+        + f" on {len(manifest.get('ray', {}).get('nodes', []))} node(s)",
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in pkgs.items() if v),
+        f"Experiment sha256: {manifest.get('experiment_sha256', '')[:16]}; split sha256: "
+        + ", ".join(f"{k} {v}" for k, v in manifest.get("data", {}).get("split_sha256", {}).items()),
+    ]
+    gpu = manifest.get("gpu")
+    if gpu and gpu.get("gpus"):
+        lines.append(
+            "GPUs: " + ", ".join(g["name"] for g in gpu["gpus"]) + f" (driver {gpu.get('driver')}, CUDA {gpu.get('cuda_torch')})"
+        )
+    return lines
+
+
+def _safe_json(value: Any) -> str:
+    # '<' escaped so no string in the data can close the <script> element.
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _vl_version() -> str:
+    from altair.utils._importers import vl_version_for_vl_convert
+
+    return vl_version_for_vl_convert()
+
+
+def _vega_bundle() -> str:
+    import vl_convert as vlc
+
+    return vlc.javascript_bundle(vl_version=_vl_version())
+
+
+def render_html(tables: StudyTables, charts: dict[str, alt.TopLevelMixin]) -> str:
+    m = tables.manifest
+    esc = html.escape
+    title = f"scaleprof study {m['study_id']}"
+    notes = "".join(f"<li>{esc(n)}</li>" for n in study_notes(tables))
+    env = "".join(f"<li>{esc(line)}</li>" for line in _environment(m))
+    table = headline_table(tables.runs).to_html(index=False, escape=True, border=0, classes="runs")
+    divs = "".join(f'<section><div id="chart-{i}"></div></section>' for i in range(len(charts)))
+    specs = _safe_json([chart.to_dict() for chart in charts.values()])
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }}
+table.runs {{ border-collapse: collapse; font-size: 0.9em; }}
+table.runs th, table.runs td {{ padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
+section {{ margin: 1.5em 0; }}
+</style>
+<script type="text/javascript">{_vega_bundle()}</script>
+</head><body>
+<h1>{esc(title)}</h1>
+<p>Experiment <b>{esc(m['experiment']['name'])}</b>, seed {esc(str(m['seed']))}, model {esc(m['experiment']['model']['name'])},
+data {esc(m['data']['name'])} ({esc(str(m['data']['split_sizes']))}).</p>
+<h2>Runs</h2>
+{table}
+<h2>How to read this</h2><ul>{notes}</ul>
+<h2>Charts</h2>
+{divs}
+<h2>Environment</h2><ul>{env}</ul>
+<script type="text/javascript">
+const specs = {specs};
+specs.forEach((spec, i) => vegaEmbed('#chart-' + i, spec, {{"actions": false}}).catch(console.error));
+</script>
+</body></html>
+"""
+
+
+def render_summary_md(tables: StudyTables) -> str:
+    m = tables.manifest
+    lines = [
+        f"# scaleprof study {m['study_id']}",
+        "",
+        markdown_table(headline_table(tables.runs)),
+        "",
+        *[f"- {n}" for n in study_notes(tables)],
+        "",
+        "## Environment",
+        "",
+        *[f"- {line}" for line in _environment(m)],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_report(study_dir: Path, tables: StudyTables, image_format: str = "png") -> Path:
+    """Write report.html, charts/<name>.<png|svg> and summary.md; return the report's path."""
+    charts = all_charts(tables.runs, tables.epochs, tables.timeline)
+    chart_dir = study_dir / "charts"
+    chart_dir.mkdir(exist_ok=True)
+    import vl_convert as vlc
+
+    for name, chart in charts.items():
+        spec = chart.to_dict()
+        if image_format == "svg":
+            atomic_write_text(chart_dir / f"{name}.svg", vlc.vegalite_to_svg(spec, vl_version=_vl_version()))
+        else:
+            atomic_write_bytes(chart_dir / f"{name}.png", vlc.vegalite_to_png(spec, vl_version=_vl_version(), scale=2))
+    atomic_write_text(study_dir / "summary.md", render_summary_md(tables))
+    report = study_dir / "report.html"
+    atomic_write_text(report, render_html(tables, charts))
+    return report

@@ -1,0 +1,103 @@
+"""The aggregator: one Ray actor per study that appends every worker's events to the store.
+
+It checks per-worker sequence numbers as batches arrive (a resent batch is dropped as a duplicate,
+a hole is counted as a gap) and keeps a small live view of each run for the progress display.
+`Aggregator` is a plain class so its logic is testable without Ray; `start_aggregator` wraps it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from scaleprof.telemetry.store import StudyStore, append_jsonl
+
+WorkerKey = tuple[str, int, int]  # run_id, attempt, rank
+
+
+class Aggregator:
+    def __init__(self, study_dir: str):
+        self._store = StudyStore(Path(study_dir))
+        self._last_seq: dict[WorkerKey, int] = {}
+        self._gaps: dict[WorkerKey, int] = defaultdict(int)
+        self._duplicates: dict[WorkerKey, int] = defaultdict(int)
+        self._attempts: dict[tuple[str, int], int] = defaultdict(int)
+        self._live: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
+        self.events_written = 0
+
+    def register_worker(self, run_id: str, rank: int) -> int:
+        """The attempt number of a worker that is (re)starting: 0 the first time."""
+        attempt = self._attempts[(run_id, rank)]
+        self._attempts[(run_id, rank)] += 1
+        return attempt
+
+    def ingest(self, events: list[dict[str, Any]]) -> int:
+        accepted = []
+        for event in events:
+            key = (event["run_id"], event["attempt"], event["rank"])
+            last = self._last_seq.get(key, -1)
+            if event["seq"] <= last:
+                self._duplicates[key] += 1
+                continue
+            if event["seq"] > last + 1:
+                self._gaps[key] += event["seq"] - last - 1
+            self._last_seq[key] = event["seq"]
+            accepted.append(event)
+            self._observe(event)
+        self.events_written += append_jsonl(self._store.events_path, accepted)
+        return len(accepted)
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        kind = event["kind"]
+        if kind not in ("step", "epoch"):
+            return
+        live = self._live[event["run_id"]].setdefault(event["rank"], {"epoch": 0, "samples": 0.0})
+        if kind == "step":
+            if event["epoch"] != live["epoch"] or "epoch_start" not in live:
+                live.update(epoch=event["epoch"], samples=0.0, epoch_start=event["time"] - event["step_s"])
+            live["samples"] += event["samples"]
+            live["last_time"] = event["time"]
+        else:
+            live["epochs_done"] = event["epoch"] + 1
+            live["last_epoch_throughput"] = event["samples"] / max(event["epoch_time_s"], 1e-9)
+
+    def progress(self, run_id: str) -> dict[str, Any]:
+        """Current epoch and live global throughput of one run (samples/s over the epoch so far)."""
+        ranks = self._live.get(run_id, {})
+        if not ranks:
+            return {"ranks": 0}
+        epoch = max(int(r["epoch"]) for r in ranks.values())
+        current = [r for r in ranks.values() if r["epoch"] == epoch and "last_time" in r]
+        throughput = None
+        if current:
+            elapsed = max(r["last_time"] for r in current) - min(r["epoch_start"] for r in current)
+            if elapsed > 0:
+                throughput = sum(r["samples"] for r in current) / elapsed
+        return {
+            "ranks": len(ranks),
+            "epoch": epoch,
+            "epochs_done": min(int(r.get("epochs_done", 0)) for r in ranks.values()),
+            "throughput": throughput,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "events_written": self.events_written,
+            "workers": len(self._last_seq),
+            "gaps": sum(self._gaps.values()),
+            "duplicates": sum(self._duplicates.values()),
+        }
+
+
+def start_aggregator(study_dir: str) -> Any:
+    """Start the aggregator actor on this (the driver's) node, so the store is on the driver's disk."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    actor_cls = ray.remote(Aggregator)
+    node_id = ray.get_runtime_context().get_node_id()
+    return actor_cls.options(
+        num_cpus=0,  # it must never take a CPU that a placement asked for
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+    ).remote(study_dir)

@@ -1,0 +1,138 @@
+"""The study store: one directory holding everything a study measured.
+
+Append-only logs (`events.jsonl`, `run_records.jsonl`) are written as data arrives; tables and the
+manifest are written to a temporary name and renamed, so a crash never leaves half a file.
+Analysis and report read only this directory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+EVENTS = "events.jsonl"
+RUN_RECORDS = "run_records.jsonl"
+MANIFEST = "manifest.json"
+RUNS_TABLE = "runs.parquet"
+EPOCHS_TABLE = "epochs.parquet"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; study files are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def _clean(value: Any) -> Any:
+    # JSON has no NaN; store None so every reader agrees.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    """Append rows as JSON lines in one write; returns the number of rows written."""
+    lines = [json.dumps({k: _clean(v) for k, v in row.items()}, default=_json_default) for row in rows]
+    if not lines:
+        return 0
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+        f.flush()
+    return len(lines)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Every complete line; a torn last line (a crash mid-write) is skipped, not fatal."""
+    if not path.exists():
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.endswith("\n"):
+                break
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+class StudyStore:
+    """Paths and readers/writers of one study directory."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def events_path(self) -> Path:
+        return self.root / EVENTS
+
+    @property
+    def run_records_path(self) -> Path:
+        return self.root / RUN_RECORDS
+
+    def create(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=False)
+        self.events_path.touch()
+        self.run_records_path.touch()
+
+    def exists(self) -> bool:
+        return (self.root / MANIFEST).exists() and self.events_path.exists()
+
+    # -- writers ---------------------------------------------------------------------------
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=2, default=_json_default) + "\n")
+
+    def append_run_record(self, record: dict[str, Any]) -> None:
+        append_jsonl(self.run_records_path, [record])
+
+    def write_table(self, name: str, frame: pd.DataFrame) -> None:
+        path = self.root / name
+        tmp = path.with_name(f".{path.name}.tmp")
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+
+    # -- readers ---------------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        return json.loads((self.root / MANIFEST).read_text(encoding="utf-8"))
+
+    def events(self) -> pd.DataFrame:
+        return pd.DataFrame(read_jsonl(self.events_path))
+
+    def run_records(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.run_records_path)
+
+    def final_run_records(self) -> dict[str, dict[str, Any]]:
+        """The latest state of each run, in study order (a later record supersedes an earlier one)."""
+        latest: dict[str, dict[str, Any]] = {}
+        for record in self.run_records():
+            latest.setdefault(record["run_id"], {}).update(record)
+        return latest
+
+    def table(self, name: str) -> pd.DataFrame:
+        return pd.read_parquet(self.root / name)

@@ -1,0 +1,77 @@
+"""Models, built with random initialisation from the seed (never downloaded weights)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from scaleprof.config import ModelSpec
+
+
+class SmallCNN(nn.Module):
+    """Two conv layers and a small head; adaptive pooling makes it work from 8x8 to 224x224."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32, hidden: int = 128):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.AdaptiveAvgPool2d(4),
+        )
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * width * 16, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def mlp(input_shape: tuple[int, ...], num_classes: int, hidden_sizes: tuple[int, ...] = (256, 128)) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for h in hidden_sizes:
+        layers += [nn.Linear(width, int(h)), nn.ReLU()]
+        width = int(h)
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+class _ToRGB(nn.Module):
+    """torchvision classifiers expect 3 channels; repeat a grey channel rather than change the model."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
+    """The same weights for the same seed, on every worker and every placement."""
+    torch.manual_seed(seed)
+    if spec.name == "mlp":
+        return mlp(input_shape, num_classes, **spec.kwargs)
+    if spec.name == "small-cnn":
+        return SmallCNN(input_shape[0], num_classes, **spec.kwargs)
+    import torchvision
+
+    name = spec.name.removeprefix("torchvision:")
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **spec.kwargs)
+    if input_shape[0] == 1:
+        model = nn.Sequential(_ToRGB(), model)
+    return model
+
+
+def check_model(spec: ModelSpec) -> str | None:
+    """Why this model cannot be built, or None (checked at plan time, before Ray starts)."""
+    if not spec.name.startswith("torchvision:"):
+        return None
+    import torchvision
+
+    name = spec.name.removeprefix("torchvision:")
+    available = set(torchvision.models.list_models(module=torchvision.models))
+    if name not in available:
+        return f"model.name: torchvision has no classification model {name!r}"
+    return None
