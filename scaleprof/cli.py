@@ -28,7 +28,7 @@ class UserError(Exception):
 
 def _load(path: str) -> Experiment:
     experiment = load_experiment(path)
-    problem = check_model(experiment.model)
+    problem = check_model(experiment.model, experiment.data.input_shape, experiment.data.classes)
     if problem:
         raise ConfigError(f"{path}: {problem}")
     return experiment
@@ -65,15 +65,17 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
 
 def _render(study_dir: Path, console: Console) -> Path:
     from scaleprof.analysis.summarize import summarize, write_tables
-    from scaleprof.report.render import headline_table, render_report
+    from scaleprof.report.render import TERMINAL, headline_table, render_report
     from scaleprof.telemetry.store import StudyStore
 
     store = StudyStore(study_dir)
     tables = summarize(store)
     write_tables(store, tables)
     report = render_report(study_dir, tables)
-    headline = headline_table(tables.runs)
+    headline = headline_table(tables.runs, TERMINAL)
     console.print(_table(headline.to_dict("records"), f"study {study_dir.name}"))
+    for _, run in tables.runs[tables.runs["status"] != "ok"].iterrows():
+        console.print(f"{run['run_id']} {run['status']}: {run['reason']}", markup=False, highlight=False)
     return report
 
 

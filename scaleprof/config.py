@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MAX_FILE_BYTES = 1_000_000  # an experiment file is a few hundred bytes; refuse anything absurd
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 BUILTIN_MODELS = ("mlp", "small-cnn")
-DATASETS = ("digits", "synthetic-images")
+MAX_SYNTHETIC_VALUES = 2**29  # float32 values: 2 GiB per worker
 
 
 class ConfigError(Exception):
@@ -63,6 +64,24 @@ class DataSpec(_Strict):
             raise ValueError("every dimension must be between 1 and 4096")
         return shape
 
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> DataSpec:
+        if self.name == "synthetic-images" and self.size * math.prod(self.shape) > MAX_SYNTHETIC_VALUES:
+            raise ValueError(
+                f"data.size: {self.size} images of shape {list(self.shape)} would take "
+                f"{self.size * math.prod(self.shape) * 4 / 2**30:.1f} GiB per worker; the limit is "
+                f"{MAX_SYNTHETIC_VALUES * 4 / 2**30:.0f} GiB"
+            )
+        return self
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (1, 8, 8) if self.name == "digits" else self.shape
+
+    @property
+    def classes(self) -> int:
+        return 10 if self.name == "digits" else self.num_classes
+
 
 class TrainSpec(_Strict):
     epochs: int = Field(default=2, ge=1, le=10_000)
@@ -72,7 +91,7 @@ class TrainSpec(_Strict):
         description="weak: batch_size is per worker, so the global batch grows with workers; "
         "strong: batch_size is the global batch, split evenly over the workers",
     )
-    lr: float = Field(default=0.01, gt=0, le=10)
+    lr: float = Field(default=0.05, gt=0, le=10, description="SGD learning rate")
     momentum: float = Field(default=0.9, ge=0, lt=1)
     warmup_steps: int = Field(
         default=5, ge=0, description="steps excluded from steady state when a run has a single epoch"
@@ -158,7 +177,7 @@ def _format_validation(path: Path, err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         loc = _field_path(tuple(e["loc"]))
         # Our cross-field checks put the field path at the start of the message.
-        if re.match(r"^[a-z_]+\.\d+\.[a-z_]+: ", msg):
+        if re.match(r"^[a-z_]+(\.\d+)?\.[a-z_]+: ", msg):
             loc, msg = msg.split(": ", 1)
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling)"

@@ -56,9 +56,9 @@ def missing_resources(placement: PlacementSpec, cluster_resources: dict[str, flo
     have_gpus = cluster_resources.get("GPU", 0.0)
     have_cpus = cluster_resources.get("CPU", 0.0)
     if placement.total_gpus > have_gpus:
-        problems.append(f"needs {placement.total_gpus:g} GPUs, the cluster has {have_gpus:g}")
+        problems.append(f"needs {placement.total_gpus:g} GPU(s), the cluster has {have_gpus:g}")
     if placement.total_cpus > have_cpus:
-        problems.append(f"needs {placement.total_cpus:g} CPUs, the cluster has {have_cpus:g}")
+        problems.append(f"needs {placement.total_cpus:g} CPU(s), the cluster has {have_cpus:g}")
     return "; ".join(problems) or None
 
 

@@ -56,9 +56,12 @@ def _fmt(column: str, value: Any) -> str:
     return str(value)
 
 
-def headline_table(runs: pd.DataFrame) -> pd.DataFrame:
+TERMINAL = ("placement", "workers", "status", "throughput", "scaling_efficiency", "epoch_time_s", "test_accuracy")
+
+
+def headline_table(runs: pd.DataFrame, columns: tuple[str, ...] = tuple(HEADLINE)) -> pd.DataFrame:
     """The table a reader looks at first, formatted; columns with no value anywhere are dropped."""
-    columns = [c for c in HEADLINE if c in runs and runs[c].replace("", None).notna().any()]
+    columns = [c for c in columns if c in runs and runs[c].replace("", None).notna().any()]
     table = pd.DataFrame({HEADLINE[c]: [_fmt(c, v) for v in runs[c]] for c in columns})
     return table
 
@@ -118,8 +121,8 @@ def _environment(manifest: dict[str, Any]) -> list[str]:
     resources = manifest.get("ray", {}).get("cluster_resources", {})
     lines = [
         f"CPU: {host.get('cpu_model')}",
-        "Ray cluster: " + ", ".join(f"{k} {v:g}" for k, v in sorted(resources.items()) if k in ("CPU", "GPU", "memory") and isinstance(v, (int, float)))
-        + f" on {len(manifest.get('ray', {}).get('nodes', []))} node(s)",
+        f"Ray cluster: {resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU, "
+        f"{resources.get('memory', 0) / 2**30:.1f} GiB memory on {len(manifest.get('ray', {}).get('nodes', []))} node(s)",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in pkgs.items() if v),
         f"Experiment sha256: {manifest.get('experiment_sha256', '')[:16]}; split sha256: "
         + ", ".join(f"{k} {v}" for k, v in manifest.get("data", {}).get("split_sha256", {}).items()),

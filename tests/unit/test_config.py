@@ -1,0 +1,97 @@
+"""Experiment files: good ones load with defaults; bad ones fail with the file and field named."""
+
+from pathlib import Path
+
+import pytest
+
+from scaleprof.config import ConfigError, load_experiment
+
+REPO = Path(__file__).resolve().parents[2]
+
+GOOD = """
+name: t
+model: {name: mlp}
+data: {name: digits}
+placements:
+  - {name: cpu-1, workers: 1}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_smoke_experiment_loads_with_defaults():
+    exp = load_experiment(REPO / "experiments" / "smoke.yaml")
+    assert exp.name == "smoke"
+    assert [p.name for p in exp.placements] == ["cpu-1", "cpu-2", "gpu-1"]
+    assert exp.placements[2].device == "gpu"
+    assert exp.train.scaling == "weak"
+    assert exp.resolved()["monitor"]["interval_s"] == 1.0
+
+
+def test_digest_is_stable_and_changes_with_content(tmp_path):
+    a = load_experiment(write(tmp_path, GOOD))
+    b = load_experiment(write(tmp_path, GOOD, "b.yaml"))
+    c = load_experiment(write(tmp_path, GOOD.replace("mlp", "small-cnn"), "c.yaml"))
+    assert a.digest() == b.digest() != c.digest()
+
+
+@pytest.mark.parametrize(
+    "text, field, words",
+    [
+        (GOOD.replace("name: t", "name: ../etc"), "name", "pattern"),
+        (GOOD.replace("model: {name: mlp}", "model: {name: resnet}"), "model.name", "unknown model"),
+        (GOOD.replace("data: {name: digits}", "data: {name: mnist}"), "data.name", "digits"),
+        (GOOD + "epochz: 3\n", "epochz", "unknown key"),
+        (GOOD + "train: {epochs: zero}\n", "train.epochs", "integer"),
+        (GOOD + "train: {epochs: 0}\n", "train.epochs", "greater than or equal to 1"),
+        (GOOD + "  - {name: cpu-1, workers: 2}\n", "placements.1.name", "duplicate"),
+        (GOOD.replace("workers: 1", "workers: 3") + "train: {scaling: strong, batch_size: 64}\n", "placements.0.workers", "divide"),
+        (GOOD.replace("workers: 1}", "workers: 1, gpus: 1}"), "placements.0.gpus", "unknown key"),
+        (GOOD.replace("placements:\n  - {name: cpu-1, workers: 1}", "placements: []"), "placements", "at least 1"),
+        (GOOD.replace("{name: digits}", "{name: synthetic-images, size: 9000000, shape: [3, 224, 224]}"), "data.size", "GiB"),
+    ],
+)
+def test_invalid_fields_are_named(tmp_path, text, field, words):
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, text))
+    message = str(err.value)
+    assert str(tmp_path / "exp.yaml") in message
+    assert f"  {field}: " in message
+    assert words in message
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"name: [unclosed\n", "not valid YAML at line"),
+        (b"- just\n- a list\n", "must be a YAML mapping"),
+        (b"\xff\xfe\x00binary", "not a text file"),
+        (b"!!python/object/apply:os.system ['echo hi']\n", "not valid YAML"),
+        (b"", "must be a YAML mapping"),
+    ],
+)
+def test_unparseable_files_get_one_clear_message(tmp_path, content, words):
+    path = tmp_path / "exp.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    assert words in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(ConfigError, match="no such file"):
+        load_experiment(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_experiment(tmp_path)
+
+
+def test_oversized_file_is_refused_before_parsing(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("a: " + "x" * 2_000_000)
+    with pytest.raises(ConfigError, match="larger than"):
+        load_experiment(path)

@@ -1,0 +1,95 @@
+"""Monitors and the aggregator's logic, on real psutil and real files (no Ray needed)."""
+
+import os
+import threading
+import time
+
+from scaleprof.telemetry.aggregator import Aggregator
+from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
+from scaleprof.telemetry.store import StudyStore
+
+IDS = {"study_id": "s", "run_id": "r", "attempt": 0, "rank": 0, "node_id": "n"}
+
+
+def test_system_sampler_reads_this_process():
+    sampler = SystemSampler()
+    sampler.start()
+    end = time.process_time() + 0.2
+    while time.process_time() < end:  # keep a core busy so CPU% is measurably above zero
+        pass
+    sample = sampler.sample()
+    assert sample["rss_mb"] > 10
+    assert 0 < sample["cpu_pct"] <= 100 * os.cpu_count() + 5
+
+
+def test_gpu_sampler_without_gpu_records_why_and_never_raises():
+    none = GpuSampler(None)
+    none.start()
+    assert none.sample() == {} and none.unavailable_reason == "no GPU assigned to this worker"
+    broken = GpuSampler(0)  # no CUDA device here: torch or NVML fails, the sampler says so
+    broken.start()
+    assert broken.sample() == {}
+    assert broken.unavailable_reason.startswith("NVML unavailable")
+    broken.stop()
+
+
+def test_sink_numbers_events_gap_free_across_threads_and_delivers_all():
+    batches = []
+    sink = EventSink(IDS, lambda batch: batches.append(batch), flush_interval_s=0.01).start()
+    threads = [threading.Thread(target=lambda: [sink.emit("step", i=i) for i in range(500)]) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    deadline = time.monotonic() + 5
+    while not batches and time.monotonic() < deadline:  # the background thread sends without close()
+        time.sleep(0.01)
+    assert batches
+    sink.emit("step", i=-1)
+    sink.close()
+    seqs = sorted(e["seq"] for b in batches for e in b)
+    assert seqs == list(range(2001))
+    assert len(batches) < 2001  # batched, not one call per event
+
+
+def test_monitor_emits_system_samples_at_interval():
+    batches = []
+    sink = EventSink(IDS, batches.append, flush_interval_s=0.05).start()
+    monitor = Monitor(sink, [SystemSampler()], interval_s=0.05).start()
+    time.sleep(0.3)
+    monitor.stop()
+    sink.close()
+    system = [e for b in batches for e in b if e["kind"] == "system"]
+    assert len(system) >= 3
+    assert all(e["rss_mb"] > 0 for e in system)
+
+
+def _events(seqs, rank=0):
+    return [{**IDS, "rank": rank, "seq": s, "time": float(s), "kind": "system"} for s in seqs]
+
+
+def test_aggregator_drops_duplicates_counts_gaps_and_appends(tmp_path):
+    store = StudyStore(tmp_path / "study")
+    store.create()
+    agg = Aggregator(str(store.root))
+    assert agg.ingest(_events([0, 1, 2])) == 3
+    assert agg.ingest(_events([2, 3])) == 1  # 2 resent
+    assert agg.ingest(_events([6], rank=0) + _events([0], rank=1)) == 2  # 4, 5 lost
+    assert agg.stats() == {"events_written": 6, "workers": 2, "gaps": 2, "duplicates": 1}
+    assert [e["seq"] for e in store.events().to_dict("records") if e["rank"] == 0] == [0, 1, 2, 3, 6]
+
+
+def test_aggregator_attempts_and_live_progress(tmp_path):
+    store = StudyStore(tmp_path / "study")
+    store.create()
+    agg = Aggregator(str(store.root))
+    assert agg.register_worker("r", 0) == 0 and agg.register_worker("r", 0) == 1
+    steps = [
+        {**IDS, "rank": rank, "seq": i, "time": 10.0 + i, "kind": "step", "epoch": 0, "samples": 50, "step_s": 1.0}
+        for rank in (0, 1)
+        for i in range(4)
+    ]
+    agg.ingest(steps)
+    progress = agg.progress("r")
+    # 2 ranks x 4 steps x 50 samples over 4 s (first step started at t=9)
+    assert progress == {"ranks": 2, "epoch": 0, "epochs_done": 0, "throughput": 100.0}
