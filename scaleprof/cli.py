@@ -46,7 +46,7 @@ def _check_writable(out_dir: Path) -> None:
 def _table(rows: list[dict[str, object]], title: str) -> Table:
     table = Table(title=title)
     for column in rows[0]:
-        table.add_column(str(column), justify="right" if column != "run_id" else "left")
+        table.add_column(str(column), justify="right" if column != "run_id" else "left", no_wrap=column == "run_id")
     for row in rows:
         table.add_row(*[str(v) for v in row.values()])
     return table
@@ -125,13 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
+    if not console.is_terminal:  # logs (CI, `ray job submit`) are read later: do not squeeze tables to 80 columns
+        console = Console(width=200)
     try:
         return args.func(args, console)
     except (ConfigError, UserError) as err:
-        Console(stderr=True).print(f"error: {err}", markup=False, highlight=False)
+        print(f"error: {err}", file=sys.stderr)  # plain print: a path must never be wrapped mid-word
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        Console(stderr=True).print("interrupted: what was stored so far stays in the study directory", markup=False)
+        print("interrupted: what was stored so far stays in the study directory", file=sys.stderr)
         return 130
 
 

@@ -49,6 +49,8 @@ def _fmt(column: str, value: Any) -> str:
         return f"{100 * value:.0f}%"
     if column == "test_accuracy":
         return f"{value:.3f}"
+    if column.endswith("_pct"):
+        return f"{value:.0f}"
     if column == "speedup":
         return f"{value:.2f}x"
     if isinstance(value, float):

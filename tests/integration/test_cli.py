@@ -1,0 +1,70 @@
+"""The command line as a user runs it: exit codes, messages, no tracebacks for user errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def scaleprof(*args, cwd=REPO, timeout=300):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run(
+        [sys.executable, "-m", "scaleprof.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
+
+
+def test_plan_lists_the_runs_without_starting_ray():
+    proc = scaleprof("plan", "experiments/smoke.yaml")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("cpu-1", "cpu-2", "gpu-1"):
+        assert name in proc.stdout
+    assert "3 run(s)" in proc.stdout
+
+
+@pytest.mark.parametrize("command", ["plan", "run"])
+def test_bad_experiment_exits_2_with_field_named_and_nothing_written(tmp_path, command):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: {name: mlp}\ndata: {name: digits}\nplacements:\n  - {name: a, workerz: 1}\n")
+    out = tmp_path / "out"
+    args = [command, str(bad)] + (["--out", str(out)] if command == "run" else [])
+    proc = scaleprof(*args)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert str(bad) in proc.stderr and "placements.0.workerz: unknown key" in proc.stderr
+    assert not out.exists()
+
+
+def test_missing_file_and_non_study_directory(tmp_path):
+    proc = scaleprof("run", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2 and "no such file" in proc.stderr and "Traceback" not in proc.stderr
+    proc = scaleprof("report", str(tmp_path))
+    assert proc.returncode == 2 and "not a scaleprof study directory" in proc.stderr
+
+
+def test_unwritable_output_is_refused_before_ray_starts(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    proc = scaleprof("run", "experiments/smoke.yaml", "--out", str(blocker / "sub"))
+    assert proc.returncode == 2 and "cannot write study results there" in proc.stderr
+
+
+@pytest.mark.slow
+def test_run_end_to_end_shows_progress_and_writes_report(tmp_path):
+    """The main user path in a fresh process: its own local Ray, progress lines, a report."""
+    exp = tmp_path / "tiny.yaml"
+    exp.write_text(
+        "name: tiny\nmodel: {name: mlp}\ndata: {name: digits}\ntrain: {epochs: 2}\n"
+        "placements:\n  - {name: cpu-1, workers: 1}\n"
+    )
+    proc = scaleprof("run", str(exp), "--out", str(tmp_path / "reports"), timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "run 1/1 cpu-1 (1 worker(s), mlp): epoch" in proc.stdout
+    assert "samples/s" in proc.stdout
+    (study,) = (tmp_path / "reports").iterdir()
+    assert f"Report: {study / 'report.html'}" in proc.stdout
+    for name in ("runs.parquet", "epochs.parquet", "manifest.json", "summary.md", "events.jsonl"):
+        assert (study / name).stat().st_size > 0

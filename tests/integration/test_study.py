@@ -1,0 +1,86 @@
+"""A real study on a real local Ray: Ray Train workers, monitors, aggregator, store, report."""
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from scaleprof.telemetry.store import StudyStore
+
+
+def test_every_run_reaches_a_final_status(study):
+    result, tables = study
+    status = dict(zip(tables.runs["placement"], tables.runs["status"]))
+    assert status == {"cpu-1": "ok", "cpu-2": "ok", "gpu-1": "skipped"}
+
+
+def test_gpu_placement_on_gpu_less_cluster_is_skipped_with_reason_not_run_on_cpu(study):
+    result, tables = study
+    gpu = tables.runs.set_index("placement").loc["gpu-1"]
+    assert "needs 1 GPU(s), the cluster has 0" in gpu["reason"]
+    events = StudyStore(result.study_dir).events()
+    assert not (events["run_id"] == gpu["run_id"]).any()  # no worker ever started for it
+
+
+def test_two_worker_run_has_events_from_both_ranks_without_gaps(study):
+    result, tables = study
+    events = StudyStore(result.study_dir).events()
+    cpu2 = events[events["run_id"] == tables.runs.set_index("placement").loc["cpu-2", "run_id"]]
+    for kind in ("step", "epoch", "system", "lifecycle"):
+        assert set(cpu2[cpu2["kind"] == kind]["rank"]) == {0, 1}, kind
+    for _, seq in cpu2.groupby("rank")["seq"]:
+        assert sorted(seq) == list(range(len(seq)))  # gap-free, no duplicates
+    assert result.aggregator_stats["gaps"] == 0 and result.aggregator_stats["duplicates"] == 0
+    # DistributedSampler splits the training set: the ranks' epoch samples add up to it (padded to even)
+    train_size = tables.manifest["data"]["split_sizes"]["train"]
+    per_epoch = cpu2[cpu2["kind"] == "epoch"].groupby("epoch")["samples"].sum()
+    assert all(train_size <= s <= train_size + 1 for s in per_epoch)
+
+
+def test_monitor_figures_are_plausible(study):
+    result, tables = study
+    system = tables.timeline
+    assert (system["rss_mb"] > 100).all()  # a worker with torch imported holds hundreds of MiB
+    assert system["cpu_pct"].between(0, 100 * os.cpu_count() + 5).all()
+    ok = tables.runs[tables.runs["status"] == "ok"]
+    assert (ok["cpu_util_pct"] > 10).all()
+    assert (ok["throughput"] > 0).all() and ok["throughput_basis"].str.contains("warm-up").all()
+    assert (ok["step_time_p95_s"] >= ok["step_time_p50_s"]).all()
+    assert list(ok["nodes_realized"]) == [1, 1]
+
+
+def test_manifest_records_experiment_splits_and_cluster(study):
+    result, tables = study
+    m = tables.manifest
+    assert m["experiment"]["name"] == "itest" and len(m["experiment_sha256"]) == 64
+    assert set(m["data"]["split_sha256"]) == {"train", "val", "test"}
+    assert m["ray"]["cluster_resources"]["CPU"] == 2.0
+    assert m["packages"]["torch"] and m["packages"]["ray"] == "2.60.0"
+    assert m["telemetry"]["events_written"] == len(StudyStore(result.study_dir).events())
+    assert m["gpu"] is None  # no GPU here: nothing probed, nothing claimed
+
+
+def test_report_command_reproduces_the_report_from_disk_without_ray(study, tmp_path):
+    result, _ = study
+    study_dir = result.study_dir
+    before = pd.read_parquet(study_dir / "runs.parquet")
+    (study_dir / "report.html").unlink()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "scaleprof.cli", "report", str(study_dir)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Report:" in proc.stdout
+    assert "ray" not in proc.stderr.lower()  # no Ray started
+    after = pd.read_parquet(study_dir / "runs.parquet")
+    pd.testing.assert_frame_equal(before, after)
+    assert (study_dir / "report.html").stat().st_size > 100_000
+
+
+@pytest.mark.parametrize("name", ["throughput", "scaling_efficiency", "epoch_time", "memory", "utilisation"])
+def test_charts_written(study, name):
+    result, _ = study
+    assert (result.study_dir / "charts" / f"{name}.png").read_bytes().startswith(b"\x89PNG")

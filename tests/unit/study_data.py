@@ -1,0 +1,68 @@
+"""A small hand-made study directory (test data, not a fake of any part) for analysis/report tests."""
+
+from pathlib import Path
+
+from scaleprof.config import Experiment
+from scaleprof.telemetry.store import StudyStore, append_jsonl
+
+EXPERIMENT = {
+    "name": "handmade",
+    "model": {"name": "mlp"},
+    "data": {"name": "digits"},
+    "train": {"epochs": 3},
+    "placements": [
+        {"name": "cpu-1", "workers": 1},
+        {"name": "cpu-2", "workers": 2},
+        {"name": "gpu-1", "workers": 1, "gpus_per_worker": 1},
+    ],
+}
+
+
+def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epochs=3):
+    ids = {"study_id": "handmade", "run_id": run_id, "attempt": 0, "rank": rank, "node_id": "node-a"}
+    seq = iter(range(10_000))
+    t = 1000.0
+    out = [{**ids, "seq": next(seq), "time": t, "kind": "lifecycle", "event": "worker_start", "gpu_uuid": None}]
+    for epoch in range(epochs):
+        step_s = epoch_time / steps
+        for step in range(steps):
+            t += step_s
+            out.append({**ids, "seq": next(seq), "time": t, "kind": "step", "epoch": epoch, "step": step,
+                        "samples": samples_per_step, "data_s": 0.1 * step_s, "compute_s": 0.9 * step_s,
+                        "step_s": step_s, "loss": 1.0 / (epoch + 1)})
+            out.append({**ids, "seq": next(seq), "time": t, "kind": "system", "cpu_pct": 90.0 + rank,
+                        "rss_mb": 500.0 + 10 * rank})
+        fields = {"epoch": epoch, "epoch_time_s": epoch_time, "epoch_start": t - epoch_time,
+                  "samples": samples_per_step * steps, "steps": steps, "train_loss": 1.0 / (epoch + 1)}
+        if rank == 0:
+            fields.update(val_loss=1.0, val_accuracy=0.5 + 0.1 * epoch)
+        out.append({**ids, "seq": next(seq), "time": t, "kind": "epoch", **fields})
+    if rank == 0:
+        out.append({**ids, "seq": next(seq), "time": t, "kind": "eval", "split": "test", "test_accuracy": 0.75})
+    return out
+
+
+def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0") -> StudyStore:
+    """cpu-1 at 200 samples/s, cpu-2 at 300 samples/s (efficiency 75%), gpu-1 skipped."""
+    exp = Experiment.model_validate(EXPERIMENT)
+    store = StudyStore(root)
+    store.create()
+    store.write_manifest({
+        "study_id": "handmade", "experiment": exp.resolved(), "seed": 0,
+        "data": {"name": "digits", "split_sizes": {"train": 1257}, "split_sha256": {"train": "abc"}},
+        "packages": {"scaleprof": "test"}, "driver_host": {"cpu_model": "test cpu"},
+        "ray": {"cluster_resources": {"CPU": 2.0}, "nodes": [{}]},
+        "telemetry": {"events_written": 0, "workers": 3, "gaps": 0, "duplicates": 0},
+    })
+    base = {"model": "mlp", "cpus_per_worker": 1, "gpus_per_worker": 0, "per_worker_batch": 50, "repeat": 0}
+    store.append_run_record({**base, "run_id": "001-mlp-cpu-1-r0", "index": 1, "placement": "cpu-1", "device": "cpu",
+                             "workers": 1, "global_batch": 50, "status": "ok", "reason": "", "wall_s": 30.0})
+    store.append_run_record({**base, "run_id": "002-mlp-cpu-2-r0", "index": 2, "placement": "cpu-2", "device": "cpu",
+                             "workers": 2, "global_batch": 100, "status": "ok", "reason": "", "wall_s": 30.0})
+    store.append_run_record({**base, "run_id": "003-mlp-gpu-1-r0", "index": 3, "placement": "gpu-1", "device": "gpu",
+                             "workers": 1, "gpus_per_worker": 1, "global_batch": 50, "status": "skipped",
+                             "reason": reason})
+    append_jsonl(store.events_path, _worker_events("001-mlp-cpu-1-r0", 0, epoch_time=1.0))
+    for rank in (0, 1):
+        append_jsonl(store.events_path, _worker_events("002-mlp-cpu-2-r0", rank, epoch_time=4 / 3))
+    return store

@@ -1,0 +1,62 @@
+"""Analysis and report from a study directory alone: real pandas, real Altair, real vl-convert."""
+
+import re
+
+import pandas as pd
+import pytest
+
+from scaleprof.analysis.summarize import summarize, write_tables
+from scaleprof.report.render import render_report
+from scaleprof.telemetry.store import RUNS_TABLE
+
+from .study_data import make_study
+
+REQUIRED = [
+    "run_id", "model", "placement", "workers", "gpus", "status", "reason", "throughput", "scaling_efficiency",
+    "epoch_time_s", "step_time_p50_s", "step_time_p95_s", "peak_rss_mb", "cpu_util_pct", "gpu_util_pct",
+    "gpu_mem_peak_mb",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    store = make_study(tmp_path_factory.mktemp("r") / "study", reason="needs <script>alert(1)</script> GPUs")
+    tables = summarize(store)
+    write_tables(store, tables)
+    report = render_report(store.root, tables)
+    return store, tables, report
+
+
+def test_runs_table_has_the_promised_columns_and_known_figures(study):
+    store, tables, _ = study
+    runs = pd.read_parquet(store.root / RUNS_TABLE)
+    assert set(REQUIRED) <= set(runs.columns)
+    runs = runs.set_index("placement")
+    assert runs.loc["cpu-1", "throughput"] == pytest.approx(200.0)  # 4 x 50 samples per 1 s epoch
+    assert runs.loc["cpu-2", "throughput"] == pytest.approx(300.0)  # 2 ranks x 200 samples per 4/3 s
+    assert runs.loc["cpu-2", "scaling_efficiency"] == pytest.approx(0.75)
+    assert runs.loc["cpu-2", "peak_rss_mb"] == 510.0
+    assert runs.loc["cpu-2", "step_time_p50_s"] == pytest.approx(1 / 3)
+    assert runs.loc["cpu-2", "seq_gaps"] == 0
+    assert runs.loc["gpu-1", "status"] == "skipped"
+    epochs = tables.epochs
+    assert list(epochs[epochs["placement"] == "cpu-2"]["steady"]) == [False, True, True]
+
+
+def test_report_is_self_contained_and_escapes_study_text(study):
+    _, _, report = study
+    page = report.read_text()
+    assert not re.search(r"<script[^>]+src=", page)  # no external JS: works offline
+    assert "vegaEmbed" in page and page.count('id="chart-') == 5
+    assert "<script>alert(1)</script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_chart_images_and_summary_written(study):
+    store, _, _ = study
+    for name in ("throughput", "scaling_efficiency", "epoch_time", "memory", "utilisation"):
+        data = (store.root / "charts" / f"{name}.png").read_bytes()
+        assert data.startswith(b"\x89PNG")
+    summary = (store.root / "summary.md").read_text()
+    assert "| cpu-2 | mlp | cpu | 2 | ok | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 |" in summary
+    assert "Weak scaling" in summary and "epoch 1 excluded as warm-up" in summary
