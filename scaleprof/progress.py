@@ -6,6 +6,7 @@ prints one plain line per change, so the log still tells the story.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -28,6 +29,10 @@ class TerminalProgress:
         self._task: TaskID | None = None
         self._last_line = ""
 
+    def study_started(self, study_dir: Path, runs: int, ray_address: str) -> None:
+        self.console.print(f"Study {study_dir.name}: {runs} run(s) on Ray at {ray_address}", markup=False, highlight=False)
+        self.console.print(f"Writing to {study_dir}", markup=False, highlight=False)
+
     def run_started(self, run: PlannedRun, total: int, epochs: int) -> None:
         label = f"run {run.index}/{total} {run.placement.name} ({run.placement.workers} worker(s), {run.model.name})"
         if self._live:
@@ -41,9 +46,9 @@ class TerminalProgress:
                 transient=True,
             )
             self._progress.start()
-            self._task = self._progress.add_task(escape(label), total=epochs, info="placing")
+            self._task = self._progress.add_task(escape(label), total=epochs, info="starting workers")
         else:
-            self.console.print(f"{label}: placing", markup=False, highlight=False)
+            self.console.print(f"{label}: starting workers", markup=False, highlight=False)
         self._label = label
         self._epochs = epochs
 

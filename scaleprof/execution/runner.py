@@ -31,12 +31,16 @@ _RAY_TRAIN_ENV = {
 class Observer(Protocol):
     """Whoever shows progress: the CLI's terminal display, or nothing in tests."""
 
+    def study_started(self, study_dir: Path, runs: int, ray_address: str) -> None: ...
     def run_started(self, run: PlannedRun, total: int, epochs: int) -> None: ...
     def run_progress(self, run: PlannedRun, progress: dict[str, Any]) -> None: ...
     def run_finished(self, run: PlannedRun, record: dict[str, Any]) -> None: ...
 
 
 class QuietObserver:
+    def study_started(self, study_dir: Path, runs: int, ray_address: str) -> None:
+        pass
+
     def run_started(self, run: PlannedRun, total: int, epochs: int) -> None:
         pass
 
@@ -163,9 +167,11 @@ def _fit(run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any
     trainer.fit()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:500]
+def failure_reason(exc: BaseException) -> str:
+    """One line naming the root cause: Ray puts the remote traceback in the message, cause last."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    root = lines[-1] if lines else ""
+    return f"{type(exc).__name__}: {root}"[:500]
 
 
 def run_one(
@@ -207,7 +213,7 @@ def run_one(
         store.append_run_record({**record, "status": "failed", "reason": "interrupted", "ended_at": time.time()})
         raise
     except Exception as exc:  # a failed run must not stop the study
-        final = {**record, "status": "failed", "reason": _first_line(exc), "detail": traceback.format_exc()[-4000:]}
+        final = {**record, "status": "failed", "reason": failure_reason(exc), "detail": traceback.format_exc()[-4000:]}
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     ended = time.time()
@@ -223,7 +229,8 @@ def run_study(
     import ray
 
     observer = observer or QuietObserver()
-    study_dir = study_dir or new_study_dir(out_dir, experiment.name)
+    # Absolute: Ray Train's storage_path must be a URI or an absolute path.
+    study_dir = (study_dir or new_study_dir(out_dir, experiment.name)).resolve()
     store = StudyStore(study_dir)
     store.create()
     study_id = study_dir.name
@@ -231,6 +238,7 @@ def run_study(
     started_ray = connect_ray()
     result = StudyResult(study_dir)
     try:
+        observer.study_started(study_dir, len(runs), ray.get_runtime_context().gcs_address)
         manifest = collect_manifest(experiment, study_id)
         store.write_manifest(manifest)
         aggregator = start_aggregator(str(study_dir))

@@ -13,6 +13,12 @@ def _ok(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[(runs["status"] == "ok") & runs["throughput"].notna()].copy()
 
 
+def _workers_axis(frame: pd.DataFrame) -> alt.X:
+    # Ticks at the measured worker counts only: there is no such thing as 1.5 workers.
+    values = sorted(int(w) for w in frame["workers"].unique())
+    return alt.X("workers:Q", title="workers", axis=alt.Axis(values=values, format="d"))
+
+
 def _series(frame: pd.DataFrame) -> pd.Series:
     return frame["model"].astype(str) + " / " + frame["device"].astype(str)
 
@@ -28,7 +34,7 @@ def throughput_vs_workers(runs: pd.DataFrame) -> alt.Chart | None:
     ideal = ideal.assign(throughput=ideal["baseline_throughput"] * ideal["workers"], kind="ideal (linear)")
     data = pd.concat([measured, ideal[["series", "workers", "placement", "throughput", "kind"]]])
     base = alt.Chart(data).encode(
-        x=alt.X("workers:Q", title="workers", axis=alt.Axis(tickMinStep=1)),
+        x=_workers_axis(data),
         y=alt.Y("throughput:Q", title="throughput (samples/s, steady state)"),
         color=alt.Color("series:N", title="model / device"),
         strokeDash=alt.StrokeDash("kind:N", title="", sort=["measured", "ideal (linear)"]),
@@ -48,7 +54,7 @@ def efficiency_vs_workers(runs: pd.DataFrame) -> alt.Chart | None:
         alt.Chart(ok)
         .mark_line(point=True)
         .encode(
-            x=alt.X("workers:Q", title="workers", axis=alt.Axis(tickMinStep=1)),
+            x=_workers_axis(ok),
             y=alt.Y("efficiency_pct:Q", title="scaling efficiency (%)", scale=alt.Scale(domainMin=0)),
             color=alt.Color("series:N", title="model / device"),
             tooltip=["series", "placement", "workers", alt.Tooltip("efficiency_pct:Q", format=".1f")],
@@ -81,24 +87,26 @@ def memory_per_worker(timeline: pd.DataFrame) -> alt.Chart | None:
     """Peak resident memory of each worker process (and GPU memory used, where there was a GPU)."""
     if timeline.empty or "rss_mb" not in timeline:
         return None
-    peaks = timeline.groupby(["run_id", "placement", "rank"], as_index=False)["rss_mb"].max()
-    peaks = peaks.assign(memory="host RSS", mb=peaks["rss_mb"])
-    frames = [peaks[["run_id", "placement", "rank", "memory", "mb"]]]
+    keys = ["run_id", "placement", "rank"]
+    peaks = timeline.groupby(keys, as_index=False)["rss_mb"].max()
+    frames = [peaks.assign(memory="host RSS", mb=peaks["rss_mb"])[keys + ["memory", "mb"]]]
     if "gpu_mem_used_mb" in timeline and timeline["gpu_mem_used_mb"].notna().any():
-        gpu = timeline.groupby(["run_id", "placement", "rank"], as_index=False)["gpu_mem_used_mb"].max()
-        frames.append(gpu.assign(memory="GPU used", mb=gpu["gpu_mem_used_mb"])[frames[0].columns])
+        gpu = timeline.groupby(keys, as_index=False)["gpu_mem_used_mb"].max()
+        frames.append(gpu.assign(memory="GPU used", mb=gpu["gpu_mem_used_mb"])[keys + ["memory", "mb"]])
     data = pd.concat(frames)
+    data["worker"] = "rank " + data["rank"].astype(str)
     return (
         alt.Chart(data)
         .mark_bar()
         .encode(
-            x=alt.X("mb:Q", title="peak memory (MiB)"),
+            x=alt.X("mb:Q", title="peak memory (MiB)", axis=alt.Axis(format="~s")),
             y=alt.Y("run_id:N", title=None),
-            yOffset=alt.YOffset("rank:N"),
-            color=alt.Color("memory:N", title=""),
-            tooltip=["run_id", "rank", "memory", alt.Tooltip("mb:Q", format=",.0f")],
+            yOffset=alt.YOffset("worker:N"),
+            color=alt.Color("worker:N", title="worker"),
+            column=alt.Column("memory:N", title=None),
+            tooltip=["run_id", "worker", "memory", alt.Tooltip("mb:Q", format=",.0f")],
         )
-        .properties(title="Peak memory per worker", width=WIDTH)
+        .properties(title="Peak memory per worker", width=WIDTH // 2 + 60)
     )
 
 

@@ -36,6 +36,7 @@ HEADLINE = {
     "gpu_util_pct": "GPU util (%)",
     "gpu_mem_peak_mb": "GPU peak (MiB)",
     "test_accuracy": "test accuracy",
+    "wall_s": "run wall time (s)",
     "reason": "reason",
 }
 
@@ -58,7 +59,7 @@ def _fmt(column: str, value: Any) -> str:
     return str(value)
 
 
-TERMINAL = ("placement", "workers", "status", "throughput", "scaling_efficiency", "epoch_time_s", "test_accuracy")
+TERMINAL = ("placement", "workers", "status", "throughput", "scaling_efficiency", "epoch_time_s", "test_accuracy", "wall_s")
 
 
 def headline_table(runs: pd.DataFrame, columns: tuple[str, ...] = tuple(HEADLINE)) -> pd.DataFrame:
@@ -94,6 +95,9 @@ def study_notes(tables: StudyTables) -> list[str]:
     bases = sorted({b for b in runs.get("throughput_basis", pd.Series(dtype=str)).dropna() if b})
     if bases:
         notes.append("Throughput is global training samples/s in steady state: " + "; ".join(bases) + ".")
+    notes.append(
+        "Run wall time is end to end: Ray Train worker start-up and teardown, training, validation and test."
+    )
     notes.append(
         "Speedup and efficiency compare each run with the median 1-worker run of the same model and device kind: "
         "S(N) = X(N)/X(1), E(N) = S(N)/N."

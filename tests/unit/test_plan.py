@@ -42,3 +42,11 @@ def test_describe_rows_match_runs():
     exp = experiment()
     rows = describe(exp, expand(exp))
     assert rows[2]["device"] == "gpu" and rows[2]["global batch"] == 128 and rows[2]["epochs"] == 2
+
+
+def test_failure_reason_takes_the_root_cause_of_a_remote_traceback():
+    from scaleprof.execution.runner import failure_reason
+
+    remote = RuntimeError("The actor died ...\n  File x, line 3\n\npyarrow.lib.ArrowInvalid: URI has empty scheme\n")
+    assert failure_reason(remote) == "RuntimeError: pyarrow.lib.ArrowInvalid: URI has empty scheme"
+    assert failure_reason(ValueError("")) == "ValueError: "
