@@ -158,6 +158,11 @@ def _vega_bundle() -> str:
     return vlc.javascript_bundle(vl_version=_vl_version())
 
 
+def _splits(manifest: dict[str, Any]) -> str:
+    sizes = manifest["data"].get("split_sizes", {})
+    return ", ".join(f"{name} {n}" for name, n in sizes.items()) + " samples"
+
+
 def render_html(tables: StudyTables, charts: dict[str, alt.TopLevelMixin]) -> str:
     m = tables.manifest
     esc = html.escape
@@ -179,7 +184,7 @@ section {{ margin: 1.5em 0; }}
 </head><body>
 <h1>{esc(title)}</h1>
 <p>Experiment <b>{esc(m['experiment']['name'])}</b>, seed {esc(str(m['seed']))}, model {esc(m['experiment']['model']['name'])},
-data {esc(m['data']['name'])} ({esc(str(m['data']['split_sizes']))}).</p>
+data {esc(m['data']['name'])} ({esc(_splits(m))}).</p>
 <h2>Runs</h2>
 {table}
 <h2>How to read this</h2><ul>{notes}</ul>
