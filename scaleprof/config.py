@@ -34,6 +34,9 @@ class _Strict(BaseModel):
 class ModelSpec(_Strict):
     name: str = Field(description="mlp, small-cnn, or torchvision:<classification model name>")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the model constructor")
+    label_: str | None = Field(
+        default=None, alias="label", pattern=NAME_PATTERN, description="names the model in run ids and the report"
+    )
 
     @field_validator("name")
     @classmethod
@@ -46,7 +49,7 @@ class ModelSpec(_Strict):
 
     @property
     def label(self) -> str:
-        return self.name.removeprefix("torchvision:")
+        return self.label_ or self.name.removeprefix("torchvision:")
 
 
 class DataSpec(_Strict):
@@ -96,6 +99,17 @@ class TrainSpec(_Strict):
     warmup_steps: int = Field(
         default=5, ge=0, description="steps excluded from steady state when a run has a single epoch"
     )
+    lr_scaling: Literal["none", "linear"] = Field(
+        default="none",
+        description="linear: lr x (global batch / train.batch_size), the linear scaling rule for growing global batches",
+    )
+    lr_warmup_epochs: float = Field(
+        default=0, ge=0, le=1000, description="ramp the learning rate linearly from train.lr over this many epochs"
+    )
+    deterministic: bool = Field(
+        default=False,
+        description="torch.use_deterministic_algorithms and CUBLAS_WORKSPACE_CONFIG: reproducible GPU runs, slower",
+    )
 
 
 class MonitorSpec(_Strict):
@@ -108,6 +122,7 @@ class PlacementSpec(_Strict):
     workers: int = Field(ge=1, le=4096)
     cpus_per_worker: float = Field(default=1, gt=0, le=1024)
     gpus_per_worker: float = Field(default=0, ge=0, le=16)
+    repeats: int | None = Field(default=None, ge=1, le=100, description="overrides the study's repeats")
 
     @property
     def device(self) -> str:
@@ -122,6 +137,23 @@ class PlacementSpec(_Strict):
         return self.workers * self.gpus_per_worker
 
 
+class EvaluationSpec(_Strict):
+    cv_folds: int = Field(
+        default=0, ge=0, le=50, description="k-fold cross-validation on train+val, on the reference placement (0: off)"
+    )
+    cv_placement: str | None = Field(default=None, description="the reference placement; default: the first")
+    noisy_cv: float = Field(
+        default=0.05, gt=0, le=10, description="flag repeats whose coefficient of variation is above this"
+    )
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _folds(cls, k: int) -> int:
+        if k == 1:
+            raise ValueError("cross-validation needs at least 2 folds (0 turns it off)")
+        return k
+
+
 class RaySpec(_Strict):
     placement_timeout_s: float = Field(
         default=20, gt=0, le=3600, description="how long to wait for a placement's resources before skipping it"
@@ -131,16 +163,29 @@ class RaySpec(_Strict):
 class Experiment(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="names the study directory")
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    model: ModelSpec
+    model: ModelSpec | None = Field(default=None, description="one model; or give several under models")
+    models: list[ModelSpec] | None = Field(default=None, min_length=1, max_length=64)
     data: DataSpec
     train: TrainSpec = Field(default_factory=TrainSpec)
     monitor: MonitorSpec = Field(default_factory=MonitorSpec)
     repeats: int = Field(default=1, ge=1, le=100)
     placements: list[PlacementSpec] = Field(min_length=1, max_length=256)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     ray: RaySpec = Field(default_factory=RaySpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> Experiment:
+        if (self.model is None) == (self.models is None):
+            raise ValueError("model: give either model or models (a list), not both and not neither")
+        labels: set[str] = set()
+        for i, m in enumerate(self.model_list):
+            if m.label in labels:
+                raise ValueError(f"models.{i}.label: two models named {m.label!r}; give them distinct labels")
+            labels.add(m.label)
+        names = [p.name for p in self.placements]
+        cv = self.evaluation.cv_placement
+        if cv is not None and cv not in names:
+            raise ValueError(f"evaluation.cv_placement: no placement named {cv!r} (have: {', '.join(names)})")
         seen: set[str] = set()
         for i, p in enumerate(self.placements):
             if p.name in seen:
@@ -153,6 +198,15 @@ class Experiment(_Strict):
                 )
         return self
 
+    @property
+    def model_list(self) -> list[ModelSpec]:
+        return self.models if self.models is not None else [self.model]  # type: ignore[list-item]
+
+    @property
+    def cv_reference(self) -> PlacementSpec:
+        name = self.evaluation.cv_placement or self.placements[0].name
+        return next(p for p in self.placements if p.name == name)
+
     def per_worker_batch(self, placement: PlacementSpec) -> int:
         if self.train.scaling == "strong":
             return self.train.batch_size // placement.workers
@@ -160,7 +214,7 @@ class Experiment(_Strict):
 
     def resolved(self) -> dict[str, Any]:
         """The experiment with every default filled in, as plain JSON-able data."""
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", by_alias=True)
 
     def digest(self) -> str:
         canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
@@ -177,7 +231,7 @@ def _format_validation(path: Path, err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         loc = _field_path(tuple(e["loc"]))
         # Our cross-field checks put the field path at the start of the message.
-        if re.match(r"^[a-z_]+(\.\d+)?\.[a-z_]+: ", msg):
+        if re.match(r"^[a-z_]+(\.\d+)?(\.[a-z_]+)?: ", msg):
             loc, msg = msg.split(": ", 1)
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling)"

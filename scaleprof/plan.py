@@ -20,29 +20,37 @@ class PlannedRun:
     placement: PlacementSpec
     repeat: int
     per_worker_batch: int
+    fold: int | None = None  # k-fold cross-validation: which held-out fold (0-based); None for fixed-split runs
+    folds: int = 0
 
     @property
     def global_batch(self) -> int:
         return self.per_worker_batch * self.placement.workers
 
+    @property
+    def kind(self) -> str:
+        return "cv" if self.fold is not None else "fixed-split"
+
 
 def expand(experiment: Experiment) -> list[PlannedRun]:
-    """Runs in study order: placement by placement, repeats adjacent."""
+    """Runs in study order: placement by placement, every model on each, repeats adjacent;
+    then the k cross-validation folds of every model on the reference placement."""
     runs: list[PlannedRun] = []
+
+    def add(model: ModelSpec, placement: PlacementSpec, repeat: int, suffix: str, **cv: int) -> None:
+        index = len(runs) + 1
+        batch = experiment.per_worker_batch(placement)
+        run_id = f"{index:03d}-{model.label}-{placement.name}-{suffix}"
+        runs.append(PlannedRun(index, run_id, model, placement, repeat, batch, **cv))
+
     for placement in experiment.placements:
-        for repeat in range(experiment.repeats):
-            index = len(runs) + 1
-            run_id = f"{index:03d}-{experiment.model.label}-{placement.name}-r{repeat}"
-            runs.append(
-                PlannedRun(
-                    index=index,
-                    run_id=run_id,
-                    model=experiment.model,
-                    placement=placement,
-                    repeat=repeat,
-                    per_worker_batch=experiment.per_worker_batch(placement),
-                )
-            )
+        for model in experiment.model_list:
+            for repeat in range(placement.repeats or experiment.repeats):
+                add(model, placement, repeat, f"r{repeat}")
+    k = experiment.evaluation.cv_folds
+    for model in experiment.model_list:
+        for fold in range(k):
+            add(model, experiment.cv_reference, 0, f"cv{fold + 1}of{k}", fold=fold, folds=k)
     return runs
 
 
@@ -68,7 +76,8 @@ def describe(experiment: Experiment, runs: list[PlannedRun]) -> list[dict[str, o
         {
             "run": r.index,
             "run_id": r.run_id,
-            "model": r.model.name,
+            "model": r.model.label,
+            "kind": r.kind,
             "placement": r.placement.name,
             "device": r.placement.device,
             "workers": r.placement.workers,

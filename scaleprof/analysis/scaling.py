@@ -27,7 +27,7 @@ def add_scaling_columns(runs: pd.DataFrame) -> pd.DataFrame:
     a group without one gets NaN, never a made-up baseline.
     """
     runs = runs.copy()
-    ok_single = runs[(runs["status"] == "ok") & (runs["workers"] == 1)]
+    ok_single = runs[(runs["status"] == "ok") & (runs["workers"] == 1) & (runs.get("kind", "fixed-split") == "fixed-split")]
     baselines = ok_single.groupby(["model", "device"])["throughput"].median()
     keys = list(zip(runs["model"], runs["device"]))
     runs["baseline_throughput"] = [baselines.get(k, float("nan")) for k in keys]

@@ -8,17 +8,24 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaleprof.analysis.quality import RUN_METRICS, quality_tables
+from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.scaling import add_scaling_columns
 from scaleprof.analysis.throughput import global_epochs, percentile, steady_epoch_numbers, steady_state_throughput
 from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
 
+QUALITY_TABLE = "quality.parquet"
+PLACEMENTS_TABLE = "placements.parquet"
+CV_TABLE = "cv.parquet"
+
 RUN_COLUMNS = [
-    "run_id", "index", "model", "placement", "device", "workers", "gpus", "cpus", "per_worker_batch",
-    "global_batch", "repeat", "status", "reason", "throughput", "throughput_basis", "speedup",
+    "run_id", "index", "model", "model_name", "placement", "device", "workers", "gpus", "cpus", "kind", "fold",
+    "per_worker_batch", "global_batch", "repeat", "status", "reason", "throughput", "throughput_basis", "speedup",
     "scaling_efficiency", "epoch_time_s", "first_epoch_time_s", "step_time_p50_s", "step_time_p95_s",
     "data_wait_frac", "peak_rss_mb", "cpu_util_pct", "gpu_util_pct", "gpu_mem_peak_mb", "nodes_realized",
-    "node_ids", "gpu_uuids", "wall_s", "train_time_s", "startup_s", "samples_total", "final_train_loss",
-    "final_val_accuracy", "test_accuracy", "events", "seq_gaps", "attempts",
+    "node_ids", "gpu_uuids", "wall_s", "train_time_s", "startup_s", "samples_total", "final_lr", "final_train_loss",
+    "final_val_accuracy", "eval_split", "eval_samples", *RUN_METRICS, "precision_weighted", "recall_weighted",
+    "balanced_accuracy", "loss_divergence", "events", "seq_gaps", "attempts",
 ]  # fmt: skip
 
 
@@ -28,6 +35,9 @@ class StudyTables:
     epochs: pd.DataFrame
     timeline: pd.DataFrame  # system samples: run_id, placement, rank, t_s, cpu_pct, rss_mb, gpu_*
     manifest: dict[str, Any]
+    quality: pd.DataFrame  # one row per run x class: precision, recall, f1, specificity, roc_auc, confusion row
+    placements: pd.DataFrame  # one row per model x placement: spread over repeats, noisy flags
+    cv: pd.DataFrame  # one row per model: k-fold mean and std beside the fixed split
 
 
 def _of_kind(events: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -85,6 +95,7 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         last = epochs[epochs["epoch"] == epochs["epoch"].max()]
         row["final_train_loss"] = float(np.average(last["train_loss"], weights=last["samples"]))
         row["final_val_accuracy"] = _max(last, "val_accuracy")
+        row["final_lr"] = _max(last, "lr")
         row["gpu_mem_peak_mb"] = _max(epochs, "gpu_mem_peak_mb")
         row["startup_s"] = row["wall_s"] - row["train_time_s"]
     if not steps.empty:
@@ -105,9 +116,6 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["node_ids"] = ",".join(sorted(starts["node_id"].unique()))
         uuids = _col(starts, "gpu_uuid").dropna()
         row["gpu_uuids"] = ",".join(sorted(uuids.unique()))
-    evals = _of_kind(events, "eval")
-    if not evals.empty:
-        row["test_accuracy"] = _max(evals, "test_accuracy")
     return row
 
 
@@ -127,6 +135,7 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd
                     "run_id": run_id,
                     "model": record.get("model"),
                     "placement": record.get("placement"),
+                    "kind": record.get("kind", "fixed-split"),
                     "workers": record.get("workers"),
                     "epoch": int(e["epoch"]) + 1,  # 1-based for people
                     "steady": int(e["epoch"]) in steady,
@@ -166,10 +175,34 @@ def summarize(store: StudyStore) -> StudyTables:
         if column not in runs:
             runs[column] = np.nan
     runs = add_scaling_columns(runs[RUN_COLUMNS]) if not runs.empty else runs
+    predictions = {
+        run_id: frame
+        for run_id, rec in records.items()
+        if rec.get("status") == "ok" and (frame := store.predictions(run_id)) is not None
+    }
+    run_quality, per_class = quality_tables(predictions)
+    if not run_quality.empty:
+        runs = runs.drop(columns=[c for c in run_quality.columns if c != "run_id"]).merge(
+            run_quality, on="run_id", how="left"
+        )
+    runs, epochs = add_loss_divergence(runs, epochs_table(records, events))
     runs = runs[RUN_COLUMNS + [c for c in runs.columns if c not in RUN_COLUMNS]]
-    return StudyTables(runs, epochs_table(records, events), timeline_table(records, events), manifest)
+    noisy_cv = float(manifest["experiment"]["evaluation"]["noisy_cv"])
+    return StudyTables(
+        runs=runs,
+        epochs=epochs,
+        timeline=timeline_table(records, events),
+        manifest=manifest,
+        quality=per_class,
+        placements=spread_table(runs, noisy_cv),
+        cv=cv_table(runs),
+    )
 
 
 def write_tables(store: StudyStore, tables: StudyTables) -> None:
     store.write_table(RUNS_TABLE, tables.runs)
     store.write_table(EPOCHS_TABLE, tables.epochs)
+    store.write_table(QUALITY_TABLE, tables.quality)
+    store.write_table(PLACEMENTS_TABLE, tables.placements)
+    if not tables.cv.empty:
+        store.write_table(CV_TABLE, tables.cv)

@@ -122,16 +122,25 @@ class _ProgressPoller:
     def __exit__(self, *exc: Any) -> None:
         self._stop.set()
         self._thread.join()
+        self._poll()  # a run shorter than one interval still shows where it ended
 
-    def _loop(self) -> None:
+    def _poll(self) -> None:
         import ray
 
+        try:
+            progress = ray.get(self._aggregator.progress.remote(self._run.run_id), timeout=5)
+        except Exception:
+            return  # the display is best-effort; the store is the record
+        self._observer.run_progress(self._run, progress)
+
+    def _loop(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                progress = ray.get(self._aggregator.progress.remote(self._run.run_id), timeout=5)
-            except Exception:
-                continue  # the display is best-effort; the store is the record
-            self._observer.run_progress(self._run, progress)
+            self._poll()
+
+
+def _worker_env(experiment: Experiment) -> dict[str, str]:
+    # cuBLAS reads this when CUDA starts, so it must be in the worker's environment from the outset.
+    return {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} if experiment.train.deterministic else {}
 
 
 def _fit(run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any, storage: Path) -> None:
@@ -152,14 +161,18 @@ def _fit(run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any
             "aggregator": aggregator,
             "run": {
                 "run_id": run.run_id,
+                "model_label": run.model.label,
                 "per_worker_batch": run.per_worker_batch,
                 "cpus_per_worker": p.cpus_per_worker,
+                "fold": run.fold,
+                "folds": run.folds,
             },
         },
         scaling_config=ScalingConfig(num_workers=p.workers, use_gpu=p.gpus_per_worker > 0, resources_per_worker=resources),
         run_config=RunConfig(
             name=run.run_id,
             storage_path=str(storage),
+            worker_runtime_env={"env_vars": _worker_env(experiment)},
             # A finite controller limit: the default (-1) retries a failing controller forever.
             failure_config=FailureConfig(max_failures=0, controller_failure_limit=0),
         ),
@@ -182,7 +195,10 @@ def run_one(
     record: dict[str, Any] = {
         "run_id": run.run_id,
         "index": run.index,
-        "model": run.model.name,
+        "model": run.model.label,
+        "model_name": run.model.name,
+        "kind": run.kind,
+        "fold": run.fold,
         "placement": run.placement.name,
         "device": run.placement.device,
         "workers": run.placement.workers,

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from scaleprof.config import Experiment
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
-from scaleprof.workloads.data import load_dataset
+from scaleprof.workloads.data import cv_split, load_dataset
 from scaleprof.workloads.models import build_model
 
 
@@ -29,17 +29,46 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device, batch: int = 512) -> dict:
+def predict(model: torch.nn.Module, x: np.ndarray, device: torch.device, batch: int = 512) -> np.ndarray:
+    """Class probabilities for every row of x, in order."""
     model.eval()
-    loss_sum, correct = 0.0, 0
-    for i in range(0, len(y), batch):
-        xb = torch.from_numpy(x[i : i + batch]).to(device)
-        yb = torch.from_numpy(y[i : i + batch]).to(device)
-        logits = model(xb)
-        loss_sum += F.cross_entropy(logits, yb, reduction="sum").item()
-        correct += (logits.argmax(1) == yb).sum().item()
+    out = []
+    for i in range(0, len(x), batch):
+        logits = model(torch.from_numpy(x[i : i + batch]).to(device))
+        out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     model.train()
-    return {"loss": loss_sum / len(y), "accuracy": correct / len(y)}
+    return np.concatenate(out)
+
+
+def loss_and_accuracy(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    p_true = np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)
+    return {"loss": float(-np.log(p_true).mean()), "accuracy": float((proba.argmax(1) == y).mean())}
+
+
+def lr_factor(experiment: Experiment, global_batch: int) -> float:
+    """The linear scaling rule: lr grows with the global batch relative to train.batch_size."""
+    if experiment.train.lr_scaling == "linear":
+        return global_batch / experiment.train.batch_size
+    return 1.0
+
+
+def lr_schedule(target_factor: float, warmup_steps: int):
+    """Multiplier of train.lr at each step: a linear ramp from 1 to target_factor, then flat."""
+
+    def multiplier(step: int) -> float:
+        if warmup_steps <= 0 or step >= warmup_steps:
+            return target_factor
+        return 1.0 + (target_factor - 1.0) * step / warmup_steps
+
+    return multiplier
+
+
+def split_indices(data: Any, experiment: Experiment, run: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
+    """(name of the held-out split, train, per-epoch validation, held-out) indices for this run."""
+    if run.get("fold") is None:
+        return "test", data.train_idx, data.val_idx, data.test_idx
+    train_idx, held_idx = cv_split(data, run["folds"], run["fold"], experiment.seed)
+    return f"fold {run['fold'] + 1} of {run['folds']}", train_idx, held_idx, held_idx
 
 
 def _barrier() -> None:
@@ -54,6 +83,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     experiment = Experiment.model_validate(config["experiment"])
     run = config["run"]
+    if experiment.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
     aggregator = config["aggregator"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -91,14 +123,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
 
     data = load_dataset(experiment.data, experiment.seed)
-    model = build_model(experiment.model, data.input_shape, data.num_classes, experiment.seed)
+    held_name, train_idx, val_idx, held_idx = split_indices(data, experiment, run)
+    model_spec = next(m for m in experiment.model_list if m.label == run["model_label"])
+    model = build_model(model_spec, data.input_shape, data.num_classes, experiment.seed)
     model = ray.train.torch.prepare_model(model)  # moves to the device; DDP when world > 1
     optimizer = torch.optim.SGD(model.parameters(), lr=experiment.train.lr, momentum=experiment.train.momentum)
 
-    train_set = TensorDataset(torch.from_numpy(data.x[data.train_idx]), torch.from_numpy(data.y[data.train_idx]))
+    train_set = TensorDataset(torch.from_numpy(data.x[train_idx]), torch.from_numpy(data.y[train_idx]))
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=experiment.seed)
     loader = DataLoader(train_set, batch_size=run["per_worker_batch"], sampler=sampler, pin_memory=device.type == "cuda")
-    x_val, y_val = data.x[data.val_idx], data.y[data.val_idx]
+    warmup = round(experiment.train.lr_warmup_epochs * len(loader))
+    factor = lr_factor(experiment, run["per_worker_batch"] * world)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(factor, warmup))
+    x_val, y_val = data.x[val_idx], data.y[val_idx]
 
     for epoch in range(experiment.train.epochs):
         sampler.set_epoch(epoch)
@@ -117,6 +154,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             loss_value = loss.item()
             t_end = time.perf_counter()
             n = len(yb)
@@ -142,17 +180,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "samples": samples,
             "steps": steps,
             "train_loss": loss_sum / max(samples, 1),
+            "lr": optimizer.param_groups[0]["lr"],
         }
         if device.type == "cuda":
             fields["gpu_mem_peak_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         if rank == 0:
-            val = evaluate(_unwrap(model), x_val, y_val, device)
+            val = loss_and_accuracy(predict(_unwrap(model), x_val, device), y_val)
             fields.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         sink.emit("epoch", **fields)
 
     if rank == 0:
-        test = evaluate(_unwrap(model), data.x[data.test_idx], data.y[data.test_idx], device)
-        sink.emit("eval", split="test", test_loss=test["loss"], test_accuracy=test["accuracy"])
+        # Rank 0 holds the same weights as every rank (DDP): its predictions on the held-out split are
+        # stored whole, and every quality metric is computed from them later with sklearn.
+        proba = predict(_unwrap(model), data.x[held_idx], device)
+        held = loss_and_accuracy(proba, data.y[held_idx])
+        predictions = {"split": held_name, "sample_index": held_idx, "y_true": data.y[held_idx], "proba": proba}
+        ray.get(aggregator.store_predictions.remote(run["run_id"], predictions))
+        sink.emit("eval", split=held_name, test_loss=held["loss"], test_accuracy=held["accuracy"], samples=len(held_idx))
     _barrier()
     if monitor:
         monitor.stop()

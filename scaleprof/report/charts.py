@@ -10,7 +10,8 @@ WIDTH, HEIGHT = 420, 260
 
 
 def _ok(runs: pd.DataFrame) -> pd.DataFrame:
-    return runs[(runs["status"] == "ok") & runs["throughput"].notna()].copy()
+    """Fixed-split runs that finished (cross-validation folds repeat the reference placement)."""
+    return runs[(runs["status"] == "ok") & runs["throughput"].notna() & (runs["kind"] == "fixed-split")].copy()
 
 
 def _workers_axis(frame: pd.DataFrame) -> alt.X:
@@ -68,6 +69,7 @@ def epoch_time_by_placement(epochs: pd.DataFrame) -> alt.Chart | None:
     """Each epoch's time per run; the warm-up epoch is marked apart from steady state."""
     if epochs.empty:
         return None
+    epochs = epochs[epochs["kind"] == "fixed-split"]
     data = epochs.assign(phase=epochs["steady"].map({True: "steady state", False: "warm-up"}))
     return (
         alt.Chart(data)
@@ -135,7 +137,67 @@ def utilisation_over_time(timeline: pd.DataFrame) -> alt.Chart | None:
     )
 
 
-def all_charts(runs: pd.DataFrame, epochs: pd.DataFrame, timeline: pd.DataFrame) -> dict[str, alt.TopLevelMixin]:
+def learning_curves(epochs: pd.DataFrame) -> alt.Chart | None:
+    """Train loss and validation accuracy per epoch, one line per run, one panel per model."""
+    if epochs.empty:
+        return None
+    fixed = epochs[epochs["kind"] == "fixed-split"] if "kind" in epochs else epochs
+    long = fixed.melt(
+        id_vars=["run_id", "model", "placement", "epoch"],
+        value_vars=["train_loss", "val_accuracy"],
+        var_name="metric",
+        value_name="value",
+    ).dropna(subset=["value"])
+    if long.empty:
+        return None
+    return (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(format="d", tickMinStep=1)),
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+            color=alt.Color("placement:N", title="placement"),
+            detail="run_id:N",
+            tooltip=["run_id", "placement", "epoch", "metric", alt.Tooltip("value:Q", format=".4f")],
+        )
+        .properties(width=WIDTH // 2 + 40, height=180)
+        .facet(row=alt.Row("metric:N", title=None), column=alt.Column("model:N", title="model"))
+        .resolve_scale(y="independent")
+        .properties(title="Learning curves: did scaling change what was learned?")
+    )
+
+
+def confusion_matrix(quality: pd.DataFrame, run_id: str) -> alt.Chart | None:
+    """The confusion matrix (counts) of one run's held-out predictions."""
+    rows = quality[quality["run_id"] == run_id] if not quality.empty else quality
+    if rows.empty:
+        return None
+    cells = [
+        {"true": int(r["class"]), "predicted": j, "count": int(c)}
+        for _, r in rows.iterrows()
+        for j, c in enumerate(r["confusion_row"])
+    ]
+    data = pd.DataFrame(cells)
+    base = alt.Chart(data).encode(
+        x=alt.X("predicted:O", title="predicted class"), y=alt.Y("true:O", title="true class")
+    )
+    heat = base.mark_rect().encode(
+        color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=None),
+        tooltip=["true", "predicted", "count"],
+    )
+    text = base.mark_text(fontSize=10).encode(
+        text="count:Q", color=alt.condition(alt.datum.count > data["count"].max() / 2, alt.value("white"), alt.value("black"))
+    )
+    return (heat + text).properties(title=f"Confusion matrix of the best run ({run_id})", width=260, height=260)
+
+
+def all_charts(
+    runs: pd.DataFrame,
+    epochs: pd.DataFrame,
+    timeline: pd.DataFrame,
+    quality: pd.DataFrame | None = None,
+    best_run: str | None = None,
+) -> dict[str, alt.TopLevelMixin]:
     """The report's charts by file stem, in reading order; charts with no data are left out."""
     charts = {
         "throughput": throughput_vs_workers(runs),
@@ -143,5 +205,7 @@ def all_charts(runs: pd.DataFrame, epochs: pd.DataFrame, timeline: pd.DataFrame)
         "epoch_time": epoch_time_by_placement(epochs),
         "memory": memory_per_worker(timeline),
         "utilisation": utilisation_over_time(timeline),
+        "learning_curves": learning_curves(epochs),
+        "confusion_matrix": confusion_matrix(quality, best_run) if quality is not None and best_run else None,
     }
     return {name: chart for name, chart in charts.items() if chart is not None}

@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.summarize import StudyTables
 from scaleprof.report.charts import all_charts
 from scaleprof.telemetry.store import atomic_write_bytes, atomic_write_text
 
+QUALITY_METRICS = ("accuracy", "precision", "recall", "f1", "f1_weighted", "specificity", "roc_auc")
 HEADLINE = {
     "placement": "placement",
     "model": "model",
@@ -35,7 +37,8 @@ HEADLINE = {
     "cpu_util_pct": "CPU util (%)",
     "gpu_util_pct": "GPU util (%)",
     "gpu_mem_peak_mb": "GPU peak (MiB)",
-    "test_accuracy": "test accuracy",
+    "accuracy": "accuracy",
+    "f1": "F1 (macro)",
     "wall_s": "run wall time (s)",
     "reason": "reason",
 }
@@ -48,8 +51,8 @@ def _fmt(column: str, value: Any) -> str:
         return f"{1000 * value:.1f}"
     if column == "scaling_efficiency":
         return f"{100 * value:.0f}%"
-    if column == "test_accuracy":
-        return f"{value:.3f}"
+    if column in QUALITY_METRICS:
+        return f"{value:.4f}"
     if column.endswith("_pct"):
         return f"{value:.0f}"
     if column == "speedup":
@@ -59,7 +62,19 @@ def _fmt(column: str, value: Any) -> str:
     return str(value)
 
 
-TERMINAL = ("placement", "workers", "status", "throughput", "scaling_efficiency", "epoch_time_s", "test_accuracy", "wall_s")
+TERMINAL = ("model", "placement", "workers", "status", "throughput", "scaling_efficiency", "epoch_time_s", "accuracy", "wall_s")
+QUALITY = {
+    "model": "model",
+    "placement": "placement",
+    "runs_ok": "runs",
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+    "f1_weighted": "F1 (weighted)",
+    "specificity": "specificity",
+    "roc_auc": "ROC AUC",
+}
 
 
 def headline_table(runs: pd.DataFrame, columns: tuple[str, ...] = tuple(HEADLINE)) -> pd.DataFrame:
@@ -67,6 +82,63 @@ def headline_table(runs: pd.DataFrame, columns: tuple[str, ...] = tuple(HEADLINE
     columns = [c for c in columns if c in runs and runs[c].replace("", None).notna().any()]
     table = pd.DataFrame({HEADLINE[c]: [_fmt(c, v) for v in runs[c]] for c in columns})
     return table
+
+
+def quality_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Model x placement: the median of each quality metric over the fixed-split repeats (macro averages)."""
+    ok = runs[(runs["status"] == "ok") & (runs["kind"] == "fixed-split")]
+    if ok.empty or ok["accuracy"].isna().all():
+        return pd.DataFrame()
+    grouped = ok.groupby(["model", "placement"], sort=False)
+    table = grouped[list(QUALITY_METRICS)].median().reset_index()
+    table.insert(2, "runs_ok", grouped.size().to_numpy())
+    return pd.DataFrame({QUALITY[c]: [_fmt(c, v) for v in table[c]] for c in QUALITY})
+
+
+def spread_display(placements: pd.DataFrame) -> pd.DataFrame:
+    """Repeats: median [min–max] and CV of throughput and accuracy, with the noisy flag."""
+    if placements.empty or placements["runs_ok"].max() < 2:
+        return pd.DataFrame()
+
+    def span(row: pd.Series, metric: str, fmt: str) -> str:
+        if not np.isfinite(row.get(f"{metric}_median", np.nan)):
+            return "–"
+        med, lo, hi = (row[f"{metric}_{k}"] for k in ("median", "min", "max"))
+        cv = row[f"{metric}_cv"]
+        cv_text = f", CV {100 * cv:.1f}%" if np.isfinite(cv) else ""
+        return f"{med:{fmt}} [{lo:{fmt}}–{hi:{fmt}}]{cv_text}"
+
+    return pd.DataFrame(
+        {
+            "model": placements["model"],
+            "placement": placements["placement"],
+            "runs ok": placements["runs_ok"].astype(str) + "/" + placements["runs"].astype(str),
+            "throughput median [min–max]": [span(r, "throughput", ",.0f") for _, r in placements.iterrows()],
+            "accuracy median [min–max]": [span(r, "accuracy", ".4f") for _, r in placements.iterrows()],
+            "noisy": [r["noisy_metrics"] or "no" for _, r in placements.iterrows()],
+        }
+    )
+
+
+def cv_display(cv: pd.DataFrame) -> pd.DataFrame:
+    """k-fold mean ± std of each metric beside the fixed-split result."""
+    if cv.empty:
+        return pd.DataFrame()
+    out = {"model": cv["model"], "placement": cv["placement"], "folds": cv["folds"]}
+    for metric in ("accuracy", "f1", "roc_auc"):
+        out[f"{metric} (k-fold)"] = [
+            f"{m:.4f} ± {s:.4f}" if np.isfinite(s) else f"{m:.4f}" for m, s in zip(cv[f"{metric}_mean"], cv[f"{metric}_std"])
+        ]
+        out[f"{metric} (fixed split)"] = [_fmt(metric, v) for v in cv[f"{metric}_fixed_split"]]
+    return pd.DataFrame(out)
+
+
+def best_run(runs: pd.DataFrame) -> str | None:
+    """The fixed-split run with the highest macro F1 (first in study order on a tie)."""
+    ok = runs[(runs["status"] == "ok") & (runs["kind"] == "fixed-split")].dropna(subset=["f1"])
+    if ok.empty:
+        return None
+    return str(ok.sort_values(["f1", "index"], ascending=[False, True]).iloc[0]["run_id"])
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -92,6 +164,32 @@ def study_notes(tables: StudyTables) -> list[str]:
         notes.append(
             f"Strong scaling: the global batch is fixed at {train['batch_size']} and split evenly over the workers."
         )
+    if train["lr_scaling"] == "linear":
+        rule = f"the linear scaling rule (lr {train['lr']:g} x global batch / {train['batch_size']})"
+    else:
+        rule = f"a fixed learning rate {train['lr']:g} on every placement (no scaling rule)"
+    warm = f", ramped up over {train['lr_warmup_epochs']:g} epoch(s)" if train["lr_warmup_epochs"] else ""
+    notes.append(f"Learning rate: {rule}{warm}; SGD, momentum {train['momentum']:g}.")
+    notes.append(
+        "Quality metrics are computed with sklearn.metrics from each run's stored predictions on the held-out test "
+        "split (macro averages over classes; specificity is the true-negative rate; ROC AUC is one-vs-rest)."
+        + (" Deterministic algorithms were on." if train.get("deterministic") else "")
+    )
+    if "loss_divergence" in runs and runs["loss_divergence"].notna().any():
+        worst = runs.loc[runs["loss_divergence"].idxmax()]
+        notes.append(
+            "Across worker counts the learning curves legitimately differ; the largest mean train-loss distance from "
+            f"the 1-worker curve is {worst['loss_divergence']:.4f} ({worst['run_id']})."
+        )
+    placements = tables.placements
+    if not placements.empty and placements["noisy"].any():
+        noisy = placements[placements["noisy"]]
+        threshold = exp["evaluation"]["noisy_cv"]
+        for _, r in noisy.iterrows():
+            notes.append(
+                f"Noisy: {r['model']} on {r['placement']} varies by more than CV {100 * threshold:g}% over its "
+                f"repeats in {r['noisy_metrics']}."
+            )
     bases = sorted({b for b in runs.get("throughput_basis", pd.Series(dtype=str)).dropna() if b})
     if bases:
         notes.append("Throughput is global training samples/s in steady state: " + "; ".join(bases) + ".")
@@ -170,6 +268,9 @@ def render_html(tables: StudyTables, charts: dict[str, alt.TopLevelMixin]) -> st
     notes = "".join(f"<li>{esc(n)}</li>" for n in study_notes(tables))
     env = "".join(f"<li>{esc(line)}</li>" for line in _environment(m))
     table = headline_table(tables.runs).to_html(index=False, escape=True, border=0, classes="runs")
+    extra = ""
+    for heading, frame in _extra_tables(tables):
+        extra += f"<h2>{esc(heading)}</h2>\n" + frame.to_html(index=False, escape=True, border=0, classes="runs")
     divs = "".join(f'<section><div id="chart-{i}"></div></section>' for i in range(len(charts)))
     specs = _safe_json([chart.to_dict() for chart in charts.values()])
     return f"""<!DOCTYPE html>
@@ -187,6 +288,7 @@ section {{ margin: 1.5em 0; }}
 data {esc(m['data']['name'])} ({esc(_splits(m))}).</p>
 <h2>Runs</h2>
 {table}
+{extra}
 <h2>How to read this</h2><ul>{notes}</ul>
 <h2>Charts</h2>
 {divs}
@@ -199,6 +301,15 @@ specs.forEach((spec, i) => vegaEmbed('#chart-' + i, spec, {{"actions": false}}).
 """
 
 
+def _extra_tables(tables: StudyTables) -> list[tuple[str, pd.DataFrame]]:
+    candidates = [
+        ("Quality on the held-out test split (median over repeats)", quality_table(tables.runs)),
+        ("Repeats: spread and noise", spread_display(tables.placements)),
+        ("k-fold cross-validation beside the fixed split", cv_display(tables.cv)),
+    ]
+    return [(heading, frame) for heading, frame in candidates if not frame.empty]
+
+
 def render_summary_md(tables: StudyTables) -> str:
     m = tables.manifest
     lines = [
@@ -206,6 +317,10 @@ def render_summary_md(tables: StudyTables) -> str:
         "",
         markdown_table(headline_table(tables.runs)),
         "",
+    ]
+    for heading, frame in _extra_tables(tables):
+        lines += [f"## {heading}", "", markdown_table(frame), ""]
+    lines += [
         *[f"- {n}" for n in study_notes(tables)],
         "",
         "## Environment",
@@ -218,7 +333,7 @@ def render_summary_md(tables: StudyTables) -> str:
 
 def render_report(study_dir: Path, tables: StudyTables, image_format: str = "png") -> Path:
     """Write report.html, charts/<name>.<png|svg> and summary.md; return the report's path."""
-    charts = all_charts(tables.runs, tables.epochs, tables.timeline)
+    charts = all_charts(tables.runs, tables.epochs, tables.timeline, tables.quality, best_run(tables.runs))
     chart_dir = study_dir / "charts"
     chart_dir.mkdir(exist_ok=True)
     import vl_convert as vlc

@@ -48,6 +48,10 @@ class Aggregator:
         self.events_written += append_jsonl(self._store.events_path, accepted)
         return len(accepted)
 
+    def store_predictions(self, run_id: str, predictions: dict[str, Any]) -> int:
+        """Write one run's held-out predictions (a later attempt replaces an earlier one)."""
+        return self._store.write_predictions(run_id, predictions)
+
     def _observe(self, event: dict[str, Any]) -> None:
         kind = event["kind"]
         if kind not in ("step", "epoch"):

@@ -21,6 +21,7 @@ RUN_RECORDS = "run_records.jsonl"
 MANIFEST = "manifest.json"
 RUNS_TABLE = "runs.parquet"
 EPOCHS_TABLE = "epochs.parquet"
+PREDICTIONS_DIR = "predictions"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -113,9 +114,31 @@ class StudyStore:
 
     def write_table(self, name: str, frame: pd.DataFrame) -> None:
         path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
         frame.to_parquet(tmp, index=False)
         os.replace(tmp, path)
+
+    def write_predictions(self, run_id: str, predictions: dict[str, Any]) -> int:
+        """Held-out predictions of one run: sample_index, y_true, y_pred and class probabilities."""
+        import numpy as np
+
+        proba = np.asarray(predictions["proba"], dtype=np.float32)
+        frame = pd.DataFrame(
+            {
+                "split": predictions["split"],
+                "sample_index": np.asarray(predictions["sample_index"], dtype=np.int64),
+                "y_true": np.asarray(predictions["y_true"], dtype=np.int64),
+                "y_pred": proba.argmax(axis=1),
+                "proba": list(proba),
+            }
+        )
+        self.write_table(f"{PREDICTIONS_DIR}/{run_id}.parquet", frame)
+        return len(frame)
+
+    def predictions(self, run_id: str) -> pd.DataFrame | None:
+        path = self.root / PREDICTIONS_DIR / f"{run_id}.parquet"
+        return pd.read_parquet(path) if path.exists() else None
 
     # -- readers ---------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

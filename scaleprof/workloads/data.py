@@ -69,3 +69,16 @@ def load_dataset(spec: DataSpec, seed: int) -> Dataset:
         rest, test_size=spec.test_fraction / holdout, random_state=seed, stratify=y[rest]
     )
     return Dataset(x, y, num_classes, np.sort(train_idx), np.sort(val_idx), np.sort(test_idx))
+
+
+def cv_split(data: Dataset, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fold `fold` of a stratified k-fold over train+val: (train indices, held-out indices).
+
+    The fixed test split is never part of cross-validation.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    pool = np.sort(np.concatenate([data.train_idx, data.val_idx]))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    train_pos, held_pos = list(splitter.split(pool, data.y[pool]))[fold]
+    return pool[train_pos], pool[held_pos]

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import numpy as np
+
 from scaleprof.config import Experiment
 from scaleprof.telemetry.store import StudyStore, append_jsonl
 
@@ -54,7 +56,7 @@ def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0") ->
         "ray": {"cluster_resources": {"CPU": 2.0}, "nodes": [{}]},
         "telemetry": {"events_written": 0, "workers": 3, "gaps": 0, "duplicates": 0},
     })
-    base = {"model": "mlp", "cpus_per_worker": 1, "gpus_per_worker": 0, "per_worker_batch": 50, "repeat": 0}
+    base = {"model": "mlp", "kind": "fixed-split", "cpus_per_worker": 1, "gpus_per_worker": 0, "per_worker_batch": 50, "repeat": 0}
     store.append_run_record({**base, "run_id": "001-mlp-cpu-1-r0", "index": 1, "placement": "cpu-1", "device": "cpu",
                              "workers": 1, "global_batch": 50, "status": "ok", "reason": "", "wall_s": 30.0})
     store.append_run_record({**base, "run_id": "002-mlp-cpu-2-r0", "index": 2, "placement": "cpu-2", "device": "cpu",
@@ -63,6 +65,10 @@ def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0") ->
                              "workers": 1, "gpus_per_worker": 1, "global_batch": 50, "status": "skipped",
                              "reason": reason})
     append_jsonl(store.events_path, _worker_events("001-mlp-cpu-1-r0", 0, epoch_time=1.0))
+    y_true = np.arange(20) % 4
+    proba = np.eye(4)[(y_true + (np.arange(20) % 5 == 0)) % 4] * 0.7 + 0.075  # every 5th sample wrong
+    for run_id in ("001-mlp-cpu-1-r0", "002-mlp-cpu-2-r0"):
+        store.write_predictions(run_id, {"split": "test", "sample_index": np.arange(20), "y_true": y_true, "proba": proba})
     for rank in (0, 1):
         append_jsonl(store.events_path, _worker_events("002-mlp-cpu-2-r0", rank, epoch_time=4 / 3))
     return store

@@ -41,22 +41,27 @@ def test_runs_table_has_the_promised_columns_and_known_figures(study):
     assert runs.loc["gpu-1", "status"] == "skipped"
     epochs = tables.epochs
     assert list(epochs[epochs["placement"] == "cpu-2"]["steady"]) == [False, True, True]
+    assert runs.loc["cpu-1", "accuracy"] == pytest.approx(0.8)  # 4 of 20 held-out predictions wrong
+    quality = pd.read_parquet(store.root / "quality.parquet")
+    assert len(quality) == 2 * 4 and set(quality["run_id"]) == set(runs["run_id"][:2])
 
 
 def test_report_is_self_contained_and_escapes_study_text(study):
     _, _, report = study
     page = report.read_text()
     assert not re.search(r"<script[^>]+src=", page)  # no external JS: works offline
-    assert "vegaEmbed" in page and page.count('id="chart-') == 5
+    assert "vegaEmbed" in page and page.count('id="chart-') == 7
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_chart_images_and_summary_written(study):
     store, _, _ = study
-    for name in ("throughput", "scaling_efficiency", "epoch_time", "memory", "utilisation"):
+    for name in ("throughput", "scaling_efficiency", "epoch_time", "memory", "utilisation", "learning_curves",
+                 "confusion_matrix"):
         data = (store.root / "charts" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG")
     summary = (store.root / "summary.md").read_text()
-    assert "| cpu-2 | mlp | cpu | 2 | ok | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 |" in summary
+    assert "| cpu-2 | mlp | cpu | 2 | ok | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 | 0.8000 |" in summary
+    assert "## Quality on the held-out test split" in summary
     assert "Weak scaling" in summary and "epoch 1 excluded as warm-up" in summary
