@@ -28,9 +28,11 @@ class UserError(Exception):
 
 def _load(path: str) -> Experiment:
     experiment = load_experiment(path)
-    problem = check_model(experiment.model, experiment.data.input_shape, experiment.data.classes)
-    if problem:
-        raise ConfigError(f"{path}: {problem}")
+    for i, model in enumerate(experiment.model_list):
+        problem = check_model(model, experiment.data.input_shape, experiment.data.classes)
+        if problem:
+            field = "model" if experiment.model is not None else f"models.{i}"
+            raise ConfigError(f"{path}: invalid experiment\n  {field}.{problem}")
     return experiment
 
 

@@ -21,6 +21,10 @@ def _throughput_text(progress: dict[str, Any]) -> str:
     return f"{value:,.0f} samples/s" if value else "starting workers"
 
 
+def _fold(run: PlannedRun) -> str:
+    return f", fold {run.fold + 1}/{run.folds}" if run.fold is not None else ""
+
+
 class TerminalProgress:
     def __init__(self, console: Console | None = None):
         self.console = console or Console()
@@ -34,7 +38,7 @@ class TerminalProgress:
         self.console.print(f"Writing to {study_dir}", markup=False, highlight=False)
 
     def run_started(self, run: PlannedRun, total: int, epochs: int) -> None:
-        label = f"run {run.index}/{total} {run.placement.name} ({run.placement.workers} worker(s), {run.model.name})"
+        label = f"run {run.index}/{total} {run.placement.name} ({run.placement.workers} worker(s), {run.model.label}{_fold(run)})"
         if self._live:
             self._progress = Progress(
                 TextColumn("{task.description}"),

@@ -65,19 +65,22 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int,
 
 
 def check_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> str | None:
-    """Why this model cannot be built and run on this input, or None (checked before Ray starts)."""
+    """Why this model cannot be built and run on this input, or None (checked before Ray starts).
+
+    The message starts with the field at fault within the model spec (`name:` or `kwargs:`).
+    """
     if spec.name.startswith("torchvision:"):
         import torchvision
 
         name = spec.name.removeprefix("torchvision:")
         if name not in set(torchvision.models.list_models(module=torchvision.models)):
-            return f"model.name: torchvision has no classification model {name!r}"
+            return f"name: torchvision has no classification model {name!r}"
     try:
         model = build_model(spec, input_shape, num_classes, seed=0)
         with torch.no_grad():
             model.eval()(torch.zeros(1, *input_shape))
     except TypeError as exc:
-        return f"model.kwargs: {spec.name} does not accept these arguments ({exc})"
+        return f"kwargs: {spec.name} does not accept these arguments ({exc})"
     except (ValueError, RuntimeError) as exc:
-        return f"model: {spec.name} cannot run on inputs of shape {list(input_shape)} ({str(exc).splitlines()[0]})"
+        return f"name: {spec.name} cannot run on inputs of shape {list(input_shape)} ({str(exc).splitlines()[0]})"
     return None

@@ -15,10 +15,11 @@ STUDY = {
     "train": {"epochs": 2, "batch_size": 32},
     "monitor": {"enabled": True, "interval_s": 0.2},
     "placements": [
-        {"name": "cpu-1", "workers": 1},
+        {"name": "cpu-1", "workers": 1, "repeats": 2},  # the repeat proves CPU runs reproduce exactly
         {"name": "cpu-2", "workers": 2},
         {"name": "gpu-1", "workers": 1, "gpus_per_worker": 1},
     ],
+    "evaluation": {"cv_folds": 2},
     "ray": {"placement_timeout_s": 5},
 }
 

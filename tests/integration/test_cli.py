@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,17 +55,32 @@ def test_unwritable_output_is_refused_before_ray_starts(tmp_path):
 
 @pytest.mark.slow
 def test_run_end_to_end_shows_progress_and_writes_report(tmp_path):
-    """The main user path in a fresh process: its own local Ray, progress lines, a report."""
+    """The main user path in a fresh process: its own local Ray, two models, progress lines, a report."""
     exp = tmp_path / "tiny.yaml"
     exp.write_text(
-        "name: tiny\nmodel: {name: mlp}\ndata: {name: digits}\ntrain: {epochs: 2}\n"
+        "name: tiny\nmodels: [{name: mlp}, {name: small-cnn}]\ndata: {name: digits}\ntrain: {epochs: 2}\n"
         "placements:\n  - {name: cpu-1, workers: 1}\n"
     )
     proc = scaleprof("run", str(exp), "--out", str(tmp_path / "reports"), timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "run 1/1 cpu-1 (1 worker(s), mlp): epoch" in proc.stdout
+    assert "run 1/2 cpu-1 (1 worker(s), mlp): epoch 2/2" in proc.stdout
+    assert "run 2/2 cpu-1 (1 worker(s), small-cnn): epoch 2/2" in proc.stdout
     assert "samples/s" in proc.stdout
     (study,) = (tmp_path / "reports").iterdir()
     assert f"Report: {study / 'report.html'}" in proc.stdout
-    for name in ("runs.parquet", "epochs.parquet", "manifest.json", "summary.md", "events.jsonl"):
+    for name in ("runs.parquet", "epochs.parquet", "quality.parquet", "manifest.json", "summary.md", "events.jsonl"):
         assert (study / name).stat().st_size > 0
+    runs = pd.read_parquet(study / "runs.parquet")
+    assert list(runs["model"]) == ["mlp", "small-cnn"] and (runs["status"] == "ok").all()
+    assert runs["accuracy"].between(0, 1).all()
+
+
+def test_model_that_cannot_be_built_is_named_by_its_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\nmodels: [{name: mlp}, {name: small-cnn, kwargs: {depth: 3}}]\ndata: {name: digits}\n"
+        "placements:\n  - {name: a, workers: 1}\n"
+    )
+    proc = scaleprof("plan", str(bad))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "models.1.kwargs: small-cnn does not accept these arguments" in proc.stderr

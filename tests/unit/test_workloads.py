@@ -43,4 +43,4 @@ def test_torchvision_model_on_grey_images():
 def test_check_model_names_the_field_at_fault():
     assert check_model(ModelSpec(name="torchvision:resnet18"), (1, 8, 8), 10) is None
     assert "no classification model 'nosuchnet'" in check_model(ModelSpec(name="torchvision:nosuchnet"), (3, 8, 8), 10)
-    assert check_model(ModelSpec(name="mlp", kwargs={"depth": 3}), (1, 8, 8), 10).startswith("model.kwargs:")
+    assert check_model(ModelSpec(name="mlp", kwargs={"depth": 3}), (1, 8, 8), 10).startswith("kwargs:")
