@@ -32,6 +32,23 @@ def test_shipped_smoke_experiment_loads_with_defaults():
     assert exp.resolved()["monitor"]["interval_s"] == 1.0
 
 
+def test_shipped_digits_experiment_compares_two_models_with_cv():
+    exp = load_experiment(REPO / "experiments" / "digits.yaml")
+    assert [m.label for m in exp.model_list] == ["mlp", "small-cnn"]
+    assert exp.evaluation.cv_folds == 3 and exp.cv_reference.name == "cpu-1"
+    assert exp.train.lr_scaling == "linear"
+
+
+def test_same_model_twice_with_labels_round_trips(tmp_path):
+    text = GOOD.replace("model: {name: mlp}", "models: [{name: mlp}, {name: mlp, label: wide, kwargs: {hidden_sizes: [512]}}]")
+    exp = load_experiment(write(tmp_path, text))
+    assert [m.label for m in exp.model_list] == ["mlp", "wide"]
+    assert exp.resolved()["models"][1]["label"] == "wide"
+    from scaleprof.config import Experiment
+
+    assert Experiment.model_validate(exp.resolved()) == exp  # what workers receive
+
+
 def test_digest_is_stable_and_changes_with_content(tmp_path):
     a = load_experiment(write(tmp_path, GOOD))
     b = load_experiment(write(tmp_path, GOOD, "b.yaml"))
@@ -53,6 +70,11 @@ def test_digest_is_stable_and_changes_with_content(tmp_path):
         (GOOD.replace("workers: 1}", "workers: 1, gpus: 1}"), "placements.0.gpus", "unknown key"),
         (GOOD.replace("placements:\n  - {name: cpu-1, workers: 1}", "placements: []"), "placements", "at least 1"),
         (GOOD.replace("{name: digits}", "{name: synthetic-images, size: 9000000, shape: [3, 224, 224]}"), "data.size", "GiB"),
+        (GOOD + "models: [{name: mlp}]\n", "model", "not both"),
+        (GOOD.replace("model: {name: mlp}", "models: [{name: mlp}, {name: mlp}]"), "models.1.label", "distinct labels"),
+        (GOOD + "evaluation: {cv_folds: 3, cv_placement: gpu}\n", "evaluation.cv_placement", "no placement named 'gpu'"),
+        (GOOD + "evaluation: {cv_folds: 1}\n", "evaluation.cv_folds", "at least 2 folds"),
+        (GOOD + "train: {lr_scaling: sqrt}\n", "train.lr_scaling", "'none' or 'linear'"),
     ],
 )
 def test_invalid_fields_are_named(tmp_path, text, field, words):

@@ -50,3 +50,36 @@ def test_failure_reason_takes_the_root_cause_of_a_remote_traceback():
     remote = RuntimeError("The actor died ...\n  File x, line 3\n\npyarrow.lib.ArrowInvalid: URI has empty scheme\n")
     assert failure_reason(remote) == "RuntimeError: pyarrow.lib.ArrowInvalid: URI has empty scheme"
     assert failure_reason(ValueError("")) == "ValueError: "
+
+
+def test_models_placements_repeats_and_cv_folds_expand_in_study_order():
+    exp = experiment(
+        models=[{"name": "mlp"}, {"name": "small-cnn"}],
+        model=None,
+        repeats=1,
+        placements=[{"name": "cpu-1", "workers": 1, "repeats": 2}, {"name": "cpu-2", "workers": 2}],
+        evaluation={"cv_folds": 3},
+    )
+    runs = expand(exp)
+    fixed = [(r.model.label, r.placement.name, r.repeat) for r in runs if r.fold is None]
+    assert fixed == [
+        ("mlp", "cpu-1", 0), ("mlp", "cpu-1", 1), ("small-cnn", "cpu-1", 0), ("small-cnn", "cpu-1", 1),
+        ("mlp", "cpu-2", 0), ("small-cnn", "cpu-2", 0),
+    ]  # fmt: skip
+    cv = [r for r in runs if r.fold is not None]
+    assert [(r.model.label, r.fold, r.placement.name) for r in cv] == [
+        ("mlp", 0, "cpu-1"), ("mlp", 1, "cpu-1"), ("mlp", 2, "cpu-1"),
+        ("small-cnn", 0, "cpu-1"), ("small-cnn", 1, "cpu-1"), ("small-cnn", 2, "cpu-1"),
+    ]  # fmt: skip
+    assert cv[0].run_id == "007-mlp-cpu-1-cv1of3" and cv[0].kind == "cv"
+
+
+def test_linear_lr_rule_and_warmup_ramp():
+    from scaleprof.execution.train_loop import lr_factor, lr_schedule
+
+    weak = experiment(train={"batch_size": 32, "lr_scaling": "linear"})
+    assert lr_factor(weak, 64) == 2.0
+    assert lr_factor(experiment(train={"batch_size": 32}), 64) == 1.0
+    ramp = lr_schedule(4.0, warmup_steps=3)
+    assert [ramp(s) for s in range(5)] == [1.0, 2.0, 3.0, 4.0, 4.0]
+    assert lr_schedule(2.0, 0)(0) == 2.0

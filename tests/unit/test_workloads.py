@@ -44,3 +44,17 @@ def test_check_model_names_the_field_at_fault():
     assert check_model(ModelSpec(name="torchvision:resnet18"), (1, 8, 8), 10) is None
     assert "no classification model 'nosuchnet'" in check_model(ModelSpec(name="torchvision:nosuchnet"), (3, 8, 8), 10)
     assert check_model(ModelSpec(name="mlp", kwargs={"depth": 3}), (1, 8, 8), 10).startswith("kwargs:")
+
+
+def test_cv_folds_partition_train_and_val_and_never_touch_test():
+    from scaleprof.workloads.data import cv_split
+
+    data = load_dataset(DataSpec(name="digits"), seed=0)
+    pool = set(data.train_idx) | set(data.val_idx)
+    held = []
+    for fold in range(3):
+        train, out = cv_split(data, 3, fold, seed=0)
+        assert set(train) | set(out) == pool and not set(train) & set(out)
+        held += list(out)
+    assert sorted(held) == sorted(pool)
+    assert not set(held) & set(data.test_idx)
