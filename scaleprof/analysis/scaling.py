@@ -27,10 +27,13 @@ def add_scaling_columns(runs: pd.DataFrame) -> pd.DataFrame:
     a group without one gets NaN, never a made-up baseline.
     """
     runs = runs.copy()
-    ok_single = runs[(runs["status"] == "ok") & (runs["workers"] == 1) & (runs.get("kind", "fixed-split") == "fixed-split")]
+    fixed = runs["kind"] == "fixed-split" if "kind" in runs else True
+    ok_single = runs[(runs["status"] == "ok") & (runs["workers"] == 1) & fixed]
     baselines = ok_single.groupby(["model", "device"])["throughput"].median()
     keys = list(zip(runs["model"], runs["device"]))
     runs["baseline_throughput"] = [baselines.get(k, float("nan")) for k in keys]
     runs["speedup"] = [speedup(x, b) for x, b in zip(runs["throughput"], runs["baseline_throughput"])]
     runs["scaling_efficiency"] = runs["speedup"] / runs["workers"]
+    if "kind" in runs:  # cross-validation folds repeat the reference placement: not a scaling point
+        runs.loc[runs["kind"] == "cv", ["speedup", "scaling_efficiency"]] = float("nan")
     return runs

@@ -27,6 +27,7 @@ HEADLINE = {
     "device": "device",
     "workers": "workers",
     "status": "status",
+    "eval_split": "evaluated on",
     "throughput": "throughput (samples/s)",
     "speedup": "speedup",
     "scaling_efficiency": "efficiency",
@@ -126,10 +127,11 @@ def cv_display(cv: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     out = {"model": cv["model"], "placement": cv["placement"], "folds": cv["folds"]}
     for metric in ("accuracy", "f1", "roc_auc"):
-        out[f"{metric} (k-fold)"] = [
+        name = QUALITY[metric]
+        out[f"{name} (k-fold mean ± std)"] = [
             f"{m:.4f} ± {s:.4f}" if np.isfinite(s) else f"{m:.4f}" for m, s in zip(cv[f"{metric}_mean"], cv[f"{metric}_std"])
         ]
-        out[f"{metric} (fixed split)"] = [_fmt(metric, v) for v in cv[f"{metric}_fixed_split"]]
+        out[f"{name} (fixed split)"] = [_fmt(metric, v) for v in cv[f"{metric}_fixed_split"]]
     return pd.DataFrame(out)
 
 
@@ -256,6 +258,12 @@ def _vega_bundle() -> str:
     return vlc.javascript_bundle(vl_version=_vl_version())
 
 
+def _models(manifest: dict[str, Any]) -> str:
+    exp = manifest["experiment"]
+    specs = exp["models"] if exp.get("models") else [exp["model"]]
+    return ", ".join(spec.get("label") or spec["name"] for spec in specs)
+
+
 def _splits(manifest: dict[str, Any]) -> str:
     sizes = manifest["data"].get("split_sizes", {})
     return ", ".join(f"{name} {n}" for name, n in sizes.items()) + " samples"
@@ -284,7 +292,7 @@ section {{ margin: 1.5em 0; }}
 <script type="text/javascript">{_vega_bundle()}</script>
 </head><body>
 <h1>{esc(title)}</h1>
-<p>Experiment <b>{esc(m['experiment']['name'])}</b>, seed {esc(str(m['seed']))}, model {esc(m['experiment']['model']['name'])},
+<p>Experiment <b>{esc(m['experiment']['name'])}</b>, seed {esc(str(m['seed']))}, model(s) {esc(_models(m))},
 data {esc(m['data']['name'])} ({esc(_splits(m))}).</p>
 <h2>Runs</h2>
 {table}

@@ -62,6 +62,6 @@ def test_chart_images_and_summary_written(study):
         data = (store.root / "charts" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG")
     summary = (store.root / "summary.md").read_text()
-    assert "| cpu-2 | mlp | cpu | 2 | ok | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 | 0.8000 |" in summary
+    assert "| cpu-2 | mlp | cpu | 2 | ok | test | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 | 0.8000 |" in summary
     assert "## Quality on the held-out test split" in summary
     assert "Weak scaling" in summary and "epoch 1 excluded as warm-up" in summary
