@@ -17,6 +17,7 @@ from rich.table import Table
 
 from scaleprof.config import ConfigError, Experiment, load_experiment
 from scaleprof.plan import describe, expand
+from scaleprof.pricing import prices_for
 from scaleprof.workloads.models import check_model
 
 EXIT_USER_ERROR = 2
@@ -28,6 +29,7 @@ class UserError(Exception):
 
 def _load(path: str) -> Experiment:
     experiment = load_experiment(path)
+    prices_for(experiment, Path(path).resolve().parent)  # a missing pricing row fails now, not after the runs
     for i, model in enumerate(experiment.model_list):
         problem = check_model(model, experiment.data.input_shape, experiment.data.classes)
         if problem:
@@ -86,14 +88,36 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.progress import TerminalProgress
 
     experiment = _load(args.file)
-    out_dir = Path(args.out)
+    pricing = {k: v.model_dump() for k, v in prices_for(experiment, Path(args.file).resolve().parent).items()}
+    remote = "://" in args.out
+    out_dir = Path(tempfile.mkdtemp(prefix="scaleprof-")) if remote else _local_out(args.out, console)
     _check_writable(out_dir)
     if args.verbose:
         os.environ["SCALEPROF_RAY_LOG_TO_DRIVER"] = "1"
-    result = run_study(experiment, out_dir, observer=TerminalProgress(console))
+    result = run_study(experiment, out_dir, observer=TerminalProgress(console), pricing=pricing)
     report = _render(result.study_dir, console)
     console.print(f"Report: {report}", markup=False, highlight=False)
+    if remote:
+        from scaleprof.telemetry.store import publish
+
+        uri = publish(result.study_dir, args.out)
+        console.print(f"Copied the study to {uri}", markup=False, highlight=False)
     return 0
+
+
+def _local_out(out: str, console: Console) -> Path:
+    """Under `ray job submit` the working directory is a temporary copy that Ray deletes later:
+    a relative output directory goes to ~/scaleprof-reports on the head node instead."""
+    path = Path(out)
+    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") and not path.is_absolute():
+        path = Path.home() / "scaleprof-reports"
+        console.print(
+            f"Running as a Ray job: writing to {path} on the head node (fetch it with `ray rsync-down`, "
+            "or pass --out s3://... / gs://... / an absolute path)",
+            markup=False,
+            highlight=False,
+        )
+    return path
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:

@@ -123,6 +123,32 @@ class PlacementSpec(_Strict):
     cpus_per_worker: float = Field(default=1, gt=0, le=1024)
     gpus_per_worker: float = Field(default=0, ge=0, le=16)
     repeats: int | None = Field(default=None, ge=1, le=100, description="overrides the study's repeats")
+    nodes: int | None = Field(
+        default=None, ge=1, le=4096, description="distinct nodes the workers should land on (checked, warned if not)"
+    )
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        default="PACK", description="Ray placement strategy of the workers' bundles"
+    )
+    node_type: str | None = Field(default=None, description="row of the pricing table; default: cost.node_type")
+
+    @model_validator(mode="after")
+    def _nodes_agree_with_strategy(self) -> PlacementSpec:
+        if self.strategy == "STRICT_SPREAD" and self.nodes is not None and self.nodes != self.workers:
+            raise ValueError(f"nodes: STRICT_SPREAD puts each of the {self.workers} workers on its own node")
+        if self.strategy == "STRICT_PACK" and self.nodes not in (None, 1):
+            raise ValueError("nodes: STRICT_PACK puts every worker on one node")
+        if self.nodes is not None and self.nodes > self.workers:
+            raise ValueError(f"nodes: {self.workers} worker(s) cannot span {self.nodes} nodes")
+        return self
+
+    @property
+    def expected_nodes(self) -> int | None:
+        """How many distinct nodes the workers must land on, when the placement says."""
+        if self.strategy == "STRICT_SPREAD":
+            return self.workers
+        if self.strategy == "STRICT_PACK":
+            return 1
+        return self.nodes
 
     @property
     def device(self) -> str:
@@ -154,6 +180,21 @@ class EvaluationSpec(_Strict):
         return k
 
 
+class CostSpec(_Strict):
+    pricing: str = Field(
+        default="clusters/pricing.csv", description="CSV of node types: price per hour, vCPUs, GPUs, source, date"
+    )
+    node_type: str | None = Field(default=None, description="the pricing row for placements that name none")
+    billing: Literal["node", "share"] = Field(
+        default="node",
+        description="node: every node a run touched is billed whole; share: the run's share of a node "
+        "(its CPUs or GPUs over the node's, whichever is larger)",
+    )
+    target_accuracy: float | None = Field(
+        default=None, gt=0, le=1, description="also report the cost to first reach this validation accuracy"
+    )
+
+
 class RaySpec(_Strict):
     placement_timeout_s: float = Field(
         default=20, gt=0, le=3600, description="how long to wait for a placement's resources before skipping it"
@@ -171,6 +212,7 @@ class Experiment(_Strict):
     repeats: int = Field(default=1, ge=1, le=100)
     placements: list[PlacementSpec] = Field(min_length=1, max_length=256)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    cost: CostSpec = Field(default_factory=CostSpec)
     ray: RaySpec = Field(default_factory=RaySpec)
 
     @model_validator(mode="after")
@@ -188,6 +230,8 @@ class Experiment(_Strict):
             raise ValueError(f"evaluation.cv_placement: no placement named {cv!r} (have: {', '.join(names)})")
         seen: set[str] = set()
         for i, p in enumerate(self.placements):
+            if p.node_type is None and self.cost.node_type is None and any(q.node_type for q in self.placements):
+                raise ValueError(f"placements.{i}.node_type: name a node type here or set cost.node_type")
             if p.name in seen:
                 raise ValueError(f"placements.{i}.name: duplicate placement name {p.name!r}")
             seen.add(p.name)
@@ -206,6 +250,9 @@ class Experiment(_Strict):
     def cv_reference(self) -> PlacementSpec:
         name = self.evaluation.cv_placement or self.placements[0].name
         return next(p for p in self.placements if p.name == name)
+
+    def node_type(self, placement: PlacementSpec) -> str | None:
+        return placement.node_type or self.cost.node_type
 
     def per_worker_batch(self, placement: PlacementSpec) -> int:
         if self.train.scaling == "strong":

@@ -54,11 +54,26 @@ def expand(experiment: Experiment) -> list[PlannedRun]:
     return runs
 
 
-def missing_resources(placement: PlacementSpec, cluster_resources: dict[str, float]) -> str | None:
-    """Why the cluster can never hold this placement, or None when its totals suffice.
+def bundle(placement: PlacementSpec) -> dict[str, float]:
+    """The resources of one worker, as Ray bundles and Ray Train's resources_per_worker want them."""
+    out = {"CPU": float(placement.cpus_per_worker)}
+    if placement.gpus_per_worker:
+        out["GPU"] = float(placement.gpus_per_worker)
+    return out
 
-    Totals are necessary, not sufficient (one worker's bundle must fit on one node); the runner
-    follows this with a bounded placement-group wait for the rest.
+
+def _fits(node: dict[str, float], need: dict[str, float], times: int = 1) -> bool:
+    return all(node.get(k, 0.0) >= v * times for k, v in need.items())
+
+
+def missing_resources(
+    placement: PlacementSpec, cluster_resources: dict[str, float], nodes: list[dict[str, float]] | None = None
+) -> str | None:
+    """Why the cluster can never hold this placement, or None when it could.
+
+    Checks totals, then (given each node's total resources) whether enough nodes can each hold a
+    worker for the placement's strategy. Free-ness is not checked here: the runner follows with a
+    bounded placement-group wait.
     """
     problems = []
     have_gpus = cluster_resources.get("GPU", 0.0)
@@ -67,6 +82,18 @@ def missing_resources(placement: PlacementSpec, cluster_resources: dict[str, flo
         problems.append(f"needs {placement.total_gpus:g} GPU(s), the cluster has {have_gpus:g}")
     if placement.total_cpus > have_cpus:
         problems.append(f"needs {placement.total_cpus:g} CPU(s), the cluster has {have_cpus:g}")
+    if problems or nodes is None:
+        return "; ".join(problems) or None
+    need = bundle(placement)
+    capable = [n for n in nodes if _fits(n, need)]
+    want_nodes = placement.expected_nodes or 1
+    if len(capable) < want_nodes:
+        problems.append(
+            f"needs {want_nodes} node(s) that can each hold a worker ({need}), the cluster has {len(capable)} "
+            f"of {len(nodes)}"
+        )
+    elif placement.strategy == "STRICT_PACK" and not any(_fits(n, need, placement.workers) for n in nodes):
+        problems.append(f"STRICT_PACK needs one node with {placement.workers} x {need}, no node has that")
     return "; ".join(problems) or None
 
 
@@ -83,6 +110,8 @@ def describe(experiment: Experiment, runs: list[PlannedRun]) -> list[dict[str, o
             "workers": r.placement.workers,
             "cpus/worker": r.placement.cpus_per_worker,
             "gpus/worker": r.placement.gpus_per_worker,
+            "strategy": r.placement.strategy,
+            "nodes": r.placement.expected_nodes or "any",
             "batch/worker": r.per_worker_batch,
             "global batch": r.global_batch,
             "epochs": experiment.train.epochs,

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaleprof.analysis.cost import add_cost_columns
 from scaleprof.analysis.quality import RUN_METRICS, quality_tables
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.scaling import add_scaling_columns
@@ -17,6 +18,7 @@ from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
 QUALITY_TABLE = "quality.parquet"
 PLACEMENTS_TABLE = "placements.parquet"
 CV_TABLE = "cv.parquet"
+WORKERS_TABLE = "workers.parquet"
 
 RUN_COLUMNS = [
     "run_id", "index", "model", "model_name", "placement", "device", "workers", "gpus", "cpus", "kind", "fold",
@@ -25,7 +27,8 @@ RUN_COLUMNS = [
     "data_wait_frac", "peak_rss_mb", "cpu_util_pct", "gpu_util_pct", "gpu_mem_peak_mb", "nodes_realized",
     "node_ids", "gpu_uuids", "wall_s", "train_time_s", "startup_s", "samples_total", "final_lr", "final_train_loss",
     "final_val_accuracy", "eval_split", "eval_samples", *RUN_METRICS, "precision_weighted", "recall_weighted",
-    "balanced_accuracy", "loss_divergence", "events", "seq_gaps", "attempts",
+    "balanced_accuracy", "loss_divergence", "strategy", "nodes_requested", "placement_warning", "node_type",
+    "events", "seq_gaps", "attempts",
 ]  # fmt: skip
 
 
@@ -38,6 +41,7 @@ class StudyTables:
     quality: pd.DataFrame  # one row per run x class: precision, recall, f1, specificity, roc_auc, confusion row
     placements: pd.DataFrame  # one row per model x placement: spread over repeats, noisy flags
     cv: pd.DataFrame  # one row per model: k-fold mean and std beside the fixed split
+    workers: pd.DataFrame  # one row per run x attempt x rank: where it ran (node, host, pid, GPU UUID)
 
 
 def _of_kind(events: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -116,7 +120,32 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["node_ids"] = ",".join(sorted(starts["node_id"].unique()))
         uuids = _col(starts, "gpu_uuid").dropna()
         row["gpu_uuids"] = ",".join(sorted(uuids.unique()))
+        row["placement_warning"] = placement_warning(record, starts)
     return row
+
+
+def placement_warning(record: dict[str, Any], starts: pd.DataFrame) -> str:
+    """Where the realised placement differs from the one asked for ('' when it does not)."""
+    warnings = []
+    wanted, realized = record.get("nodes_requested"), starts["node_id"].nunique()
+    if wanted and realized != wanted:
+        warnings.append(f"asked for {wanted} node(s), the workers ran on {realized}")
+    if record.get("gpus_per_worker"):
+        uuids = _col(starts, "gpu_uuid")
+        if uuids.isna().any():
+            warnings.append("some workers' GPUs could not be identified through NVML")
+        elif uuids.nunique() < len(uuids) and record["gpus_per_worker"] >= 1:
+            warnings.append("workers that asked for whole GPUs share a GPU (same UUID)")
+    return "; ".join(warnings)
+
+
+def workers_table(events: pd.DataFrame) -> pd.DataFrame:
+    lifecycle = _of_kind(events, "lifecycle")
+    if lifecycle.empty or "event" not in lifecycle:
+        return pd.DataFrame()
+    starts = lifecycle[lifecycle["event"] == "worker_start"]
+    keep = ["run_id", "attempt", "rank", "node_id", "hostname", "pid", "device", "torch_threads", "gpu_uuid", "gpu_name"]
+    return starts[[c for c in keep if c in starts]].sort_values(["run_id", "attempt", "rank"]).reset_index(drop=True)
 
 
 def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
@@ -186,6 +215,7 @@ def summarize(store: StudyStore) -> StudyTables:
             run_quality, on="run_id", how="left"
         )
     runs, epochs = add_loss_divergence(runs, epochs_table(records, events))
+    runs = add_cost_columns(runs, epochs, manifest)
     runs = runs[RUN_COLUMNS + [c for c in runs.columns if c not in RUN_COLUMNS]]
     noisy_cv = float(manifest["experiment"]["evaluation"]["noisy_cv"])
     return StudyTables(
@@ -196,6 +226,7 @@ def summarize(store: StudyStore) -> StudyTables:
         quality=per_class,
         placements=spread_table(runs, noisy_cv),
         cv=cv_table(runs),
+        workers=workers_table(events),
     )
 
 
@@ -206,3 +237,4 @@ def write_tables(store: StudyStore, tables: StudyTables) -> None:
     store.write_table(PLACEMENTS_TABLE, tables.placements)
     if not tables.cv.empty:
         store.write_table(CV_TABLE, tables.cv)
+    store.write_table(WORKERS_TABLE, tables.workers)

@@ -92,7 +92,7 @@ def gpu_models(cluster_resources: dict[str, float], timeout_s: float = 30) -> di
         return {"unavailable": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
 
-def collect_manifest(experiment: Experiment, study_id: str) -> dict[str, Any]:
+def collect_manifest(experiment: Experiment, study_id: str, pricing: dict[str, Any] | None = None) -> dict[str, Any]:
     import ray
 
     data = load_dataset(experiment.data, experiment.seed)
@@ -127,4 +127,5 @@ def collect_manifest(experiment: Experiment, study_id: str) -> dict[str, Any]:
         "driver_host": {"hostname": platform.node(), "cpu_model": cpu_model(), "platform": platform.platform()},
         "ray": {"cluster_resources": resources, "nodes": nodes},
         "gpu": gpu_models(resources),
+        "pricing": pricing or {},
     }

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from scaleprof.config import Experiment
 from scaleprof.execution.manifest import collect_manifest
-from scaleprof.plan import PlannedRun, expand, missing_resources
+from scaleprof.plan import PlannedRun, bundle, expand, missing_resources
 from scaleprof.telemetry.aggregator import start_aggregator
 from scaleprof.telemetry.store import StudyStore
 
@@ -88,21 +88,25 @@ def new_study_dir(out_dir: Path, name: str) -> Path:
     return candidate
 
 
+def _alive_node_resources() -> list[dict[str, float]]:
+    import ray
+
+    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+
+
 def _wait_for_resources(run: PlannedRun, timeout_s: float) -> str | None:
     """Reserve the placement's bundles once, with a timeout; None when they can be had."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
     p = run.placement
-    bundle = {"CPU": p.cpus_per_worker}
-    if p.gpus_per_worker:
-        bundle["GPU"] = p.gpus_per_worker
-    pg = placement_group([dict(bundle) for _ in range(p.workers)], strategy="PACK")
+    need = bundle(p)
+    pg = placement_group([dict(need) for _ in range(p.workers)], strategy=p.strategy)
     try:
         if pg.wait(timeout_seconds=timeout_s):
             return None
         return (
-            f"resources for {p.workers} worker(s) x {bundle} did not become available within {timeout_s:g}s "
-            "(the cluster's totals suffice, but not free or not per node)"
+            f"{p.strategy} placement of {p.workers} worker(s) x {need} did not become available within "
+            f"{timeout_s:g}s (the cluster could hold it, but the resources were not free)"
         )
     finally:
         remove_placement_group(pg)  # a leftover group would hold resources from the next run
@@ -150,9 +154,6 @@ def _fit(run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any
     from scaleprof.execution.train_loop import train_loop_per_worker
 
     p = run.placement
-    resources = {"CPU": p.cpus_per_worker}
-    if p.gpus_per_worker:
-        resources["GPU"] = p.gpus_per_worker
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -168,7 +169,12 @@ def _fit(run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any
                 "folds": run.folds,
             },
         },
-        scaling_config=ScalingConfig(num_workers=p.workers, use_gpu=p.gpus_per_worker > 0, resources_per_worker=resources),
+        scaling_config=ScalingConfig(
+            num_workers=p.workers,
+            use_gpu=p.gpus_per_worker > 0,
+            resources_per_worker=bundle(p),
+            placement_strategy=p.strategy,
+        ),
         run_config=RunConfig(
             name=run.run_id,
             storage_path=str(storage),
@@ -207,10 +213,13 @@ def run_one(
         "per_worker_batch": run.per_worker_batch,
         "global_batch": run.global_batch,
         "repeat": run.repeat,
+        "strategy": run.placement.strategy,
+        "nodes_requested": run.placement.expected_nodes,
+        "node_type": experiment.node_type(run.placement),
     }
     store.append_run_record({**record, "status": "planned"})
 
-    reason = missing_resources(run.placement, ray.cluster_resources())
+    reason = missing_resources(run.placement, ray.cluster_resources(), _alive_node_resources())
     if reason is None:
         reason = _wait_for_resources(run, experiment.ray.placement_timeout_s)
     if reason is not None:
@@ -239,9 +248,17 @@ def run_one(
 
 
 def run_study(
-    experiment: Experiment, out_dir: Path, observer: Observer | None = None, study_dir: Path | None = None
+    experiment: Experiment,
+    out_dir: Path,
+    observer: Observer | None = None,
+    study_dir: Path | None = None,
+    pricing: dict[str, Any] | None = None,
 ) -> StudyResult:
-    """Run every planned run of the experiment; write events, run records and the manifest."""
+    """Run every planned run of the experiment; write events, run records and the manifest.
+
+    `pricing` holds the pricing-table rows the placements name (see scaleprof.pricing); they are
+    copied into the manifest so costs can be recomputed from the study alone.
+    """
     import ray
 
     observer = observer or QuietObserver()
@@ -255,7 +272,7 @@ def run_study(
     result = StudyResult(study_dir)
     try:
         observer.study_started(study_dir, len(runs), ray.get_runtime_context().gcs_address)
-        manifest = collect_manifest(experiment, study_id)
+        manifest = collect_manifest(experiment, study_id, pricing)
         store.write_manifest(manifest)
         aggregator = start_aggregator(str(study_dir))
         for run in runs:

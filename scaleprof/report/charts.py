@@ -137,6 +137,31 @@ def utilisation_over_time(timeline: pd.DataFrame) -> alt.Chart | None:
     )
 
 
+def cost_vs_throughput(runs: pd.DataFrame) -> alt.Chart | None:
+    """Steady-state cost per million samples against throughput; the cheapest and the fastest are marked."""
+    ok = _ok(runs).dropna(subset=["cost_per_sample_usd"]) if "cost_per_sample_usd" in runs else pd.DataFrame()
+    if ok.empty:
+        return None
+    ok["usd_per_1m_samples"] = ok["cost_per_sample_usd"] * 1e6
+    ok["mark"] = ""
+    ok.loc[ok["usd_per_1m_samples"].idxmin(), "mark"] = "cheapest"
+    fastest = ok["throughput"].idxmax()
+    ok.loc[fastest, "mark"] = (ok.loc[fastest, "mark"] + " + fastest").strip(" +") or "fastest"
+    ok["label"] = ok["placement"] + (" (" + ok["mark"] + ")").where(ok["mark"] != "", "")
+    base = alt.Chart(ok).encode(
+        x=alt.X("throughput:Q", title="throughput (samples/s, steady state)"),
+        y=alt.Y("usd_per_1m_samples:Q", title="cost per 1M samples (USD, steady state)"),
+        color=alt.Color("model:N", title="model"),
+        tooltip=[
+            "run_id", "placement", "node_type", alt.Tooltip("throughput:Q", format=",.0f"),
+            alt.Tooltip("usd_per_1m_samples:Q", format=".4f"), "mark",
+        ],
+    )  # fmt: skip
+    points = base.mark_point(filled=True, size=80)
+    labels = base.mark_text(align="left", dx=7, dy=-6).encode(text="label:N")
+    return (points + labels).properties(title="Cost vs throughput", width=WIDTH, height=HEIGHT)
+
+
 def learning_curves(epochs: pd.DataFrame) -> alt.Chart | None:
     """Train loss and validation accuracy per epoch, one line per run, one panel per model."""
     if epochs.empty:
@@ -205,6 +230,7 @@ def all_charts(
         "epoch_time": epoch_time_by_placement(epochs),
         "memory": memory_per_worker(timeline),
         "utilisation": utilisation_over_time(timeline),
+        "cost": cost_vs_throughput(runs),
         "learning_curves": learning_curves(epochs),
         "confusion_matrix": confusion_matrix(quality, best_run) if quality is not None and best_run else None,
     }

@@ -26,6 +26,7 @@ HEADLINE = {
     "model": "model",
     "device": "device",
     "workers": "workers",
+    "nodes_realized": "nodes",
     "status": "status",
     "eval_split": "evaluated on",
     "throughput": "throughput (samples/s)",
@@ -41,7 +42,11 @@ HEADLINE = {
     "accuracy": "accuracy",
     "f1": "F1 (macro)",
     "wall_s": "run wall time (s)",
+    "cost_per_sample_usd": "USD per 1M samples",
+    "cost_per_sample_e2e_usd": "USD per 1M samples (end to end)",
+    "cost_to_target_usd": "USD to target accuracy",
     "reason": "reason",
+    "placement_warning": "placement warning",
 }
 
 
@@ -54,6 +59,12 @@ def _fmt(column: str, value: Any) -> str:
         return f"{100 * value:.0f}%"
     if column in QUALITY_METRICS:
         return f"{value:.4f}"
+    if column in ("cost_per_sample_usd", "cost_per_sample_e2e_usd"):
+        return f"{value * 1e6:.4f}"
+    if column == "cost_to_target_usd":
+        return f"{value:.5f}"
+    if column == "nodes_realized":
+        return f"{value:.0f}"
     if column.endswith("_pct"):
         return f"{value:.0f}"
     if column == "speedup":
@@ -63,7 +74,10 @@ def _fmt(column: str, value: Any) -> str:
     return str(value)
 
 
-TERMINAL = ("model", "placement", "workers", "status", "throughput", "scaling_efficiency", "epoch_time_s", "accuracy", "wall_s")
+TERMINAL = (
+    "model", "placement", "workers", "nodes_realized", "status", "throughput", "scaling_efficiency", "epoch_time_s",
+    "accuracy", "cost_per_sample_usd", "wall_s",
+)  # fmt: skip
 QUALITY = {
     "model": "model",
     "placement": "placement",
@@ -218,6 +232,37 @@ def study_notes(tables: StudyTables) -> list[str]:
         )
     for _, r in runs[runs["status"] != "ok"].iterrows():
         notes.append(f"Run {r['run_id']} {r['status']}: {r['reason']}")
+    for _, r in runs[runs["placement_warning"].fillna("") != ""].iterrows():
+        notes.append(f"Placement warning for {r['run_id']}: {r['placement_warning']}")
+    notes += _cost_notes(tables.manifest, runs)
+    return notes
+
+
+def _cost_notes(manifest: dict[str, Any], runs: pd.DataFrame) -> list[str]:
+    pricing = manifest.get("pricing") or {}
+    if not pricing:
+        return ["No node type was priced (set cost.node_type): no cost figures."]
+    cost = manifest["experiment"]["cost"]
+    billing = (
+        "every node a run touched billed whole"
+        if cost["billing"] == "node"
+        else "each run billed its share of a node (CPUs or GPUs over the node's, the larger)"
+    )
+    notes = [f"Cost: {billing}; steady-state cost bills samples/throughput, end-to-end cost bills the run's wall time."]
+    for name, p in pricing.items():
+        notes.append(
+            f"Priced as {name}: {p['provider']} {p['instance']} in {p['region']}, ${p['price_per_hour_usd']:g}/h "
+            f"({p['vcpus']:g} vCPU, {p['gpus']:g} GPU), source {p['source']}, retrieved {p['retrieved']}."
+        )
+    ok = runs[(runs["status"] == "ok") & (runs["kind"] == "fixed-split")].dropna(subset=["cost_per_sample_usd"])
+    if not ok.empty:
+        cheap, fast = ok.loc[ok["cost_per_sample_usd"].idxmin()], ok.loc[ok["throughput"].idxmax()]
+        notes.append(
+            f"Cheapest: {cheap['model']} on {cheap['placement']} (${cheap['cost_per_sample_usd'] * 1e6:.4f} per 1M "
+            f"samples); fastest: {fast['model']} on {fast['placement']} ({fast['throughput']:,.0f} samples/s)."
+        )
+    if cost.get("target_accuracy"):
+        notes.append(f"Cost to target: start-up plus training until validation accuracy first reached {cost['target_accuracy']:g}.")
     return notes
 
 

@@ -159,3 +159,17 @@ class StudyStore:
 
     def table(self, name: str) -> pd.DataFrame:
         return pd.read_parquet(self.root / name)
+
+
+def publish(study_dir: Path, uri: str) -> str:
+    """Copy a finished study directory to a storage URI (s3://, gs://, file://...) with pyarrow.
+
+    Returns the destination URI. Credentials come from the environment, as pyarrow reads them.
+    """
+    import pyarrow.fs as pafs
+
+    destination = uri.rstrip("/") + "/" + study_dir.name
+    fs, path = pafs.FileSystem.from_uri(destination)
+    fs.create_dir(path, recursive=True)
+    pafs.copy_files(str(study_dir), path, destination_filesystem=fs)
+    return destination

@@ -12,6 +12,7 @@ EXPERIMENT = {
     "model": {"name": "mlp"},
     "data": {"name": "digits"},
     "train": {"epochs": 3},
+    "cost": {"node_type": "test-node", "target_accuracy": 0.6},
     "placements": [
         {"name": "cpu-1", "workers": 1},
         {"name": "cpu-2", "workers": 2},
@@ -55,8 +56,11 @@ def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0") ->
         "packages": {"scaleprof": "test"}, "driver_host": {"cpu_model": "test cpu"},
         "ray": {"cluster_resources": {"CPU": 2.0}, "nodes": [{}]},
         "telemetry": {"events_written": 0, "workers": 3, "gaps": 0, "duplicates": 0},
+        "pricing": {"test-node": {"node_type": "test-node", "provider": "test", "region": "here", "instance": "t",
+                                  "price_per_hour_usd": 3.6, "vcpus": 2, "memory_gib": 8, "gpus": 0, "gpu_model": "",
+                                  "source": "made up for the test", "retrieved": "2026-11-29"}},
     })
-    base = {"model": "mlp", "kind": "fixed-split", "cpus_per_worker": 1, "gpus_per_worker": 0, "per_worker_batch": 50, "repeat": 0}
+    base = {"model": "mlp", "kind": "fixed-split", "node_type": "test-node", "cpus_per_worker": 1, "gpus_per_worker": 0, "per_worker_batch": 50, "repeat": 0}
     store.append_run_record({**base, "run_id": "001-mlp-cpu-1-r0", "index": 1, "placement": "cpu-1", "device": "cpu",
                              "workers": 1, "global_batch": 50, "status": "ok", "reason": "", "wall_s": 30.0})
     store.append_run_record({**base, "run_id": "002-mlp-cpu-2-r0", "index": 2, "placement": "cpu-2", "device": "cpu",

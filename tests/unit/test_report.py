@@ -2,11 +2,12 @@
 
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from scaleprof.analysis.summarize import summarize, write_tables
-from scaleprof.report.render import render_report
+from scaleprof.report.render import render_report, study_notes
 from scaleprof.telemetry.store import RUNS_TABLE
 
 from .study_data import make_study
@@ -50,18 +51,34 @@ def test_report_is_self_contained_and_escapes_study_text(study):
     _, _, report = study
     page = report.read_text()
     assert not re.search(r"<script[^>]+src=", page)  # no external JS: works offline
-    assert "vegaEmbed" in page and page.count('id="chart-') == 7
+    assert "vegaEmbed" in page and page.count('id="chart-') == 8
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_chart_images_and_summary_written(study):
     store, _, _ = study
-    for name in ("throughput", "scaling_efficiency", "epoch_time", "memory", "utilisation", "learning_curves",
+    for name in ("throughput", "scaling_efficiency", "epoch_time", "memory", "utilisation", "cost", "learning_curves",
                  "confusion_matrix"):
         data = (store.root / "charts" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG")
     summary = (store.root / "summary.md").read_text()
-    assert "| cpu-2 | mlp | cpu | 2 | ok | test | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 | 0.8000 |" in summary
+    assert "| cpu-2 | mlp | cpu | 2 | 1 | ok | test | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 | 0.8000 |" in summary
     assert "## Quality on the held-out test split" in summary
     assert "Weak scaling" in summary and "epoch 1 excluded as warm-up" in summary
+
+
+def test_cost_follows_from_the_pricing_rows(study):
+    _, tables, _ = study
+    runs = tables.runs.set_index("placement")
+    # $3.6/h = $0.001/s on one node; cpu-1 trains 200 samples/s, cpu-2 300 samples/s
+    assert runs.loc["cpu-1", "cost_per_sample_usd"] == pytest.approx(0.001 / 200)
+    assert runs.loc["cpu-2", "cost_per_sample_usd"] == pytest.approx(0.001 / 300)
+    assert runs.loc["cpu-1", "cost_per_sample_e2e_usd"] == pytest.approx(0.001 * 30 / 600)  # 30 s wall, 600 samples
+    assert runs.loc["cpu-1", "cost_per_epoch_usd"] == pytest.approx(0.001 * 1.0)
+    # validation accuracy 0.5, 0.6, 0.7: the 0.6 target is reached after 2 epochs, start-up is 30 - 3 s
+    assert runs.loc["cpu-1", "cost_to_target_usd"] == pytest.approx(0.001 * (27 + 2))
+    assert np.isnan(runs.loc["gpu-1", "cost_per_sample_usd"])  # skipped: costs nothing, claims nothing
+    notes = " ".join(study_notes(tables))
+    assert "Cheapest: mlp on cpu-2" in notes and "fastest: mlp on cpu-2" in notes
+    assert "source made up for the test, retrieved 2026-11-29" in notes
