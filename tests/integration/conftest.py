@@ -1,11 +1,15 @@
-"""One real local Ray for the whole test session, and one real study run on it, shared."""
+"""One real two-node local Ray (ray.cluster_utils.Cluster) for the whole test session, and one real
+study run on it, shared by the tests."""
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
 from scaleprof.config import Experiment
+
+REPO = Path(__file__).resolve().parents[2]
 
 STUDY = {
     "name": "itest",
@@ -16,22 +20,32 @@ STUDY = {
     "monitor": {"enabled": True, "interval_s": 0.2},
     "placements": [
         {"name": "cpu-1", "workers": 1, "repeats": 2},  # the repeat proves CPU runs reproduce exactly
-        {"name": "cpu-2", "workers": 2},
-        {"name": "gpu-1", "workers": 1, "gpus_per_worker": 1},
+        {"name": "cpu-2", "workers": 2, "strategy": "STRICT_SPREAD"},  # one worker on each node
+        {"name": "pack-2", "workers": 2, "strategy": "STRICT_PACK"},  # no node has 2 CPUs: skipped
+        {"name": "gpu-1", "workers": 1, "gpus_per_worker": 1},  # no GPU: skipped
     ],
     "evaluation": {"cv_folds": 2},
+    "cost": {"node_type": "aws-t3.large", "target_accuracy": 0.5},
     "ray": {"placement_timeout_s": 5},
 }
+
+
+NODE = {"num_cpus": 1, "object_store_memory": 100 * 2**20}  # two 1-CPU nodes on this 2-core machine
 
 
 @pytest.fixture(scope="session")
 def ray_session():
     import ray
+    from ray.cluster_utils import Cluster
 
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    cluster = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
+    cluster.add_node(**NODE)
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")
+    cluster.wait_for_nodes()
     yield ray
     ray.shutdown()
+    cluster.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -42,8 +56,12 @@ def study(ray_session, tmp_path_factory):
     from scaleprof.report.render import render_report
     from scaleprof.telemetry.store import StudyStore
 
+    from scaleprof.pricing import prices_for
+
     out = tmp_path_factory.mktemp("studies")
-    result = run_study(Experiment.model_validate(STUDY), out)
+    experiment = Experiment.model_validate(STUDY)
+    pricing = {k: v.model_dump() for k, v in prices_for(experiment, REPO).items()}
+    result = run_study(experiment, out, pricing=pricing)
     store = StudyStore(result.study_dir)
     tables = summarize(store)
     write_tables(store, tables)

@@ -23,6 +23,7 @@ def test_every_run_reaches_a_final_status(study):
         ("cpu-1", "fixed-split", "ok"),
         ("cpu-1", "fixed-split", "ok"),
         ("cpu-2", "fixed-split", "ok"),
+        ("pack-2", "fixed-split", "skipped"),
         ("gpu-1", "fixed-split", "skipped"),
         ("cpu-1", "cv", "ok"),
         ("cpu-1", "cv", "ok"),
@@ -61,7 +62,7 @@ def test_monitor_figures_are_plausible(study):
     assert (ok["cpu_util_pct"] > 10).all()
     assert (ok["throughput"] > 0).all() and ok["throughput_basis"].str.contains("warm-up").all()
     assert (ok["step_time_p95_s"] >= ok["step_time_p50_s"]).all()
-    assert set(ok["nodes_realized"]) == {1}
+    assert set(ok["nodes_realized"]) == {1, 2}
 
 
 def test_manifest_records_experiment_splits_and_cluster(study):
@@ -69,7 +70,7 @@ def test_manifest_records_experiment_splits_and_cluster(study):
     m = tables.manifest
     assert m["experiment"]["name"] == "itest" and len(m["experiment_sha256"]) == 64
     assert set(m["data"]["split_sha256"]) == {"train", "val", "test"}
-    assert m["ray"]["cluster_resources"]["CPU"] == 2.0
+    assert m["ray"]["cluster_resources"]["CPU"] == 2.0 and len(m["ray"]["nodes"]) == 2
     assert m["packages"]["torch"] and m["packages"]["ray"] == "2.60.0"
     assert m["telemetry"]["events_written"] == len(StudyStore(result.study_dir).events())
     assert m["gpu"] is None  # no GPU here: nothing probed, nothing claimed
@@ -100,3 +101,33 @@ def test_report_command_reproduces_the_report_from_disk_without_ray(study, tmp_p
 def test_charts_written(study, name):
     result, _ = study
     assert (result.study_dir / "charts" / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_strict_spread_lands_on_two_nodes_and_says_so(study):
+    result, tables = study
+    cpu2 = by_placement(tables, "cpu-2")
+    assert cpu2["nodes_realized"] == 2 and cpu2["nodes_requested"] == 2 and cpu2["strategy"] == "STRICT_SPREAD"
+    assert cpu2["placement_warning"] == ""
+    workers = pd.read_parquet(result.study_dir / "workers.parquet")
+    cpu2_workers = workers[workers["run_id"] == cpu2["run_id"]]
+    assert list(cpu2_workers["rank"]) == [0, 1] and cpu2_workers["node_id"].nunique() == 2
+    assert set(cpu2_workers["node_id"]) == {n["node_id"] for n in tables.manifest["ray"]["nodes"]}
+
+
+def test_placement_no_node_can_hold_is_skipped_at_once_with_reason(study):
+    _, tables = study
+    pack = by_placement(tables, "pack-2")
+    assert pack["status"] == "skipped"
+    assert pack["reason"] == "STRICT_PACK needs one node with 2 x {'CPU': 1.0}, no node has that"
+
+
+def test_cost_figures_follow_from_the_pricing_table(study):
+    _, tables = study
+    price = tables.manifest["pricing"]["aws-t3.large"]
+    assert price["price_per_hour_usd"] == 0.0832 and price["source"].startswith("https://")
+    for _, run in tables.runs[tables.runs["status"] == "ok"].iterrows():
+        per_s = run["nodes_realized"] * price["price_per_hour_usd"] / 3600  # billing: whole nodes
+        assert run["cost_per_sample_usd"] == pytest.approx(per_s / run["throughput"])
+        assert run["cost_per_sample_e2e_usd"] == pytest.approx(per_s * run["wall_s"] / run["samples_total"])
+        assert run["cost_per_sample_e2e_usd"] > run["cost_per_sample_usd"]  # start-up costs money too
+    assert by_placement(tables, "cpu-2")["billed_nodes"] == 2

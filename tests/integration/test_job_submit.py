@@ -1,0 +1,106 @@
+"""`ray job submit` for real: a `ray start --head` cluster with token authentication, a study submitted
+to it as a job, and the report found where the job was told to put it."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+VENV_BIN = Path(sys.executable).parent
+EXPERIMENT = """name: jobtiny
+model: {name: mlp}
+data: {name: digits}
+train: {epochs: 2}
+placements:
+  - {name: cpu-1, workers: 1}
+  - {name: gpu-1, workers: 1, gpus_per_worker: 1}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_dashboard(port: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError("the Ray dashboard (job server) did not come up")
+
+
+def stop_tree(proc: subprocess.Popen) -> None:
+    """Stop this head and everything it started: never `ray stop`, which stops every Ray on the machine."""
+    try:
+        family = [proc, *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs([psutil.Process(p.pid) for p in family if psutil.pid_exists(p.pid)], timeout=15)
+    for p in alive:
+        p.kill()
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A one-node `ray start --head` cluster started from this venv (the job's `scaleprof` comes from its PATH)."""
+    temp = tmp_path_factory.mktemp("rayhead")
+    dashboard = free_port()
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=1", f"--port={free_port()}",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
+        f"--temp-dir={temp}", "--object-store-memory=100000000",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_dashboard(dashboard, proc)
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        stop_tree(proc)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_study_and_the_report_lands_at_the_uri(head, tmp_path):
+    address, env = head
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "jobtiny.yaml").write_text(EXPERIMENT)
+    out = tmp_path / "published"
+    cmd = [
+        str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(work), "--",
+        "scaleprof", "run", "jobtiny.yaml", "--out", f"file://{out}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=480)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "succeeded" in log
+    assert "run 1/2 cpu-1 (1 worker(s), mlp): ok" in log  # the job's progress reaches the submitter
+    assert "skipped: needs 1 GPU(s), the cluster has 0" in log
+    (study,) = out.iterdir()
+    assert study.name.startswith("jobtiny-")
+    for name in ("report.html", "runs.parquet", "manifest.json", "events.jsonl", "summary.md"):
+        assert (study / name).stat().st_size > 0
+    token_path = Path.home() / ".ray" / "auth_token"
+    if token_path.exists():  # the token authenticated the submission and never reached the study
+        token = token_path.read_text().strip()
+        assert token and all(token not in p.read_text(errors="ignore") for p in study.rglob("*") if p.is_file())
+        assert token not in log
