@@ -12,6 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -131,6 +132,75 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _study_tables(path: str):
+    from scaleprof.analysis.summarize import summarize
+    from scaleprof.telemetry.store import StudyStore
+
+    store = StudyStore(Path(path))
+    if not store.exists():
+        raise UserError(f"{path}: not a scaleprof study directory (no manifest.json and events.jsonl)")
+    return summarize(store)
+
+
+def cmd_predict(args: argparse.Namespace, console: Console) -> int:
+    from scaleprof.analysis.scaling import predictions
+
+    tables = _study_tables(args.study_dir)
+    if tables.fits.empty:
+        raise UserError(f"{args.study_dir}: no model and device was measured at two or more worker counts")
+    table = predictions(tables.runs, args.workers)
+    rows = [
+        {
+            "model": r["model"],
+            "device": r["device"],
+            "workers": r["workers"],
+            "predicted samples/s": f"{r['throughput']:,.0f}",
+            "95% band": f"{r['low']:,.0f} – {r['high']:,.0f}" if np.isfinite(r["low"]) else "exact fit: none",
+            "efficiency": f"{100 * r['efficiency']:.0f}%",
+            "law": r["law"],
+            "extrapolated": "yes" if r["extrapolated"] else "no",
+        }
+        for _, r in table.iterrows()
+    ]
+    console.print(_table(rows, f"predictions from {Path(args.study_dir).name}"))
+    for _, f in tables.fits.iterrows():
+        console.print(
+            f"{f['model']} / {f['device']}: alpha {f['alpha']:.4f}, beta {f['beta']:.2e}, gamma {f['gamma']:,.0f} "
+            f"samples/s from {f['points']} runs; throughput peaks at N* = {f['peak_workers']:.1f}",
+            markup=False,
+            highlight=False,
+        )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, console: Console) -> int:
+    from scaleprof.analysis.compare import METRICS, compare_runs
+
+    a, b = _study_tables(args.a), _study_tables(args.b)
+    table = compare_runs(a.runs, b.runs, noise_floor=args.noise)
+    if table.empty:
+        raise UserError("the two studies share no (model, placement) with a finished run")
+    rows = []
+    for _, r in table.iterrows():
+        row = {"model": r["model"], "placement": r["placement"], "runs": f"{r['runs_a']} / {r['runs_b']}"}
+        for metric, label in METRICS.items():
+            if f"{metric}_change" in r and np.isfinite(r[f"{metric}_change"]):
+                basis = "" if r[f"{metric}_noise_basis"] == "measured" else "*"
+                row[label] = f"{100 * r[metric + '_change']:+.1f}% (noise {100 * r[metric + '_noise']:.0f}%{basis})"
+            else:
+                row[label] = "–"
+        row["beyond noise"] = r["significant"] or "none"
+        rows.append(row)
+    console.print(_table(rows, f"{Path(args.b).name} against {Path(args.a).name}"))
+    console.print(
+        f"Change = (B - A) / A of medians over repeats; noise = 2 x the larger coefficient of variation over repeats, "
+        f"or * the {100 * args.noise:.0f}% floor where a study has a single run.",
+        markup=False,
+        highlight=False,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaleprof", description="Distributed scalability profiler on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="re-render a study's report from its files (no Ray)")
     report.add_argument("study_dir")
     report.set_defaults(func=cmd_report)
+    predict = sub.add_parser("predict", help="predict throughput at other worker counts from a study's scaling law")
+    predict.add_argument("study_dir")
+    predict.add_argument("--workers", type=int, nargs="+", required=True, help="worker counts, e.g. 16 64")
+    predict.set_defaults(func=cmd_predict)
+    compare = sub.add_parser("compare", help="two studies side by side, changes flagged beyond measured noise")
+    compare.add_argument("a", help="the baseline study directory")
+    compare.add_argument("b", help="the study compared with it")
+    compare.add_argument("--noise", type=float, default=0.05, help="noise floor where a study has no repeats")
+    compare.set_defaults(func=cmd_compare)
     return parser
 
 

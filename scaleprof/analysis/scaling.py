@@ -37,3 +37,59 @@ def add_scaling_columns(runs: pd.DataFrame) -> pd.DataFrame:
     if "kind" in runs:  # cross-validation folds repeat the reference placement: not a scaling point
         runs.loc[runs["kind"] == "cv", ["speedup", "scaling_efficiency"]] = float("nan")
     return runs
+
+
+def scaling_fits(runs: pd.DataFrame) -> pd.DataFrame:
+    """One scaling-law fit per (model, device) over its ok fixed-split runs (repeats are separate
+    points), with a hold-out check: refit without the largest worker count and predict it."""
+    from scaleprof.analysis.usl import fit_usl
+
+    ok = runs[(runs["status"] == "ok") & runs["throughput"].notna()]
+    if "kind" in ok:
+        ok = ok[ok["kind"] == "fixed-split"]
+    rows = []
+    for (model, device), group in ok.groupby(["model", "device"], sort=False):
+        counts = sorted(group["workers"].unique())
+        if len(counts) < 2:
+            continue
+        fit = fit_usl(group["workers"], group["throughput"])
+        row = {
+            "model": model, "device": device, "law": fit.model, "points": fit.points, "dof": fit.dof,
+            "alpha": fit.alpha, "alpha_se": fit.alpha_se, "beta": fit.beta, "beta_se": fit.beta_se,
+            "gamma": fit.gamma, "gamma_se": fit.gamma_se, "peak_workers": fit.peak_workers,
+            "max_measured_workers": int(counts[-1]),
+        }  # fmt: skip
+        if len(counts) >= 3:
+            held = group[group["workers"] == counts[-1]]
+            rest = group[group["workers"] != counts[-1]]
+            refit = fit_usl(rest["workers"], rest["throughput"])
+            predicted = float(refit.predict(counts[-1]))
+            measured = float(held["throughput"].median())
+            row.update(
+                holdout_workers=int(counts[-1]), holdout_predicted=predicted, holdout_measured=measured,
+                holdout_error_pct=100 * (predicted - measured) / measured,
+            )  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def predictions(runs: pd.DataFrame, workers: list[int], level: float = 0.95) -> pd.DataFrame:
+    """Predicted throughput (with a confidence band) at the given worker counts, per (model, device)."""
+    from scaleprof.analysis.usl import fit_usl
+
+    rows = []
+    fits = scaling_fits(runs)
+    ok = runs[(runs["status"] == "ok") & runs["throughput"].notna()]
+    if "kind" in ok:
+        ok = ok[ok["kind"] == "fixed-split"]
+    for _, f in fits.iterrows():
+        group = ok[(ok["model"] == f["model"]) & (ok["device"] == f["device"])]
+        fit = fit_usl(group["workers"], group["throughput"])
+        low, high = fit.interval(workers, level)
+        for n, x, lo, hi in zip(workers, fit.predict(workers), low, high):
+            rows.append(
+                {"model": f["model"], "device": f["device"], "workers": n, "throughput": float(x),
+                 "low": float(lo), "high": float(hi), "efficiency": float(x / (n * fit.predict(1)[()])),
+                 "law": fit.model, "extrapolated": n > f["max_measured_workers"]}
+            )  # fmt: skip
+    return pd.DataFrame(rows)

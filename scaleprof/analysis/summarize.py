@@ -11,7 +11,7 @@ import pandas as pd
 from scaleprof.analysis.cost import add_cost_columns
 from scaleprof.analysis.quality import RUN_METRICS, quality_tables
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
-from scaleprof.analysis.scaling import add_scaling_columns
+from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
 from scaleprof.analysis.throughput import global_epochs, percentile, steady_epoch_numbers, steady_state_throughput
 from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
 
@@ -19,6 +19,7 @@ QUALITY_TABLE = "quality.parquet"
 PLACEMENTS_TABLE = "placements.parquet"
 CV_TABLE = "cv.parquet"
 WORKERS_TABLE = "workers.parquet"
+FITS_TABLE = "scaling_fits.parquet"
 
 RUN_COLUMNS = [
     "run_id", "index", "model", "model_name", "placement", "device", "workers", "gpus", "cpus", "kind", "fold",
@@ -42,6 +43,7 @@ class StudyTables:
     placements: pd.DataFrame  # one row per model x placement: spread over repeats, noisy flags
     cv: pd.DataFrame  # one row per model: k-fold mean and std beside the fixed split
     workers: pd.DataFrame  # one row per run x attempt x rank: where it ran (node, host, pid, GPU UUID)
+    fits: pd.DataFrame  # one scaling-law fit per (model, device), with its hold-out check
 
 
 def _of_kind(events: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -76,6 +78,7 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
     row["gpus"] = record["workers"] * record.get("gpus_per_worker", 0)
     row["cpus"] = record["workers"] * record.get("cpus_per_worker", 1)
     row["reason"] = record.get("reason") or ""
+    row["kind"] = record.get("kind", "fixed-split")  # studies written before cross-validation existed
     row["wall_s"] = record.get("wall_s", float("nan"))
     row["events"] = len(events)
     if events.empty:
@@ -191,9 +194,22 @@ def timeline_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> 
     return system[[c for c in keep if c in system]].reset_index(drop=True)
 
 
+def _with_defaults(experiment: dict[str, Any]) -> dict[str, Any]:
+    """The stored experiment with today's defaults for fields added since it was written."""
+    from pydantic import ValidationError
+
+    from scaleprof.config import Experiment
+
+    try:
+        return Experiment.model_validate(experiment).resolved()
+    except ValidationError:
+        return experiment
+
+
 def summarize(store: StudyStore) -> StudyTables:
     """Build the runs, epochs and timeline tables from the store alone."""
     manifest = store.manifest()
+    manifest["experiment"] = _with_defaults(manifest["experiment"])
     warmup_steps = int(manifest["experiment"]["train"]["warmup_steps"])
     records = store.final_run_records()
     events = store.events()
@@ -227,6 +243,7 @@ def summarize(store: StudyStore) -> StudyTables:
         placements=spread_table(runs, noisy_cv),
         cv=cv_table(runs),
         workers=workers_table(events),
+        fits=scaling_fits(runs),
     )
 
 
@@ -238,3 +255,4 @@ def write_tables(store: StudyStore, tables: StudyTables) -> None:
     if not tables.cv.empty:
         store.write_table(CV_TABLE, tables.cv)
     store.write_table(WORKERS_TABLE, tables.workers)
+    store.write_table(FITS_TABLE, tables.fits)

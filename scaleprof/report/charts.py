@@ -137,6 +137,39 @@ def utilisation_over_time(timeline: pd.DataFrame) -> alt.Chart | None:
     )
 
 
+def scaling_law(runs: pd.DataFrame, curves: pd.DataFrame) -> alt.Chart | None:
+    """Measured throughput and the fitted scaling law, extrapolated with its 95% band."""
+    ok = _ok(runs)
+    if curves.empty or ok.empty:
+        return None
+    ok["series"] = _series(ok)
+    curves = curves.assign(series=_series(curves))
+    x = alt.X("workers:Q", title="workers", scale=alt.Scale(type="log", base=2), axis=alt.Axis(format="d"))
+    band = (
+        alt.Chart(curves.dropna(subset=["low", "high"]))
+        .mark_area(opacity=0.2)
+        .encode(x=x, y="low:Q", y2="high:Q", color=alt.Color("series:N", title="model / device"))
+    )
+    line = (
+        alt.Chart(curves)
+        .mark_line(strokeDash=[5, 3])
+        .encode(
+            x=x,
+            y=alt.Y("throughput:Q", title="throughput (samples/s)"),
+            color="series:N",
+            tooltip=["series", "workers", alt.Tooltip("throughput:Q", format=",.0f"), "law"],
+        )
+    )
+    points = (
+        alt.Chart(ok)
+        .mark_point(filled=True, size=70)
+        .encode(x=x, y="throughput:Q", color="series:N", tooltip=["run_id", "workers", alt.Tooltip("throughput:Q", format=",.0f")])
+    )
+    return (band + line + points).properties(
+        title="Scaling law: measured (points), fitted and extrapolated (dashed, 95% band)", width=WIDTH, height=HEIGHT
+    )
+
+
 def cost_vs_throughput(runs: pd.DataFrame) -> alt.Chart | None:
     """Steady-state cost per million samples against throughput; the cheapest and the fastest are marked."""
     ok = _ok(runs).dropna(subset=["cost_per_sample_usd"]) if "cost_per_sample_usd" in runs else pd.DataFrame()
@@ -222,11 +255,13 @@ def all_charts(
     timeline: pd.DataFrame,
     quality: pd.DataFrame | None = None,
     best_run: str | None = None,
+    law_curves: pd.DataFrame | None = None,
 ) -> dict[str, alt.TopLevelMixin]:
     """The report's charts by file stem, in reading order; charts with no data are left out."""
     charts = {
         "throughput": throughput_vs_workers(runs),
         "scaling_efficiency": efficiency_vs_workers(runs),
+        "scaling_law": scaling_law(runs, law_curves) if law_curves is not None else None,
         "epoch_time": epoch_time_by_placement(epochs),
         "memory": memory_per_worker(timeline),
         "utilisation": utilisation_over_time(timeline),

@@ -149,6 +149,47 @@ def cv_display(cv: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def law_curves(tables: StudyTables) -> pd.DataFrame:
+    """The fitted laws on a grid of worker counts up to 4x the largest measured (at least 16)."""
+    from scaleprof.analysis.scaling import predictions
+
+    if tables.fits.empty:
+        return pd.DataFrame()
+    top = max(16, 4 * int(tables.fits["max_measured_workers"].max()))
+    grid = sorted({int(round(v)) for v in np.geomspace(1, top, 40)})
+    return predictions(tables.runs, grid)
+
+
+def fits_display(fits: pd.DataFrame) -> pd.DataFrame:
+    if fits.empty:
+        return pd.DataFrame()
+
+    def pm(value: float, se: float, fmt: str) -> str:
+        return f"{value:{fmt}} ± {se:{fmt}}" if se > 0 else f"{value:{fmt}}"
+
+    out = pd.DataFrame(
+        {
+            "model": fits["model"],
+            "device": fits["device"],
+            "law": fits["law"].map({"usl": "USL", "amdahl": "Amdahl (2 worker counts: exact fit)"}),
+            "points": fits["points"],
+            "α (contention)": [pm(a, s, ".4f") for a, s in zip(fits["alpha"], fits["alpha_se"])],
+            "β (coherency)": [pm(b, s, ".2e") for b, s in zip(fits["beta"], fits["beta_se"])],
+            "γ (1-worker samples/s)": [pm(g, s, ",.0f") for g, s in zip(fits["gamma"], fits["gamma_se"])],
+            "peak at N*": ["never (β = 0)" if not np.isfinite(p) else f"{p:.1f}" for p in fits["peak_workers"]],
+        }
+    )
+    if "holdout_error_pct" in fits:
+        out["hold-out check"] = [
+            f"N={int(w)}: predicted {p:,.0f}, measured {m:,.0f} ({e:+.1f}%)" if np.isfinite(e) else "–"
+            for w, p, m, e in zip(
+                fits["holdout_workers"].fillna(0), fits["holdout_predicted"], fits["holdout_measured"],
+                fits["holdout_error_pct"],
+            )
+        ]  # fmt: skip
+    return out
+
+
 def best_run(runs: pd.DataFrame) -> str | None:
     """The fixed-split run with the highest macro F1 (first in study order on a tie)."""
     ok = runs[(runs["status"] == "ok") & (runs["kind"] == "fixed-split")].dropna(subset=["f1"])
@@ -359,6 +400,7 @@ def _extra_tables(tables: StudyTables) -> list[tuple[str, pd.DataFrame]]:
         ("Quality on the held-out test split (median over repeats)", quality_table(tables.runs)),
         ("Repeats: spread and noise", spread_display(tables.placements)),
         ("k-fold cross-validation beside the fixed split", cv_display(tables.cv)),
+        ("Scaling law: X(N) = γN / (1 + α(N−1) + βN(N−1))", fits_display(tables.fits)),
     ]
     return [(heading, frame) for heading, frame in candidates if not frame.empty]
 
@@ -386,7 +428,9 @@ def render_summary_md(tables: StudyTables) -> str:
 
 def render_report(study_dir: Path, tables: StudyTables, image_format: str = "png") -> Path:
     """Write report.html, charts/<name>.<png|svg> and summary.md; return the report's path."""
-    charts = all_charts(tables.runs, tables.epochs, tables.timeline, tables.quality, best_run(tables.runs))
+    charts = all_charts(
+        tables.runs, tables.epochs, tables.timeline, tables.quality, best_run(tables.runs), law_curves(tables)
+    )
     chart_dir = study_dir / "charts"
     chart_dir.mkdir(exist_ok=True)
     import vl_convert as vlc

@@ -84,3 +84,14 @@ def test_model_that_cannot_be_built_is_named_by_its_field(tmp_path):
     proc = scaleprof("plan", str(bad))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "models.1.kwargs: small-cnn does not accept these arguments" in proc.stderr
+
+
+def test_predict_and_compare_on_a_real_study(study):
+    result, _ = study
+    proc = scaleprof("predict", str(result.study_dir), "--workers", "4", "16")
+    assert proc.returncode == 0, proc.stderr
+    assert "mlp / cpu: alpha" in proc.stdout and "16" in proc.stdout
+    proc = scaleprof("compare", str(result.study_dir), str(result.study_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert "+0.0%" in proc.stdout and "beyond noise" in proc.stdout
+    assert "throughput, " not in proc.stdout  # a study against itself changes nothing

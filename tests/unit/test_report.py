@@ -51,14 +51,14 @@ def test_report_is_self_contained_and_escapes_study_text(study):
     _, _, report = study
     page = report.read_text()
     assert not re.search(r"<script[^>]+src=", page)  # no external JS: works offline
-    assert "vegaEmbed" in page and page.count('id="chart-') == 8
+    assert "vegaEmbed" in page and page.count('id="chart-') == 9
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_chart_images_and_summary_written(study):
     store, _, _ = study
-    for name in ("throughput", "scaling_efficiency", "epoch_time", "memory", "utilisation", "cost", "learning_curves",
+    for name in ("throughput", "scaling_efficiency", "scaling_law", "epoch_time", "memory", "utilisation", "cost", "learning_curves",
                  "confusion_matrix"):
         data = (store.root / "charts" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG")

@@ -1,0 +1,52 @@
+"""Two studies side by side: per (model, placement), the change in throughput, efficiency, cost and
+quality, flagged only when it exceeds the noise the studies measured.
+
+The noise of a metric for one placement is the larger coefficient of variation of its repeats in
+either study (times two, for a difference of two noisy medians); with single runs, where nothing
+was measured, a floor (5% by default) stands in, and the table says which was used.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+METRICS = {
+    "throughput": "throughput",
+    "scaling_efficiency": "efficiency",
+    "cost_per_sample_usd": "cost/sample",
+    "accuracy": "accuracy",
+}
+
+
+def _medians(runs: pd.DataFrame) -> pd.DataFrame:
+    ok = runs[(runs["status"] == "ok") & (runs["kind"] == "fixed-split")]
+    grouped = ok.groupby(["model", "placement"])
+    med = grouped[[m for m in METRICS if m in ok]].median()
+    cv = grouped[[m for m in METRICS if m in ok]].agg(lambda v: v.std(ddof=1) / v.mean() if len(v) > 1 else np.nan)
+    return med.join(cv, rsuffix="_cv").join(grouped.size().rename("runs"))
+
+
+def compare_runs(a: pd.DataFrame, b: pd.DataFrame, noise_floor: float = 0.05) -> pd.DataFrame:
+    """One row per (model, placement) present in both studies."""
+    left, right = _medians(a), _medians(b)
+    both = left.join(right, lsuffix="_a", rsuffix="_b", how="inner")
+    rows = []
+    for (model, placement), r in both.iterrows():
+        row = {"model": model, "placement": placement, "runs_a": int(r["runs_a"]), "runs_b": int(r["runs_b"])}
+        flags = []
+        for metric in METRICS:
+            va, vb = r.get(f"{metric}_a", np.nan), r.get(f"{metric}_b", np.nan)
+            if not (np.isfinite(va) and np.isfinite(vb)) or va == 0:
+                continue
+            change = (vb - va) / abs(va)
+            cvs = [c for c in (r.get(f"{metric}_cv_a", np.nan), r.get(f"{metric}_cv_b", np.nan)) if np.isfinite(c)]
+            measured = max(cvs) if cvs else np.nan
+            noise = 2 * measured if np.isfinite(measured) else noise_floor
+            row.update({f"{metric}_a": va, f"{metric}_b": vb, f"{metric}_change": change, f"{metric}_noise": noise})
+            row[f"{metric}_noise_basis"] = "measured" if np.isfinite(measured) else "floor"
+            if abs(change) > noise:
+                flags.append(METRICS[metric])
+        row["significant"] = ", ".join(flags)
+        rows.append(row)
+    return pd.DataFrame(rows)
