@@ -24,13 +24,13 @@ def _medians(runs: pd.DataFrame) -> pd.DataFrame:
     grouped = ok.groupby(["model", "placement"])
     med = grouped[[m for m in METRICS if m in ok]].median()
     cv = grouped[[m for m in METRICS if m in ok]].agg(lambda v: v.std(ddof=1) / v.mean() if len(v) > 1 else np.nan)
-    return med.join(cv, rsuffix="_cv").join(grouped.size().rename("runs"))
+    return pd.concat([med, cv.add_suffix("_cv"), grouped.size().rename("runs")], axis=1)
 
 
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, noise_floor: float = 0.05) -> pd.DataFrame:
     """One row per (model, placement) present in both studies."""
     left, right = _medians(a), _medians(b)
-    both = left.join(right, lsuffix="_a", rsuffix="_b", how="inner")
+    both = left.add_suffix("_a").join(right.add_suffix("_b"), how="inner")
     rows = []
     for (model, placement), r in both.iterrows():
         row = {"model": model, "placement": placement, "runs_a": int(r["runs_a"]), "runs_b": int(r["runs_b"])}
