@@ -15,6 +15,10 @@ from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
 from scaleprof.analysis.throughput import global_epochs, percentile, steady_epoch_numbers, steady_state_throughput
 from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
 
+BREAKDOWN_COLUMNS = [
+    "step_data_s", "step_forward_s", "step_backward_compute_s", "step_allreduce_s", "step_optimizer_s",
+    "step_other_s",
+]  # fmt: skip
 QUALITY_TABLE = "quality.parquet"
 PLACEMENTS_TABLE = "placements.parquet"
 CV_TABLE = "cv.parquet"
@@ -29,6 +33,7 @@ RUN_COLUMNS = [
     "node_ids", "gpu_uuids", "wall_s", "train_time_s", "startup_s", "samples_total", "final_lr", "final_train_loss",
     "final_val_accuracy", "eval_split", "eval_samples", *RUN_METRICS, "precision_weighted", "recall_weighted",
     "balanced_accuracy", "loss_divergence", "strategy", "nodes_requested", "placement_warning", "node_type",
+    *BREAKDOWN_COLUMNS,
     "events", "seq_gaps", "attempts",
 ]  # fmt: skip
 
@@ -112,6 +117,7 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["step_time_p50_s"] = percentile(steady_steps["step_s"], 50)
         row["step_time_p95_s"] = percentile(steady_steps["step_s"], 95)
         row["data_wait_frac"] = float(steady_steps["data_s"].sum() / steady_steps["step_s"].sum())
+        row.update(step_breakdown(steady_steps, _of_kind(events, "probe")))
     if not system.empty:
         row["peak_rss_mb"] = _max(system, "rss_mb")
         # Percent of the cores this worker was given (process CPU% counts 100 per busy core).
@@ -125,6 +131,26 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["gpu_uuids"] = ",".join(sorted(uuids.unique()))
         row["placement_warning"] = placement_warning(record, starts)
     return row
+
+
+def step_breakdown(steps: pd.DataFrame, probe: pd.DataFrame) -> dict[str, float]:
+    """Mean time per step split into data, forward, backward compute, gradient all-reduce, optimiser
+    and other. The all-reduce share is measured by the sync probe (backward with minus without
+    DDP's gradient sync); it is taken out of the backward time, where DDP spends it."""
+    if "forward_s" not in steps:
+        return {}
+    mean = steps[["data_s", "forward_s", "backward_s", "optimizer_s", "step_s"]].mean()
+    allreduce = float(probe["allreduce_s"].median()) if "allreduce_s" in probe else 0.0
+    allreduce = min(allreduce, float(mean["backward_s"]))
+    other = mean["step_s"] - mean[["data_s", "forward_s", "backward_s", "optimizer_s"]].sum()
+    return {
+        "step_data_s": float(mean["data_s"]),
+        "step_forward_s": float(mean["forward_s"]),
+        "step_backward_compute_s": float(mean["backward_s"]) - allreduce,
+        "step_allreduce_s": allreduce,
+        "step_optimizer_s": float(mean["optimizer_s"]),
+        "step_other_s": float(max(other, 0.0)),
+    }
 
 
 def placement_warning(record: dict[str, Any], starts: pd.DataFrame) -> str:

@@ -7,6 +7,7 @@ validation pass, and all ranks start an epoch together (a barrier), so epoch tim
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -69,6 +70,53 @@ def split_indices(data: Any, experiment: Experiment, run: dict[str, Any]) -> tup
         return "test", data.train_idx, data.val_idx, data.test_idx
     train_idx, held_idx = cv_split(data, run["folds"], run["fold"], experiment.seed)
     return f"fold {run['fold'] + 1} of {run['folds']}", train_idx, held_idx, held_idx
+
+
+class StepClock:
+    """Marks inside a step: host clock on CPU; CUDA events on a GPU, so timing never adds a sync
+    (the step's own `loss.item()` synchronises before the marks are read)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def seconds(self, start: Any, end: Any) -> float:
+        return start.elapsed_time(end) / 1000 if self.cuda else end - start
+
+
+def sync_probe(model: torch.nn.Module, loader: DataLoader, device: torch.device, steps: int = 8) -> dict[str, float]:
+    """Gradient all-reduce cost per step, measured as backward with sync minus backward without
+    (DDP's `no_sync()`), on the same batches, after training and without an optimiser step, so the
+    trained weights are untouched. Every rank runs it (the sync steps are collectives)."""
+    clock = StepClock(device)
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    batches = []
+    for i, batch in enumerate(loader):
+        if i >= steps:
+            break
+        batches.append(batch)
+    for sync in (False, True, False, True):  # interleaved, so drift hits both alike
+        for xb, yb in batches:
+            xb, yb = xb.to(device), yb.to(device)
+            model.zero_grad(set_to_none=True)
+            context = contextlib.nullcontext() if sync else model.no_sync()
+            with context:
+                loss = F.cross_entropy(model(xb), yb)
+                start = clock.mark()
+                loss.backward()
+                end = clock.mark()
+            if clock.cuda:
+                torch.cuda.synchronize(device)
+            timings[sync].append(clock.seconds(start, end))
+    model.zero_grad(set_to_none=True)
+    with_sync, without = float(np.median(timings[True])), float(np.median(timings[False]))
+    return {"backward_sync_s": with_sync, "backward_nosync_s": without, "allreduce_s": max(0.0, with_sync - without)}
 
 
 def _barrier() -> None:
@@ -136,6 +184,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     factor = lr_factor(experiment, run["per_worker_batch"] * world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(factor, warmup))
     x_val, y_val = data.x[val_idx], data.y[val_idx]
+    clock = StepClock(device)
 
     for epoch in range(experiment.train.epochs):
         sampler.set_epoch(epoch)
@@ -151,11 +200,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             yb = yb.to(device, non_blocking=True)
             t_data = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
+            m0 = clock.mark()
             loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
+            m1 = clock.mark()
+            loss.backward()  # includes DDP's gradient all-reduce, overlapped with the backward pass
+            m2 = clock.mark()
             optimizer.step()
             scheduler.step()
-            loss_value = loss.item()
+            m3 = clock.mark()
+            loss_value = loss.item()  # synchronises the device: the marks are complete after this
             t_end = time.perf_counter()
             n = len(yb)
             sink.emit(
@@ -165,6 +218,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 samples=n,
                 data_s=t_data - t_prev,
                 compute_s=t_end - t_data,
+                forward_s=clock.seconds(m0, m1),
+                backward_s=clock.seconds(m1, m2),
+                optimizer_s=clock.seconds(m2, m3),
                 step_s=t_end - t_prev,
                 loss=loss_value,
             )
@@ -189,6 +245,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             fields.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
         sink.emit("epoch", **fields)
 
+    _barrier()
+    if world > 1 and hasattr(model, "no_sync"):
+        sink.emit("probe", **sync_probe(model, loader, device))
     if rank == 0:
         # Rank 0 holds the same weights as every rank (DDP): its predictions on the held-out split are
         # stored whole, and every quality metric is computed from them later with sklearn.

@@ -170,6 +170,40 @@ def scaling_law(runs: pd.DataFrame, curves: pd.DataFrame) -> alt.Chart | None:
     )
 
 
+PHASES = {
+    "step_data_s": "data loading",
+    "step_forward_s": "forward",
+    "step_backward_compute_s": "backward compute",
+    "step_allreduce_s": "gradient all-reduce",
+    "step_optimizer_s": "optimizer",
+    "step_other_s": "other",
+}
+
+
+def step_breakdown(runs: pd.DataFrame) -> alt.Chart | None:
+    """Where a training step's time goes, per run: communication grows with the workers."""
+    ok = _ok(runs)
+    columns = [c for c in PHASES if c in ok]
+    if ok.empty or not columns or ok[columns].isna().all().all():
+        return None
+    long = ok.melt(id_vars=["run_id", "placement", "workers"], value_vars=columns, var_name="phase", value_name="s")
+    long["ms"] = 1000 * long["s"]
+    long["phase"] = long["phase"].map(PHASES)
+    return (
+        alt.Chart(long.dropna(subset=["ms"]))
+        .mark_bar()
+        .encode(
+            x=alt.X("ms:Q", title="mean time per step (ms, steady state)"),
+            y=alt.Y("run_id:N", title=None),
+            color=alt.Color("phase:N", title="phase", sort=list(PHASES.values())),
+            order=alt.Order("phase_order:Q"),
+            tooltip=["run_id", "phase", alt.Tooltip("ms:Q", format=".2f")],
+        )
+        .transform_calculate(phase_order=f"indexof({list(PHASES.values())}, datum.phase)")
+        .properties(title="Step time breakdown", width=WIDTH)
+    )
+
+
 def cost_vs_throughput(runs: pd.DataFrame) -> alt.Chart | None:
     """Steady-state cost per million samples against throughput; the cheapest and the fastest are marked."""
     ok = _ok(runs).dropna(subset=["cost_per_sample_usd"]) if "cost_per_sample_usd" in runs else pd.DataFrame()
@@ -262,6 +296,7 @@ def all_charts(
         "throughput": throughput_vs_workers(runs),
         "scaling_efficiency": efficiency_vs_workers(runs),
         "scaling_law": scaling_law(runs, law_curves) if law_curves is not None else None,
+        "step_breakdown": step_breakdown(runs),
         "epoch_time": epoch_time_by_placement(epochs),
         "memory": memory_per_worker(timeline),
         "utilisation": utilisation_over_time(timeline),

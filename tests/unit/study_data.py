@@ -32,6 +32,7 @@ def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epoch
             t += step_s
             out.append({**ids, "seq": next(seq), "time": t, "kind": "step", "epoch": epoch, "step": step,
                         "samples": samples_per_step, "data_s": 0.1 * step_s, "compute_s": 0.9 * step_s,
+                        "forward_s": 0.3 * step_s, "backward_s": 0.4 * step_s, "optimizer_s": 0.1 * step_s,
                         "step_s": step_s, "loss": 1.0 / (epoch + 1)})
             out.append({**ids, "seq": next(seq), "time": t, "kind": "system", "cpu_pct": 90.0 + rank,
                         "rss_mb": 500.0 + 10 * rank})
@@ -40,6 +41,9 @@ def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epoch
         if rank == 0:
             fields.update(val_loss=1.0, val_accuracy=0.5 + 0.1 * epoch)
         out.append({**ids, "seq": next(seq), "time": t, "kind": "epoch", **fields})
+    if run_id.startswith("002"):  # the 2-worker run measured its gradient sync
+        out.append({**ids, "seq": next(seq), "time": t, "kind": "probe", "backward_sync_s": 0.2,
+                    "backward_nosync_s": 0.15, "allreduce_s": 0.05})
     if rank == 0:
         out.append({**ids, "seq": next(seq), "time": t, "kind": "eval", "split": "test", "test_accuracy": 0.75})
     return out

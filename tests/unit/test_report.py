@@ -51,14 +51,14 @@ def test_report_is_self_contained_and_escapes_study_text(study):
     _, _, report = study
     page = report.read_text()
     assert not re.search(r"<script[^>]+src=", page)  # no external JS: works offline
-    assert "vegaEmbed" in page and page.count('id="chart-') == 9
+    assert "vegaEmbed" in page and page.count('id="chart-') == 10
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_chart_images_and_summary_written(study):
     store, _, _ = study
-    for name in ("throughput", "scaling_efficiency", "scaling_law", "epoch_time", "memory", "utilisation", "cost", "learning_curves",
+    for name in ("throughput", "scaling_efficiency", "scaling_law", "step_breakdown", "epoch_time", "memory", "utilisation", "cost", "learning_curves",
                  "confusion_matrix"):
         data = (store.root / "charts" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG")
@@ -82,3 +82,14 @@ def test_cost_follows_from_the_pricing_rows(study):
     notes = " ".join(study_notes(tables))
     assert "Cheapest: mlp on cpu-2" in notes and "fastest: mlp on cpu-2" in notes
     assert "source made up for the test, retrieved 2026-11-29" in notes
+
+
+def test_step_breakdown_takes_the_probed_all_reduce_out_of_backward(study):
+    _, tables, _ = study
+    runs = tables.runs.set_index("placement")
+    step = 1 / 3  # cpu-2: 4 steps in 4/3 s
+    assert runs.loc["cpu-2", "step_allreduce_s"] == pytest.approx(0.05)
+    assert runs.loc["cpu-2", "step_backward_compute_s"] == pytest.approx(0.4 * step - 0.05)
+    assert runs.loc["cpu-2", "step_forward_s"] == pytest.approx(0.3 * step)
+    assert runs.loc["cpu-2", "step_other_s"] == pytest.approx(0.1 * step)
+    assert runs.loc["cpu-1", "step_allreduce_s"] == 0.0  # one worker: nothing to synchronise
