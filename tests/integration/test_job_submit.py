@@ -58,6 +58,17 @@ def stop_tree(proc: subprocess.Popen) -> None:
         p.kill()
 
 
+def submit(cmd: list[str], env: dict[str, str], ready_timeout_s: float = 120) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the head's job agent is still starting (a busy machine can take
+    a while after the dashboard port opens): Ray answers "No available agent" then, and nothing ran."""
+    deadline = time.monotonic() + ready_timeout_s
+    while True:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=480)
+        if "No available agent to submit job" not in proc.stdout + proc.stderr or time.monotonic() > deadline:
+            return proc
+        time.sleep(3)
+
+
 @pytest.fixture(scope="module")
 def head(tmp_path_factory):
     """A one-node `ray start --head` cluster started from this venv (the job's `scaleprof` comes from its PATH)."""
@@ -89,7 +100,7 @@ def test_ray_job_submit_runs_the_study_and_the_report_lands_at_the_uri(head, tmp
         str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(work), "--",
         "scaleprof", "run", "jobtiny.yaml", "--out", f"file://{out}",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=480)
+    proc = submit(cmd, env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "succeeded" in log
