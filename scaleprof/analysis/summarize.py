@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.cost import add_cost_columns
+from scaleprof.analysis.peaks import gpu_peak_flops
 from scaleprof.analysis.quality import RUN_METRICS, quality_tables
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
@@ -33,7 +34,8 @@ RUN_COLUMNS = [
     "node_ids", "gpu_uuids", "wall_s", "train_time_s", "startup_s", "samples_total", "final_lr", "final_train_loss",
     "final_val_accuracy", "eval_split", "eval_samples", *RUN_METRICS, "precision_weighted", "recall_weighted",
     "balanced_accuracy", "loss_divergence", "strategy", "nodes_requested", "placement_warning", "node_type",
-    *BREAKDOWN_COLUMNS,
+    *BREAKDOWN_COLUMNS, "flops_per_sample", "parameters", "peak_flops_per_worker", "peak_flops_basis", "mfu",
+    "gpu_power_w", "energy_per_sample_j",
     "events", "seq_gaps", "attempts",
 ]  # fmt: skip
 
@@ -130,7 +132,49 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         uuids = _col(starts, "gpu_uuid").dropna()
         row["gpu_uuids"] = ",".join(sorted(uuids.unique()))
         row["placement_warning"] = placement_warning(record, starts)
+        row.update(utilisation_of_peak(row, lifecycle, starts))
+    if not system.empty and "gpu_power_w" in system and not epochs.empty:
+        row.update(energy(row, system, epochs))
     return row
+
+
+def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd.DataFrame) -> dict[str, Any]:
+    """MFU = model FLOPs per sample x throughput / (peak FLOP/s per worker x workers)."""
+    info = lifecycle[lifecycle["event"] == "model_info"]
+    if info.empty:
+        return {}
+    info = info.iloc[0]
+    out: dict[str, Any] = {"flops_per_sample": float(info["flops_per_sample"]), "parameters": int(info["parameters"])}
+    names = _col(starts, "gpu_name").dropna()
+    if row.get("gpus"):
+        peak = gpu_peak_flops(names.iloc[0]) if len(names) else None
+        basis = f"datasheet FP32 peak of {names.iloc[0]}" if peak else "GPU not in the peak table"
+    else:
+        peak = float(info["cpu_peak_flops"]) if "cpu_peak_flops" in info and pd.notna(info["cpu_peak_flops"]) else None
+        basis = "measured FP32 matmul peak of one worker's threads"
+    out["peak_flops_per_worker"], out["peak_flops_basis"] = peak, basis
+    throughput = row.get("throughput")
+    if peak and throughput and np.isfinite(throughput):
+        out["mfu"] = out["flops_per_sample"] * throughput / (peak * row["workers"])
+    return out
+
+
+def energy(row: dict[str, Any], system: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, float]:
+    """GPU energy per sample: the workers' mean NVML power in steady state over the throughput."""
+    steady = epochs[epochs["epoch"].isin(steady_epoch_numbers(int(epochs["epoch"].max()) + 1))]
+    window = steady if not steady.empty else epochs
+    start = float(window["epoch_start"].min())
+    end = float((window["epoch_start"] + window["epoch_time_s"]).max())
+    samples = system[(system["time"] >= start) & (system["time"] <= end)].dropna(subset=["gpu_power_w"])
+    if samples.empty:
+        samples = system.dropna(subset=["gpu_power_w"])
+    if samples.empty:
+        return {}
+    watts = float(samples.groupby("rank")["gpu_power_w"].mean().sum())
+    out = {"gpu_power_w": watts}
+    if row.get("throughput") and np.isfinite(row["throughput"]):
+        out["energy_per_sample_j"] = watts / row["throughput"]
+    return out
 
 
 def step_breakdown(steps: pd.DataFrame, probe: pd.DataFrame) -> dict[str, float]:

@@ -119,6 +119,30 @@ def sync_probe(model: torch.nn.Module, loader: DataLoader, device: torch.device,
     return {"backward_sync_s": with_sync, "backward_nosync_s": without, "allreduce_s": max(0.0, with_sync - without)}
 
 
+def train_flops_per_sample(model: torch.nn.Module, input_shape: tuple[int, ...], device: torch.device) -> float:
+    """Forward plus backward FLOPs of one sample, counted by torch's FlopCounterMode on a batch of 2."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(2, *input_shape, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
+def measured_cpu_peak_flops(threads: int, size: int = 512, seconds: float = 0.3) -> float:
+    """This worker's FP32 matmul FLOP/s on its own threads: the denominator of CPU MFU."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        done += 1
+    return 2 * size**3 * done / (time.perf_counter() - start)
+
+
 def _barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
@@ -175,6 +199,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model_spec = next(m for m in experiment.model_list if m.label == run["model_label"])
     model = build_model(model_spec, data.input_shape, data.num_classes, experiment.seed)
     model = ray.train.torch.prepare_model(model)  # moves to the device; DDP when world > 1
+    if rank == 0:  # every rank runs the same model on the same kind of device: once is enough
+        info = {
+            "flops_per_sample": train_flops_per_sample(_unwrap(model), data.input_shape, device),
+            "parameters": sum(p.numel() for p in model.parameters()),
+        }
+        if device.type == "cpu":
+            info["cpu_peak_flops"] = measured_cpu_peak_flops(threads)
+        sink.emit("lifecycle", event="model_info", **info)
     optimizer = torch.optim.SGD(model.parameters(), lr=experiment.train.lr, momentum=experiment.train.momentum)
 
     train_set = TensorDataset(torch.from_numpy(data.x[train_idx]), torch.from_numpy(data.y[train_idx]))

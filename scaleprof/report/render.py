@@ -39,6 +39,8 @@ HEADLINE = {
     "cpu_util_pct": "CPU util (%)",
     "gpu_util_pct": "GPU util (%)",
     "gpu_mem_peak_mb": "GPU peak (MiB)",
+    "mfu": "MFU",
+    "energy_per_sample_j": "J per sample",
     "accuracy": "accuracy",
     "f1": "F1 (macro)",
     "wall_s": "run wall time (s)",
@@ -63,6 +65,10 @@ def _fmt(column: str, value: Any) -> str:
         return f"{value * 1e6:.4f}"
     if column == "cost_to_target_usd":
         return f"{value:.5f}"
+    if column == "mfu":
+        return f"{100 * value:.1f}%"
+    if column == "energy_per_sample_j":
+        return f"{value:.4g}"
     if column == "nodes_realized":
         return f"{value:.0f}"
     if column.endswith("_pct"):
@@ -275,6 +281,14 @@ def study_notes(tables: StudyTables) -> list[str]:
         notes.append(f"Run {r['run_id']} {r['status']}: {r['reason']}")
     for _, r in runs[runs["placement_warning"].fillna("") != ""].iterrows():
         notes.append(f"Placement warning for {r['run_id']}: {r['placement_warning']}")
+    if "mfu" in runs and runs["mfu"].notna().any():
+        bases = sorted(set(runs["peak_flops_basis"].dropna()))
+        notes.append(
+            "MFU = model FLOPs per sample (forward + backward, counted by torch's FlopCounterMode) x throughput / "
+            "(peak FLOP/s per worker x workers); peak: " + "; ".join(bases) + "."
+        )
+    if "energy_per_sample_j" in runs and runs["energy_per_sample_j"].notna().any():
+        notes.append("Energy per sample: the GPUs' mean NVML power in steady state divided by the throughput.")
     notes += _cost_notes(tables.manifest, runs)
     return notes
 

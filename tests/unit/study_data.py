@@ -26,6 +26,9 @@ def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epoch
     seq = iter(range(10_000))
     t = 1000.0
     out = [{**ids, "seq": next(seq), "time": t, "kind": "lifecycle", "event": "worker_start", "gpu_uuid": None}]
+    if rank == 0:
+        out.append({**ids, "seq": next(seq), "time": t, "kind": "lifecycle", "event": "model_info",
+                    "flops_per_sample": 1e6, "parameters": 1000, "cpu_peak_flops": 1e9})
     for epoch in range(epochs):
         step_s = epoch_time / steps
         for step in range(steps):

@@ -63,7 +63,7 @@ def test_chart_images_and_summary_written(study):
         data = (store.root / "charts" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG")
     summary = (store.root / "summary.md").read_text()
-    assert "| cpu-2 | mlp | cpu | 2 | 1 | ok | test | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 | 0.8000 |" in summary
+    assert "| cpu-2 | mlp | cpu | 2 | 1 | ok | test | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 | 15.0% | 0.8000 |" in summary
     assert "## Quality on the held-out test split" in summary
     assert "Weak scaling" in summary and "epoch 1 excluded as warm-up" in summary
 
@@ -93,3 +93,31 @@ def test_step_breakdown_takes_the_probed_all_reduce_out_of_backward(study):
     assert runs.loc["cpu-2", "step_forward_s"] == pytest.approx(0.3 * step)
     assert runs.loc["cpu-2", "step_other_s"] == pytest.approx(0.1 * step)
     assert runs.loc["cpu-1", "step_allreduce_s"] == 0.0  # one worker: nothing to synchronise
+
+
+def test_mfu_from_counted_flops_and_measured_peak(study):
+    _, tables, _ = study
+    runs = tables.runs.set_index("placement")
+    assert runs.loc["cpu-1", "mfu"] == pytest.approx(1e6 * 200 / 1e9)  # 1 MFLOP/sample x 200/s on a 1 GFLOP/s worker
+    assert runs.loc["cpu-2", "mfu"] == pytest.approx(1e6 * 300 / (2 * 1e9))
+    assert runs.loc["cpu-1", "peak_flops_basis"].startswith("measured")
+
+
+def test_energy_per_sample_is_steady_power_over_throughput():
+    from scaleprof.analysis.summarize import energy
+
+    epochs = pd.DataFrame({"epoch": [0, 1], "epoch_start": [0.0, 10.0], "epoch_time_s": [10.0, 10.0]})
+    system = pd.DataFrame(
+        {"rank": [0, 0, 1, 1, 0], "time": [12.0, 18.0, 12.0, 18.0, 5.0], "gpu_power_w": [100.0, 100.0, 150.0, 150.0, 999.0]}
+    )  # the 999 W reading falls in the warm-up epoch and is not counted
+    out = energy({"throughput": 500.0}, system, epochs)
+    assert out["gpu_power_w"] == 250.0 and out["energy_per_sample_j"] == pytest.approx(0.5)
+
+
+def test_gpu_peak_table_lookup():
+    from scaleprof.analysis.peaks import gpu_peak_flops
+
+    assert gpu_peak_flops("NVIDIA H100 PCIe") == 51e12
+    assert gpu_peak_flops("NVIDIA H200") == 67e12
+    assert gpu_peak_flops("NVIDIA A10G") == 31.2e12
+    assert gpu_peak_flops("Mystery GPU") is None and gpu_peak_flops(None) is None
