@@ -195,6 +195,17 @@ class CostSpec(_Strict):
     )
 
 
+class GoalSpec(_Strict):
+    max_cost_per_sample_usd: float | None = Field(default=None, gt=0, description="a budget per training sample")
+    min_throughput: float | None = Field(default=None, gt=0, description="a deadline, as samples per second")
+
+    @model_validator(mode="after")
+    def _something(self) -> GoalSpec:
+        if self.max_cost_per_sample_usd is None and self.min_throughput is None:
+            raise ValueError("goal: give max_cost_per_sample_usd, min_throughput or both")
+        return self
+
+
 class RaySpec(_Strict):
     placement_timeout_s: float = Field(
         default=20, gt=0, le=3600, description="how long to wait for a placement's resources before skipping it"
@@ -213,6 +224,7 @@ class Experiment(_Strict):
     placements: list[PlacementSpec] = Field(min_length=1, max_length=256)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     cost: CostSpec = Field(default_factory=CostSpec)
+    goal: GoalSpec | None = Field(default=None, description="name the cheapest placement that meets it")
     ray: RaySpec = Field(default_factory=RaySpec)
 
     @model_validator(mode="after")

@@ -290,6 +290,12 @@ def study_notes(tables: StudyTables) -> list[str]:
     if "energy_per_sample_j" in runs and runs["energy_per_sample_j"].notna().any():
         notes.append("Energy per sample: the GPUs' mean NVML power in steady state divided by the throughput.")
     notes += _cost_notes(tables.manifest, runs)
+    from scaleprof.analysis.recommend import describe, recommend
+
+    goal = exp.get("goal")
+    advice = describe(recommend(runs, goal), goal)
+    if advice:
+        notes.insert(0, advice)
     return notes
 
 
