@@ -89,7 +89,7 @@ def predictions(runs: pd.DataFrame, workers: list[int], level: float = 0.95) -> 
         for n, x, lo, hi in zip(workers, fit.predict(workers), low, high):
             rows.append(
                 {"model": f["model"], "device": f["device"], "workers": n, "throughput": float(x),
-                 "low": float(lo), "high": float(hi), "efficiency": float(x / (n * fit.predict(1)[()])),
+                 "low": max(float(lo), 0.0) if np.isfinite(lo) else float(lo), "high": float(hi), "efficiency": float(x / (n * fit.predict(1)[()])),
                  "law": fit.model, "extrapolated": n > f["max_measured_workers"]}
             )  # fmt: skip
     return pd.DataFrame(rows)

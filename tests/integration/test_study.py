@@ -131,3 +131,16 @@ def test_cost_figures_follow_from_the_pricing_table(study):
         assert run["cost_per_sample_e2e_usd"] == pytest.approx(per_s * run["wall_s"] / run["samples_total"])
         assert run["cost_per_sample_e2e_usd"] > run["cost_per_sample_usd"]  # start-up costs money too
     assert by_placement(tables, "cpu-2")["billed_nodes"] == 2
+
+
+def test_step_breakdown_mfu_and_sync_probe_on_real_runs(study):
+    _, tables = study
+    cpu1, cpu2 = by_placement(tables, "cpu-1"), by_placement(tables, "cpu-2")
+    # mlp 64-256-128-10: forward 2 x 50,432 FLOPs; backward: weight grads 2 x 50,432 plus input grads
+    # of the two later layers 2 x 34,048 (the first layer's input needs no gradient)
+    assert cpu1["flops_per_sample"] == 269_824
+    assert 0 < cpu1["mfu"] < 1 and cpu1["peak_flops_basis"].startswith("measured")
+    assert cpu1["step_allreduce_s"] == 0.0  # one worker: nothing to synchronise
+    assert cpu2["step_allreduce_s"] > 0  # two workers on two nodes: gloo all-reduce measured by the probe
+    parts = cpu2[["step_data_s", "step_forward_s", "step_backward_compute_s", "step_allreduce_s", "step_optimizer_s"]]
+    assert (parts >= 0).all() and parts.sum() <= cpu2["step_time_p95_s"] * 1.5
