@@ -80,6 +80,9 @@ def head(tmp_path_factory):
         str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=1", f"--port={free_port()}",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
         f"--temp-dir={temp}", "--object-store-memory=100000000",
+        # Its own agent ports: the session's test cluster runs beside it and holds Ray's defaults.
+        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
