@@ -163,6 +163,24 @@ class PlacementSpec(_Strict):
         return self.workers * self.gpus_per_worker
 
 
+class InferenceSpec(_Strict):
+    batch_sizes: list[int] = Field(default=[1, 8, 64, 256], min_length=1, max_length=32)
+    warmup: int = Field(default=5, ge=0, le=10_000, description="untimed iterations per batch size")
+    iterations: int = Field(default=30, ge=3, le=1_000_000, description="timed iterations per batch size")
+    devices: list[Literal["cpu", "gpu"]] = Field(default=["cpu", "gpu"], min_length=1)
+    cpus: float = Field(default=1, gt=0, le=1024, description="CPUs of the inference actor (and its torch threads)")
+    channels_last: bool = Field(default=False, description="run convolutions in channels-last memory format")
+    amp: bool = Field(default=False, description="bfloat16 autocast on GPU (ignored on CPU)")
+    compile: bool = Field(default=False, description="torch.compile the model first (when it compiles here)")
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive(cls, sizes: list[int]) -> list[int]:
+        if any(b < 1 or b > 65_536 for b in sizes):
+            raise ValueError("every batch size must be between 1 and 65536")
+        return sorted(set(sizes))
+
+
 class EvaluationSpec(_Strict):
     cv_folds: int = Field(
         default=0, ge=0, le=50, description="k-fold cross-validation on train+val, on the reference placement (0: off)"
@@ -171,6 +189,7 @@ class EvaluationSpec(_Strict):
     noisy_cv: float = Field(
         default=0.05, gt=0, le=10, description="flag repeats whose coefficient of variation is above this"
     )
+    inference: InferenceSpec | None = Field(default=None, description="benchmark inference on each device kind")
 
     @field_validator("cv_folds")
     @classmethod

@@ -78,3 +78,6 @@ class TerminalProgress:
         detail = f" ({record['wall_s']:.1f}s)" if "wall_s" in record else ""
         reason = f": {escape(record['reason'])}" if record.get("reason") else ""
         self.console.print(f"{escape(self._label)}: [{style}]{status}[/{style}]{detail}{reason}", highlight=False)
+
+    def inference_started(self, devices: list[str]) -> None:
+        self.console.print(f"inference benchmark on {', '.join(devices)}", markup=False, highlight=False)

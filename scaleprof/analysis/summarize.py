@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.cost import add_cost_columns
+from scaleprof.analysis.hardware import hardware_table, inference_table
 from scaleprof.analysis.peaks import gpu_peak_flops
 from scaleprof.analysis.quality import RUN_METRICS, quality_tables
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
@@ -25,6 +26,8 @@ PLACEMENTS_TABLE = "placements.parquet"
 CV_TABLE = "cv.parquet"
 WORKERS_TABLE = "workers.parquet"
 FITS_TABLE = "scaling_fits.parquet"
+INFERENCE_TABLE = "inference.parquet"
+HARDWARE_TABLE = "hardware.parquet"
 
 RUN_COLUMNS = [
     "run_id", "index", "model", "model_name", "placement", "device", "workers", "gpus", "cpus", "kind", "fold",
@@ -35,7 +38,7 @@ RUN_COLUMNS = [
     "final_val_accuracy", "eval_split", "eval_samples", *RUN_METRICS, "precision_weighted", "recall_weighted",
     "balanced_accuracy", "loss_divergence", "strategy", "nodes_requested", "placement_warning", "node_type",
     *BREAKDOWN_COLUMNS, "flops_per_sample", "parameters", "peak_flops_per_worker", "peak_flops_basis", "mfu",
-    "gpu_power_w", "energy_per_sample_j",
+    "gpu_power_w", "energy_per_sample_j", "cpu_util_peak_pct", "gpu_util_peak_pct",
     "events", "seq_gaps", "attempts",
 ]  # fmt: skip
 
@@ -51,6 +54,8 @@ class StudyTables:
     cv: pd.DataFrame  # one row per model: k-fold mean and std beside the fixed split
     workers: pd.DataFrame  # one row per run x attempt x rank: where it ran (node, host, pid, GPU UUID)
     fits: pd.DataFrame  # one scaling-law fit per (model, device), with its hold-out check
+    inference: pd.DataFrame  # one row per model x device x batch size: latency percentiles, throughput, memory
+    hardware: pd.DataFrame  # one row per model x device kind: the hardware comparison table
 
 
 def _of_kind(events: pd.DataFrame, kind: str) -> pd.DataFrame:
@@ -125,6 +130,8 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         # Percent of the cores this worker was given (process CPU% counts 100 per busy core).
         row["cpu_util_pct"] = float(_col(system, "cpu_pct").mean() / record.get("cpus_per_worker", 1))
         row["gpu_util_pct"] = float(_col(system, "gpu_util_pct").mean()) if "gpu_util_pct" in system else float("nan")
+        row["cpu_util_peak_pct"] = float(_col(system, "cpu_pct").max() / record.get("cpus_per_worker", 1))
+        row["gpu_util_peak_pct"] = _max(system, "gpu_util_pct")
     starts = lifecycle[lifecycle["event"] == "worker_start"] if "event" in lifecycle else lifecycle
     if not starts.empty:
         row["nodes_realized"] = int(starts["node_id"].nunique())
@@ -304,6 +311,7 @@ def summarize(store: StudyStore) -> StudyTables:
     runs = add_cost_columns(runs, epochs, manifest)
     runs = runs[RUN_COLUMNS + [c for c in runs.columns if c not in RUN_COLUMNS]]
     noisy_cv = float(manifest["experiment"]["evaluation"]["noisy_cv"])
+    inference = inference_table(store.inference_records())
     return StudyTables(
         runs=runs,
         epochs=epochs,
@@ -314,6 +322,8 @@ def summarize(store: StudyStore) -> StudyTables:
         cv=cv_table(runs),
         workers=workers_table(events),
         fits=scaling_fits(runs),
+        inference=inference,
+        hardware=hardware_table(runs, inference),
     )
 
 
@@ -326,3 +336,6 @@ def write_tables(store: StudyStore, tables: StudyTables) -> None:
         store.write_table(CV_TABLE, tables.cv)
     store.write_table(WORKERS_TABLE, tables.workers)
     store.write_table(FITS_TABLE, tables.fits)
+    if not tables.inference.empty:
+        store.write_table(INFERENCE_TABLE, tables.inference)
+    store.write_table(HARDWARE_TABLE, tables.hardware)

@@ -35,6 +35,7 @@ class Observer(Protocol):
     def run_started(self, run: PlannedRun, total: int, epochs: int) -> None: ...
     def run_progress(self, run: PlannedRun, progress: dict[str, Any]) -> None: ...
     def run_finished(self, run: PlannedRun, record: dict[str, Any]) -> None: ...
+    def inference_started(self, devices: list[str]) -> None: ...
 
 
 class QuietObserver:
@@ -48,6 +49,9 @@ class QuietObserver:
         pass
 
     def run_finished(self, run: PlannedRun, record: dict[str, Any]) -> None:
+        pass
+
+    def inference_started(self, devices: list[str]) -> None:
         pass
 
 
@@ -281,6 +285,11 @@ def run_study(
                 record = run_one(run, experiment, study_id, store, aggregator)
             result.records.append(record)
             observer.run_finished(run, record)
+        if experiment.evaluation.inference is not None:
+            from scaleprof.execution.inference import run_inference
+
+            observer.inference_started(experiment.evaluation.inference.devices)
+            store.append_inference(run_inference(experiment, experiment.ray.placement_timeout_s))
         result.aggregator_stats = ray.get(aggregator.stats.remote())
         manifest.update(finished_at=time.time(), telemetry=result.aggregator_stats)
         store.write_manifest(manifest)

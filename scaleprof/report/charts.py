@@ -283,6 +283,74 @@ def confusion_matrix(quality: pd.DataFrame, run_id: str) -> alt.Chart | None:
     return (heat + text).properties(title=f"Confusion matrix of the best run ({run_id})", width=260, height=260)
 
 
+def _inference_ok(inference: pd.DataFrame) -> pd.DataFrame:
+    if inference is None or inference.empty or "latency_p50_s" not in inference:
+        return pd.DataFrame()
+    ok = inference[inference["status"] == "ok"].copy()
+    ok["series"] = _series(ok)
+    return ok
+
+
+def inference_latency(inference: pd.DataFrame) -> alt.Chart | None:
+    """Latency percentiles against batch size, per model and device kind."""
+    ok = _inference_ok(inference)
+    if ok.empty:
+        return None
+    long = ok.melt(
+        id_vars=["series", "batch_size"], value_vars=["latency_p50_s", "latency_p95_s", "latency_p99_s"],
+        var_name="percentile", value_name="s",
+    )  # fmt: skip
+    long["ms"] = 1000 * long["s"]
+    long["percentile"] = long["percentile"].str.extract(r"(p\d+)")[0]
+    return (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("batch_size:Q", title="batch size", scale=alt.Scale(type="log", base=2)),
+            y=alt.Y("ms:Q", title="latency per batch (ms)", scale=alt.Scale(type="log")),
+            color=alt.Color("series:N", title="model / device"),
+            strokeDash=alt.StrokeDash("percentile:N", title="percentile"),
+            tooltip=["series", "batch_size", "percentile", alt.Tooltip("ms:Q", format=".3f")],
+        )
+        .properties(title="Inference latency vs batch size", width=WIDTH, height=HEIGHT)
+    )
+
+
+def inference_throughput(inference: pd.DataFrame) -> alt.Chart | None:
+    ok = _inference_ok(inference)
+    if ok.empty:
+        return None
+    return (
+        alt.Chart(ok)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("batch_size:Q", title="batch size", scale=alt.Scale(type="log", base=2)),
+            y=alt.Y("throughput:Q", title="inference throughput (samples/s)"),
+            color=alt.Color("series:N", title="model / device"),
+            tooltip=["series", "batch_size", alt.Tooltip("throughput:Q", format=",.0f")],
+        )
+        .properties(title="Inference throughput vs batch size", width=WIDTH, height=HEIGHT)
+    )
+
+
+def latency_throughput_tradeoff(inference: pd.DataFrame) -> alt.Chart | None:
+    """Each batch size as a point: what throughput costs in p99 latency."""
+    ok = _inference_ok(inference)
+    if ok.empty:
+        return None
+    ok["p99_ms"] = 1000 * ok["latency_p99_s"]
+    base = alt.Chart(ok).encode(
+        x=alt.X("p99_ms:Q", title="p99 latency per batch (ms)", scale=alt.Scale(type="log")),
+        y=alt.Y("throughput:Q", title="throughput (samples/s)"),
+        color=alt.Color("series:N", title="model / device"),
+        tooltip=["series", "batch_size", alt.Tooltip("p99_ms:Q", format=".3f"), alt.Tooltip("throughput:Q", format=",.0f")],
+    )
+    labels = base.mark_text(align="left", dx=6, dy=-6).encode(text="batch_size:Q")
+    return (base.mark_line(point=True) + labels).properties(
+        title="Latency / throughput trade-off (labels: batch size)", width=WIDTH, height=HEIGHT
+    )
+
+
 def all_charts(
     runs: pd.DataFrame,
     epochs: pd.DataFrame,
@@ -290,6 +358,7 @@ def all_charts(
     quality: pd.DataFrame | None = None,
     best_run: str | None = None,
     law_curves: pd.DataFrame | None = None,
+    inference: pd.DataFrame | None = None,
 ) -> dict[str, alt.TopLevelMixin]:
     """The report's charts by file stem, in reading order; charts with no data are left out."""
     charts = {
@@ -303,5 +372,8 @@ def all_charts(
         "cost": cost_vs_throughput(runs),
         "learning_curves": learning_curves(epochs),
         "confusion_matrix": confusion_matrix(quality, best_run) if quality is not None and best_run else None,
+        "inference_latency": inference_latency(inference) if inference is not None else None,
+        "inference_throughput": inference_throughput(inference) if inference is not None else None,
+        "inference_tradeoff": latency_throughput_tradeoff(inference) if inference is not None else None,
     }
     return {name: chart for name, chart in charts.items() if chart is not None}

@@ -290,12 +290,33 @@ def study_notes(tables: StudyTables) -> list[str]:
     if "energy_per_sample_j" in runs and runs["energy_per_sample_j"].notna().any():
         notes.append("Energy per sample: the GPUs' mean NVML power in steady state divided by the throughput.")
     notes += _cost_notes(tables.manifest, runs)
+    notes += _inference_notes(tables)
     from scaleprof.analysis.recommend import describe, recommend
 
     goal = exp.get("goal")
     advice = describe(recommend(runs, goal), goal)
     if advice:
         notes.insert(0, advice)
+    return notes
+
+
+def _inference_notes(tables: StudyTables) -> list[str]:
+    inference = tables.inference
+    if inference.empty:
+        return []
+    spec = tables.manifest["experiment"]["evaluation"]["inference"]
+    notes = [
+        f"Inference: a Ray actor per model and device kind ({spec['cpus']:g} CPU), {spec['warmup']} warm-up and "
+        f"{spec['iterations']} timed iterations per batch size under torch.inference_mode(), the device synchronised "
+        "before each clock read; the model is the seeded initial one (same weights everywhere)."
+    ]
+    ok = inference[inference["status"] == "ok"]
+    if not ok.empty:
+        on = [o for o in ("channels_last", "amp", "compile") if o in ok and ok[o].any()]
+        notes.append("Inference options on: " + (", ".join(on) if on else "none (eager, FP32, contiguous)") + ".")
+    for _, r in inference[inference["status"] != "ok"].iterrows():
+        batch = f" batch {int(r['batch_size'])}" if "batch_size" in r and pd.notna(r["batch_size"]) else ""
+        notes.append(f"Inference {r['model']} on {r['device']}{batch} {r['status']}: {r['reason']}")
     return notes
 
 
@@ -415,8 +436,39 @@ specs.forEach((spec, i) => vegaEmbed('#chart-' + i, spec, {{"actions": false}}).
 """
 
 
+def hardware_display(hardware: pd.DataFrame) -> pd.DataFrame:
+    """The hardware comparison table, formatted; it only shows when there is more than training to compare."""
+    if hardware.empty or "inference_throughput" not in hardware:
+        return pd.DataFrame()
+
+    def fmt(value: object, spec: str) -> str:
+        return "–" if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, spec)
+
+    h = hardware
+    col = lambda name: h[name] if name in h else pd.Series(np.nan, index=h.index)  # noqa: E731
+    return pd.DataFrame(
+        {
+            "model": h["model"],
+            "device": h["device"],
+            "memory at largest batch (GB)": [
+                f"{fmt(m, '.3f')} (batch {fmt(b, '.0f')}, {k})" if isinstance(k, str) else "–"
+                for m, b, k in zip(col("memory_gb_largest_batch"), col("largest_batch"), col("memory_kind"))
+            ],
+            "inference (samples/s)": [
+                f"{fmt(t, ',.0f')} (batch {fmt(b, '.0f')})" for t, b in zip(col("inference_throughput"), col("inference_best_batch"))
+            ],
+            "p50 latency, batch 1 (ms)": [fmt(1000 * v, ".3f") for v in col("inference_latency_p50_s_batch1")],
+            "training epoch (s)": [fmt(v, ".2f") for v in col("train_epoch_time_s")],
+            "peak utilisation (%)": [fmt(v, ".0f") for v in col("peak_util_pct")],
+            "USD per 1M training samples": [fmt(1e6 * v, ".4f") for v in col("cost_per_sample_usd")],
+            "J per training sample": [fmt(v, ".4g") for v in col("energy_per_sample_j")],
+        }
+    )
+
+
 def _extra_tables(tables: StudyTables) -> list[tuple[str, pd.DataFrame]]:
     candidates = [
+        ("Hardware comparison", hardware_display(tables.hardware)),
         ("Quality on the held-out test split (median over repeats)", quality_table(tables.runs)),
         ("Repeats: spread and noise", spread_display(tables.placements)),
         ("k-fold cross-validation beside the fixed split", cv_display(tables.cv)),
@@ -449,7 +501,8 @@ def render_summary_md(tables: StudyTables) -> str:
 def render_report(study_dir: Path, tables: StudyTables, image_format: str = "png") -> Path:
     """Write report.html, charts/<name>.<png|svg> and summary.md; return the report's path."""
     charts = all_charts(
-        tables.runs, tables.epochs, tables.timeline, tables.quality, best_run(tables.runs), law_curves(tables)
+        tables.runs, tables.epochs, tables.timeline, tables.quality, best_run(tables.runs), law_curves(tables),
+        tables.inference,
     )
     chart_dir = study_dir / "charts"
     chart_dir.mkdir(exist_ok=True)

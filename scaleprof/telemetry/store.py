@@ -22,6 +22,7 @@ MANIFEST = "manifest.json"
 RUNS_TABLE = "runs.parquet"
 EPOCHS_TABLE = "epochs.parquet"
 PREDICTIONS_DIR = "predictions"
+INFERENCE_RECORDS = "inference_records.jsonl"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -156,6 +157,12 @@ class StudyStore:
         for record in self.run_records():
             latest.setdefault(record["run_id"], {}).update(record)
         return latest
+
+    def append_inference(self, rows: list[dict[str, Any]]) -> None:
+        append_jsonl(self.root / INFERENCE_RECORDS, rows)
+
+    def inference_records(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.root / INFERENCE_RECORDS)
 
     def table(self, name: str) -> pd.DataFrame:
         return pd.read_parquet(self.root / name)

@@ -24,7 +24,10 @@ STUDY = {
         {"name": "pack-2", "workers": 2, "strategy": "STRICT_PACK"},  # no node has 2 CPUs: skipped
         {"name": "gpu-1", "workers": 1, "gpus_per_worker": 1},  # no GPU: skipped
     ],
-    "evaluation": {"cv_folds": 2},
+    "evaluation": {
+        "cv_folds": 2,
+        "inference": {"batch_sizes": [1, 8, 32], "warmup": 2, "iterations": 10, "devices": ["cpu", "gpu"]},
+    },
     "cost": {"node_type": "aws-t3.large", "target_accuracy": 0.5},
     "ray": {"placement_timeout_s": 5},
 }

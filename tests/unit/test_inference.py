@@ -1,0 +1,42 @@
+"""The inference probe on the CPU with real timing (the Ray actor wraps this same class)."""
+
+import pytest
+
+from scaleprof.config import Experiment
+from scaleprof.execution.inference import InferenceProbe
+
+EXPERIMENT = {
+    "name": "inf",
+    "model": {"name": "mlp"},
+    "data": {"name": "digits"},
+    "placements": [{"name": "cpu-1", "workers": 1}],
+    "evaluation": {"inference": {"batch_sizes": [64, 1, 8], "warmup": 3, "iterations": 40, "devices": ["cpu"]}},
+}
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return InferenceProbe(Experiment.model_validate(EXPERIMENT).resolved(), "mlp", "cpu").run()
+
+
+def test_rows_per_batch_size_with_ordered_percentiles(rows):
+    assert [r["batch_size"] for r in rows] == [1, 8, 64]  # sorted, as the config normalises them
+    for r in rows:
+        assert r["status"] == "ok" and r["iterations"] == 40
+        assert 0 < r["latency_p50_s"] <= r["latency_p95_s"] <= r["latency_p99_s"]
+        assert r["throughput"] == pytest.approx(r["batch_size"] / r["latency_mean_s"])
+        assert r["peak_mem_mb"] > 50 and r["memory_kind"] == "process RSS"
+        assert r["channels_last"] is False and r["amp"] is False and r["compile"] is False
+
+
+def test_throughput_grows_with_batch_size_for_small_batches(rows):
+    by_batch = {r["batch_size"]: r["throughput"] for r in rows}
+    # a 1-sample forward of a small MLP is all overhead: 8 samples at once must go faster per sample
+    assert by_batch[8] > 2 * by_batch[1]
+
+
+def test_amp_is_ignored_on_cpu_and_channels_last_recorded():
+    exp = {**EXPERIMENT, "model": {"name": "small-cnn"}}
+    exp["evaluation"] = {"inference": {"batch_sizes": [4], "warmup": 1, "iterations": 3, "amp": True, "channels_last": True}}
+    (row,) = InferenceProbe(Experiment.model_validate(exp).resolved(), "small-cnn", "cpu").run()
+    assert row["status"] == "ok" and row["amp"] is False and row["channels_last"] is True
