@@ -112,10 +112,27 @@ def memory_per_worker(timeline: pd.DataFrame) -> alt.Chart | None:
     )
 
 
+def downsample(timeline: pd.DataFrame, max_points: int = 200) -> pd.DataFrame:
+    """At most `max_points` time bins per run and rank (means), so long runs keep the report small."""
+    if timeline.empty:
+        return timeline
+    numeric = [c for c in ("cpu_pct", "rss_mb", "gpu_util_pct", "gpu_mem_used_mb", "gpu_power_w") if c in timeline]
+    frames = []
+    for (run_id, rank), group in timeline.groupby(["run_id", "rank"], sort=False):
+        if len(group) <= max_points:
+            frames.append(group)
+            continue
+        bins = pd.cut(group["t_s"], max_points, labels=False)
+        binned = group.groupby(bins)[["t_s", *numeric]].mean().assign(run_id=run_id, rank=rank)
+        frames.append(binned.reset_index(drop=True))
+    return pd.concat(frames, ignore_index=True)
+
+
 def utilisation_over_time(timeline: pd.DataFrame) -> alt.Chart | None:
     """Process CPU% (100 = one core) and GPU utilisation of every worker over each run."""
     if timeline.empty or "cpu_pct" not in timeline:
         return None
+    timeline = downsample(timeline)
     value_vars = ["cpu_pct"] + (["gpu_util_pct"] if "gpu_util_pct" in timeline else [])
     long = timeline.melt(
         id_vars=["run_id", "rank", "t_s"], value_vars=value_vars, var_name="metric", value_name="pct"

@@ -7,9 +7,12 @@ a hole is counted as a gap) and keeps a small live view of each run for the prog
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from scaleprof.telemetry.store import StudyStore, append_jsonl
 
@@ -24,6 +27,7 @@ class Aggregator:
         self._duplicates: dict[WorkerKey, int] = defaultdict(int)
         self._attempts: dict[tuple[str, int], int] = defaultdict(int)
         self._live: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
+        self._lags: deque[float] = deque(maxlen=100_000)  # sample time -> on disk, seconds (bounded)
         self.events_written = 0
 
     def register_worker(self, run_id: str, rank: int) -> int:
@@ -46,6 +50,8 @@ class Aggregator:
             accepted.append(event)
             self._observe(event)
         self.events_written += append_jsonl(self._store.events_path, accepted)
+        written = time.time()
+        self._lags.extend(written - e["time"] for e in accepted)
         return len(accepted)
 
     def store_predictions(self, run_id: str, predictions: dict[str, Any]) -> int:
@@ -86,11 +92,14 @@ class Aggregator:
         }
 
     def stats(self) -> dict[str, Any]:
+        lags = np.asarray(self._lags) if self._lags else np.asarray([np.nan])
         return {
             "events_written": self.events_written,
             "workers": len(self._last_seq),
             "gaps": sum(self._gaps.values()),
             "duplicates": sum(self._duplicates.values()),
+            "lag_p50_s": float(np.percentile(lags, 50)),
+            "lag_p99_s": float(np.percentile(lags, 99)),
         }
 
 

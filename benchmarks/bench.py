@@ -1,0 +1,269 @@
+"""scaleprof's own cost, measured side by side in one run (not in timed unit tests).
+
+    .venv/bin/python benchmarks/bench.py all            # or: overhead | plain | telemetry | report
+    .venv/bin/python benchmarks/bench.py overhead --pairs 5
+
+Each benchmark writes benchmarks/results/<name>.json; `all` also writes benchmarks/results/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _experiment(name: str, monitor: bool, epochs: int = 6) -> "object":
+    from scaleprof.config import Experiment
+
+    return Experiment.model_validate(
+        {
+            "name": name,
+            "model": {"name": "small-cnn"},
+            "data": {"name": "digits"},
+            "train": {"epochs": epochs, "batch_size": 64},
+            "monitor": {"enabled": monitor, "interval_s": 1.0},
+            "placements": [{"name": "cpu-1", "workers": 1}],
+        }
+    )
+
+
+def _throughput(study_dir: Path) -> dict:
+    from scaleprof.analysis.summarize import summarize
+    from scaleprof.telemetry.store import StudyStore
+
+    runs = summarize(StudyStore(study_dir)).runs
+    run = runs.iloc[0]
+    return {"throughput": float(run["throughput"]), "wall_s": float(run["wall_s"]), "startup_s": float(run["startup_s"])}
+
+
+def bench_overhead(pairs: int) -> dict:
+    """The same 1-worker study with monitors on and off, alternated, in one Ray session."""
+    import ray
+
+    from scaleprof.execution.runner import run_study
+
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level="warning")
+    out = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+    rows = []
+    try:
+        for i in range(pairs):
+            order = (True, False) if i % 2 == 0 else (False, True)  # alternate which goes first
+            for monitor in order:
+                result = run_study(_experiment(f"overhead-{'on' if monitor else 'off'}", monitor), out)
+                rows.append({"pair": i, "monitor": monitor, **_throughput(result.study_dir)})
+    finally:
+        ray.shutdown()
+    ratios = []
+    for i in range(pairs):
+        on = next(r["throughput"] for r in rows if r["pair"] == i and r["monitor"])
+        off = next(r["throughput"] for r in rows if r["pair"] == i and not r["monitor"])
+        ratios.append(on / off)
+    return {
+        "what": "steady-state throughput with monitor.enabled true / false, small-cnn on digits, 1 worker, 6 epochs, "
+        "interval 1 s, alternated pairs in one Ray session",
+        "pairs": pairs,
+        "runs": rows,
+        "ratios_on_over_off": ratios,
+        "median_ratio": statistics.median(ratios),
+        "target": ">= 0.99",
+    }
+
+
+def _plain_loop(epochs: int, batch: int, threads: int) -> dict:
+    """The same model, data, batch and thread count in a plain PyTorch loop without Ray or telemetry."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from scaleprof.config import DataSpec, ModelSpec
+    from scaleprof.workloads.data import load_dataset
+    from scaleprof.workloads.models import build_model
+
+    torch.set_num_threads(threads)
+    data = load_dataset(DataSpec(name="digits"), 0)
+    model = build_model(ModelSpec(name="small-cnn"), data.input_shape, data.num_classes, 0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    train = TensorDataset(torch.from_numpy(data.x[data.train_idx]), torch.from_numpy(data.y[data.train_idx]))
+    loader = DataLoader(train, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0))
+    times, samples = [], []
+    for _ in range(epochs):
+        start, n = time.perf_counter(), 0
+        for xb, yb in loader:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+            n += len(yb)
+        times.append(time.perf_counter() - start)
+        samples.append(n)
+    # the same definition as scaleprof: epochs 2..E are steady state
+    return {"throughput": sum(samples[1:]) / sum(times[1:]), "epoch_times_s": times}
+
+
+def bench_plain(repeats: int) -> dict:
+    """scaleprof's reported 1-worker throughput beside a plain loop, alternated in one process."""
+    import ray
+
+    from scaleprof.execution.runner import run_study
+
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level="warning")
+    out = Path(tempfile.mkdtemp(prefix="bench-plain-"))
+    rows = []
+    try:
+        for i in range(repeats):
+            plain = _plain_loop(epochs=6, batch=64, threads=1)
+            result = run_study(_experiment("plain-vs-ray", True), out)
+            rows.append({"repeat": i, "plain": plain["throughput"], **{f"scaleprof_{k}": v for k, v in _throughput(result.study_dir).items()}})
+    finally:
+        ray.shutdown()
+    ratios = [r["scaleprof_throughput"] / r["plain"] for r in rows]
+    return {
+        "what": "steady-state throughput: scaleprof 1-worker run (Ray Train worker, 1 CPU, 1 torch thread) / plain "
+        "PyTorch loop in the driver process (1 torch thread); small-cnn, digits, batch 64, 6 epochs",
+        "runs": rows,
+        "ratios_scaleprof_over_plain": ratios,
+        "median_ratio": statistics.median(ratios),
+    }
+
+
+def bench_telemetry(actors: int, workers_per_actor: list[int], seconds: float, hz: float, batch: int) -> dict:
+    """Simulated workers send event batches at `hz` to one aggregator actor; events/s and lag."""
+    import ray
+
+    from scaleprof.telemetry.aggregator import start_aggregator
+    from scaleprof.telemetry.store import StudyStore
+
+    @ray.remote(num_cpus=0)
+    class Sender:
+        def run(self, aggregator, first_rank: int, workers: int, seconds: float, hz: float, batch: int) -> int:
+            seqs = [0] * workers
+            sent, refs = 0, []
+            end = time.time() + seconds
+            while time.time() < end:
+                tick = time.time()
+                for w in range(workers):
+                    events = []
+                    for _ in range(batch):
+                        events.append({"study_id": "bench", "run_id": "r", "attempt": 0, "rank": first_rank + w,
+                                       "node_id": "n", "seq": seqs[w], "time": time.time(), "kind": "system",
+                                       "cpu_pct": 50.0, "rss_mb": 100.0})  # fmt: skip
+                        seqs[w] += 1
+                    refs.append(aggregator.ingest.remote(events))
+                    sent += batch
+                if len(refs) > 64:  # bounded in flight, as the real sink
+                    ray.wait(refs, num_returns=len(refs) - 64)
+                    refs = refs[-64:]
+                time.sleep(max(0.0, 1 / hz - (time.time() - tick)))
+            ray.get(refs)
+            return sent
+
+    ray.init(include_dashboard=False, log_to_driver=False, logging_level="warning")
+    rows = []
+    try:
+        for per_actor in workers_per_actor:
+            study = Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
+            StudyStore(study).create()
+            aggregator = start_aggregator(str(study))
+            senders = [Sender.remote() for _ in range(actors)]
+            start = time.time()
+            sent = sum(
+                ray.get([s.run.remote(aggregator, i * per_actor, per_actor, seconds, hz, batch) for i, s in enumerate(senders)])
+            )
+            elapsed = time.time() - start
+            stats = ray.get(aggregator.stats.remote())
+            rss = ray.get(aggregator.__ray_call__.remote(lambda self: __import__("psutil").Process().memory_info().rss))
+            rows.append({
+                "simulated_workers": actors * per_actor, "offered_events_per_s": actors * per_actor * hz * batch,
+                "sent": sent, "stored": stats["events_written"], "gaps": stats["gaps"], "duplicates": stats["duplicates"],
+                "events_per_s": stats["events_written"] / elapsed, "lag_p50_s": stats["lag_p50_s"],
+                "lag_p99_s": stats["lag_p99_s"], "aggregator_rss_mb": rss / 2**20,
+            })  # fmt: skip
+            for s in senders:
+                ray.kill(s)
+            ray.kill(aggregator)
+    finally:
+        ray.shutdown()
+    return {
+        "what": f"{actors} sender actors, each simulating N workers that send a batch of {batch} events at {hz:g} Hz "
+        f"for {seconds:g} s to one aggregator actor that appends them to events.jsonl",
+        "rows": rows,
+    }
+
+
+def bench_report(runs: int, samples_per_worker: int) -> dict:
+    """A synthetic study of `runs` runs x 2 workers with long timelines: summarize + render time, HTML size."""
+    sys.path.insert(0, str(REPO))
+    from scaleprof.analysis.summarize import summarize, write_tables
+    from scaleprof.report.render import render_report
+    from scaleprof.telemetry.store import StudyStore, append_jsonl
+    from tests.unit.study_data import make_study
+
+    root = Path(tempfile.mkdtemp(prefix="bench-report-")) / "study"
+    store: StudyStore = make_study(root)
+    base = {"model": "mlp", "kind": "fixed-split", "node_type": "test-node", "cpus_per_worker": 1, "gpus_per_worker": 0,
+            "per_worker_batch": 50, "repeat": 0, "device": "cpu", "status": "ok", "reason": "", "wall_s": 60.0}  # fmt: skip
+    rng = np.random.default_rng(0)
+    for i in range(runs):
+        run_id, workers = f"{i + 10:03d}-mlp-w{i % 8 + 1}-r{i}", i % 8 + 1
+        store.append_run_record({**base, "run_id": run_id, "index": i + 10, "placement": f"p{i}", "workers": workers,
+                                 "global_batch": 50 * workers})  # fmt: skip
+        events = []
+        for rank in range(2):
+            ids = {"study_id": "s", "run_id": run_id, "attempt": 0, "rank": rank, "node_id": "n"}
+            for k in range(samples_per_worker):
+                events.append({**ids, "seq": k, "time": 1000.0 + k, "kind": "system",
+                               "cpu_pct": float(rng.uniform(50, 100)), "rss_mb": 500.0})  # fmt: skip
+            for epoch in range(3):
+                events.append({**ids, "seq": samples_per_worker + epoch, "time": 1000.0 + epoch, "kind": "epoch",
+                               "epoch": epoch, "epoch_time_s": 1.0, "epoch_start": 1000.0 + epoch, "samples": 200 * workers,
+                               "steps": 4, "train_loss": 1.0})  # fmt: skip
+        append_jsonl(store.events_path, events)
+    start = time.perf_counter()
+    tables = summarize(store)
+    write_tables(store, tables)
+    report = render_report(root, tables)
+    elapsed = time.perf_counter() - start
+    return {
+        "what": f"a synthetic study of {runs + 2} runs, 2 workers each, {samples_per_worker} system samples per worker",
+        "runs": runs + 2,
+        "events": int(len(store.events())),
+        "summarize_and_render_s": elapsed,
+        "report_html_mb": report.stat().st_size / 2**20,
+    }
+
+
+def _write(name: str, result: dict) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    result = {"measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": f"{os.cpu_count()} CPUs, {platform.platform()}", **result}
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("which", choices=["overhead", "plain", "telemetry", "report", "all"])
+    parser.add_argument("--pairs", type=int, default=3)
+    args = parser.parse_args()
+    if args.which in ("overhead", "all"):
+        _write("overhead", bench_overhead(args.pairs))
+    if args.which in ("plain", "all"):
+        _write("plain", bench_plain(repeats=2))
+    if args.which in ("telemetry", "all"):
+        _write("telemetry", bench_telemetry(actors=4, workers_per_actor=[16, 32, 64], seconds=10, hz=10, batch=10))
+    if args.which in ("report", "all"):
+        _write("report", bench_report(runs=100, samples_per_worker=600))
+
+
+if __name__ == "__main__":
+    main()
