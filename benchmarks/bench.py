@@ -172,7 +172,7 @@ def bench_telemetry(actors: int, workers_per_actor: list[int], seconds: float, h
     rows = []
     try:
         for per_actor in workers_per_actor:
-            study = Path(tempfile.mkdtemp(prefix="bench-telemetry-"))
+            study = Path(tempfile.mkdtemp(prefix="bench-telemetry-")) / "study"
             StudyStore(study).create()
             aggregator = start_aggregator(str(study))
             senders = [Sender.remote() for _ in range(actors)]

@@ -101,10 +101,10 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
     steps, epochs = _of_kind(events, "step"), _of_kind(events, "epoch")
     system, lifecycle = _of_kind(events, "system"), _of_kind(events, "lifecycle")
 
-    tp = steady_state_throughput(epochs, steps, warmup_steps)
+    per_epoch = global_epochs(epochs) if not epochs.empty else None
+    tp = steady_state_throughput(epochs, steps, warmup_steps, per_epoch)
     row["throughput"], row["throughput_basis"] = tp.samples_per_s, tp.basis
-    if not epochs.empty:
-        per_epoch = global_epochs(epochs)
+    if per_epoch is not None:
         n_epochs = int(per_epoch["epoch"].max()) + 1
         steady = per_epoch[per_epoch["epoch"].isin(steady_epoch_numbers(n_epochs))]
         row["epoch_time_s"] = float((steady if not steady.empty else per_epoch)["epoch_time_s"].mean())

@@ -22,8 +22,10 @@ class Throughput:
 
 def global_epochs(epoch_events: pd.DataFrame) -> pd.DataFrame:
     """One row per epoch of one run: samples summed over ranks, time of the slowest rank."""
-    agg = {"samples": ("samples", "sum"), "epoch_time_s": ("epoch_time_s", "max"), "ranks": ("rank", "nunique")}
-    frame = epoch_events.groupby("epoch", as_index=False).agg(**agg)
+    grouped = epoch_events.groupby("epoch")
+    frame = pd.DataFrame(
+        {"samples": grouped["samples"].sum(), "epoch_time_s": grouped["epoch_time_s"].max(), "ranks": grouped["rank"].nunique()}
+    ).reset_index()
     frame["throughput"] = frame["samples"] / frame["epoch_time_s"]
     return frame
 
@@ -32,11 +34,14 @@ def steady_epoch_numbers(epochs: int) -> list[int]:
     return list(range(1, epochs)) if epochs > 1 else []
 
 
-def steady_state_throughput(epoch_events: pd.DataFrame, step_events: pd.DataFrame, warmup_steps: int) -> Throughput:
-    """Steady-state global throughput of one run (see module docstring)."""
+def steady_state_throughput(
+    epoch_events: pd.DataFrame, step_events: pd.DataFrame, warmup_steps: int, per_epoch: pd.DataFrame | None = None
+) -> Throughput:
+    """Steady-state global throughput of one run (see module docstring); `per_epoch` is
+    `global_epochs(epoch_events)` when the caller already has it."""
     if epoch_events.empty:
         return Throughput(float("nan"), "no completed epoch")
-    per_epoch = global_epochs(epoch_events)
+    per_epoch = global_epochs(epoch_events) if per_epoch is None else per_epoch
     n_epochs = int(per_epoch["epoch"].max()) + 1
     steady = per_epoch[per_epoch["epoch"].isin(steady_epoch_numbers(n_epochs))]
     if not steady.empty:

@@ -7,6 +7,9 @@ import altair as alt
 import pandas as pd
 
 WIDTH, HEIGHT = 420, 260
+TIMELINE_POINTS = 20_000  # all workers' utilisation samples in the report, together
+# Sizes are bounded here (timelines are downsampled), so Altair's blanket 5,000-row guard is not needed.
+alt.data_transformers.disable_max_rows()
 
 
 def _ok(runs: pd.DataFrame) -> pd.DataFrame:
@@ -112,10 +115,13 @@ def memory_per_worker(timeline: pd.DataFrame) -> alt.Chart | None:
     )
 
 
-def downsample(timeline: pd.DataFrame, max_points: int = 200) -> pd.DataFrame:
-    """At most `max_points` time bins per run and rank (means), so long runs keep the report small."""
+def downsample(timeline: pd.DataFrame, max_points: int = 200, total: int = TIMELINE_POINTS) -> pd.DataFrame:
+    """At most `max_points` time bins per run and rank (means), and about `total` points in all, so
+    long runs and many runs keep the report small."""
     if timeline.empty:
         return timeline
+    series = timeline.groupby(["run_id", "rank"]).ngroups
+    max_points = max(10, min(max_points, total // max(series, 1)))
     numeric = [c for c in ("cpu_pct", "rss_mb", "gpu_util_pct", "gpu_mem_used_mb", "gpu_power_w") if c in timeline]
     frames = []
     for (run_id, rank), group in timeline.groupby(["run_id", "rank"], sort=False):
