@@ -291,5 +291,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     _barrier()
     if monitor:
         monitor.stop()
+    else:
+        gpu.stop()
     sink.emit("lifecycle", event="worker_end")
     sink.close()
