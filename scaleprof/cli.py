@@ -1,4 +1,4 @@
-"""Command line: `scaleprof run | plan | report`.
+"""Command line: `scaleprof run | plan | report | predict | compare`.
 
 User errors (a bad experiment file, a missing study directory) print one message and exit 2,
 without a traceback; nothing is written and Ray is not started.
@@ -30,7 +30,10 @@ class UserError(Exception):
 
 def _load(path: str) -> Experiment:
     experiment = load_experiment(path)
-    prices_for(experiment, Path(path).resolve().parent)  # a missing pricing row fails now, not after the runs
+    try:  # a missing pricing row fails now, not after the runs
+        prices_for(experiment, Path(path).resolve().parent)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
     for i, model in enumerate(experiment.model_list):
         problem = check_model(model, experiment.data.input_shape, experiment.data.classes)
         if problem:

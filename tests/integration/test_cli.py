@@ -95,3 +95,14 @@ def test_predict_and_compare_on_a_real_study(study):
     assert proc.returncode == 0, proc.stderr
     assert "+0.0%" in proc.stdout and "beyond noise" in proc.stdout
     assert "throughput, " not in proc.stdout  # a study against itself changes nothing
+
+
+def test_unknown_node_type_is_named_with_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\nmodel: {name: mlp}\ndata: {name: digits}\ncost: {node_type: aws-nope}\n"
+        "placements:\n  - {name: a, workers: 1}\n"
+    )
+    proc = scaleprof("plan", str(bad))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{bad}: cost.node_type: no node type 'aws-nope'" in proc.stderr
