@@ -95,10 +95,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     pricing = {k: v.model_dump() for k, v in prices_for(experiment, Path(args.file).resolve().parent).items()}
     remote = "://" in args.out
     out_dir = Path(tempfile.mkdtemp(prefix="scaleprof-")) if remote else _local_out(args.out, console)
-    _check_writable(out_dir)
+    study_dir = _resumable(args.resume, experiment) if args.resume else None
+    _check_writable(study_dir or out_dir)
     if args.verbose:
         os.environ["SCALEPROF_RAY_LOG_TO_DRIVER"] = "1"
-    result = run_study(experiment, out_dir, observer=TerminalProgress(console), pricing=pricing)
+    result = run_study(
+        experiment, out_dir, observer=TerminalProgress(console), pricing=pricing, study_dir=study_dir,
+        resume=study_dir is not None,
+    )  # fmt: skip
     report = _render(result.study_dir, console)
     console.print(f"Report: {report}", markup=False, highlight=False)
     if remote:
@@ -107,6 +111,22 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         uri = publish(result.study_dir, args.out)
         console.print(f"Copied the study to {uri}", markup=False, highlight=False)
     return 0
+
+
+def _resumable(path: str, experiment: Experiment) -> Path:
+    """A study directory this experiment file can finish: same resolved experiment (by hash)."""
+    from scaleprof.telemetry.store import StudyStore
+
+    store = StudyStore(Path(path))
+    if not store.exists():
+        raise UserError(f"{path}: not a scaleprof study directory (no manifest.json and events.jsonl)")
+    stored = store.manifest().get("experiment_sha256")
+    if stored != experiment.digest():
+        raise UserError(
+            f"{path}: was made from a different experiment (sha256 {str(stored)[:12]}, this file {experiment.digest()[:12]});"
+            " resume it with the file it was made from"
+        )
+    return Path(path)
 
 
 def _local_out(out: str, console: Console) -> Path:
@@ -211,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("file", help="experiment YAML file")
     run.add_argument("--out", default="reports", help="directory for study directories (default: reports)")
     run.add_argument("--verbose", action="store_true", help="show Ray's worker logs")
+    run.add_argument("--resume", metavar="STUDY_DIR", help="finish an interrupted study: keep its ok/skipped runs")
     run.set_defaults(func=cmd_run)
     plan = sub.add_parser("plan", help="validate an experiment and list its runs, without Ray")
     plan.add_argument("file")

@@ -32,13 +32,20 @@ class TerminalProgress:
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         self._last_line = ""
+        self._total = 0
+
+    def _run_label(self, run: PlannedRun) -> str:
+        where = f"{run.placement.workers} worker(s), {run.model.label}{_fold(run)}"
+        return f"run {run.index}/{self._total} {run.placement.name} ({where})"
 
     def study_started(self, study_dir: Path, runs: int, ray_address: str) -> None:
+        self._total = runs
         self.console.print(f"Study {study_dir.name}: {runs} run(s) on Ray at {ray_address}", markup=False, highlight=False)
         self.console.print(f"Writing to {study_dir}", markup=False, highlight=False)
 
     def run_started(self, run: PlannedRun, total: int, epochs: int) -> None:
-        label = f"run {run.index}/{total} {run.placement.name} ({run.placement.workers} worker(s), {run.model.label}{_fold(run)})"
+        self._total = total
+        label = self._run_label(run)
         if self._live:
             self._progress = Progress(
                 TextColumn("{task.description}"),
@@ -70,6 +77,7 @@ class TerminalProgress:
             self._last_line = line
 
     def run_finished(self, run: PlannedRun, record: dict[str, Any]) -> None:
+        self._label = self._run_label(run)
         if self._progress is not None:
             self._progress.stop()
             self._progress = None

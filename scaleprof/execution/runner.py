@@ -78,7 +78,8 @@ def connect_ray() -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level="warning", log_to_driver=log_to_driver)
     else:
-        ray.init(logging_level="warning", log_to_driver=log_to_driver, include_dashboard=False)
+        # address="local": always a new Ray of our own, never whatever cluster happens to run on this machine
+        ray.init(address="local", logging_level="warning", log_to_driver=log_to_driver, include_dashboard=False)
     return True
 
 
@@ -187,7 +188,23 @@ def _fit(run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any
             failure_config=FailureConfig(max_failures=0, controller_failure_limit=0),
         ),
     )
-    trainer.fit()
+    # fit() runs on a helper thread: in the main thread Ray Train installs its own SIGINT handler
+    # (never restored), which aborts only the current run, so Ctrl-C would not stop the study.
+    # Here Ctrl-C raises KeyboardInterrupt in the main thread; the driver's exit ends the run.
+    errors: list[BaseException] = []
+
+    def fit() -> None:
+        try:
+            trainer.fit()
+        except BaseException as exc:  # handed to the main thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=fit, name="scaleprof-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+    if errors:
+        raise errors[0]
 
 
 def failure_reason(exc: BaseException) -> str:
@@ -257,11 +274,13 @@ def run_study(
     observer: Observer | None = None,
     study_dir: Path | None = None,
     pricing: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> StudyResult:
     """Run every planned run of the experiment; write events, run records and the manifest.
 
     `pricing` holds the pricing-table rows the placements name (see scaleprof.pricing); they are
-    copied into the manifest so costs can be recomputed from the study alone.
+    copied into the manifest so costs can be recomputed from the study alone. With `resume`, the
+    study directory exists already: runs whose last record is ok or skipped are kept, the rest run.
     """
     import ray
 
@@ -269,17 +288,29 @@ def run_study(
     # Absolute: Ray Train's storage_path must be a URI or an absolute path.
     study_dir = (study_dir or new_study_dir(out_dir, experiment.name)).resolve()
     store = StudyStore(study_dir)
-    store.create()
+    done: dict[str, dict[str, Any]] = {}
+    if resume:
+        done = {k: r for k, r in store.final_run_records().items() if r.get("status") in ("ok", "skipped")}
+    else:
+        store.create()
     study_id = study_dir.name
     runs = expand(experiment)
     started_ray = connect_ray()
     result = StudyResult(study_dir)
     try:
         observer.study_started(study_dir, len(runs), ray.get_runtime_context().gcs_address)
-        manifest = collect_manifest(experiment, study_id, pricing)
+        if resume:
+            manifest = store.manifest()
+            manifest.setdefault("resumed_at", []).append(time.time())
+        else:
+            manifest = collect_manifest(experiment, study_id, pricing)
         store.write_manifest(manifest)
         aggregator = start_aggregator(str(study_dir))
         for run in runs:
+            if run.run_id in done:
+                result.records.append(done[run.run_id])
+                observer.run_finished(run, {**done[run.run_id], "reason": "kept from the interrupted study"})
+                continue
             observer.run_started(run, len(runs), experiment.train.epochs)
             with _ProgressPoller(aggregator, run, observer):
                 record = run_one(run, experiment, study_id, store, aggregator)

@@ -29,6 +29,19 @@ class Aggregator:
         self._live: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
         self._lags: deque[float] = deque(maxlen=100_000)  # sample time -> on disk, seconds (bounded)
         self.events_written = 0
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Recover sequence numbers and attempt counts from the store (a resumed study, or a restart),
+        so a re-run worker gets a new attempt number instead of colliding with stored events."""
+        from scaleprof.telemetry.store import read_jsonl
+
+        for event in read_jsonl(self._store.events_path):
+            key = (event["run_id"], event["attempt"], event["rank"])
+            self._last_seq[key] = max(self._last_seq.get(key, -1), event["seq"])
+            attempts = self._attempts[(event["run_id"], event["rank"])]
+            self._attempts[(event["run_id"], event["rank"])] = max(attempts, event["attempt"] + 1)
+            self.events_written += 1
 
     def register_worker(self, run_id: str, rank: int) -> int:
         """The attempt number of a worker that is (re)starting: 0 the first time."""

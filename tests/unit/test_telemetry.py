@@ -97,3 +97,15 @@ def test_aggregator_attempts_and_live_progress(tmp_path):
     progress = agg.progress("r")
     # 2 ranks x 4 steps x 50 samples over 4 s (first step started at t=9)
     assert progress == {"ranks": 2, "epoch": 0, "epochs_done": 0, "throughput": 100.0}
+
+
+def test_a_restarted_aggregator_rebuilds_seq_and_attempts_from_the_store(tmp_path):
+    store = StudyStore(tmp_path / "study")
+    store.create()
+    first = Aggregator(str(store.root))
+    assert first.register_worker("r", 0) == 0
+    first.ingest(_events([0, 1, 2]))
+    again = Aggregator(str(store.root))  # a new actor over the same store (restart or --resume)
+    assert again.register_worker("r", 0) == 1  # the re-run worker is a new attempt
+    assert again.ingest(_events([2])) == 0  # attempt 0's seq 2 is already stored: a duplicate
+    assert again.stats()["events_written"] == 3 and again.stats()["duplicates"] == 1
