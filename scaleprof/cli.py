@@ -115,11 +115,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def _resumable(path: str, experiment: Experiment) -> Path:
     """A study directory this experiment file can finish: same resolved experiment (by hash)."""
-    from scaleprof.telemetry.store import StudyStore
-
-    store = StudyStore(Path(path))
-    if not store.exists():
-        raise UserError(f"{path}: not a scaleprof study directory (no manifest.json and events.jsonl)")
+    store = _require_study(path)
     stored = store.manifest().get("experiment_sha256")
     if stored != experiment.digest():
         raise UserError(
@@ -145,24 +141,26 @@ def _local_out(out: str, console: Console) -> Path:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    from scaleprof.telemetry.store import StudyStore
-
-    study_dir = Path(args.study_dir)
-    if not StudyStore(study_dir).exists():
-        raise UserError(f"{study_dir}: not a scaleprof study directory (no manifest.json and events.jsonl)")
+    study_dir = _require_study(args.study_dir).root
     report = _render(study_dir, console)
     console.print(f"Report: {report}", markup=False, highlight=False)
     return 0
 
 
-def _study_tables(path: str):
-    from scaleprof.analysis.summarize import summarize
+def _require_study(path: str | Path):
+    """The StudyStore at `path`, or a UserError naming it."""
     from scaleprof.telemetry.store import StudyStore
 
     store = StudyStore(Path(path))
     if not store.exists():
         raise UserError(f"{path}: not a scaleprof study directory (no manifest.json and events.jsonl)")
-    return summarize(store)
+    return store
+
+
+def _study_tables(path: str):
+    from scaleprof.analysis.summarize import summarize
+
+    return summarize(_require_study(path))
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:

@@ -39,19 +39,24 @@ def add_scaling_columns(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
+def _fittable_groups(runs: pd.DataFrame):
+    """(model, device, runs) for each group of ok fixed-split runs measured at 2+ worker counts."""
+    ok = runs[(runs["status"] == "ok") & runs["throughput"].notna()]
+    if "kind" in ok:
+        ok = ok[ok["kind"] == "fixed-split"]
+    for (model, device), group in ok.groupby(["model", "device"], sort=False):
+        if group["workers"].nunique() >= 2:
+            yield model, device, group
+
+
 def scaling_fits(runs: pd.DataFrame) -> pd.DataFrame:
     """One scaling-law fit per (model, device) over its ok fixed-split runs (repeats are separate
     points), with a hold-out check: refit without the largest worker count and predict it."""
     from scaleprof.analysis.usl import fit_usl
 
-    ok = runs[(runs["status"] == "ok") & runs["throughput"].notna()]
-    if "kind" in ok:
-        ok = ok[ok["kind"] == "fixed-split"]
     rows = []
-    for (model, device), group in ok.groupby(["model", "device"], sort=False):
+    for model, device, group in _fittable_groups(runs):
         counts = sorted(group["workers"].unique())
-        if len(counts) < 2:
-            continue
         fit = fit_usl(group["workers"], group["throughput"])
         row = {
             "model": model, "device": device, "law": fit.model, "points": fit.points, "dof": fit.dof,
@@ -78,18 +83,15 @@ def predictions(runs: pd.DataFrame, workers: list[int], level: float = 0.95) -> 
     from scaleprof.analysis.usl import fit_usl
 
     rows = []
-    fits = scaling_fits(runs)
-    ok = runs[(runs["status"] == "ok") & runs["throughput"].notna()]
-    if "kind" in ok:
-        ok = ok[ok["kind"] == "fixed-split"]
-    for _, f in fits.iterrows():
-        group = ok[(ok["model"] == f["model"]) & (ok["device"] == f["device"])]
+    for model, device, group in _fittable_groups(runs):
         fit = fit_usl(group["workers"], group["throughput"])
         low, high = fit.interval(workers, level)
+        one_worker = float(fit.predict(1)[()])
         for n, x, lo, hi in zip(workers, fit.predict(workers), low, high):
             rows.append(
-                {"model": f["model"], "device": f["device"], "workers": n, "throughput": float(x),
-                 "low": max(float(lo), 0.0) if np.isfinite(lo) else float(lo), "high": float(hi), "efficiency": float(x / (n * fit.predict(1)[()])),
-                 "law": fit.model, "extrapolated": n > f["max_measured_workers"]}
+                {"model": model, "device": device, "workers": n, "throughput": float(x),
+                 "low": max(float(lo), 0.0) if np.isfinite(lo) else float(lo), "high": float(hi),
+                 "efficiency": float(x / (n * one_worker)), "law": fit.model,
+                 "extrapolated": n > group["workers"].max()}
             )  # fmt: skip
     return pd.DataFrame(rows)
