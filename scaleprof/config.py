@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 MAX_FILE_BYTES = 1_000_000  # an experiment file is a few hundred bytes; refuse anything absurd
+MAX_YAML_NODES = 100_000  # after alias expansion: anchors that multiply (a "billion laughs") are refused
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 BUILTIN_MODELS = ("mlp", "small-cnn")
 MAX_SYNTHETIC_VALUES = 2**29  # float32 values: 2 GiB per worker
@@ -344,10 +345,81 @@ def load_experiment(path: str | Path) -> Experiment:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (invalid UTF-8)") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = _safe_yaml(text, path)
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not an experiment file (YAML nested too deeply)") from None
     return parse_experiment(raw, path)
+
+
+def _safe_yaml(text: str, path: Path) -> Any:
+    """yaml.safe_load, refusing documents whose aliases expand past MAX_YAML_NODES or refer to themselves.
+
+    safe_load already refuses tags that construct Python objects. Aliases are shared, not copied, when
+    loaded, but validation, hashing and JSON would walk every expanded copy: 9 levels of 9 aliases is
+    387 million nodes from a 300-byte file. So the composed graph is measured before construction.
+    """
+    loader = _UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size = _expanded_size(node)
+        if size is None:
+            raise ConfigError(f"{path}: not an experiment file (a YAML alias refers to itself)")
+        if size > MAX_YAML_NODES:
+            raise ConfigError(
+                f"{path}: not an experiment file (its YAML aliases expand to more than {MAX_YAML_NODES:,} values)"
+            )
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a key given twice in one mapping (PyYAML would keep the last silently,
+    so a second `train:` block would quietly replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: list[Any] = []
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.append(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(root: yaml.Node) -> int | None:
+    """Number of nodes once every alias is expanded (each shared node counted once per use); None for a
+    cycle. Iterative with memo, so neither depth nor a bomb's expansion costs more than one visit each."""
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            visiting.discard(key)
+            sizes[key] = min(MAX_YAML_NODES + 1, 1 + sum(sizes[id(c)] for c in _children(node)))
+            continue
+        if key in sizes:
+            continue
+        if key in visiting:
+            return None
+        visiting.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
