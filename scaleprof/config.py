@@ -111,6 +111,13 @@ class TrainSpec(_Strict):
         default=False,
         description="torch.use_deterministic_algorithms and CUBLAS_WORKSPACE_CONFIG: reproducible GPU runs, slower",
     )
+    max_failures: int = Field(
+        default=0,
+        ge=0,
+        le=100,
+        description="restart a run's workers this many times after a worker or node dies (Ray Train FailureConfig); "
+        "each restart trains from scratch and is recorded as a new attempt",
+    )
 
 
 class MonitorSpec(_Strict):

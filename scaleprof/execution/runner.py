@@ -184,8 +184,9 @@ def _fit(run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any
             name=run.run_id,
             storage_path=str(storage),
             worker_runtime_env={"env_vars": _worker_env(experiment)},
-            # A finite controller limit: the default (-1) retries a failing controller forever.
-            failure_config=FailureConfig(max_failures=0, controller_failure_limit=0),
+            # Worker-group restarts as the experiment asks; a finite controller limit (the default, -1,
+            # retries a failing controller forever).
+            failure_config=FailureConfig(max_failures=experiment.train.max_failures, controller_failure_limit=0),
         ),
     )
     # fit() runs on a helper thread: in the main thread Ray Train installs its own SIGINT handler
@@ -211,7 +212,18 @@ def failure_reason(exc: BaseException) -> str:
     """One line naming the root cause: Ray puts the remote traceback in the message, cause last."""
     lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
     root = lines[-1] if lines else ""
+    root = root.split(" Some common causes include")[0]  # Ray's advice paragraph after a worker death
     return f"{type(exc).__name__}: {root}"[:500]
+
+
+def _attempts(aggregator: Any, run: PlannedRun) -> int | None:
+    """How many times the run's workers started (1 + restarts); None if the aggregator cannot say."""
+    import ray
+
+    try:
+        return ray.get(aggregator.attempts.remote(run.run_id), timeout=30)
+    except Exception:
+        return None
 
 
 def run_one(
@@ -263,7 +275,7 @@ def run_one(
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     ended = time.time()
-    final.update(started_at=started, ended_at=ended, wall_s=ended - started)
+    final.update(started_at=started, ended_at=ended, wall_s=ended - started, attempts=_attempts(aggregator, run))
     store.append_run_record(final)
     return final
 
@@ -290,6 +302,7 @@ def run_study(
     store = StudyStore(study_dir)
     done: dict[str, dict[str, Any]] = {}
     if resume:
+        store.repair()  # a driver killed mid-append leaves half a line: cut it before appending more
         done = {k: r for k, r in store.final_run_records().items() if r.get("status") in ("ok", "skipped")}
     else:
         store.create()

@@ -1,8 +1,11 @@
 """The aggregator: one Ray actor per study that appends every worker's events to the store.
 
-It checks per-worker sequence numbers as batches arrive (a resent batch is dropped as a duplicate,
-a hole is counted as a gap) and keeps a small live view of each run for the progress display.
-`Aggregator` is a plain class so its logic is testable without Ray; `start_aggregator` wraps it.
+It checks per-worker sequence numbers as batches arrive: a resent event is dropped as a duplicate,
+a late one (resent after a restart, out of order) still fills its hole, and only a hole that is never
+filled counts as a gap. It keeps a small live view of each run for the progress display.
+`Aggregator` is a plain class so its logic is testable without Ray; `start_aggregator` wraps it in a
+restartable actor: killed, it comes back, rebuilds its state from the store, and Ray retries the
+calls that were in flight (at-least-once; the sequence check makes it exactly-once on disk).
 """
 
 from __future__ import annotations
@@ -14,16 +17,19 @@ from typing import Any
 
 import numpy as np
 
-from scaleprof.telemetry.store import StudyStore, append_jsonl
+from scaleprof.telemetry.store import StudyStore, append_jsonl, read_jsonl, repair_torn_tail
 
 WorkerKey = tuple[str, int, int]  # run_id, attempt, rank
+MAX_AHEAD = 10_000  # events held past a hole per worker before the hole is declared lost
+MAX_RESTARTS = 5
 
 
 class Aggregator:
     def __init__(self, study_dir: str):
         self._store = StudyStore(Path(study_dir))
-        self._last_seq: dict[WorkerKey, int] = {}
-        self._gaps: dict[WorkerKey, int] = defaultdict(int)
+        self._mark: dict[WorkerKey, int] = {}  # every seq <= mark has arrived
+        self._ahead: dict[WorkerKey, set[int]] = defaultdict(set)  # arrived past a hole
+        self._lost: dict[WorkerKey, int] = defaultdict(int)
         self._duplicates: dict[WorkerKey, int] = defaultdict(int)
         self._attempts: dict[tuple[str, int], int] = defaultdict(int)
         self._live: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
@@ -32,16 +38,37 @@ class Aggregator:
         self._rebuild()
 
     def _rebuild(self) -> None:
-        """Recover sequence numbers and attempt counts from the store (a resumed study, or a restart),
-        so a re-run worker gets a new attempt number instead of colliding with stored events."""
-        from scaleprof.telemetry.store import read_jsonl
-
+        """Recover sequence numbers and attempt counts from the store (a resumed study, or a restart
+        after a kill), so resent events are recognised and a re-run worker gets a new attempt number."""
+        repair_torn_tail(self._store.events_path)  # a kill mid-append leaves half a line: cut it
         for event in read_jsonl(self._store.events_path):
-            key = (event["run_id"], event["attempt"], event["rank"])
-            self._last_seq[key] = max(self._last_seq.get(key, -1), event["seq"])
+            self._accept((event["run_id"], event["attempt"], event["rank"]), event["seq"])
             attempts = self._attempts[(event["run_id"], event["rank"])]
             self._attempts[(event["run_id"], event["rank"])] = max(attempts, event["attempt"] + 1)
             self.events_written += 1
+        self._duplicates.clear()
+
+    def _accept(self, key: WorkerKey, seq: int) -> bool:
+        """True the first time a sequence number arrives, in any order; False for a duplicate."""
+        mark, ahead = self._mark.get(key, -1), self._ahead[key]
+        if seq <= mark or seq in ahead:
+            self._duplicates[key] += 1
+            return False
+        ahead.add(seq)
+        if len(ahead) > MAX_AHEAD:  # the missing ones are not coming: count them lost, move on
+            low = min(ahead)
+            self._lost[key] += low - mark - 1
+            mark = low - 1
+        while mark + 1 in ahead:
+            ahead.remove(mark + 1)
+            mark += 1
+        self._mark[key] = mark
+        return True
+
+    def _gaps(self) -> int:
+        """Sequence numbers never received: declared lost, plus holes below the highest received."""
+        holes = sum(max(a) - self._mark.get(k, -1) - len(a) for k, a in self._ahead.items() if a)
+        return sum(self._lost.values()) + holes
 
     def register_worker(self, run_id: str, rank: int) -> int:
         """The attempt number of a worker that is (re)starting: 0 the first time."""
@@ -49,19 +76,16 @@ class Aggregator:
         self._attempts[(run_id, rank)] += 1
         return attempt
 
+    def attempts(self, run_id: str) -> int:
+        """How many times the run's workers have started: 1 + restarts (0 when none has)."""
+        return max((n for (run, _), n in self._attempts.items() if run == run_id), default=0)
+
     def ingest(self, events: list[dict[str, Any]]) -> int:
         accepted = []
         for event in events:
-            key = (event["run_id"], event["attempt"], event["rank"])
-            last = self._last_seq.get(key, -1)
-            if event["seq"] <= last:
-                self._duplicates[key] += 1
-                continue
-            if event["seq"] > last + 1:
-                self._gaps[key] += event["seq"] - last - 1
-            self._last_seq[key] = event["seq"]
-            accepted.append(event)
-            self._observe(event)
+            if self._accept((event["run_id"], event["attempt"], event["rank"]), event["seq"]):
+                accepted.append(event)
+                self._observe(event)
         self.events_written += append_jsonl(self._store.events_path, accepted)
         written = time.time()
         self._lags.extend(written - e["time"] for e in accepted)
@@ -108,22 +132,33 @@ class Aggregator:
         lags = np.asarray(self._lags) if self._lags else np.asarray([np.nan])
         return {
             "events_written": self.events_written,
-            "workers": len(self._last_seq),
-            "gaps": sum(self._gaps.values()),
+            "workers": len(self._mark),
+            "gaps": self._gaps(),
             "duplicates": sum(self._duplicates.values()),
             "lag_p50_s": float(np.percentile(lags, 50)),
             "lag_p99_s": float(np.percentile(lags, 99)),
         }
 
 
+def aggregator_name(study_id: str) -> str:
+    """The actor's name: `ray list actors` shows which study it serves; tests find it by name."""
+    return f"scaleprof-aggregator-{study_id}"
+
+
 def start_aggregator(study_dir: str) -> Any:
-    """Start the aggregator actor on this (the driver's) node, so the store is on the driver's disk."""
+    """Start the aggregator actor on this (the driver's) node, so the store is on the driver's disk.
+
+    Killed, Ray restarts it (up to MAX_RESTARTS times) and retries the calls it had not answered;
+    every call is safe to repeat (ingest drops duplicates, the rest read or overwrite)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     actor_cls = ray.remote(Aggregator)
     node_id = ray.get_runtime_context().get_node_id()
     return actor_cls.options(
+        name=aggregator_name(Path(study_dir).name),
         num_cpus=0,  # it must never take a CPU that a placement asked for
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+        max_restarts=MAX_RESTARTS,
+        max_task_retries=-1,  # retried until the actor is back (or out of restarts)
     ).remote(study_dir)

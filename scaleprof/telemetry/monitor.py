@@ -9,6 +9,7 @@ them on a thread at the configured interval.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import threading
 import time
@@ -18,22 +19,40 @@ from typing import Any, Callable
 import psutil
 
 SendBatch = Callable[[list[dict[str, Any]]], Any]  # returns a Ray ObjectRef (or None when sent synchronously)
+log = logging.getLogger(__name__)
 
 
 class EventSink:
-    """Buffers one worker's events and sends them in batches; never blocks the caller."""
+    """Buffers one worker's events and sends them in batches; never blocks the caller.
 
-    def __init__(self, ids: dict[str, Any], send: SendBatch, flush_interval_s: float = 0.5, max_in_flight: int = 8):
+    A batch stays in the outbox until the aggregator has acknowledged it: a failed call (the
+    aggregator died and is restarting) is resent, and while calls are failing the outbox is capped
+    at `max_buffered` events, the oldest dropped first (they then show as gaps, never silently).
+    """
+
+    def __init__(
+        self,
+        ids: dict[str, Any],
+        send: SendBatch,
+        flush_interval_s: float = 0.5,
+        max_in_flight: int = 8,
+        max_buffered: int = 200_000,
+    ):
         self._ids = dict(ids)
         self._send = send
         self._seq = itertools.count()  # next() is atomic under the GIL: no lock on the hot path
         self._buffer: deque[dict[str, Any]] = deque()
-        self._in_flight: deque[Any] = deque()
+        self._outbox: deque[list[dict[str, Any]]] = deque()  # batches not yet acknowledged or in flight
+        self._in_flight: deque[tuple[Any, list[dict[str, Any]]]] = deque()
         self._max_in_flight = max_in_flight
+        self._max_buffered = max_buffered
         self._interval = flush_interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="scaleprof-sink", daemon=True)
-        self.sent = 0
+        self.sent = 0  # events the aggregator acknowledged
+        self.resent = 0  # events sent again after a failed call
+        self.dropped = 0  # events given up on (outbox over its cap, or still unsent at close)
+        self._failing = False
 
     def start(self) -> EventSink:
         self._thread.start()
@@ -48,36 +67,96 @@ class EventSink:
             batch.append(self._buffer.popleft())
         return batch
 
-    def flush(self) -> None:
+    def flush(self, wait_s: float | None = None) -> None:
+        """Queue what was emitted, settle finished calls, send while under the in-flight limit."""
         batch = self._drain()
         if batch:
-            ref = self._send(batch)
-            self.sent += len(batch)
-            if ref is not None:
-                self._in_flight.append(ref)
-        # Bound the calls in flight so a slow aggregator applies back-pressure, not unbounded memory.
-        while len(self._in_flight) > self._max_in_flight:
-            _wait(self._in_flight.popleft())
+            self._outbox.append(batch)
+        self._settle(wait_s if wait_s is not None else self._interval)
+        while self._outbox and len(self._in_flight) < self._max_in_flight:
+            batch = self._outbox.popleft()
+            try:
+                ref = self._send(batch)
+            except Exception as exc:  # the call could not even be made: keep the batch for later
+                self._failed(batch, exc)
+                break
+            if ref is None:
+                self._delivered(batch)
+            else:
+                self._in_flight.append((ref, batch))
+        self._cap()
+
+    def _settle(self, wait_s: float) -> None:
+        """Acknowledge finished calls; requeue failed ones. When at the in-flight limit, wait up to
+        wait_s for the oldest (back-pressure on this thread, never on the training step)."""
+        while self._in_flight:
+            ref, batch = self._in_flight[0]
+            full = len(self._in_flight) >= self._max_in_flight
+            if not _ready(ref, wait_s if full else 0.0):
+                return
+            self._in_flight.popleft()
+            try:
+                _result(ref)
+                self._delivered(batch)
+            except Exception as exc:
+                self._failed(batch, exc)
+
+    def _failed(self, batch: list[dict[str, Any]], exc: Exception) -> None:
+        self._outbox.appendleft(batch)  # oldest first: resent before newer batches
+        self.resent += len(batch)
+        if not self._failing:  # once per outage, not once per batch
+            log.warning("scaleprof: sending events to the aggregator failed (%s); resending", exc)
+        self._failing = True
+
+    def _delivered(self, batch: list[dict[str, Any]]) -> None:
+        self.sent += len(batch)
+        if self._failing:
+            log.warning("scaleprof: the aggregator answers again; %d event(s) were resent", self.resent)
+        self._failing = False
+
+    def _cap(self) -> None:
+        buffered = sum(len(b) for b in self._outbox)
+        while self._outbox and buffered > self._max_buffered:
+            oldest = self._outbox.popleft()
+            buffered -= len(oldest)
+            self.dropped += len(oldest)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             self.flush()
 
     def close(self, timeout_s: float = 60.0) -> None:
-        """Stop the thread, send what is left and wait until the aggregator has it all."""
+        """Stop the thread, send what is left and wait until the aggregator has it all (or give up
+        after timeout_s, counting what was not delivered as dropped)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self.flush()
         deadline = time.monotonic() + timeout_s
-        while self._in_flight:
-            _wait(self._in_flight.popleft(), max(0.1, deadline - time.monotonic()))
+        while True:
+            self.flush(wait_s=min(1.0, max(0.0, deadline - time.monotonic())))
+            if not (self._buffer or self._outbox or self._in_flight) or time.monotonic() >= deadline:
+                break
+            if self._in_flight:  # wait for the oldest call (the loop re-checks the deadline)
+                _ready(self._in_flight[0][0], min(1.0, max(0.0, deadline - time.monotonic())))
+            else:
+                time.sleep(0.2)  # only failed batches are left: give the aggregator time to come back
+        undelivered = sum(len(b) for b in self._outbox) + sum(len(b) for _, b in self._in_flight)
+        if undelivered:
+            self.dropped += undelivered
+            log.warning("scaleprof: %d event(s) could not be delivered to the aggregator", undelivered)
 
 
-def _wait(ref: Any, timeout_s: float | None = None) -> None:
+def _ready(ref: Any, timeout_s: float) -> bool:
     import ray
 
-    ray.get(ref, timeout=timeout_s)
+    ready, _ = ray.wait([ref], timeout=timeout_s)
+    return bool(ready)
+
+
+def _result(ref: Any) -> Any:
+    import ray
+
+    return ray.get(ref)
 
 
 class SystemSampler:

@@ -68,6 +68,35 @@ def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     return len(lines)
 
 
+def repair_torn_tail(path: Path) -> int:
+    """Cut a torn last line (a writer killed mid-append) so the next append starts on a fresh line.
+
+    Only the incomplete line goes: every complete line stays. Call it before appending to a log a
+    killed process may have written. Returns the number of bytes cut.
+    """
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        keep, chunk = size, 1 << 16
+        while keep > 0:  # scan backwards for the last newline
+            start = max(0, keep - chunk)
+            f.seek(start)
+            block = f.read(keep - start)
+            cut = block.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            keep = start
+        f.truncate(keep)
+        return size - keep
+
+
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Every complete line; a torn last line (a crash mid-write) is skipped, not fatal."""
     if not path.exists():
@@ -102,6 +131,10 @@ class StudyStore:
         self.root.mkdir(parents=True, exist_ok=False)
         self.events_path.touch()
         self.run_records_path.touch()
+
+    def repair(self) -> int:
+        """Before appending to a study a killed process wrote: cut torn last lines of the driver's logs."""
+        return repair_torn_tail(self.run_records_path) + repair_torn_tail(self.root / INFERENCE_RECORDS)
 
     def exists(self) -> bool:
         return (self.root / MANIFEST).exists() and self.events_path.exists()

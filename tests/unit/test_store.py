@@ -29,3 +29,20 @@ def test_final_run_records_merge_transitions_in_order(tmp_path):
     final = store.final_run_records()
     assert list(final) == ["a", "b"]
     assert final["a"] == {"run_id": "a", "status": "ok", "workers": 1}
+
+
+def test_repair_torn_tail_cuts_only_the_incomplete_line(tmp_path):
+    from scaleprof.telemetry.store import repair_torn_tail
+
+    path = tmp_path / "e.jsonl"
+    rows = [{"i": i, "pad": "x" * 100} for i in range(2000)]  # > 64 KiB: the backwards scan crosses chunks
+    append_jsonl(path, rows)
+    assert repair_torn_tail(path) == 0
+    with open(path, "a") as f:
+        f.write('{"i": 2000, "pad": "' + "y" * 70_000)  # a torn line longer than one scan chunk
+    assert repair_torn_tail(path) == 70_000 + len('{"i": 2000, "pad": "')
+    append_jsonl(path, [{"i": 2001}])
+    assert [r["i"] for r in read_jsonl(path)] == list(range(2000)) + [2001]
+    only = tmp_path / "only.jsonl"
+    only.write_text('{"torn')
+    assert repair_torn_tail(only) == 6 and only.read_bytes() == b""

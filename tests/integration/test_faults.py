@@ -1,0 +1,165 @@
+"""Faults injected for real on the session's two-node local Ray: training workers and the aggregator
+are SIGKILLed mid-epoch, a node is removed mid-run. Each test checks what the study store kept."""
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import pytest
+
+from scaleprof.config import Experiment
+from scaleprof.plan import expand
+from scaleprof.analysis.summarize import summarize
+from scaleprof.telemetry.store import StudyStore, read_jsonl
+
+pytestmark = pytest.mark.slow
+
+BASE = {
+    "seed": 0,
+    "model": {"name": "mlp"},
+    "data": {"name": "digits"},
+    "monitor": {"enabled": True, "interval_s": 0.2},
+    "ray": {"placement_timeout_s": 10},
+}
+
+
+class StudyThread:
+    """run_study on a thread, so the test can inject faults while it runs."""
+
+    def __init__(self, experiment: Experiment, out: Path):
+        from scaleprof.execution.runner import run_study
+
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.study_dir = out / "study"
+
+        def target() -> None:
+            try:
+                self.result = run_study(experiment, out, study_dir=self.study_dir)
+            except BaseException as exc:
+                self.error = exc
+
+        self.thread = threading.Thread(target=target, daemon=True)
+        self.thread.start()
+
+    def events(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.study_dir / "events.jsonl")
+
+    def wait_for(self, what: str, predicate: Callable[[list[dict[str, Any]]], Any], timeout_s: float = 180) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = predicate(self.events())
+            if found:
+                return found
+            assert self.thread.is_alive(), f"the study ended before {what}: {self.error!r}"
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def join(self, timeout_s: float = 300):
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "the study hung"
+        if self.error:
+            raise self.error
+        return self.result
+
+
+def training(run_id: str, attempt: int, epoch: int = 1) -> Callable[[list[dict[str, Any]]], int | None]:
+    """A predicate: rank 0's pid once that attempt has stepped into `epoch` (so the kill lands mid-training)."""
+
+    def pid(events: list[dict[str, Any]]) -> int | None:
+        mine = [e for e in events if e["run_id"] == run_id and e["attempt"] == attempt and e["rank"] == 0]
+        if any(e["kind"] == "step" and e["epoch"] >= epoch for e in mine):
+            return next(e["pid"] for e in mine if e["kind"] == "lifecycle" and e["event"] == "worker_start")
+        return None
+
+    return pid
+
+
+def final_records(study_dir: Path) -> dict[str, dict[str, Any]]:
+    records: dict[str, dict[str, Any]] = {}
+    for row in read_jsonl(study_dir / "run_records.jsonl"):
+        records.setdefault(row["run_id"], {}).update(row)
+    return records
+
+
+def assert_no_gaps_or_duplicates(events: list[dict[str, Any]]) -> None:
+    frame = pd.DataFrame(events)
+    for key, seq in frame.groupby(["run_id", "attempt", "rank"])["seq"]:
+        assert seq.is_unique, f"duplicate events for {key}"
+        assert sorted(seq) == list(range(len(seq))), f"a gap in the stored events of {key}"
+
+
+def test_killed_workers_restart_or_fail_and_the_study_goes_on(ray_session, tmp_path):
+    """max_failures: 1. Run 0: rank 0 killed once -> restarted, finishes ok with 2 attempts.
+    Run 1: killed in both attempts -> failed with the reason, its events kept. Run 2 then runs normally."""
+    experiment = Experiment.model_validate(
+        {
+            **BASE,
+            "name": "killed",
+            "train": {"epochs": 25, "batch_size": 16, "max_failures": 1},
+            "placements": [{"name": "cpu-1", "workers": 1, "repeats": 3}],
+        }
+    )
+    first, second, third = (r.run_id for r in expand(experiment))
+    study = StudyThread(experiment, tmp_path)
+
+    os.kill(study.wait_for("run 0 training", training(first, 0)), signal.SIGKILL)
+    os.kill(study.wait_for("run 1 training", training(second, 0)), signal.SIGKILL)
+    os.kill(study.wait_for("run 1 retraining", training(second, 1)), signal.SIGKILL)
+    study.join()
+
+    records = final_records(study.study_dir)
+    assert records[first]["status"] == "ok" and records[first]["attempts"] == 2
+    assert records[second]["status"] == "failed" and records[second]["attempts"] == 2
+    assert "worker process has died" in records[second]["reason"], records[second]
+    assert records[third]["status"] == "ok" and records[third]["attempts"] == 1
+
+    events = study.events()
+    assert_no_gaps_or_duplicates(events)
+    killed = [e for e in events if e["run_id"] == second and e["kind"] == "step"]
+    assert {e["attempt"] for e in killed} == {0, 1}  # what each attempt stored before its kill is kept
+    assert not any(e["kind"] == "eval" for e in events if e["run_id"] == second)
+
+    by_id = summarize(StudyStore(study.study_dir)).runs.set_index("run_id")
+    assert by_id.loc[first, "attempts"] == 2 and by_id.loc[first, "seq_gaps"] == 0
+    assert by_id.loc[first, "samples_total"] == by_id.loc[third, "samples_total"]  # the finished attempt only
+    assert by_id.loc[first, "throughput"] > 0
+
+
+def test_killed_aggregator_restarts_and_no_event_is_lost_or_stored_twice(ray_session, tmp_path):
+    """SIGKILL the aggregator twice while two workers (one per node) stream events: it restarts, rebuilds
+    from the store, the sinks' unanswered calls are retried, and every worker's stored seq is 0..n-1."""
+    from scaleprof.telemetry.aggregator import aggregator_name
+
+    experiment = Experiment.model_validate(
+        {
+            **BASE,
+            "name": "aggkill",
+            "train": {"epochs": 20, "batch_size": 16},
+            "placements": [{"name": "cpu-2", "workers": 2, "strategy": "STRICT_SPREAD"}],
+        }
+    )
+    (run,) = (r.run_id for r in expand(experiment))
+    study = StudyThread(experiment, tmp_path)
+    pids = []
+    for epoch in (1, 5):
+        study.wait_for(f"epoch {epoch}", training(run, 0, epoch=epoch))
+        actor = ray_session.get_actor(aggregator_name(study.study_dir.name))
+        pids.append(ray_session.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60))
+        os.kill(pids[-1], signal.SIGKILL)
+    result = study.join()
+
+    assert len(set(pids)) == 2  # the second kill hit the restarted actor, a new process
+    record = final_records(study.study_dir)[run]
+    assert record["status"] == "ok" and record["attempts"] == 1, record
+    events = study.events()
+    assert_no_gaps_or_duplicates(events)
+    epochs = {(e["rank"], e["epoch"]) for e in events if e["kind"] == "epoch"}
+    assert epochs == {(rank, epoch) for rank in (0, 1) for epoch in range(20)}
+    assert result.aggregator_stats["gaps"] == 0
+    by_id = summarize(StudyStore(study.study_dir)).runs.set_index("run_id")
+    assert by_id.loc[run, "seq_gaps"] == 0 and by_id.loc[run, "eval_samples"] > 0
