@@ -7,7 +7,9 @@ without a traceback; nothing is written and Ray is not started.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scaleprof.config import ConfigError, Experiment, load_experiment
-from scaleprof.plan import describe, expand
+from scaleprof.plan import describe, expand, study_bytes_estimate
 from scaleprof.pricing import prices_for
 from scaleprof.workloads.models import check_model
 
@@ -26,6 +28,17 @@ EXIT_USER_ERROR = 2
 
 class UserError(Exception):
     """An error the user can fix; its message is all they need to see."""
+
+
+class StudyStopped(Exception):
+    """The study could not go on (the disk filled up); what was stored is intact and resumable."""
+
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _disk_trouble(exc: OSError) -> bool:
+    return exc.errno in _DISK_ERRNOS or "No space left on device" in str(exc)
 
 
 def _load(path: str) -> Experiment:
@@ -42,13 +55,22 @@ def _load(path: str) -> Experiment:
     return experiment
 
 
-def _check_writable(out_dir: Path) -> None:
+def _check_writable(out_dir: Path, need_bytes: int) -> None:
+    """Before any run: the output location takes a write and has room for the study (2x its estimate)."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".scaleprof-write-check-"):
-            pass
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".scaleprof-write-check-") as probe:
+            probe.write(b"\0" * 65536)
+            probe.flush()
+            os.fsync(probe.fileno())
+        free = shutil.disk_usage(out_dir).free
     except OSError as exc:
         raise UserError(f"{out_dir}: cannot write study results there ({exc.strerror or exc})") from None
+    if free < 2 * need_bytes:
+        raise UserError(
+            f"{out_dir}: only {free / 2**20:.1f} MiB free; this study writes about {need_bytes / 2**20:.1f} MiB "
+            f"(events, predictions, report) and needs twice that free. Free some space or pass --out elsewhere."
+        )
 
 
 def _table(rows: list[dict[str, object]], title: str) -> Table:
@@ -88,22 +110,31 @@ def _render(study_dir: Path, console: Console) -> Path:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from scaleprof.execution.runner import run_study
+    from scaleprof.execution.runner import new_study_dir, run_study
     from scaleprof.progress import TerminalProgress
 
     experiment = _load(args.file)
     pricing = {k: v.model_dump() for k, v in prices_for(experiment, Path(args.file).resolve().parent).items()}
     remote = "://" in args.out
     out_dir = Path(tempfile.mkdtemp(prefix="scaleprof-")) if remote else _local_out(args.out, console)
-    study_dir = _resumable(args.resume, experiment) if args.resume else None
-    _check_writable(study_dir or out_dir)
+    resume = bool(args.resume)
+    study_dir = _resumable(args.resume, experiment) if resume else new_study_dir(out_dir, experiment.name)
+    _check_writable(study_dir if resume else out_dir, study_bytes_estimate(experiment, expand(experiment)))
     if args.verbose:
         os.environ["SCALEPROF_RAY_LOG_TO_DRIVER"] = "1"
-    result = run_study(
-        experiment, out_dir, observer=TerminalProgress(console), pricing=pricing, study_dir=study_dir,
-        resume=study_dir is not None,
-    )  # fmt: skip
-    report = _render(result.study_dir, console)
+    try:
+        result = run_study(
+            experiment, out_dir, observer=TerminalProgress(console), pricing=pricing, study_dir=study_dir,
+            resume=resume,
+        )  # fmt: skip
+        report = _render(result.study_dir, console)
+    except OSError as exc:
+        if not _disk_trouble(exc):
+            raise
+        raise StudyStopped(
+            f"{exc.filename or study_dir}: {exc.strerror or exc}. The study stopped; what it stored stays readable. "
+            f"Free some space, then finish it with: scaleprof run {args.file} --resume {study_dir}"
+        ) from None
     console.print(f"Report: {report}", markup=False, highlight=False)
     if remote:
         from scaleprof.telemetry.store import publish
@@ -259,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, UserError) as err:
         print(f"error: {err}", file=sys.stderr)  # plain print: a path must never be wrapped mid-word
         return EXIT_USER_ERROR
+    except StudyStopped as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: what was stored so far stays in the study directory", file=sys.stderr)
         return 130

@@ -118,3 +118,30 @@ def describe(experiment: Experiment, runs: list[PlannedRun]) -> list[dict[str, o
         }
         for r in runs
     ]
+
+
+# Sizes measured on stored studies: a step event is ~470 bytes of JSON; a report ~1 MB plus charts.
+EVENT_BYTES = 500
+REPORT_BYTES = 4 * 2**20
+RUN_REPORT_BYTES = 200 * 2**10
+
+
+def samples_in(experiment: Experiment) -> int:
+    return 1797 if experiment.data.name == "digits" else experiment.data.size
+
+
+def study_bytes_estimate(experiment: Experiment, runs: list[PlannedRun]) -> int:
+    """Roughly what a study writes: step and epoch events, held-out predictions, tables and report.
+
+    An upper-end estimate for the disk check before runs start; system samples (one per worker per
+    monitor interval) are left out, as their count depends on how long runs take."""
+    data = experiment.data
+    n = samples_in(experiment)
+    train = int(n * (1 - data.val_fraction - data.test_fraction))
+    total = REPORT_BYTES
+    for run in runs:
+        steps_per_epoch = -(-train // run.per_worker_batch)  # over all workers together
+        events = experiment.train.epochs * (steps_per_epoch + run.placement.workers) + 16 * run.placement.workers
+        predictions = int(n * max(data.test_fraction, 0.5)) * (data.classes * 4 + 32)
+        total += events * EVENT_BYTES + predictions + RUN_REPORT_BYTES
+    return total

@@ -7,6 +7,7 @@ cannot hold is skipped after a bounded wait, never left to hang and never run on
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import threading
@@ -21,6 +22,8 @@ from scaleprof.execution.manifest import collect_manifest
 from scaleprof.plan import PlannedRun, bundle, expand, missing_resources
 from scaleprof.telemetry.aggregator import start_aggregator
 from scaleprof.telemetry.store import StudyStore
+
+_DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
 
 # Ray Train reads these in its controller; they are propagated from the driver's environment.
 _RAY_TRAIN_ENV = {
@@ -226,6 +229,19 @@ def _attempts(aggregator: Any, run: PlannedRun) -> int | None:
         return None
 
 
+def _lost_nodes(aggregator: Any, run: PlannedRun) -> str:
+    """'node(s) ... lost during the run; ' when a node the run's workers used is no longer alive."""
+    import ray
+
+    try:
+        used = ray.get(aggregator.nodes.remote(run.run_id), timeout=30)
+        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+    except Exception:
+        return ""
+    lost = [n[:12] for n in used if n not in alive]
+    return f"node(s) {', '.join(lost)} lost during the run; then " if lost else ""
+
+
 def run_one(
     run: PlannedRun, experiment: Experiment, study_id: str, store: StudyStore, aggregator: Any
 ) -> dict[str, Any]:
@@ -270,8 +286,12 @@ def run_one(
     except KeyboardInterrupt:
         store.append_run_record({**record, "status": "failed", "reason": "interrupted", "ended_at": time.time()})
         raise
-    except Exception as exc:  # a failed run must not stop the study
-        final = {**record, "status": "failed", "reason": failure_reason(exc), "detail": traceback.format_exc()[-4000:]}
+    except Exception as exc:  # a failed run must not stop the study, unless the study's disk is full
+        reason = _lost_nodes(aggregator, run) + failure_reason(exc)
+        final = {**record, "status": "failed", "reason": reason, "detail": traceback.format_exc()[-4000:]}
+        if _DISK_FULL in str(exc):  # the workers could not write to the study: the next run could not either
+            store.append_run_record({**final, "ended_at": time.time()})
+            raise OSError(errno.ENOSPC, _DISK_FULL, str(store.root)) from exc
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     ended = time.time()
@@ -308,6 +328,9 @@ def run_study(
         store.create()
     study_id = study_dir.name
     runs = expand(experiment)
+    # A restart after a worker or node loss waits this long for its resources, then the run fails
+    # (Ray Train's default is 60 s); read by Ray Train's controller, propagated from this environment.
+    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(experiment.ray.placement_timeout_s)
     started_ray = connect_ray()
     result = StudyResult(study_dir)
     try:

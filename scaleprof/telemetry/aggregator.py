@@ -33,6 +33,7 @@ class Aggregator:
         self._duplicates: dict[WorkerKey, int] = defaultdict(int)
         self._attempts: dict[tuple[str, int], int] = defaultdict(int)
         self._live: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
+        self._nodes: dict[str, set[str]] = defaultdict(set)  # run_id -> node ids its workers ran on
         self._lags: deque[float] = deque(maxlen=100_000)  # sample time -> on disk, seconds (bounded)
         self.events_written = 0
         self._rebuild()
@@ -41,6 +42,10 @@ class Aggregator:
         """Recover sequence numbers and attempt counts from the store (a resumed study, or a restart
         after a kill), so resent events are recognised and a re-run worker gets a new attempt number."""
         repair_torn_tail(self._store.events_path)  # a kill mid-append leaves half a line: cut it
+        self._mark.clear()
+        self._ahead.clear()
+        self._lost.clear()
+        self.events_written = 0
         for event in read_jsonl(self._store.events_path):
             self._accept((event["run_id"], event["attempt"], event["rank"]), event["seq"])
             attempts = self._attempts[(event["run_id"], event["rank"])]
@@ -86,7 +91,13 @@ class Aggregator:
             if self._accept((event["run_id"], event["attempt"], event["rank"]), event["seq"]):
                 accepted.append(event)
                 self._observe(event)
-        self.events_written += append_jsonl(self._store.events_path, accepted)
+        try:
+            self.events_written += append_jsonl(self._store.events_path, accepted)
+        except OSError:
+            # The disk is full (or gone): maybe half the batch is on disk. The disk is the truth, so
+            # cut the torn line and re-read; the sender resends and nothing is marked received unwritten.
+            self._rebuild()
+            raise
         written = time.time()
         self._lags.extend(written - e["time"] for e in accepted)
         return len(accepted)
@@ -95,8 +106,14 @@ class Aggregator:
         """Write one run's held-out predictions (a later attempt replaces an earlier one)."""
         return self._store.write_predictions(run_id, predictions)
 
+    def nodes(self, run_id: str) -> list[str]:
+        """The Ray node ids the run's workers reported from (any attempt)."""
+        return sorted(self._nodes.get(run_id, ()))
+
     def _observe(self, event: dict[str, Any]) -> None:
         kind = event["kind"]
+        if kind == "lifecycle" and event.get("event") == "worker_start":
+            self._nodes[event["run_id"]].add(event["node_id"])
         if kind not in ("step", "epoch"):
             return
         live = self._live[event["run_id"]].setdefault(event["rank"], {"epoch": 0, "samples": 0.0})

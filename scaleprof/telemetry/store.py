@@ -7,12 +7,13 @@ Analysis and report read only this directory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 
@@ -25,19 +26,31 @@ PREDICTIONS_DIR = "predictions"
 INFERENCE_RECORDS = "inference_records.jsonl"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """An OSError from a write (ENOSPC has no file name) says which file it was writing."""
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; study files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)  # mkstemp makes files private; study files are meant to be shared
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -62,7 +75,7 @@ def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     lines = [json.dumps({k: _clean(v) for k, v in row.items()}, default=_json_default) for row in rows]
     if not lines:
         return 0
-    with open(path, "a", encoding="utf-8") as f:
+    with naming(path), open(path, "a", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
         f.flush()
     return len(lines)
@@ -150,8 +163,12 @@ class StudyStore:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        try:
+            with naming(path):
+                frame.to_parquet(tmp, index=False)
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)  # a failed write leaves neither half a table nor a stray temp file
 
     def write_predictions(self, run_id: str, predictions: dict[str, Any]) -> int:
         """Held-out predictions of one run: sample_index, y_true, y_pred and class probabilities."""

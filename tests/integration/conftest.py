@@ -37,7 +37,8 @@ NODE = {"num_cpus": 1, "object_store_memory": 100 * 2**20}  # two 1-CPU nodes on
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_cluster():
+    """The Cluster object itself, for tests that add or remove nodes (they restore what they change)."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -46,9 +47,16 @@ def ray_session():
     cluster.add_node(**NODE)
     ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")
     cluster.wait_for_nodes()
-    yield ray
+    yield cluster
     ray.shutdown()
     cluster.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_session(ray_cluster):
+    import ray
+
+    return ray
 
 
 @pytest.fixture(scope="session")

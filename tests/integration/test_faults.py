@@ -163,3 +163,49 @@ def test_killed_aggregator_restarts_and_no_event_is_lost_or_stored_twice(ray_ses
     assert result.aggregator_stats["gaps"] == 0
     by_id = summarize(StudyStore(study.study_dir)).runs.set_index("run_id")
     assert by_id.loc[run, "seq_gaps"] == 0 and by_id.loc[run, "eval_samples"] > 0
+
+
+def test_a_lost_node_fails_the_run_cleanly_and_the_study_goes_on(ray_cluster, ray_session, tmp_path):
+    """A third node joins; a 3-worker STRICT_SPREAD run lands one worker on it; the node is removed
+    (its raylet and workers SIGKILLed) mid-epoch. The restart (max_failures: 1) cannot be placed on two
+    nodes, so the run fails after placement_timeout_s instead of hanging; the next run is ok."""
+    experiment = Experiment.model_validate(
+        {
+            **BASE,
+            "name": "nodeloss",
+            "train": {"epochs": 30, "batch_size": 16, "max_failures": 1},
+            "placements": [
+                {"name": "spread-3", "workers": 3, "cpus_per_worker": 0.5, "strategy": "STRICT_SPREAD"},
+                {"name": "cpu-2", "workers": 2, "cpus_per_worker": 0.5, "strategy": "STRICT_SPREAD"},
+            ],
+            "ray": {"placement_timeout_s": 5},
+        }
+    )
+    doomed = ray_cluster.add_node(num_cpus=1, object_store_memory=100 * 2**20)
+    ray_cluster.wait_for_nodes()
+    lost, after = (r.run_id for r in expand(experiment))
+    try:
+        study = StudyThread(experiment, tmp_path)
+
+        def on_doomed(events):
+            starts = [e for e in events if e["run_id"] == lost and e["kind"] == "lifecycle" and e["event"] == "worker_start"]
+            stepping = any(e["run_id"] == lost and e["kind"] == "step" and e["epoch"] >= 1 for e in events)
+            return stepping and any(e["node_id"] == doomed.node_id for e in starts)
+
+        study.wait_for("a worker of the lost run training on the extra node", on_doomed)
+        ray_cluster.remove_node(doomed, allow_graceful=False)
+        study.join(timeout_s=240)
+    finally:
+        if doomed in ray_cluster.worker_nodes:
+            ray_cluster.remove_node(doomed, allow_graceful=False)
+
+    records = final_records(study.study_dir)
+    assert records[lost]["status"] == "failed", records[lost]
+    reason = records[lost]["reason"]
+    assert reason.startswith(f"node(s) {doomed.node_id[:12]} lost during the run; then ") and "timed out" in reason
+    assert records[after]["status"] == "ok", records[after]
+    events = study.events()
+    assert_no_gaps_or_duplicates(events)
+    assert {e["node_id"] for e in events if e["run_id"] == lost} >= {doomed.node_id}  # its events were kept
+    runs = summarize(StudyStore(study.study_dir)).runs.set_index("run_id")
+    assert runs.loc[after, "nodes_realized"] == 2

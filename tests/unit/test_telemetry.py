@@ -4,6 +4,8 @@ import os
 import threading
 import time
 
+import pytest
+
 from scaleprof.telemetry.aggregator import Aggregator
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
 from scaleprof.telemetry.store import StudyStore
@@ -173,3 +175,29 @@ def test_restarted_aggregator_cuts_a_torn_line_before_appending(tmp_path):
     again = Aggregator(str(store.root))
     assert again.ingest(_events([2, 3])) == 2  # seq 2 was never complete on disk: accepted on resend
     assert [e["seq"] for e in store.events().to_dict("records")] == [0, 1, 2, 3]
+
+
+def test_a_write_that_fails_halfway_is_cut_and_the_resend_is_accepted(tmp_path, monkeypatch):
+    import errno
+
+    import scaleprof.telemetry.aggregator as aggregator
+    from scaleprof.telemetry.store import append_jsonl
+
+    store = StudyStore(tmp_path / "study")
+    store.create()
+    agg = Aggregator(str(store.root))
+    agg.ingest(_events([0, 1]))
+
+    def disk_full_halfway(path, rows):  # what a full disk does to one append: part of it lands
+        append_jsonl(path, rows[:1])
+        with open(path, "a") as f:
+            f.write('{"run_id": "r", "se')
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(aggregator, "append_jsonl", disk_full_halfway)
+    with pytest.raises(OSError, match="No space left"):
+        agg.ingest(_events([2, 3, 4]))
+    monkeypatch.setattr(aggregator, "append_jsonl", append_jsonl)  # space is back
+    assert agg.ingest(_events([2, 3, 4])) == 2  # 2 landed before the failure; 3 and 4 are taken now
+    assert [e["seq"] for e in store.events().to_dict("records")] == [0, 1, 2, 3, 4]
+    assert agg.stats()["gaps"] == 0
