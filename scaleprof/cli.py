@@ -10,6 +10,7 @@ import argparse
 import errno
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -296,6 +297,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: what was stored so far stays in the study directory", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        if exc.code != signal.SIGTERM:  # Ray's SIGTERM handler exits with the signal number
+            raise
+        print("terminated: what was stored so far stays in the study directory", file=sys.stderr)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -283,8 +283,9 @@ def run_one(
     try:
         _fit(run, experiment, study_id, aggregator, storage)
         final = {**record, "status": "ok", "reason": ""}
-    except KeyboardInterrupt:
-        store.append_run_record({**record, "status": "failed", "reason": "interrupted", "ended_at": time.time()})
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; SIGTERM (`ray job stop`, kill): Ray's handler exits
+        how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+        store.append_run_record({**record, "status": "failed", "reason": how, "ended_at": time.time()})
         raise
     except Exception as exc:  # a failed run must not stop the study, unless the study's disk is full
         reason = _lost_nodes(aggregator, run) + failure_reason(exc)

@@ -108,37 +108,49 @@ def test_unknown_node_type_is_named_with_the_file(tmp_path):
     assert f"{bad}: cost.node_type: no node type 'aws-nope'" in proc.stderr
 
 
+def _run_until(cmd: list[str], env: dict[str, str], line: str, sig: int) -> tuple[int, str]:
+    """Start `scaleprof run`, send `sig` once `line` shows up in its output; (exit code, output)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    seen = []
+    for out in proc.stdout:
+        seen.append(out)
+        if line in out:
+            proc.send_signal(sig)
+            break
+    rest, _ = proc.communicate(timeout=180)
+    return proc.returncode, "".join(seen) + rest
+
+
 @pytest.mark.slow
 def test_interrupted_study_resumes_and_the_report_covers_all_runs(tmp_path):
-    """Ctrl-C after the first run, then --resume: the first run is kept, the second runs, nothing is lost."""
+    """Ctrl-C after run 1, --resume; SIGTERM (what `ray job stop` sends) after run 2, --resume again:
+    finished runs are kept, the interrupted ones rerun, the report covers all three runs."""
     import signal
 
     exp = tmp_path / "resumable.yaml"
     exp.write_text(
         "name: resumable\nmodel: {name: mlp}\ndata: {name: digits}\ntrain: {epochs: 2}\n"
-        "placements:\n  - {name: a, workers: 1}\n  - {name: b, workers: 1}\n"
+        "placements:\n  - {name: a, workers: 1}\n  - {name: b, workers: 1}\n  - {name: c, workers: 1}\n"
     )
     out = tmp_path / "reports"
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     cmd = [sys.executable, "-m", "scaleprof.cli", "run", str(exp), "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "run 1/2 a (1 worker(s), mlp): ok" in line:
-            proc.send_signal(signal.SIGINT)  # as Ctrl-C would
-            break
-    proc.communicate(timeout=180)
-    assert proc.returncode == 130, "".join(seen)[-3000:]
+    rc, seen = _run_until(cmd, env, "run 1/3 a (1 worker(s), mlp): ok", signal.SIGINT)  # as Ctrl-C would
+    assert rc == 130 and "interrupted: what was stored" in seen and "Traceback" not in seen, seen[-3000:]
     (study,) = out.iterdir()
     assert (study / "events.jsonl").stat().st_size > 0  # what was stored stays readable
 
+    resume = [sys.executable, "-m", "scaleprof.cli", "run", str(exp), "--resume", str(study)]
+    rc, seen = _run_until(resume, env, "run 2/3 b (1 worker(s), mlp): ok", signal.SIGTERM)
+    assert rc == 143 and "terminated: what was stored" in seen and "Traceback" not in seen, seen[-3000:]
+    assert "run 1/3 a (1 worker(s), mlp): ok" in seen and "kept from the interrupted study" in seen
+
     resumed = scaleprof("run", str(exp), "--resume", str(study), timeout=600)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "run 1/2 a (1 worker(s), mlp): ok" in resumed.stdout and "kept from the interrupted study" in resumed.stdout
-    assert "run 2/2 b (1 worker(s), mlp): epoch 2/2" in resumed.stdout
+    assert resumed.stdout.count("kept from the interrupted study") == 2
+    assert "run 3/3 c (1 worker(s), mlp): epoch 2/2" in resumed.stdout
     runs = pd.read_parquet(study / "runs.parquet")
-    assert list(runs["placement"]) == ["a", "b"] and (runs["status"] == "ok").all()
+    assert list(runs["placement"]) == ["a", "b", "c"] and (runs["status"] == "ok").all()
     assert (runs["seq_gaps"] == 0).all()
     wrong = scaleprof("run", str(REPO / "experiments" / "smoke.yaml"), "--resume", str(study))
     assert wrong.returncode == 2 and "was made from a different experiment" in wrong.stderr
