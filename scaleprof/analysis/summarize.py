@@ -224,8 +224,15 @@ def workers_table(events: pd.DataFrame) -> pd.DataFrame:
     if lifecycle.empty or "event" not in lifecycle:
         return pd.DataFrame()
     starts = lifecycle[lifecycle["event"] == "worker_start"]
-    keep = ["run_id", "attempt", "rank", "node_id", "hostname", "pid", "device", "torch_threads", "gpu_uuid", "gpu_name"]
-    return starts[[c for c in keep if c in starts]].sort_values(["run_id", "attempt", "rank"]).reset_index(drop=True)
+    keep = ["run_id", "attempt", "rank", "node_id", "hostname", "pid", "device", "torch_threads", "gpu_uuid", "gpu_name",
+            "gpu_unavailable"]  # fmt: skip
+    table = starts[[c for c in keep if c in starts]].set_index(["run_id", "attempt", "rank"])
+    # A sampler that failed mid-run (NVML gone) says why in a later event: the latest reason wins.
+    later = lifecycle[lifecycle["event"] == "gpu_unavailable"]
+    if not later.empty:
+        reasons = later.groupby(["run_id", "attempt", "rank"])["reason"].last()
+        table["gpu_unavailable"] = reasons.reindex(table.index).fillna(table.get("gpu_unavailable"))
+    return table.sort_index().reset_index()
 
 
 def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:

@@ -233,6 +233,13 @@ def study_notes(tables: StudyTables) -> list[str]:
         rule = f"a fixed learning rate {train['lr']:g} on every placement (no scaling rule)"
     warm = f", ramped up over {train['lr_warmup_epochs']:g} epoch(s)" if train["lr_warmup_epochs"] else ""
     notes.append(f"Learning rate: {rule}{warm}; SGD, momentum {train['momentum']:g}.")
+    restarted = runs[runs["attempts"].fillna(1) > 1] if "attempts" in runs else runs.iloc[0:0]
+    if not restarted.empty:
+        listed = ", ".join(f"{r.run_id} ({int(r.attempts)} attempts)" for r in restarted.itertuples())
+        notes.append(
+            f"Restarted after a worker or node failure (train.max_failures): {listed}. Their figures come from the "
+            "last attempt, which trained from scratch; wall time and end-to-end cost include the failed attempts."
+        )
     notes.append(
         "Quality metrics are computed with sklearn.metrics from each run's stored predictions on the held-out test "
         "split (macro averages over classes; specificity is the true-negative rate; ROC AUC is one-vs-rest)."
@@ -466,6 +473,32 @@ def hardware_display(hardware: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def workers_display(workers: pd.DataFrame) -> pd.DataFrame:
+    """Where every worker of every attempt ran, and which GPU it had (or why GPU metrics are missing)."""
+    if workers.empty:
+        return pd.DataFrame()
+    w = workers
+    col = lambda name: w[name] if name in w else pd.Series(None, index=w.index, dtype=object)  # noqa: E731
+
+    def gpu(name: Any, uuid: Any, why: Any) -> str:
+        if isinstance(uuid, str):
+            return f"{name} ({uuid[:12]}…)" + (f"; {why}" if isinstance(why, str) else "")
+        return f"none: {why}" if isinstance(why, str) else "–"
+
+    return pd.DataFrame(
+        {
+            "run": w["run_id"],
+            "attempt": w["attempt"],
+            "rank": w["rank"],
+            "host": col("hostname"),
+            "node": [n[:12] if isinstance(n, str) else "–" for n in col("node_id")],
+            "device": col("device"),
+            "torch threads": col("torch_threads"),
+            "GPU": [gpu(n, u, r) for n, u, r in zip(col("gpu_name"), col("gpu_uuid"), col("gpu_unavailable"))],
+        }
+    )
+
+
 def _extra_tables(tables: StudyTables) -> list[tuple[str, pd.DataFrame]]:
     candidates = [
         ("Hardware comparison", hardware_display(tables.hardware)),
@@ -473,6 +506,7 @@ def _extra_tables(tables: StudyTables) -> list[tuple[str, pd.DataFrame]]:
         ("Repeats: spread and noise", spread_display(tables.placements)),
         ("k-fold cross-validation beside the fixed split", cv_display(tables.cv)),
         ("Scaling law: X(N) = γN / (1 + α(N−1) + βN(N−1))", fits_display(tables.fits)),
+        ("Where each worker ran", workers_display(tables.workers)),
     ]
     return [(heading, frame) for heading, frame in candidates if not frame.empty]
 

@@ -253,13 +253,19 @@ class Monitor:
     def start(self) -> Monitor:
         for s in self._samplers:
             s.start()
+        # A reason known at start goes out with worker_start; one that appears later gets its own event.
+        self._reasons = [getattr(s, "unavailable_reason", None) for s in self._samplers]
         self._thread.start()
         return self
 
     def sample_once(self) -> None:
         fields: dict[str, float] = {}
-        for s in self._samplers:
+        for i, s in enumerate(self._samplers):
             fields.update(s.sample())
+            reason = getattr(s, "unavailable_reason", None)
+            if reason != self._reasons[i]:
+                self._reasons[i] = reason
+                self._sink.emit("lifecycle", event="gpu_unavailable", reason=reason)
         self._sink.emit("system", **fields)
 
     def _loop(self) -> None:

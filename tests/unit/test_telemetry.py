@@ -201,3 +201,41 @@ def test_a_write_that_fails_halfway_is_cut_and_the_resend_is_accepted(tmp_path, 
     assert agg.ingest(_events([2, 3, 4])) == 2  # 2 landed before the failure; 3 and 4 are taken now
     assert [e["seq"] for e in store.events().to_dict("records")] == [0, 1, 2, 3, 4]
     assert agg.stats()["gaps"] == 0
+
+
+def test_a_sampler_that_breaks_mid_run_is_recorded_once_and_the_table_keeps_the_reason():
+    import pandas as pd
+
+    from scaleprof.analysis.summarize import workers_table
+
+    class BreaksAfterTwo:  # stands in for NVML failing mid-run, which needs a GPU to happen for real
+        unavailable_reason = None
+
+        def __init__(self):
+            self.calls = 0
+
+        def start(self):
+            pass
+
+        def sample(self):
+            self.calls += 1
+            if self.calls > 2:
+                self.unavailable_reason = "NVML read failed: GPU is lost"
+                return {}
+            return {"gpu_util_pct": 50.0}
+
+        def stop(self):
+            pass
+
+    batches = []
+    sink = EventSink(IDS, batches.append, flush_interval_s=0.01).start()
+    sink.emit("lifecycle", event="worker_start", gpu_unavailable=None, node_id="n")
+    monitor = Monitor(sink, [BreaksAfterTwo()], interval_s=10).start()
+    for _ in range(5):
+        monitor.sample_once()
+    monitor.stop()
+    sink.close()
+    events = pd.DataFrame([e for b in batches for e in b])
+    assert (events["event"] == "gpu_unavailable").sum() == 1
+    assert events[events["kind"] == "system"]["gpu_util_pct"].notna().sum() == 2
+    assert workers_table(events)["gpu_unavailable"].tolist() == ["NVML read failed: GPU is lost"]
