@@ -10,6 +10,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
+import socket
+import sys
 import threading
 import time
 import traceback
@@ -83,7 +86,15 @@ def connect_ray() -> bool:
     else:
         # address="local": always a new Ray of our own, never whatever cluster happens to run on this machine
         ray.init(address="local", logging_level="warning", log_to_driver=log_to_driver, include_dashboard=False)
+    if threading.current_thread() is threading.main_thread():
+        # Ray's core worker installs a native SIGTERM handler over Python's, which can abort the process
+        # on exit; Python's handler back on top makes SIGTERM (`ray job stop`) a SystemExit the study handles.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     return True
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    sys.exit(signum)
 
 
 def new_study_dir(out_dir: Path, name: str) -> Path:
@@ -235,11 +246,23 @@ def _lost_nodes(aggregator: Any, run: PlannedRun) -> str:
 
     try:
         used = ray.get(aggregator.nodes.remote(run.run_id), timeout=30)
-        alive = {n["NodeID"] for n in ray.nodes() if n.get("Alive")}
+        nodes = {n["NodeID"]: n for n in ray.nodes()}
     except Exception:
         return ""
-    lost = [n[:12] for n in used if n not in alive]
+    lost = [n[:12] for n in used if n not in nodes or not _node_alive(nodes[n])]
     return f"node(s) {', '.join(lost)} lost during the run; then " if lost else ""
+
+
+def _node_alive(node: dict[str, Any], timeout_s: float = 2.0) -> bool:
+    """Alive in the GCS and its raylet still takes a connection. The GCS needs several missed health
+    checks (15 s or more) to mark a node dead; a lost node's raylet refuses or ignores at once."""
+    if not node.get("Alive"):
+        return False
+    try:
+        with socket.create_connection((node["NodeManagerAddress"], node["NodeManagerPort"]), timeout=timeout_s):
+            return True
+    except (OSError, KeyError):
+        return False
 
 
 def run_one(
