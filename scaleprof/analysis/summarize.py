@@ -29,6 +29,10 @@ FITS_TABLE = "scaling_fits.parquet"
 INFERENCE_TABLE = "inference.parquet"
 HARDWARE_TABLE = "hardware.parquet"
 
+# Where a run's wall time goes, in order (seconds; they add up to wall_s). Explained in the report's notes.
+WALL_PHASES = {"launch_s": "launch", "setup_s": "setup", "training_s": "training", "finish_s": "finish",
+               "teardown_s": "teardown"}  # fmt: skip
+
 RUN_COLUMNS = [
     "run_id", "index", "model", "model_name", "placement", "device", "workers", "gpus", "cpus", "kind", "fold",
     "per_worker_batch", "global_batch", "repeat", "status", "reason", "throughput", "throughput_basis", "speedup",
@@ -39,7 +43,7 @@ RUN_COLUMNS = [
     "balanced_accuracy", "loss_divergence", "strategy", "nodes_requested", "placement_warning", "node_type",
     *BREAKDOWN_COLUMNS, "flops_per_sample", "parameters", "peak_flops_per_worker", "peak_flops_basis", "mfu",
     "gpu_power_w", "energy_per_sample_j", "cpu_util_peak_pct", "gpu_util_peak_pct",
-    "events", "seq_gaps", "attempts",
+    "events", "seq_gaps", "attempts", *WALL_PHASES,
 ]  # fmt: skip
 
 
@@ -142,7 +146,28 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row.update(utilisation_of_peak(row, lifecycle, starts))
     if not system.empty and "gpu_power_w" in system and not epochs.empty:
         row.update(energy(row, system, epochs))
+    row.update(wall_phases(record, lifecycle, epochs))
     return row
+
+
+def wall_phases(record: dict[str, Any], lifecycle: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, float]:
+    """The run's wall time cut at its workers' first start, first epoch, last epoch end and last exit
+    (the last attempt's; its launch includes any failed attempts before it)."""
+    if epochs.empty or lifecycle.empty or "started_at" not in record or "ended_at" not in record:
+        return {}
+    starts = lifecycle[lifecycle["event"] == "worker_start"]["time"]
+    ends = lifecycle[lifecycle["event"] == "worker_end"]["time"]
+    if starts.empty or ends.empty:
+        return {}
+    marks = [
+        record["started_at"],
+        float(starts.min()),
+        float(epochs["epoch_start"].min()),
+        float((epochs["epoch_start"] + epochs["epoch_time_s"]).max()),
+        float(ends.max()),
+        record["ended_at"],
+    ]
+    return {name: max(0.0, b - a) for name, a, b in zip(WALL_PHASES, marks, marks[1:])}
 
 
 def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd.DataFrame) -> dict[str, Any]:

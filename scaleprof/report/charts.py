@@ -6,6 +6,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from scaleprof.analysis.summarize import WALL_PHASES
+
 WIDTH, HEIGHT = 420, 260
 TIMELINE_POINTS = 20_000  # all workers' utilisation samples in the report, together
 # Sizes are bounded here (timelines are downsampled), so Altair's blanket 5,000-row guard is not needed.
@@ -227,6 +229,30 @@ def step_breakdown(runs: pd.DataFrame) -> alt.Chart | None:
     )
 
 
+def wall_time_phases(runs: pd.DataFrame) -> alt.Chart | None:
+    """Where each run's wall time went: the fixed cost of starting workers beside the training."""
+    columns = [c for c in WALL_PHASES if c in runs]
+    done = runs[runs["status"] == "ok"].dropna(subset=columns) if columns else runs.iloc[0:0]
+    if done.empty:
+        return None
+    long = done.melt(id_vars=["run_id"], value_vars=columns, var_name="phase", value_name="s")
+    long["phase"] = long["phase"].map(WALL_PHASES)
+    order = [WALL_PHASES[c] for c in columns]
+    return (
+        alt.Chart(long)
+        .mark_bar()
+        .encode(
+            x=alt.X("s:Q", title="seconds of the run's wall time"),
+            y=alt.Y("run_id:N", title=None),
+            color=alt.Color("phase:N", title="phase", sort=order),
+            order=alt.Order("phase_order:Q"),
+            tooltip=["run_id", "phase", alt.Tooltip("s:Q", format=".2f")],
+        )
+        .transform_calculate(phase_order=f"indexof({order}, datum.phase)")
+        .properties(title="Where each run's wall time went", width=WIDTH)
+    )
+
+
 def cost_vs_throughput(runs: pd.DataFrame) -> alt.Chart | None:
     """Steady-state cost per million samples against throughput; the cheapest and the fastest are marked."""
     ok = _ok(runs).dropna(subset=["cost_per_sample_usd"]) if "cost_per_sample_usd" in runs else pd.DataFrame()
@@ -389,6 +415,7 @@ def all_charts(
         "scaling_efficiency": efficiency_vs_workers(runs),
         "scaling_law": scaling_law(runs, law_curves) if law_curves is not None else None,
         "step_breakdown": step_breakdown(runs),
+        "wall_time": wall_time_phases(runs),
         "epoch_time": epoch_time_by_placement(epochs),
         "memory": memory_per_worker(timeline),
         "utilisation": utilisation_over_time(timeline),

@@ -16,7 +16,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from scaleprof.analysis.summarize import StudyTables
+from scaleprof.analysis.summarize import WALL_PHASES, StudyTables
 from scaleprof.report.charts import all_charts
 from scaleprof.telemetry.store import atomic_write_bytes, atomic_write_text
 
@@ -296,6 +296,7 @@ def study_notes(tables: StudyTables) -> list[str]:
         )
     if "energy_per_sample_j" in runs and runs["energy_per_sample_j"].notna().any():
         notes.append("Energy per sample: the GPUs' mean NVML power in steady state divided by the throughput.")
+    notes += _fixed_cost_notes(runs)
     notes += _cost_notes(tables.manifest, runs)
     notes += _inference_notes(tables)
     from scaleprof.analysis.recommend import describe, recommend
@@ -325,6 +326,25 @@ def _inference_notes(tables: StudyTables) -> list[str]:
         batch = f" batch {int(r['batch_size'])}" if "batch_size" in r and pd.notna(r["batch_size"]) else ""
         notes.append(f"Inference {r['model']} on {r['device']}{batch} {r['status']}: {r['reason']}")
     return notes
+
+
+def _fixed_cost_notes(runs: pd.DataFrame) -> list[str]:
+    """The fixed cost every run pays around its training, as medians over finished runs."""
+    columns = [c for c in WALL_PHASES if c in runs]
+    done = runs[runs["status"] == "ok"].dropna(subset=columns) if len(columns) == len(WALL_PHASES) else runs.iloc[0:0]
+    if done.empty:
+        return []
+    med = done[columns].median()
+    fixed = med.sum() - med["training_s"]
+    share = float((done["training_s"] / done[columns].sum(axis=1)).median())
+    return [
+        f"Fixed cost per run (median over {len(done)} finished runs): launch {med['launch_s']:.1f} s (Ray Train "
+        f"controller, worker processes, torch.distributed, and any failed attempts), setup {med['setup_s']:.1f} s "
+        f"(data, model, FLOP count, peak probe), finish {med['finish_s']:.1f} s (all-reduce probe, held-out "
+        f"predictions), teardown {med['teardown_s']:.1f} s: {fixed:.1f} s in all, beside {med['training_s']:.1f} s "
+        f"of training (epochs with their validation passes), so training is {100 * share:.0f}% of a run's wall "
+        "time. End-to-end cost per sample includes all of it; steady-state throughput and cost exclude it."
+    ]
 
 
 def _cost_notes(manifest: dict[str, Any], runs: pd.DataFrame) -> list[str]:

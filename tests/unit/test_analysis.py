@@ -59,3 +59,18 @@ def test_efficiency_against_same_device_one_worker_median():
     # the GPU group has no ok 1-worker run: no baseline, no made-up efficiency
     assert math.isnan(out.loc[3, "scaling_efficiency"])
     assert scaling_efficiency(200.0, 2, 100.0) == 1.0
+
+
+def test_wall_phases_cut_the_run_at_its_marks_and_add_up_to_wall_time():
+    import pandas as pd
+
+    from scaleprof.analysis.summarize import WALL_PHASES, wall_phases
+
+    lifecycle = pd.DataFrame(
+        {"event": ["worker_start", "worker_start", "worker_end", "worker_end"], "time": [110.0, 111.0, 140.0, 141.5]}
+    )
+    epochs = pd.DataFrame({"epoch_start": [113.0, 113.2, 125.0], "epoch_time_s": [10.0, 9.0, 12.0]})
+    phases = wall_phases({"started_at": 100.0, "ended_at": 143.0}, lifecycle, epochs)
+    assert phases == {"launch_s": 10.0, "setup_s": 3.0, "training_s": 24.0, "finish_s": 4.5, "teardown_s": 1.5}
+    assert list(phases) == list(WALL_PHASES) and sum(phases.values()) == 43.0
+    assert wall_phases({"started_at": 100.0}, lifecycle, epochs) == {}  # a run still running has no end mark
