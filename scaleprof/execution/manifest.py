@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from scaleprof.config import Experiment
-from scaleprof.workloads.data import load_dataset
+from scaleprof.workloads.data import Dataset, load_dataset
 
 PACKAGES = ("scaleprof", "torch", "torchvision", "ray", "numpy", "pandas", "pyarrow", "scikit-learn", "altair")
 
@@ -92,10 +92,16 @@ def gpu_models(cluster_resources: dict[str, float], timeout_s: float = 30) -> di
         return {"unavailable": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
 
-def collect_manifest(experiment: Experiment, study_id: str, pricing: dict[str, Any] | None = None) -> dict[str, Any]:
+def collect_manifest(
+    experiment: Experiment,
+    study_id: str,
+    pricing: dict[str, Any] | None = None,
+    data: Dataset | None = None,
+    models: dict[str, dict[str, float]] | None = None,
+) -> dict[str, Any]:
     import ray
 
-    data = load_dataset(experiment.data, experiment.seed)
+    data = data if data is not None else load_dataset(experiment.data, experiment.seed)
     resources = ray.cluster_resources()
     nodes = [
         {
@@ -121,6 +127,7 @@ def collect_manifest(experiment: Experiment, study_id: str, pricing: dict[str, A
             "split_sizes": {k: int(len(v)) for k, v in data.splits().items()},
             "split_sha256": data.split_hashes(),
         },
+        "models": models or {},  # by label: FLOPs per training sample, parameters
         "packages": package_versions(),
         "python_executable": sys.executable,
         "git_revision": git_revision(),

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from scaleprof.config import Experiment
 from scaleprof.execution.manifest import collect_manifest
+from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.plan import PlannedRun, bundle, expand, missing_resources
 from scaleprof.telemetry.aggregator import start_aggregator
 from scaleprof.telemetry.store import StudyStore
@@ -166,7 +167,9 @@ def _worker_env(experiment: Experiment) -> dict[str, str]:
     return {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} if experiment.train.deterministic else {}
 
 
-def _fit(run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any, storage: Path) -> None:
+def _fit(
+    run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any, storage: Path, inputs: dict[str, Any]
+) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -184,8 +187,7 @@ def _fit(run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any
                 "model_label": run.model.label,
                 "per_worker_batch": run.per_worker_batch,
                 "cpus_per_worker": p.cpus_per_worker,
-                "fold": run.fold,
-                "folds": run.folds,
+                **inputs,
             },
         },
         scaling_config=ScalingConfig(
@@ -266,7 +268,7 @@ def _node_alive(node: dict[str, Any], timeout_s: float = 2.0) -> bool:
 
 
 def run_one(
-    run: PlannedRun, experiment: Experiment, study_id: str, store: StudyStore, aggregator: Any
+    run: PlannedRun, experiment: Experiment, study_id: str, store: StudyStore, aggregator: Any, inputs: StudyInputs
 ) -> dict[str, Any]:
     import ray
 
@@ -304,7 +306,7 @@ def run_one(
     store.append_run_record({"run_id": run.run_id, "status": "running", "started_at": started})
     storage = store.root / "_ray_train"
     try:
-        _fit(run, experiment, study_id, aggregator, storage)
+        _fit(run, experiment, study_id, aggregator, storage, inputs.for_run(run))
         final = {**record, "status": "ok", "reason": ""}
     except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; SIGTERM (`ray job stop`, kill): Ray's handler exits
         how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
@@ -355,6 +357,7 @@ def run_study(
     # A restart after a worker or node loss waits this long for its resources, then the run fails
     # (Ray Train's default is 60 s); read by Ray Train's controller, propagated from this environment.
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(experiment.ray.placement_timeout_s)
+    inputs = prepare(experiment)
     started_ray = connect_ray()
     result = StudyResult(study_dir)
     try:
@@ -363,7 +366,7 @@ def run_study(
             manifest = store.manifest()
             manifest.setdefault("resumed_at", []).append(time.time())
         else:
-            manifest = collect_manifest(experiment, study_id, pricing)
+            manifest = collect_manifest(experiment, study_id, pricing, inputs.data, inputs.model_info)
         store.write_manifest(manifest)
         aggregator = start_aggregator(str(study_dir))
         for run in runs:
@@ -373,7 +376,7 @@ def run_study(
                 continue
             observer.run_started(run, len(runs), experiment.train.epochs)
             with _ProgressPoller(aggregator, run, observer):
-                record = run_one(run, experiment, study_id, store, aggregator)
+                record = run_one(run, experiment, study_id, store, aggregator, inputs)
             result.records.append(record)
             observer.run_finished(run, record)
         if experiment.evaluation.inference is not None:

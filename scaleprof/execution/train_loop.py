@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from scaleprof.config import Experiment
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
-from scaleprof.workloads.data import cv_split, load_dataset
+from scaleprof.workloads.data import worker_arrays
 from scaleprof.workloads.models import build_model
 
 
@@ -62,14 +62,6 @@ def lr_schedule(target_factor: float, warmup_steps: int):
         return 1.0 + (target_factor - 1.0) * step / warmup_steps
 
     return multiplier
-
-
-def split_indices(data: Any, experiment: Experiment, run: dict[str, Any]) -> tuple[str, np.ndarray, np.ndarray, np.ndarray]:
-    """(name of the held-out split, train, per-epoch validation, held-out) indices for this run."""
-    if run.get("fold") is None:
-        return "test", data.train_idx, data.val_idx, data.test_idx
-    train_idx, held_idx = cv_split(data, run["folds"], run["fold"], experiment.seed)
-    return f"fold {run['fold'] + 1} of {run['folds']}", train_idx, held_idx, held_idx
 
 
 class StepClock:
@@ -117,18 +109,6 @@ def sync_probe(model: torch.nn.Module, loader: DataLoader, device: torch.device,
     model.zero_grad(set_to_none=True)
     with_sync, without = float(np.median(timings[True])), float(np.median(timings[False]))
     return {"backward_sync_s": with_sync, "backward_nosync_s": without, "allreduce_s": max(0.0, with_sync - without)}
-
-
-def train_flops_per_sample(model: torch.nn.Module, input_shape: tuple[int, ...], device: torch.device) -> float:
-    """Forward plus backward FLOPs of one sample, counted by torch's FlopCounterMode on a batch of 2."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.randn(2, *input_shape, device=device)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        model(x).sum().backward()
-    model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / 2
 
 
 def measured_cpu_peak_flops(threads: int, size: int = 512, seconds: float = 0.3) -> float:
@@ -194,28 +174,27 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         gpu_unavailable=gpu.unavailable_reason,
     )
 
-    data = load_dataset(experiment.data, experiment.seed)
-    held_name, train_idx, val_idx, held_idx = split_indices(data, experiment, run)
+    # The driver computed the split (and counted the model's FLOPs) once for the study; see execution/prepare.py.
+    x, y = worker_arrays(experiment.data, experiment.seed, run["shipped"])
+    split = run["split"]
+    held_name, train_idx, val_idx, held_idx = split["held_name"], split["train"], split["val"], split["held"]
     model_spec = next(m for m in experiment.model_list if m.label == run["model_label"])
-    model = build_model(model_spec, data.input_shape, data.num_classes, experiment.seed)
+    model = build_model(model_spec, experiment.data.input_shape, experiment.data.classes, experiment.seed)
     model = ray.train.torch.prepare_model(model)  # moves to the device; DDP when world > 1
     if rank == 0:  # every rank runs the same model on the same kind of device: once is enough
-        info = {
-            "flops_per_sample": train_flops_per_sample(_unwrap(model), data.input_shape, device),
-            "parameters": sum(p.numel() for p in model.parameters()),
-        }
+        info = dict(run["model_info"])
         if device.type == "cpu":
             info["cpu_peak_flops"] = measured_cpu_peak_flops(threads)
         sink.emit("lifecycle", event="model_info", **info)
     optimizer = torch.optim.SGD(model.parameters(), lr=experiment.train.lr, momentum=experiment.train.momentum)
 
-    train_set = TensorDataset(torch.from_numpy(data.x[train_idx]), torch.from_numpy(data.y[train_idx]))
+    train_set = TensorDataset(torch.from_numpy(x[train_idx]), torch.from_numpy(y[train_idx]))
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=experiment.seed)
     loader = DataLoader(train_set, batch_size=run["per_worker_batch"], sampler=sampler, pin_memory=device.type == "cuda")
     warmup = round(experiment.train.lr_warmup_epochs * len(loader))
     factor = lr_factor(experiment, run["per_worker_batch"] * world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(factor, warmup))
-    x_val, y_val = data.x[val_idx], data.y[val_idx]
+    x_val, y_val = x[val_idx], y[val_idx]
     clock = StepClock(device)
 
     for epoch in range(experiment.train.epochs):
@@ -283,9 +262,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if rank == 0:
         # Rank 0 holds the same weights as every rank (DDP): its predictions on the held-out split are
         # stored whole, and every quality metric is computed from them later with sklearn.
-        proba = predict(_unwrap(model), data.x[held_idx], device)
-        held = loss_and_accuracy(proba, data.y[held_idx])
-        predictions = {"split": held_name, "sample_index": held_idx, "y_true": data.y[held_idx], "proba": proba}
+        proba = predict(_unwrap(model), x[held_idx], device)
+        held = loss_and_accuracy(proba, y[held_idx])
+        predictions = {"split": held_name, "sample_index": held_idx, "y_true": y[held_idx], "proba": proba}
         ray.get(aggregator.store_predictions.remote(run["run_id"], predictions))
         sink.emit("eval", split=held_name, test_loss=held["loss"], test_accuracy=held["accuracy"], samples=len(held_idx))
     _barrier()

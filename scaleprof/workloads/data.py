@@ -1,7 +1,9 @@
 """Data sets and their seeded train/val/test splits.
 
-Every worker rebuilds the same arrays from the seed (no data crosses the object store), and the
-split indices are hashed into the manifest so two studies can prove they used the same split.
+The driver loads the data set once, computes every run's split indices (scikit-learn) and hashes them
+into the manifest, so two studies can prove they used the same split. Workers get the indices and,
+for the small real data set, the arrays (`shipped_arrays`); synthetic images are regenerated from the
+seed in each worker. So training workers never import scikit-learn (seconds per run on small nodes).
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+from typing import Any
+
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from scaleprof.config import DataSpec
 
@@ -58,6 +61,8 @@ def _synthetic_images(spec: DataSpec, seed: int) -> tuple[np.ndarray, np.ndarray
 
 def load_dataset(spec: DataSpec, seed: int) -> Dataset:
     """The data set and its stratified train/val/test split, identical for a given seed."""
+    from sklearn.model_selection import train_test_split
+
     if spec.name == "digits":
         x, y, num_classes = _digits()
     else:
@@ -82,3 +87,26 @@ def cv_split(data: Dataset, folds: int, fold: int, seed: int) -> tuple[np.ndarra
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     train_pos, held_pos = list(splitter.split(pool, data.y[pool]))[fold]
     return pool[train_pos], pool[held_pos]
+
+
+def run_split(data: Dataset, seed: int, fold: int | None = None, folds: int = 0) -> dict[str, Any]:
+    """What one run trains on, validates on each epoch, and is finally evaluated on (indices into the
+    data set): the fixed split, or fold `fold` of k-fold cross-validation (validated on its held-out fold)."""
+    if fold is None:
+        return {"held_name": "test", "train": data.train_idx, "val": data.val_idx, "held": data.test_idx}
+    train_idx, held_idx = cv_split(data, folds, fold, seed)
+    return {"held_name": f"fold {fold + 1} of {folds}", "train": train_idx, "val": held_idx, "held": held_idx}
+
+
+def shipped_arrays(data: Dataset, spec: DataSpec) -> tuple[np.ndarray, np.ndarray] | None:
+    """The arrays the driver hands to workers: the digits (460 KB); None for synthetic images, which
+    each worker regenerates from the seed rather than receive up to gigabytes."""
+    return (data.x, data.y) if spec.name == "digits" else None
+
+
+def worker_arrays(spec: DataSpec, seed: int, shipped: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
+    """In a worker: the shipped arrays, or the synthetic images regenerated from the seed (no scikit-learn)."""
+    if shipped is not None:
+        return shipped
+    x, y, _ = _synthetic_images(spec, seed)
+    return x, y

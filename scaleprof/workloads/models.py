@@ -84,3 +84,26 @@ def check_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int)
     except (ValueError, RuntimeError) as exc:
         return f"name: {spec.name} cannot run on inputs of shape {list(input_shape)} ({str(exc).splitlines()[0]})"
     return None
+
+
+def train_flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Forward plus backward FLOPs of one sample, counted by torch's FlopCounterMode on a batch of 2 (on
+    the CPU: the count depends on the operators, not the device). Its first use costs over a second of
+    imports, so the driver counts once per model, not every worker of every run."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(2, *input_shape)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x).sum().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / 2
+
+
+def model_info(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, seed: int) -> dict[str, float]:
+    """FLOPs per training sample and parameter count of one model, as built for a study."""
+    model = build_model(spec, input_shape, num_classes, seed)
+    return {
+        "flops_per_sample": train_flops_per_sample(model, input_shape),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }

@@ -58,3 +58,31 @@ def test_cv_folds_partition_train_and_val_and_never_touch_test():
         held += list(out)
     assert sorted(held) == sorted(pool)
     assert not set(held) & set(data.test_idx)
+
+
+def test_training_workers_never_import_sklearn_and_get_the_drivers_data():
+    """Workers get split indices and the digits from the driver (scikit-learn costs seconds per run to import);
+    synthetic images they regenerate from the seed, identical to the driver's."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from scaleprof.workloads.data import run_split, shipped_arrays, worker_arrays
+
+    probe = "import sys, scaleprof.execution.train_loop; print('sklearn' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
+
+    digits = DataSpec(name="digits")
+    data = load_dataset(digits, 0)
+    x, y = worker_arrays(digits, 0, shipped_arrays(data, digits))
+    assert x is data.x and y is data.y
+    synthetic = DataSpec(name="synthetic-images", size=200, shape=(1, 4, 4), num_classes=2)
+    driver = load_dataset(synthetic, 3)
+    assert shipped_arrays(driver, synthetic) is None
+    x, y = worker_arrays(synthetic, 3, None)
+    assert np.array_equal(x, driver.x) and np.array_equal(y, driver.y)
+    fixed, fold = run_split(data, 0), run_split(data, 0, fold=1, folds=3)
+    assert fixed["held_name"] == "test" and np.array_equal(fixed["held"], data.test_idx)
+    assert fold["held_name"] == "fold 2 of 3" and np.array_equal(fold["val"], fold["held"])
+    assert not set(fold["held"]) & set(data.test_idx)
