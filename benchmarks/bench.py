@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench.py all            # or: overhead | plain | telemetry | report
     .venv/bin/python benchmarks/bench.py overhead --pairs 5
 
-Each benchmark writes benchmarks/results/<name>.json; `all` also writes benchmarks/results/RESULTS.md.
+Each benchmark writes benchmarks/results/<name>.json; RESULTS.md beside them is written by hand from those.
 """
 
 from __future__ import annotations
@@ -43,25 +43,28 @@ def _throughput(study_dir: Path) -> dict:
     from scaleprof.analysis.summarize import summarize
     from scaleprof.telemetry.store import StudyStore
 
+    from scaleprof.analysis.summarize import WALL_PHASES
+
     runs = summarize(StudyStore(study_dir)).runs
     run = runs.iloc[0]
-    return {"throughput": float(run["throughput"]), "wall_s": float(run["wall_s"]), "startup_s": float(run["startup_s"])}
+    phases = {k: float(run[k]) for k in WALL_PHASES}
+    return {"throughput": float(run["throughput"]), "wall_s": float(run["wall_s"]), "startup_s": float(run["startup_s"]), **phases}
 
 
-def bench_overhead(pairs: int) -> dict:
+def bench_overhead(pairs: int, epochs: int) -> dict:
     """The same 1-worker study with monitors on and off, alternated, in one Ray session."""
     import ray
 
     from scaleprof.execution.runner import run_study
 
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level="warning")
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="warning")
     out = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     rows = []
     try:
         for i in range(pairs):
             order = (True, False) if i % 2 == 0 else (False, True)  # alternate which goes first
             for monitor in order:
-                result = run_study(_experiment(f"overhead-{'on' if monitor else 'off'}", monitor), out)
+                result = run_study(_experiment(f"overhead-{'on' if monitor else 'off'}", monitor, epochs), out)
                 rows.append({"pair": i, "monitor": monitor, **_throughput(result.study_dir)})
     finally:
         ray.shutdown()
@@ -70,9 +73,12 @@ def bench_overhead(pairs: int) -> dict:
         on = next(r["throughput"] for r in rows if r["pair"] == i and r["monitor"])
         off = next(r["throughput"] for r in rows if r["pair"] == i and not r["monitor"])
         ratios.append(on / off)
+    from scaleprof.analysis.summarize import WALL_PHASES
+
     return {
-        "what": "steady-state throughput with monitor.enabled true / false, small-cnn on digits, 1 worker, 6 epochs, "
-        "interval 1 s, alternated pairs in one Ray session",
+        "what": f"steady-state throughput with monitor.enabled true / false, small-cnn on digits, 1 worker, {epochs} "
+        "epochs, interval 1 s, alternated pairs in one Ray session",
+        "fixed_cost_median_s": {k: statistics.median(r[k] for r in rows) for k in WALL_PHASES},
         "pairs": pairs,
         "runs": rows,
         "ratios_on_over_off": ratios,
@@ -111,26 +117,26 @@ def _plain_loop(epochs: int, batch: int, threads: int) -> dict:
     return {"throughput": sum(samples[1:]) / sum(times[1:]), "epoch_times_s": times}
 
 
-def bench_plain(repeats: int) -> dict:
+def bench_plain(repeats: int, epochs: int) -> dict:
     """scaleprof's reported 1-worker throughput beside a plain loop, alternated in one process."""
     import ray
 
     from scaleprof.execution.runner import run_study
 
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level="warning")
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="warning")
     out = Path(tempfile.mkdtemp(prefix="bench-plain-"))
     rows = []
     try:
         for i in range(repeats):
-            plain = _plain_loop(epochs=6, batch=64, threads=1)
-            result = run_study(_experiment("plain-vs-ray", True), out)
+            plain = _plain_loop(epochs=epochs, batch=64, threads=1)
+            result = run_study(_experiment("plain-vs-ray", True, epochs), out)
             rows.append({"repeat": i, "plain": plain["throughput"], **{f"scaleprof_{k}": v for k, v in _throughput(result.study_dir).items()}})
     finally:
         ray.shutdown()
     ratios = [r["scaleprof_throughput"] / r["plain"] for r in rows]
     return {
         "what": "steady-state throughput: scaleprof 1-worker run (Ray Train worker, 1 CPU, 1 torch thread) / plain "
-        "PyTorch loop in the driver process (1 torch thread); small-cnn, digits, batch 64, 6 epochs",
+        f"PyTorch loop in the driver process (1 torch thread); small-cnn, digits, batch 64, {epochs} epochs",
         "runs": rows,
         "ratios_scaleprof_over_plain": ratios,
         "median_ratio": statistics.median(ratios),
@@ -168,7 +174,7 @@ def bench_telemetry(actors: int, workers_per_actor: list[int], seconds: float, h
             ray.get(refs)
             return sent
 
-    ray.init(include_dashboard=False, log_to_driver=False, logging_level="warning")
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="warning")
     rows = []
     try:
         for per_actor in workers_per_actor:
@@ -253,12 +259,13 @@ def _write(name: str, result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("which", choices=["overhead", "plain", "telemetry", "report", "all"])
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=5, help="monitor on/off pairs")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per run (steady state: epochs 2..E)")
     args = parser.parse_args()
     if args.which in ("overhead", "all"):
-        _write("overhead", bench_overhead(args.pairs))
+        _write("overhead", bench_overhead(args.pairs, args.epochs))
     if args.which in ("plain", "all"):
-        _write("plain", bench_plain(repeats=2))
+        _write("plain", bench_plain(repeats=3, epochs=args.epochs))
     if args.which in ("telemetry", "all"):
         _write("telemetry", bench_telemetry(actors=4, workers_per_actor=[16, 32, 64], seconds=10, hz=10, batch=10))
     if args.which in ("report", "all"):

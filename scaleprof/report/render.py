@@ -341,7 +341,7 @@ def _fixed_cost_notes(runs: pd.DataFrame) -> list[str]:
     return [
         f"Fixed cost per run (median over {len(done)} finished runs): launch {med['launch_s']:.1f} s (Ray Train "
         f"controller, worker processes, torch.distributed, and any failed attempts), setup {med['setup_s']:.1f} s "
-        f"(data, model, FLOP count, peak probe), finish {med['finish_s']:.1f} s (all-reduce probe, held-out "
+        f"(data, model, DDP wrap, optimizer, CPU peak probe), finish {med['finish_s']:.1f} s (all-reduce probe, held-out "
         f"predictions), teardown {med['teardown_s']:.1f} s: {fixed:.1f} s in all, beside {med['training_s']:.1f} s "
         f"of training (epochs with their validation passes), so training is {100 * share:.0f}% of a run's wall "
         "time. End-to-end cost per sample includes all of it; steady-state throughput and cost exclude it."

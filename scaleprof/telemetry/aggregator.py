@@ -34,6 +34,8 @@ class Aggregator:
         self._attempts: dict[tuple[str, int], int] = defaultdict(int)
         self._live: dict[str, dict[int, dict[str, float]]] = defaultdict(dict)
         self._nodes: dict[str, set[str]] = defaultdict(set)  # run_id -> node ids its workers ran on
+        self._live_attempt: dict[str, int] = {}  # run_id -> the attempt the live view follows
+        self._epochs: dict[str, dict[int, dict[int, tuple[float, float]]]] = defaultdict(dict)  # finished epochs
         self._lags: deque[float] = deque(maxlen=100_000)  # sample time -> on disk, seconds (bounded)
         self.events_written = 0
         self._rebuild()
@@ -111,12 +113,19 @@ class Aggregator:
         return sorted(self._nodes.get(run_id, ()))
 
     def _observe(self, event: dict[str, Any]) -> None:
-        kind = event["kind"]
+        kind, run_id = event["kind"], event["run_id"]
         if kind == "lifecycle" and event.get("event") == "worker_start":
-            self._nodes[event["run_id"]].add(event["node_id"])
+            self._nodes[run_id].add(event["node_id"])
         if kind not in ("step", "epoch"):
             return
-        live = self._live[event["run_id"]].setdefault(event["rank"], {"epoch": 0, "samples": 0.0})
+        attempt = self._live_attempt.get(run_id, -1)
+        if event["attempt"] < attempt:
+            return  # a late event from an attempt that was restarted: not live any more
+        if event["attempt"] > attempt:  # a restart: the live view starts over
+            self._live_attempt[run_id] = event["attempt"]
+            self._live.pop(run_id, None)
+            self._epochs.pop(run_id, None)
+        live = self._live[run_id].setdefault(event["rank"], {"epoch": 0, "samples": 0.0})
         if kind == "step":
             if event["epoch"] != live["epoch"] or "epoch_start" not in live:
                 live.update(epoch=event["epoch"], samples=0.0, epoch_start=event["time"] - event["step_s"])
@@ -124,18 +133,27 @@ class Aggregator:
             live["last_time"] = event["time"]
         else:
             live["epochs_done"] = event["epoch"] + 1
-            live["last_epoch_throughput"] = event["samples"] / max(event["epoch_time_s"], 1e-9)
+            finished = self._epochs[run_id]
+            finished.setdefault(event["epoch"], {})[event["rank"]] = (event["samples"], event["epoch_time_s"])
+            for old in [e for e in finished if e < event["epoch"] - 4]:  # keep a few recent epochs only
+                del finished[old]
 
     def progress(self, run_id: str) -> dict[str, Any]:
-        """Current epoch and live global throughput of one run (samples/s over the epoch so far)."""
+        """Current epoch and live global throughput of one run: over the latest epoch every rank has
+        finished (all ranks' samples over the slowest rank's time, as the report defines it), or over
+        the first epoch so far while none has finished."""
         ranks = self._live.get(run_id, {})
         if not ranks:
             return {"ranks": 0}
         epoch = max(int(r["epoch"]) for r in ranks.values())
-        current = [r for r in ranks.values() if r["epoch"] == epoch and "last_time" in r]
         throughput = None
-        if current:
-            elapsed = max(r["last_time"] for r in current) - min(r["epoch_start"] for r in current)
+        complete = [e for e, by_rank in self._epochs.get(run_id, {}).items() if len(by_rank) == len(ranks)]
+        if complete:
+            by_rank = self._epochs[run_id][max(complete)].values()
+            throughput = sum(n for n, _ in by_rank) / max(max(t for _, t in by_rank), 1e-9)
+        else:
+            current = [r for r in ranks.values() if r["epoch"] == epoch and "last_time" in r]
+            elapsed = max(r["last_time"] for r in current) - min(r["epoch_start"] for r in current) if current else 0
             if elapsed > 0:
                 throughput = sum(r["samples"] for r in current) / elapsed
         return {

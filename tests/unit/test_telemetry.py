@@ -239,3 +239,20 @@ def test_a_sampler_that_breaks_mid_run_is_recorded_once_and_the_table_keeps_the_
     assert (events["event"] == "gpu_unavailable").sum() == 1
     assert events[events["kind"] == "system"]["gpu_util_pct"].notna().sum() == 2
     assert workers_table(events)["gpu_unavailable"].tolist() == ["NVML read failed: GPU is lost"]
+
+
+def test_live_throughput_uses_the_latest_epoch_all_ranks_finished_and_follows_restarts(tmp_path):
+    store = StudyStore(tmp_path / "study")
+    store.create()
+    agg = Aggregator(str(store.root))
+
+    def epoch(rank, seq, n, seconds, attempt=0):
+        return {**IDS, "attempt": attempt, "rank": rank, "seq": seq, "time": 100.0 + seq, "kind": "epoch",
+                "epoch": n, "samples": 600, "epoch_time_s": seconds}  # fmt: skip
+
+    agg.ingest([epoch(0, 0, 0, 1.0), epoch(1, 0, 0, 2.0), epoch(0, 1, 1, 0.5)])  # rank 1 has not sent epoch 1 yet
+    assert agg.progress("r")["throughput"] == 1200 / 2.0  # epoch 0: both ranks' samples over the slowest rank
+    agg.ingest([epoch(1, 1, 1, 0.6)])
+    assert agg.progress("r")["throughput"] == 1200 / 0.6
+    agg.ingest([epoch(0, 0, 0, 3.0, attempt=1)])  # restarted: the live view follows attempt 1 only
+    assert agg.progress("r") == {"ranks": 1, "epoch": 0, "epochs_done": 1, "throughput": 600 / 3.0}
