@@ -1,6 +1,6 @@
 """scaleprof's own cost, measured side by side in one run (not in timed unit tests).
 
-    .venv/bin/python benchmarks/bench.py all            # or: overhead | plain | telemetry | report
+    .venv/bin/python benchmarks/bench.py all            # or: overhead | monitor-cpu | plain | telemetry | report
     .venv/bin/python benchmarks/bench.py overhead --pairs 5
 
 Each benchmark writes benchmarks/results/<name>.json; RESULTS.md beside them is written by hand from those.
@@ -84,6 +84,74 @@ def bench_overhead(pairs: int, epochs: int) -> dict:
         "ratios_on_over_off": ratios,
         "median_ratio": statistics.median(ratios),
         "target": ">= 0.99",
+    }
+
+
+def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int) -> dict:
+    """The monitor's own CPU time, measured directly: a Ray worker emits `steps_per_s` step events as a
+    training loop would, with the real 1 Hz sampler thread and a real sink to a real aggregator, then
+    runs the same loop without them (alternated). The difference in the process's CPU time over the wall
+    time is the monitor's cost as a fraction of one core: a bound on what it takes from a CPU-bound step."""
+    import ray
+
+    from scaleprof.telemetry.aggregator import start_aggregator
+    from scaleprof.telemetry.store import StudyStore
+
+    @ray.remote(num_cpus=1)
+    class Worker:
+        def run(self, aggregator, monitored: bool, seconds: float, steps_per_s: float) -> dict:
+            import psutil
+
+            from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
+
+            proc = psutil.Process()
+            ids = {"study_id": "bench", "run_id": f"r-{time.time_ns()}", "attempt": 0, "rank": 0, "node_id": "n"}
+            before = proc.cpu_times()
+            if monitored:
+                sink = EventSink(ids, lambda batch: aggregator.ingest.remote(batch)).start()
+                monitor = Monitor(sink, [SystemSampler(), GpuSampler(None)], interval_s=1.0).start()
+            steps, period = 0, 1.0 / steps_per_s
+            start = time.monotonic()
+            while time.monotonic() - start < seconds:
+                if monitored:
+                    sink.emit("step", epoch=0, step=steps, samples=64, data_s=0.0001, compute_s=period,
+                              forward_s=period / 3, backward_s=period / 2, optimizer_s=period / 6, step_s=period,
+                              loss=1.0)  # fmt: skip
+                steps += 1
+                time.sleep(max(0.0, start + steps * period - time.monotonic()))
+            if monitored:
+                monitor.stop()
+                sink.close()
+            after = proc.cpu_times()
+            wall = time.monotonic() - start
+            return {"cpu_s": (after.user + after.system) - (before.user + before.system), "wall_s": wall, "steps": steps}
+
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="warning")
+    rows = []
+    try:
+        study = Path(tempfile.mkdtemp(prefix="bench-monitor-cpu-")) / "study"
+        StudyStore(study).create()
+        aggregator = start_aggregator(str(study))
+        worker = Worker.remote()
+        ray.get(worker.run.remote(aggregator, True, 2.0, steps_per_s))  # warm-up: imports, first calls
+        for i in range(rounds):
+            for monitored in (True, False) if i % 2 == 0 else (False, True):
+                rows.append({"round": i, "monitored": monitored,
+                             **ray.get(worker.run.remote(aggregator, monitored, seconds, steps_per_s))})  # fmt: skip
+    finally:
+        ray.shutdown()
+    cost = [
+        (next(r for r in rows if r["round"] == i and r["monitored"])["cpu_s"]
+         - next(r for r in rows if r["round"] == i and not r["monitored"])["cpu_s"]) / seconds
+        for i in range(rounds)
+    ]  # fmt: skip
+    return {
+        "what": f"CPU time of the monitor (1 Hz sampler thread) and event sink (batches to a real aggregator every "
+        f"1 s) in a Ray worker emitting {steps_per_s:g} step events/s, minus the same loop without them; "
+        f"{seconds:g} s per run, {rounds} alternated rounds",
+        "runs": rows,
+        "core_fraction_per_round": cost,
+        "median_core_fraction": statistics.median(cost),
     }
 
 
@@ -258,12 +326,14 @@ def _write(name: str, result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", choices=["overhead", "plain", "telemetry", "report", "all"])
+    parser.add_argument("which", choices=["overhead", "monitor-cpu", "plain", "telemetry", "report", "all"])
     parser.add_argument("--pairs", type=int, default=5, help="monitor on/off pairs")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per run (steady state: epochs 2..E)")
     args = parser.parse_args()
     if args.which in ("overhead", "all"):
         _write("overhead", bench_overhead(args.pairs, args.epochs))
+    if args.which in ("monitor-cpu", "all"):
+        _write("monitor_cpu", bench_monitor_cpu(seconds=20, steps_per_s=100, rounds=3))
     if args.which in ("plain", "all"):
         _write("plain", bench_plain(repeats=3, epochs=args.epochs))
     if args.which in ("telemetry", "all"):

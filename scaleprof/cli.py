@@ -7,7 +7,6 @@ without a traceback; nothing is written and Ray is not started.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import shutil
 import signal
@@ -20,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scaleprof.config import ConfigError, Experiment, load_experiment
+from scaleprof.execution.failures import disk_full
 from scaleprof.plan import describe, expand, study_bytes_estimate
 from scaleprof.pricing import prices_for
 from scaleprof.workloads.models import check_model
@@ -33,13 +33,6 @@ class UserError(Exception):
 
 class StudyStopped(Exception):
     """The study could not go on (the disk filled up); what was stored is intact and resumable."""
-
-
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-
-
-def _disk_trouble(exc: OSError) -> bool:
-    return exc.errno in _DISK_ERRNOS or "No space left on device" in str(exc)
 
 
 def _load(path: str) -> Experiment:
@@ -130,7 +123,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         )  # fmt: skip
         report = _render(result.study_dir, console)
     except OSError as exc:
-        if not _disk_trouble(exc):
+        if not disk_full(exc):
             raise
         raise StudyStopped(
             f"{exc.filename or study_dir}: {exc.strerror or exc}. The study stopped; what it stored stays readable. "

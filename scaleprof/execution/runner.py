@@ -11,7 +11,6 @@ import errno
 import os
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -21,13 +20,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scaleprof.config import Experiment
+from scaleprof.execution.failures import disk_full, failure_reason, lost_nodes
 from scaleprof.execution.manifest import collect_manifest
 from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.plan import PlannedRun, bundle, expand, missing_resources
 from scaleprof.telemetry.aggregator import start_aggregator
 from scaleprof.telemetry.store import StudyStore
-
-_DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
 
 # Ray Train reads these in its controller; they are propagated from the driver's environment.
 _RAY_TRAIN_ENV = {
@@ -224,14 +222,6 @@ def _fit(
         raise errors[0]
 
 
-def failure_reason(exc: BaseException) -> str:
-    """One line naming the root cause: Ray puts the remote traceback in the message, cause last."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    root = lines[-1] if lines else ""
-    root = root.split(" Some common causes include")[0]  # Ray's advice paragraph after a worker death
-    return f"{type(exc).__name__}: {root}"[:500]
-
-
 def _attempts(aggregator: Any, run: PlannedRun) -> int | None:
     """How many times the run's workers started (1 + restarts); None if the aggregator cannot say."""
     import ray
@@ -240,31 +230,6 @@ def _attempts(aggregator: Any, run: PlannedRun) -> int | None:
         return ray.get(aggregator.attempts.remote(run.run_id), timeout=30)
     except Exception:
         return None
-
-
-def _lost_nodes(aggregator: Any, run: PlannedRun) -> str:
-    """'node(s) ... lost during the run; ' when a node the run's workers used is no longer alive."""
-    import ray
-
-    try:
-        used = ray.get(aggregator.nodes.remote(run.run_id), timeout=30)
-        nodes = {n["NodeID"]: n for n in ray.nodes()}
-    except Exception:
-        return ""
-    lost = [n[:12] for n in used if n not in nodes or not _node_alive(nodes[n])]
-    return f"node(s) {', '.join(lost)} lost during the run; then " if lost else ""
-
-
-def _node_alive(node: dict[str, Any], timeout_s: float = 2.0) -> bool:
-    """Alive in the GCS and its raylet still takes a connection. The GCS needs several missed health
-    checks (15 s or more) to mark a node dead; a lost node's raylet refuses or ignores at once."""
-    if not node.get("Alive"):
-        return False
-    try:
-        with socket.create_connection((node["NodeManagerAddress"], node["NodeManagerPort"]), timeout=timeout_s):
-            return True
-    except (OSError, KeyError):
-        return False
 
 
 def run_one(
@@ -313,11 +278,11 @@ def run_one(
         store.append_run_record({**record, "status": "failed", "reason": how, "ended_at": time.time()})
         raise
     except Exception as exc:  # a failed run must not stop the study, unless the study's disk is full
-        reason = _lost_nodes(aggregator, run) + failure_reason(exc)
+        reason = lost_nodes(aggregator, run.run_id) + failure_reason(exc)
         final = {**record, "status": "failed", "reason": reason, "detail": traceback.format_exc()[-4000:]}
-        if _DISK_FULL in str(exc):  # the workers could not write to the study: the next run could not either
+        if disk_full(exc):  # the workers could not write to the study: the next run could not either
             store.append_run_record({**final, "ended_at": time.time()})
-            raise OSError(errno.ENOSPC, _DISK_FULL, str(store.root)) from exc
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(store.root)) from exc
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     ended = time.time()

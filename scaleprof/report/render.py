@@ -408,9 +408,22 @@ def _vl_version() -> str:
 
 
 def _vega_bundle() -> str:
+    """Vega, Vega-Lite and vega-embed as one inline script (so the report works offline). vl-convert
+    takes about 2 s to bundle them, so the bundle is kept in the user's cache, keyed by both versions."""
     import vl_convert as vlc
 
-    return vlc.javascript_bundle(vl_version=_vl_version())
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cached = cache_root / "scaleprof" / f"vega-bundle-{vlc.__version__}-{_vl_version()}.js"
+    try:
+        return cached.read_text(encoding="utf-8")
+    except OSError:
+        pass
+    bundle = vlc.javascript_bundle(vl_version=_vl_version())
+    try:
+        atomic_write_text(cached, bundle)
+    except OSError:
+        pass  # no writable cache: bundle again next time
+    return bundle
 
 
 def _models(manifest: dict[str, Any]) -> str:

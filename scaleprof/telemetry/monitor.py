@@ -34,7 +34,7 @@ class EventSink:
         self,
         ids: dict[str, Any],
         send: SendBatch,
-        flush_interval_s: float = 0.5,
+        flush_interval_s: float = 1.0,
         max_in_flight: int = 8,
         max_buffered: int = 200_000,
     ):
@@ -88,18 +88,28 @@ class EventSink:
 
     def _settle(self, wait_s: float) -> None:
         """Acknowledge finished calls; requeue failed ones. When at the in-flight limit, wait up to
-        wait_s for the oldest (back-pressure on this thread, never on the training step)."""
-        while self._in_flight:
-            ref, batch = self._in_flight[0]
-            full = len(self._in_flight) >= self._max_in_flight
-            if not _ready(ref, wait_s if full else 0.0):
-                return
-            self._in_flight.popleft()
+        wait_s for the oldest (back-pressure on this thread, never on the training step). One Ray
+        call checks them all: each call to Ray costs the worker CPU."""
+        if not self._in_flight:
+            return
+        refs = [ref for ref, _ in self._in_flight]
+        done = _finished(refs, wait_s if len(refs) >= self._max_in_flight else 0.0)
+        if not done:
+            return
+        pending: deque[tuple[Any, list[dict[str, Any]]]] = deque()
+        failed: list[tuple[list[dict[str, Any]], Exception]] = []
+        for ref, batch in self._in_flight:
+            if ref not in done:
+                pending.append((ref, batch))
+                continue
             try:
                 _result(ref)
                 self._delivered(batch)
             except Exception as exc:
-                self._failed(batch, exc)
+                failed.append((batch, exc))
+        self._in_flight = pending
+        for batch, exc in reversed(failed):  # the oldest ends up first in the outbox
+            self._failed(batch, exc)
 
     def _failed(self, batch: list[dict[str, Any]], exc: Exception) -> None:
         self._outbox.appendleft(batch)  # oldest first: resent before newer batches
@@ -137,7 +147,7 @@ class EventSink:
             if not (self._buffer or self._outbox or self._in_flight) or time.monotonic() >= deadline:
                 break
             if self._in_flight:  # wait for the oldest call (the loop re-checks the deadline)
-                _ready(self._in_flight[0][0], min(1.0, max(0.0, deadline - time.monotonic())))
+                _finished([self._in_flight[0][0]], min(1.0, max(0.01, deadline - time.monotonic())))
             else:
                 time.sleep(0.2)  # only failed batches are left: give the aggregator time to come back
         undelivered = sum(len(b) for b in self._outbox) + sum(len(b) for _, b in self._in_flight)
@@ -146,11 +156,14 @@ class EventSink:
             log.warning("scaleprof: %d event(s) could not be delivered to the aggregator", undelivered)
 
 
-def _ready(ref: Any, timeout_s: float) -> bool:
+def _finished(refs: list[Any], wait_s: float) -> set[Any]:
+    """The calls among `refs` that have finished (after waiting up to wait_s for the first, when > 0)."""
     import ray
 
-    ready, _ = ray.wait([ref], timeout=timeout_s)
-    return bool(ready)
+    if wait_s > 0:
+        ray.wait(refs[:1], timeout=wait_s)
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+    return set(ready)
 
 
 def _result(ref: Any) -> Any:

@@ -45,7 +45,7 @@ def test_describe_rows_match_runs():
 
 
 def test_failure_reason_takes_the_root_cause_of_a_remote_traceback():
-    from scaleprof.execution.runner import failure_reason
+    from scaleprof.execution.failures import failure_reason
 
     remote = RuntimeError("The actor died ...\n  File x, line 3\n\npyarrow.lib.ArrowInvalid: URI has empty scheme\n")
     assert failure_reason(remote) == "RuntimeError: pyarrow.lib.ArrowInvalid: URI has empty scheme"

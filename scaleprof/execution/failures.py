@@ -1,0 +1,51 @@
+"""Why a run failed, in one line a user can act on: the root cause of a remote traceback, the nodes
+that were lost under it, whether the study's disk is full."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+from typing import Any
+
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+_DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """One line naming the root cause: Ray puts the remote traceback in the message, cause last."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    root = lines[-1] if lines else ""
+    root = root.split(" Some common causes include")[0]  # Ray's advice paragraph after a worker death
+    return f"{type(exc).__name__}: {root}"[:500]
+
+
+def disk_full(exc: BaseException) -> bool:
+    """A failure caused by a full, over-quota or read-only disk: a local OSError, or a worker's error
+    that arrives as text inside Ray's exception."""
+    return getattr(exc, "errno", None) in _DISK_ERRNOS or _DISK_FULL in str(exc)
+
+
+def lost_nodes(aggregator: Any, run_id: str) -> str:
+    """'node(s) ... lost during the run; ' when a node the run's workers used is no longer alive."""
+    import ray
+
+    try:
+        used = ray.get(aggregator.nodes.remote(run_id), timeout=30)
+        nodes = {n["NodeID"]: n for n in ray.nodes()}
+    except Exception:
+        return ""
+    lost = [n[:12] for n in used if n not in nodes or not _node_alive(nodes[n])]
+    return f"node(s) {', '.join(lost)} lost during the run; then " if lost else ""
+
+
+def _node_alive(node: dict[str, Any], timeout_s: float = 2.0) -> bool:
+    """Alive in the GCS and its raylet still takes a connection. The GCS needs several missed health
+    checks (15 s or more) to mark a node dead; a lost node's raylet refuses or ignores at once."""
+    if not node.get("Alive"):
+        return False
+    try:
+        with socket.create_connection((node["NodeManagerAddress"], node["NodeManagerPort"]), timeout=timeout_s):
+            return True
+    except (OSError, KeyError):
+        return False
