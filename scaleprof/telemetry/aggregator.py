@@ -44,12 +44,12 @@ class Aggregator:
         """Recover sequence numbers and attempt counts from the store (a resumed study, or a restart
         after a kill), so resent events are recognised and a re-run worker gets a new attempt number."""
         repair_torn_tail(self._store.events_path)  # a kill mid-append leaves half a line: cut it
-        self._mark.clear()
-        self._ahead.clear()
-        self._lost.clear()
+        for state in (self._mark, self._ahead, self._lost, self._live, self._nodes, self._live_attempt, self._epochs):
+            state.clear()
         self.events_written = 0
         for event in read_jsonl(self._store.events_path):
             self._accept((event["run_id"], event["attempt"], event["rank"]), event["seq"])
+            self._observe(event)  # live view and nodes too: the runner asks about them after a failure
             attempts = self._attempts[(event["run_id"], event["rank"])]
             self._attempts[(event["run_id"], event["rank"])] = max(attempts, event["attempt"] + 1)
             self.events_written += 1

@@ -256,3 +256,14 @@ def test_live_throughput_uses_the_latest_epoch_all_ranks_finished_and_follows_re
     assert agg.progress("r")["throughput"] == 1200 / 0.6
     agg.ingest([epoch(0, 0, 0, 3.0, attempt=1)])  # restarted: the live view follows attempt 1 only
     assert agg.progress("r") == {"ranks": 1, "epoch": 0, "epochs_done": 1, "throughput": 600 / 3.0}
+
+
+def test_a_restarted_aggregator_still_knows_each_runs_nodes_and_progress(tmp_path):
+    store = StudyStore(tmp_path / "study")
+    store.create()
+    start = {**IDS, "seq": 0, "time": 1.0, "kind": "lifecycle", "event": "worker_start"}
+    epoch = {**IDS, "seq": 1, "time": 2.0, "kind": "epoch", "epoch": 0, "samples": 100, "epoch_time_s": 0.5}
+    Aggregator(str(store.root)).ingest([start, epoch])
+    again = Aggregator(str(store.root))
+    assert again.nodes("r") == ["n"]
+    assert again.progress("r")["throughput"] == 200.0
