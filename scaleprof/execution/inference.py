@@ -18,11 +18,13 @@ import numpy as np
 class InferenceProbe:
     """The actor's body (a plain class, wrapped with ray.remote by `run_inference`)."""
 
-    def __init__(self, experiment: dict[str, Any], model_label: str, device_kind: str):
+    def __init__(self, experiment: dict[str, Any], model_label: str, device_kind: str, data: dict[str, Any]):
+        """`data`: what the driver prepared (StudyInputs.for_inference): the held-out indices and, for the
+        small real data set, its arrays; synthetic images are regenerated here from the seed."""
         import torch
 
         from scaleprof.config import Experiment
-        from scaleprof.workloads.data import load_dataset
+        from scaleprof.workloads.data import worker_arrays
         from scaleprof.workloads.models import build_model
 
         self.experiment = Experiment.model_validate(experiment)
@@ -31,13 +33,14 @@ class InferenceProbe:
         self.spec = spec
         torch.set_num_threads(max(1, int(spec.cpus)))
         self.device = torch.device("cuda", torch.cuda.current_device()) if device_kind == "gpu" else torch.device("cpu")
-        data = load_dataset(self.experiment.data, self.experiment.seed)
-        self.pool = data.x[data.test_idx]  # real held-out inputs, tiled to the batch size
+        x, _ = worker_arrays(self.experiment.data, self.experiment.seed, data["shipped"])
+        self.pool = x[data["test"]]  # real held-out inputs, tiled to the batch size
+        shape, classes = self.experiment.data.input_shape, self.experiment.data.classes
         model_spec = next(m for m in self.experiment.model_list if m.label == model_label)
-        self.model = build_model(model_spec, data.input_shape, data.num_classes, self.experiment.seed).eval()
+        self.model = build_model(model_spec, shape, classes, self.experiment.seed).eval()
         self.model.to(self.device)
         self.options = {"channels_last": False, "amp": False, "compile": False}
-        if spec.channels_last and len(data.input_shape) == 3:
+        if spec.channels_last and len(shape) == 3:
             self.model = self.model.to(memory_format=torch.channels_last)
             self.options["channels_last"] = True
         self.options["amp"] = bool(spec.amp and self.device.type == "cuda")
@@ -119,7 +122,7 @@ class InferenceProbe:
         return rows
 
 
-def run_inference(experiment: Any, wait_timeout_s: float) -> list[dict[str, Any]]:
+def run_inference(experiment: Any, wait_timeout_s: float, data: dict[str, Any]) -> list[dict[str, Any]]:
     """Every model on every requested device kind; a device the cluster lacks gives a skipped row."""
     import ray
 
@@ -133,7 +136,7 @@ def run_inference(experiment: Any, wait_timeout_s: float) -> list[dict[str, Any]
                 rows.append({**base, "status": "skipped", "reason": f"needs 1 GPU, the cluster has {have_gpus:g}"})
                 continue
             actor_cls = ray.remote(InferenceProbe).options(num_cpus=spec.cpus, num_gpus=1 if kind == "gpu" else 0)
-            actor = actor_cls.remote(experiment.resolved(), model.label, kind)
+            actor = actor_cls.remote(experiment.resolved(), model.label, kind, data)
             try:
                 results = ray.get(actor.run.remote(), timeout=max(wait_timeout_s, 60) + 600)
                 rows += [{**base, **r} for r in results]

@@ -29,6 +29,10 @@ class StudyInputs:
         }
 
 
+    def for_inference(self) -> dict[str, Any]:
+        return {"test": self.data.test_idx, "shipped": shipped_arrays(self.data, self.experiment.data)}
+
+
 def prepare(experiment: Experiment) -> StudyInputs:
     from scaleprof.workloads.models import model_info
 

@@ -348,7 +348,7 @@ def run_study(
             from scaleprof.execution.inference import run_inference
 
             observer.inference_started(experiment.evaluation.inference.devices)
-            store.append_inference(run_inference(experiment, experiment.ray.placement_timeout_s))
+            store.append_inference(run_inference(experiment, experiment.ray.placement_timeout_s, inputs.for_inference()))
         result.aggregator_stats = ray.get(aggregator.stats.remote())
         manifest.update(finished_at=time.time(), telemetry=result.aggregator_stats)
         store.write_manifest(manifest)

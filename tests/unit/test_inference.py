@@ -4,6 +4,7 @@ import pytest
 
 from scaleprof.config import Experiment
 from scaleprof.execution.inference import InferenceProbe
+from scaleprof.execution.prepare import prepare
 
 EXPERIMENT = {
     "name": "inf",
@@ -16,7 +17,8 @@ EXPERIMENT = {
 
 @pytest.fixture(scope="module")
 def rows():
-    return InferenceProbe(Experiment.model_validate(EXPERIMENT).resolved(), "mlp", "cpu").run()
+    exp = Experiment.model_validate(EXPERIMENT)
+    return InferenceProbe(exp.resolved(), "mlp", "cpu", prepare(exp).for_inference()).run()
 
 
 def test_rows_per_batch_size_with_ordered_percentiles(rows):
@@ -38,5 +40,6 @@ def test_throughput_grows_with_batch_size_for_small_batches(rows):
 def test_amp_is_ignored_on_cpu_and_channels_last_recorded():
     exp = {**EXPERIMENT, "model": {"name": "small-cnn"}}
     exp["evaluation"] = {"inference": {"batch_sizes": [4], "warmup": 1, "iterations": 3, "amp": True, "channels_last": True}}
-    (row,) = InferenceProbe(Experiment.model_validate(exp).resolved(), "small-cnn", "cpu").run()
+    exp = Experiment.model_validate(exp)
+    (row,) = InferenceProbe(exp.resolved(), "small-cnn", "cpu", prepare(exp).for_inference()).run()
     assert row["status"] == "ok" and row["amp"] is False and row["channels_last"] is True
