@@ -9,6 +9,7 @@ Each benchmark writes benchmarks/results/<name>.json; RESULTS.md beside them is 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -17,11 +18,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
+
+
+@contextlib.contextmanager
+def _local_ray() -> Iterator[None]:
+    """A new local Ray of the benchmark's own (never a cluster already running here), shut down after."""
+    import ray
+
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="warning")
+    try:
+        yield
+    finally:
+        ray.shutdown()
 
 
 def _experiment(name: str, monitor: bool, epochs: int = 6) -> "object":
@@ -53,21 +67,16 @@ def _throughput(study_dir: Path) -> dict:
 
 def bench_overhead(pairs: int, epochs: int) -> dict:
     """The same 1-worker study with monitors on and off, alternated, in one Ray session."""
-    import ray
-
     from scaleprof.execution.runner import run_study
 
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="warning")
     out = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     rows = []
-    try:
+    with _local_ray():
         for i in range(pairs):
             order = (True, False) if i % 2 == 0 else (False, True)  # alternate which goes first
             for monitor in order:
                 result = run_study(_experiment(f"overhead-{'on' if monitor else 'off'}", monitor, epochs), out)
                 rows.append({"pair": i, "monitor": monitor, **_throughput(result.study_dir)})
-    finally:
-        ray.shutdown()
     ratios = []
     for i in range(pairs):
         on = next(r["throughput"] for r in rows if r["pair"] == i and r["monitor"])
@@ -126,9 +135,8 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int) -> dict:
             wall = time.monotonic() - start
             return {"cpu_s": (after.user + after.system) - (before.user + before.system), "wall_s": wall, "steps": steps}
 
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="warning")
     rows = []
-    try:
+    with _local_ray():
         study = Path(tempfile.mkdtemp(prefix="bench-monitor-cpu-")) / "study"
         StudyStore(study).create()
         aggregator = start_aggregator(str(study))
@@ -138,8 +146,6 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int) -> dict:
             for monitored in (True, False) if i % 2 == 0 else (False, True):
                 rows.append({"round": i, "monitored": monitored,
                              **ray.get(worker.run.remote(aggregator, monitored, seconds, steps_per_s))})  # fmt: skip
-    finally:
-        ray.shutdown()
     cost = [
         (next(r for r in rows if r["round"] == i and r["monitored"])["cpu_s"]
          - next(r for r in rows if r["round"] == i and not r["monitored"])["cpu_s"]) / seconds
@@ -187,20 +193,15 @@ def _plain_loop(epochs: int, batch: int, threads: int) -> dict:
 
 def bench_plain(repeats: int, epochs: int) -> dict:
     """scaleprof's reported 1-worker throughput beside a plain loop, alternated in one process."""
-    import ray
-
     from scaleprof.execution.runner import run_study
 
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="warning")
     out = Path(tempfile.mkdtemp(prefix="bench-plain-"))
     rows = []
-    try:
+    with _local_ray():
         for i in range(repeats):
             plain = _plain_loop(epochs=epochs, batch=64, threads=1)
             result = run_study(_experiment("plain-vs-ray", True, epochs), out)
             rows.append({"repeat": i, "plain": plain["throughput"], **{f"scaleprof_{k}": v for k, v in _throughput(result.study_dir).items()}})
-    finally:
-        ray.shutdown()
     ratios = [r["scaleprof_throughput"] / r["plain"] for r in rows]
     return {
         "what": "steady-state throughput: scaleprof 1-worker run (Ray Train worker, 1 CPU, 1 torch thread) / plain "
@@ -242,9 +243,8 @@ def bench_telemetry(actors: int, workers_per_actor: list[int], seconds: float, h
             ray.get(refs)
             return sent
 
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="warning")
     rows = []
-    try:
+    with _local_ray():
         for per_actor in workers_per_actor:
             study = Path(tempfile.mkdtemp(prefix="bench-telemetry-")) / "study"
             StudyStore(study).create()
@@ -266,8 +266,6 @@ def bench_telemetry(actors: int, workers_per_actor: list[int], seconds: float, h
             for s in senders:
                 ray.kill(s)
             ray.kill(aggregator)
-    finally:
-        ray.shutdown()
     return {
         "what": f"{actors} sender actors, each simulating N workers that send a batch of {batch} events at {hz:g} Hz "
         f"for {seconds:g} s to one aggregator actor that appends them to events.jsonl",

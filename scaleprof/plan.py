@@ -126,17 +126,13 @@ REPORT_BYTES = 4 * 2**20
 RUN_REPORT_BYTES = 200 * 2**10
 
 
-def samples_in(experiment: Experiment) -> int:
-    return 1797 if experiment.data.name == "digits" else experiment.data.size
-
-
 def study_bytes_estimate(experiment: Experiment, runs: list[PlannedRun]) -> int:
     """Roughly what a study writes: step and epoch events, held-out predictions, tables and report.
 
     An upper-end estimate for the disk check before runs start; system samples (one per worker per
     monitor interval) are left out, as their count depends on how long runs take."""
     data = experiment.data
-    n = samples_in(experiment)
+    n = data.samples
     train = int(n * (1 - data.val_fraction - data.test_fraction))
     total = REPORT_BYTES
     for run in runs:

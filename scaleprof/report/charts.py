@@ -231,13 +231,13 @@ def step_breakdown(runs: pd.DataFrame) -> alt.Chart | None:
 
 def wall_time_phases(runs: pd.DataFrame) -> alt.Chart | None:
     """Where each run's wall time went: the fixed cost of starting workers beside the training."""
-    columns = [c for c in WALL_PHASES if c in runs]
-    done = runs[runs["status"] == "ok"].dropna(subset=columns) if columns else runs.iloc[0:0]
+    columns = list(WALL_PHASES)  # summarize gives every run these columns (NaN when not measured)
+    done = runs[runs["status"] == "ok"].dropna(subset=columns)
     if done.empty:
         return None
     long = done.melt(id_vars=["run_id"], value_vars=columns, var_name="phase", value_name="s")
     long["phase"] = long["phase"].map(WALL_PHASES)
-    order = [WALL_PHASES[c] for c in columns]
+    order = list(WALL_PHASES.values())
     return (
         alt.Chart(long)
         .mark_bar()

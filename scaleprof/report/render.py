@@ -331,8 +331,8 @@ def _inference_notes(tables: StudyTables) -> list[str]:
 
 def _fixed_cost_notes(runs: pd.DataFrame) -> list[str]:
     """The fixed cost every run pays around its training, as medians over finished runs."""
-    columns = [c for c in WALL_PHASES if c in runs]
-    done = runs[runs["status"] == "ok"].dropna(subset=columns) if len(columns) == len(WALL_PHASES) else runs.iloc[0:0]
+    columns = list(WALL_PHASES)
+    done = runs[runs["status"] == "ok"].dropna(subset=columns)
     if done.empty:
         return []
     med = done[columns].median()

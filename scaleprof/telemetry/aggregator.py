@@ -57,7 +57,11 @@ class Aggregator:
 
     def _accept(self, key: WorkerKey, seq: int) -> bool:
         """True the first time a sequence number arrives, in any order; False for a duplicate."""
-        mark, ahead = self._mark.get(key, -1), self._ahead[key]
+        mark = self._mark.get(key, -1)
+        if seq == mark + 1 and not self._ahead.get(key):  # in order, the usual case: no set work
+            self._mark[key] = seq
+            return True
+        ahead = self._ahead[key]
         if seq <= mark or seq in ahead:
             self._duplicates[key] += 1
             return False
