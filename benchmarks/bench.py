@@ -111,6 +111,7 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int) -> dict:
         def run(self, aggregator, monitored: bool, seconds: float, steps_per_s: float) -> dict:
             import psutil
 
+            from scaleprof.records import StepEvent
             from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
 
             proc = psutil.Process()
@@ -123,9 +124,9 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int) -> dict:
             start = time.monotonic()
             while time.monotonic() - start < seconds:
                 if monitored:
-                    sink.emit("step", epoch=0, step=steps, samples=64, data_s=0.0001, compute_s=period,
-                              forward_s=period / 3, backward_s=period / 2, optimizer_s=period / 6, step_s=period,
-                              loss=1.0)  # fmt: skip
+                    sink.emit(StepEvent(epoch=0, step=steps, samples=64, data_s=0.0001, compute_s=period,
+                                        forward_s=period / 3, backward_s=period / 2, optimizer_s=period / 6,
+                                        step_s=period, loss=1.0))  # fmt: skip
                 steps += 1
                 time.sleep(max(0.0, start + steps * period - time.monotonic()))
             if monitored:

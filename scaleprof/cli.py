@@ -22,7 +22,8 @@ from scaleprof.config import ConfigError, Experiment, load_experiment
 from scaleprof.execution.failures import disk_full
 from scaleprof.plan import describe, expand, study_bytes_estimate
 from scaleprof.pricing import prices_for
-from scaleprof.workloads.models import check_model
+from scaleprof.execution.prepare import StudyInputs, prepare
+from scaleprof.workloads.imports import WorkloadError
 
 EXIT_USER_ERROR = 2
 
@@ -35,18 +36,19 @@ class StudyStopped(Exception):
     """The study could not go on (the disk filled up); what was stored is intact and resumable."""
 
 
-def _load(path: str) -> Experiment:
+def _load(path: str) -> tuple[Experiment, StudyInputs]:
+    """The experiment, checked through and through before Ray starts: pricing rows, the data set (opened,
+    split), every model (built and run on one batch) and the user's code (imported)."""
     experiment = load_experiment(path)
     try:  # a missing pricing row fails now, not after the runs
         prices_for(experiment, Path(path).resolve().parent)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-    for i, model in enumerate(experiment.model_list):
-        problem = check_model(model, experiment.data.input_shape, experiment.data.classes)
-        if problem:
-            field = "model" if experiment.model is not None else f"models.{i}"
-            raise ConfigError(f"{path}: invalid experiment\n  {field}.{problem}")
-    return experiment
+    try:
+        inputs = prepare(experiment)
+    except WorkloadError as err:
+        raise ConfigError(f"{path}: invalid experiment\n  {err.field}: {err.message}") from None
+    return experiment, inputs
 
 
 def _check_writable(out_dir: Path, need_bytes: int) -> None:
@@ -77,7 +79,7 @@ def _table(rows: list[dict[str, object]], title: str) -> Table:
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    experiment = _load(args.file)
+    experiment, _ = _load(args.file)
     runs = expand(experiment)
     console.print(_table(describe(experiment, runs), f"{experiment.name}: {len(runs)} run(s)"))
     console.print(
@@ -107,19 +109,19 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.execution.runner import new_study_dir, run_study
     from scaleprof.progress import TerminalProgress
 
-    experiment = _load(args.file)
+    experiment, inputs = _load(args.file)
     pricing = {k: v.model_dump() for k, v in prices_for(experiment, Path(args.file).resolve().parent).items()}
     remote = "://" in args.out
     out_dir = Path(tempfile.mkdtemp(prefix="scaleprof-")) if remote else _local_out(args.out, console)
     resume = bool(args.resume)
     study_dir = _resumable(args.resume, experiment) if resume else new_study_dir(out_dir, experiment.name)
-    _check_writable(study_dir if resume else out_dir, study_bytes_estimate(experiment, expand(experiment)))
+    _check_writable(study_dir if resume else out_dir, study_bytes_estimate(experiment, expand(experiment), inputs.data))
     if args.verbose:
         os.environ["SCALEPROF_RAY_LOG_TO_DRIVER"] = "1"
     try:
         result = run_study(
             experiment, out_dir, observer=TerminalProgress(console), pricing=pricing, study_dir=study_dir,
-            resume=resume,
+            resume=resume, inputs=inputs,
         )  # fmt: skip
         report = _render(result.study_dir, console)
     except OSError as exc:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MAX_FILE_BYTES = 1_000_000  # an experiment file is a few hundred bytes; refuse anything absurd
 MAX_YAML_NODES = 100_000  # after alias expansion: anchors that multiply (a "billion laughs") are refused
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+IMPORT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 BUILTIN_MODELS = ("mlp", "small-cnn")
 MAX_SYNTHETIC_VALUES = 2**29  # float32 values: 2 GiB per worker
 
@@ -32,34 +33,111 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_import_path(value: str | None) -> str | None:
+    if value is not None and not re.match(IMPORT_PATTERN, value):
+        raise ValueError(f"{value!r} is not 'module:function' (e.g. my_models:build)")
+    return value
+
+
 class ModelSpec(_Strict):
-    name: str = Field(description="mlp, small-cnn, or torchvision:<classification model name>")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the model constructor")
+    name: str | None = Field(default=None, description="mlp, small-cnn, or torchvision:<classification model name>")
+    factory: str | None = Field(
+        default=None, description="'module:function' returning a torch.nn.Module of class logits [B, num_classes]"
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the model constructor or factory")
     label_: str | None = Field(
         default=None, alias="label", pattern=NAME_PATTERN, description="names the model in run ids and the report"
     )
 
     @field_validator("name")
     @classmethod
-    def _known(cls, name: str) -> str:
-        if name in BUILTIN_MODELS:
+    def _known(cls, name: str | None) -> str | None:
+        if name is None or name in BUILTIN_MODELS:
             return name
         if name.startswith("torchvision:") and len(name) > len("torchvision:"):
             return name
         raise ValueError(f"unknown model {name!r}; use one of {', '.join(BUILTIN_MODELS)} or torchvision:<name>")
 
+    _factory = field_validator("factory")(_check_import_path)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if self.name is not None and self.factory is not None:
+            raise ValueError("give name (a built-in model) or factory (your own), not both")
+        return self
+
+    @property
+    def built_by_loop(self) -> bool:
+        """Neither name nor factory: the user's training loop builds the model itself."""
+        return self.name is None and self.factory is None
+
     @property
     def label(self) -> str:
-        return self.label_ or self.name.removeprefix("torchvision:")
+        if self.label_:
+            return self.label_
+        if self.factory:
+            module, function = self.factory.split(":")
+            return _name_safe(f"{module.rsplit('.', 1)[-1]}-{function}")
+        return self.name.removeprefix("torchvision:") if self.name else "model"
+
+
+def _name_safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", text)[:64]
+
+
+class LoaderSpec(_Strict):
+    """The training DataLoader's settings (torch.utils.data.DataLoader's own names)."""
+
+    num_workers: int = Field(default=0, ge=0, le=256, description="loader worker processes (0: in the training process)")
+    pin_memory: bool | None = Field(default=None, description="page-locked host memory; default: on for GPU runs")
+    persistent_workers: bool = Field(default=False, description="keep loader workers alive between epochs")
+    prefetch_factor: int | None = Field(default=None, ge=1, le=1024, description="batches loaded ahead per worker")
+
+    @model_validator(mode="after")
+    def _needs_workers(self) -> LoaderSpec:
+        if self.num_workers == 0 and (self.persistent_workers or self.prefetch_factor is not None):
+            raise ValueError("persistent_workers and prefetch_factor need num_workers >= 1")
+        return self
+
+
+DATA_NAMES = ("digits", "synthetic-images", "image-folder")
 
 
 class DataSpec(_Strict):
-    name: Literal["digits", "synthetic-images"] = Field(description="digits (sklearn, real) or synthetic-images")
+    name: str | None = Field(
+        default=None, description="digits, synthetic-images, image-folder or torchvision:<data set class>"
+    )
+    factory: str | None = Field(
+        default=None,
+        description="'module:function' returning a map-style Dataset of (input, label), or a dict of train/val/test",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the factory or the torchvision class")
+    path: str | None = Field(default=None, description="image-folder: the root with one directory per class")
+    root: str | None = Field(default=None, description="torchvision data sets: the local root (never downloaded)")
+    image_size: tuple[int, int] | None = Field(
+        default=None, description="image-folder: resize to [H, W] (default 224 x 224); torchvision: resize if given"
+    )
+    grayscale: bool = Field(default=False, description="image-folder: read images as one channel")
+    normalize: tuple[tuple[float, ...], tuple[float, ...]] | None = Field(
+        default=None, description="[[means], [stds]] per channel after ToTensor (image-folder, torchvision)"
+    )
     shape: tuple[int, int, int] = Field(default=(3, 32, 32), description="C, H, W of synthetic images")
     num_classes: int = Field(default=10, ge=2, le=10_000, description="classes of synthetic images")
     size: int = Field(default=2048, ge=32, le=10_000_000, description="number of synthetic images")
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
+    loader: LoaderSpec = Field(default_factory=LoaderSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str | None) -> str | None:
+        if name is None or name in DATA_NAMES:
+            return name
+        if name.startswith("torchvision:") and len(name) > len("torchvision:"):
+            return name
+        raise ValueError(f"unknown data set {name!r}; use one of {', '.join(DATA_NAMES)}, torchvision:<name> or factory")
+
+    _factory = field_validator("factory")(_check_import_path)
 
     @field_validator("shape")
     @classmethod
@@ -68,8 +146,32 @@ class DataSpec(_Strict):
             raise ValueError("every dimension must be between 1 and 4096")
         return shape
 
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, size: tuple[int, int] | None) -> tuple[int, int] | None:
+        if size is not None and any(d < 1 or d > 8192 for d in size):
+            raise ValueError("every dimension must be between 1 and 8192")
+        return size
+
     @model_validator(mode="after")
-    def _fits_in_memory(self) -> DataSpec:
+    def _consistent(self) -> DataSpec:
+        if (self.name is None) == (self.factory is None):
+            raise ValueError("data.name: give name (a built-in or on-disk data set) or factory (your own), one of them")
+        if self.name == "image-folder" and not self.path:
+            raise ValueError("data.path: image-folder needs the path of its root directory")
+        if self.path is not None and self.name != "image-folder":
+            raise ValueError("data.path: only image-folder reads a path (torchvision data sets use root)")
+        is_torchvision = bool(self.name and self.name.startswith("torchvision:"))
+        if is_torchvision and not self.root:
+            raise ValueError("data.root: a torchvision data set is read from a local root (it is never downloaded)")
+        if self.root is not None and not is_torchvision:
+            raise ValueError("data.root: only torchvision:<name> data sets read a root")
+        if self.kwargs and not (self.factory or is_torchvision):
+            raise ValueError("data.kwargs: only a factory or a torchvision data set takes kwargs")
+        if "download" in self.kwargs:
+            raise ValueError("data.kwargs.download: scaleprof never downloads; put the files under data.root")
+        if self.normalize is not None and len(self.normalize[0]) != len(self.normalize[1]):
+            raise ValueError("data.normalize: give as many standard deviations as means")
         if self.name == "synthetic-images" and self.size * math.prod(self.shape) > MAX_SYNTHETIC_VALUES:
             raise ValueError(
                 f"data.size: {self.size} images of shape {list(self.shape)} would take "
@@ -79,16 +181,13 @@ class DataSpec(_Strict):
         return self
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (1, 8, 8) if self.name == "digits" else self.shape
+    def label(self) -> str:
+        return self.name or str(self.factory)
 
     @property
-    def classes(self) -> int:
-        return 10 if self.name == "digits" else self.num_classes
-
-    @property
-    def samples(self) -> int:
-        return 1797 if self.name == "digits" else self.size
+    def in_memory(self) -> bool:
+        """Data sets held as arrays (digits, synthetic images), as opposed to read by a torch Dataset."""
+        return self.name in ("digits", "synthetic-images")
 
 
 class TrainSpec(_Strict):
@@ -122,6 +221,13 @@ class TrainSpec(_Strict):
         description="restart a run's workers this many times after a worker or node dies (Ray Train FailureConfig); "
         "each restart trains from scratch and is recorded as a new attempt",
     )
+    loop: str | None = Field(
+        default=None,
+        description="'module:function': your own Ray Train train_loop_per_worker, instrumented with scaleprof.session",
+    )
+    loop_config: dict[str, Any] = Field(default_factory=dict, description="handed to your loop as config['loop_config']")
+
+    _loop = field_validator("loop")(_check_import_path)
 
 
 class MonitorSpec(_Strict):
@@ -248,7 +354,7 @@ class Experiment(_Strict):
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     model: ModelSpec | None = Field(default=None, description="one model; or give several under models")
     models: list[ModelSpec] | None = Field(default=None, min_length=1, max_length=64)
-    data: DataSpec
+    data: DataSpec | None = Field(default=None, description="required unless train.loop brings its own data")
     train: TrainSpec = Field(default_factory=TrainSpec)
     monitor: MonitorSpec = Field(default_factory=MonitorSpec)
     repeats: int = Field(default=1, ge=1, le=100)
@@ -257,13 +363,34 @@ class Experiment(_Strict):
     cost: CostSpec = Field(default_factory=CostSpec)
     goal: GoalSpec | None = Field(default=None, description="name the cheapest placement that meets it")
     ray: RaySpec = Field(default_factory=RaySpec)
+    code_dirs: list[str] | None = Field(
+        default=None,
+        max_length=32,
+        description="directories of your modules (factories, loop), shipped to every Ray worker; "
+        "default: the experiment file's directory when the file names any of your code",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Experiment:
-        if (self.model is None) == (self.models is None):
-            raise ValueError("model: give either model or models (a list), not both and not neither")
+        loop = self.train.loop is not None
+        if self.model is not None and self.models is not None:
+            raise ValueError("model: give either model or models (a list), not both")
+        if self.model is None and self.models is None and not loop:
+            raise ValueError("model: give model or models (a list); only train.loop may build its own")
+        if self.data is None and not loop:
+            raise ValueError("data: required (only train.loop may bring its own data)")
+        if self.evaluation.cv_folds and self.data is None:
+            raise ValueError("evaluation.cv_folds: cross-validation splits data, so the experiment needs data")
         labels: set[str] = set()
         for i, m in enumerate(self.model_list):
+            where = "model" if self.models is None else f"models.{i}"
+            if m.built_by_loop and not loop:
+                raise ValueError(f"{where}.name: give name (a built-in model) or factory (your own)")
+            if self.evaluation.inference is not None and (m.built_by_loop or self.data is None):
+                raise ValueError(
+                    f"evaluation.inference: {where} is built inside train.loop (or there is no data): "
+                    "the inference benchmark needs a model name or factory and data"
+                )
             if m.label in labels:
                 raise ValueError(f"models.{i}.label: two models named {m.label!r}; give them distinct labels")
             labels.add(m.label)
@@ -287,7 +414,21 @@ class Experiment(_Strict):
 
     @property
     def model_list(self) -> list[ModelSpec]:
-        return self.models if self.models is not None else [self.model]  # type: ignore[list-item]
+        if self.models is not None:
+            return self.models
+        if self.model is not None:
+            return [self.model]
+        # train.loop builds its own model: one placeholder named after the loop function.
+        return [ModelSpec.model_validate({"label": _name_safe(str(self.train.loop).split(":")[1])})]
+
+    @property
+    def uses_own_code(self) -> bool:
+        """The file names the user's code (a factory or a loop), which every worker must import."""
+        return bool(
+            self.train.loop
+            or (self.data is not None and self.data.factory)
+            or any(m.factory for m in self.model_list)
+        )
 
     @property
     def cv_reference(self) -> PlacementSpec:
@@ -321,7 +462,7 @@ def _format_validation(path: Path, err: ValidationError) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         loc = _field_path(tuple(e["loc"]))
         # Our cross-field checks put the field path at the start of the message.
-        if re.match(r"^[a-z_]+(\.\d+)?(\.[a-z_]+)?: ", msg):
+        if re.match(r"^[a-z_]+(\.[a-z_0-9]+)*: ", msg):
             loc, msg = msg.split(": ", 1)
         if e["type"] == "extra_forbidden":
             msg = "unknown key (check its spelling)"
@@ -364,7 +505,27 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not an experiment file (YAML nested too deeply)") from None
-    return parse_experiment(raw, path)
+    return _with_paths_resolved(parse_experiment(raw, path), path.resolve().parent)
+
+
+def _with_paths_resolved(experiment: Experiment, base: Path) -> Experiment:
+    """Relative data paths and code directories are relative to the experiment file, so the study runs
+    the same from any working directory; they are made absolute here, once."""
+
+    def absolute(value: str) -> str:
+        return str((base / Path(value).expanduser()).resolve())
+
+    update: dict[str, Any] = {}
+    if experiment.data is not None and (experiment.data.path or experiment.data.root):
+        data = experiment.data
+        update["data"] = data.model_copy(
+            update={k: absolute(v) for k, v in (("path", data.path), ("root", data.root)) if v is not None}
+        )
+    if experiment.code_dirs is not None:
+        update["code_dirs"] = [absolute(d) for d in experiment.code_dirs]
+    elif experiment.uses_own_code:
+        update["code_dirs"] = [str(base)]
+    return experiment.model_copy(update=update) if update else experiment
 
 
 def _safe_yaml(text: str, path: Path) -> Any:

@@ -6,8 +6,20 @@ Pure logic: no Ray here. The runner passes in `ray.cluster_resources()`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from scaleprof.config import Experiment, ModelSpec, PlacementSpec
+from scaleprof.records import RunKind
+
+
+class DataSize(Protocol):
+    """What the disk estimate needs of a data set (workloads.data.Dataset has it)."""
+
+    @property
+    def samples(self) -> int: ...
+
+    @property
+    def num_classes(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -28,8 +40,8 @@ class PlannedRun:
         return self.per_worker_batch * self.placement.workers
 
     @property
-    def kind(self) -> str:
-        return "cv" if self.fold is not None else "fixed-split"
+    def kind(self) -> RunKind:
+        return RunKind.CV if self.fold is not None else RunKind.FIXED_SPLIT
 
 
 def expand(experiment: Experiment) -> list[PlannedRun]:
@@ -126,18 +138,21 @@ REPORT_BYTES = 4 * 2**20
 RUN_REPORT_BYTES = 200 * 2**10
 
 
-def study_bytes_estimate(experiment: Experiment, runs: list[PlannedRun]) -> int:
+def study_bytes_estimate(experiment: Experiment, runs: list[PlannedRun], data: DataSize | None = None) -> int:
     """Roughly what a study writes: step and epoch events, held-out predictions, tables and report.
 
     An upper-end estimate for the disk check before runs start; system samples (one per worker per
-    monitor interval) are left out, as their count depends on how long runs take."""
-    data = experiment.data
-    n = data.samples
-    train = int(n * (1 - data.val_fraction - data.test_fraction))
+    monitor interval) are left out, as their count depends on how long runs take. Without the data
+    set's size (a loop that brings its own data) a run is counted as 100,000 samples of 10 classes."""
+    n = data.samples if data is not None else 100_000
+    classes = data.num_classes if data is not None else 10
+    fractions = (experiment.data.val_fraction + experiment.data.test_fraction) if experiment.data else 0.3
+    test_fraction = experiment.data.test_fraction if experiment.data else 0.15
+    train = int(n * (1 - fractions))
     total = REPORT_BYTES
     for run in runs:
         steps_per_epoch = -(-train // run.per_worker_batch)  # over all workers together
         events = experiment.train.epochs * (steps_per_epoch + run.placement.workers) + 16 * run.placement.workers
-        predictions = int(n * max(data.test_fraction, 0.5)) * (data.classes * 4 + 32)
+        predictions = int(n * max(test_fraction, 0.5)) * (classes * 4 + 32)
         total += events * EVENT_BYTES + predictions + RUN_REPORT_BYTES
     return total

@@ -15,6 +15,7 @@ from scaleprof.analysis.quality import RUN_METRICS, quality_tables
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
 from scaleprof.analysis.throughput import global_epochs, percentile, steady_epoch_numbers, steady_state_throughput
+from scaleprof.records import EventKind, Lifecycle
 from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
 
 BREAKDOWN_COLUMNS = [
@@ -102,8 +103,8 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
     row["seq_gaps"] = _seq_gaps(events)
     row["attempts"] = int(events["attempt"].nunique())
     events = _last_attempt(events)
-    steps, epochs = _of_kind(events, "step"), _of_kind(events, "epoch")
-    system, lifecycle = _of_kind(events, "system"), _of_kind(events, "lifecycle")
+    steps, epochs = _of_kind(events, EventKind.STEP), _of_kind(events, EventKind.EPOCH)
+    system, lifecycle = _of_kind(events, EventKind.SYSTEM), _of_kind(events, EventKind.LIFECYCLE)
 
     per_epoch = global_epochs(epochs) if not epochs.empty else None
     tp = steady_state_throughput(epochs, steps, warmup_steps, per_epoch)
@@ -128,7 +129,7 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["step_time_p50_s"] = percentile(steady_steps["step_s"], 50)
         row["step_time_p95_s"] = percentile(steady_steps["step_s"], 95)
         row["data_wait_frac"] = float(steady_steps["data_s"].sum() / steady_steps["step_s"].sum())
-        row.update(step_breakdown(steady_steps, _of_kind(events, "probe")))
+        row.update(step_breakdown(steady_steps, _of_kind(events, EventKind.PROBE)))
     if not system.empty:
         row["peak_rss_mb"] = _max(system, "rss_mb")
         # Percent of the cores this worker was given (process CPU% counts 100 per busy core).
@@ -136,7 +137,7 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["gpu_util_pct"] = float(_col(system, "gpu_util_pct").mean()) if "gpu_util_pct" in system else float("nan")
         row["cpu_util_peak_pct"] = float(_col(system, "cpu_pct").max() / record.get("cpus_per_worker", 1))
         row["gpu_util_peak_pct"] = _max(system, "gpu_util_pct")
-    starts = lifecycle[lifecycle["event"] == "worker_start"] if "event" in lifecycle else lifecycle
+    starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START] if "event" in lifecycle else lifecycle
     if not starts.empty:
         row["nodes_realized"] = int(starts["node_id"].nunique())
         row["node_ids"] = ",".join(sorted(starts["node_id"].unique()))
@@ -155,8 +156,8 @@ def wall_phases(record: dict[str, Any], lifecycle: pd.DataFrame, epochs: pd.Data
     (the last attempt's; its launch includes any failed attempts before it)."""
     if epochs.empty or lifecycle.empty or "started_at" not in record or "ended_at" not in record:
         return {}
-    starts = lifecycle[lifecycle["event"] == "worker_start"]["time"]
-    ends = lifecycle[lifecycle["event"] == "worker_end"]["time"]
+    starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START]["time"]
+    ends = lifecycle[lifecycle["event"] == Lifecycle.WORKER_END]["time"]
     if starts.empty or ends.empty:
         return {}
     marks = [
@@ -172,11 +173,15 @@ def wall_phases(record: dict[str, Any], lifecycle: pd.DataFrame, epochs: pd.Data
 
 def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd.DataFrame) -> dict[str, Any]:
     """MFU = model FLOPs per sample x throughput / (peak FLOP/s per worker x workers)."""
-    info = lifecycle[lifecycle["event"] == "model_info"]
+    info = lifecycle[lifecycle["event"] == Lifecycle.MODEL_INFO]
     if info.empty:
         return {}
     info = info.iloc[0]
-    out: dict[str, Any] = {"flops_per_sample": float(info["flops_per_sample"]), "parameters": int(info["parameters"])}
+    flops = info.get("flops_per_sample")
+    out: dict[str, Any] = {
+        "flops_per_sample": float(flops) if flops is not None and pd.notna(flops) else float("nan"),
+        "parameters": int(info["parameters"]),
+    }
     names = _col(starts, "gpu_name").dropna()
     if row.get("gpus"):
         peak = gpu_peak_flops(names.iloc[0]) if len(names) else None
@@ -186,7 +191,7 @@ def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd
         basis = "measured FP32 matmul peak of one worker's threads"
     out["peak_flops_per_worker"], out["peak_flops_basis"] = peak, basis
     throughput = row.get("throughput")
-    if peak and throughput and np.isfinite(throughput):
+    if peak and throughput and np.isfinite(throughput) and np.isfinite(out["flops_per_sample"]):
         out["mfu"] = out["flops_per_sample"] * throughput / (peak * row["workers"])
     return out
 
@@ -245,15 +250,15 @@ def placement_warning(record: dict[str, Any], starts: pd.DataFrame) -> str:
 
 
 def workers_table(events: pd.DataFrame) -> pd.DataFrame:
-    lifecycle = _of_kind(events, "lifecycle")
+    lifecycle = _of_kind(events, EventKind.LIFECYCLE)
     if lifecycle.empty or "event" not in lifecycle:
         return pd.DataFrame()
-    starts = lifecycle[lifecycle["event"] == "worker_start"]
+    starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START]
     keep = ["run_id", "attempt", "rank", "node_id", "hostname", "pid", "device", "torch_threads", "gpu_uuid", "gpu_name",
             "gpu_unavailable"]  # fmt: skip
     table = starts[[c for c in keep if c in starts]].set_index(["run_id", "attempt", "rank"])
     # A sampler that failed mid-run (NVML gone) says why in a later event: the latest reason wins.
-    later = lifecycle[lifecycle["event"] == "gpu_unavailable"]
+    later = lifecycle[lifecycle["event"] == Lifecycle.GPU_UNAVAILABLE]
     if not later.empty:
         reasons = later.groupby(["run_id", "attempt", "rank"])["reason"].last()
         table["gpu_unavailable"] = reasons.reindex(table.index).fillna(table.get("gpu_unavailable"))
@@ -263,7 +268,7 @@ def workers_table(events: pd.DataFrame) -> pd.DataFrame:
 def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for run_id, group in events.groupby("run_id") if not events.empty else []:
-        epochs = _of_kind(_last_attempt(group), "epoch")
+        epochs = _of_kind(_last_attempt(group), EventKind.EPOCH)
         if epochs.empty:
             continue
         per_epoch = global_epochs(epochs)
@@ -293,7 +298,7 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd
 
 
 def timeline_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
-    system = _of_kind(events, "system")
+    system = _of_kind(events, EventKind.SYSTEM)
     if system.empty:
         return pd.DataFrame(columns=["run_id", "placement", "rank", "t_s", "cpu_pct", "rss_mb"])
     system = system.copy()

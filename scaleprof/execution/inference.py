@@ -23,8 +23,10 @@ class InferenceProbe:
         small real data set, its arrays; synthetic images are regenerated here from the seed."""
         import torch
 
+        from torch.utils.data import DataLoader
+
         from scaleprof.config import Experiment
-        from scaleprof.workloads.data import worker_arrays
+        from scaleprof.workloads.data import open_source, subset
         from scaleprof.workloads.models import build_model
 
         self.experiment = Experiment.model_validate(experiment)
@@ -33,9 +35,11 @@ class InferenceProbe:
         self.spec = spec
         torch.set_num_threads(max(1, int(spec.cpus)))
         self.device = torch.device("cuda", torch.cuda.current_device()) if device_kind == "gpu" else torch.device("cpu")
-        x, _ = worker_arrays(self.experiment.data, self.experiment.seed, data["shipped"])
-        self.pool = x[data["test"]]  # real held-out inputs, tiled to the batch size
-        shape, classes = self.experiment.data.input_shape, self.experiment.data.classes
+        assert self.experiment.data is not None  # the config requires data for the inference benchmark
+        source = open_source(self.experiment.data, self.experiment.seed, data["shipped"])
+        held = subset(source.dataset, data["test"][: max(spec.batch_sizes)])  # real held-out inputs, tiled
+        self.pool = np.concatenate([np.asarray(xb) for xb, _ in DataLoader(held, batch_size=256)])
+        shape, classes = tuple(data["data_info"]["input_shape"]), data["data_info"]["num_classes"]
         model_spec = next(m for m in self.experiment.model_list if m.label == model_label)
         self.model = build_model(model_spec, shape, classes, self.experiment.seed).eval()
         self.model.to(self.device)
@@ -122,7 +126,9 @@ class InferenceProbe:
         return rows
 
 
-def run_inference(experiment: Any, wait_timeout_s: float, data: dict[str, Any]) -> list[dict[str, Any]]:
+def run_inference(
+    experiment: Any, wait_timeout_s: float, data: dict[str, Any], runtime_env: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """Every model on every requested device kind; a device the cluster lacks gives a skipped row."""
     import ray
 
@@ -135,7 +141,9 @@ def run_inference(experiment: Any, wait_timeout_s: float, data: dict[str, Any]) 
             if kind == "gpu" and have_gpus < 1:
                 rows.append({**base, "status": "skipped", "reason": f"needs 1 GPU, the cluster has {have_gpus:g}"})
                 continue
-            actor_cls = ray.remote(InferenceProbe).options(num_cpus=spec.cpus, num_gpus=1 if kind == "gpu" else 0)
+            actor_cls = ray.remote(InferenceProbe).options(
+                num_cpus=spec.cpus, num_gpus=1 if kind == "gpu" else 0, runtime_env=runtime_env or None
+            )
             actor = actor_cls.remote(experiment.resolved(), model.label, kind, data)
             try:
                 results = ray.get(actor.run.remote(), timeout=max(wait_timeout_s, 60) + 600)

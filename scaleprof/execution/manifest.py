@@ -36,13 +36,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def git_revision() -> str | None:
-    """The git revision of the user's code (the working directory), if it is a git checkout."""
+def git_revision(directory: str | None = None) -> str | None:
+    """The git revision of the user's code (the working directory, or `directory`), if it is a git checkout."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True, cwd=directory
         ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5).stdout
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, timeout=5, cwd=directory
+        ).stdout
         return out + ("-dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
@@ -92,6 +94,21 @@ def gpu_models(cluster_resources: dict[str, float], timeout_s: float = 30) -> di
         return {"unavailable": f"{type(exc).__name__}: {str(exc)[:200]}"}
 
 
+def data_record(experiment: Experiment, data: Dataset | None) -> dict[str, Any]:
+    if experiment.data is None or data is None:
+        return {"name": f"brought by {experiment.train.loop}"}
+    return {
+        "name": experiment.data.label,
+        "samples": int(data.samples),
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "split": "given by the factory" if data.given_split else "stratified, seeded",
+        "split_sizes": {k: int(len(v)) for k, v in data.splits().items()},
+        "split_sha256": data.split_hashes(),
+        "loader": experiment.data.loader.model_dump(mode="json"),
+    }
+
+
 def collect_manifest(
     experiment: Experiment,
     study_id: str,
@@ -101,7 +118,8 @@ def collect_manifest(
 ) -> dict[str, Any]:
     import ray
 
-    data = data if data is not None else load_dataset(experiment.data, experiment.seed)
+    if data is None and experiment.data is not None:
+        data = load_dataset(experiment.data, experiment.seed)
     resources = ray.cluster_resources()
     nodes = [
         {
@@ -119,14 +137,8 @@ def collect_manifest(
         "experiment": experiment.resolved(),
         "experiment_sha256": experiment.digest(),
         "seed": experiment.seed,
-        "data": {
-            "name": experiment.data.name,
-            "samples": int(len(data.y)),
-            "input_shape": list(data.input_shape),
-            "num_classes": data.num_classes,
-            "split_sizes": {k: int(len(v)) for k, v in data.splits().items()},
-            "split_sha256": data.split_hashes(),
-        },
+        "data": data_record(experiment, data),
+        "code": {d: {"git_revision": git_revision(d)} for d in experiment.code_dirs or []},
         "models": models or {},  # by label: FLOPs per training sample, parameters
         "packages": package_versions(),
         "python_executable": sys.executable,

@@ -1,8 +1,10 @@
 """What the driver works out once per study and hands to every run.
 
-The data set is loaded once here; each run gets its split indices (scikit-learn, so workers never
-import it), the small real data set's arrays, and its model's FLOPs per sample (torch's
-FlopCounterMode, whose first use costs over a second: once per model here, not per worker per run).
+The data set is opened once here; each run gets its split indices (scikit-learn, so workers never
+import it), the data set's size, shape and classes, the small real data set's arrays, and its model's
+FLOPs per sample (torch's FlopCounterMode, whose first use costs over a second: once per model here,
+not per worker per run). The user's code is imported here first, so every error in it is found
+before Ray starts.
 """
 
 from __future__ import annotations
@@ -13,31 +15,72 @@ from typing import Any
 from scaleprof.config import Experiment
 from scaleprof.plan import PlannedRun
 from scaleprof.workloads.data import Dataset, load_dataset, run_split, shipped_arrays
+from scaleprof.workloads.imports import WorkloadError, add_code_dirs, import_object
 
 
 @dataclass
 class StudyInputs:
     experiment: Experiment
-    data: Dataset
+    data: Dataset | None  # None when the user's loop brings its own data
     model_info: dict[str, dict[str, float]]  # by model label: flops_per_sample, parameters
 
+    def data_info(self) -> dict[str, Any] | None:
+        if self.data is None:
+            return None
+        return {"samples": self.data.samples, "input_shape": list(self.data.input_shape), "num_classes": self.data.num_classes}
+
     def for_run(self, run: PlannedRun) -> dict[str, Any]:
+        data, spec = self.data, self.experiment.data
         return {
-            "split": run_split(self.data, self.experiment.seed, run.fold, run.folds),
+            "split": run_split(data, self.experiment.seed, run.fold, run.folds) if data is not None else None,
+            "shipped": shipped_arrays(data, spec) if data is not None and spec is not None else None,
+            "data_info": self.data_info(),
+            "model_info": self.model_info.get(run.model.label, {}),
+        }
+
+    def for_inference(self) -> dict[str, Any]:
+        assert self.data is not None and self.experiment.data is not None  # the config requires data for inference
+        return {
+            "test": self.data.test_idx,
             "shipped": shipped_arrays(self.data, self.experiment.data),
-            "model_info": self.model_info[run.model.label],
+            "data_info": self.data_info(),
         }
 
 
-    def for_inference(self) -> dict[str, Any]:
-        return {"test": self.data.test_idx, "shipped": shipped_arrays(self.data, self.experiment.data)}
-
-
 def prepare(experiment: Experiment) -> StudyInputs:
-    from scaleprof.workloads.models import model_info
+    """Import the user's code, open the data, check and measure every model; a WorkloadError names the
+    experiment field at fault (`data.path`, `models.1.factory`, `train.loop`, ...)."""
+    from scaleprof.workloads.models import check_model, model_info
 
+    add_code_dirs(experiment.code_dirs)
+    if experiment.train.loop is not None:
+        check_loop(experiment.train.loop)
+    if experiment.data is None:
+        return StudyInputs(experiment, None, {})
     data = load_dataset(experiment.data, experiment.seed)
-    info = {
-        m.label: model_info(m, data.input_shape, data.num_classes, experiment.seed) for m in experiment.model_list
-    }
+    info = {}
+    for i, model in enumerate(experiment.model_list):
+        where = "model" if experiment.models is None else f"models.{i}"
+        problem = check_model(model, data.input_shape, data.num_classes)
+        if problem:
+            field, _, message = problem.partition(": ")
+            raise WorkloadError(f"{where}.{field}", message)
+        info[model.label] = model_info(model, data.input_shape, data.num_classes, experiment.seed)
     return StudyInputs(experiment, data, info)
+
+
+def check_loop(path: str) -> None:
+    """The loop imports and takes Ray Train's `config` argument (or none)."""
+    import inspect
+
+    loop = import_object(path, "train.loop")
+    try:
+        signature = inspect.signature(loop)
+    except (TypeError, ValueError):
+        return  # a builtin or C function: Ray will call it; nothing more to check here
+    required = [
+        p for p in signature.parameters.values()
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]  # fmt: skip
+    if len(required) > 1:
+        raise WorkloadError("train.loop", f"{path} takes {len(required)} arguments; a Ray Train loop takes one (config)")

@@ -24,6 +24,8 @@ from scaleprof.execution.failures import disk_full, failure_reason, lost_nodes
 from scaleprof.execution.manifest import collect_manifest
 from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.plan import PlannedRun, bundle, expand, missing_resources
+from scaleprof.records import FINISHED, RunStatus
+from scaleprof.workloads.imports import code_modules
 from scaleprof.telemetry.aggregator import start_aggregator
 from scaleprof.telemetry.store import StudyStore
 
@@ -160,9 +162,17 @@ class _ProgressPoller:
             self._poll()
 
 
-def _worker_env(experiment: Experiment) -> dict[str, str]:
-    # cuBLAS reads this when CUDA starts, so it must be in the worker's environment from the outset.
-    return {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} if experiment.train.deterministic else {}
+def worker_runtime_env(experiment: Experiment) -> dict[str, Any]:
+    """The Ray runtime environment of the run's workers: the user's modules (py_modules, shipped to
+    every node as `ray job submit` ships a working directory) and the environment variables."""
+    env: dict[str, Any] = {
+        # cuBLAS reads this when CUDA starts, so it must be in the worker's environment from the outset.
+        "env_vars": {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} if experiment.train.deterministic else {},
+    }
+    modules = code_modules(experiment.code_dirs) if experiment.uses_own_code else []
+    if modules:
+        env["py_modules"] = modules
+    return env
 
 
 def _fit(
@@ -171,7 +181,7 @@ def _fit(
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from scaleprof.execution.train_loop import train_loop_per_worker
+    from scaleprof.execution.worker import train_loop_per_worker
 
     p = run.placement
     trainer = TorchTrainer(
@@ -197,7 +207,7 @@ def _fit(
         run_config=RunConfig(
             name=run.run_id,
             storage_path=str(storage),
-            worker_runtime_env={"env_vars": _worker_env(experiment)},
+            worker_runtime_env=worker_runtime_env(experiment),
             # Worker-group restarts as the experiment asks; a finite controller limit (the default, -1,
             # retries a failing controller forever).
             failure_config=FailureConfig(max_failures=experiment.train.max_failures, controller_failure_limit=0),
@@ -241,7 +251,7 @@ def run_one(
         "run_id": run.run_id,
         "index": run.index,
         "model": run.model.label,
-        "model_name": run.model.name,
+        "model_name": run.model.name or run.model.factory or f"built by {experiment.train.loop}",
         "kind": run.kind,
         "fold": run.fold,
         "placement": run.placement.name,
@@ -256,30 +266,30 @@ def run_one(
         "nodes_requested": run.placement.expected_nodes,
         "node_type": experiment.node_type(run.placement),
     }
-    store.append_run_record({**record, "status": "planned"})
+    store.append_run_record({**record, "status": RunStatus.PLANNED})
 
     reason = missing_resources(run.placement, ray.cluster_resources(), _alive_node_resources())
     if reason is None:
         reason = _wait_for_resources(run, experiment.ray.placement_timeout_s)
     if reason is not None:
-        final = {**record, "status": "skipped", "reason": reason}
+        final = {**record, "status": RunStatus.SKIPPED, "reason": reason}
         store.append_run_record(final)
         return final
-    store.append_run_record({"run_id": run.run_id, "status": "placed"})
+    store.append_run_record({"run_id": run.run_id, "status": RunStatus.PLACED})
 
     started = time.time()
-    store.append_run_record({"run_id": run.run_id, "status": "running", "started_at": started})
+    store.append_run_record({"run_id": run.run_id, "status": RunStatus.RUNNING, "started_at": started})
     storage = store.root / "_ray_train"
     try:
         _fit(run, experiment, study_id, aggregator, storage, inputs.for_run(run))
-        final = {**record, "status": "ok", "reason": ""}
+        final = {**record, "status": RunStatus.OK, "reason": ""}
     except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; SIGTERM (`ray job stop`, kill): Ray's handler exits
         how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
-        store.append_run_record({**record, "status": "failed", "reason": how, "ended_at": time.time()})
+        store.append_run_record({**record, "status": RunStatus.FAILED, "reason": how, "ended_at": time.time()})
         raise
     except Exception as exc:  # a failed run must not stop the study, unless the study's disk is full
         reason = lost_nodes(aggregator, run.run_id) + failure_reason(exc)
-        final = {**record, "status": "failed", "reason": reason, "detail": traceback.format_exc()[-4000:]}
+        final = {**record, "status": RunStatus.FAILED, "reason": reason, "detail": traceback.format_exc()[-4000:]}
         if disk_full(exc):  # the workers could not write to the study: the next run could not either
             store.append_run_record({**final, "ended_at": time.time()})
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(store.root)) from exc
@@ -298,12 +308,14 @@ def run_study(
     study_dir: Path | None = None,
     pricing: dict[str, Any] | None = None,
     resume: bool = False,
+    inputs: StudyInputs | None = None,
 ) -> StudyResult:
     """Run every planned run of the experiment; write events, run records and the manifest.
 
     `pricing` holds the pricing-table rows the placements name (see scaleprof.pricing); they are
     copied into the manifest so costs can be recomputed from the study alone. With `resume`, the
     study directory exists already: runs whose last record is ok or skipped are kept, the rest run.
+    `inputs` is what `prepare(experiment)` found, when the caller has already checked it.
     """
     import ray
 
@@ -314,7 +326,7 @@ def run_study(
     done: dict[str, dict[str, Any]] = {}
     if resume:
         store.repair()  # a driver killed mid-append leaves half a line: cut it before appending more
-        done = {k: r for k, r in store.final_run_records().items() if r.get("status") in ("ok", "skipped")}
+        done = {k: r for k, r in store.final_run_records().items() if r.get("status") in FINISHED}
     else:
         store.create()
     study_id = study_dir.name
@@ -322,7 +334,7 @@ def run_study(
     # A restart after a worker or node loss waits this long for its resources, then the run fails
     # (Ray Train's default is 60 s); read by Ray Train's controller, propagated from this environment.
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(experiment.ray.placement_timeout_s)
-    inputs = prepare(experiment)
+    inputs = inputs or prepare(experiment)
     started_ray = connect_ray()
     result = StudyResult(study_dir)
     try:
@@ -348,7 +360,12 @@ def run_study(
             from scaleprof.execution.inference import run_inference
 
             observer.inference_started(experiment.evaluation.inference.devices)
-            store.append_inference(run_inference(experiment, experiment.ray.placement_timeout_s, inputs.for_inference()))
+            store.append_inference(
+                run_inference(
+                    experiment, experiment.ray.placement_timeout_s, inputs.for_inference(),
+                    worker_runtime_env(experiment),
+                )
+            )  # fmt: skip
         result.aggregator_stats = ray.get(aggregator.stats.remote())
         manifest.update(finished_at=time.time(), telemetry=result.aggregator_stats)
         store.write_manifest(manifest)

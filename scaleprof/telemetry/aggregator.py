@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from scaleprof.records import EventKind, Lifecycle
 from scaleprof.telemetry.store import StudyStore, append_jsonl, read_jsonl, repair_torn_tail
 
 WorkerKey = tuple[str, int, int]  # run_id, attempt, rank
@@ -118,9 +119,9 @@ class Aggregator:
 
     def _observe(self, event: dict[str, Any]) -> None:
         kind, run_id = event["kind"], event["run_id"]
-        if kind == "lifecycle" and event.get("event") == "worker_start":
+        if kind == EventKind.LIFECYCLE and event.get("event") == Lifecycle.WORKER_START:
             self._nodes[run_id].add(event["node_id"])
-        if kind not in ("step", "epoch"):
+        if kind not in (EventKind.STEP, EventKind.EPOCH):
             return
         attempt = self._live_attempt.get(run_id, -1)
         if event["attempt"] < attempt:
@@ -130,7 +131,7 @@ class Aggregator:
             self._live.pop(run_id, None)
             self._epochs.pop(run_id, None)
         live = self._live[run_id].setdefault(event["rank"], {"epoch": 0, "samples": 0.0})
-        if kind == "step":
+        if kind == EventKind.STEP:
             if event["epoch"] != live["epoch"] or "epoch_start" not in live:
                 live.update(epoch=event["epoch"], samples=0.0, epoch_start=event["time"] - event["step_s"])
             live["samples"] += event["samples"]

@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import psutil
 
+from scaleprof.records import Event, GpuUnavailable, SystemEvent
+
 SendBatch = Callable[[list[dict[str, Any]]], Any]  # returns a Ray ObjectRef (or None when sent synchronously)
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,10 @@ class EventSink:
         self._thread.start()
         return self
 
-    def emit(self, kind: str, **fields: Any) -> None:
-        self._buffer.append({**self._ids, "seq": next(self._seq), "time": time.time(), "kind": kind, **fields})
+    def emit(self, event: Event) -> None:
+        self._buffer.append(
+            {**self._ids, "seq": next(self._seq), "time": time.time(), "kind": event.kind, **event.fields()}
+        )
 
     def _drain(self) -> list[dict[str, Any]]:
         batch = []
@@ -278,8 +282,8 @@ class Monitor:
             reason = getattr(s, "unavailable_reason", None)
             if reason != self._reasons[i]:
                 self._reasons[i] = reason
-                self._sink.emit("lifecycle", event="gpu_unavailable", reason=reason)
-        self._sink.emit("system", **fields)
+                self._sink.emit(GpuUnavailable(reason=reason))
+        self._sink.emit(SystemEvent(**fields))
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):

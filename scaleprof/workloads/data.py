@@ -1,35 +1,60 @@
 """Data sets and their seeded train/val/test splits.
 
-The driver loads the data set once, computes every run's split indices (scikit-learn) and hashes them
-into the manifest, so two studies can prove they used the same split. Workers get the indices and,
-for the small real data set, the arrays (`shipped_arrays`); synthetic images are regenerated from the
-seed in each worker. So training workers never import scikit-learn (seconds per run on small nodes).
+Every data set is opened as one map-style torch `Dataset` of `(input, label)` pairs (`open_source`):
+the built-in arrays (scikit-learn's digits, synthetic images), an `ImageFolder`, a torchvision data
+set read from a local root, or whatever the user's factory returns. The driver opens it once, reads
+its labels, makes the stratified split (scikit-learn) and hashes it into the manifest, so two studies
+can prove they used the same split; a factory's own `{"train", "val", "test"}` split is used as given.
+Workers open the same source and take the driver's indices. The small real data set's arrays are
+shipped to them (`shipped_arrays`); synthetic images are regenerated from the seed; on-disk and
+factory data are opened where the worker runs (the path must be visible there). Training workers
+never import scikit-learn (seconds per run on small nodes).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Subset, TensorDataset
 
 from scaleprof.config import DataSpec
+from scaleprof.workloads.imports import WorkloadError, call_user, import_object
+
+SPLITS = ("train", "val", "test")
+DEFAULT_IMAGE_SIZE = (224, 224)
+LABEL_SCAN_LIMIT = 2_000_000  # items read one by one to find labels when a data set does not list them
+
+
+@dataclass(frozen=True)
+class Source:
+    """An opened data set: the whole indexed set, and the sizes of the splits it came with, if any."""
+
+    dataset: torch.utils.data.Dataset
+    given_splits: dict[str, int] | None = None  # a factory's own train/val/test, concatenated in that order
 
 
 @dataclass(frozen=True)
 class Dataset:
-    x: np.ndarray  # float32, N x C x H x W
+    """The driver's view of a data set: labels, shape and the study's split (indices into the set).
+    `x` holds the inputs of the in-memory data sets only."""
+
     y: np.ndarray  # int64, N
     num_classes: int
+    input_shape: tuple[int, ...]
     train_idx: np.ndarray
     val_idx: np.ndarray
     test_idx: np.ndarray
+    x: np.ndarray | None = None  # float32, N x C x H x W (digits, synthetic images)
+    given_split: bool = False
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x.shape[1:])
+    def samples(self) -> int:
+        return len(self.y)
 
     def split_hashes(self) -> dict[str, str]:
         return {name: index_hash(idx) for name, idx in self.splits().items()}
@@ -42,38 +67,173 @@ def index_hash(indices: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()[:16]
 
 
-def _digits() -> tuple[np.ndarray, np.ndarray, int]:
+def _digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()  # ships with scikit-learn: 1797 real 8x8 hand-written digits
     x = (bunch.images.astype(np.float32) / 16.0)[:, None, :, :]
-    return x, bunch.target.astype(np.int64), 10
+    return x, bunch.target.astype(np.int64)
 
 
-def _synthetic_images(spec: DataSpec, seed: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _synthetic_images(spec: DataSpec, seed: int) -> tuple[np.ndarray, np.ndarray]:
     # Class prototypes plus noise: learnable, deterministic from the seed, any shape.
     rng = np.random.default_rng(seed)
     prototypes = rng.normal(0.0, 1.0, size=(spec.num_classes, *spec.shape)).astype(np.float32)
     y = rng.integers(0, spec.num_classes, size=spec.size, dtype=np.int64)
     x = prototypes[y] + rng.normal(0.0, 1.5, size=(spec.size, *spec.shape)).astype(np.float32)
-    return x, y, spec.num_classes
+    return x, y
 
 
-def load_dataset(spec: DataSpec, seed: int) -> Dataset:
-    """The data set and its stratified train/val/test split, identical for a given seed."""
+def _image_transform(spec: DataSpec, size: tuple[int, int] | None) -> Any:
+    from torchvision import transforms
+
+    steps: list[Any] = []
+    if spec.grayscale:
+        steps.append(transforms.Grayscale(num_output_channels=1))
+    if size is not None:
+        steps.append(transforms.Resize(tuple(size)))
+    steps.append(transforms.ToTensor())
+    if spec.normalize is not None:
+        steps.append(transforms.Normalize(list(spec.normalize[0]), list(spec.normalize[1])))
+    return transforms.Compose(steps)
+
+
+def _image_folder(spec: DataSpec) -> torch.utils.data.Dataset:
+    from torchvision.datasets import ImageFolder
+
+    path = Path(str(spec.path))
+    if not path.is_dir():
+        raise WorkloadError("data.path", f"{path}: no such directory")
+    try:
+        return ImageFolder(str(path), transform=_image_transform(spec, spec.image_size or DEFAULT_IMAGE_SIZE))
+    except (FileNotFoundError, OSError) as exc:  # e.g. a class directory without a single image
+        raise WorkloadError("data.path", f"{path}: not an image folder ({exc})") from None
+
+
+def _torchvision(spec: DataSpec) -> torch.utils.data.Dataset:
+    import torchvision
+
+    name = str(spec.name).removeprefix("torchvision:")
+    cls = getattr(torchvision.datasets, name, None)
+    if not isinstance(cls, type):
+        raise WorkloadError("data.name", f"torchvision has no data set {name!r}")
+    root = Path(str(spec.root))
+    if not root.is_dir():
+        raise WorkloadError("data.root", f"{root}: no such directory")
+    try:
+        return cls(root=str(root), download=False, transform=_image_transform(spec, spec.image_size), **spec.kwargs)
+    except TypeError as exc:
+        raise WorkloadError("data.kwargs", f"torchvision.datasets.{name} does not accept these arguments ({exc})") from None
+    except (RuntimeError, OSError, ValueError) as exc:  # "Dataset not found or corrupted", a missing file
+        raise WorkloadError("data.root", f"{root}: torchvision.datasets.{name} cannot read it ({exc})") from None
+
+
+def _from_factory(spec: DataSpec, code_dirs: list[str] | None) -> Source:
+    made = call_user(import_object(str(spec.factory), "data.factory", code_dirs), "data.factory", **spec.kwargs)
+    if isinstance(made, dict):
+        if sorted(made) != sorted(SPLITS):
+            raise WorkloadError("data.factory", f"returned a dict with keys {sorted(made)}; give exactly train, val, test")
+        parts = [_map_style(made[name], f"data.factory's {name!r}") for name in SPLITS]
+        return Source(ConcatDataset(parts), {name: len(part) for name, part in zip(SPLITS, parts)})
+    return Source(_map_style(made, "data.factory"))
+
+
+def _map_style(made: Any, what: str) -> torch.utils.data.Dataset:
+    if isinstance(made, torch.utils.data.IterableDataset):
+        raise WorkloadError("data.factory", f"{what} is an IterableDataset; scaleprof splits by index, so give a map-style Dataset")
+    if not (hasattr(made, "__getitem__") and hasattr(made, "__len__")):
+        raise WorkloadError("data.factory", f"{what} returned a {type(made).__name__}, not a torch Dataset of (input, label)")
+    if len(made) == 0:
+        raise WorkloadError("data.factory", f"{what} is empty")
+    return made
+
+
+def open_source(
+    spec: DataSpec, seed: int, shipped: tuple[np.ndarray, np.ndarray] | None = None, code_dirs: list[str] | None = None
+) -> Source:
+    """The data set as one indexed torch Dataset (driver and workers alike)."""
+    if spec.factory:
+        return _from_factory(spec, code_dirs)
+    if spec.name == "image-folder":
+        return Source(_image_folder(spec))
+    if spec.name and spec.name.startswith("torchvision:"):
+        return Source(_torchvision(spec))
+    if shipped is not None:
+        x, y = shipped
+    else:
+        x, y = _digits() if spec.name == "digits" else _synthetic_images(spec, seed)
+    return Source(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)))
+
+
+def dataset_labels(dataset: torch.utils.data.Dataset) -> np.ndarray:
+    """Every item's class label, read from the data set's own list when it has one (TensorDataset,
+    ImageFolder's and torchvision's `targets`, `labels`), else item by item."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1].numpy().astype(np.int64)
+    if isinstance(dataset, ConcatDataset):
+        return np.concatenate([dataset_labels(d) for d in dataset.datasets])
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices)]
+    for attribute in ("targets", "labels"):
+        listed = getattr(dataset, attribute, None)
+        if listed is not None and len(listed) == len(dataset):  # type: ignore[arg-type]
+            return np.asarray(listed, dtype=np.int64)
+    n = len(dataset)  # type: ignore[arg-type]
+    if n > LABEL_SCAN_LIMIT:
+        raise WorkloadError("data.factory", f"{n} items and no `targets` list: give the data set a targets attribute")
+    return np.asarray([int(dataset[i][1]) for i in range(n)], dtype=np.int64)
+
+
+def _first_item(dataset: torch.utils.data.Dataset, field: str) -> tuple[torch.Tensor, int]:
+    try:
+        item = dataset[0]
+    except Exception as exc:
+        raise WorkloadError(field, f"reading item 0 failed: {type(exc).__name__}: {exc}") from None
+    if not (isinstance(item, (tuple, list)) and len(item) == 2):
+        raise WorkloadError(field, f"items must be (input, label) pairs, item 0 is a {type(item).__name__}")
+    x, label = item
+    if not isinstance(x, torch.Tensor):
+        try:
+            x = torch.as_tensor(np.asarray(x))
+        except Exception:
+            raise WorkloadError(field, f"item 0's input is a {type(x).__name__}, not a tensor or array") from None
+    try:
+        label = int(label)
+    except (TypeError, ValueError):
+        raise WorkloadError(field, f"item 0's label {label!r} is not a class number") from None
+    return x, label
+
+
+def load_dataset(spec: DataSpec, seed: int, code_dirs: list[str] | None = None) -> Dataset:
+    """The data set's labels, input shape and stratified train/val/test split, identical for a seed."""
     from sklearn.model_selection import train_test_split
 
-    if spec.name == "digits":
-        x, y, num_classes = _digits()
-    else:
-        x, y, num_classes = _synthetic_images(spec, seed)
+    source = open_source(spec, seed, code_dirs=code_dirs)
+    field = "data.factory" if spec.factory else ("data.path" if spec.path else "data.root" if spec.root else "data.name")
+    first, _ = _first_item(source.dataset, field)
+    y = dataset_labels(source.dataset)
+    if y.min() < 0:
+        raise WorkloadError(field, f"labels must be class numbers 0..C-1, found {int(y.min())}")
+    classes = getattr(source.dataset, "classes", None)
+    num_classes = max(int(y.max()) + 1, len(classes) if isinstance(classes, list) else 0)
+    if num_classes < 2:
+        raise WorkloadError(field, "every item has the same label: a classifier needs two classes or more")
+    x = source.dataset.tensors[0].numpy() if isinstance(source.dataset, TensorDataset) and spec.in_memory else None
+    shape = tuple(first.shape)
+    if source.given_splits is not None:
+        bounds = np.cumsum([0, *source.given_splits.values()])
+        train, val, test = (np.arange(a, b) for a, b in zip(bounds, bounds[1:]))
+        return Dataset(y, num_classes, shape, train, val, test, x, given_split=True)
     all_idx = np.arange(len(y))
     holdout = spec.val_fraction + spec.test_fraction
-    train_idx, rest = train_test_split(all_idx, test_size=holdout, random_state=seed, stratify=y)
-    val_idx, test_idx = train_test_split(
-        rest, test_size=spec.test_fraction / holdout, random_state=seed, stratify=y[rest]
-    )
-    return Dataset(x, y, num_classes, np.sort(train_idx), np.sort(val_idx), np.sort(test_idx))
+    try:
+        train_idx, rest = train_test_split(all_idx, test_size=holdout, random_state=seed, stratify=y)
+        val_idx, test_idx = train_test_split(
+            rest, test_size=spec.test_fraction / holdout, random_state=seed, stratify=y[rest]
+        )
+    except ValueError as exc:  # a class too small to stratify
+        raise WorkloadError(field, f"cannot make a stratified train/val/test split of {len(y)} items ({exc})") from None
+    return Dataset(y, num_classes, shape, np.sort(train_idx), np.sort(val_idx), np.sort(test_idx), x)
 
 
 def cv_split(data: Dataset, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,14 +259,14 @@ def run_split(data: Dataset, seed: int, fold: int | None = None, folds: int = 0)
 
 
 def shipped_arrays(data: Dataset, spec: DataSpec) -> tuple[np.ndarray, np.ndarray] | None:
-    """The arrays the driver hands to workers: the digits (460 KB); None for synthetic images, which
-    each worker regenerates from the seed rather than receive up to gigabytes."""
-    return (data.x, data.y) if spec.name == "digits" else None
+    """The arrays the driver hands to workers: the digits (460 KB); None for the rest (synthetic images
+    are regenerated from the seed rather than sent as up to gigabytes; on-disk data is read in place)."""
+    return (data.x, data.y) if spec.name == "digits" and data.x is not None else None
 
 
-def worker_arrays(spec: DataSpec, seed: int, shipped: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
-    """In a worker: the shipped arrays, or the synthetic images regenerated from the seed (no scikit-learn)."""
-    if shipped is not None:
-        return shipped
-    x, y, _ = _synthetic_images(spec, seed)
-    return x, y
+def subset(dataset: torch.utils.data.Dataset, indices: np.ndarray) -> torch.utils.data.Dataset:
+    """The items at `indices`: copied out of in-memory tensors (contiguous batches), else a Subset."""
+    if isinstance(dataset, TensorDataset):
+        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        return TensorDataset(*(t[index] for t in dataset.tensors))
+    return Subset(dataset, np.asarray(indices).tolist())

@@ -48,31 +48,70 @@ class _ToRGB(nn.Module):
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
+def build_model(
+    spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, seed: int, code_dirs: list[str] | None = None
+) -> nn.Module:
     """The same weights for the same seed, on every worker and every placement."""
     torch.manual_seed(seed)
+    if spec.factory:
+        return _from_factory(spec, code_dirs)
+    if spec.built_by_loop:
+        raise ValueError(f"model {spec.label!r} is built by the training loop, not by scaleprof")
     if spec.name == "mlp":
         return mlp(input_shape, num_classes, **spec.kwargs)
     if spec.name == "small-cnn":
         return SmallCNN(input_shape[0], num_classes, **spec.kwargs)
     import torchvision
 
-    name = spec.name.removeprefix("torchvision:")
+    name = str(spec.name).removeprefix("torchvision:")
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **spec.kwargs)
     if input_shape[0] == 1:
         model = nn.Sequential(_ToRGB(), model)
     return model
 
 
-def check_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> str | None:
+def _from_factory(spec: ModelSpec, code_dirs: list[str] | None) -> nn.Module:
+    from scaleprof.workloads.imports import WorkloadError, call_user, import_object
+
+    model = call_user(import_object(str(spec.factory), "factory", code_dirs), "factory", **spec.kwargs)
+    if not isinstance(model, nn.Module):
+        raise WorkloadError("factory", f"{spec.factory} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def check_model(
+    spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, code_dirs: list[str] | None = None
+) -> str | None:
     """Why this model cannot be built and run on this input, or None (checked before Ray starts).
 
-    The message starts with the field at fault within the model spec (`name:` or `kwargs:`).
+    The message starts with the field at fault within the model spec (`name:`, `factory:` or `kwargs:`).
     """
-    if spec.name.startswith("torchvision:"):
+    from scaleprof.workloads.imports import WorkloadError
+
+    if spec.built_by_loop:
+        return None  # the user's loop builds it; only running the loop can tell
+    if spec.factory:
+        try:
+            model = build_model(spec, input_shape, num_classes, seed=0, code_dirs=code_dirs)
+            with torch.no_grad():
+                out = model.eval()(torch.zeros(2, *input_shape))
+        except WorkloadError as exc:
+            return str(exc)
+        except Exception as exc:
+            line = str(exc).splitlines()[0] if str(exc) else ""
+            return f"factory: {spec.factory} cannot run on inputs of shape [2, {', '.join(map(str, input_shape))}] ({type(exc).__name__}: {line})"
+        shape = tuple(getattr(out, "shape", ()))
+        if shape != (2, num_classes):
+            return (
+                f"factory: {spec.factory}'s output on a batch of 2 has shape {list(shape)}; the data set has "
+                f"{num_classes} classes, so class logits of shape [2, {num_classes}] are expected"
+            )
+        return None
+    name = str(spec.name)
+    if name.startswith("torchvision:"):
         import torchvision
 
-        name = spec.name.removeprefix("torchvision:")
+        name = name.removeprefix("torchvision:")
         if name not in set(torchvision.models.list_models(module=torchvision.models)):
             return f"name: torchvision has no classification model {name!r}"
     try:
@@ -80,29 +119,42 @@ def check_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int)
         with torch.no_grad():
             model.eval()(torch.zeros(1, *input_shape))
     except TypeError as exc:
-        return f"kwargs: {spec.name} does not accept these arguments ({exc})"
+        return f"kwargs: {name} does not accept these arguments ({exc})"
     except (ValueError, RuntimeError) as exc:
-        return f"name: {spec.name} cannot run on inputs of shape {list(input_shape)} ({str(exc).splitlines()[0]})"
+        return f"name: {name} cannot run on inputs of shape {list(input_shape)} ({str(exc).splitlines()[0]})"
     return None
 
 
-def train_flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> float:
-    """Forward plus backward FLOPs of one sample, counted by torch's FlopCounterMode on a batch of 2 (on
-    the CPU: the count depends on the operators, not the device). Its first use costs over a second of
-    imports, so the driver counts once per model, not every worker of every run."""
+def train_flops_per_sample(model: nn.Module, example: tuple[int, ...] | torch.Tensor) -> float:
+    """Forward plus backward FLOPs of one sample, counted by torch's FlopCounterMode on a batch of 2 of
+    this input shape (or on an example batch): the count depends on the operators, not the device.
+    Its first use costs over a second of imports, so the driver counts once per model, not every
+    worker of every run."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.randn(2, *input_shape)
+    if isinstance(example, torch.Tensor):
+        x = example[:2]
+    else:
+        x = torch.randn(2, *example)
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        x = x.to(parameter.device)
     counter = FlopCounterMode(display=False)
     with counter:
         model(x).sum().backward()
     model.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / 2
+    return counter.get_total_flops() / len(x)
 
 
-def model_info(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, seed: int) -> dict[str, float]:
-    """FLOPs per training sample and parameter count of one model, as built for a study."""
-    model = build_model(spec, input_shape, num_classes, seed)
+def model_info(
+    spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, seed: int, code_dirs: list[str] | None = None
+) -> dict[str, float]:
+    """FLOPs per training sample and parameter count of one model, as built for a study (empty for a
+    model the user's loop builds: its FLOPs are known only if the loop hands an example input to
+    `session.prepare_model`)."""
+    if spec.built_by_loop:
+        return {}
+    model = build_model(spec, input_shape, num_classes, seed, code_dirs)
     return {
         "flops_per_sample": train_flops_per_sample(model, input_shape),
         "parameters": sum(p.numel() for p in model.parameters()),

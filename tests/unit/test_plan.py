@@ -75,11 +75,11 @@ def test_models_placements_repeats_and_cv_folds_expand_in_study_order():
 
 
 def test_linear_lr_rule_and_warmup_ramp():
-    from scaleprof.execution.train_loop import lr_factor, lr_schedule
+    from scaleprof.workloads.classification import lr_factor, lr_schedule
 
     weak = experiment(train={"batch_size": 32, "lr_scaling": "linear"})
-    assert lr_factor(weak, 64) == 2.0
-    assert lr_factor(experiment(train={"batch_size": 32}), 64) == 1.0
+    assert lr_factor(weak.train, 64) == 2.0
+    assert lr_factor(experiment(train={"batch_size": 32}).train, 64) == 1.0
     ramp = lr_schedule(4.0, warmup_steps=3)
     assert [ramp(s) for s in range(5)] == [1.0, 2.0, 3.0, 4.0, 4.0]
     assert lr_schedule(2.0, 0)(0) == 2.0

@@ -6,11 +6,16 @@ import time
 
 import pytest
 
+from scaleprof.records import StepEvent, SystemEvent, WorkerStart
 from scaleprof.telemetry.aggregator import Aggregator
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
 from scaleprof.telemetry.store import StudyStore
 
 IDS = {"study_id": "s", "run_id": "r", "attempt": 0, "rank": 0, "node_id": "n"}
+
+
+def _step(i: int) -> StepEvent:
+    return StepEvent(epoch=0, step=i, samples=1, data_s=0.0, compute_s=0.001, step_s=0.001)
 
 
 def test_system_sampler_reads_this_process():
@@ -38,7 +43,7 @@ def test_gpu_sampler_without_gpu_records_why_and_never_raises():
 def test_sink_numbers_events_gap_free_across_threads_and_delivers_all():
     batches = []
     sink = EventSink(IDS, lambda batch: batches.append(batch), flush_interval_s=0.01).start()
-    threads = [threading.Thread(target=lambda: [sink.emit("step", i=i) for i in range(500)]) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: [sink.emit(_step(i)) for i in range(500)]) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -47,7 +52,7 @@ def test_sink_numbers_events_gap_free_across_threads_and_delivers_all():
     while not batches and time.monotonic() < deadline:  # the background thread sends without close()
         time.sleep(0.01)
     assert batches
-    sink.emit("step", i=-1)
+    sink.emit(_step(-1))
     sink.close()
     seqs = sorted(e["seq"] for b in batches for e in b)
     assert seqs == list(range(2001))
@@ -143,7 +148,7 @@ def test_sink_resends_failed_batches_and_delivers_each_event_once(tmp_path):
 
     sink = EventSink(IDS, flaky, flush_interval_s=0.01).start()
     for i in range(300):
-        sink.emit("system", i=i)
+        sink.emit(SystemEvent(cpu_pct=float(i)))
         if i % 50 == 0:
             time.sleep(0.02)
     sink.close(timeout_s=10)
@@ -158,7 +163,7 @@ def test_sink_buffer_is_bounded_while_the_aggregator_is_gone():
 
     sink = EventSink(IDS, down, flush_interval_s=0.01, max_buffered=100).start()
     for i in range(1000):
-        sink.emit("step", i=i)
+        sink.emit(_step(i))
     time.sleep(0.1)
     start = time.monotonic()
     sink.close(timeout_s=0.5)
@@ -229,7 +234,7 @@ def test_a_sampler_that_breaks_mid_run_is_recorded_once_and_the_table_keeps_the_
 
     batches = []
     sink = EventSink(IDS, batches.append, flush_interval_s=0.01).start()
-    sink.emit("lifecycle", event="worker_start", gpu_unavailable=None, node_id="n")
+    sink.emit(WorkerStart())
     monitor = Monitor(sink, [BreaksAfterTwo()], interval_s=10).start()
     for _ in range(5):
         monitor.sample_once()

@@ -68,20 +68,21 @@ def test_training_workers_never_import_sklearn_and_get_the_drivers_data():
 
     import numpy as np
 
-    from scaleprof.workloads.data import run_split, shipped_arrays, worker_arrays
+    from scaleprof.workloads.data import open_source, run_split, shipped_arrays
 
-    probe = "import sys, scaleprof.execution.train_loop; print('sklearn' in sys.modules)"
+    modules = "scaleprof.execution.worker, scaleprof.workloads.classification, scaleprof.session"
+    probe = f"import sys, {modules}; print('sklearn' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
 
     digits = DataSpec(name="digits")
     data = load_dataset(digits, 0)
-    x, y = worker_arrays(digits, 0, shipped_arrays(data, digits))
-    assert x is data.x and y is data.y
+    x, y = open_source(digits, 0, shipped_arrays(data, digits)).dataset.tensors
+    assert np.shares_memory(x.numpy(), data.x) and np.shares_memory(y.numpy(), data.y)
     synthetic = DataSpec(name="synthetic-images", size=200, shape=(1, 4, 4), num_classes=2)
     driver = load_dataset(synthetic, 3)
     assert shipped_arrays(driver, synthetic) is None
-    x, y = worker_arrays(synthetic, 3, None)
-    assert np.array_equal(x, driver.x) and np.array_equal(y, driver.y)
+    x, y = open_source(synthetic, 3, None).dataset.tensors
+    assert np.array_equal(x.numpy(), driver.x) and np.array_equal(y.numpy(), driver.y)
     fixed, fold = run_split(data, 0), run_split(data, 0, fold=1, folds=3)
     assert fixed["held_name"] == "test" and np.array_equal(fixed["held"], data.test_idx)
     assert fold["held_name"] == "fold 2 of 3" and np.array_equal(fold["val"], fold["held"])

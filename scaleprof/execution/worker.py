@@ -1,0 +1,143 @@
+"""What every Ray Train worker executes: scaleprof's measurement around a training loop.
+
+`train_loop_per_worker` starts the worker's event sink and monitor, opens a `scaleprof.session` for
+the run, calls the loop (the built-in classifier loop, or the user's `train.loop`) with a plain config,
+and closes everything so no event is lost, also when the loop fails.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Callable
+
+import torch
+
+from scaleprof.config import Experiment
+from scaleprof.records import WorkerEnd
+from scaleprof.session import WorkerSession, activate, worker_start_event
+from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
+from scaleprof.workloads.data import open_source, subset
+from scaleprof.workloads.imports import WorkloadError, import_object
+from scaleprof.workloads.models import build_model
+
+
+class RunInputs:
+    """The run's data and model as the experiment names them, opened on first use in this worker."""
+
+    def __init__(self, experiment: Experiment, run: dict[str, Any]):
+        self.experiment, self.run = experiment, run
+
+    @cached_property
+    def _source(self) -> Any:
+        spec = self.experiment.data
+        assert spec is not None
+        source = open_source(spec, self.experiment.seed, self.run["shipped"])
+        expected = self.run["data_info"]["samples"]
+        if len(source.dataset) != expected:
+            raise WorkloadError(
+                "data.factory" if spec.factory else "data",
+                f"the data set has {len(source.dataset)} items in this worker and had {expected} on the driver: "
+                "it must be the same everywhere (same files, same seed) for the split to mean anything",
+            )
+        return source.dataset
+
+    def datasets(self) -> tuple[Any, Any, Any]:
+        split = self.run["split"]
+        return tuple(subset(self._source, split[name]) for name in ("train", "val", "held"))  # type: ignore[return-value]
+
+    def build_model(self) -> torch.nn.Module:
+        info = self.run["data_info"]
+        spec = next(m for m in self.experiment.model_list if m.label == self.run["model_label"])
+        return build_model(spec, tuple(info["input_shape"]), info["num_classes"], self.experiment.seed)
+
+
+def loop_config(experiment: Experiment, run: dict[str, Any], world_size: int) -> dict[str, Any]:
+    """What the loop receives: the documented keys, then the whole resolved experiment."""
+    spec = next(m for m in experiment.model_list if m.label == run["model_label"])
+    return {
+        "seed": experiment.seed,
+        "epochs": experiment.train.epochs,
+        "batch_size": run["per_worker_batch"],  # per worker, after the scaling rule
+        "global_batch_size": run["per_worker_batch"] * world_size,
+        "loop_config": dict(experiment.train.loop_config),
+        "run_id": run["run_id"],
+        "model": spec.model_dump(mode="json", by_alias=True),
+        "experiment": experiment.resolved(),
+    }
+
+
+def _the_loop(experiment: Experiment) -> Callable[[dict[str, Any]], Any]:
+    if experiment.train.loop is None:
+        from scaleprof.workloads.classification import train_classifier
+
+        return train_classifier
+    # The user's modules arrive through the run's runtime environment (py_modules), as on a cluster.
+    return import_object(experiment.train.loop, "train.loop")
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    experiment = Experiment.model_validate(config["experiment"])
+    run = config["run"]
+    if experiment.train.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    aggregator = config["aggregator"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    node_id = ray.get_runtime_context().get_node_id()
+    attempt = ray.get(aggregator.register_worker.remote(run["run_id"], rank))
+
+    ids = {"study_id": config["study_id"], "run_id": run["run_id"], "attempt": attempt, "rank": rank, "node_id": node_id}
+    sink = EventSink(ids, lambda batch: aggregator.ingest.remote(batch)).start()
+
+    threads = max(1, int(run["cpus_per_worker"]))
+    torch.set_num_threads(threads)  # one Ray CPU = one torch thread: workers must not oversubscribe cores
+    device = ray.train.torch.get_device()
+    gpu_index = device.index if device.type == "cuda" else None
+    if gpu_index is None and device.type == "cuda":
+        gpu_index = torch.cuda.current_device()
+    gpu = GpuSampler(gpu_index)
+    monitor = Monitor(sink, [SystemSampler(), gpu], experiment.monitor.interval_s) if experiment.monitor.enabled else None
+    if monitor:
+        monitor.start()
+    else:
+        gpu.start()  # still record which GPU this worker had
+    sink.emit(worker_start_event(device, threads, world, gpu))
+
+    inputs = RunInputs(experiment, run)
+    session = WorkerSession(
+        sink.emit,
+        lambda predictions: ray.get(aggregator.store_predictions.remote(run["run_id"], predictions)),
+        rank=rank,
+        world_size=world,
+        device=device,
+        threads=threads,
+        epochs=experiment.train.epochs,
+        held_name=run["split"]["held_name"] if run.get("split") else "test",
+        held_index=run["split"]["held"] if run.get("split") else None,
+        flops_per_sample=run["model_info"].get("flops_per_sample"),
+        datasets=inputs.datasets if experiment.data is not None else None,
+        build_model=inputs.build_model if run.get("data_info") and not _built_by_loop(experiment, run) else None,
+    )
+    activate(session)
+    finished = False
+    try:
+        _the_loop(experiment)(loop_config(experiment, run, world))
+        finished = True
+    finally:  # a failing loop still ships the events it produced
+        activate(None)
+        if monitor:
+            monitor.stop()
+        else:
+            gpu.stop()
+        if finished:
+            sink.emit(WorkerEnd())
+        sink.close()
+
+
+def _built_by_loop(experiment: Experiment, run: dict[str, Any]) -> bool:
+    return next(m for m in experiment.model_list if m.label == run["model_label"]).built_by_loop

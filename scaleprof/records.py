@@ -1,0 +1,194 @@
+"""The records that cross layers: event kinds and fields, run statuses and kinds, in one place.
+
+A worker emits typed events (`StepEvent`, `EpochEvent`, ...); the sink stamps them with ids and a
+sequence number; the aggregator stores them as JSON lines; analysis reads the same field names back.
+The unit tests build their study data from these classes too, so renaming a field here breaks every
+test that depends on it instead of leaving them green.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class EventKind(StrEnum):
+    STEP = "step"
+    EPOCH = "epoch"
+    SYSTEM = "system"
+    EVAL = "eval"
+    LIFECYCLE = "lifecycle"
+    PROBE = "probe"
+
+
+class Lifecycle(StrEnum):
+    """The `event` field of lifecycle events."""
+
+    WORKER_START = "worker_start"
+    MODEL_INFO = "model_info"
+    LOADER_INFO = "loader_info"
+    GPU_UNAVAILABLE = "gpu_unavailable"
+    WORKER_END = "worker_end"
+
+
+class RunStatus(StrEnum):
+    PLANNED = "planned"
+    PLACED = "placed"
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (RunStatus.OK, RunStatus.FAILED, RunStatus.SKIPPED)
+
+
+FINISHED = (RunStatus.OK, RunStatus.SKIPPED)  # what --resume keeps
+
+
+class RunKind(StrEnum):
+    FIXED_SPLIT = "fixed-split"
+    CV = "cv"
+
+
+# Fields every stored event carries (stamped by the sink), before its own fields.
+ID_FIELDS = ("study_id", "run_id", "attempt", "rank", "node_id")
+STAMP_FIELDS = ("seq", "time", "kind")
+
+
+@dataclass
+class Event:
+    """Base of the typed events: `fields()` is what the sink stores beside the ids and stamps."""
+
+    kind: ClassVar[EventKind]
+    event: ClassVar[Lifecycle | None] = None  # lifecycle events: which one (stored as the `event` field)
+
+    def fields(self) -> dict[str, Any]:
+        if self.event is not None:  # lifecycle events store None ("not known"); the rest omit it (size)
+            return {"event": self.event, **vars(self)}
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+@dataclass
+class StepEvent(Event):
+    """One training step of one worker. `data_s` is the wait for the batch; `step_s` runs from the end
+    of the previous step to the end of this one (so it includes `data_s`). The phase times are present
+    when the loop marks them (the built-in loop does)."""
+
+    kind: ClassVar[EventKind] = EventKind.STEP
+    epoch: int
+    step: int
+    samples: int
+    data_s: float
+    compute_s: float
+    step_s: float
+    forward_s: float | None = None
+    backward_s: float | None = None
+    optimizer_s: float | None = None
+    loss: float | None = None
+
+
+@dataclass
+class EpochEvent(Event):
+    """One epoch of one worker: `epoch_time_s` runs from the start barrier to the end of its last
+    step (validation excluded); `epoch_start` is wall-clock time (s since the epoch)."""
+
+    kind: ClassVar[EventKind] = EventKind.EPOCH
+    epoch: int
+    epoch_time_s: float
+    epoch_start: float
+    samples: int
+    steps: int
+    train_loss: float | None = None
+    lr: float | None = None
+    gpu_mem_peak_mb: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+
+
+@dataclass
+class EvalEvent(Event):
+    """The held-out evaluation of rank 0 (its predictions are stored beside the events)."""
+
+    kind: ClassVar[EventKind] = EventKind.EVAL
+    split: str
+    samples: int
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+
+
+@dataclass
+class ProbeEvent(Event):
+    """The gradient-sync probe: backward with and without DDP's all-reduce on the same batches."""
+
+    kind: ClassVar[EventKind] = EventKind.PROBE
+    backward_sync_s: float
+    backward_nosync_s: float
+    allreduce_s: float
+
+
+@dataclass
+class SystemEvent(Event):
+    """One monitor sample: process CPU% (100 = one core), RSS and, with a GPU, NVML readings."""
+
+    kind: ClassVar[EventKind] = EventKind.SYSTEM
+    cpu_pct: float | None = None
+    rss_mb: float | None = None
+    gpu_util_pct: float | None = None
+    gpu_mem_used_mb: float | None = None
+    gpu_power_w: float | None = None
+
+
+@dataclass
+class WorkerStart(Event):
+    kind: ClassVar[EventKind] = EventKind.LIFECYCLE
+    event: ClassVar[Lifecycle | None] = Lifecycle.WORKER_START
+    world_size: int = 1
+    hostname: str = ""
+    pid: int = 0
+    device: str = "cpu"
+    torch_threads: int = 1
+    gpu_uuid: str | None = None
+    gpu_name: str | None = None
+    gpu_unavailable: str | None = None
+
+
+@dataclass
+class ModelInfo(Event):
+    """The model as trained: parameters, FLOPs per training sample (forward + backward) when known,
+    and on CPU the worker's measured matmul peak (the MFU denominator)."""
+
+    kind: ClassVar[EventKind] = EventKind.LIFECYCLE
+    event: ClassVar[Lifecycle | None] = Lifecycle.MODEL_INFO
+    parameters: int = 0
+    flops_per_sample: float | None = None
+    cpu_peak_flops: float | None = None
+
+
+@dataclass
+class LoaderInfo(Event):
+    """The training data loader's settings, as the loop built it."""
+
+    kind: ClassVar[EventKind] = EventKind.LIFECYCLE
+    event: ClassVar[Lifecycle | None] = Lifecycle.LOADER_INFO
+    batch_size: int | None = None
+    num_workers: int = 0
+    pin_memory: bool = False
+    persistent_workers: bool = False
+    prefetch_factor: int | None = None
+    batches: int | None = None
+
+
+@dataclass
+class GpuUnavailable(Event):
+    kind: ClassVar[EventKind] = EventKind.LIFECYCLE
+    event: ClassVar[Lifecycle | None] = Lifecycle.GPU_UNAVAILABLE
+    reason: str | None = None
+
+
+@dataclass
+class WorkerEnd(Event):
+    kind: ClassVar[EventKind] = EventKind.LIFECYCLE
+    event: ClassVar[Lifecycle | None] = Lifecycle.WORKER_END

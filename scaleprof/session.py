@@ -1,0 +1,441 @@
+"""The worker-side API: what a Ray Train training loop calls to be profiled by scaleprof.
+
+scaleprof's own classification loop is written on it, like any user's loop::
+
+    from scaleprof import session
+
+    def train_func(config):                      # an ordinary Ray Train train_loop_per_worker
+        model = session.prepare_model(build(), example_input=torch.zeros(2, 3, 32, 32))
+        loader = session.prepare_data_loader(DataLoader(data, batch_size=config["batch_size"], shuffle=True))
+        for epoch in session.epochs():           # the experiment's epochs; all ranks start each together
+            for x, y in session.steps(loader):   # times the wait for each batch and each step
+                loss = F.cross_entropy(model(x), y)
+                ...
+                session.report_loss(loss)        # optional: the epoch's training loss
+        session.report_predictions(y_true, proba)  # optional: every quality metric and the confusion matrix
+
+An epoch's time runs from its start (after a barrier) to the end of its last step: whatever the loop
+does after `steps()` ends (validation, checkpoints) is outside it, as in the built-in loop. A step runs
+from the end of the previous step to the moment the loop asks for the next batch; its data wait is the
+time `next()` took on the loader. `mark("forward")`, `mark("backward")`, `mark("optimizer")` inside a
+step split it further (host clock on CPU, CUDA events on a GPU). Outside a run that scaleprof started
+every function raises `SessionError`, so a loop cannot silently go unmeasured.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from scaleprof.records import (
+    EpochEvent,
+    EvalEvent,
+    Event,
+    LoaderInfo,
+    ModelInfo,
+    ProbeEvent,
+    StepEvent,
+    WorkerEnd,
+    WorkerStart,
+)
+
+PHASES = ("forward", "backward", "optimizer")
+
+
+class SessionError(RuntimeError):
+    """scaleprof.session used outside a run that scaleprof started, or used wrongly."""
+
+
+class StepClock:
+    """Marks inside a step: host clock on CPU; CUDA events on a GPU, so timing never adds a sync of its
+    own (the step's end synchronises once before the marks are read)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def seconds(self, start: Any, end: Any) -> float:
+        return start.elapsed_time(end) / 1000 if self.cuda else end - start
+
+
+def batch_size_of(batch: Any) -> int:
+    """Samples in a batch: the first dimension of its first tensor (a tensor, tuple, list or dict)."""
+    first = batch
+    while isinstance(first, (tuple, list, dict)) and len(first):
+        first = next(iter(first.values())) if isinstance(first, dict) else first[0]
+    shape = getattr(first, "shape", None)
+    if not shape:
+        raise SessionError(
+            f"cannot tell how many samples a {type(batch).__name__} batch holds; pass steps(loader, samples=...)"
+        )
+    return int(shape[0])
+
+
+def measured_cpu_peak_flops(threads: int, size: int = 512, seconds: float = 0.3) -> float:
+    """This worker's FP32 matmul FLOP/s on its own threads: the denominator of CPU MFU."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        done += 1
+    return 2 * size**3 * done / (time.perf_counter() - start)
+
+
+def barrier() -> None:
+    """All ranks wait for each other (a no-op with one worker)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+class WorkerSession:
+    """One worker's measurement state for one run; `scaleprof.execution.worker` creates it around the
+    loop. `emit` goes to the run's event sink (stamped with ids and a gap-free sequence number)."""
+
+    def __init__(
+        self,
+        emit: Callable[[Event], None],
+        store_predictions: Callable[[dict[str, Any]], None],
+        *,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+        threads: int,
+        epochs: int,
+        held_name: str = "test",
+        held_index: np.ndarray | None = None,
+        flops_per_sample: float | None = None,
+        datasets: Callable[[], tuple[Any, Any, Any]] | None = None,
+        build_model: Callable[[], torch.nn.Module] | None = None,
+    ):
+        self.emit = emit
+        self._store_predictions = store_predictions
+        self.rank, self.world_size, self.device, self.threads = rank, world_size, device, threads
+        self.total_epochs = epochs
+        self.held_name, self.held_index = held_name, held_index
+        self._flops_per_sample = flops_per_sample
+        self._datasets, self._build_model = datasets, build_model
+        self.clock = StepClock(device)
+        self._loaders: list[Any] = []
+        self._model_reported = self._loader_reported = False
+        self._epoch: int | None = None
+        self._reset_epoch()
+
+    # ---- the run's inputs -------------------------------------------------------------------
+    def datasets(self) -> tuple[Any, Any, Any]:
+        if self._datasets is None:
+            raise SessionError("the experiment has no data: build your data sets in your loop")
+        return self._datasets()
+
+    def build_model(self) -> torch.nn.Module:
+        if self._build_model is None:
+            raise SessionError("this run's model is built by your loop (the experiment names no model)")
+        return self._build_model()
+
+    # ---- preparation --------------------------------------------------------------------------
+    def prepare_model(
+        self, model: torch.nn.Module, example_input: Any = None, flops_per_sample: float | None = None, **ray_kwargs: Any
+    ) -> torch.nn.Module:
+        import ray.train.torch
+
+        if not self._model_reported:
+            self._report_model(model, example_input, flops_per_sample)
+        return ray.train.torch.prepare_model(model, **ray_kwargs)  # to the device; DDP when world > 1
+
+    def _report_model(self, model: torch.nn.Module, example_input: Any, flops_per_sample: float | None) -> None:
+        self._model_reported = True
+        if self.rank != 0:  # every rank runs the same model on the same kind of device: once is enough
+            return
+        flops = flops_per_sample if flops_per_sample is not None else self._flops_per_sample
+        if flops is None and example_input is not None:
+            from scaleprof.workloads.models import train_flops_per_sample
+
+            flops = train_flops_per_sample(model, example_input)
+        info = ModelInfo(parameters=sum(p.numel() for p in model.parameters()), flops_per_sample=flops)
+        if self.device.type == "cpu":
+            info.cpu_peak_flops = measured_cpu_peak_flops(self.threads)
+        self.emit(info)
+
+    def prepare_data_loader(self, loader: torch.utils.data.DataLoader, **ray_kwargs: Any) -> Any:
+        import ray.train.torch
+
+        prepared = ray.train.torch.prepare_data_loader(loader, **ray_kwargs)
+        self._loaders.append(prepared)
+        if not self._loader_reported:
+            self._loader_reported = True
+            self.emit(
+                LoaderInfo(
+                    batch_size=loader.batch_size,
+                    num_workers=loader.num_workers,
+                    pin_memory=bool(loader.pin_memory),
+                    persistent_workers=bool(loader.persistent_workers),
+                    prefetch_factor=loader.prefetch_factor if loader.num_workers else None,
+                    batches=len(prepared) if hasattr(prepared, "__len__") else None,
+                )
+            )
+        return prepared
+
+    # ---- epochs and steps ---------------------------------------------------------------------
+    def _reset_epoch(self) -> None:
+        self._samples = self._steps = 0
+        self._loss_sum = 0.0
+        self._loss_samples = 0
+        self._epoch_start_wall = self._t_epoch = time.perf_counter()
+        self._last_step_end: float | None = None
+        self._extra: dict[str, float] = {}
+        self._step_loss: Any = None
+        self._marks: list[tuple[str, Any]] = []
+
+    def epochs(self) -> Iterator[int]:
+        for epoch in range(self.total_epochs):
+            for loader in self._loaders:  # DistributedSampler reshuffles only when told the epoch
+                sampler = getattr(loader, "sampler", None)
+                if hasattr(sampler, "set_epoch"):
+                    sampler.set_epoch(epoch)
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)  # peak per epoch, not since process start
+            barrier()
+            self._reset_epoch()
+            self._epoch = epoch
+            self._epoch_start_wall = time.time()
+            self._t_epoch = time.perf_counter()
+            try:
+                yield epoch
+            finally:  # also when the loop breaks out early: the epoch it ran is recorded
+                self._end_epoch()
+
+    def _end_epoch(self) -> None:
+        end = self._last_step_end if self._last_step_end is not None else time.perf_counter()
+        event = EpochEvent(
+            epoch=int(self._epoch or 0),
+            epoch_time_s=end - self._t_epoch,
+            epoch_start=self._epoch_start_wall,
+            samples=self._samples,
+            steps=self._steps,
+            train_loss=self._loss_sum / self._loss_samples if self._loss_samples else None,
+        )
+        if self.device.type == "cuda":
+            event.gpu_mem_peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        for name, value in self._extra.items():
+            setattr(event, name, value)
+        self.emit(event)
+        self._epoch = None
+
+    def steps(self, loader: Any, samples: int | Callable[[Any], int] | None = None) -> Iterator[Any]:
+        if self._epoch is None:
+            raise SessionError("steps() is called inside `for epoch in session.epochs():`")
+        iterator = iter(loader)
+        t_prev = self._last_step_end if self._last_step_end is not None else self._t_epoch
+        step = 0
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            t_data = time.perf_counter()
+            self._marks = [("start", self.clock.mark())]
+            self._step_loss = None
+            try:
+                yield batch
+            finally:  # also when the loop breaks after this step: it ran
+                n = samples(batch) if callable(samples) else samples if samples is not None else batch_size_of(batch)
+                t_prev = self._end_step(step, n, t_prev, t_data)
+                step += 1
+
+    def _end_step(self, step: int, samples: int, t_prev: float, t_data: float) -> float:
+        end_mark = self.clock.mark()
+        if self.clock.cuda:
+            end_mark.synchronize()  # the step's kernels are done: its marks can be read
+        t_end = time.perf_counter()
+        event = StepEvent(
+            epoch=int(self._epoch or 0),
+            step=step,
+            samples=samples,
+            data_s=t_data - t_prev,
+            compute_s=t_end - t_data,
+            step_s=t_end - t_prev,
+        )
+        marks = dict(self._marks)
+        if all(p in marks for p in PHASES):
+            previous = marks["start"]
+            for phase in PHASES:
+                setattr(event, f"{phase}_s", self.clock.seconds(previous, marks[phase]))
+                previous = marks[phase]
+        if self._step_loss is not None:
+            loss = float(self._step_loss.item() if hasattr(self._step_loss, "item") else self._step_loss)
+            event.loss = loss
+            self._loss_sum += loss * samples
+            self._loss_samples += samples
+        self.emit(event)
+        self._samples += samples
+        self._steps += 1
+        self._last_step_end = t_end
+        return t_end
+
+    def mark(self, phase: str) -> None:
+        if phase not in PHASES:
+            raise SessionError(f"mark({phase!r}): the phases are {', '.join(PHASES)}")
+        self._marks.append((phase, self.clock.mark()))
+
+    def report_loss(self, loss: Any) -> None:
+        self._step_loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
+
+    def report_epoch(self, **metrics: float) -> None:
+        allowed = ("val_loss", "val_accuracy", "lr", "train_loss")
+        unknown = sorted(set(metrics) - set(allowed))
+        if unknown:
+            raise SessionError(f"report_epoch: unknown metric(s) {unknown}; give {', '.join(allowed)}")
+        self._extra.update({k: float(v) for k, v in metrics.items() if v is not None})
+
+    # ---- results ------------------------------------------------------------------------------
+    def report_predictions(
+        self, y_true: Any, proba: Any, sample_index: Any = None, split: str | None = None
+    ) -> dict[str, float] | None:
+        """Rank 0's class probabilities on the held-out split: stored whole, and every quality metric is
+        computed from them later (scikit-learn). Other ranks' calls are ignored (DDP ranks hold the
+        same weights). Returns the held-out loss and accuracy on rank 0."""
+        if self.rank != 0:
+            return None
+        y = np.asarray(_numpy(y_true), dtype=np.int64)
+        p = np.asarray(_numpy(proba), dtype=np.float32)
+        if p.ndim != 2 or len(p) != len(y):
+            raise SessionError(f"report_predictions: proba must be [N, classes] for N={len(y)} labels, got {list(p.shape)}")
+        if sample_index is None:  # the study's held-out split when these are its predictions, else 0..N-1
+            same = self.held_index is not None and len(self.held_index) == len(y)
+            sample_index = self.held_index if same else np.arange(len(y))
+        index = np.asarray(_numpy(sample_index), dtype=np.int64)
+        held = loss_and_accuracy(p, y)
+        split = split or self.held_name
+        self._store_predictions({"split": split, "sample_index": index, "y_true": y, "proba": p})
+        self.emit(EvalEvent(split=split, samples=len(y), test_loss=held["loss"], test_accuracy=held["accuracy"]))
+        return held
+
+    def report_allreduce_probe(self, probe: dict[str, float]) -> None:
+        self.emit(ProbeEvent(**probe))
+
+
+def loss_and_accuracy(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    p_true = np.clip(proba[np.arange(len(y)), y], 1e-12, 1.0)
+    return {"loss": float(-np.log(p_true).mean()), "accuracy": float((proba.argmax(1) == y).mean())}
+
+
+def _numpy(value: Any) -> Any:
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+
+
+def worker_start_event(device: torch.device, threads: int, world_size: int, gpu: Any) -> WorkerStart:
+    return WorkerStart(
+        world_size=world_size,
+        hostname=socket.gethostname(),
+        pid=os.getpid(),
+        device=str(device),
+        torch_threads=threads,
+        gpu_uuid=gpu.uuid,
+        gpu_name=gpu.name,
+        gpu_unavailable=gpu.unavailable_reason,
+    )
+
+
+# ---- the public functions: the current worker's session -----------------------------------------
+_current: WorkerSession | None = None
+
+
+def _session() -> WorkerSession:
+    if _current is None:
+        raise SessionError(
+            "scaleprof.session works inside a training loop that scaleprof runs "
+            "(train.loop in an experiment file, started by `scaleprof run`)"
+        )
+    return _current
+
+
+def activate(session: WorkerSession | None) -> None:
+    global _current
+    _current = session
+
+
+def prepare_model(
+    model: torch.nn.Module, example_input: Any = None, flops_per_sample: float | None = None, **ray_kwargs: Any
+) -> torch.nn.Module:
+    """`ray.train.torch.prepare_model` (device, DDP), recording parameters and, given an example input
+    batch (or the figure itself), the FLOPs per training sample that MFU needs."""
+    return _session().prepare_model(model, example_input, flops_per_sample, **ray_kwargs)
+
+
+def prepare_data_loader(loader: torch.utils.data.DataLoader, **ray_kwargs: Any) -> Any:
+    """`ray.train.torch.prepare_data_loader` (DistributedSampler, device), recording the loader's settings;
+    `epochs()` calls its sampler's `set_epoch` each epoch."""
+    return _session().prepare_data_loader(loader, **ray_kwargs)
+
+
+def epochs() -> Iterator[int]:
+    """The experiment's epochs (0-based); every rank starts each one together."""
+    return _session().epochs()
+
+
+def steps(loader: Any, samples: int | Callable[[Any], int] | None = None) -> Iterator[Any]:
+    """The loader's batches, each timed as one training step (`samples`: per batch, when the batch's
+    first dimension is not it)."""
+    return _session().steps(loader, samples)
+
+
+def mark(phase: str) -> None:
+    """Inside a step: the end of `forward`, `backward` or `optimizer` (all three give the step breakdown)."""
+    _session().mark(phase)
+
+
+def report_loss(loss: Any) -> None:
+    """This step's training loss (a tensor or a number): the epoch's sample-weighted mean is stored."""
+    _session().report_loss(loss)
+
+
+def report_epoch(**metrics: float) -> None:
+    """Metrics of the current epoch: val_loss, val_accuracy, lr (shown in the learning curves)."""
+    _session().report_epoch(**metrics)
+
+
+def report_predictions(y_true: Any, proba: Any, sample_index: Any = None, split: str | None = None) -> Any:
+    """Held-out labels and class probabilities [N, classes]: every quality metric comes from them."""
+    return _session().report_predictions(y_true, proba, sample_index, split)
+
+
+def report_allreduce_probe(probe: dict[str, float]) -> None:
+    """The gradient-sync probe's result: backward_sync_s, backward_nosync_s, allreduce_s (per step)."""
+    _session().report_allreduce_probe(probe)
+
+
+def datasets() -> tuple[Any, Any, Any]:
+    """The experiment's data for this run, when it names data: (train, val, held-out) torch Datasets,
+    the study's seeded split (or this run's cross-validation fold)."""
+    return _session().datasets()
+
+
+def build_model() -> torch.nn.Module:
+    """This run's model as the experiment names it (built-in or factory), seeded."""
+    return _session().build_model()
+
+
+def device() -> torch.device:
+    return _session().device
+
+
+def world_rank() -> int:
+    return _session().rank
+
+
+def world_size() -> int:
+    return _session().world_size

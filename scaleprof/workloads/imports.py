@@ -1,0 +1,86 @@
+"""Importing the user's code: `module:function` strings from the experiment file.
+
+The same import runs on the driver (to check everything before Ray starts) and in every Ray worker,
+where the user's modules arrive through the run's runtime environment (`py_modules`, see
+`code_modules`). Every failure is a `WorkloadError` naming the experiment field at fault.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+
+class WorkloadError(Exception):
+    """The user's model, data or loop cannot be used: `field` is the experiment field at fault."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def add_code_dirs(code_dirs: list[str] | None) -> None:
+    """Put the user's code directories first on sys.path (driver side; workers get them from Ray)."""
+    for directory in reversed(code_dirs or []):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+
+
+def import_object(path: str, field: str, code_dirs: list[str] | None = None) -> Callable[..., Any]:
+    """The callable `module:function` names, or a WorkloadError saying why not."""
+    add_code_dirs(code_dirs)
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            where = f" (looked in {', '.join(code_dirs)} and the Python path)" if code_dirs else ""
+            raise WorkloadError(field, f"cannot import {module_name!r}: no module named {exc.name!r}{where}") from None
+        raise WorkloadError(field, f"importing {module_name!r} failed: {_last_line(exc)}") from None
+    except Exception as exc:  # the user's module raised while it was imported
+        raise WorkloadError(field, f"importing {module_name!r} failed: {_last_line(exc)}") from None
+    target = getattr(module, attr, None)
+    if target is None:
+        raise WorkloadError(field, f"module {module_name!r} ({_file(module)}) has no {attr!r}")
+    if not callable(target):
+        raise WorkloadError(field, f"{path} is a {type(target).__name__}, not a function")
+    return target
+
+
+def call_user(function: Callable[..., Any], field: str, **kwargs: Any) -> Any:
+    """Call the user's factory, turning its exceptions into a message that names the field."""
+    try:
+        return function(**kwargs)
+    except TypeError as exc:
+        raise WorkloadError(field, f"calling it with kwargs {sorted(kwargs)} failed: {_last_line(exc)}") from None
+    except Exception as exc:
+        raise WorkloadError(field, f"it raised {_last_line(exc)}") from None
+
+
+def code_modules(code_dirs: list[str] | None) -> list[str]:
+    """What Ray's `py_modules` ships so workers import the user's code as the driver does: each
+    top-level `.py` file and each package directory (one with `__init__.py`) of the code directories.
+    Data directories beside them are not shipped."""
+    modules: list[str] = []
+    for directory in code_dirs or []:
+        root = Path(directory)
+        for entry in sorted(root.iterdir()):
+            if entry.name.startswith(".") or entry.name in ("__init__.py", "__pycache__"):
+                continue
+            if entry.is_file() and entry.suffix == ".py":
+                modules.append(str(entry))
+            elif entry.is_dir() and (entry / "__init__.py").is_file():
+                modules.append(str(entry))
+    return modules
+
+
+def _last_line(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
+
+
+def _file(module: Any) -> str:
+    return str(getattr(module, "__file__", None) or module.__name__)
