@@ -126,9 +126,7 @@ class InferenceProbe:
         return rows
 
 
-def run_inference(
-    experiment: Any, wait_timeout_s: float, data: dict[str, Any], runtime_env: dict[str, Any] | None = None
-) -> list[dict[str, Any]]:
+def run_inference(experiment: Any, wait_timeout_s: float, data: dict[str, Any]) -> list[dict[str, Any]]:
     """Every model on every requested device kind; a device the cluster lacks gives a skipped row."""
     import ray
 
@@ -141,9 +139,7 @@ def run_inference(
             if kind == "gpu" and have_gpus < 1:
                 rows.append({**base, "status": "skipped", "reason": f"needs 1 GPU, the cluster has {have_gpus:g}"})
                 continue
-            actor_cls = ray.remote(InferenceProbe).options(
-                num_cpus=spec.cpus, num_gpus=1 if kind == "gpu" else 0, runtime_env=runtime_env or None
-            )
+            actor_cls = ray.remote(InferenceProbe).options(num_cpus=spec.cpus, num_gpus=1 if kind == "gpu" else 0)
             actor = actor_cls.remote(experiment.resolved(), model.label, kind, data)
             try:
                 results = ray.get(actor.run.remote(), timeout=max(wait_timeout_s, 60) + 600)

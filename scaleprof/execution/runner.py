@@ -69,10 +69,12 @@ class StudyResult:
     aggregator_stats: dict[str, Any] = field(default_factory=dict)
 
 
-def connect_ray() -> bool:
-    """Join RAY_ADDRESS's cluster when set (as under `ray job submit`), else start a local Ray.
+def connect_ray(runtime_env: dict[str, Any] | None = None) -> bool:
+    """Join RAY_ADDRESS's cluster when set (as under `ray job submit`), else start a local Ray; either
+    way as a job with `runtime_env`.
 
-    Returns True when this call started Ray (and so the caller should shut it down).
+    Returns True when this call connected (and so the caller should shut Ray down). When Ray is
+    already initialised (a program that embeds scaleprof), its job's runtime environment is used as is.
     """
     import ray
 
@@ -83,10 +85,13 @@ def connect_ray() -> bool:
     # Workers' own logs would drown the progress display; their failures reach the run record anyway.
     log_to_driver = os.environ.get("SCALEPROF_RAY_LOG_TO_DRIVER") == "1"
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level="warning", log_to_driver=log_to_driver)
+        ray.init(logging_level="warning", log_to_driver=log_to_driver, runtime_env=runtime_env)
     else:
         # address="local": always a new Ray of our own, never whatever cluster happens to run on this machine
-        ray.init(address="local", logging_level="warning", log_to_driver=log_to_driver, include_dashboard=False)
+        ray.init(
+            address="local", logging_level="warning", log_to_driver=log_to_driver, include_dashboard=False,
+            runtime_env=runtime_env,
+        )  # fmt: skip
     if threading.current_thread() is threading.main_thread():
         # Ray's core worker installs a native SIGTERM handler over Python's, which can abort the process
         # on exit; Python's handler back on top makes SIGTERM (`ray job stop`) a SystemExit the study handles.
@@ -163,16 +168,17 @@ class _ProgressPoller:
 
 
 def worker_runtime_env(experiment: Experiment) -> dict[str, Any]:
-    """The Ray runtime environment of the run's workers: the user's modules (py_modules, shipped to
-    every node as `ray job submit` ships a working directory) and the environment variables."""
-    env: dict[str, Any] = {
-        # cuBLAS reads this when CUDA starts, so it must be in the worker's environment from the outset.
-        "env_vars": {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} if experiment.train.deterministic else {},
-    }
+    # cuBLAS reads this when CUDA starts, so it must be in the worker's environment from the outset.
+    return {"env_vars": {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} if experiment.train.deterministic else {}}
+
+
+def job_runtime_env(experiment: Experiment) -> dict[str, Any] | None:
+    """The user's modules as Ray `py_modules`: uploaded once and importable in every worker on every
+    node, as `ray job submit` ships a working directory. Ray uploads local paths only for a whole job
+    (`ray.init`), never per task or actor, so they go on the driver's connection; under `ray job submit`
+    Ray merges them with the job's own working_dir."""
     modules = code_modules(experiment.code_dirs) if experiment.uses_own_code else []
-    if modules:
-        env["py_modules"] = modules
-    return env
+    return {"py_modules": modules} if modules else None
 
 
 def _fit(
@@ -335,7 +341,7 @@ def run_study(
     # (Ray Train's default is 60 s); read by Ray Train's controller, propagated from this environment.
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(experiment.ray.placement_timeout_s)
     inputs = inputs or prepare(experiment)
-    started_ray = connect_ray()
+    started_ray = connect_ray(job_runtime_env(experiment))
     result = StudyResult(study_dir)
     try:
         observer.study_started(study_dir, len(runs), ray.get_runtime_context().gcs_address)
@@ -361,11 +367,8 @@ def run_study(
 
             observer.inference_started(experiment.evaluation.inference.devices)
             store.append_inference(
-                run_inference(
-                    experiment, experiment.ray.placement_timeout_s, inputs.for_inference(),
-                    worker_runtime_env(experiment),
-                )
-            )  # fmt: skip
+                run_inference(experiment, experiment.ray.placement_timeout_s, inputs.for_inference())
+            )
         result.aggregator_stats = ray.get(aggregator.stats.remote())
         manifest.update(finished_at=time.time(), telemetry=result.aggregator_stats)
         store.write_manifest(manifest)

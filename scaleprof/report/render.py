@@ -427,13 +427,16 @@ def _vega_bundle() -> str:
 
 
 def _models(manifest: dict[str, Any]) -> str:
-    exp = manifest["experiment"]
-    specs = exp["models"] if exp.get("models") else [exp["model"]]
-    return ", ".join(spec.get("label") or spec["name"] for spec in specs)
+    from scaleprof.config import Experiment
+
+    models = Experiment.model_validate(manifest["experiment"]).model_list
+    return ", ".join(m.label if not m.factory else f"{m.label} ({m.factory})" for m in models)
 
 
 def _splits(manifest: dict[str, Any]) -> str:
     sizes = manifest["data"].get("split_sizes", {})
+    if not sizes:
+        return "split by the training loop"
     return ", ".join(f"{name} {n}" for name, n in sizes.items()) + " samples"
 
 

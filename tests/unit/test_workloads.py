@@ -87,3 +87,203 @@ def test_training_workers_never_import_sklearn_and_get_the_drivers_data():
     assert fixed["held_name"] == "test" and np.array_equal(fixed["held"], data.test_idx)
     assert fold["held_name"] == "fold 2 of 3" and np.array_equal(fold["val"], fold["held"])
     assert not set(fold["held"]) & set(data.test_idx)
+
+
+# ---- the user's own data and models ----------------------------------------------------------------
+
+
+def write_image_folder(root, classes=("cat", "dog", "fox"), per_class=12, size=(10, 14)):
+    """Real PNG files in torchvision's ImageFolder layout: one directory per class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(rng.normal(60 + 60 * c, 20, size=(*size, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    return root
+
+
+def write_mnist_root(root, images=60, seed=0):
+    """MNIST's own idx files (big-endian magic 2051 images, 2049 labels), as torchvision reads them."""
+    import struct
+
+    rng = np.random.default_rng(seed)
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix in ("train", "t10k"):
+        labels = (np.arange(images) % 3).astype(np.uint8)
+        pixels = (labels[:, None, None] * 80 + rng.integers(0, 40, size=(images, 28, 28))).astype(np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, images, 28, 28) + pixels.tobytes())
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, images) + labels.tobytes())
+    return root
+
+
+def test_image_folder_is_read_resized_and_split_by_class(tmp_path):
+    root = write_image_folder(tmp_path / "images")
+    spec = DataSpec(name="image-folder", path=str(root), image_size=(8, 8), normalize=((0.5,) * 3, (0.25,) * 3))
+    data = load_dataset(spec, seed=0)
+    assert data.input_shape == (3, 8, 8) and data.num_classes == 3 and data.samples == 36 and data.x is None
+    assert sorted(np.bincount(data.y[data.test_idx])) == [2, 2, 2]  # stratified: every class in the test split
+    from scaleprof.workloads.data import open_source
+
+    x, label = open_source(spec, 0).dataset[0]
+    assert x.shape == (3, 8, 8) and label == 0 and float(x.min()) < 0  # normalised around 0.5 / 0.25
+
+
+def test_torchvision_data_set_read_from_a_local_root_never_downloaded(tmp_path):
+    spec = DataSpec(name="torchvision:MNIST", root=str(write_mnist_root(tmp_path / "mnist")), kwargs={"train": True})
+    data = load_dataset(spec, seed=0)
+    assert data.input_shape == (1, 28, 28) and data.samples == 60
+    assert data.num_classes == 10  # MNIST's own class list, even though this root holds only three
+    assert set(np.unique(data.y)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize(
+    "spec, field, words",
+    [
+        ({"name": "image-folder", "path": "/no/such/dir"}, "data.path", "no such directory"),
+        ({"name": "torchvision:MNIST", "root": "/no/such/root"}, "data.root", "no such directory"),
+        ({"name": "torchvision:NoSuchSet", "root": "/tmp"}, "data.name", "no data set 'NoSuchSet'"),
+    ],
+)
+def test_missing_data_is_a_clear_error_naming_the_field(spec, field, words):
+    from scaleprof.workloads.imports import WorkloadError
+
+    with pytest.raises(WorkloadError) as err:
+        load_dataset(DataSpec.model_validate(spec), seed=0)
+    assert err.value.field == field and words in err.value.message
+
+
+def test_torchvision_root_without_the_files_says_so(tmp_path):
+    from scaleprof.workloads.imports import WorkloadError
+
+    with pytest.raises(WorkloadError) as err:
+        load_dataset(DataSpec(name="torchvision:CIFAR10", root=str(tmp_path)), seed=0)
+    assert err.value.field == "data.root" and "cannot read it" in err.value.message
+
+
+USER_CODE = '''
+import torch
+from torch import nn
+from torch.utils.data import Dataset, IterableDataset, TensorDataset
+
+
+class Blobs(Dataset):
+    """No targets attribute: scaleprof reads the labels item by item."""
+    def __init__(self, n=90):
+        g = torch.Generator().manual_seed(1)
+        self.y = [i % 3 for i in range(n)]
+        self.x = torch.randn(n, 6, generator=g) + torch.tensor(self.y)[:, None]
+    def __len__(self):
+        return len(self.y)
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def blobs(n=90):
+    return Blobs(n)
+
+
+def given_splits():
+    x, y = torch.randn(50, 4), torch.arange(50) % 2
+    return {"train": TensorDataset(x[:30], y[:30]), "val": TensorDataset(x[30:40], y[30:40]),
+            "test": TensorDataset(x[40:], y[40:])}
+
+
+def not_a_dataset():
+    return [1, 2, 3]
+
+
+def a_stream():
+    class Stream(IterableDataset):
+        def __iter__(self):
+            yield torch.zeros(3), 0
+    return Stream()
+
+
+def triples():
+    return [(torch.zeros(2), 0, "extra")] * 10
+
+
+def net(width=8, classes=3):
+    return nn.Sequential(nn.Linear(6, width), nn.ReLU(), nn.Linear(width, classes))
+
+
+def wrong_output():
+    return nn.Linear(6, 5)
+
+
+def not_a_module():
+    return "a string"
+
+
+def raises():
+    raise RuntimeError("out of coffee")
+
+NOT_CALLABLE = 3
+'''
+
+
+@pytest.fixture
+def user_code(tmp_path):
+    (tmp_path / "user_things.py").write_text(USER_CODE)
+    return [str(tmp_path)]
+
+
+def test_factory_data_set_is_split_by_scaleprof_or_used_as_given(user_code):
+    data = load_dataset(DataSpec(factory="user_things:blobs", kwargs={"n": 90}), seed=0, code_dirs=user_code)
+    assert data.samples == 90 and data.input_shape == (6,) and data.num_classes == 3 and not data.given_split
+    assert len(data.test_idx) == 14 and sorted(np.bincount(data.y[data.test_idx]).tolist()) == [4, 5, 5]
+    given = load_dataset(DataSpec(factory="user_things:given_splits"), seed=0, code_dirs=user_code)
+    assert given.given_split and [len(given.train_idx), len(given.val_idx), len(given.test_idx)] == [30, 10, 10]
+    assert given.test_idx.tolist() == list(range(40, 50))  # the factory's own test set, in the concatenated index
+
+
+@pytest.mark.parametrize(
+    "factory, words",
+    [
+        ("user_things:not_a_dataset", "items must be (input, label) pairs"),
+        ("user_things:a_stream", "IterableDataset"),
+        ("user_things:triples", "items must be (input, label) pairs"),
+        ("user_things:raises", "it raised RuntimeError: out of coffee"),
+        ("user_things:nope", "has no 'nope'"),
+        ("user_things:NOT_CALLABLE", "is a int, not a function"),
+        ("not_there:load", "no module named 'not_there'"),
+    ],
+)
+def test_bad_data_factories_name_the_field(user_code, factory, words):
+    from scaleprof.workloads.imports import WorkloadError
+
+    with pytest.raises(WorkloadError) as err:
+        load_dataset(DataSpec(factory=factory), seed=0, code_dirs=user_code)
+    assert err.value.field == "data.factory" and words in err.value.message
+
+
+def test_model_factory_is_seeded_and_checked_against_the_data(user_code):
+    spec = ModelSpec(factory="user_things:net", kwargs={"width": 16})
+    a, b = (build_model(spec, (6,), 3, seed=5, code_dirs=user_code) for _ in range(2))
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb)
+    assert spec.label == "user_things-net"
+    assert check_model(spec, (6,), 3, user_code) is None
+    wrong = check_model(ModelSpec(factory="user_things:wrong_output"), (6,), 3, user_code)
+    assert wrong.startswith("factory:") and "shape [2, 5]" in wrong and "[2, 3]" in wrong
+    assert "not a torch.nn.Module" in check_model(ModelSpec(factory="user_things:not_a_module"), (6,), 3, user_code)
+    assert "cannot run on inputs" in check_model(spec, (7,), 3, user_code)
+    assert "calling it with kwargs ['depth']" in check_model(
+        ModelSpec(factory="user_things:net", kwargs={"depth": 2}), (6,), 3, user_code
+    )
+
+
+def test_code_modules_ship_python_files_and_packages_not_data(tmp_path):
+    from scaleprof.workloads.imports import code_modules
+
+    (tmp_path / "a.py").write_text("")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("")
+    assert code_modules([str(tmp_path)]) == [str(tmp_path / "a.py"), str(tmp_path / "pkg")]

@@ -1,0 +1,128 @@
+"""The worker-side session API on its own (no Ray): what a loop's calls turn into, event by event."""
+
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from scaleprof import session
+from scaleprof.records import EpochEvent, EvalEvent, StepEvent
+from scaleprof.session import SessionError, WorkerSession, batch_size_of
+
+
+def make_session(epochs=2, **kwargs):
+    events, stored = [], []
+    s = WorkerSession(events.append, stored.append, rank=0, world_size=1, device=torch.device("cpu"), threads=1,
+                      epochs=epochs, **kwargs)  # fmt: skip
+    return s, events, stored
+
+
+def loader(n=50, batch=16):
+    return DataLoader(TensorDataset(torch.randn(n, 3), torch.arange(n) % 2), batch_size=batch)
+
+
+def test_steps_and_epochs_count_what_the_loop_ran():
+    s, events, _ = make_session(epochs=3)
+    ran = []
+    for epoch in s.epochs():
+        for x, _ in s.steps(loader(50, 16)):
+            ran.append((epoch, len(x)))
+            s.report_loss(torch.tensor(2.0))
+        s.report_epoch(val_accuracy=0.5)
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    epochs = [e for e in events if isinstance(e, EpochEvent)]
+    assert [(e.epoch, e.samples) for e in steps] == ran  # 16, 16, 16, 2 per epoch
+    assert [e.step for e in steps[:4]] == [0, 1, 2, 3]
+    assert [(e.epoch, e.steps, e.samples) for e in epochs] == [(0, 4, 50), (1, 4, 50), (2, 4, 50)]
+    assert all(e.train_loss == 2.0 and e.val_accuracy == 0.5 for e in epochs)
+    assert all(e.forward_s is None for e in steps)  # no marks, no breakdown: nothing is made up
+
+
+def test_epoch_time_ends_at_the_last_step_so_validation_is_outside_it():
+    s, events, _ = make_session(epochs=1)
+    for _ in s.epochs():
+        for _ in s.steps(loader(32, 16)):
+            time.sleep(0.02)
+        time.sleep(0.3)  # "validation" after the last step
+    epoch = next(e for e in events if isinstance(e, EpochEvent))
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert 0.04 <= epoch.epoch_time_s < 0.25
+    assert epoch.epoch_time_s == pytest.approx(sum(e.step_s for e in steps), rel=0.05, abs=0.005)
+    assert all(e.step_s >= e.data_s + e.compute_s - 1e-9 for e in steps)
+
+
+def test_data_wait_is_the_time_next_took():
+    class SlowLoader:
+        def __iter__(self):
+            for _ in range(3):
+                time.sleep(0.05)  # a slow input pipeline
+                yield torch.zeros(4, 2)
+
+    s, events, _ = make_session(epochs=1)
+    for _ in s.epochs():
+        for _ in s.steps(SlowLoader()):
+            pass
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert [e.samples for e in steps] == [4, 4, 4]
+    assert all(e.data_s >= 0.045 and e.compute_s < 0.02 for e in steps)
+
+
+def test_marks_split_the_step_into_phases():
+    s, events, _ = make_session(epochs=1)
+    for _ in s.epochs():
+        for _ in s.steps(loader(16, 16)):
+            time.sleep(0.01)
+            s.mark("forward")
+            time.sleep(0.02)
+            s.mark("backward")
+            s.mark("optimizer")
+    step = next(e for e in events if isinstance(e, StepEvent))
+    assert 0.009 < step.forward_s < step.backward_s and step.optimizer_s < 0.005
+    with pytest.raises(SessionError, match="the phases are"):
+        s.mark("loss")
+
+
+def test_breaking_out_early_still_records_the_step_and_epoch_that_ran():
+    s, events, _ = make_session(epochs=5)
+    for epoch in s.epochs():
+        for i, _ in enumerate(s.steps(loader(64, 16))):
+            if i == 1:
+                break
+        if epoch == 1:
+            break
+    epochs = [e for e in events if isinstance(e, EpochEvent)]
+    assert [(e.epoch, e.steps, e.samples) for e in epochs] == [(0, 2, 32), (1, 2, 32)]
+
+
+def test_predictions_are_stored_with_the_held_out_indices_on_rank_0_only():
+    s, events, stored = make_session(held_name="test", held_index=np.array([7, 9, 11]))
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
+    held = s.report_predictions(torch.tensor([0, 1, 1]), torch.from_numpy(proba))
+    assert held["accuracy"] == pytest.approx(2 / 3)
+    assert stored[0]["sample_index"].tolist() == [7, 9, 11] and stored[0]["split"] == "test"
+    assert isinstance(events[-1], EvalEvent) and events[-1].samples == 3
+    other, events1, stored1 = make_session()
+    other.rank = 1
+    assert other.report_predictions([0], [[1.0, 0.0]]) is None and not stored1 and not events1
+    with pytest.raises(SessionError, match="proba must be"):
+        s.report_predictions([0, 1], [[1.0, 0.0]])
+
+
+def test_batch_sizes_from_tensors_tuples_and_dicts():
+    assert batch_size_of(torch.zeros(5, 2)) == 5
+    assert batch_size_of((torch.zeros(3, 2), torch.zeros(3))) == 3
+    assert batch_size_of({"input_ids": torch.zeros(7, 16), "labels": torch.zeros(7)}) == 7
+    with pytest.raises(SessionError, match="samples="):
+        batch_size_of("text")
+
+
+def test_outside_a_run_every_call_says_so():
+    with pytest.raises(SessionError, match="inside a training loop that scaleprof runs"):
+        session.epochs()
+    s, _, _ = make_session()
+    with pytest.raises(SessionError, match="inside `for epoch in session.epochs"):
+        next(iter(s.steps(loader())))
+    with pytest.raises(SessionError, match="has no data"):
+        s.datasets()
