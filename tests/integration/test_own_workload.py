@@ -1,0 +1,209 @@
+"""The user's own model, data and training loop, profiled through the CLI on the session's real
+two-node Ray. The user's modules live in a temporary directory that no Ray worker has on its path:
+they reach the workers only through scaleprof's runtime environment, as on a real cluster."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.unit.test_workloads import write_image_folder
+
+REPO = Path(__file__).resolve().parents[2]
+
+MODELS = """
+from torch import nn
+
+def build(features=6, width=16, classes=3):
+    return nn.Sequential(nn.Linear(features, width), nn.ReLU(), nn.Linear(width, classes))
+"""
+
+DATA = """
+import torch
+from torch.utils.data import Dataset
+
+class Points(Dataset):
+    def __init__(self, n):
+        g = torch.Generator().manual_seed(0)
+        self.targets = [i % 3 for i in range(n)]
+        self.x = torch.randn(n, 6, generator=g) + 2 * torch.tensor(self.targets)[:, None]
+    def __len__(self):
+        return len(self.targets)
+    def __getitem__(self, i):
+        return self.x[i], self.targets[i]
+
+def load(n=600):
+    return Points(n)
+"""
+
+LOOP = """
+import json
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from scaleprof import session
+
+
+def train_func(config):
+    torch.manual_seed(config["seed"])
+    g = torch.Generator().manual_seed(config["seed"])
+    y = torch.arange(500) % 4
+    x = torch.randn(500, 8, generator=g) + y[:, None].float()
+    model = nn.Sequential(nn.Linear(8, 32), nn.GELU(), nn.Linear(32, 4))
+    model = session.prepare_model(model, example_input=x[:2])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config["loop_config"]["lr"])
+    loader = session.prepare_data_loader(DataLoader(TensorDataset(x, y), batch_size=config["batch_size"], shuffle=True))
+    ran = []
+    for epoch in session.epochs():
+        steps = samples = 0
+        for xb, yb in session.steps(loader):
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=0.1)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            session.report_loss(loss)
+            steps, samples = steps + 1, samples + len(yb)
+        ran.append({"epoch": epoch, "steps": steps, "samples": samples})
+    rank = session.world_rank()
+    # What the loop itself counted, for the test to hold against what scaleprof recorded.
+    with open(os.path.join(config["loop_config"]["out"], f"{config['run_id']}-{rank}.json"), "w") as f:
+        json.dump(ran, f)
+    if rank == 0:
+        with torch.no_grad():
+            proba = torch.softmax(model(x[:100].to(session.device())), dim=1)
+        session.report_predictions(y[:100], proba)
+"""
+
+
+def scaleprof(args, cluster, cwd=REPO, timeout=600):
+    env = {**os.environ, "RAY_ADDRESS": cluster.address}
+    return subprocess.run(
+        [sys.executable, "-m", "scaleprof.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
+
+
+def write(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(textwrap.dedent(text))
+    return directory
+
+
+def run_study(experiment: Path, cluster, out: Path) -> Path:
+    proc = scaleprof(["run", str(experiment), "--out", str(out)], cluster)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (study,) = out.iterdir()
+    return study
+
+
+@pytest.mark.slow
+def test_factory_model_and_data_on_one_and_two_nodes(ray_cluster, tmp_path):
+    code = write(tmp_path / "project", {"my_models.py": MODELS, "my_data.py": DATA})
+    (code / "experiment.yaml").write_text(
+        "name: own\nmodel: {factory: 'my_models:build', kwargs: {width: 16}, label: mine}\n"
+        "data: {factory: 'my_data:load', kwargs: {n: 600}}\ntrain: {epochs: 2, batch_size: 32}\n"
+        "monitor: {interval_s: 0.2}\nplacements:\n  - {name: one, workers: 1}\n"
+        "  - {name: two, workers: 2, strategy: STRICT_SPREAD}\nray: {placement_timeout_s: 10}\n"
+    )
+    study = run_study(code / "experiment.yaml", ray_cluster, tmp_path / "reports")
+    runs = pd.read_parquet(study / "runs.parquet")
+    assert list(runs["status"]) == ["ok", "ok"], runs[["run_id", "reason"]]
+    assert list(runs["model"]) == ["mine", "mine"] and list(runs["model_name"]) == ["my_models:build"] * 2
+    assert list(runs["nodes_realized"]) == [1, 2]  # the user's modules reached the second node too
+    assert (runs["throughput"] > 0).all() and runs["accuracy"].between(0.5, 1).all()
+    assert (runs["flops_per_sample"] > 0).all() and runs["mfu"].notna().all()
+    assert (runs["samples_total"] == 2 * 420).all()  # 70% of 600 train, every epoch, over all workers
+    manifest = json.loads((study / "manifest.json").read_text())
+    assert manifest["data"]["name"] == "my_data:load" and manifest["data"]["split_sizes"]["train"] == 420
+    assert str(code) in manifest["code"]
+    quality = pd.read_parquet(study / "quality.parquet")
+    assert set(quality["class"].astype(str)) == {"0", "1", "2"}
+
+
+@pytest.mark.slow
+def test_user_loop_reports_what_it_ran_with_predictions(ray_cluster, tmp_path):
+    code = write(tmp_path / "project", {"loop.py": LOOP})
+    counts = tmp_path / "counts"
+    counts.mkdir()
+    (code / "experiment.yaml").write_text(
+        "name: loop\ntrain: {loop: 'loop:train_func', loop_config: {lr: 0.01, out: '" + str(counts) + "'},"
+        " epochs: 3, batch_size: 40}\nmonitor: {interval_s: 0.2}\n"
+        "placements:\n  - {name: one, workers: 1}\n  - {name: two, workers: 2, strategy: STRICT_SPREAD}\n"
+        "ray: {placement_timeout_s: 10}\n"
+    )
+    study = run_study(code / "experiment.yaml", ray_cluster, tmp_path / "reports")
+    runs = pd.read_parquet(study / "runs.parquet")
+    epochs = pd.read_parquet(study / "epochs.parquet")
+    assert list(runs["status"]) == ["ok", "ok"] and list(runs["model"]) == ["train_func"] * 2
+    assert runs["accuracy"].notna().all() and (runs["flops_per_sample"] > 0).all()
+    events = pd.read_json(study / "events.jsonl", lines=True)
+    for _, run in runs.iterrows():
+        mine = epochs[epochs["run_id"] == run["run_id"]].sort_values("epoch")
+        counted = [json.loads((counts / f"{run['run_id']}-{rank}.json").read_text()) for rank in range(run["workers"])]
+        assert list(mine["epoch"]) == [1, 2, 3]  # 1-based in the table, as the loop ran them
+        assert list(mine["samples"]) == [sum(c[e]["samples"] for c in counted) for e in range(3)]
+        steps = events[(events["run_id"] == run["run_id"]) & (events["kind"] == "step")]
+        assert len(steps) == sum(e["steps"] for c in counted for e in c)
+        assert steps["samples"].sum() == sum(e["samples"] for c in counted for e in c)
+    loader = events[events["event"] == "loader_info"]
+    assert (loader["batch_size"] == 40).all() and (loader["num_workers"] == 0).all()
+
+
+@pytest.mark.slow
+def test_image_folder_data_with_loader_workers(ray_cluster, tmp_path):
+    images = write_image_folder(tmp_path / "images", per_class=20)
+    experiment = tmp_path / "images.yaml"
+    experiment.write_text(
+        "name: folder\nmodel: {name: small-cnn, kwargs: {width: 8, hidden: 16}}\n"
+        "data: {name: image-folder, path: images, image_size: [12, 12], loader: {num_workers: 1, persistent_workers: true}}\n"
+        "train: {epochs: 2, batch_size: 8}\nplacements:\n  - {name: one, workers: 1}\nray: {placement_timeout_s: 10}\n"
+    )
+    study = run_study(experiment, ray_cluster, tmp_path / "reports")  # `images` is relative to the file
+    runs = pd.read_parquet(study / "runs.parquet")
+    assert list(runs["status"]) == ["ok"] and runs["accuracy"].notna().all()
+    manifest = json.loads((study / "manifest.json").read_text())
+    assert manifest["data"]["input_shape"] == [3, 12, 12] and manifest["data"]["samples"] == 60
+    assert manifest["experiment"]["data"]["path"] == str(images)
+    assert manifest["data"]["loader"]["num_workers"] == 1
+
+
+BAD_MODELS = """
+from torch import nn
+
+def build(features, width, classes):
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, width), nn.ReLU(), nn.Linear(width, classes))
+"""
+
+BAD = [
+    ("model: {factory: 'nothere:build'}\ndata: {name: digits}", "model.factory: cannot import 'nothere'"),
+    ("model: {factory: 'my_models:build'}\ndata: {name: digits}", "model.factory: calling it with kwargs [] failed"),
+    ("models: [{name: mlp}, {factory: 'my_models:build', kwargs: {features: 64, width: 8, classes: 4}}]\n"
+     "data: {name: digits}", "models.1.factory: my_models:build's output on a batch of 2 has shape [2, 4]"),
+    ("model: {name: mlp}\ndata: {name: image-folder, path: missing}", "data.path: "),
+    ("train: {loop: 'my_models:build'}", "train.loop: my_models:build takes 3 arguments"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("body, message", BAD)
+def test_bad_user_code_exits_2_naming_the_field_before_ray_starts(tmp_path, body, message):
+    code = write(tmp_path / "project", {"my_models.py": BAD_MODELS})
+    experiment = code / "bad.yaml"
+    experiment.write_text(f"name: bad\n{body}\nplacements:\n  - {{name: a, workers: 1}}\n")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "scaleprof.cli", "run", str(experiment), "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert message in proc.stderr and str(experiment) in proc.stderr
+    assert not out.exists()  # nothing written, Ray never started
