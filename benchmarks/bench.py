@@ -1,6 +1,6 @@
 """scaleprof's own cost, measured side by side in one run (not in timed unit tests).
 
-    .venv/bin/python benchmarks/bench.py all            # or: overhead | monitor-cpu | plain | telemetry | report
+    .venv/bin/python benchmarks/bench.py all            # or: overhead | monitor-cpu | plain | user | telemetry | report
     .venv/bin/python benchmarks/bench.py overhead --pairs 5
 
 Each benchmark writes benchmarks/results/<name>.json; RESULTS.md beside them is written by hand from those.
@@ -27,11 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def _local_ray() -> Iterator[None]:
+def _local_ray(runtime_env: dict | None = None) -> Iterator[None]:
     """A new local Ray of the benchmark's own (never a cluster already running here), shut down after."""
     import ray
 
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="warning")
+    ray.init(
+        address="local", include_dashboard=False, log_to_driver=False, logging_level="warning", runtime_env=runtime_env
+    )
     try:
         yield
     finally:
@@ -213,6 +215,134 @@ def bench_plain(repeats: int, epochs: int) -> dict:
     }
 
 
+def _plain_user_model(experiment, epochs: int) -> dict:
+    """The user's factory model and factory data, the study's own train split, batch, optimiser and
+    thread count, in a plain PyTorch loop without Ray or telemetry."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from scaleprof.workloads.data import load_dataset, open_source, subset
+    from scaleprof.workloads.models import build_model
+
+    torch.set_num_threads(1)
+    data = load_dataset(experiment.data, experiment.seed, experiment.code_dirs)
+    train = subset(open_source(experiment.data, experiment.seed).dataset, data.train_idx)
+    model = build_model(experiment.model_list[0], data.input_shape, data.num_classes, experiment.seed)
+    opt = torch.optim.SGD(model.parameters(), lr=experiment.train.lr, momentum=experiment.train.momentum)
+    loader = DataLoader(train, batch_size=experiment.train.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+    times, samples, steps = [], [], []
+    for _ in range(epochs):
+        start, n, k = time.perf_counter(), 0, 0
+        for xb, yb in loader:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(xb), yb).backward()
+            opt.step()
+            n, k = n + len(yb), k + 1
+        times.append(time.perf_counter() - start)
+        samples.append(n)
+        steps.append(k)
+    return {"throughput": sum(samples[1:]) / sum(times[1:]), "samples_per_epoch": samples, "steps_per_epoch": steps}
+
+
+def _plain_user_loop(settings: dict, epochs: int, batch: int) -> dict:
+    """examples/custom-loop's training, line for line, without scaleprof or Ray."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    sys.path.insert(0, str(REPO / "examples" / "custom-loop"))
+    import my_loop
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    train_set, _ = my_loop.make_data(0)
+    model = my_loop.build_model(hidden=settings["hidden"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings["lr"], weight_decay=0.01)
+    loader = DataLoader(train_set, batch_size=batch, shuffle=True)
+    times, samples, steps = [], [], []
+    for _ in range(epochs):
+        start, n, k = time.perf_counter(), 0, 0
+        for x, y in loader:
+            loss = F.cross_entropy(model(x), y, label_smoothing=settings["label_smoothing"])
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings["clip"])
+            optimizer.step()
+            n, k = n + len(y), k + 1
+        times.append(time.perf_counter() - start)
+        samples.append(n)
+        steps.append(k)
+    return {"throughput": sum(samples[1:]) / sum(times[1:]), "samples_per_epoch": samples, "steps_per_epoch": steps}
+
+
+def _recorded_counts(study_dir: Path) -> dict:
+    """What scaleprof stored of the run's epochs: samples and steps per epoch (all ranks together)."""
+    from scaleprof.analysis.summarize import summarize
+    from scaleprof.telemetry.store import StudyStore
+
+    events = StudyStore(study_dir).events()
+    epochs = events[events["kind"] == "epoch"].groupby("epoch")[["samples", "steps"]].sum()
+    return {"samples_per_epoch": epochs["samples"].astype(int).tolist(), "steps_per_epoch": epochs["steps"].astype(int).tolist()}
+
+
+def bench_user_workloads(repeats: int, epochs: int) -> dict:
+    """The two examples (a factory model + factory data on the built-in loop; a user's own loop) on one
+    worker, alternated with the same training as a plain PyTorch loop in the driver process: the
+    throughput ratio, the spread of each side over its repeats (the noise), and whether scaleprof's
+    recorded epochs, steps and samples equal what the plain loop ran."""
+    from scaleprof.config import load_experiment
+    from scaleprof.execution.runner import job_runtime_env, run_study
+
+    out = Path(tempfile.mkdtemp(prefix="bench-user-"))
+    one_worker = [{"name": "cpu-1", "workers": 1}]
+    model_exp = load_experiment(REPO / "examples" / "custom-model" / "experiment.yaml")
+    model_exp = model_exp.model_copy(update={
+        "models": model_exp.models[:1], "placements": [p for p in model_exp.placements if p.workers == 1],
+        "train": model_exp.train.model_copy(update={"epochs": epochs}),
+    })  # fmt: skip
+    loop_exp = load_experiment(REPO / "examples" / "custom-loop" / "experiment.yaml")
+    loop_exp = loop_exp.model_copy(update={
+        "placements": [p for p in loop_exp.placements if p.workers == 1],
+        "train": loop_exp.train.model_copy(update={"epochs": epochs}),
+    })  # fmt: skip
+    assert [p.workers for p in model_exp.placements + loop_exp.placements] == [1, 1], one_worker
+    modules = sorted(set(job_runtime_env(model_exp)["py_modules"] + job_runtime_env(loop_exp)["py_modules"]))
+    rows = []
+    with _local_ray({"py_modules": modules}):
+        for i in range(repeats):
+            for name, experiment, plain_fn in (
+                ("custom-model", model_exp, lambda: _plain_user_model(model_exp, epochs)),
+                ("custom-loop", loop_exp, lambda: _plain_user_loop(loop_exp.train.loop_config, epochs, loop_exp.train.batch_size)),
+            ):  # fmt: skip
+                plain = plain_fn()
+                result = run_study(experiment, out)
+                recorded = _recorded_counts(result.study_dir)
+                rows.append({
+                    "workload": name, "repeat": i, "plain": plain["throughput"],
+                    "scaleprof": _throughput(result.study_dir)["throughput"],
+                    "counts_equal": recorded == {k: plain[k] for k in recorded},
+                    "recorded": recorded, "plain_counts": {k: plain[k] for k in recorded},
+                })  # fmt: skip
+    summary = {}
+    for name in ("custom-model", "custom-loop"):
+        mine = [r for r in rows if r["workload"] == name]
+        ratios = [r["scaleprof"] / r["plain"] for r in mine]
+        spread = {side: statistics.pstdev([r[side] for r in mine]) / statistics.mean([r[side] for r in mine])
+                  for side in ("plain", "scaleprof")}  # fmt: skip
+        summary[name] = {
+            "ratios_scaleprof_over_plain": ratios, "median_ratio": statistics.median(ratios),
+            "cv_over_repeats": spread, "counts_equal": all(r["counts_equal"] for r in mine),
+        }  # fmt: skip
+    return {
+        "what": f"examples/custom-model (conv1d-32 on sensors, built-in loop) and examples/custom-loop (AdamW, "
+        f"clipping, label smoothing), 1 worker, 1 CPU / 1 thread, {epochs} epochs, each alternated with the same "
+        "training as a plain PyTorch loop (no Ray) in the driver; steady state = epochs 2..E on both sides",
+        "rows": rows,
+        "summary": summary,
+    }
+
+
 def bench_telemetry(actors: int, workers_per_actor: list[int], seconds: float, hz: float, batch: int) -> dict:
     """Simulated workers send event batches at `hz` to one aggregator actor; events/s and lag."""
     import ray
@@ -325,7 +455,7 @@ def _write(name: str, result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", choices=["overhead", "monitor-cpu", "plain", "telemetry", "report", "all"])
+    parser.add_argument("which", choices=["overhead", "monitor-cpu", "plain", "user", "telemetry", "report", "all"])
     parser.add_argument("--pairs", type=int, default=5, help="monitor on/off pairs")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per run (steady state: epochs 2..E)")
     args = parser.parse_args()
@@ -335,6 +465,8 @@ def main() -> None:
         _write("monitor_cpu", bench_monitor_cpu(seconds=20, steps_per_s=100, rounds=3))
     if args.which in ("plain", "all"):
         _write("plain", bench_plain(repeats=3, epochs=args.epochs))
+    if args.which in ("user", "all"):
+        _write("user_workloads", bench_user_workloads(repeats=3, epochs=args.epochs))
     if args.which in ("telemetry", "all"):
         _write("telemetry", bench_telemetry(actors=4, workers_per_actor=[16, 32, 64], seconds=10, hz=10, batch=10))
     if args.which in ("report", "all"):
