@@ -128,7 +128,7 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int) -> dict:
                 if monitored:
                     sink.emit(StepEvent(epoch=0, step=steps, samples=64, data_s=0.0001, compute_s=period,
                                         forward_s=period / 3, backward_s=period / 2, optimizer_s=period / 6,
-                                        step_s=period, loss=1.0))  # fmt: skip
+                                        step_s=period))  # fmt: skip
                 steps += 1
                 time.sleep(max(0.0, start + steps * period - time.monotonic()))
             if monitored:
@@ -276,6 +276,26 @@ def _plain_user_loop(settings: dict, epochs: int, batch: int) -> dict:
     return {"throughput": sum(samples[1:]) / sum(times[1:]), "samples_per_epoch": samples, "steps_per_epoch": steps}
 
 
+def _in_ray_train_worker(plain_fn, out: Path) -> dict:
+    """`plain_fn` (a plain PyTorch loop, no scaleprof) run in a 1-CPU Ray Train worker: what Ray's own
+    worker process costs, apart from scaleprof's instrumentation."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    result_file = out / f"plain-in-ray-{time.time_ns()}.json"
+
+    def loop(config):
+        Path(config["file"]).write_text(json.dumps(config["fn"]()))
+
+    TorchTrainer(
+        loop,
+        train_loop_config={"fn": plain_fn, "file": str(result_file)},
+        scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=str(out / "ray-train"), name=result_file.stem),
+    ).fit()
+    return json.loads(result_file.read_text())
+
+
 def _recorded_counts(study_dir: Path) -> dict:
     """What scaleprof stored of the run's epochs: samples and steps per epoch (all ranks together)."""
     from scaleprof.analysis.summarize import summarize
@@ -316,10 +336,11 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
                 ("custom-loop", loop_exp, lambda: _plain_user_loop(loop_exp.train.loop_config, epochs, loop_exp.train.batch_size)),
             ):  # fmt: skip
                 plain = plain_fn()
+                in_ray = _in_ray_train_worker(plain_fn, out)
                 result = run_study(experiment, out)
                 recorded = _recorded_counts(result.study_dir)
                 rows.append({
-                    "workload": name, "repeat": i, "plain": plain["throughput"],
+                    "workload": name, "repeat": i, "plain": plain["throughput"], "plain_in_ray": in_ray["throughput"],
                     "scaleprof": _throughput(result.study_dir)["throughput"],
                     "counts_equal": recorded == {k: plain[k] for k in recorded},
                     "recorded": recorded, "plain_counts": {k: plain[k] for k in recorded},
@@ -328,16 +349,21 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
     for name in ("custom-model", "custom-loop"):
         mine = [r for r in rows if r["workload"] == name]
         ratios = [r["scaleprof"] / r["plain"] for r in mine]
+        in_ray = [r["scaleprof"] / r["plain_in_ray"] for r in mine]
+        ray_cost = [r["plain_in_ray"] / r["plain"] for r in mine]
         spread = {side: statistics.pstdev([r[side] for r in mine]) / statistics.mean([r[side] for r in mine])
-                  for side in ("plain", "scaleprof")}  # fmt: skip
+                  for side in ("plain", "plain_in_ray", "scaleprof")}  # fmt: skip
         summary[name] = {
             "ratios_scaleprof_over_plain": ratios, "median_ratio": statistics.median(ratios),
+            "ratios_scaleprof_over_plain_in_ray_worker": in_ray, "median_ratio_vs_ray_worker": statistics.median(in_ray),
+            "ratios_plain_in_ray_worker_over_plain": ray_cost, "median_ray_worker_cost": statistics.median(ray_cost),
             "cv_over_repeats": spread, "counts_equal": all(r["counts_equal"] for r in mine),
         }  # fmt: skip
     return {
         "what": f"examples/custom-model (conv1d-32 on sensors, built-in loop) and examples/custom-loop (AdamW, "
         f"clipping, label smoothing), 1 worker, 1 CPU / 1 thread, {epochs} epochs, each alternated with the same "
-        "training as a plain PyTorch loop (no Ray) in the driver; steady state = epochs 2..E on both sides",
+        "training as a plain PyTorch loop (no Ray) in the driver and the same plain loop in a 1-CPU Ray Train "
+        "worker (no scaleprof); steady state = epochs 2..E on every side",
         "rows": rows,
         "summary": summary,
     }

@@ -58,6 +58,11 @@ ID_FIELDS = ("study_id", "run_id", "attempt", "rank", "node_id")
 STAMP_FIELDS = ("seq", "time", "kind")
 
 
+def stored(ids: dict[str, Any], seq: int, time: float, event: Event) -> dict[str, Any]:
+    """One event as the store holds it: the worker's ids, its sequence number and time, kind, fields."""
+    return {**ids, "seq": seq, "time": time, "kind": event.kind, **event.fields()}
+
+
 @dataclass
 class Event:
     """Base of the typed events: `fields()` is what the sink stores beside the ids and stamps."""
@@ -87,7 +92,6 @@ class StepEvent(Event):
     forward_s: float | None = None
     backward_s: float | None = None
     optimizer_s: float | None = None
-    loss: float | None = None
 
 
 @dataclass

@@ -192,7 +192,7 @@ class WorkerSession:
     # ---- epochs and steps ---------------------------------------------------------------------
     def _reset_epoch(self) -> None:
         self._samples = self._steps = 0
-        self._loss_sum = 0.0
+        self._loss_sum: Any = 0.0  # a float, or a device tensor on a GPU
         self._loss_samples = 0
         self._epoch_start_wall = self._t_epoch = time.perf_counter()
         self._last_step_end: float | None = None
@@ -226,7 +226,7 @@ class WorkerSession:
             epoch_start=self._epoch_start_wall,
             samples=self._samples,
             steps=self._steps,
-            train_loss=self._loss_sum / self._loss_samples if self._loss_samples else None,
+            train_loss=float(self._loss_sum) / self._loss_samples if self._loss_samples else None,
         )
         if self.device.type == "cuda":
             event.gpu_mem_peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
@@ -276,15 +276,21 @@ class WorkerSession:
                 setattr(event, f"{phase}_s", self.clock.seconds(previous, marks[phase]))
                 previous = marks[phase]
         if self._step_loss is not None:
-            loss = float(self._step_loss.item() if hasattr(self._step_loss, "item") else self._step_loss)
-            event.loss = loss
-            self._loss_sum += loss * samples
-            self._loss_samples += samples
+            self._add_loss(self._step_loss, samples)
         self.emit(event)
         self._samples += samples
         self._steps += 1
         self._last_step_end = t_end
         return t_end
+
+    def _add_loss(self, loss: Any, samples: int) -> None:
+        """The epoch's sample-weighted loss sum. On a GPU it stays a device tensor, read once per epoch:
+        reading it every step would synchronise host and device every step."""
+        if isinstance(loss, torch.Tensor) and loss.device.type != "cpu":
+            self._loss_sum = loss.float() * samples + self._loss_sum
+        else:
+            self._loss_sum += float(loss) * samples
+        self._loss_samples += samples
 
     def mark(self, phase: str) -> None:
         if phase not in PHASES:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import psutil
 
-from scaleprof.records import Event, GpuUnavailable, SystemEvent
+from scaleprof.records import Event, GpuUnavailable, SystemEvent, stored
 
 SendBatch = Callable[[list[dict[str, Any]]], Any]  # returns a Ray ObjectRef (or None when sent synchronously)
 log = logging.getLogger(__name__)
@@ -61,9 +61,7 @@ class EventSink:
         return self
 
     def emit(self, event: Event) -> None:
-        self._buffer.append(
-            {**self._ids, "seq": next(self._seq), "time": time.time(), "kind": event.kind, **event.fields()}
-        )
+        self._buffer.append(stored(self._ids, next(self._seq), time.time(), event))
 
     def _drain(self) -> list[dict[str, Any]]:
         batch = []
