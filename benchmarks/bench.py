@@ -17,8 +17,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -40,7 +40,7 @@ def _local_ray(runtime_env: dict | None = None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _experiment(name: str, monitor: bool, epochs: int = 6) -> "object":
+def _experiment(name: str, monitor: bool, epochs: int = 6) -> object:
     from scaleprof.config import Experiment
 
     return Experiment.model_validate(
@@ -56,15 +56,18 @@ def _experiment(name: str, monitor: bool, epochs: int = 6) -> "object":
 
 
 def _throughput(study_dir: Path) -> dict:
-    from scaleprof.analysis.summarize import summarize
+    from scaleprof.analysis.summarize import WALL_PHASES, summarize
     from scaleprof.telemetry.store import StudyStore
-
-    from scaleprof.analysis.summarize import WALL_PHASES
 
     runs = summarize(StudyStore(study_dir)).runs
     run = runs.iloc[0]
     phases = {k: float(run[k]) for k in WALL_PHASES}
-    return {"throughput": float(run["throughput"]), "wall_s": float(run["wall_s"]), "startup_s": float(run["startup_s"]), **phases}
+    return {
+        "throughput": float(run["throughput"]),
+        "wall_s": float(run["wall_s"]),
+        "startup_s": float(run["startup_s"]),
+        **phases,
+    }
 
 
 def bench_overhead(pairs: int, epochs: int) -> dict:
@@ -136,7 +139,11 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int) -> dict:
                 sink.close()
             after = proc.cpu_times()
             wall = time.monotonic() - start
-            return {"cpu_s": (after.user + after.system) - (before.user + before.system), "wall_s": wall, "steps": steps}
+            return {
+                "cpu_s": (after.user + after.system) - (before.user + before.system),
+                "wall_s": wall,
+                "steps": steps,
+            }
 
     rows = []
     with _local_ray():
@@ -204,7 +211,13 @@ def bench_plain(repeats: int, epochs: int) -> dict:
         for i in range(repeats):
             plain = _plain_loop(epochs=epochs, batch=64, threads=1)
             result = run_study(_experiment("plain-vs-ray", True, epochs), out)
-            rows.append({"repeat": i, "plain": plain["throughput"], **{f"scaleprof_{k}": v for k, v in _throughput(result.study_dir).items()}})
+            rows.append(
+                {
+                    "repeat": i,
+                    "plain": plain["throughput"],
+                    **{f"scaleprof_{k}": v for k, v in _throughput(result.study_dir).items()},
+                }
+            )
     ratios = [r["scaleprof_throughput"] / r["plain"] for r in rows]
     return {
         "what": "steady-state throughput: scaleprof 1-worker run (Ray Train worker, 1 CPU, 1 torch thread) / plain "
@@ -230,7 +243,9 @@ def _plain_user_model(experiment, epochs: int) -> dict:
     train = subset(open_source(experiment.data, experiment.seed).dataset, data.train_idx)
     model = build_model(experiment.model_list[0], data.input_shape, data.num_classes, experiment.seed)
     opt = torch.optim.SGD(model.parameters(), lr=experiment.train.lr, momentum=experiment.train.momentum)
-    loader = DataLoader(train, batch_size=experiment.train.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        train, batch_size=experiment.train.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     times, samples, steps = [], [], []
     for _ in range(epochs):
         start, n, k = time.perf_counter(), 0, 0
@@ -298,12 +313,14 @@ def _in_ray_train_worker(plain_fn, out: Path) -> dict:
 
 def _recorded_counts(study_dir: Path) -> dict:
     """What scaleprof stored of the run's epochs: samples and steps per epoch (all ranks together)."""
-    from scaleprof.analysis.summarize import summarize
     from scaleprof.telemetry.store import StudyStore
 
     events = StudyStore(study_dir).events()
     epochs = events[events["kind"] == "epoch"].groupby("epoch")[["samples", "steps"]].sum()
-    return {"samples_per_epoch": epochs["samples"].astype(int).tolist(), "steps_per_epoch": epochs["steps"].astype(int).tolist()}
+    return {
+        "samples_per_epoch": epochs["samples"].astype(int).tolist(),
+        "steps_per_epoch": epochs["steps"].astype(int).tolist(),
+    }
 
 
 def bench_user_workloads(repeats: int, epochs: int) -> dict:
@@ -333,7 +350,8 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
         for i in range(repeats):
             for name, experiment, plain_fn in (
                 ("custom-model", model_exp, lambda: _plain_user_model(model_exp, epochs)),
-                ("custom-loop", loop_exp, lambda: _plain_user_loop(loop_exp.train.loop_config, epochs, loop_exp.train.batch_size)),
+                ("custom-loop", loop_exp,
+                 lambda: _plain_user_loop(loop_exp.train.loop_config, epochs, loop_exp.train.batch_size)),
             ):  # fmt: skip
                 plain = plain_fn()
                 in_ray = _in_ray_train_worker(plain_fn, out)
@@ -355,7 +373,8 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
                   for side in ("plain", "plain_in_ray", "scaleprof")}  # fmt: skip
         summary[name] = {
             "ratios_scaleprof_over_plain": ratios, "median_ratio": statistics.median(ratios),
-            "ratios_scaleprof_over_plain_in_ray_worker": in_ray, "median_ratio_vs_ray_worker": statistics.median(in_ray),
+            "ratios_scaleprof_over_plain_in_ray_worker": in_ray,
+            "median_ratio_vs_ray_worker": statistics.median(in_ray),
             "ratios_plain_in_ray_worker_over_plain": ray_cost, "median_ray_worker_cost": statistics.median(ray_cost),
             "cv_over_repeats": spread, "counts_equal": all(r["counts_equal"] for r in mine),
         }  # fmt: skip
@@ -409,14 +428,20 @@ def bench_telemetry(actors: int, workers_per_actor: list[int], seconds: float, h
             senders = [Sender.remote() for _ in range(actors)]
             start = time.time()
             sent = sum(
-                ray.get([s.run.remote(aggregator, i * per_actor, per_actor, seconds, hz, batch) for i, s in enumerate(senders)])
+                ray.get(
+                    [
+                        s.run.remote(aggregator, i * per_actor, per_actor, seconds, hz, batch)
+                        for i, s in enumerate(senders)
+                    ]
+                )
             )
             elapsed = time.time() - start
             stats = ray.get(aggregator.stats.remote())
             rss = ray.get(aggregator.__ray_call__.remote(lambda self: __import__("psutil").Process().memory_info().rss))
             rows.append({
                 "simulated_workers": actors * per_actor, "offered_events_per_s": actors * per_actor * hz * batch,
-                "sent": sent, "stored": stats["events_written"], "gaps": stats["gaps"], "duplicates": stats["duplicates"],
+                "sent": sent, "stored": stats["events_written"], "gaps": stats["gaps"],
+                "duplicates": stats["duplicates"],
                 "events_per_s": stats["events_written"] / elapsed, "lag_p50_s": stats["lag_p50_s"],
                 "lag_p99_s": stats["lag_p99_s"], "aggregator_rss_mb": rss / 2**20,
             })  # fmt: skip
@@ -441,7 +466,8 @@ def bench_report(runs: int, samples_per_worker: int) -> dict:
     root = Path(tempfile.mkdtemp(prefix="bench-report-")) / "study"
     store: StudyStore = make_study(root)
     base = {"model": "mlp", "kind": "fixed-split", "node_type": "test-node", "cpus_per_worker": 1, "gpus_per_worker": 0,
-            "per_worker_batch": 50, "repeat": 0, "device": "cpu", "status": "ok", "reason": "", "wall_s": 60.0}  # fmt: skip
+            "per_worker_batch": 50, "repeat": 0, "device": "cpu", "status": "ok", "reason": "",
+            "wall_s": 60.0}  # fmt: skip
     rng = np.random.default_rng(0)
     for i in range(runs):
         run_id, workers = f"{i + 10:03d}-mlp-w{i % 8 + 1}-r{i}", i % 8 + 1
@@ -455,7 +481,8 @@ def bench_report(runs: int, samples_per_worker: int) -> dict:
                                "cpu_pct": float(rng.uniform(50, 100)), "rss_mb": 500.0})  # fmt: skip
             for epoch in range(3):
                 events.append({**ids, "seq": samples_per_worker + epoch, "time": 1000.0 + epoch, "kind": "epoch",
-                               "epoch": epoch, "epoch_time_s": 1.0, "epoch_start": 1000.0 + epoch, "samples": 200 * workers,
+                               "epoch": epoch, "epoch_time_s": 1.0, "epoch_start": 1000.0 + epoch,
+                               "samples": 200 * workers,
                                "steps": 4, "train_loss": 1.0})  # fmt: skip
         append_jsonl(store.events_path, events)
     start = time.perf_counter()
@@ -474,7 +501,11 @@ def bench_report(runs: int, samples_per_worker: int) -> dict:
 
 def _write(name: str, result: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
-    result = {"measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": f"{os.cpu_count()} CPUs, {platform.platform()}", **result}
+    result = {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "machine": f"{os.cpu_count()} CPUs, {platform.platform()}",
+        **result,
+    }
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

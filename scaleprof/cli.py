@@ -20,9 +20,9 @@ from rich.table import Table
 
 from scaleprof.config import ConfigError, Experiment, load_experiment
 from scaleprof.execution.failures import disk_full
+from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.plan import describe, expand, study_bytes_estimate
 from scaleprof.pricing import prices_for
-from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.workloads.imports import WorkloadError
 
 EXIT_USER_ERROR = 2
@@ -146,7 +146,8 @@ def _resumable(path: str, experiment: Experiment) -> Path:
     stored = store.manifest().get("experiment_sha256")
     if stored != experiment.digest():
         raise UserError(
-            f"{path}: was made from a different experiment (sha256 {str(stored)[:12]}, this file {experiment.digest()[:12]});"
+            f"{path}: was made from a different experiment (sha256 {str(stored)[:12]}, "
+            f"this file {experiment.digest()[:12]});"
             " resume it with the file it was made from"
         )
     return Path(path)
@@ -204,7 +205,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
             "workers": r["workers"],
             "predicted samples/s": f"{r['throughput']:,.0f}",
             "95% band": f"{r['low']:,.0f} – {r['high']:,.0f}" if np.isfinite(r["low"]) else "exact fit: none",
-            "efficiency": f"{100 * r['efficiency']:.0f}%",
+            "efficiency": f"{100 * r['efficiency']:.0f}%" if np.isfinite(r["efficiency"]) else "– (no 1-worker run)",
             "law": r["law"],
             "extrapolated": "yes" if r["extrapolated"] else "no",
         }

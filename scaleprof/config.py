@@ -88,7 +88,9 @@ def _name_safe(text: str) -> str:
 class LoaderSpec(_Strict):
     """The training DataLoader's settings (torch.utils.data.DataLoader's own names)."""
 
-    num_workers: int = Field(default=0, ge=0, le=256, description="loader worker processes (0: in the training process)")
+    num_workers: int = Field(
+        default=0, ge=0, le=256, description="loader worker processes (0: in the training process)"
+    )
     pin_memory: bool | None = Field(default=None, description="page-locked host memory; default: on for GPU runs")
     persistent_workers: bool = Field(default=False, description="keep loader workers alive between epochs")
     prefetch_factor: int | None = Field(default=None, ge=1, le=1024, description="batches loaded ahead per worker")
@@ -135,7 +137,9 @@ class DataSpec(_Strict):
             return name
         if name.startswith("torchvision:") and len(name) > len("torchvision:"):
             return name
-        raise ValueError(f"unknown data set {name!r}; use one of {', '.join(DATA_NAMES)}, torchvision:<name> or factory")
+        raise ValueError(
+            f"unknown data set {name!r}; use one of {', '.join(DATA_NAMES)}, torchvision:<name> or factory"
+        )
 
     _factory = field_validator("factory")(_check_import_path)
 
@@ -205,7 +209,8 @@ class TrainSpec(_Strict):
     )
     lr_scaling: Literal["none", "linear"] = Field(
         default="none",
-        description="linear: lr x (global batch / train.batch_size), the linear scaling rule for growing global batches",
+        description="linear: lr x (global batch / train.batch_size), "
+        "the linear scaling rule for growing global batches",
     )
     lr_warmup_epochs: float = Field(
         default=0, ge=0, le=1000, description="ramp the learning rate linearly from train.lr over this many epochs"
@@ -225,7 +230,9 @@ class TrainSpec(_Strict):
         default=None,
         description="'module:function': your own Ray Train train_loop_per_worker, instrumented with scaleprof.session",
     )
-    loop_config: dict[str, Any] = Field(default_factory=dict, description="handed to your loop as config['loop_config']")
+    loop_config: dict[str, Any] = Field(
+        default_factory=dict, description="handed to your loop as config['loop_config']"
+    )
 
     _loop = field_validator("loop")(_check_import_path)
 
@@ -425,9 +432,7 @@ class Experiment(_Strict):
     def uses_own_code(self) -> bool:
         """The file names the user's code (a factory or a loop), which every worker must import."""
         return bool(
-            self.train.loop
-            or (self.data is not None and self.data.factory)
-            or any(m.factory for m in self.model_list)
+            self.train.loop or (self.data is not None and self.data.factory) or any(m.factory for m in self.model_list)
         )
 
     @property
@@ -545,14 +550,15 @@ def _safe_yaml(text: str, path: Path) -> Any:
             raise ConfigError(f"{path}: not an experiment file (a YAML alias refers to itself)")
         if size > MAX_YAML_NODES:
             raise ConfigError(
-                f"{path}: not an experiment file (more than {MAX_YAML_NODES:,} YAML values, counting each alias expanded)"
+                f"{path}: not an experiment file "
+                f"(more than {MAX_YAML_NODES:,} YAML values, counting each alias expanded)"
             )
         return loader.construct_document(node)
     finally:
         loader.dispose()
 
 
-class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # libyaml's parser: 5x faster
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # libyaml's parser: 5x faster
     """The safe loader, refusing a key given twice in one mapping (PyYAML would keep the last silently,
     so a second `train:` block would quietly replace the first)."""
 

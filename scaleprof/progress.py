@@ -6,6 +6,7 @@ prints one plain line per change, so the log still tells the story.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from scaleprof.plan import PlannedRun
+from scaleprof.records import RunStatus
 
 
 def _throughput_text(progress: dict[str, Any]) -> str:
@@ -40,7 +42,9 @@ class TerminalProgress:
 
     def study_started(self, study_dir: Path, runs: int, ray_address: str) -> None:
         self._total = runs
-        self.console.print(f"Study {study_dir.name}: {runs} run(s) on Ray at {ray_address}", markup=False, highlight=False)
+        self.console.print(
+            f"Study {study_dir.name}: {runs} run(s) on Ray at {ray_address}", markup=False, highlight=False
+        )
         self.console.print(f"Writing to {study_dir}", markup=False, highlight=False)
 
     def run_started(self, run: PlannedRun, total: int, epochs: int) -> None:
@@ -82,10 +86,10 @@ class TerminalProgress:
             self._progress.stop()
             self._progress = None
         status = record["status"]
-        style = {"ok": "green", "skipped": "yellow", "failed": "red"}.get(status, "")
+        style = {RunStatus.OK: "green", RunStatus.SKIPPED: "yellow", RunStatus.FAILED: "red"}.get(status, "")
         detail = f" ({record['wall_s']:.1f}s)" if "wall_s" in record else ""
         reason = f": {escape(record['reason'])}" if record.get("reason") else ""
         self.console.print(f"{escape(self._label)}: [{style}]{status}[/{style}]{detail}{reason}", highlight=False)
 
-    def inference_started(self, devices: list[str]) -> None:
+    def inference_started(self, devices: Sequence[str]) -> None:
         self.console.print(f"inference benchmark on {', '.join(devices)}", markup=False, highlight=False)

@@ -27,7 +27,8 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +41,6 @@ from scaleprof.records import (
     ModelInfo,
     ProbeEvent,
     StepEvent,
-    WorkerEnd,
     WorkerStart,
 )
 
@@ -148,7 +148,11 @@ class WorkerSession:
 
     # ---- preparation --------------------------------------------------------------------------
     def prepare_model(
-        self, model: torch.nn.Module, example_input: Any = None, flops_per_sample: float | None = None, **ray_kwargs: Any
+        self,
+        model: torch.nn.Module,
+        example_input: Any = None,
+        flops_per_sample: float | None = None,
+        **ray_kwargs: Any,
     ) -> torch.nn.Module:
         import ray.train.torch
 
@@ -203,9 +207,9 @@ class WorkerSession:
     def epochs(self) -> Iterator[int]:
         for epoch in range(self.total_epochs):
             for loader in self._loaders:  # DistributedSampler reshuffles only when told the epoch
-                sampler = getattr(loader, "sampler", None)
-                if hasattr(sampler, "set_epoch"):
-                    sampler.set_epoch(epoch)
+                set_epoch = getattr(getattr(loader, "sampler", None), "set_epoch", None)
+                if set_epoch is not None:
+                    set_epoch(epoch)
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)  # peak per epoch, not since process start
             barrier()
@@ -319,7 +323,9 @@ class WorkerSession:
         y = np.asarray(_numpy(y_true), dtype=np.int64)
         p = np.asarray(_numpy(proba), dtype=np.float32)
         if p.ndim != 2 or len(p) != len(y):
-            raise SessionError(f"report_predictions: proba must be [N, classes] for N={len(y)} labels, got {list(p.shape)}")
+            raise SessionError(
+                f"report_predictions: proba must be [N, classes] for N={len(y)} labels, got {list(p.shape)}"
+            )
         if sample_index is None:  # the study's held-out split when these are its predictions, else 0..N-1
             same = self.held_index is not None and len(self.held_index) == len(y)
             sample_index = self.held_index if same else np.arange(len(y))

@@ -26,13 +26,15 @@ def train_func(config):
     torch.manual_seed(config["seed"])
     train_set, test_set = make_data(config["seed"])
     model = build_model(hidden=settings.get("hidden", 128))
-    model = session.prepare_model(model, example_input=train_set[0][0][None])  # scaleprof (was ray.train.torch.prepare_model)
+    model = session.prepare_model(
+        model, example_input=train_set[0][0][None]
+    )  # scaleprof (was ray.train.torch.prepare_model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.get("lr", 3e-3), weight_decay=0.01)
     loader = DataLoader(train_set, batch_size=config["batch_size"], shuffle=True)
     loader = session.prepare_data_loader(loader)  # scaleprof (was ray.train.torch.prepare_data_loader)
     device = session.device()
 
-    for epoch in session.epochs():  # scaleprof (was range(config["epochs"]))
+    for _ in session.epochs():  # scaleprof (was range(config["epochs"]))
         model.train()
         for x, y in session.steps(loader):  # scaleprof (was loader)
             loss = F.cross_entropy(model(x), y, label_smoothing=settings.get("label_smoothing", 0.1))

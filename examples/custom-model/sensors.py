@@ -18,7 +18,12 @@ class SensorSignals(Dataset):
         frequency = 2 + 3 * torch.rand(samples, channels, 1, generator=generator)
         phase = 2 * math.pi * torch.rand(samples, channels, 1, generator=generator)
         wave = torch.sin(2 * math.pi * frequency * t + phase)
-        shapes = {0: wave, 1: torch.sign(wave), 2: wave.abs() * 2 - 1, 3: torch.sin(2 * math.pi * frequency * t**2 + phase)}
+        shapes = {
+            0: wave,
+            1: torch.sign(wave),
+            2: wave.abs() * 2 - 1,
+            3: torch.sin(2 * math.pi * frequency * t**2 + phase),
+        }
         labels = torch.tensor(self.targets)
         signal = torch.zeros(samples, channels, length)
         for label, shaped in shapes.items():

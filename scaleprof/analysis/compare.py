@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from scaleprof.records import RunKind, RunStatus
+
 METRICS = {
     "throughput": "throughput",
     "scaling_efficiency": "efficiency",
@@ -20,7 +22,7 @@ METRICS = {
 
 
 def _medians(runs: pd.DataFrame) -> pd.DataFrame:
-    ok = runs[(runs["status"] == "ok") & (runs["kind"] == "fixed-split")]
+    ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)]
     grouped = ok.groupby(["model", "placement"])
     med = grouped[[m for m in METRICS if m in ok]].median()
     cv = grouped[[m for m in METRICS if m in ok]].agg(lambda v: v.std(ddof=1) / v.mean() if len(v) > 1 else np.nan)

@@ -22,6 +22,13 @@ COST_COLUMNS = [
 ]  # fmt: skip
 
 
+def cost_per_sample_usd(cost_per_hour_usd: float, throughput: float) -> float:
+    """USD per training sample at a steady throughput: USD per second / samples per second."""
+    if not throughput or not np.isfinite(throughput):
+        return math.nan
+    return cost_per_hour_usd / 3600 / throughput
+
+
 def hourly_rate(run: pd.Series, price: dict[str, Any], billing: str) -> tuple[float, float]:
     """(billed nodes, USD per hour) for one run."""
     if billing == "share":
@@ -60,7 +67,7 @@ def add_cost_columns(runs: pd.DataFrame, epochs: pd.DataFrame, manifest: dict[st
         runs.at[i, "price_per_hour_usd"] = price["price_per_hour_usd"]
         runs.at[i, "billed_nodes"] = billed
         runs.at[i, "cost_per_hour_usd"] = per_hour
-        runs.at[i, "cost_per_sample_usd"] = per_s / run["throughput"] if run["throughput"] else math.nan
+        runs.at[i, "cost_per_sample_usd"] = cost_per_sample_usd(per_hour, run["throughput"])
         runs.at[i, "cost_per_sample_e2e_usd"] = per_s * run["wall_s"] / run["samples_total"]
         runs.at[i, "cost_per_epoch_usd"] = per_s * run["epoch_time_s"]
         runs.at[i, "cost_run_usd"] = per_s * run["wall_s"]

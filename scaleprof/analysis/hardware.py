@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from scaleprof.records import RunKind, RunStatus
+
 
 def inference_table(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(records)
@@ -13,9 +15,9 @@ def inference_table(records: list[dict]) -> pd.DataFrame:
 def hardware_table(runs: pd.DataFrame, inference: pd.DataFrame) -> pd.DataFrame:
     """Per model x device kind: memory at the largest inference batch, best inference throughput,
     training epoch time, peak utilisation, cost and energy per training sample (best 1-worker run)."""
-    ok_runs = runs[(runs["status"] == "ok") & (runs["kind"] == "fixed-split")]
+    ok_runs = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)]
     keys = set(zip(ok_runs["model"], ok_runs["device"]))
-    ok_inf = inference[inference["status"] == "ok"] if not inference.empty else inference
+    ok_inf = inference[inference["status"] == RunStatus.OK] if not inference.empty else inference
     if not ok_inf.empty:
         keys |= set(zip(ok_inf["model"], ok_inf["device"]))
     rows = []

@@ -13,21 +13,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaleprof.records import RunKind, RunStatus
+
 
 def _meets(throughput: float, cost: float, goal: dict[str, Any]) -> bool:
     if goal.get("min_throughput") is not None and not throughput >= goal["min_throughput"]:
         return False
-    if goal.get("max_cost_per_sample_usd") is not None and not cost <= goal["max_cost_per_sample_usd"]:
-        return False
-    return True
+    return goal.get("max_cost_per_sample_usd") is None or cost <= goal["max_cost_per_sample_usd"]
 
 
 def recommend(runs: pd.DataFrame, goal: dict[str, Any] | None) -> dict[str, Any] | None:
     if not goal:
         return None
+    from scaleprof.analysis.cost import cost_per_sample_usd
     from scaleprof.analysis.scaling import predictions
 
-    ok = runs[(runs["status"] == "ok") & (runs["kind"] == "fixed-split") & runs["throughput"].notna()]
+    ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT) & runs["throughput"].notna()]
     cost = ok["cost_per_sample_usd"] if "cost_per_sample_usd" in ok else pd.Series(np.nan, index=ok.index)
     meeting = ok[[_meets(t, c, goal) for t, c in zip(ok["throughput"], cost)]]
     if not meeting.empty:
@@ -45,7 +46,7 @@ def recommend(runs: pd.DataFrame, goal: dict[str, Any] | None) -> dict[str, Any]
         top = 4 * int(group["workers"].max())
         curve = predictions(group, list(range(1, top + 1)))
         for _, p in curve.iterrows():
-            c = per_worker_hour * p["workers"] / 3600 / p["throughput"] if np.isfinite(per_worker_hour) else np.nan
+            c = cost_per_sample_usd(per_worker_hour * p["workers"], p["throughput"])
             if _meets(p["throughput"], c, goal):
                 candidates.append({"basis": "predicted", "model": model, "device": device, "workers": int(p["workers"]),
                                    "throughput": float(p["throughput"]), "cost_per_sample_usd": float(c)})  # fmt: skip
@@ -69,7 +70,11 @@ def describe(recommendation: dict[str, Any] | None, goal: dict[str, Any] | None)
     cost = r.get("cost_per_sample_usd", np.nan)
     cost_text = f", ${cost * 1e6:.4f} per 1M samples" if cost is not None and np.isfinite(cost) else ""
     if r["basis"] == "measured":
-        return head + f"met cheapest by {r['model']} on {r['placement']} ({r['throughput']:,.0f} samples/s{cost_text}, measured)."
+        return (
+            head
+            + f"met cheapest by {r['model']} on {r['placement']} "
+            + f"({r['throughput']:,.0f} samples/s{cost_text}, measured)."
+        )
     if r["basis"] == "predicted":
         return head + (
             f"no measured placement meets it; the scaling law predicts {r['workers']} {r['device']} worker(s) of "

@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from scaleprof.analysis.quality import RUN_METRICS
+from scaleprof.records import RunKind, RunStatus
 
 SPREAD_METRICS = ["throughput", "epoch_time_s", "accuracy", "f1", "roc_auc"]
 
@@ -34,9 +35,9 @@ def describe_values(values: pd.Series) -> dict[str, float]:
 
 def spread_table(runs: pd.DataFrame, noisy_cv: float) -> pd.DataFrame:
     rows = []
-    fixed = runs[runs["kind"] == "fixed-split"]
+    fixed = runs[runs["kind"] == RunKind.FIXED_SPLIT]
     for (model, placement), group in fixed.groupby(["model", "placement"], sort=False):
-        ok = group[group["status"] == "ok"]
+        ok = group[group["status"] == RunStatus.OK]
         row = {
             "model": model,
             "placement": placement,
@@ -62,13 +63,13 @@ def spread_table(runs: pd.DataFrame, noisy_cv: float) -> pd.DataFrame:
 
 
 def cv_table(runs: pd.DataFrame) -> pd.DataFrame:
-    cv = runs[(runs["kind"] == "cv") & (runs["status"] == "ok")]
+    cv = runs[(runs["kind"] == RunKind.CV) & (runs["status"] == RunStatus.OK)]
     rows = []
     for model, folds in cv.groupby("model", sort=False):
         placement = folds["placement"].iloc[0]
         fixed = runs[
-            (runs["kind"] == "fixed-split")
-            & (runs["status"] == "ok")
+            (runs["kind"] == RunKind.FIXED_SPLIT)
+            & (runs["status"] == RunStatus.OK)
             & (runs["model"] == model)
             & (runs["placement"] == placement)
         ]
@@ -93,7 +94,7 @@ def add_loss_divergence(runs: pd.DataFrame, epochs: pd.DataFrame) -> tuple[pd.Da
         epochs["train_loss_delta_vs_1w"] = pd.Series(dtype=float)
         return runs, epochs
     meta = runs.set_index("run_id")
-    reference = runs[(runs["kind"] == "fixed-split") & (runs["status"] == "ok") & (runs["workers"] == 1)]
+    reference = runs[(runs["kind"] == RunKind.FIXED_SPLIT) & (runs["status"] == RunStatus.OK) & (runs["workers"] == 1)]
     reference = reference.sort_values("index").groupby(["model", "device"])["run_id"].first()
     curves = epochs.set_index(["run_id", "epoch"])["train_loss"]
     deltas = []

@@ -6,8 +6,12 @@ or strong scaling (global batch fixed); the report says which.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+
+from scaleprof.records import RunKind, RunStatus
 
 
 def speedup(throughput: float, baseline_throughput: float) -> float:
@@ -16,8 +20,15 @@ def speedup(throughput: float, baseline_throughput: float) -> float:
     return throughput / baseline_throughput
 
 
-def scaling_efficiency(throughput: float, workers: int, baseline_throughput: float) -> float:
-    return speedup(throughput, baseline_throughput) / workers
+def scaling_efficiency(speedup: Any, workers: Any) -> Any:
+    """E(N) = S(N) / N (numbers or columns)."""
+    return speedup / workers
+
+
+def baselines(runs: pd.DataFrame) -> pd.Series:
+    """X(1) per (model, device): the median throughput of its ok fixed-split 1-worker runs."""
+    ok_single = runs[(runs["status"] == RunStatus.OK) & (runs["workers"] == 1) & (runs["kind"] == RunKind.FIXED_SPLIT)]
+    return ok_single.groupby(["model", "device"])["throughput"].median()
 
 
 def add_scaling_columns(runs: pd.DataFrame) -> pd.DataFrame:
@@ -27,23 +38,19 @@ def add_scaling_columns(runs: pd.DataFrame) -> pd.DataFrame:
     a group without one gets NaN, never a made-up baseline.
     """
     runs = runs.copy()
-    fixed = runs["kind"] == "fixed-split" if "kind" in runs else True
-    ok_single = runs[(runs["status"] == "ok") & (runs["workers"] == 1) & fixed]
-    baselines = ok_single.groupby(["model", "device"])["throughput"].median()
+    one_worker = baselines(runs)
     keys = list(zip(runs["model"], runs["device"]))
-    runs["baseline_throughput"] = [baselines.get(k, float("nan")) for k in keys]
+    runs["baseline_throughput"] = [one_worker.get(k, float("nan")) for k in keys]
     runs["speedup"] = [speedup(x, b) for x, b in zip(runs["throughput"], runs["baseline_throughput"])]
-    runs["scaling_efficiency"] = runs["speedup"] / runs["workers"]
-    if "kind" in runs:  # cross-validation folds repeat the reference placement: not a scaling point
-        runs.loc[runs["kind"] == "cv", ["speedup", "scaling_efficiency"]] = float("nan")
+    runs["scaling_efficiency"] = scaling_efficiency(runs["speedup"], runs["workers"])
+    # cross-validation folds repeat the reference placement: not a scaling point
+    runs.loc[runs["kind"] == RunKind.CV, ["speedup", "scaling_efficiency"]] = float("nan")
     return runs
 
 
 def _fittable_groups(runs: pd.DataFrame):
     """(model, device, runs) for each group of ok fixed-split runs measured at 2+ worker counts."""
-    ok = runs[(runs["status"] == "ok") & runs["throughput"].notna()]
-    if "kind" in ok:
-        ok = ok[ok["kind"] == "fixed-split"]
+    ok = runs[(runs["status"] == RunStatus.OK) & runs["throughput"].notna() & (runs["kind"] == RunKind.FIXED_SPLIT)]
     for (model, device), group in ok.groupby(["model", "device"], sort=False):
         if group["workers"].nunique() >= 2:
             yield model, device, group
@@ -79,19 +86,23 @@ def scaling_fits(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def predictions(runs: pd.DataFrame, workers: list[int], level: float = 0.95) -> pd.DataFrame:
-    """Predicted throughput (with a confidence band) at the given worker counts, per (model, device)."""
+    """Predicted throughput (with a confidence band) at the given worker counts, per (model, device),
+    and the scaling efficiency that throughput would have: against the *measured* 1-worker baseline,
+    as for measured runs (NaN without one), so one word means one number."""
     from scaleprof.analysis.usl import fit_usl
 
     rows = []
+    one_worker = baselines(runs)
     for model, device, group in _fittable_groups(runs):
         fit = fit_usl(group["workers"], group["throughput"])
-        low, high = fit.interval(workers, level)
-        one_worker = float(fit.predict(1)[()])
-        for n, x, lo, hi in zip(workers, fit.predict(workers), low, high):
+        counts = np.asarray(workers, dtype=float)
+        low, high = fit.interval(counts, level)
+        baseline = float(one_worker.get((model, device), float("nan")))
+        for n, x, lo, hi in zip(workers, fit.predict(counts), low, high):
             rows.append(
                 {"model": model, "device": device, "workers": n, "throughput": float(x),
                  "low": max(float(lo), 0.0) if np.isfinite(lo) else float(lo), "high": float(hi),
-                 "efficiency": float(x / (n * one_worker)), "law": fit.model,
+                 "efficiency": float(scaling_efficiency(speedup(float(x), baseline), n)), "law": fit.model,
                  "extrapolated": n > group["workers"].max()}
             )  # fmt: skip
     return pd.DataFrame(rows)

@@ -14,8 +14,14 @@ from scaleprof.analysis.peaks import gpu_peak_flops
 from scaleprof.analysis.quality import RUN_METRICS, quality_tables
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
-from scaleprof.analysis.throughput import global_epochs, percentile, steady_epoch_numbers, steady_state_throughput
-from scaleprof.records import EventKind, Lifecycle
+from scaleprof.analysis.throughput import (
+    global_epochs,
+    percentile,
+    steady_epochs,
+    steady_state_throughput,
+    steady_steps,
+)
+from scaleprof.records import EventKind, Lifecycle, RunKind, RunStatus
 from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
 
 BREAKDOWN_COLUMNS = [
@@ -95,7 +101,7 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
     row["gpus"] = record["workers"] * record.get("gpus_per_worker", 0)
     row["cpus"] = record["workers"] * record.get("cpus_per_worker", 1)
     row["reason"] = record.get("reason") or ""
-    row["kind"] = record.get("kind", "fixed-split")  # studies written before cross-validation existed
+    row["kind"] = record.get("kind", RunKind.FIXED_SPLIT)  # studies written before cross-validation existed
     row["wall_s"] = record.get("wall_s", float("nan"))
     row["events"] = len(events)
     if events.empty:
@@ -110,8 +116,7 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
     tp = steady_state_throughput(epochs, steps, warmup_steps, per_epoch)
     row["throughput"], row["throughput_basis"] = tp.samples_per_s, tp.basis
     if per_epoch is not None:
-        n_epochs = int(per_epoch["epoch"].max()) + 1
-        steady = per_epoch[per_epoch["epoch"].isin(steady_epoch_numbers(n_epochs))]
+        steady = steady_epochs(per_epoch)
         row["epoch_time_s"] = float((steady if not steady.empty else per_epoch)["epoch_time_s"].mean())
         row["first_epoch_time_s"] = float(per_epoch.loc[per_epoch["epoch"] == 0, "epoch_time_s"].max())
         row["train_time_s"] = float(per_epoch["epoch_time_s"].sum())
@@ -123,13 +128,11 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["gpu_mem_peak_mb"] = _max(epochs, "gpu_mem_peak_mb")
         row["startup_s"] = row["wall_s"] - row["train_time_s"]
     if not steps.empty:
-        steady_steps = steps[steps["epoch"].isin(steady_epoch_numbers(int(steps["epoch"].max()) + 1))]
-        if steady_steps.empty:
-            steady_steps = steps[steps["step"] >= warmup_steps]
-        row["step_time_p50_s"] = percentile(steady_steps["step_s"], 50)
-        row["step_time_p95_s"] = percentile(steady_steps["step_s"], 95)
-        row["data_wait_frac"] = float(steady_steps["data_s"].sum() / steady_steps["step_s"].sum())
-        row.update(step_breakdown(steady_steps, _of_kind(events, EventKind.PROBE)))
+        steady = steady_steps(steps, warmup_steps)
+        row["step_time_p50_s"] = percentile(steady["step_s"], 50)
+        row["step_time_p95_s"] = percentile(steady["step_s"], 95)
+        row["data_wait_frac"] = float(steady["data_s"].sum() / steady["step_s"].sum())
+        row.update(step_breakdown(steady, _of_kind(events, EventKind.PROBE)))
     if not system.empty:
         row["peak_rss_mb"] = _max(system, "rss_mb")
         # Percent of the cores this worker was given (process CPU% counts 100 per busy core).
@@ -198,7 +201,7 @@ def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd
 
 def energy(row: dict[str, Any], system: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, float]:
     """GPU energy per sample: the workers' mean NVML power in steady state over the throughput."""
-    steady = epochs[epochs["epoch"].isin(steady_epoch_numbers(int(epochs["epoch"].max()) + 1))]
+    steady = steady_epochs(epochs)
     window = steady if not steady.empty else epochs
     start = float(window["epoch_start"].min())
     end = float((window["epoch_start"] + window["epoch_time_s"]).max())
@@ -254,7 +257,8 @@ def workers_table(events: pd.DataFrame) -> pd.DataFrame:
     if lifecycle.empty or "event" not in lifecycle:
         return pd.DataFrame()
     starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START]
-    keep = ["run_id", "attempt", "rank", "node_id", "hostname", "pid", "device", "torch_threads", "gpu_uuid", "gpu_name",
+    keep = ["run_id", "attempt", "rank", "node_id", "hostname", "pid", "device", "torch_threads", "gpu_uuid",
+            "gpu_name",
             "gpu_unavailable"]  # fmt: skip
     table = starts[[c for c in keep if c in starts]].set_index(["run_id", "attempt", "rank"])
     # A sampler that failed mid-run (NVML gone) says why in a later event: the latest reason wins.
@@ -272,7 +276,7 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd
         if epochs.empty:
             continue
         per_epoch = global_epochs(epochs)
-        steady = set(steady_epoch_numbers(int(per_epoch["epoch"].max()) + 1))
+        steady = set(steady_epochs(per_epoch)["epoch"])
         record = records.get(run_id, {})
         for _, e in per_epoch.iterrows():
             ranks = epochs[epochs["epoch"] == e["epoch"]]
@@ -281,7 +285,7 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd
                     "run_id": run_id,
                     "model": record.get("model"),
                     "placement": record.get("placement"),
-                    "kind": record.get("kind", "fixed-split"),
+                    "kind": record.get("kind", RunKind.FIXED_SPLIT),
                     "workers": record.get("workers"),
                     "epoch": int(e["epoch"]) + 1,  # 1-based for people
                     "steady": int(e["epoch"]) in steady,
@@ -304,7 +308,18 @@ def timeline_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> 
     system = system.copy()
     system["t_s"] = system["time"] - system.groupby("run_id")["time"].transform("min")
     system["placement"] = system["run_id"].map(lambda r: records.get(r, {}).get("placement"))
-    keep = ["run_id", "placement", "rank", "attempt", "t_s", "cpu_pct", "rss_mb", "gpu_util_pct", "gpu_mem_used_mb", "gpu_power_w"]
+    keep = [
+        "run_id",
+        "placement",
+        "rank",
+        "attempt",
+        "t_s",
+        "cpu_pct",
+        "rss_mb",
+        "gpu_util_pct",
+        "gpu_mem_used_mb",
+        "gpu_power_w",
+    ]
     return system[[c for c in keep if c in system]].reset_index(drop=True)
 
 
@@ -337,7 +352,7 @@ def summarize(store: StudyStore) -> StudyTables:
     predictions = {
         run_id: frame
         for run_id, rec in records.items()
-        if rec.get("status") == "ok" and (frame := store.predictions(run_id)) is not None
+        if rec.get("status") == RunStatus.OK and (frame := store.predictions(run_id)) is not None
     }
     run_quality, per_class = quality_tables(predictions)
     if not run_quality.empty:

@@ -24,7 +24,11 @@ def global_epochs(epoch_events: pd.DataFrame) -> pd.DataFrame:
     """One row per epoch of one run: samples summed over ranks, time of the slowest rank."""
     grouped = epoch_events.groupby("epoch")
     frame = pd.DataFrame(
-        {"samples": grouped["samples"].sum(), "epoch_time_s": grouped["epoch_time_s"].max(), "ranks": grouped["rank"].nunique()}
+        {
+            "samples": grouped["samples"].sum(),
+            "epoch_time_s": grouped["epoch_time_s"].max(),
+            "ranks": grouped["rank"].nunique(),
+        }
     ).reset_index()
     frame["throughput"] = frame["samples"] / frame["epoch_time_s"]
     return frame
@@ -32,6 +36,21 @@ def global_epochs(epoch_events: pd.DataFrame) -> pd.DataFrame:
 
 def steady_epoch_numbers(epochs: int) -> list[int]:
     return list(range(1, epochs)) if epochs > 1 else []
+
+
+def steady_epochs(frame: pd.DataFrame) -> pd.DataFrame:
+    """The steady-state rows of a frame with a 0-based `epoch` column (epochs 2..E of the run). Empty
+    when the run had a single epoch: then steady state is counted in steps (`steady_steps`)."""
+    if frame.empty:
+        return frame
+    return frame[frame["epoch"].isin(steady_epoch_numbers(int(frame["epoch"].max()) + 1))]
+
+
+def steady_steps(steps: pd.DataFrame, warmup_steps: int) -> pd.DataFrame:
+    """The steady-state step events of one run: those of epochs 2..E, or with a single epoch the steps
+    after the first `warmup_steps`."""
+    steady = steady_epochs(steps)
+    return steady if not steady.empty else steps[steps["step"] >= warmup_steps]
 
 
 def steady_state_throughput(
@@ -43,11 +62,15 @@ def steady_state_throughput(
         return Throughput(float("nan"), "no completed epoch")
     per_epoch = global_epochs(epoch_events) if per_epoch is None else per_epoch
     n_epochs = int(per_epoch["epoch"].max()) + 1
-    steady = per_epoch[per_epoch["epoch"].isin(steady_epoch_numbers(n_epochs))]
+    steady = steady_epochs(per_epoch)
     if not steady.empty:
-        basis = f"epochs 2-{n_epochs} (epoch 1 excluded as warm-up)" if n_epochs > 2 else "epoch 2 (epoch 1 excluded as warm-up)"
+        basis = (
+            f"epochs 2-{n_epochs} (epoch 1 excluded as warm-up)"
+            if n_epochs > 2
+            else "epoch 2 (epoch 1 excluded as warm-up)"
+        )
         return Throughput(float(steady["samples"].sum() / steady["epoch_time_s"].sum()), basis)
-    steps = step_events[step_events["step"] >= warmup_steps]
+    steps = steady_steps(step_events, warmup_steps)
     if steps.empty:
         return Throughput(float("nan"), f"single epoch shorter than the {warmup_steps} warm-up steps")
     per_rank = steps.groupby("rank").agg(samples=("samples", "sum"), time=("step_s", "sum"))

@@ -59,9 +59,7 @@ class USLFit:
             nan = np.full_like(x, np.nan)
             return nan, nan
         d = 1 + self.alpha * (n - 1) + self.beta * n * (n - 1)
-        grad = np.stack(
-            [-self.gamma * n * (n - 1) / d**2, -self.gamma * n * n * (n - 1) / d**2, n / d], axis=1
-        )
+        grad = np.stack([-self.gamma * n * (n - 1) / d**2, -self.gamma * n * n * (n - 1) / d**2, n / d], axis=1)
         se = np.sqrt(np.einsum("ij,jk,ik->i", grad, self.covariance, grad))
         t = stats.t.ppf(0.5 + level / 2, self.dof)
         return x - t * se, x + t * se
@@ -88,9 +86,7 @@ def fit_usl(workers: np.ndarray | list[float], throughput: np.ndarray | list[flo
 
 def _fit(n: np.ndarray, x: np.ndarray, gamma0: float) -> USLFit:
     if len(np.unique(n)) < 3:
-        (alpha, gamma), cov2 = optimize.curve_fit(
-            _amdahl, n, x, p0=[0.05, gamma0], bounds=([0, 0], [np.inf, np.inf])
-        )
+        (alpha, gamma), cov2 = optimize.curve_fit(_amdahl, n, x, p0=[0.05, gamma0], bounds=([0, 0], [np.inf, np.inf]))
         cov = np.zeros((3, 3))
         dof = len(n) - 2
         if dof > 0 and np.all(np.isfinite(cov2)):

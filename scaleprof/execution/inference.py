@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from scaleprof.records import RunStatus
+
 
 class InferenceProbe:
     """The actor's body (a plain class, wrapped with ray.remote by `run_inference`)."""
@@ -22,7 +24,6 @@ class InferenceProbe:
         """`data`: what the driver prepared (StudyInputs.for_inference): the held-out indices and, for the
         small real data set, its arrays; synthetic images are regenerated here from the seed."""
         import torch
-
         from torch.utils.data import DataLoader
 
         from scaleprof.config import Experiment
@@ -51,7 +52,7 @@ class InferenceProbe:
         self.compile_error = None
         if spec.compile:
             try:
-                self.model = torch.compile(self.model)
+                self.model = torch.compile(self.model)  # type: ignore[assignment]
                 self.options["compile"] = True
             except Exception as exc:  # report that it was off, and why
                 self.compile_error = f"{type(exc).__name__}: {exc}"[:300]
@@ -79,9 +80,7 @@ class InferenceProbe:
         rows = []
         for size in self.spec.batch_sizes:
             x = self._batch(size)
-            autocast = (
-                torch.autocast("cuda", dtype=torch.bfloat16) if self.options["amp"] else contextlib.nullcontext()
-            )
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.options["amp"] else contextlib.nullcontext()
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
             rss_before = proc.memory_info().rss
@@ -97,12 +96,12 @@ class InferenceProbe:
                         self._sync()  # the work is done before the clock is read
                         latencies.append(time.perf_counter() - start)
             except RuntimeError as exc:  # e.g. out of memory at a large batch: record it, go on
-                rows.append({"batch_size": size, "status": "failed", "reason": str(exc).splitlines()[0][:300]})
+                rows.append({"batch_size": size, "status": RunStatus.FAILED, "reason": str(exc).splitlines()[0][:300]})
                 continue
             lat = np.asarray(latencies)
             row = {
                 "batch_size": size,
-                "status": "ok",
+                "status": RunStatus.OK,
                 "reason": "",
                 "latency_p50_s": float(np.percentile(lat, 50)),
                 "latency_p95_s": float(np.percentile(lat, 95)),
@@ -137,15 +136,23 @@ def run_inference(experiment: Any, wait_timeout_s: float, data: dict[str, Any]) 
         for kind in spec.devices:
             base = {"model": model.label, "device": kind}
             if kind == "gpu" and have_gpus < 1:
-                rows.append({**base, "status": "skipped", "reason": f"needs 1 GPU, the cluster has {have_gpus:g}"})
+                rows.append(
+                    {**base, "status": RunStatus.SKIPPED, "reason": f"needs 1 GPU, the cluster has {have_gpus:g}"}
+                )
                 continue
-            actor_cls = ray.remote(InferenceProbe).options(num_cpus=spec.cpus, num_gpus=1 if kind == "gpu" else 0)
+            actor_cls: Any = ray.remote(InferenceProbe).options(num_cpus=spec.cpus, num_gpus=1 if kind == "gpu" else 0)
             actor = actor_cls.remote(experiment.resolved(), model.label, kind, data)
             try:
                 results = ray.get(actor.run.remote(), timeout=max(wait_timeout_s, 60) + 600)
                 rows += [{**base, **r} for r in results]
             except Exception as exc:
-                rows.append({**base, "status": "failed", "reason": f"{type(exc).__name__}: {str(exc).splitlines()[-1][:300]}"})
+                rows.append(
+                    {
+                        **base,
+                        "status": RunStatus.FAILED,
+                        "reason": f"{type(exc).__name__}: {str(exc).splitlines()[-1][:300]}",
+                    }
+                )
             finally:
                 ray.kill(actor)
     return rows

@@ -27,7 +27,11 @@ class StudyInputs:
     def data_info(self) -> dict[str, Any] | None:
         if self.data is None:
             return None
-        return {"samples": self.data.samples, "input_shape": list(self.data.input_shape), "num_classes": self.data.num_classes}
+        return {
+            "samples": self.data.samples,
+            "input_shape": list(self.data.input_shape),
+            "num_classes": self.data.num_classes,
+        }
 
     def for_run(self, run: PlannedRun) -> dict[str, Any]:
         data, spec = self.data, self.experiment.data
@@ -83,4 +87,6 @@ def check_loop(path: str) -> None:
         if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
     ]  # fmt: skip
     if len(required) > 1:
-        raise WorkloadError("train.loop", f"{path} takes {len(required)} arguments; a Ray Train loop takes one (config)")
+        raise WorkloadError(
+            "train.loop", f"{path} takes {len(required)} arguments; a Ray Train loop takes one (config)"
+        )

@@ -8,6 +8,7 @@ cannot hold is skipped after a bounded wait, never left to hang and never run on
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,9 +27,9 @@ from scaleprof.execution.manifest import collect_manifest
 from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.plan import PlannedRun, bundle, expand, missing_resources
 from scaleprof.records import FINISHED, RunStatus
-from scaleprof.workloads.imports import code_modules
 from scaleprof.telemetry.aggregator import start_aggregator
 from scaleprof.telemetry.store import StudyStore
+from scaleprof.workloads.imports import code_modules
 
 # Ray Train reads these in its controller; they are propagated from the driver's environment.
 _RAY_TRAIN_ENV = {
@@ -42,7 +44,7 @@ class Observer(Protocol):
     def run_started(self, run: PlannedRun, total: int, epochs: int) -> None: ...
     def run_progress(self, run: PlannedRun, progress: dict[str, Any]) -> None: ...
     def run_finished(self, run: PlannedRun, record: dict[str, Any]) -> None: ...
-    def inference_started(self, devices: list[str]) -> None: ...
+    def inference_started(self, devices: Sequence[str]) -> None: ...
 
 
 class QuietObserver:
@@ -58,7 +60,7 @@ class QuietObserver:
     def run_finished(self, run: PlannedRun, record: dict[str, Any]) -> None:
         pass
 
-    def inference_started(self, devices: list[str]) -> None:
+    def inference_started(self, devices: Sequence[str]) -> None:
         pass
 
 
@@ -85,11 +87,11 @@ def connect_ray(runtime_env: dict[str, Any] | None = None) -> bool:
     # Workers' own logs would drown the progress display; their failures reach the run record anyway.
     log_to_driver = os.environ.get("SCALEPROF_RAY_LOG_TO_DRIVER") == "1"
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level="warning", log_to_driver=log_to_driver, runtime_env=runtime_env)
+        ray.init(logging_level=logging.WARNING, log_to_driver=log_to_driver, runtime_env=runtime_env)
     else:
         # address="local": always a new Ray of our own, never whatever cluster happens to run on this machine
         ray.init(
-            address="local", logging_level="warning", log_to_driver=log_to_driver, include_dashboard=False,
+            address="local", logging_level=logging.WARNING, log_to_driver=log_to_driver, include_dashboard=False,
             runtime_env=runtime_env,
         )  # fmt: skip
     if threading.current_thread() is threading.main_thread():
@@ -213,10 +215,12 @@ def _fit(
         run_config=RunConfig(
             name=run.run_id,
             storage_path=str(storage),
-            worker_runtime_env=worker_runtime_env(experiment),
+            worker_runtime_env=worker_runtime_env(experiment),  # type: ignore[call-arg]  # Train V2's RunConfig
             # Worker-group restarts as the experiment asks; a finite controller limit (the default, -1,
             # retries a failing controller forever).
-            failure_config=FailureConfig(max_failures=experiment.train.max_failures, controller_failure_limit=0),
+            failure_config=FailureConfig(  # type: ignore[call-arg]  # Train V2's FailureConfig
+                max_failures=experiment.train.max_failures, controller_failure_limit=0
+            ),
         ),
     )
     # fit() runs on a helper thread: in the main thread Ray Train installs its own SIGINT handler

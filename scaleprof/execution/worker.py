@@ -7,8 +7,9 @@ and closes everything so no event is lost, also when the loop fails.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -16,7 +17,7 @@ from scaleprof.config import Experiment
 from scaleprof.records import WorkerEnd
 from scaleprof.session import WorkerSession, activate, worker_start_event
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
-from scaleprof.workloads.data import open_source, subset
+from scaleprof.workloads.data import open_source, size, subset
 from scaleprof.workloads.imports import WorkloadError, import_object
 from scaleprof.workloads.models import build_model
 
@@ -32,11 +33,11 @@ class RunInputs:
         spec = self.experiment.data
         assert spec is not None
         source = open_source(spec, self.experiment.seed, self.run["shipped"])
-        expected = self.run["data_info"]["samples"]
-        if len(source.dataset) != expected:
+        expected, here = self.run["data_info"]["samples"], size(source.dataset)
+        if here != expected:
             raise WorkloadError(
                 "data.factory" if spec.factory else "data",
-                f"the data set has {len(source.dataset)} items in this worker and had {expected} on the driver: "
+                f"the data set has {here} items in this worker and had {expected} on the driver: "
                 "it must be the same everywhere (same files, same seed) for the split to mean anything",
             )
         return source.dataset
@@ -91,7 +92,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     node_id = ray.get_runtime_context().get_node_id()
     attempt = ray.get(aggregator.register_worker.remote(run["run_id"], rank))
 
-    ids = {"study_id": config["study_id"], "run_id": run["run_id"], "attempt": attempt, "rank": rank, "node_id": node_id}
+    ids = {
+        "study_id": config["study_id"],
+        "run_id": run["run_id"],
+        "attempt": attempt,
+        "rank": rank,
+        "node_id": node_id,
+    }
     sink = EventSink(ids, lambda batch: aggregator.ingest.remote(batch)).start()
 
     threads = max(1, int(run["cpus_per_worker"]))
@@ -101,7 +108,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if gpu_index is None and device.type == "cuda":
         gpu_index = torch.cuda.current_device()
     gpu = GpuSampler(gpu_index)
-    monitor = Monitor(sink, [SystemSampler(), gpu], experiment.monitor.interval_s) if experiment.monitor.enabled else None
+    monitor = (
+        Monitor(sink, [SystemSampler(), gpu], experiment.monitor.interval_s) if experiment.monitor.enabled else None
+    )
     if monitor:
         monitor.start()
     else:

@@ -7,6 +7,7 @@ import altair as alt
 import pandas as pd
 
 from scaleprof.analysis.summarize import WALL_PHASES
+from scaleprof.records import RunKind, RunStatus
 
 WIDTH, HEIGHT = 420, 260
 TIMELINE_POINTS = 20_000  # all workers' utilisation samples in the report, together
@@ -16,7 +17,9 @@ alt.data_transformers.disable_max_rows()
 
 def _ok(runs: pd.DataFrame) -> pd.DataFrame:
     """Fixed-split runs that finished (cross-validation folds repeat the reference placement)."""
-    return runs[(runs["status"] == "ok") & runs["throughput"].notna() & (runs["kind"] == "fixed-split")].copy()
+    return runs[
+        (runs["status"] == RunStatus.OK) & runs["throughput"].notna() & (runs["kind"] == RunKind.FIXED_SPLIT)
+    ].copy()
 
 
 def _workers_axis(frame: pd.DataFrame) -> alt.X:
@@ -74,7 +77,7 @@ def epoch_time_by_placement(epochs: pd.DataFrame) -> alt.Chart | None:
     """Each epoch's time per run; the warm-up epoch is marked apart from steady state."""
     if epochs.empty:
         return None
-    epochs = epochs[epochs["kind"] == "fixed-split"]
+    epochs = epochs[epochs["kind"] == RunKind.FIXED_SPLIT]
     data = epochs.assign(phase=epochs["steady"].map({True: "steady state", False: "warm-up"}))
     return (
         alt.Chart(data)
@@ -154,7 +157,13 @@ def utilisation_over_time(timeline: pd.DataFrame) -> alt.Chart | None:
             y=alt.Y("pct:Q", title="utilisation (%)"),
             color=alt.Color("worker:N", title="worker"),
             strokeDash=alt.StrokeDash("metric:N", title=""),
-            tooltip=["run_id", "worker", "metric", alt.Tooltip("t_s:Q", format=".1f"), alt.Tooltip("pct:Q", format=".0f")],
+            tooltip=[
+                "run_id",
+                "worker",
+                "metric",
+                alt.Tooltip("t_s:Q", format=".1f"),
+                alt.Tooltip("pct:Q", format=".0f"),
+            ],
         )
         .properties(width=WIDTH, height=120)
         .facet(row=alt.Row("run_id:N", title=None))
@@ -188,7 +197,12 @@ def scaling_law(runs: pd.DataFrame, curves: pd.DataFrame) -> alt.Chart | None:
     points = (
         alt.Chart(ok)
         .mark_point(filled=True, size=70)
-        .encode(x=x, y="throughput:Q", color="series:N", tooltip=["run_id", "workers", alt.Tooltip("throughput:Q", format=",.0f")])
+        .encode(
+            x=x,
+            y="throughput:Q",
+            color="series:N",
+            tooltip=["run_id", "workers", alt.Tooltip("throughput:Q", format=",.0f")],
+        )
     )
     return (band + line + points).properties(
         title="Scaling law: measured (points), fitted and extrapolated (dashed, 95% band)", width=WIDTH, height=HEIGHT
@@ -232,7 +246,7 @@ def step_breakdown(runs: pd.DataFrame) -> alt.Chart | None:
 def wall_time_phases(runs: pd.DataFrame) -> alt.Chart | None:
     """Where each run's wall time went: the fixed cost of starting workers beside the training."""
     columns = list(WALL_PHASES)  # summarize gives every run these columns (NaN when not measured)
-    done = runs[runs["status"] == "ok"].dropna(subset=columns)
+    done = runs[runs["status"] == RunStatus.OK].dropna(subset=columns)
     if done.empty:
         return None
     long = done.melt(id_vars=["run_id"], value_vars=columns, var_name="phase", value_name="s")
@@ -282,7 +296,7 @@ def learning_curves(epochs: pd.DataFrame) -> alt.Chart | None:
     """Train loss and validation accuracy per epoch, one line per run, one panel per model."""
     if epochs.empty:
         return None
-    fixed = epochs[epochs["kind"] == "fixed-split"] if "kind" in epochs else epochs
+    fixed = epochs[epochs["kind"] == RunKind.FIXED_SPLIT] if "kind" in epochs else epochs
     long = fixed.melt(
         id_vars=["run_id", "model", "placement", "epoch"],
         value_vars=["train_loss", "val_accuracy"],
@@ -327,7 +341,8 @@ def confusion_matrix(quality: pd.DataFrame, run_id: str) -> alt.Chart | None:
         tooltip=["true", "predicted", "count"],
     )
     text = base.mark_text(fontSize=10).encode(
-        text="count:Q", color=alt.condition(alt.datum.count > data["count"].max() / 2, alt.value("white"), alt.value("black"))
+        text="count:Q",
+        color=alt.condition(alt.datum.count > data["count"].max() / 2, alt.value("white"), alt.value("black")),
     )
     return (heat + text).properties(title=f"Confusion matrix of the best run ({run_id})", width=260, height=260)
 
@@ -335,7 +350,7 @@ def confusion_matrix(quality: pd.DataFrame, run_id: str) -> alt.Chart | None:
 def _inference_ok(inference: pd.DataFrame) -> pd.DataFrame:
     if inference is None or inference.empty or "latency_p50_s" not in inference:
         return pd.DataFrame()
-    ok = inference[inference["status"] == "ok"].copy()
+    ok = inference[inference["status"] == RunStatus.OK].copy()
     ok["series"] = _series(ok)
     return ok
 
@@ -392,7 +407,12 @@ def latency_throughput_tradeoff(inference: pd.DataFrame) -> alt.Chart | None:
         x=alt.X("p99_ms:Q", title="p99 latency per batch (ms)", scale=alt.Scale(type="log")),
         y=alt.Y("throughput:Q", title="throughput (samples/s)"),
         color=alt.Color("series:N", title="model / device"),
-        tooltip=["series", "batch_size", alt.Tooltip("p99_ms:Q", format=".3f"), alt.Tooltip("throughput:Q", format=",.0f")],
+        tooltip=[
+            "series",
+            "batch_size",
+            alt.Tooltip("p99_ms:Q", format=".3f"),
+            alt.Tooltip("throughput:Q", format=",.0f"),
+        ],
     )
     labels = base.mark_text(align="left", dx=6, dy=-6).encode(text="batch_size:Q")
     return (base.mark_line(point=True) + labels).properties(

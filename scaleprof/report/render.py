@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.summarize import WALL_PHASES, StudyTables
+from scaleprof.records import RunKind, RunStatus
 from scaleprof.report.charts import all_charts
 from scaleprof.telemetry.store import atomic_write_bytes, atomic_write_text
 
@@ -101,14 +102,14 @@ QUALITY = {
 
 def headline_table(runs: pd.DataFrame, columns: tuple[str, ...] = tuple(HEADLINE)) -> pd.DataFrame:
     """The table a reader looks at first, formatted; columns with no value anywhere are dropped."""
-    columns = [c for c in columns if c in runs and runs[c].replace("", None).notna().any()]
-    table = pd.DataFrame({HEADLINE[c]: [_fmt(c, v) for v in runs[c]] for c in columns})
+    shown = [c for c in columns if c in runs and runs[c].replace("", None).notna().any()]
+    table = pd.DataFrame({HEADLINE[c]: [_fmt(c, v) for v in runs[c]] for c in shown})
     return table
 
 
 def quality_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Model x placement: the median of each quality metric over the fixed-split repeats (macro averages)."""
-    ok = runs[(runs["status"] == "ok") & (runs["kind"] == "fixed-split")]
+    ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)]
     if ok.empty or ok["accuracy"].isna().all():
         return pd.DataFrame()
     grouped = ok.groupby(["model", "placement"], sort=False)
@@ -150,7 +151,8 @@ def cv_display(cv: pd.DataFrame) -> pd.DataFrame:
     for metric in ("accuracy", "f1", "roc_auc"):
         name = QUALITY[metric]
         out[f"{name} (k-fold mean ± std)"] = [
-            f"{m:.4f} ± {s:.4f}" if np.isfinite(s) else f"{m:.4f}" for m, s in zip(cv[f"{metric}_mean"], cv[f"{metric}_std"])
+            f"{m:.4f} ± {s:.4f}" if np.isfinite(s) else f"{m:.4f}"
+            for m, s in zip(cv[f"{metric}_mean"], cv[f"{metric}_std"])
         ]
         out[f"{name} (fixed split)"] = [_fmt(metric, v) for v in cv[f"{metric}_fixed_split"]]
     return pd.DataFrame(out)
@@ -199,7 +201,7 @@ def fits_display(fits: pd.DataFrame) -> pd.DataFrame:
 
 def best_run(runs: pd.DataFrame) -> str | None:
     """The fixed-split run with the highest macro F1 (first in study order on a tie)."""
-    ok = runs[(runs["status"] == "ok") & (runs["kind"] == "fixed-split")].dropna(subset=["f1"])
+    ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)].dropna(subset=["f1"])
     if ok.empty:
         return None
     return str(ok.sort_values(["f1", "index"], ascending=[False, True]).iloc[0]["run_id"])
@@ -222,7 +224,8 @@ def study_notes(tables: StudyTables) -> list[str]:
     notes = []
     if train["scaling"] == "weak":
         notes.append(
-            f"Weak scaling: each worker trains on batches of {train['batch_size']}, so the global batch grows with the workers."
+            f"Weak scaling: each worker trains on batches of {train['batch_size']}, "
+            "so the global batch grows with the workers."
         )
     else:
         notes.append(
@@ -264,9 +267,7 @@ def study_notes(tables: StudyTables) -> list[str]:
     bases = sorted({b for b in runs.get("throughput_basis", pd.Series(dtype=str)).dropna() if b})
     if bases:
         notes.append("Throughput is global training samples/s in steady state: " + "; ".join(bases) + ".")
-    notes.append(
-        "Run wall time is end to end: Ray Train worker start-up and teardown, training, validation and test."
-    )
+    notes.append("Run wall time is end to end: Ray Train worker start-up and teardown, training, validation and test.")
     notes.append(
         "Speedup and efficiency compare each run with the median 1-worker run of the same model and device kind: "
         "S(N) = X(N)/X(1), E(N) = S(N)/N."
@@ -319,7 +320,7 @@ def _inference_notes(tables: StudyTables) -> list[str]:
         f"{spec['iterations']} timed iterations per batch size under torch.inference_mode(), the device synchronised "
         "before each clock read; the model is the seeded initial one (same weights everywhere)."
     ]
-    ok = inference[inference["status"] == "ok"]
+    ok = inference[inference["status"] == RunStatus.OK]
     if not ok.empty:
         on = [o for o in ("channels_last", "amp", "compile") if o in ok and ok[o].any()]
         notes.append("Inference options on: " + (", ".join(on) if on else "none (eager, FP32, contiguous)") + ".")
@@ -332,7 +333,7 @@ def _inference_notes(tables: StudyTables) -> list[str]:
 def _fixed_cost_notes(runs: pd.DataFrame) -> list[str]:
     """The fixed cost every run pays around its training, as medians over finished runs."""
     columns = list(WALL_PHASES)
-    done = runs[runs["status"] == "ok"].dropna(subset=columns)
+    done = runs[runs["status"] == RunStatus.OK].dropna(subset=columns)
     if done.empty:
         return []
     med = done[columns].median()
@@ -341,7 +342,8 @@ def _fixed_cost_notes(runs: pd.DataFrame) -> list[str]:
     return [
         f"Fixed cost per run (median over {len(done)} finished runs): launch {med['launch_s']:.1f} s (Ray Train "
         f"controller, worker processes, torch.distributed, and any failed attempts), setup {med['setup_s']:.1f} s "
-        f"(data, model, DDP wrap, optimizer, CPU peak probe), finish {med['finish_s']:.1f} s (all-reduce probe, held-out "
+        f"(data, model, DDP wrap, optimizer, CPU peak probe), finish {med['finish_s']:.1f} s "
+        "(all-reduce probe, held-out "
         f"predictions), teardown {med['teardown_s']:.1f} s: {fixed:.1f} s in all, beside {med['training_s']:.1f} s "
         f"of training (epochs with their validation passes), so training is {100 * share:.0f}% of a run's wall "
         "time. End-to-end cost per sample includes all of it; steady-state throughput and cost exclude it."
@@ -364,7 +366,9 @@ def _cost_notes(manifest: dict[str, Any], runs: pd.DataFrame) -> list[str]:
             f"Priced as {name}: {p['provider']} {p['instance']} in {p['region']}, ${p['price_per_hour_usd']:g}/h "
             f"({p['vcpus']:g} vCPU, {p['gpus']:g} GPU), source {p['source']}, retrieved {p['retrieved']}."
         )
-    ok = runs[(runs["status"] == "ok") & (runs["kind"] == "fixed-split")].dropna(subset=["cost_per_sample_usd"])
+    ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)].dropna(
+        subset=["cost_per_sample_usd"]
+    )
     if not ok.empty:
         cheap, fast = ok.loc[ok["cost_per_sample_usd"].idxmin()], ok.loc[ok["throughput"].idxmax()]
         notes.append(
@@ -372,7 +376,10 @@ def _cost_notes(manifest: dict[str, Any], runs: pd.DataFrame) -> list[str]:
             f"samples); fastest: {fast['model']} on {fast['placement']} ({fast['throughput']:,.0f} samples/s)."
         )
     if cost.get("target_accuracy"):
-        notes.append(f"Cost to target: start-up plus training until validation accuracy first reached {cost['target_accuracy']:g}.")
+        notes.append(
+            "Cost to target: start-up plus training until validation accuracy first reached "
+            f"{cost['target_accuracy']:g}."
+        )
     return notes
 
 
@@ -383,7 +390,8 @@ def _environment(manifest: dict[str, Any]) -> list[str]:
     lines = [
         f"CPU: {host.get('cpu_model')}",
         f"Ray cluster: {resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU, "
-        f"{resources.get('memory', 0) / 2**30:.1f} GiB memory on {len(manifest.get('ray', {}).get('nodes', []))} node(s)",
+        f"{resources.get('memory', 0) / 2**30:.1f} GiB memory "
+        f"on {len(manifest.get('ray', {}).get('nodes', []))} node(s)",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in pkgs.items() if v),
         f"Experiment sha256: {manifest.get('experiment_sha256', '')[:16]}; split sha256: "
         + ", ".join(f"{k} {v}" for k, v in manifest.get("data", {}).get("split_sha256", {}).items()),
@@ -391,7 +399,9 @@ def _environment(manifest: dict[str, Any]) -> list[str]:
     gpu = manifest.get("gpu")
     if gpu and gpu.get("gpus"):
         lines.append(
-            "GPUs: " + ", ".join(g["name"] for g in gpu["gpus"]) + f" (driver {gpu.get('driver')}, CUDA {gpu.get('cuda_torch')})"
+            "GPUs: "
+            + ", ".join(g["name"] for g in gpu["gpus"])
+            + f" (driver {gpu.get('driver')}, CUDA {gpu.get('cuda_torch')})"
         )
     return lines
 
@@ -413,12 +423,12 @@ def _vega_bundle() -> str:
     import vl_convert as vlc
 
     cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    cached = cache_root / "scaleprof" / f"vega-bundle-{vlc.__version__}-{_vl_version()}.js"
+    cached = cache_root / "scaleprof" / f"vega-bundle-{vlc.__version__}-{_vl_version()}.js"  # type: ignore[attr-defined]
     try:
         return cached.read_text(encoding="utf-8")
     except OSError:
         pass
-    bundle = vlc.javascript_bundle(vl_version=_vl_version())
+    bundle = vlc.javascript_bundle(vl_version=_vl_version())  # type: ignore[call-arg]  # snippet defaults to None
     try:
         atomic_write_text(cached, bundle)
     except OSError:
@@ -464,8 +474,8 @@ section {{ margin: 1.5em 0; }}
 <script type="text/javascript">{_vega_bundle()}</script>
 </head><body>
 <h1>{esc(title)}</h1>
-<p>Experiment <b>{esc(m['experiment']['name'])}</b>, seed {esc(str(m['seed']))}, model(s) {esc(_models(m))},
-data {esc(m['data']['name'])} ({esc(_splits(m))}).</p>
+<p>Experiment <b>{esc(m["experiment"]["name"])}</b>, seed {esc(str(m["seed"]))}, model(s) {esc(_models(m))},
+data {esc(m["data"]["name"])} ({esc(_splits(m))}).</p>
 <h2>Runs</h2>
 {table}
 {extra}
@@ -490,7 +500,7 @@ def hardware_display(hardware: pd.DataFrame) -> pd.DataFrame:
         return "–" if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, spec)
 
     h = hardware
-    col = lambda name: h[name] if name in h else pd.Series(np.nan, index=h.index)  # noqa: E731
+    col = lambda name: h[name] if name in h else pd.Series(np.nan, index=h.index)
     return pd.DataFrame(
         {
             "model": h["model"],
@@ -500,7 +510,8 @@ def hardware_display(hardware: pd.DataFrame) -> pd.DataFrame:
                 for m, b, k in zip(col("memory_gb_largest_batch"), col("largest_batch"), col("memory_kind"))
             ],
             "inference (samples/s)": [
-                f"{fmt(t, ',.0f')} (batch {fmt(b, '.0f')})" for t, b in zip(col("inference_throughput"), col("inference_best_batch"))
+                f"{fmt(t, ',.0f')} (batch {fmt(b, '.0f')})"
+                for t, b in zip(col("inference_throughput"), col("inference_best_batch"))
             ],
             "p50 latency, batch 1 (ms)": [fmt(1000 * v, ".3f") for v in col("inference_latency_p50_s_batch1")],
             "training epoch (s)": [fmt(v, ".2f") for v in col("train_epoch_time_s")],
@@ -516,7 +527,7 @@ def workers_display(workers: pd.DataFrame) -> pd.DataFrame:
     if workers.empty:
         return pd.DataFrame()
     w = workers
-    col = lambda name: w[name] if name in w else pd.Series(None, index=w.index, dtype=object)  # noqa: E731
+    col = lambda name: w[name] if name in w else pd.Series(None, index=w.index, dtype=object)
 
     def gpu(name: Any, uuid: Any, why: Any) -> str:
         if isinstance(uuid, str):
@@ -573,7 +584,12 @@ def render_summary_md(tables: StudyTables) -> str:
 def render_report(study_dir: Path, tables: StudyTables, image_format: str = "png") -> Path:
     """Write report.html, charts/<name>.<png|svg> and summary.md; return the report's path."""
     charts = all_charts(
-        tables.runs, tables.epochs, tables.timeline, tables.quality, best_run(tables.runs), law_curves(tables),
+        tables.runs,
+        tables.epochs,
+        tables.timeline,
+        tables.quality,
+        best_run(tables.runs),
+        law_curves(tables),
         tables.inference,
     )
     specs = {name: chart.to_dict() for name, chart in charts.items()}  # validated once, used twice

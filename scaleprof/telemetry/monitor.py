@@ -14,7 +14,8 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 
@@ -110,8 +111,8 @@ class EventSink:
             except Exception as exc:
                 failed.append((batch, exc))
         self._in_flight = pending
-        for batch, exc in reversed(failed):  # the oldest ends up first in the outbox
-            self._failed(batch, exc)
+        for batch, error in reversed(failed):  # the oldest ends up first in the outbox
+            self._failed(batch, error)
 
     def _failed(self, batch: list[dict[str, Any]], exc: Exception) -> None:
         self._outbox.appendleft(batch)  # oldest first: resent before newer batches

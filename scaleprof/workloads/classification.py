@@ -24,11 +24,14 @@ EVAL_BATCH = 512
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)  # DDP keeps the model as .module
+    return inner if isinstance(inner, torch.nn.Module) else model
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, dataset: Any, device: torch.device, loader_kwargs: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: torch.nn.Module, dataset: Any, device: torch.device, loader_kwargs: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
     """(labels, class probabilities) for every item of the data set, in order."""
     model.eval()
     labels, out = [], []
@@ -87,7 +90,7 @@ def sync_probe(model: torch.nn.Module, loader: Any, device: torch.device, steps:
         for xb, yb in batches:
             xb, yb = xb.to(device), yb.to(device)
             model.zero_grad(set_to_none=True)
-            context = contextlib.nullcontext() if sync else model.no_sync()
+            context = contextlib.nullcontext() if sync else model.no_sync()  # type: ignore[operator]  # DDP
             with context:
                 loss = F.cross_entropy(model(xb), yb)
                 start = clock.mark()
@@ -110,7 +113,9 @@ def train_classifier(config: dict[str, Any]) -> None:
 
     train_set, val_set, held_set = session.datasets()
     load = loader_kwargs(data, device)
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config["seed"])
+    sampler: DistributedSampler = DistributedSampler(
+        train_set, num_replicas=world, rank=rank, shuffle=True, seed=config["seed"]
+    )
     loader = session.prepare_data_loader(
         DataLoader(train_set, batch_size=config["batch_size"], sampler=sampler, **load), add_dist_sampler=False
     )

@@ -123,7 +123,9 @@ def _torchvision(spec: DataSpec) -> torch.utils.data.Dataset:
     try:
         return cls(root=str(root), download=False, transform=_image_transform(spec, spec.image_size), **spec.kwargs)
     except TypeError as exc:
-        raise WorkloadError("data.kwargs", f"torchvision.datasets.{name} does not accept these arguments ({exc})") from None
+        raise WorkloadError(
+            "data.kwargs", f"torchvision.datasets.{name} does not accept these arguments ({exc})"
+        ) from None
     except (RuntimeError, OSError, ValueError) as exc:  # "Dataset not found or corrupted", a missing file
         raise WorkloadError("data.root", f"{root}: torchvision.datasets.{name} cannot read it ({exc})") from None
 
@@ -132,20 +134,31 @@ def _from_factory(spec: DataSpec, code_dirs: list[str] | None) -> Source:
     made = call_user(import_object(str(spec.factory), "data.factory", code_dirs), "data.factory", **spec.kwargs)
     if isinstance(made, dict):
         if sorted(made) != sorted(SPLITS):
-            raise WorkloadError("data.factory", f"returned a dict with keys {sorted(made)}; give exactly train, val, test")
+            raise WorkloadError(
+                "data.factory", f"returned a dict with keys {sorted(made)}; give exactly train, val, test"
+            )
         parts = [_map_style(made[name], f"data.factory's {name!r}") for name in SPLITS]
-        return Source(ConcatDataset(parts), {name: len(part) for name, part in zip(SPLITS, parts)})
+        return Source(ConcatDataset(parts), {name: size(part) for name, part in zip(SPLITS, parts)})
     return Source(_map_style(made, "data.factory"))
 
 
 def _map_style(made: Any, what: str) -> torch.utils.data.Dataset:
     if isinstance(made, torch.utils.data.IterableDataset):
-        raise WorkloadError("data.factory", f"{what} is an IterableDataset; scaleprof splits by index, so give a map-style Dataset")
+        raise WorkloadError(
+            "data.factory", f"{what} is an IterableDataset; scaleprof splits by index, so give a map-style Dataset"
+        )
     if not (hasattr(made, "__getitem__") and hasattr(made, "__len__")):
-        raise WorkloadError("data.factory", f"{what} returned a {type(made).__name__}, not a torch Dataset of (input, label)")
-    if len(made) == 0:
+        raise WorkloadError(
+            "data.factory", f"{what} returned a {type(made).__name__}, not a torch Dataset of (input, label)"
+        )
+    if size(made) == 0:
         raise WorkloadError("data.factory", f"{what} is empty")
     return made
+
+
+def size(dataset: Any) -> int:
+    """Items in a map-style data set (torch's Dataset type does not declare __len__)."""
+    return len(dataset)
 
 
 def open_source(
@@ -176,9 +189,9 @@ def dataset_labels(dataset: torch.utils.data.Dataset) -> np.ndarray:
         return dataset_labels(dataset.dataset)[np.asarray(dataset.indices)]
     for attribute in ("targets", "labels"):
         listed = getattr(dataset, attribute, None)
-        if listed is not None and len(listed) == len(dataset):  # type: ignore[arg-type]
+        if listed is not None and len(listed) == size(dataset):
             return np.asarray(listed, dtype=np.int64)
-    n = len(dataset)  # type: ignore[arg-type]
+    n = size(dataset)
     if n > LABEL_SCAN_LIMIT:
         raise WorkloadError("data.factory", f"{n} items and no `targets` list: give the data set a targets attribute")
     return np.asarray([int(dataset[i][1]) for i in range(n)], dtype=np.int64)
@@ -209,7 +222,9 @@ def load_dataset(spec: DataSpec, seed: int, code_dirs: list[str] | None = None) 
     from sklearn.model_selection import train_test_split
 
     source = open_source(spec, seed, code_dirs=code_dirs)
-    field = "data.factory" if spec.factory else ("data.path" if spec.path else "data.root" if spec.root else "data.name")
+    field = (
+        "data.factory" if spec.factory else ("data.path" if spec.path else "data.root" if spec.root else "data.name")
+    )
     first, _ = _first_item(source.dataset, field)
     y = dataset_labels(source.dataset)
     if y.min() < 0:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 class WorkloadError(Exception):
@@ -71,9 +72,7 @@ def code_modules(code_dirs: list[str] | None) -> list[str]:
         for entry in sorted(root.iterdir()):
             if entry.name.startswith(".") or entry.name in ("__init__.py", "__pycache__"):
                 continue
-            if entry.is_file() and entry.suffix == ".py":
-                modules.append(str(entry))
-            elif entry.is_dir() and (entry / "__init__.py").is_file():
+            if entry.is_file() and entry.suffix == ".py" or entry.is_dir() and (entry / "__init__.py").is_file():
                 modules.append(str(entry))
     return modules
 

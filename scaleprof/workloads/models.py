@@ -99,11 +99,12 @@ def check_model(
             return str(exc)
         except Exception as exc:
             line = str(exc).splitlines()[0] if str(exc) else ""
-            return f"factory: {spec.factory} cannot run on inputs of shape [2, {', '.join(map(str, input_shape))}] ({type(exc).__name__}: {line})"
-        shape = tuple(getattr(out, "shape", ()))
-        if shape != (2, num_classes):
+            shape = ", ".join(map(str, input_shape))
+            return f"factory: {spec.factory} cannot run on inputs of shape [2, {shape}] ({type(exc).__name__}: {line})"
+        out_shape = tuple(getattr(out, "shape", ()))
+        if out_shape != (2, num_classes):
             return (
-                f"factory: {spec.factory}'s output on a batch of 2 has shape {list(shape)}; the data set has "
+                f"factory: {spec.factory}'s output on a batch of 2 has shape {list(out_shape)}; the data set has "
                 f"{num_classes} classes, so class logits of shape [2, {num_classes}] are expected"
             )
         return None

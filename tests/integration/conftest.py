@@ -64,10 +64,9 @@ def study(ray_session, tmp_path_factory):
     """The `itest` study run once through the real runner: (StudyResult, StudyTables)."""
     from scaleprof.analysis.summarize import summarize, write_tables
     from scaleprof.execution.runner import run_study
+    from scaleprof.pricing import prices_for
     from scaleprof.report.render import render_report
     from scaleprof.telemetry.store import StudyStore
-
-    from scaleprof.pricing import prices_for
 
     out = tmp_path_factory.mktemp("studies")
     experiment = Experiment.model_validate(STUDY)

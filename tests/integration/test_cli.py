@@ -14,7 +14,12 @@ REPO = Path(__file__).resolve().parents[2]
 def scaleprof(*args, cwd=REPO, timeout=300):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     return subprocess.run(
-        [sys.executable, "-m", "scaleprof.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+        [sys.executable, "-m", "scaleprof.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
     )
 
 

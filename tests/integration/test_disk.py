@@ -113,6 +113,8 @@ def test_disk_filling_up_mid_run_stops_cleanly_and_resume_finishes(tmp_path):
     log2 = (tmp_path / "run2.log").read_text()
     assert (tmp_path / "run2.rc").read_text().strip() == "0", log2[-3000:]
     runs = pd.read_parquet(tmp_path / "resumed" / "runs.parquet")
-    assert list(runs["placement"]) == ["a", "b"] and (runs["status"] == "ok").all(), runs[["run_id", "status", "reason"]]
+    assert list(runs["placement"]) == ["a", "b"] and (runs["status"] == "ok").all(), runs[
+        ["run_id", "status", "reason"]
+    ]
     assert (runs["seq_gaps"] == 0).all()
     assert (tmp_path / "resumed" / "report.html").stat().st_size > 0

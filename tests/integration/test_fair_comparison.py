@@ -63,7 +63,9 @@ def test_quality_table_has_every_class_of_every_ok_run(study):
     ok = tables.runs[tables.runs["status"] == "ok"]
     assert len(quality) == 10 * len(ok)
     assert quality["specificity"].between(0, 1).all()
-    assert (quality.groupby("run_id")["support"].sum().sort_index() == ok.set_index("run_id")["eval_samples"].sort_index()).all()
+    assert (
+        quality.groupby("run_id")["support"].sum().sort_index() == ok.set_index("run_id")["eval_samples"].sort_index()
+    ).all()
 
 
 def test_repeats_produce_spread_columns(study):

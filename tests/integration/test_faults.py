@@ -5,15 +5,16 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import pytest
 
+from scaleprof.analysis.summarize import summarize
 from scaleprof.config import Experiment
 from scaleprof.plan import expand
-from scaleprof.analysis.summarize import summarize
 from scaleprof.telemetry.store import StudyStore, read_jsonl
 
 pytestmark = pytest.mark.slow
@@ -188,7 +189,9 @@ def test_a_lost_node_fails_the_run_cleanly_and_the_study_goes_on(ray_cluster, ra
         study = StudyThread(experiment, tmp_path)
 
         def on_doomed(events):
-            starts = [e for e in events if e["run_id"] == lost and e["kind"] == "lifecycle" and e["event"] == "worker_start"]
+            starts = [
+                e for e in events if e["run_id"] == lost and e["kind"] == "lifecycle" and e["event"] == "worker_start"
+            ]
             stepping = any(e["run_id"] == lost and e["kind"] == "step" and e["epoch"] >= 1 for e in events)
             return stepping and any(e["node_id"] == doomed.node_id for e in starts)
 

@@ -88,7 +88,12 @@ def train_func(config):
 def scaleprof(args, cluster, cwd=REPO, timeout=600):
     env = {**os.environ, "RAY_ADDRESS": cluster.address}
     return subprocess.run(
-        [sys.executable, "-m", "scaleprof.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+        [sys.executable, "-m", "scaleprof.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
     )
 
 
@@ -165,7 +170,8 @@ def test_image_folder_data_with_loader_workers(ray_cluster, tmp_path):
     experiment = tmp_path / "images.yaml"
     experiment.write_text(
         "name: folder\nmodel: {name: small-cnn, kwargs: {width: 8, hidden: 16}}\n"
-        "data: {name: image-folder, path: images, image_size: [12, 12], loader: {num_workers: 1, persistent_workers: true}}\n"
+        "data: {name: image-folder, path: images, image_size: [12, 12],"
+        " loader: {num_workers: 1, persistent_workers: true}}\n"
         "train: {epochs: 2, batch_size: 8}\nplacements:\n  - {name: one, workers: 1}\nray: {placement_timeout_s: 10}\n"
     )
     study = run_study(experiment, ray_cluster, tmp_path / "reports")  # `images` is relative to the file

@@ -57,7 +57,9 @@ def test_monitor_figures_are_plausible(study):
     result, tables = study
     system = tables.timeline
     assert (system["rss_mb"] > 100).all()  # a worker with torch imported holds hundreds of MiB
-    assert system["cpu_pct"].between(0, 100 * os.cpu_count() + 5).all(), system[~system["cpu_pct"].between(0, 100 * os.cpu_count() + 5)]
+    assert system["cpu_pct"].between(0, 100 * os.cpu_count() + 5).all(), system[
+        ~system["cpu_pct"].between(0, 100 * os.cpu_count() + 5)
+    ]
     ok = tables.runs[tables.runs["status"] == "ok"]
     assert (ok["cpu_util_pct"] > 10).all()
     assert (ok["throughput"] > 0).all() and ok["throughput_basis"].str.contains("warm-up").all()

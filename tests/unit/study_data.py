@@ -8,8 +8,18 @@ from pathlib import Path
 import numpy as np
 
 from scaleprof.config import Experiment
-from scaleprof.records import EpochEvent, EvalEvent, ModelInfo, ProbeEvent, RunKind, RunStatus, StepEvent, SystemEvent
-from scaleprof.records import WorkerStart, stored
+from scaleprof.records import (
+    EpochEvent,
+    EvalEvent,
+    ModelInfo,
+    ProbeEvent,
+    RunKind,
+    RunStatus,
+    StepEvent,
+    SystemEvent,
+    WorkerStart,
+    stored,
+)
 from scaleprof.telemetry.store import StudyStore, append_jsonl
 
 EXPERIMENT = {
@@ -43,7 +53,8 @@ def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epoch
             out.append(stored(ids, next(seq), t, event))
             out.append(stored(ids, next(seq), t, SystemEvent(cpu_pct=90.0 + rank, rss_mb=500.0 + 10 * rank)))
         epoch_event = EpochEvent(epoch=epoch, epoch_time_s=epoch_time, epoch_start=t - epoch_time,
-                                 samples=samples_per_step * steps, steps=steps, train_loss=1.0 / (epoch + 1))  # fmt: skip
+                                 samples=samples_per_step * steps, steps=steps,
+                                 train_loss=1.0 / (epoch + 1))  # fmt: skip
         if rank == 0:
             epoch_event.val_loss, epoch_event.val_accuracy = 1.0, 0.5 + 0.1 * epoch
         out.append(stored(ids, next(seq), t, epoch_event))
@@ -72,10 +83,34 @@ def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0") ->
     })  # fmt: skip
     base = {"model": "mlp", "kind": RunKind.FIXED_SPLIT, "node_type": "test-node", "cpus_per_worker": 1,
             "gpus_per_worker": 0, "per_worker_batch": 50, "repeat": 0}  # fmt: skip
-    store.append_run_record({**base, "run_id": "001-mlp-cpu-1-r0", "index": 1, "placement": "cpu-1", "device": "cpu",
-                             "workers": 1, "global_batch": 50, "status": RunStatus.OK, "reason": "", "wall_s": 30.0})
-    store.append_run_record({**base, "run_id": "002-mlp-cpu-2-r0", "index": 2, "placement": "cpu-2", "device": "cpu",
-                             "workers": 2, "global_batch": 100, "status": RunStatus.OK, "reason": "", "wall_s": 30.0})
+    store.append_run_record(
+        {
+            **base,
+            "run_id": "001-mlp-cpu-1-r0",
+            "index": 1,
+            "placement": "cpu-1",
+            "device": "cpu",
+            "workers": 1,
+            "global_batch": 50,
+            "status": RunStatus.OK,
+            "reason": "",
+            "wall_s": 30.0,
+        }
+    )
+    store.append_run_record(
+        {
+            **base,
+            "run_id": "002-mlp-cpu-2-r0",
+            "index": 2,
+            "placement": "cpu-2",
+            "device": "cpu",
+            "workers": 2,
+            "global_batch": 100,
+            "status": RunStatus.OK,
+            "reason": "",
+            "wall_s": 30.0,
+        }
+    )
     store.append_run_record({**base, "run_id": "003-mlp-gpu-1-r0", "index": 3, "placement": "gpu-1", "device": "gpu",
                              "workers": 1, "gpus_per_worker": 1, "global_batch": 50, "status": RunStatus.SKIPPED,
                              "reason": reason})  # fmt: skip
@@ -83,7 +118,9 @@ def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0") ->
     y_true = np.arange(20) % 4
     proba = np.eye(4)[(y_true + (np.arange(20) % 5 == 0)) % 4] * 0.7 + 0.075  # every 5th sample wrong
     for run_id in ("001-mlp-cpu-1-r0", "002-mlp-cpu-2-r0"):
-        store.write_predictions(run_id, {"split": "test", "sample_index": np.arange(20), "y_true": y_true, "proba": proba})
+        store.write_predictions(
+            run_id, {"split": "test", "sample_index": np.arange(20), "y_true": y_true, "proba": proba}
+        )
     for rank in (0, 1):
         append_jsonl(store.events_path, _worker_events("002-mlp-cpu-2-r0", rank, epoch_time=4 / 3))
     return store

@@ -33,7 +33,9 @@ def test_missing_nodes_are_named():
     assert reason.startswith("needs 3 node(s) that can each hold a worker")
     pack2 = PlacementSpec(name="a", workers=2, strategy="STRICT_PACK")
     assert "STRICT_PACK needs one node with 2 x" in missing_resources(pack2, {"CPU": 2.0}, two_nodes)
-    assert missing_resources(PlacementSpec(name="a", workers=2, strategy="STRICT_SPREAD"), {"CPU": 2.0}, two_nodes) is None
+    assert (
+        missing_resources(PlacementSpec(name="a", workers=2, strategy="STRICT_SPREAD"), {"CPU": 2.0}, two_nodes) is None
+    )
 
 
 def test_placement_warning_when_realised_differs():

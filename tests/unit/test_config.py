@@ -40,7 +40,9 @@ def test_shipped_digits_experiment_compares_two_models_with_cv():
 
 
 def test_same_model_twice_with_labels_round_trips(tmp_path):
-    text = GOOD.replace("model: {name: mlp}", "models: [{name: mlp}, {name: mlp, label: wide, kwargs: {hidden_sizes: [512]}}]")
+    text = GOOD.replace(
+        "model: {name: mlp}", "models: [{name: mlp}, {name: mlp, label: wide, kwargs: {hidden_sizes: [512]}}]"
+    )
     exp = load_experiment(write(tmp_path, text))
     assert [m.label for m in exp.model_list] == ["mlp", "wide"]
     assert exp.resolved()["models"][1]["label"] == "wide"
@@ -66,13 +68,25 @@ def test_digest_is_stable_and_changes_with_content(tmp_path):
         (GOOD + "train: {epochs: zero}\n", "train.epochs", "integer"),
         (GOOD + "train: {epochs: 0}\n", "train.epochs", "greater than or equal to 1"),
         (GOOD + "  - {name: cpu-1, workers: 2}\n", "placements.1.name", "duplicate"),
-        (GOOD.replace("workers: 1", "workers: 3") + "train: {scaling: strong, batch_size: 64}\n", "placements.0.workers", "divide"),
+        (
+            GOOD.replace("workers: 1", "workers: 3") + "train: {scaling: strong, batch_size: 64}\n",
+            "placements.0.workers",
+            "divide",
+        ),
         (GOOD.replace("workers: 1}", "workers: 1, gpus: 1}"), "placements.0.gpus", "unknown key"),
         (GOOD.replace("placements:\n  - {name: cpu-1, workers: 1}", "placements: []"), "placements", "at least 1"),
-        (GOOD.replace("{name: digits}", "{name: synthetic-images, size: 9000000, shape: [3, 224, 224]}"), "data.size", "GiB"),
+        (
+            GOOD.replace("{name: digits}", "{name: synthetic-images, size: 9000000, shape: [3, 224, 224]}"),
+            "data.size",
+            "GiB",
+        ),
         (GOOD + "models: [{name: mlp}]\n", "model", "not both"),
         (GOOD.replace("model: {name: mlp}", "models: [{name: mlp}, {name: mlp}]"), "models.1.label", "distinct labels"),
-        (GOOD + "evaluation: {cv_folds: 3, cv_placement: gpu}\n", "evaluation.cv_placement", "no placement named 'gpu'"),
+        (
+            GOOD + "evaluation: {cv_folds: 3, cv_placement: gpu}\n",
+            "evaluation.cv_placement",
+            "no placement named 'gpu'",
+        ),
         (GOOD + "evaluation: {cv_folds: 1}\n", "evaluation.cv_folds", "at least 2 folds"),
         (GOOD + "train: {lr_scaling: sqrt}\n", "train.lr_scaling", "'none' or 'linear'"),
     ],

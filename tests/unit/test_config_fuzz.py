@@ -81,7 +81,8 @@ def set_path(doc: typing.Any, path: tuple, value: typing.Any) -> None:
 
 
 mutation = st.tuples(st.sampled_from(PATHS), values) | st.tuples(
-    st.sampled_from(PATHS).map(lambda p: p[:-1] + (str(p[-1])[:-1] + "z",)), values  # a misspelt key
+    st.sampled_from(PATHS).map(lambda p: p[:-1] + (str(p[-1])[:-1] + "z",)),
+    values,  # a misspelt key
 )
 
 

@@ -39,7 +39,9 @@ def test_throughput_grows_with_batch_size_for_small_batches(rows):
 
 def test_amp_is_ignored_on_cpu_and_channels_last_recorded():
     exp = {**EXPERIMENT, "model": {"name": "small-cnn"}}
-    exp["evaluation"] = {"inference": {"batch_sizes": [4], "warmup": 1, "iterations": 3, "amp": True, "channels_last": True}}
+    exp["evaluation"] = {
+        "inference": {"batch_sizes": [4], "warmup": 1, "iterations": 3, "amp": True, "channels_last": True}
+    }
     exp = Experiment.model_validate(exp)
     (row,) = InferenceProbe(exp.resolved(), "small-cnn", "cpu", prepare(exp).for_inference()).run()
     assert row["status"] == "ok" and row["amp"] is False and row["channels_last"] is True

@@ -99,9 +99,7 @@ def test_cv_table_sits_beside_the_fixed_split():
 
 
 def test_loss_divergence_against_the_one_worker_curve():
-    epochs = pd.DataFrame(
-        {"run_id": ["a", "a", "c", "c"], "epoch": [1, 2, 1, 2], "train_loss": [1.0, 0.5, 1.2, 0.8]}
-    )
+    epochs = pd.DataFrame({"run_id": ["a", "a", "c", "c"], "epoch": [1, 2, 1, 2], "train_loss": [1.0, 0.5, 1.2, 0.8]})
     runs, epochs = add_loss_divergence(runs_frame(), epochs)
     assert list(epochs["train_loss_delta_vs_1w"]) == pytest.approx([0, 0, 0.2, 0.3])
     assert runs.set_index("run_id").loc["c", "loss_divergence"] == pytest.approx(0.25)

@@ -58,12 +58,25 @@ def test_report_is_self_contained_and_escapes_study_text(study):
 
 def test_chart_images_and_summary_written(study):
     store, _, _ = study
-    for name in ("throughput", "scaling_efficiency", "scaling_law", "step_breakdown", "epoch_time", "memory", "utilisation", "cost", "learning_curves",
-                 "confusion_matrix"):
+    for name in (
+        "throughput",
+        "scaling_efficiency",
+        "scaling_law",
+        "step_breakdown",
+        "epoch_time",
+        "memory",
+        "utilisation",
+        "cost",
+        "learning_curves",
+        "confusion_matrix",
+    ):
         data = (store.root / "charts" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG")
     summary = (store.root / "summary.md").read_text()
-    assert "| cpu-2 | mlp | cpu | 2 | 1 | ok | test | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 | 15.0% | 0.8000 |" in summary
+    assert (
+        "| cpu-2 | mlp | cpu | 2 | 1 | ok | test | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 | 15.0% "
+        "| 0.8000 |" in summary
+    )
     assert "## Quality on the held-out test split" in summary
     assert "Weak scaling" in summary and "epoch 1 excluded as warm-up" in summary
 
@@ -108,7 +121,11 @@ def test_energy_per_sample_is_steady_power_over_throughput():
 
     epochs = pd.DataFrame({"epoch": [0, 1], "epoch_start": [0.0, 10.0], "epoch_time_s": [10.0, 10.0]})
     system = pd.DataFrame(
-        {"rank": [0, 0, 1, 1, 0], "time": [12.0, 18.0, 12.0, 18.0, 5.0], "gpu_power_w": [100.0, 100.0, 150.0, 150.0, 999.0]}
+        {
+            "rank": [0, 0, 1, 1, 0],
+            "time": [12.0, 18.0, 12.0, 18.0, 5.0],
+            "gpu_power_w": [100.0, 100.0, 150.0, 150.0, 999.0],
+        }
     )  # the 999 W reading falls in the warm-up epoch and is not counted
     out = energy({"throughput": 500.0}, system, epochs)
     assert out["gpu_power_w"] == 250.0 and out["energy_per_sample_j"] == pytest.approx(0.5)
