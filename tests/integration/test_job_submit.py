@@ -13,13 +13,21 @@ import psutil
 import pytest
 
 VENV_BIN = Path(sys.executable).parent
+# The user's model lives beside the experiment file, in a subdirectory of the job's working directory that
+# no worker has on its path: it reaches the workers only as the job's py_modules, as on a real cluster.
 EXPERIMENT = """name: jobtiny
-model: {name: mlp}
+model: {factory: "my_models:build", kwargs: {width: 32}}
 data: {name: digits}
 train: {epochs: 2}
 placements:
   - {name: cpu-1, workers: 1}
   - {name: gpu-1, workers: 1, gpus_per_worker: 1}
+"""
+MODELS = """
+from torch import nn
+
+def build(width=32):
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(), nn.Linear(width, 10))
 """
 
 
@@ -96,18 +104,19 @@ def head(tmp_path_factory):
 def test_ray_job_submit_runs_the_study_and_the_report_lands_at_the_uri(head, tmp_path):
     address, env = head
     work = tmp_path / "work"
-    work.mkdir()
-    (work / "jobtiny.yaml").write_text(EXPERIMENT)
+    (work / "study").mkdir(parents=True)
+    (work / "study" / "jobtiny.yaml").write_text(EXPERIMENT)
+    (work / "study" / "my_models.py").write_text(MODELS)
     out = tmp_path / "published"
     cmd = [
         str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(work), "--",
-        "scaleprof", "run", "jobtiny.yaml", "--out", f"file://{out}",
+        "scaleprof", "run", "study/jobtiny.yaml", "--out", f"file://{out}",
     ]  # fmt: skip
     proc = submit(cmd, env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert "succeeded" in log
-    assert "run 1/2 cpu-1 (1 worker(s), mlp): ok" in log  # the job's progress reaches the submitter
+    assert "run 1/2 cpu-1 (1 worker(s), my_models-build): ok" in log  # the job's progress reaches the submitter
     assert "skipped: needs 1 GPU(s), the cluster has 0" in log
     (study,) = out.iterdir()
     assert study.name.startswith("jobtiny-")
