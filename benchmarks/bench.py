@@ -1,6 +1,6 @@
 """scaleprof's own cost, measured side by side in one run (not in timed unit tests).
 
-    .venv/bin/python benchmarks/bench.py all            # or: overhead | monitor-cpu | plain | user | telemetry | report
+    .venv/bin/python benchmarks/bench.py all   # or one: overhead, monitor-cpu, plain, user, session, telemetry, report
     .venv/bin/python benchmarks/bench.py overhead --pairs 5
 
 Each benchmark writes benchmarks/results/<name>.json; RESULTS.md beside them is written by hand from those.
@@ -388,6 +388,57 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
     }
 
 
+def bench_session_step_cost(rounds: int, epochs: int) -> dict:
+    """The per-step cost of scaleprof.session's instrumentation and of Ray's prepare_data_loader wrapper,
+    each beside the bare loop over the same DataLoader (no model: the loop body is empty, so the
+    difference is the wrapper's own time), alternated, in one process without a cluster."""
+    import torch
+    from ray.train.torch.train_loop_utils import _WrappedDataLoader
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from scaleprof.session import WorkerSession
+    from scaleprof.telemetry.monitor import EventSink
+
+    torch.set_num_threads(1)
+    loader = DataLoader(TensorDataset(torch.randn(4800, 32), torch.arange(4800) % 5), batch_size=64, shuffle=True)
+    wrapped = _WrappedDataLoader(loader, torch.device("cpu"), False)
+    sink = EventSink({"run_id": "bench"}, lambda batch: None).start()
+
+    def bare(source) -> float:
+        start, n = time.perf_counter(), 0
+        for _ in range(epochs):
+            for _batch in source:
+                n += 1
+        return (time.perf_counter() - start) / n
+
+    def instrumented() -> float:
+        session = WorkerSession(sink.emit, lambda p: None, rank=0, world_size=1, device=torch.device("cpu"),
+                                threads=1, epochs=epochs)  # fmt: skip
+        start, n, loss = time.perf_counter(), 0, torch.tensor(1.0)
+        for _ in session.epochs():
+            for _batch in session.steps(loader):
+                session.report_loss(loss)
+                n += 1
+        return (time.perf_counter() - start) / n
+
+    rows = []
+    for i in range(rounds):
+        plain = bare(loader)
+        rows.append({"round": i, "bare_us": 1e6 * plain, "session_us": 1e6 * instrumented(),
+                     "ray_wrapped_us": 1e6 * bare(wrapped)})  # fmt: skip
+    sink.close()
+    session_cost = [r["session_us"] - r["bare_us"] for r in rows]
+    ray_cost = [r["ray_wrapped_us"] - r["bare_us"] for r in rows]
+    return {
+        "what": "microseconds per step of an empty loop over a 64-sample TensorDataset loader: bare, through "
+        "scaleprof.session (steps + report_loss, events into a real EventSink), and through Ray's "
+        f"prepare_data_loader wrapper on CPU; {rounds} alternated rounds of {epochs} epochs x 75 steps",
+        "rows": rows,
+        "median_session_cost_us": statistics.median(session_cost),
+        "median_ray_loader_cost_us": statistics.median(ray_cost),
+    }
+
+
 def bench_telemetry(actors: int, workers_per_actor: list[int], seconds: float, hz: float, batch: int) -> dict:
     """Simulated workers send event batches at `hz` to one aggregator actor; events/s and lag."""
     import ray
@@ -512,7 +563,9 @@ def _write(name: str, result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("which", choices=["overhead", "monitor-cpu", "plain", "user", "telemetry", "report", "all"])
+    parser.add_argument(
+        "which", choices=["overhead", "monitor-cpu", "plain", "user", "session", "telemetry", "report", "all"]
+    )
     parser.add_argument("--pairs", type=int, default=5, help="monitor on/off pairs")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per run (steady state: epochs 2..E)")
     args = parser.parse_args()
@@ -524,6 +577,8 @@ def main() -> None:
         _write("plain", bench_plain(repeats=3, epochs=args.epochs))
     if args.which in ("user", "all"):
         _write("user_workloads", bench_user_workloads(repeats=3, epochs=args.epochs))
+    if args.which in ("session", "all"):
+        _write("session_step_cost", bench_session_step_cost(rounds=5, epochs=20))
     if args.which in ("telemetry", "all"):
         _write("telemetry", bench_telemetry(actors=4, workers_per_actor=[16, 32, 64], seconds=10, hz=10, batch=10))
     if args.which in ("report", "all"):
