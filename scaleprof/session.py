@@ -156,23 +156,32 @@ class WorkerSession:
     ) -> torch.nn.Module:
         import ray.train.torch
 
-        if not self._model_reported:
-            self._report_model(model, example_input, flops_per_sample)
-        return ray.train.torch.prepare_model(model, **ray_kwargs)  # to the device; DDP when world > 1
-
-    def _report_model(self, model: torch.nn.Module, example_input: Any, flops_per_sample: float | None) -> None:
+        first = not self._model_reported
         self._model_reported = True
-        if self.rank != 0:  # every rank runs the same model on the same kind of device: once is enough
-            return
+        info = self._model_info(model, example_input, flops_per_sample) if first else None
+        prepared = ray.train.torch.prepare_model(model, **ray_kwargs)  # to the device; DDP when world > 1
+        if first:
+            # The CPU peak is measured by every rank at once, after all have finished setting up: a rank
+            # measuring while another still builds its model or DDP shares the cores (seen: a peak 4x low).
+            barrier()
+            peak = measured_cpu_peak_flops(self.threads) if self.device.type == "cpu" else None
+            if info is not None:
+                info.cpu_peak_flops = peak
+                self.emit(info)
+        return prepared
+
+    def _model_info(
+        self, model: torch.nn.Module, example_input: Any, flops_per_sample: float | None
+    ) -> ModelInfo | None:
+        """Rank 0's record of the model (every rank runs the same model on the same kind of device)."""
+        if self.rank != 0:
+            return None
         flops = flops_per_sample if flops_per_sample is not None else self._flops_per_sample
-        if flops is None and example_input is not None:
+        if flops is None and example_input is not None:  # before DDP wraps it: counting runs a backward
             from scaleprof.workloads.models import train_flops_per_sample
 
             flops = train_flops_per_sample(model, example_input)
-        info = ModelInfo(parameters=sum(p.numel() for p in model.parameters()), flops_per_sample=flops)
-        if self.device.type == "cpu":
-            info.cpu_peak_flops = measured_cpu_peak_flops(self.threads)
-        self.emit(info)
+        return ModelInfo(parameters=sum(p.numel() for p in model.parameters()), flops_per_sample=flops)
 
     def prepare_data_loader(self, loader: torch.utils.data.DataLoader, **ray_kwargs: Any) -> Any:
         import ray.train.torch

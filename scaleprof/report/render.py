@@ -231,12 +231,18 @@ def study_notes(tables: StudyTables) -> list[str]:
         notes.append(
             f"Strong scaling: the global batch is fixed at {train['batch_size']} and split evenly over the workers."
         )
-    if train["lr_scaling"] == "linear":
-        rule = f"the linear scaling rule (lr {train['lr']:g} x global batch / {train['batch_size']})"
+    if train.get("loop"):
+        notes.append(
+            f"Training loop: {train['loop']}, the user's own (its optimizer, learning rate and loss are its own), "
+            "measured through scaleprof.session."
+        )
     else:
-        rule = f"a fixed learning rate {train['lr']:g} on every placement (no scaling rule)"
-    warm = f", ramped up over {train['lr_warmup_epochs']:g} epoch(s)" if train["lr_warmup_epochs"] else ""
-    notes.append(f"Learning rate: {rule}{warm}; SGD, momentum {train['momentum']:g}.")
+        if train["lr_scaling"] == "linear":
+            rule = f"the linear scaling rule (lr {train['lr']:g} x global batch / {train['batch_size']})"
+        else:
+            rule = f"a fixed learning rate {train['lr']:g} on every placement (no scaling rule)"
+        warm = f", ramped up over {train['lr_warmup_epochs']:g} epoch(s)" if train["lr_warmup_epochs"] else ""
+        notes.append(f"Learning rate: {rule}{warm}; SGD, momentum {train['momentum']:g}; the built-in loop.")
     restarted = runs[runs["attempts"].fillna(1) > 1] if "attempts" in runs else runs.iloc[0:0]
     if not restarted.empty:
         listed = ", ".join(f"{r.run_id} ({int(r.attempts)} attempts)" for r in restarted.itertuples())

@@ -126,7 +126,9 @@ def test_factory_model_and_data_on_one_and_two_nodes(ray_cluster, tmp_path):
     assert list(runs["model"]) == ["mine", "mine"] and list(runs["model_name"]) == ["my_models:build"] * 2
     assert list(runs["nodes_realized"]) == [1, 2]  # the user's modules reached the second node too
     assert (runs["throughput"] > 0).all() and runs["accuracy"].between(0.5, 1).all()
-    assert (runs["flops_per_sample"] > 0).all() and runs["mfu"].notna().all()
+    assert (runs["flops_per_sample"] > 0).all() and runs["mfu"].between(
+        0, 1
+    ).all()  # a peak measured in contention read 4x low once
     assert (runs["samples_total"] == 2 * 420).all()  # 70% of 600 train, every epoch, over all workers
     manifest = json.loads((study / "manifest.json").read_text())
     assert manifest["data"]["name"] == "my_data:load" and manifest["data"]["split_sizes"]["train"] == 420
@@ -162,6 +164,8 @@ def test_user_loop_reports_what_it_ran_with_predictions(ray_cluster, tmp_path):
         assert steps["samples"].sum() == sum(e["samples"] for c in counted for e in c)
     loader = events[events["event"] == "loader_info"]
     assert (loader["batch_size"] == 40).all() and (loader["num_workers"] == 0).all()
+    summary = (study / "summary.md").read_text()
+    assert "Training loop: loop:train_func, the user's own" in summary and "SGD" not in summary
 
 
 @pytest.mark.slow
