@@ -56,7 +56,8 @@ def _experiment(name: str, monitor: bool, epochs: int = 6) -> object:
 
 
 def _throughput(study_dir: Path) -> dict:
-    from scaleprof.analysis.summarize import WALL_PHASES, summarize
+    from scaleprof.analysis.phases import WALL_PHASES
+    from scaleprof.analysis.summarize import summarize
     from scaleprof.telemetry.store import StudyStore
 
     runs = summarize(StudyStore(study_dir)).runs
@@ -87,7 +88,7 @@ def bench_overhead(pairs: int, epochs: int) -> dict:
         on = next(r["throughput"] for r in rows if r["pair"] == i and r["monitor"])
         off = next(r["throughput"] for r in rows if r["pair"] == i and not r["monitor"])
         ratios.append(on / off)
-    from scaleprof.analysis.summarize import WALL_PHASES
+    from scaleprof.analysis.phases import WALL_PHASES
 
     return {
         "what": f"steady-state throughput with monitor.enabled true / false, small-cnn on digits, 1 worker, {epochs} "

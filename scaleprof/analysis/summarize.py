@@ -8,9 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaleprof.analysis.breakdown import BREAKDOWN_COLUMNS, step_breakdown
 from scaleprof.analysis.cost import add_cost_columns
+from scaleprof.analysis.energy import energy
+from scaleprof.analysis.frames import column, max_of, of_kind
 from scaleprof.analysis.hardware import hardware_table, inference_table
-from scaleprof.analysis.peaks import gpu_peak_flops
+from scaleprof.analysis.mfu import utilisation_of_peak
+from scaleprof.analysis.phases import WALL_PHASES, wall_phases
+from scaleprof.analysis.placement import placement_warning, workers_table
 from scaleprof.analysis.quality import RUN_METRICS, quality_tables
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
@@ -24,10 +29,6 @@ from scaleprof.analysis.throughput import (
 from scaleprof.records import EventKind, Lifecycle, RunKind, RunStatus
 from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
 
-BREAKDOWN_COLUMNS = [
-    "step_data_s", "step_forward_s", "step_backward_compute_s", "step_allreduce_s", "step_optimizer_s",
-    "step_other_s",
-]  # fmt: skip
 QUALITY_TABLE = "quality.parquet"
 PLACEMENTS_TABLE = "placements.parquet"
 CV_TABLE = "cv.parquet"
@@ -35,10 +36,6 @@ WORKERS_TABLE = "workers.parquet"
 FITS_TABLE = "scaling_fits.parquet"
 INFERENCE_TABLE = "inference.parquet"
 HARDWARE_TABLE = "hardware.parquet"
-
-# Where a run's wall time goes, in order (seconds; they add up to wall_s). Explained in the report's notes.
-WALL_PHASES = {"launch_s": "launch", "setup_s": "setup", "training_s": "training", "finish_s": "finish",
-               "teardown_s": "teardown"}  # fmt: skip
 
 RUN_COLUMNS = [
     "run_id", "index", "model", "model_name", "placement", "device", "workers", "gpus", "cpus", "kind", "fold",
@@ -69,21 +66,6 @@ class StudyTables:
     hardware: pd.DataFrame  # one row per model x device kind: the hardware comparison table
 
 
-def _of_kind(events: pd.DataFrame, kind: str) -> pd.DataFrame:
-    if events.empty or "kind" not in events:
-        return pd.DataFrame()
-    return events[events["kind"] == kind].dropna(axis=1, how="all")
-
-
-def _col(frame: pd.DataFrame, name: str) -> pd.Series:
-    return frame[name] if name in frame else pd.Series(dtype=float)
-
-
-def _max(frame: pd.DataFrame, name: str) -> float:
-    values = _col(frame, name).dropna()
-    return float(values.max()) if len(values) else float("nan")
-
-
 def _seq_gaps(events: pd.DataFrame) -> int:
     """Missing or repeated sequence numbers over this run's workers (0 when nothing was lost)."""
     problems = 0
@@ -109,8 +91,8 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
     row["seq_gaps"] = _seq_gaps(events)
     row["attempts"] = int(events["attempt"].nunique())
     events = _last_attempt(events)
-    steps, epochs = _of_kind(events, EventKind.STEP), _of_kind(events, EventKind.EPOCH)
-    system, lifecycle = _of_kind(events, EventKind.SYSTEM), _of_kind(events, EventKind.LIFECYCLE)
+    steps, epochs = of_kind(events, EventKind.STEP), of_kind(events, EventKind.EPOCH)
+    system, lifecycle = of_kind(events, EventKind.SYSTEM), of_kind(events, EventKind.LIFECYCLE)
 
     per_epoch = global_epochs(epochs) if not epochs.empty else None
     tp = steady_state_throughput(epochs, steps, warmup_steps, per_epoch)
@@ -123,28 +105,28 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["samples_total"] = int(per_epoch["samples"].sum())
         last = epochs[epochs["epoch"] == epochs["epoch"].max()]
         row["final_train_loss"] = float(np.average(last["train_loss"], weights=last["samples"]))
-        row["final_val_accuracy"] = _max(last, "val_accuracy")
-        row["final_lr"] = _max(last, "lr")
-        row["gpu_mem_peak_mb"] = _max(epochs, "gpu_mem_peak_mb")
+        row["final_val_accuracy"] = max_of(last, "val_accuracy")
+        row["final_lr"] = max_of(last, "lr")
+        row["gpu_mem_peak_mb"] = max_of(epochs, "gpu_mem_peak_mb")
         row["startup_s"] = row["wall_s"] - row["train_time_s"]
     if not steps.empty:
         steady = steady_steps(steps, warmup_steps)
         row["step_time_p50_s"] = percentile(steady["step_s"], 50)
         row["step_time_p95_s"] = percentile(steady["step_s"], 95)
         row["data_wait_frac"] = float(steady["data_s"].sum() / steady["step_s"].sum())
-        row.update(step_breakdown(steady, _of_kind(events, EventKind.PROBE)))
+        row.update(step_breakdown(steady, of_kind(events, EventKind.PROBE)))
     if not system.empty:
-        row["peak_rss_mb"] = _max(system, "rss_mb")
+        row["peak_rss_mb"] = max_of(system, "rss_mb")
         # Percent of the cores this worker was given (process CPU% counts 100 per busy core).
-        row["cpu_util_pct"] = float(_col(system, "cpu_pct").mean() / record.get("cpus_per_worker", 1))
-        row["gpu_util_pct"] = float(_col(system, "gpu_util_pct").mean()) if "gpu_util_pct" in system else float("nan")
-        row["cpu_util_peak_pct"] = float(_col(system, "cpu_pct").max() / record.get("cpus_per_worker", 1))
-        row["gpu_util_peak_pct"] = _max(system, "gpu_util_pct")
+        row["cpu_util_pct"] = float(column(system, "cpu_pct").mean() / record.get("cpus_per_worker", 1))
+        row["gpu_util_pct"] = float(column(system, "gpu_util_pct").mean()) if "gpu_util_pct" in system else float("nan")
+        row["cpu_util_peak_pct"] = float(column(system, "cpu_pct").max() / record.get("cpus_per_worker", 1))
+        row["gpu_util_peak_pct"] = max_of(system, "gpu_util_pct")
     starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START] if "event" in lifecycle else lifecycle
     if not starts.empty:
         row["nodes_realized"] = int(starts["node_id"].nunique())
         row["node_ids"] = ",".join(sorted(starts["node_id"].unique()))
-        uuids = _col(starts, "gpu_uuid").dropna()
+        uuids = column(starts, "gpu_uuid").dropna()
         row["gpu_uuids"] = ",".join(sorted(uuids.unique()))
         row["placement_warning"] = placement_warning(record, starts)
         row.update(utilisation_of_peak(row, lifecycle, starts))
@@ -154,125 +136,10 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
     return row
 
 
-def wall_phases(record: dict[str, Any], lifecycle: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, float]:
-    """The run's wall time cut at its workers' first start, first epoch, last epoch end and last exit
-    (the last attempt's; its launch includes any failed attempts before it)."""
-    if epochs.empty or lifecycle.empty or "started_at" not in record or "ended_at" not in record:
-        return {}
-    starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START]["time"]
-    ends = lifecycle[lifecycle["event"] == Lifecycle.WORKER_END]["time"]
-    if starts.empty or ends.empty:
-        return {}
-    marks = [
-        record["started_at"],
-        float(starts.min()),
-        float(epochs["epoch_start"].min()),
-        float((epochs["epoch_start"] + epochs["epoch_time_s"]).max()),
-        float(ends.max()),
-        record["ended_at"],
-    ]
-    return {name: max(0.0, b - a) for name, a, b in zip(WALL_PHASES, marks, marks[1:])}
-
-
-def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd.DataFrame) -> dict[str, Any]:
-    """MFU = model FLOPs per sample x throughput / (peak FLOP/s per worker x workers)."""
-    info = lifecycle[lifecycle["event"] == Lifecycle.MODEL_INFO]
-    if info.empty:
-        return {}
-    info = info.iloc[0]
-    flops = info.get("flops_per_sample")
-    out: dict[str, Any] = {
-        "flops_per_sample": float(flops) if flops is not None and pd.notna(flops) else float("nan"),
-        "parameters": int(info["parameters"]),
-    }
-    names = _col(starts, "gpu_name").dropna()
-    if row.get("gpus"):
-        peak = gpu_peak_flops(names.iloc[0]) if len(names) else None
-        basis = f"datasheet FP32 peak of {names.iloc[0]}" if peak else "GPU not in the peak table"
-    else:
-        peak = float(info["cpu_peak_flops"]) if "cpu_peak_flops" in info and pd.notna(info["cpu_peak_flops"]) else None
-        basis = "measured FP32 matmul peak of one worker's threads"
-    out["peak_flops_per_worker"], out["peak_flops_basis"] = peak, basis
-    throughput = row.get("throughput")
-    if peak and throughput and np.isfinite(throughput) and np.isfinite(out["flops_per_sample"]):
-        out["mfu"] = out["flops_per_sample"] * throughput / (peak * row["workers"])
-    return out
-
-
-def energy(row: dict[str, Any], system: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, float]:
-    """GPU energy per sample: the workers' mean NVML power in steady state over the throughput."""
-    steady = steady_epochs(epochs)
-    window = steady if not steady.empty else epochs
-    start = float(window["epoch_start"].min())
-    end = float((window["epoch_start"] + window["epoch_time_s"]).max())
-    samples = system[(system["time"] >= start) & (system["time"] <= end)].dropna(subset=["gpu_power_w"])
-    if samples.empty:
-        samples = system.dropna(subset=["gpu_power_w"])
-    if samples.empty:
-        return {}
-    watts = float(samples.groupby("rank")["gpu_power_w"].mean().sum())
-    out = {"gpu_power_w": watts}
-    if row.get("throughput") and np.isfinite(row["throughput"]):
-        out["energy_per_sample_j"] = watts / row["throughput"]
-    return out
-
-
-def step_breakdown(steps: pd.DataFrame, probe: pd.DataFrame) -> dict[str, float]:
-    """Mean time per step split into data, forward, backward compute, gradient all-reduce, optimiser
-    and other. The all-reduce share is measured by the sync probe (backward with minus without
-    DDP's gradient sync); it is taken out of the backward time, where DDP spends it."""
-    if "forward_s" not in steps:
-        return {}
-    mean = steps[["data_s", "forward_s", "backward_s", "optimizer_s", "step_s"]].mean()
-    allreduce = float(probe["allreduce_s"].median()) if "allreduce_s" in probe else 0.0
-    allreduce = min(allreduce, float(mean["backward_s"]))
-    other = mean["step_s"] - mean[["data_s", "forward_s", "backward_s", "optimizer_s"]].sum()
-    return {
-        "step_data_s": float(mean["data_s"]),
-        "step_forward_s": float(mean["forward_s"]),
-        "step_backward_compute_s": float(mean["backward_s"]) - allreduce,
-        "step_allreduce_s": allreduce,
-        "step_optimizer_s": float(mean["optimizer_s"]),
-        "step_other_s": float(max(other, 0.0)),
-    }
-
-
-def placement_warning(record: dict[str, Any], starts: pd.DataFrame) -> str:
-    """Where the realised placement differs from the one asked for ('' when it does not)."""
-    warnings = []
-    wanted, realized = record.get("nodes_requested"), starts["node_id"].nunique()
-    if wanted and realized != wanted:
-        warnings.append(f"asked for {wanted} node(s), the workers ran on {realized}")
-    if record.get("gpus_per_worker"):
-        uuids = _col(starts, "gpu_uuid")
-        if uuids.isna().any():
-            warnings.append("some workers' GPUs could not be identified through NVML")
-        elif uuids.nunique() < len(uuids) and record["gpus_per_worker"] >= 1:
-            warnings.append("workers that asked for whole GPUs share a GPU (same UUID)")
-    return "; ".join(warnings)
-
-
-def workers_table(events: pd.DataFrame) -> pd.DataFrame:
-    lifecycle = _of_kind(events, EventKind.LIFECYCLE)
-    if lifecycle.empty or "event" not in lifecycle:
-        return pd.DataFrame()
-    starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START]
-    keep = ["run_id", "attempt", "rank", "node_id", "hostname", "pid", "device", "torch_threads", "gpu_uuid",
-            "gpu_name",
-            "gpu_unavailable"]  # fmt: skip
-    table = starts[[c for c in keep if c in starts]].set_index(["run_id", "attempt", "rank"])
-    # A sampler that failed mid-run (NVML gone) says why in a later event: the latest reason wins.
-    later = lifecycle[lifecycle["event"] == Lifecycle.GPU_UNAVAILABLE]
-    if not later.empty:
-        reasons = later.groupby(["run_id", "attempt", "rank"])["reason"].last()
-        table["gpu_unavailable"] = reasons.reindex(table.index).fillna(table.get("gpu_unavailable"))
-    return table.sort_index().reset_index()
-
-
 def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for run_id, group in events.groupby("run_id") if not events.empty else []:
-        epochs = _of_kind(_last_attempt(group), EventKind.EPOCH)
+        epochs = of_kind(_last_attempt(group), EventKind.EPOCH)
         if epochs.empty:
             continue
         per_epoch = global_epochs(epochs)
@@ -293,16 +160,16 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd
                     "samples": int(e["samples"]),
                     "throughput": float(e["throughput"]),
                     "train_loss": float(np.average(ranks["train_loss"], weights=ranks["samples"])),
-                    "val_loss": _max(ranks, "val_loss"),
-                    "val_accuracy": _max(ranks, "val_accuracy"),
-                    "gpu_mem_peak_mb": _max(ranks, "gpu_mem_peak_mb"),
+                    "val_loss": max_of(ranks, "val_loss"),
+                    "val_accuracy": max_of(ranks, "val_accuracy"),
+                    "gpu_mem_peak_mb": max_of(ranks, "gpu_mem_peak_mb"),
                 }
             )
     return pd.DataFrame(rows)
 
 
 def timeline_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
-    system = _of_kind(events, EventKind.SYSTEM)
+    system = of_kind(events, EventKind.SYSTEM)
     if system.empty:
         return pd.DataFrame(columns=["run_id", "placement", "rank", "t_s", "cpu_pct", "rss_mb"])
     system = system.copy()
@@ -345,9 +212,9 @@ def summarize(store: StudyStore) -> StudyTables:
     by_run = dict(tuple(events.groupby("run_id"))) if not events.empty else {}
     rows = [summarize_run(rec, by_run.get(run_id, pd.DataFrame()), warmup_steps) for run_id, rec in records.items()]
     runs = pd.DataFrame(rows)
-    for column in RUN_COLUMNS:
-        if column not in runs:
-            runs[column] = np.nan
+    for name in RUN_COLUMNS:
+        if name not in runs:
+            runs[name] = np.nan
     runs = add_scaling_columns(runs[RUN_COLUMNS]) if not runs.empty else runs
     predictions = {
         run_id: frame

@@ -6,7 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from scaleprof.analysis.summarize import WALL_PHASES
+from scaleprof.analysis.phases import WALL_PHASES
 from scaleprof.records import RunKind, RunStatus
 
 WIDTH, HEIGHT = 420, 260

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaleprof.analysis.summarize import WALL_PHASES, StudyTables
+from scaleprof.analysis.phases import WALL_PHASES
+from scaleprof.analysis.summarize import StudyTables
 from scaleprof.records import RunKind, RunStatus
 from scaleprof.report.charts import all_charts
 from scaleprof.telemetry.store import atomic_write_bytes, atomic_write_text

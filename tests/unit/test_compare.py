@@ -34,27 +34,3 @@ def test_single_runs_fall_back_to_the_floor_and_say_so():
 def test_only_shared_placements_are_compared():
     table = compare_runs(runs({"cpu-1": [100], "cpu-4": [300]}), runs({"cpu-1": [100], "gpu-1": [900]}))
     assert list(table["placement"]) == ["cpu-1"]
-
-
-def scaling_runs():
-    from scaleprof.analysis.usl import usl
-
-    workers = [1, 2, 4]
-    return pd.DataFrame(
-        {"model": "m", "placement": [f"cpu-{w}" for w in workers], "device": "cpu", "kind": "fixed-split",
-         "status": "ok", "workers": workers, "throughput": usl(workers, 0.1, 0.0, 100.0),
-         "cost_per_hour_usd": [3.6 * w for w in workers]}
-    ).assign(cost_per_sample_usd=lambda f: f["cost_per_hour_usd"] / 3600 / f["throughput"])  # fmt: skip
-
-
-def test_recommend_measured_cheapest_then_predicted_then_none():
-    from scaleprof.analysis.recommend import describe, recommend
-
-    runs = scaling_runs()  # 100, 181.8, 307.7 samples/s
-    measured = recommend(runs, {"min_throughput": 150})
-    assert measured["basis"] == "measured" and measured["placement"] == "cpu-2"  # cheaper than cpu-4
-    predicted = recommend(runs, {"min_throughput": 400})
-    assert predicted["basis"] == "predicted" and predicted["workers"] == 6  # 100*6/(1+0.5) = 400
-    assert "a prediction, not a measurement" in describe(predicted, {"min_throughput": 400})
-    assert recommend(runs, {"min_throughput": 10_000}) == {"basis": "none"}
-    assert recommend(runs, None) is None

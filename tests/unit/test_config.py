@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from scaleprof.config import ConfigError, load_experiment
+from scaleprof.config import ConfigError, PlacementSpec, load_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -131,3 +131,13 @@ def test_oversized_file_is_refused_before_parsing(tmp_path):
     path.write_text("a: " + "x" * 2_000_000)
     with pytest.raises(ConfigError, match="larger than"):
         load_experiment(path)
+
+
+def test_strategy_and_nodes_must_agree():
+    with pytest.raises(ValueError, match="STRICT_SPREAD puts each of the 2 workers on its own node"):
+        PlacementSpec(name="a", workers=2, strategy="STRICT_SPREAD", nodes=1)
+    with pytest.raises(ValueError, match="STRICT_PACK puts every worker on one node"):
+        PlacementSpec(name="a", workers=2, strategy="STRICT_PACK", nodes=2)
+    assert PlacementSpec(name="a", workers=3, strategy="STRICT_SPREAD").expected_nodes == 3
+    assert PlacementSpec(name="a", workers=3, nodes=2).expected_nodes == 2
+    assert PlacementSpec(name="a", workers=3).expected_nodes is None

@@ -1,4 +1,4 @@
-from scaleprof.config import Experiment
+from scaleprof.config import Experiment, PlacementSpec
 from scaleprof.plan import describe, expand, missing_resources
 
 
@@ -83,3 +83,20 @@ def test_linear_lr_rule_and_warmup_ramp():
     ramp = lr_schedule(4.0, warmup_steps=3)
     assert [ramp(s) for s in range(5)] == [1.0, 2.0, 3.0, 4.0, 4.0]
     assert lr_schedule(2.0, 0)(0) == 2.0
+
+
+NODE = {"CPU": 1.0, "memory": 1e9}
+
+
+def test_missing_nodes_are_named():
+    spread3 = PlacementSpec(name="a", workers=3, strategy="STRICT_SPREAD")
+    two_nodes = [NODE, NODE]
+    reason = missing_resources(spread3, {"CPU": 2.0}, two_nodes)  # totals would not even do
+    assert reason == "needs 3 CPU(s), the cluster has 2"
+    reason = missing_resources(spread3, {"CPU": 4.0}, [NODE, {"CPU": 3.0}])
+    assert reason.startswith("needs 3 node(s) that can each hold a worker")
+    pack2 = PlacementSpec(name="a", workers=2, strategy="STRICT_PACK")
+    assert "STRICT_PACK needs one node with 2 x" in missing_resources(pack2, {"CPU": 2.0}, two_nodes)
+    assert (
+        missing_resources(PlacementSpec(name="a", workers=2, strategy="STRICT_SPREAD"), {"CPU": 2.0}, two_nodes) is None
+    )

@@ -211,7 +211,7 @@ def test_a_write_that_fails_halfway_is_cut_and_the_resend_is_accepted(tmp_path, 
 def test_a_sampler_that_breaks_mid_run_is_recorded_once_and_the_table_keeps_the_reason():
     import pandas as pd
 
-    from scaleprof.analysis.summarize import workers_table
+    from scaleprof.analysis.placement import workers_table
 
     class BreaksAfterTwo:  # stands in for NVML failing mid-run, which needs a GPU to happen for real
         unavailable_reason = None

@@ -1,0 +1,37 @@
+"""Model FLOPs utilisation: the one definition."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scaleprof.analysis.frames import column
+from scaleprof.analysis.peaks import gpu_peak_flops
+from scaleprof.records import Lifecycle
+
+
+def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd.DataFrame) -> dict[str, Any]:
+    """MFU = model FLOPs per sample x throughput / (peak FLOP/s per worker x workers)."""
+    info = lifecycle[lifecycle["event"] == Lifecycle.MODEL_INFO]
+    if info.empty:
+        return {}
+    info = info.iloc[0]
+    flops = info.get("flops_per_sample")
+    out: dict[str, Any] = {
+        "flops_per_sample": float(flops) if flops is not None and pd.notna(flops) else float("nan"),
+        "parameters": int(info["parameters"]),
+    }
+    names = column(starts, "gpu_name").dropna()
+    if row.get("gpus"):
+        peak = gpu_peak_flops(names.iloc[0]) if len(names) else None
+        basis = f"datasheet FP32 peak of {names.iloc[0]}" if peak else "GPU not in the peak table"
+    else:
+        peak = float(info["cpu_peak_flops"]) if "cpu_peak_flops" in info and pd.notna(info["cpu_peak_flops"]) else None
+        basis = "measured FP32 matmul peak of one worker's threads"
+    out["peak_flops_per_worker"], out["peak_flops_basis"] = peak, basis
+    throughput = row.get("throughput")
+    if peak and throughput and np.isfinite(throughput) and np.isfinite(out["flops_per_sample"]):
+        out["mfu"] = out["flops_per_sample"] * throughput / (peak * row["workers"])
+    return out

@@ -1,0 +1,17 @@
+"""Where a run's wall time goes."""
+
+import pandas as pd
+
+
+def test_wall_phases_cut_the_run_at_its_marks_and_add_up_to_wall_time():
+
+    from scaleprof.analysis.phases import WALL_PHASES, wall_phases
+
+    lifecycle = pd.DataFrame(
+        {"event": ["worker_start", "worker_start", "worker_end", "worker_end"], "time": [110.0, 111.0, 140.0, 141.5]}
+    )
+    epochs = pd.DataFrame({"epoch_start": [113.0, 113.2, 125.0], "epoch_time_s": [10.0, 9.0, 12.0]})
+    phases = wall_phases({"started_at": 100.0, "ended_at": 143.0}, lifecycle, epochs)
+    assert phases == {"launch_s": 10.0, "setup_s": 3.0, "training_s": 24.0, "finish_s": 4.5, "teardown_s": 1.5}
+    assert list(phases) == list(WALL_PHASES) and sum(phases.values()) == 43.0
+    assert wall_phases({"started_at": 100.0}, lifecycle, epochs) == {}  # a run still running has no end mark
