@@ -330,7 +330,8 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
     throughput ratio, the spread of each side over its repeats (the noise), and whether scaleprof's
     recorded epochs, steps and samples equal what the plain loop ran."""
     from scaleprof.config import load_experiment
-    from scaleprof.execution.runner import job_runtime_env, run_study
+    from scaleprof.execution.ray_session import job_runtime_env
+    from scaleprof.execution.runner import run_study
 
     out = Path(tempfile.mkdtemp(prefix="bench-user-"))
     one_worker = [{"name": "cpu-1", "workers": 1}]

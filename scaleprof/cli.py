@@ -116,12 +116,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     resume = bool(args.resume)
     study_dir = _resumable(args.resume, experiment) if resume else new_study_dir(out_dir, experiment.name)
     _check_writable(study_dir if resume else out_dir, study_bytes_estimate(experiment, expand(experiment), inputs.data))
-    if args.verbose:
-        os.environ["SCALEPROF_RAY_LOG_TO_DRIVER"] = "1"
     try:
         result = run_study(
             experiment, out_dir, observer=TerminalProgress(console), pricing=pricing, study_dir=study_dir,
-            resume=resume, inputs=inputs,
+            resume=resume, inputs=inputs, verbose=args.verbose,
         )  # fmt: skip
         report = _render(result.study_dir, console)
     except OSError as exc:

@@ -11,8 +11,6 @@ import errno
 import logging
 import os
 import shutil
-import signal
-import sys
 import threading
 import time
 import traceback
@@ -25,16 +23,13 @@ from scaleprof.config import Experiment
 from scaleprof.execution.failures import disk_full, failure_reason, lost_nodes
 from scaleprof.execution.manifest import collect_manifest
 from scaleprof.execution.prepare import StudyInputs, prepare
+from scaleprof.execution.ray_session import connect_ray, job_runtime_env
 from scaleprof.plan import PlannedRun, bundle, expand, missing_resources
 from scaleprof.records import FINISHED, RunStatus
 from scaleprof.telemetry.aggregator import start_aggregator
 from scaleprof.telemetry.store import StudyStore
-from scaleprof.workloads.imports import code_modules
 
-# Ray Train reads these in its controller; they are propagated from the driver's environment.
-_RAY_TRAIN_ENV = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",  # faster teardown between runs (seconds, not 2 s polls)
-}
+log = logging.getLogger(__name__)
 
 
 class Observer(Protocol):
@@ -69,40 +64,6 @@ class StudyResult:
     study_dir: Path
     records: list[dict[str, Any]] = field(default_factory=list)
     aggregator_stats: dict[str, Any] = field(default_factory=dict)
-
-
-def connect_ray(runtime_env: dict[str, Any] | None = None) -> bool:
-    """Join RAY_ADDRESS's cluster when set (as under `ray job submit`), else start a local Ray; either
-    way as a job with `runtime_env`.
-
-    Returns True when this call connected (and so the caller should shut Ray down). When Ray is
-    already initialised (a program that embeds scaleprof), its job's runtime environment is used as is.
-    """
-    import ray
-
-    for key, value in _RAY_TRAIN_ENV.items():
-        os.environ.setdefault(key, value)
-    if ray.is_initialized():
-        return False
-    # Workers' own logs would drown the progress display; their failures reach the run record anyway.
-    log_to_driver = os.environ.get("SCALEPROF_RAY_LOG_TO_DRIVER") == "1"
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=logging.WARNING, log_to_driver=log_to_driver, runtime_env=runtime_env)
-    else:
-        # address="local": always a new Ray of our own, never whatever cluster happens to run on this machine
-        ray.init(
-            address="local", logging_level=logging.WARNING, log_to_driver=log_to_driver, include_dashboard=False,
-            runtime_env=runtime_env,
-        )  # fmt: skip
-    if threading.current_thread() is threading.main_thread():
-        # Ray's core worker installs a native SIGTERM handler over Python's, which can abort the process
-        # on exit; Python's handler back on top makes SIGTERM (`ray job stop`) a SystemExit the study handles.
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    return True
-
-
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    sys.exit(signum)
 
 
 def new_study_dir(out_dir: Path, name: str) -> Path:
@@ -172,15 +133,6 @@ class _ProgressPoller:
 def worker_runtime_env(experiment: Experiment) -> dict[str, Any]:
     # cuBLAS reads this when CUDA starts, so it must be in the worker's environment from the outset.
     return {"env_vars": {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} if experiment.train.deterministic else {}}
-
-
-def job_runtime_env(experiment: Experiment) -> dict[str, Any] | None:
-    """The user's modules as Ray `py_modules`: uploaded once and importable in every worker on every
-    node, as `ray job submit` ships a working directory. Ray uploads local paths only for a whole job
-    (`ray.init`), never per task or actor, so they go on the driver's connection; under `ray job submit`
-    Ray merges them with the job's own working_dir."""
-    modules = code_modules(experiment.code_dirs) if experiment.uses_own_code else []
-    return {"py_modules": modules} if modules else None
 
 
 def _fit(
@@ -319,13 +271,15 @@ def run_study(
     pricing: dict[str, Any] | None = None,
     resume: bool = False,
     inputs: StudyInputs | None = None,
+    verbose: bool = False,
 ) -> StudyResult:
     """Run every planned run of the experiment; write events, run records and the manifest.
 
     `pricing` holds the pricing-table rows the placements name (see scaleprof.pricing); they are
     copied into the manifest so costs can be recomputed from the study alone. With `resume`, the
     study directory exists already: runs whose last record is ok or skipped are kept, the rest run.
-    `inputs` is what `prepare(experiment)` found, when the caller has already checked it.
+    `inputs` is what `prepare(experiment)` found, when the caller has already checked it; `verbose`
+    shows the Ray workers' logs.
     """
     import ray
 
@@ -345,7 +299,14 @@ def run_study(
     # (Ray Train's default is 60 s); read by Ray Train's controller, propagated from this environment.
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(experiment.ray.placement_timeout_s)
     inputs = inputs or prepare(experiment)
-    started_ray = connect_ray(job_runtime_env(experiment))
+    code = job_runtime_env(experiment)
+    started_ray = connect_ray(code, log_to_driver=verbose)
+    if code and not started_ray:
+        log.warning(
+            "scaleprof: Ray was already initialised by this program, so scaleprof cannot ship your modules "
+            "(%s) to the workers; start Ray with ray.init(runtime_env=%r) or let scaleprof start it",
+            ", ".join(experiment.code_dirs or []), code,
+        )  # fmt: skip
     result = StudyResult(study_dir)
     try:
         observer.study_started(study_dir, len(runs), ray.get_runtime_context().gcs_address)

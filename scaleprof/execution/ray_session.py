@@ -1,0 +1,61 @@
+"""Ray for one study: connect (or start a local Ray) as a job that carries the user's code, and keep
+SIGTERM a clean stop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from scaleprof.config import Experiment
+from scaleprof.workloads.imports import code_modules
+
+# Ray Train reads these in its controller; they are propagated from the driver's environment.
+_RAY_TRAIN_ENV = {
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",  # faster teardown between runs (seconds, not 2 s polls)
+}
+
+
+def job_runtime_env(experiment: Experiment) -> dict[str, Any] | None:
+    """The user's modules as Ray `py_modules`: uploaded once and importable in every worker on every
+    node, as `ray job submit` ships a working directory. Ray uploads local paths only for a whole job
+    (`ray.init`), never per task or actor, so they go on the driver's connection; under `ray job submit`
+    Ray merges them with the job's own working_dir."""
+    modules = code_modules(experiment.code_dirs) if experiment.uses_own_code else []
+    return {"py_modules": modules} if modules else None
+
+
+def connect_ray(runtime_env: dict[str, Any] | None = None, log_to_driver: bool = False) -> bool:
+    """Join RAY_ADDRESS's cluster when set (as under `ray job submit`), else start a local Ray; either
+    way as a job with `runtime_env`. Workers' own logs stay off the terminal unless `log_to_driver`: they
+    would drown the progress display, and their failures reach the run record anyway.
+
+    Returns True when this call connected (and so the caller should shut Ray down). When Ray is
+    already initialised (a program that embeds scaleprof), its job's runtime environment is used as is.
+    """
+    import ray
+
+    for key, value in _RAY_TRAIN_ENV.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(logging_level=logging.WARNING, log_to_driver=log_to_driver, runtime_env=runtime_env)
+    else:
+        # address="local": always a new Ray of our own, never whatever cluster happens to run on this machine
+        ray.init(
+            address="local", logging_level=logging.WARNING, log_to_driver=log_to_driver, include_dashboard=False,
+            runtime_env=runtime_env,
+        )  # fmt: skip
+    if threading.current_thread() is threading.main_thread():
+        # Ray's core worker installs a native SIGTERM handler over Python's, which can abort the process
+        # on exit; Python's handler back on top makes SIGTERM (`ray job stop`) a SystemExit the study handles.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    return True
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    sys.exit(signum)
