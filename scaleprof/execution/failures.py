@@ -6,10 +6,32 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 _DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
+
+
+@dataclass(frozen=True)
+class FailureDecision:
+    """What a run's failure means: the reason recorded, and whether the study stops with it."""
+
+    reason: str
+    stop_study: bool
+    disk_full: bool = False
+
+
+def decide(exc: BaseException, lost: str = "") -> FailureDecision:
+    """The one policy for a failed run. Ctrl-C and SIGTERM (`ray job stop`, kill; Ray's handler exits)
+    stop the study; a full disk stops it too (the next run could not write either); any other failure is
+    recorded with its root cause (and the nodes lost under it, `lost`) and the study goes on."""
+    if isinstance(exc, KeyboardInterrupt):
+        return FailureDecision("interrupted", stop_study=True)
+    if isinstance(exc, SystemExit):
+        return FailureDecision("terminated", stop_study=True)
+    full = disk_full(exc)
+    return FailureDecision(lost + failure_reason(exc), stop_study=full, disk_full=full)
 
 
 def failure_reason(exc: BaseException) -> str:

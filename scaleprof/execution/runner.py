@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scaleprof.config import Experiment
-from scaleprof.execution.failures import disk_full, failure_reason, lost_nodes
+from scaleprof.execution.failures import decide, lost_nodes
+from scaleprof.execution.lifecycle import RunLifecycle
 from scaleprof.execution.manifest import collect_manifest
 from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.execution.ray_session import connect_ray, job_runtime_env
@@ -228,39 +229,40 @@ def run_one(
         "nodes_requested": run.placement.expected_nodes,
         "node_type": experiment.node_type(run.placement),
     }
-    store.append_run_record({**record, "status": RunStatus.PLANNED})
+    life = RunLifecycle(store, record)
+    life.to(RunStatus.PLANNED)
 
     reason = missing_resources(run.placement, ray.cluster_resources(), _alive_node_resources())
     if reason is None:
         reason = _wait_for_resources(run, experiment.ray.placement_timeout_s)
     if reason is not None:
-        final = {**record, "status": RunStatus.SKIPPED, "reason": reason}
-        store.append_run_record(final)
-        return final
-    store.append_run_record({"run_id": run.run_id, "status": RunStatus.PLACED})
+        return life.to(RunStatus.SKIPPED, reason=reason)
+    life.to(RunStatus.PLACED)
 
     started = time.time()
-    store.append_run_record({"run_id": run.run_id, "status": RunStatus.RUNNING, "started_at": started})
+    life.to(RunStatus.RUNNING, started_at=started)
     storage = store.root / "_ray_train"
+    outcome: dict[str, Any] = {"status": RunStatus.OK, "reason": ""}
     try:
         _fit(run, experiment, study_id, aggregator, storage, inputs.for_run(run))
-        final = {**record, "status": RunStatus.OK, "reason": ""}
-    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; SIGTERM (`ray job stop`, kill): Ray's handler exits
-        how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
-        store.append_run_record({**record, "status": RunStatus.FAILED, "reason": how, "ended_at": time.time()})
-        raise
-    except Exception as exc:  # a failed run must not stop the study, unless the study's disk is full
-        reason = lost_nodes(aggregator, run.run_id) + failure_reason(exc)
-        final = {**record, "status": RunStatus.FAILED, "reason": reason, "detail": traceback.format_exc()[-4000:]}
-        if disk_full(exc):  # the workers could not write to the study: the next run could not either
-            store.append_run_record({**final, "ended_at": time.time()})
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(store.root)) from exc
+    except BaseException as exc:  # one policy decides what it means (execution/failures.py)
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        decision = decide(exc, "" if interrupted else lost_nodes(aggregator, run.run_id))
+        outcome = {"status": RunStatus.FAILED, "reason": decision.reason}
+        if not interrupted:
+            outcome["detail"] = traceback.format_exc()[-4000:]
+        if decision.stop_study:
+            life.to(RunStatus.FAILED, **outcome, started_at=started, ended_at=time.time())
+            if decision.disk_full:  # the workers could not write to the study: the next run could not either
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(store.root)) from exc
+            raise
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     ended = time.time()
-    final.update(started_at=started, ended_at=ended, wall_s=ended - started, attempts=_attempts(aggregator, run))
-    store.append_run_record(final)
-    return final
+    return life.to(
+        outcome.pop("status"), **outcome, started_at=started, ended_at=ended, wall_s=ended - started,
+        attempts=_attempts(aggregator, run),
+    )  # fmt: skip
 
 
 def run_study(
