@@ -23,9 +23,11 @@ from scaleprof.execution.failures import disk_full
 from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.plan import describe, expand, study_bytes_estimate
 from scaleprof.pricing import prices_for
+from scaleprof.records import RunStatus
 from scaleprof.workloads.imports import WorkloadError
 
 EXIT_USER_ERROR = 2
+EXIT_RUNS_FAILED = 3  # the study finished and its report is written, but some runs failed
 
 
 class UserError(Exception):
@@ -135,6 +137,10 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
         uri = publish(result.study_dir, args.out)
         console.print(f"Copied the study to {uri}", markup=False, highlight=False)
+    failed = [r["run_id"] for r in result.records if r.get("status") == RunStatus.FAILED]
+    if failed:
+        print(f"error: {len(failed)} of {len(result.records)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return EXIT_RUNS_FAILED
     return 0
 
 

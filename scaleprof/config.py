@@ -393,6 +393,11 @@ class Experiment(_Strict):
             where = "model" if self.models is None else f"models.{i}"
             if m.built_by_loop and not loop:
                 raise ValueError(f"{where}.name: give name (a built-in model) or factory (your own)")
+            if m.name and self.data is None:
+                raise ValueError(
+                    f"{where}.name: a built-in model is shaped by the experiment's data (input, classes); "
+                    "with no data, name a factory or let train.loop build the model"
+                )
             if self.evaluation.inference is not None and (m.built_by_loop or self.data is None):
                 raise ValueError(
                     f"evaluation.inference: {where} is built inside train.loop (or there is no data): "

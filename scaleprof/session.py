@@ -24,6 +24,7 @@ every function raises `SessionError`, so a loop cannot silently go unmeasured.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -132,6 +133,7 @@ class WorkerSession:
         self.clock = StepClock(device)
         self._loaders: list[Any] = []
         self._model_reported = self._loader_reported = False
+        self._held: list[Event] = []
         self._epoch: int | None = None
         self._reset_epoch()
 
@@ -167,7 +169,7 @@ class WorkerSession:
             peak = measured_cpu_peak_flops(self.threads) if self.device.type == "cpu" else None
             if info is not None:
                 info.cpu_peak_flops = peak
-                self.emit(info)
+                self._emit_now(info)
         return prepared
 
     def _model_info(
@@ -190,7 +192,7 @@ class WorkerSession:
         self._loaders.append(prepared)
         if not self._loader_reported:
             self._loader_reported = True
-            self.emit(
+            self._emit_now(
                 LoaderInfo(
                     batch_size=loader.batch_size,
                     num_workers=loader.num_workers,
@@ -228,10 +230,12 @@ class WorkerSession:
             self._t_epoch = time.perf_counter()
             try:
                 yield epoch
-            finally:  # also when the loop breaks out early: the epoch it ran is recorded
-                self._end_epoch()
+            except GeneratorExit:  # the loop broke out, or raised: held until `finish` or `abort` says which
+                self._end_epoch(hold=True)
+                raise
+            self._end_epoch()
 
-    def _end_epoch(self) -> None:
+    def _end_epoch(self, hold: bool = False) -> None:
         end = self._last_step_end if self._last_step_end is not None else time.perf_counter()
         event = EpochEvent(
             epoch=int(self._epoch or 0),
@@ -245,12 +249,12 @@ class WorkerSession:
             event.gpu_mem_peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
         for name, value in self._extra.items():
             setattr(event, name, value)
-        self.emit(event)
+        self._hold(event) if hold else self._emit_now(event)
         self._epoch = None
 
     def steps(self, loader: Any, samples: int | Callable[[Any], int] | None = None) -> Iterator[Any]:
         if self._epoch is None:
-            raise SessionError("steps() is called inside `for epoch in session.epochs():`")
+            raise SessionError("steps() must be called inside `for epoch in session.epochs():`")
         iterator = iter(loader)
         t_prev = self._last_step_end if self._last_step_end is not None else self._t_epoch
         step = 0
@@ -262,14 +266,16 @@ class WorkerSession:
             t_data = time.perf_counter()
             self._marks = [("start", self.clock.mark())]
             self._step_loss = None
+            n = samples(batch) if callable(samples) else samples if samples is not None else batch_size_of(batch)
             try:
                 yield batch
-            finally:  # also when the loop breaks after this step: it ran
-                n = samples(batch) if callable(samples) else samples if samples is not None else batch_size_of(batch)
-                t_prev = self._end_step(step, n, t_prev, t_data)
-                step += 1
+            except GeneratorExit:  # the loop broke out after this step, or raised in it: held, decided later
+                self._end_step(step, n, t_prev, t_data, hold=True)
+                raise
+            t_prev = self._end_step(step, n, t_prev, t_data)
+            step += 1
 
-    def _end_step(self, step: int, samples: int, t_prev: float, t_data: float) -> float:
+    def _end_step(self, step: int, samples: int, t_prev: float, t_data: float, hold: bool = False) -> float:
         end_mark = self.clock.mark()
         if self.clock.cuda:
             end_mark.synchronize()  # the step's kernels are done: its marks can be read
@@ -290,7 +296,7 @@ class WorkerSession:
                 previous = marks[phase]
         if self._step_loss is not None:
             self._add_loss(self._step_loss, samples)
-        self.emit(event)
+        self._hold(event) if hold else self._emit_now(event)
         self._samples += samples
         self._steps += 1
         self._last_step_end = t_end
@@ -342,11 +348,65 @@ class WorkerSession:
         held = loss_and_accuracy(p, y)
         split = split or self.held_name
         self._store_predictions({"split": split, "sample_index": index, "y_true": y, "proba": p})
-        self.emit(EvalEvent(split=split, samples=len(y), test_loss=held["loss"], test_accuracy=held["accuracy"]))
+        self._emit_now(EvalEvent(split=split, samples=len(y), test_loss=held["loss"], test_accuracy=held["accuracy"]))
         return held
 
-    def report_allreduce_probe(self, probe: dict[str, float]) -> None:
-        self.emit(ProbeEvent(**probe))
+    # A `for` over epochs() or steps() that ends early closes the generator with GeneratorExit, alike for
+    # a `break` (the step and epoch ran: record them) and an exception (they were cut short: do not).
+    # So those events are held until the loop's outcome is known: the next session call or `finish`
+    # emits them, `abort` drops them.
+    def _hold(self, event: Event) -> None:
+        self._held.append(event)
+
+    def _emit_now(self, event: Event) -> None:
+        self._release_held()
+        self.emit(event)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        for event in held:
+            self.emit(event)
+
+    def finish(self) -> None:
+        """The loop returned: what it ran is recorded, including a step or epoch it broke out of."""
+        self._release_held()
+
+    def abort(self) -> None:
+        """The loop raised: a step or epoch it was in is not recorded as if it had finished."""
+        self._held = []
+
+    def measure_allreduce(
+        self, model: torch.nn.Module, loader: Any, loss_fn: Callable[[Any, Any], Any], steps: int = 8
+    ) -> None:
+        """The gradient all-reduce cost per step, by the sync probe: the same batches' backward with and
+        without DDP's gradient sync (`no_sync()`), interleaved, without an optimiser step, so the trained
+        weights are untouched. Call it after training on every rank (the sync steps are collectives);
+        `loss_fn(model, batch)` returns the loss of one batch. Nothing to measure with one worker."""
+        if self.world_size < 2 or not hasattr(model, "no_sync"):
+            return
+        batches = []
+        for i, batch in enumerate(loader):
+            if i >= steps:
+                break
+            batches.append(batch)
+        timings: dict[bool, list[float]] = {True: [], False: []}
+        for sync in (False, True, False, True):  # interleaved, so drift hits both alike
+            for batch in batches:
+                model.zero_grad(set_to_none=True)
+                context = contextlib.nullcontext() if sync else model.no_sync()  # type: ignore[operator]  # DDP
+                with context:
+                    loss = loss_fn(model, batch)
+                    start = self.clock.mark()
+                    loss.backward()
+                    end = self.clock.mark()
+                if self.clock.cuda:
+                    torch.cuda.synchronize(self.device)
+                timings[sync].append(self.clock.seconds(start, end))
+        model.zero_grad(set_to_none=True)
+        with_sync, without = float(np.median(timings[True])), float(np.median(timings[False]))
+        self._emit_now(
+            ProbeEvent(backward_sync_s=with_sync, backward_nosync_s=without, allreduce_s=max(0.0, with_sync - without))
+        )
 
 
 def loss_and_accuracy(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -434,9 +494,11 @@ def report_predictions(y_true: Any, proba: Any, sample_index: Any = None, split:
     return _session().report_predictions(y_true, proba, sample_index, split)
 
 
-def report_allreduce_probe(probe: dict[str, float]) -> None:
-    """The gradient-sync probe's result: backward_sync_s, backward_nosync_s, allreduce_s (per step)."""
-    _session().report_allreduce_probe(probe)
+def measure_allreduce(model: torch.nn.Module, loader: Any, loss_fn: Callable[[Any, Any], Any], steps: int = 8) -> None:
+    """Optional, after training, on every rank: the gradient all-reduce's share of a step, measured by
+    running `steps` batches' backward with and without DDP's sync (`loss_fn(model, batch)` -> loss).
+    Without it, a multi-worker run's step breakdown shows backward with the all-reduce inside it."""
+    _session().measure_allreduce(model, loader, loss_fn, steps)
 
 
 def datasets() -> tuple[Any, Any, Any]:

@@ -17,6 +17,16 @@ def column(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name] if name in frame else pd.Series(dtype=float)
 
 
+def weighted_mean(frame: pd.DataFrame, name: str, weights: str) -> float:
+    """The `weights`-weighted mean of a column over the rows that have it (NaN when none do, or their
+    weights sum to zero): e.g. an epoch's training loss over ranks, weighted by samples."""
+    if name not in frame or weights not in frame:
+        return float("nan")
+    rows = frame[frame[name].notna()]
+    total = float(rows[weights].sum())
+    return float((rows[name] * rows[weights]).sum() / total) if total > 0 else float("nan")
+
+
 def max_of(frame: pd.DataFrame, name: str) -> float:
     """The largest value of a column (NaN when none)."""
     values = column(frame, name).dropna()

@@ -11,7 +11,7 @@ import pandas as pd
 from scaleprof.analysis.breakdown import BREAKDOWN_COLUMNS, step_breakdown
 from scaleprof.analysis.cost import add_cost_columns
 from scaleprof.analysis.energy import energy
-from scaleprof.analysis.frames import column, max_of, of_kind
+from scaleprof.analysis.frames import column, max_of, of_kind, weighted_mean
 from scaleprof.analysis.hardware import hardware_table, inference_table
 from scaleprof.analysis.mfu import utilisation_of_peak
 from scaleprof.analysis.phases import WALL_PHASES, wall_phases
@@ -104,7 +104,7 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["train_time_s"] = float(per_epoch["epoch_time_s"].sum())
         row["samples_total"] = int(per_epoch["samples"].sum())
         last = epochs[epochs["epoch"] == epochs["epoch"].max()]
-        row["final_train_loss"] = float(np.average(last["train_loss"], weights=last["samples"]))
+        row["final_train_loss"] = weighted_mean(last, "train_loss", "samples")
         row["final_val_accuracy"] = max_of(last, "val_accuracy")
         row["final_lr"] = max_of(last, "lr")
         row["gpu_mem_peak_mb"] = max_of(epochs, "gpu_mem_peak_mb")
@@ -114,7 +114,7 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["step_time_p50_s"] = percentile(steady["step_s"], 50)
         row["step_time_p95_s"] = percentile(steady["step_s"], 95)
         row["data_wait_frac"] = float(steady["data_s"].sum() / steady["step_s"].sum())
-        row.update(step_breakdown(steady, of_kind(events, EventKind.PROBE)))
+        row.update(step_breakdown(steady, of_kind(events, EventKind.PROBE), int(record["workers"])))
     if not system.empty:
         row["peak_rss_mb"] = max_of(system, "rss_mb")
         # Percent of the cores this worker was given (process CPU% counts 100 per busy core).
@@ -159,7 +159,7 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd
                     "epoch_time_s": float(e["epoch_time_s"]),
                     "samples": int(e["samples"]),
                     "throughput": float(e["throughput"]),
-                    "train_loss": float(np.average(ranks["train_loss"], weights=ranks["samples"])),
+                    "train_loss": weighted_mean(ranks, "train_loss", "samples"),
                     "val_loss": max_of(ranks, "val_loss"),
                     "val_accuracy": max_of(ranks, "val_accuracy"),
                     "gpu_mem_peak_mb": max_of(ranks, "gpu_mem_peak_mb"),

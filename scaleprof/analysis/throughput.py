@@ -49,6 +49,8 @@ def steady_epochs(frame: pd.DataFrame) -> pd.DataFrame:
 def steady_steps(steps: pd.DataFrame, warmup_steps: int) -> pd.DataFrame:
     """The steady-state step events of one run: those of epochs 2..E, or with a single epoch the steps
     after the first `warmup_steps`."""
+    if steps.empty:
+        return steps
     steady = steady_epochs(steps)
     return steady if not steady.empty else steps[steps["step"] >= warmup_steps]
 
@@ -61,6 +63,8 @@ def steady_state_throughput(
     if epoch_events.empty:
         return Throughput(float("nan"), "no completed epoch")
     per_epoch = global_epochs(epoch_events) if per_epoch is None else per_epoch
+    if not per_epoch["samples"].sum():
+        return Throughput(float("nan"), "no training steps were recorded (the loop did not iterate session.steps)")
     n_epochs = int(per_epoch["epoch"].max()) + 1
     steady = steady_epochs(per_epoch)
     if not steady.empty:

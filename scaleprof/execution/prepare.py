@@ -31,6 +31,7 @@ class StudyInputs:
             "samples": self.data.samples,
             "input_shape": list(self.data.input_shape),
             "num_classes": self.data.num_classes,
+            "labels_sha256": self.data.labels_hash(),
         }
 
     def for_run(self, run: PlannedRun) -> dict[str, Any]:
@@ -54,12 +55,19 @@ class StudyInputs:
 def prepare(experiment: Experiment) -> StudyInputs:
     """Import the user's code, open the data, check and measure every model; a WorkloadError names the
     experiment field at fault (`data.path`, `models.1.factory`, `train.loop`, ...)."""
-    from scaleprof.workloads.models import check_model, model_info
+    from scaleprof.workloads.models import build_model, check_model, model_info
 
     add_code_dirs(experiment.code_dirs)
     if experiment.train.loop is not None:
         check_loop(experiment.train.loop)
-    if experiment.data is None:
+    if experiment.data is None:  # the loop brings its data: a model factory can only be built, not run
+        for i, model in enumerate(experiment.model_list):
+            if model.factory:
+                where = "model" if experiment.models is None else f"models.{i}"
+                try:
+                    build_model(model, (), 0, experiment.seed)
+                except WorkloadError as err:
+                    raise WorkloadError(f"{where}.{err.field}", err.message) from None
         return StudyInputs(experiment, None, {})
     data = load_dataset(experiment.data, experiment.seed)
     info = {}

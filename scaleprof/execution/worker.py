@@ -17,7 +17,7 @@ from scaleprof.config import Experiment
 from scaleprof.records import WorkerEnd
 from scaleprof.session import WorkerSession, activate, worker_start_event
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
-from scaleprof.workloads.data import open_source, size, subset
+from scaleprof.workloads.data import dataset_labels, index_hash, open_source, size, subset
 from scaleprof.workloads.imports import WorkloadError, import_object
 from scaleprof.workloads.models import build_model
 
@@ -33,12 +33,19 @@ class RunInputs:
         spec = self.experiment.data
         assert spec is not None
         source = open_source(spec, self.experiment.seed, self.run["shipped"])
-        expected, here = self.run["data_info"]["samples"], size(source.dataset)
-        if here != expected:
+        info, here = self.run["data_info"], size(source.dataset)
+        field = "data.factory" if spec.factory else "data.path" if spec.path else "data.root"
+        if here != info["samples"]:
             raise WorkloadError(
-                "data.factory" if spec.factory else "data",
-                f"the data set has {here} items in this worker and had {expected} on the driver: "
+                field,
+                f"the data set has {here} items in this worker and had {info['samples']} on the driver: "
                 "it must be the same everywhere (same files, same seed) for the split to mean anything",
+            )
+        if not spec.in_memory and index_hash(dataset_labels(source.dataset)) != info["labels_sha256"]:
+            raise WorkloadError(
+                field,
+                "the data set's labels differ in this worker from the driver's, so the split would not mean the "
+                "same examples here (a factory drawing from an unseeded generator, or files that differ by node)",
             )
         return source.dataset
 
@@ -47,7 +54,8 @@ class RunInputs:
         return tuple(subset(self._source, split[name]) for name in ("train", "val", "held"))  # type: ignore[return-value]
 
     def build_model(self) -> torch.nn.Module:
-        info = self.run["data_info"]
+        """The run's model: a factory needs nothing of the data; a built-in model its shape and classes."""
+        info = self.run["data_info"] or {"input_shape": (), "num_classes": 0}
         spec = next(m for m in self.experiment.model_list if m.label == self.run["model_label"])
         return build_model(spec, tuple(info["input_shape"]), info["num_classes"], self.experiment.seed)
 
@@ -130,13 +138,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         held_index=run["split"]["held"] if run.get("split") else None,
         flops_per_sample=run["model_info"].get("flops_per_sample"),
         datasets=inputs.datasets if experiment.data is not None else None,
-        build_model=inputs.build_model if run.get("data_info") and not _built_by_loop(experiment, run) else None,
+        build_model=None if _built_by_loop(experiment, run) else inputs.build_model,
     )
     activate(session)
     finished = False
     try:
         _the_loop(experiment)(loop_config(experiment, run, world))
+        session.finish()
         finished = True
+    except BaseException:
+        session.abort()
+        raise
     finally:  # a failing loop still ships the events it produced
         activate(None)
         if monitor:

@@ -214,6 +214,7 @@ PHASES = {
     "step_forward_s": "forward",
     "step_backward_compute_s": "backward compute",
     "step_allreduce_s": "gradient all-reduce",
+    "step_backward_unsplit_s": "backward incl. all-reduce (not probed)",
     "step_optimizer_s": "optimizer",
     "step_other_s": "other",
 }

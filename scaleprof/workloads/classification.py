@@ -9,7 +9,6 @@ predictions on the held-out split.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import numpy as np
@@ -75,33 +74,9 @@ def loader_kwargs(data: DataSpec, device: torch.device) -> dict[str, Any]:
     return kwargs
 
 
-def sync_probe(model: torch.nn.Module, loader: Any, device: torch.device, steps: int = 8) -> dict[str, float]:
-    """Gradient all-reduce cost per step, measured as backward with sync minus backward without
-    (DDP's `no_sync()`), on the same batches, after training and without an optimiser step, so the
-    trained weights are untouched. Every rank runs it (the sync steps are collectives)."""
-    clock = session.StepClock(device)
-    timings: dict[bool, list[float]] = {True: [], False: []}
-    batches = []
-    for i, batch in enumerate(loader):
-        if i >= steps:
-            break
-        batches.append(batch)
-    for sync in (False, True, False, True):  # interleaved, so drift hits both alike
-        for xb, yb in batches:
-            xb, yb = xb.to(device), yb.to(device)
-            model.zero_grad(set_to_none=True)
-            context = contextlib.nullcontext() if sync else model.no_sync()  # type: ignore[operator]  # DDP
-            with context:
-                loss = F.cross_entropy(model(xb), yb)
-                start = clock.mark()
-                loss.backward()
-                end = clock.mark()
-            if clock.cuda:
-                torch.cuda.synchronize(device)
-            timings[sync].append(clock.seconds(start, end))
-    model.zero_grad(set_to_none=True)
-    with_sync, without = float(np.median(timings[True])), float(np.median(timings[False]))
-    return {"backward_sync_s": with_sync, "backward_nosync_s": without, "allreduce_s": max(0.0, with_sync - without)}
+def _batch_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
+    x, y = batch
+    return F.cross_entropy(model(x), y)
 
 
 def train_classifier(config: dict[str, Any]) -> None:
@@ -143,8 +118,7 @@ def train_classifier(config: dict[str, Any]) -> None:
         session.report_epoch(**metrics)
 
     session.barrier()
-    if world > 1 and hasattr(model, "no_sync"):
-        session.report_allreduce_probe(sync_probe(model, loader, device))
+    session.measure_allreduce(model, loader, _batch_loss)
     if rank == 0:
         # Rank 0 holds the same weights as every rank (DDP): its predictions on the held-out split are
         # stored whole, and every quality metric is computed from them later with sklearn.

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import ConcatDataset, Subset, TensorDataset
 
 from scaleprof.config import DataSpec
-from scaleprof.workloads.imports import WorkloadError, call_user, import_object
+from scaleprof.workloads.imports import WorkloadError, call_user, import_object, seed_everything
 
 SPLITS = ("train", "val", "test")
 DEFAULT_IMAGE_SIZE = (224, 224)
@@ -55,6 +55,9 @@ class Dataset:
     @property
     def samples(self) -> int:
         return len(self.y)
+
+    def labels_hash(self) -> str:
+        return index_hash(self.y)
 
     def split_hashes(self) -> dict[str, str]:
         return {name: index_hash(idx) for name, idx in self.splits().items()}
@@ -130,8 +133,10 @@ def _torchvision(spec: DataSpec) -> torch.utils.data.Dataset:
         raise WorkloadError("data.root", f"{root}: torchvision.datasets.{name} cannot read it ({exc})") from None
 
 
-def _from_factory(spec: DataSpec, code_dirs: list[str] | None) -> Source:
-    made = call_user(import_object(str(spec.factory), "data.factory", code_dirs), "data.factory", **spec.kwargs)
+def _from_factory(spec: DataSpec, seed: int, code_dirs: list[str] | None) -> Source:
+    factory = import_object(str(spec.factory), "data.factory", code_dirs)
+    seed_everything(seed)
+    made = call_user(factory, "data.factory", **spec.kwargs)
     if isinstance(made, dict):
         if sorted(made) != sorted(SPLITS):
             raise WorkloadError(
@@ -147,6 +152,8 @@ def _map_style(made: Any, what: str) -> torch.utils.data.Dataset:
         raise WorkloadError(
             "data.factory", f"{what} is an IterableDataset; scaleprof splits by index, so give a map-style Dataset"
         )
+    if isinstance(made, (list, tuple)) and not (made and isinstance(made[0], (tuple, list))):
+        raise WorkloadError("data.factory", f"{what} returned a {type(made).__name__}, not a Dataset of (input, label)")
     if not (hasattr(made, "__getitem__") and hasattr(made, "__len__")):
         raise WorkloadError(
             "data.factory", f"{what} returned a {type(made).__name__}, not a torch Dataset of (input, label)"
@@ -166,7 +173,7 @@ def open_source(
 ) -> Source:
     """The data set as one indexed torch Dataset (driver and workers alike)."""
     if spec.factory:
-        return _from_factory(spec, code_dirs)
+        return _from_factory(spec, seed, code_dirs)
     if spec.name == "image-folder":
         return Source(_image_folder(spec))
     if spec.name and spec.name.startswith("torchvision:"):

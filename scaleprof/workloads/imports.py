@@ -52,6 +52,20 @@ def import_object(path: str, field: str, code_dirs: list[str] | None = None) -> 
     return target
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators before calling the user's factory, so a
+    factory that draws from them (np.random.randn, torch.randn) builds the same thing on the driver
+    and in every worker."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def call_user(function: Callable[..., Any], field: str, **kwargs: Any) -> Any:
     """Call the user's factory, turning its exceptions into a message that names the field."""
     try:

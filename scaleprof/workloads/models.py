@@ -52,7 +52,9 @@ def build_model(
     spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, seed: int, code_dirs: list[str] | None = None
 ) -> nn.Module:
     """The same weights for the same seed, on every worker and every placement."""
-    torch.manual_seed(seed)
+    from scaleprof.workloads.imports import seed_everything
+
+    seed_everything(seed)
     if spec.factory:
         return _from_factory(spec, code_dirs)
     if spec.built_by_loop:

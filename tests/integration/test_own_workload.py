@@ -187,11 +187,45 @@ def test_image_folder_data_with_loader_workers(ray_cluster, tmp_path):
     assert manifest["data"]["loader"]["num_workers"] == 1
 
 
+RAISES = """
+from scaleprof import session
+
+def train_func(config):
+    for epoch in session.epochs():
+        for i, _ in enumerate(session.steps(range(0, 1000, 10), samples=10)):
+            if i == 3:
+                raise ValueError("my loop exploded at step 3")
+"""
+
+
+def test_a_loop_that_raises_fails_its_run_and_the_study_still_reports(ray_cluster, tmp_path):
+    code = write(tmp_path / "project", {"raises.py": RAISES})
+    (code / "experiment.yaml").write_text(
+        "name: raises\ntrain: {loop: 'raises:train_func', epochs: 2}\nplacements:\n  - {name: one, workers: 1}\n"
+        "ray: {placement_timeout_s: 10}\n"
+    )
+    out = tmp_path / "reports"
+    proc = scaleprof(["run", str(code / "experiment.yaml"), "--out", str(out)], ray_cluster)
+    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 of 1 run(s) failed: 001-train_func-one-r0" in proc.stderr and "Traceback" not in proc.stderr
+    (study,) = out.iterdir()
+    runs = pd.read_parquet(study / "runs.parquet")
+    assert runs["status"].tolist() == ["failed"] and "my loop exploded at step 3" in runs["reason"].iloc[0]
+    assert (study / "report.html").stat().st_size > 0
+    events = pd.read_json(study / "events.jsonl", lines=True)
+    steps = events[events["kind"] == "step"]
+    assert len(steps) == 3 and (events["kind"] != "epoch").all()  # the steps it ran; no epoch it never finished
+
+
 BAD_MODELS = """
 from torch import nn
 
 def build(features, width, classes):
     return nn.Sequential(nn.Flatten(), nn.Linear(features, width), nn.ReLU(), nn.Linear(width, classes))
+
+
+def loop(config):
+    pass
 """
 
 BAD = [
@@ -201,6 +235,8 @@ BAD = [
      "data: {name: digits}", "models.1.factory: my_models:build's output on a batch of 2 has shape [2, 4]"),
     ("model: {name: mlp}\ndata: {name: image-folder, path: missing}", "data.path: "),
     ("train: {loop: 'my_models:build'}", "train.loop: my_models:build takes 3 arguments"),
+    ("model: {factory: 'mymodle:build'}\ntrain: {loop: 'my_models:loop'}", "model.factory: cannot import 'mymodle'"),
+    ("model: {name: mlp}\ntrain: {loop: 'my_models:loop'}", "model.name: a built-in model is shaped by the"),
 ]  # fmt: skip
 
 

@@ -36,7 +36,7 @@ EXPERIMENT = {
 }
 
 
-def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epochs=3):
+def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epochs=3, loss=True):
     ids = {"study_id": "handmade", "run_id": run_id, "attempt": 0, "rank": rank, "node_id": "node-a"}
     seq = iter(range(10_000))
     t = 1000.0
@@ -54,7 +54,7 @@ def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epoch
             out.append(stored(ids, next(seq), t, SystemEvent(cpu_pct=90.0 + rank, rss_mb=500.0 + 10 * rank)))
         epoch_event = EpochEvent(epoch=epoch, epoch_time_s=epoch_time, epoch_start=t - epoch_time,
                                  samples=samples_per_step * steps, steps=steps,
-                                 train_loss=1.0 / (epoch + 1))  # fmt: skip
+                                 train_loss=1.0 / (epoch + 1) if loss else None)  # fmt: skip
         if rank == 0:
             epoch_event.val_loss, epoch_event.val_accuracy = 1.0, 0.5 + 0.1 * epoch
         out.append(stored(ids, next(seq), t, epoch_event))
@@ -66,8 +66,9 @@ def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epoch
     return out
 
 
-def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0") -> StudyStore:
-    """cpu-1 at 200 samples/s, cpu-2 at 300 samples/s (efficiency 75%), gpu-1 skipped."""
+def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0", loss: bool = True) -> StudyStore:
+    """cpu-1 at 200 samples/s, cpu-2 at 300 samples/s (efficiency 75%), gpu-1 skipped. Without `loss`,
+    as from a user loop that never calls session.report_loss."""
     exp = Experiment.model_validate(EXPERIMENT)
     store = StudyStore(root)
     store.create()
@@ -114,7 +115,7 @@ def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0") ->
     store.append_run_record({**base, "run_id": "003-mlp-gpu-1-r0", "index": 3, "placement": "gpu-1", "device": "gpu",
                              "workers": 1, "gpus_per_worker": 1, "global_batch": 50, "status": RunStatus.SKIPPED,
                              "reason": reason})  # fmt: skip
-    append_jsonl(store.events_path, _worker_events("001-mlp-cpu-1-r0", 0, epoch_time=1.0))
+    append_jsonl(store.events_path, _worker_events("001-mlp-cpu-1-r0", 0, epoch_time=1.0, loss=loss))
     y_true = np.arange(20) % 4
     proba = np.eye(4)[(y_true + (np.arange(20) % 5 == 0)) % 4] * 0.7 + 0.075  # every 5th sample wrong
     for run_id in ("001-mlp-cpu-1-r0", "002-mlp-cpu-2-r0"):
@@ -122,5 +123,5 @@ def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0") ->
             run_id, {"split": "test", "sample_index": np.arange(20), "y_true": y_true, "proba": proba}
         )
     for rank in (0, 1):
-        append_jsonl(store.events_path, _worker_events("002-mlp-cpu-2-r0", rank, epoch_time=4 / 3))
+        append_jsonl(store.events_path, _worker_events("002-mlp-cpu-2-r0", rank, epoch_time=4 / 3, loss=loss))
     return store

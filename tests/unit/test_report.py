@@ -5,7 +5,11 @@ import re
 import pandas as pd
 import pytest
 
+from scaleprof.analysis.summarize import summarize, write_tables
+from scaleprof.report.render import render_report
 from scaleprof.telemetry.store import RUNS_TABLE
+
+from .study_data import make_study
 
 REQUIRED = [
     "run_id", "model", "placement", "workers", "gpus", "status", "reason", "throughput", "scaling_efficiency",
@@ -65,3 +69,16 @@ def test_chart_images_and_summary_written(study):
     )
     assert "## Quality on the held-out test split" in summary
     assert "Weak scaling" in summary and "epoch 1 excluded as warm-up" in summary
+
+
+def test_a_loop_that_reports_no_loss_still_gets_its_report(tmp_path):
+    """session.report_loss is optional: without it the loss columns are empty, everything else is there."""
+    import math
+
+    store = make_study(tmp_path / "noloss", loss=False)
+    tables = summarize(store)
+    write_tables(store, tables)
+    assert render_report(store.root, tables).stat().st_size > 0
+    runs = tables.runs.set_index("placement")
+    assert runs.loc["cpu-2", "throughput"] == pytest.approx(300.0) and math.isnan(runs.loc["cpu-2", "final_train_loss"])
+    assert tables.epochs["train_loss"].isna().all()

@@ -92,8 +92,27 @@ def test_breaking_out_early_still_records_the_step_and_epoch_that_ran():
                 break
         if epoch == 1:
             break
+    s.finish()  # the loop returned: what it broke out of had run
     epochs = [e for e in events if isinstance(e, EpochEvent)]
     assert [(e.epoch, e.steps, e.samples) for e in epochs] == [(0, 2, 32), (1, 2, 32)]
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [0, 1, 0, 1]
+
+
+def test_a_step_and_epoch_cut_short_by_an_exception_are_not_recorded():
+    s, events, _ = make_session(epochs=3)
+
+    def loop():
+        for epoch in s.epochs():
+            for i, _ in enumerate(s.steps(loader(64, 16))):
+                if epoch == 1 and i == 2:
+                    raise ValueError("the loop failed")
+
+    with pytest.raises(ValueError):
+        loop()
+    s.abort()
+    epochs = [e.epoch for e in events if isinstance(e, EpochEvent)]
+    steps = [(e.epoch, e.step) for e in events if isinstance(e, StepEvent)]
+    assert epochs == [0] and steps == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1)]
 
 
 def test_predictions_are_stored_with_the_held_out_indices_on_rank_0_only():

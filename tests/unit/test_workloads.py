@@ -192,6 +192,13 @@ def given_splits():
             "test": TensorDataset(x[40:], y[40:])}
 
 
+def unseeded(n=60):
+    import numpy as np
+    x = np.random.randn(n, 3).astype("float32")
+    y = np.random.randint(0, 3, size=n)
+    return TensorDataset(torch.from_numpy(x), torch.from_numpy(y))
+
+
 def not_a_dataset():
     return [1, 2, 3]
 
@@ -244,7 +251,7 @@ def test_factory_data_set_is_split_by_scaleprof_or_used_as_given(user_code):
 @pytest.mark.parametrize(
     "factory, words",
     [
-        ("user_things:not_a_dataset", "items must be (input, label) pairs"),
+        ("user_things:not_a_dataset", "returned a list, not a Dataset of (input, label)"),
         ("user_things:a_stream", "IterableDataset"),
         ("user_things:triples", "items must be (input, label) pairs"),
         ("user_things:raises", "it raised RuntimeError: out of coffee"),
@@ -287,3 +294,11 @@ def test_code_modules_ship_python_files_and_packages_not_data(tmp_path):
     (tmp_path / "data" / "x.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("")
     assert code_modules([str(tmp_path)]) == [str(tmp_path / "a.py"), str(tmp_path / "pkg")]
+
+
+def test_a_factory_drawing_from_global_generators_gets_the_same_data_every_time(user_code):
+    """The factory runs on the driver and in every worker: each call is seeded with the experiment's
+    seed first, so np.random in it draws the same data set everywhere (and another seed, another one)."""
+    spec = DataSpec(factory="user_things:unseeded")
+    a, b, c = (load_dataset(spec, seed=s, code_dirs=user_code) for s in (4, 4, 5))
+    assert a.labels_hash() == b.labels_hash() != c.labels_hash()
