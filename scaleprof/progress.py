@@ -20,7 +20,9 @@ from scaleprof.records import RunStatus
 
 def _throughput_text(progress: dict[str, Any]) -> str:
     value = progress.get("throughput")
-    return f"{value:,.0f} samples/s" if value else "starting workers"
+    if value:
+        return f"{value:,.0f} samples/s"
+    return "measuring" if progress.get("ranks") else "starting workers"
 
 
 def _fold(run: PlannedRun) -> str:
