@@ -11,6 +11,7 @@ import pandas as pd
 from scaleprof.analysis.breakdown import BREAKDOWN_COLUMNS, step_breakdown
 from scaleprof.analysis.cost import add_cost_columns
 from scaleprof.analysis.energy import energy
+from scaleprof.analysis.findings import Findings, findings, law_curves, quality_summary
 from scaleprof.analysis.frames import column, max_of, of_kind, weighted_mean
 from scaleprof.analysis.hardware import hardware_table, inference_table
 from scaleprof.analysis.mfu import utilisation_of_peak
@@ -64,6 +65,9 @@ class StudyTables:
     fits: pd.DataFrame  # one scaling-law fit per (model, device), with its hold-out check
     inference: pd.DataFrame  # one row per model x device x batch size: latency percentiles, throughput, memory
     hardware: pd.DataFrame  # one row per model x device kind: the hardware comparison table
+    quality_summary: pd.DataFrame  # one row per model x placement: quality medians over fixed-split repeats
+    law_curves: pd.DataFrame  # the fitted scaling laws on a grid of worker counts, with their bands
+    findings: Findings  # what the report points out (best, cheapest, fastest, fixed cost, goal)
 
 
 def _seq_gaps(events: pd.DataFrame) -> int:
@@ -231,6 +235,8 @@ def summarize(store: StudyStore) -> StudyTables:
     runs = runs[RUN_COLUMNS + [c for c in runs.columns if c not in RUN_COLUMNS]]
     noisy_cv = float(manifest["experiment"]["evaluation"]["noisy_cv"])
     inference = inference_table(store.inference_records())
+    fits = scaling_fits(runs)
+    goal = manifest["experiment"].get("goal")
     return StudyTables(
         runs=runs,
         epochs=epochs,
@@ -240,9 +246,12 @@ def summarize(store: StudyStore) -> StudyTables:
         placements=spread_table(runs, noisy_cv),
         cv=cv_table(runs),
         workers=workers_table(events),
-        fits=scaling_fits(runs),
+        fits=fits,
         inference=inference,
         hardware=hardware_table(runs, inference),
+        quality_summary=quality_summary(runs),
+        law_curves=law_curves(runs, fits),
+        findings=findings(runs, goal),
     )
 
 

@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaleprof.analysis.findings import Findings
 from scaleprof.analysis.phases import WALL_PHASES
+from scaleprof.analysis.quality import RUN_METRICS
+from scaleprof.analysis.recommend import describe
 from scaleprof.analysis.summarize import StudyTables
-from scaleprof.records import RunKind, RunStatus
+from scaleprof.records import RunStatus
 from scaleprof.report.charts import all_charts
 from scaleprof.telemetry.store import atomic_write_bytes, atomic_write_text
 
-QUALITY_METRICS = ("accuracy", "precision", "recall", "f1", "f1_weighted", "specificity", "roc_auc")
 HEADLINE = {
     "placement": "placement",
     "model": "model",
@@ -62,7 +64,7 @@ def _fmt(column: str, value: Any) -> str:
         return f"{1000 * value:.1f}"
     if column == "scaling_efficiency":
         return f"{100 * value:.0f}%"
-    if column in QUALITY_METRICS:
+    if column in RUN_METRICS:
         return f"{value:.4f}"
     if column in ("cost_per_sample_usd", "cost_per_sample_e2e_usd"):
         return f"{value * 1e6:.4f}"
@@ -108,15 +110,11 @@ def headline_table(runs: pd.DataFrame, columns: tuple[str, ...] = tuple(HEADLINE
     return table
 
 
-def quality_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Model x placement: the median of each quality metric over the fixed-split repeats (macro averages)."""
-    ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)]
-    if ok.empty or ok["accuracy"].isna().all():
+def quality_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Model x placement quality medians (analysis.findings.quality_summary), formatted."""
+    if summary.empty:
         return pd.DataFrame()
-    grouped = ok.groupby(["model", "placement"], sort=False)
-    table = grouped[list(QUALITY_METRICS)].median().reset_index()
-    table.insert(2, "runs_ok", grouped.size().to_numpy())
-    return pd.DataFrame({QUALITY[c]: [_fmt(c, v) for v in table[c]] for c in QUALITY})
+    return pd.DataFrame({QUALITY[c]: [_fmt(c, v) for v in summary[c]] for c in QUALITY})
 
 
 def spread_display(placements: pd.DataFrame) -> pd.DataFrame:
@@ -159,17 +157,6 @@ def cv_display(cv: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def law_curves(tables: StudyTables) -> pd.DataFrame:
-    """The fitted laws on a grid of worker counts up to 4x the largest measured (at least 16)."""
-    from scaleprof.analysis.scaling import predictions
-
-    if tables.fits.empty:
-        return pd.DataFrame()
-    top = max(16, 4 * int(tables.fits["max_measured_workers"].max()))
-    grid = sorted({int(round(v)) for v in np.geomspace(1, top, 40)})
-    return predictions(tables.runs, grid)
-
-
 def fits_display(fits: pd.DataFrame) -> pd.DataFrame:
     if fits.empty:
         return pd.DataFrame()
@@ -198,14 +185,6 @@ def fits_display(fits: pd.DataFrame) -> pd.DataFrame:
             )
         ]  # fmt: skip
     return out
-
-
-def best_run(runs: pd.DataFrame) -> str | None:
-    """The fixed-split run with the highest macro F1 (first in study order on a tie)."""
-    ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)].dropna(subset=["f1"])
-    if ok.empty:
-        return None
-    return str(ok.sort_values(["f1", "index"], ascending=[False, True]).iloc[0]["run_id"])
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -244,9 +223,9 @@ def study_notes(tables: StudyTables) -> list[str]:
             rule = f"a fixed learning rate {train['lr']:g} on every placement (no scaling rule)"
         warm = f", ramped up over {train['lr_warmup_epochs']:g} epoch(s)" if train["lr_warmup_epochs"] else ""
         notes.append(f"Learning rate: {rule}{warm}; SGD, momentum {train['momentum']:g}; the built-in loop.")
-    restarted = runs[runs["attempts"].fillna(1) > 1] if "attempts" in runs else runs.iloc[0:0]
-    if not restarted.empty:
-        listed = ", ".join(f"{r.run_id} ({int(r.attempts)} attempts)" for r in restarted.itertuples())
+    found = tables.findings
+    if found.restarted:
+        listed = ", ".join(f"{r['run_id']} ({r['attempts']} attempts)" for r in found.restarted)
         notes.append(
             f"Restarted after a worker or node failure (train.max_failures): {listed}. Their figures come from the "
             "last attempt, which trained from scratch; wall time and end-to-end cost include the failed attempts."
@@ -256,8 +235,8 @@ def study_notes(tables: StudyTables) -> list[str]:
         "split (macro averages over classes; specificity is the true-negative rate; ROC AUC is one-vs-rest)."
         + (" Deterministic algorithms were on." if train.get("deterministic") else "")
     )
-    if "loss_divergence" in runs and runs["loss_divergence"].notna().any():
-        worst = runs.loc[runs["loss_divergence"].idxmax()]
+    if found.largest_divergence:
+        worst = found.largest_divergence
         notes.append(
             "Across worker counts the learning curves legitimately differ; the largest mean train-loss distance from "
             f"the 1-worker curve is {worst['loss_divergence']:.4f} ({worst['run_id']})."
@@ -271,9 +250,10 @@ def study_notes(tables: StudyTables) -> list[str]:
                 f"Noisy: {r['model']} on {r['placement']} varies by more than CV {100 * threshold:g}% over its "
                 f"repeats in {r['noisy_metrics']}."
             )
-    bases = sorted({b for b in runs.get("throughput_basis", pd.Series(dtype=str)).dropna() if b})
-    if bases:
-        notes.append("Throughput is global training samples/s in steady state: " + "; ".join(bases) + ".")
+    if found.throughput_bases:
+        notes.append(
+            "Throughput is global training samples/s in steady state: " + "; ".join(found.throughput_bases) + "."
+        )
     notes.append("Run wall time is end to end: Ray Train worker start-up and teardown, training, validation and test.")
     notes.append(
         "Speedup and efficiency compare each run with the median 1-worker run of the same model and device kind: "
@@ -305,13 +285,10 @@ def study_notes(tables: StudyTables) -> list[str]:
         )
     if "energy_per_sample_j" in runs and runs["energy_per_sample_j"].notna().any():
         notes.append("Energy per sample: the GPUs' mean NVML power in steady state divided by the throughput.")
-    notes += _fixed_cost_notes(runs)
-    notes += _cost_notes(tables.manifest, runs)
+    notes += _fixed_cost_notes(found.fixed_cost)
+    notes += _cost_notes(tables.manifest, found)
     notes += _inference_notes(tables)
-    from scaleprof.analysis.recommend import describe, recommend
-
-    goal = exp.get("goal")
-    advice = describe(recommend(runs, goal), goal)
+    advice = describe(found.recommendation, exp.get("goal"))
     if advice:
         notes.insert(0, advice)
     return notes
@@ -337,17 +314,14 @@ def _inference_notes(tables: StudyTables) -> list[str]:
     return notes
 
 
-def _fixed_cost_notes(runs: pd.DataFrame) -> list[str]:
+def _fixed_cost_notes(med: dict[str, float] | None) -> list[str]:
     """The fixed cost every run pays around its training, as medians over finished runs."""
-    columns = list(WALL_PHASES)
-    done = runs[runs["status"] == RunStatus.OK].dropna(subset=columns)
-    if done.empty:
+    if med is None:
         return []
-    med = done[columns].median()
-    fixed = med.sum() - med["training_s"]
-    share = float((done["training_s"] / done[columns].sum(axis=1)).median())
+    fixed = sum(med[k] for k in WALL_PHASES) - med["training_s"]
+    share = med["training_share"]
     return [
-        f"Fixed cost per run (median over {len(done)} finished runs): launch {med['launch_s']:.1f} s (Ray Train "
+        f"Fixed cost per run (median over {int(med['runs'])} finished runs): launch {med['launch_s']:.1f} s (Ray Train "
         f"controller, worker processes, torch.distributed, and any failed attempts), setup {med['setup_s']:.1f} s "
         f"(data, model, DDP wrap, optimizer, CPU peak probe), finish {med['finish_s']:.1f} s "
         "(all-reduce probe, held-out "
@@ -357,7 +331,7 @@ def _fixed_cost_notes(runs: pd.DataFrame) -> list[str]:
     ]
 
 
-def _cost_notes(manifest: dict[str, Any], runs: pd.DataFrame) -> list[str]:
+def _cost_notes(manifest: dict[str, Any], found: Findings) -> list[str]:
     pricing = manifest.get("pricing") or {}
     if not pricing:
         return ["No node type was priced (set cost.node_type): no cost figures."]
@@ -373,11 +347,8 @@ def _cost_notes(manifest: dict[str, Any], runs: pd.DataFrame) -> list[str]:
             f"Priced as {name}: {p['provider']} {p['instance']} in {p['region']}, ${p['price_per_hour_usd']:g}/h "
             f"({p['vcpus']:g} vCPU, {p['gpus']:g} GPU), source {p['source']}, retrieved {p['retrieved']}."
         )
-    ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)].dropna(
-        subset=["cost_per_sample_usd"]
-    )
-    if not ok.empty:
-        cheap, fast = ok.loc[ok["cost_per_sample_usd"].idxmin()], ok.loc[ok["throughput"].idxmax()]
+    cheap, fast = found.cheapest, found.fastest
+    if cheap and fast:
         notes.append(
             f"Cheapest: {cheap['model']} on {cheap['placement']} (${cheap['cost_per_sample_usd'] * 1e6:.4f} per 1M "
             f"samples); fastest: {fast['model']} on {fast['placement']} ({fast['throughput']:,.0f} samples/s)."
@@ -558,7 +529,7 @@ def workers_display(workers: pd.DataFrame) -> pd.DataFrame:
 def _extra_tables(tables: StudyTables) -> list[tuple[str, pd.DataFrame]]:
     candidates = [
         ("Hardware comparison", hardware_display(tables.hardware)),
-        ("Quality on the held-out test split (median over repeats)", quality_table(tables.runs)),
+        ("Quality on the held-out test split (median over repeats)", quality_table(tables.quality_summary)),
         ("Repeats: spread and noise", spread_display(tables.placements)),
         ("k-fold cross-validation beside the fixed split", cv_display(tables.cv)),
         ("Scaling law: X(N) = γN / (1 + α(N−1) + βN(N−1))", fits_display(tables.fits)),
@@ -595,8 +566,8 @@ def render_report(study_dir: Path, tables: StudyTables, image_format: str = "png
         tables.epochs,
         tables.timeline,
         tables.quality,
-        best_run(tables.runs),
-        law_curves(tables),
+        tables.findings.best_run_id,
+        tables.law_curves,
         tables.inference,
     )
     specs = {name: chart.to_dict() for name, chart in charts.items()}  # validated once, used twice

@@ -3,24 +3,15 @@
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.integration.cli import REPO, run_cli
 
 
 def scaleprof(*args, cwd=REPO, timeout=300):
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return subprocess.run(
-        [sys.executable, "-m", "scaleprof.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
+    return run_cli(list(args), cwd=cwd, timeout=timeout)
 
 
 def test_plan_lists_the_runs_without_starting_ray():

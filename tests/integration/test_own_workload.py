@@ -3,18 +3,14 @@ two-node Ray. The user's modules live in a temporary directory that no Ray worke
 they reach the workers only through scaleprof's runtime environment, as on a real cluster."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from tests.integration.cli import run_cli
 from tests.unit.test_workloads import write_image_folder
-
-REPO = Path(__file__).resolve().parents[2]
 
 MODELS = """
 from torch import nn
@@ -85,16 +81,8 @@ def train_func(config):
 """
 
 
-def scaleprof(args, cluster, cwd=REPO, timeout=600):
-    env = {**os.environ, "RAY_ADDRESS": cluster.address}
-    return subprocess.run(
-        [sys.executable, "-m", "scaleprof.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=timeout,
-    )
+def scaleprof(args, cluster, timeout=600):
+    return run_cli(args, ray_address=cluster.address, timeout=timeout)
 
 
 def write(directory: Path, files: dict[str, str]) -> Path:
@@ -246,10 +234,7 @@ def test_bad_user_code_exits_2_naming_the_field_before_ray_starts(tmp_path, body
     experiment = code / "bad.yaml"
     experiment.write_text(f"name: bad\n{body}\nplacements:\n  - {{name: a, workers: 1}}\n")
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "scaleprof.cli", "run", str(experiment), "--out", str(out)],
-        capture_output=True, text=True, cwd=REPO, env={k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"},
-    )  # fmt: skip
+    proc = run_cli(["run", str(experiment), "--out", str(out)])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert message in proc.stderr and str(experiment) in proc.stderr
     assert not out.exists()  # nothing written, Ray never started

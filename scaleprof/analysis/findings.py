@@ -1,0 +1,88 @@
+"""What the report points out, computed here so the report only formats: the best, cheapest and fastest
+runs, the largest learning-curve divergence, the fixed cost per run, restarted runs, the goal's
+recommendation, per-placement quality medians and the scaling law's curves."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from scaleprof.analysis.phases import WALL_PHASES
+from scaleprof.analysis.quality import RUN_METRICS
+from scaleprof.analysis.recommend import recommend
+from scaleprof.analysis.scaling import predictions
+from scaleprof.records import RunKind, RunStatus
+
+
+@dataclass
+class Findings:
+    best_run_id: str | None = None  # the fixed-split run with the highest macro F1
+    cheapest: dict[str, Any] | None = None  # model, placement, cost_per_sample_usd (steady state)
+    fastest: dict[str, Any] | None = None  # model, placement, throughput
+    largest_divergence: dict[str, Any] | None = None  # run_id, loss_divergence
+    fixed_cost: dict[str, float] | None = None  # medians of the wall-time phases; runs; training_share
+    restarted: list[dict[str, Any]] = field(default_factory=list)  # run_id, attempts
+    throughput_bases: list[str] = field(default_factory=list)  # which part of the runs counted as steady state
+    recommendation: dict[str, Any] | None = None  # see analysis/recommend.py
+
+
+def _scaling_points(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)]
+
+
+def best_run(runs: pd.DataFrame) -> str | None:
+    """The fixed-split run with the highest macro F1 (first in study order on a tie)."""
+    ok = _scaling_points(runs).dropna(subset=["f1"])
+    if ok.empty:
+        return None
+    return str(ok.sort_values(["f1", "index"], ascending=[False, True]).iloc[0]["run_id"])
+
+
+def fixed_cost(runs: pd.DataFrame) -> dict[str, float] | None:
+    """The fixed cost every run pays around its training: medians over finished runs."""
+    columns = list(WALL_PHASES)
+    done = runs[runs["status"] == RunStatus.OK].dropna(subset=columns)
+    if done.empty:
+        return None
+    medians = {k: float(v) for k, v in done[columns].median().items()}
+    share = float((done["training_s"] / done[columns].sum(axis=1)).median())
+    return {**medians, "runs": float(len(done)), "training_share": share}
+
+
+def quality_summary(runs: pd.DataFrame) -> pd.DataFrame:
+    """Model x placement: the median of each quality metric over the fixed-split repeats (macro averages)."""
+    ok = _scaling_points(runs)
+    if ok.empty or ok["accuracy"].isna().all():
+        return pd.DataFrame()
+    grouped = ok.groupby(["model", "placement"], sort=False)
+    table = grouped[list(RUN_METRICS)].median().reset_index()
+    table.insert(2, "runs_ok", grouped.size().to_numpy())
+    return table
+
+
+def law_curves(runs: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
+    """The fitted laws on a grid of worker counts up to 4x the largest measured (at least 16)."""
+    if fits.empty:
+        return pd.DataFrame()
+    top = max(16, 4 * int(fits["max_measured_workers"].max()))
+    grid = sorted({int(round(v)) for v in np.geomspace(1, top, 40)})
+    return predictions(runs, grid)
+
+
+def findings(runs: pd.DataFrame, goal: dict[str, Any] | None) -> Findings:
+    out = Findings(best_run_id=best_run(runs), fixed_cost=fixed_cost(runs), recommendation=recommend(runs, goal))
+    priced = _scaling_points(runs).dropna(subset=["cost_per_sample_usd"])
+    if not priced.empty:
+        cheap, fast = priced.loc[priced["cost_per_sample_usd"].idxmin()], priced.loc[priced["throughput"].idxmax()]
+        out.cheapest = {k: cheap[k] for k in ("model", "placement", "cost_per_sample_usd")}
+        out.fastest = {k: fast[k] for k in ("model", "placement", "throughput")}
+    if runs["loss_divergence"].notna().any():
+        worst = runs.loc[runs["loss_divergence"].idxmax()]
+        out.largest_divergence = {"run_id": worst["run_id"], "loss_divergence": float(worst["loss_divergence"])}
+    restarted = runs[runs["attempts"].fillna(1) > 1]
+    out.restarted = [{"run_id": r.run_id, "attempts": int(r.attempts)} for r in restarted.itertuples()]
+    out.throughput_bases = sorted({b for b in runs["throughput_basis"].dropna() if b})
+    return out
