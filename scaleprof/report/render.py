@@ -197,10 +197,23 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 def study_notes(tables: StudyTables) -> list[str]:
-    """Plain sentences that say how the numbers were obtained (shown in HTML and markdown)."""
-    exp = tables.manifest["experiment"]
+    """Plain sentences that say how the numbers were obtained (shown in HTML and markdown); the goal's
+    recommendation first when the experiment sets one."""
+    exp, found = tables.manifest["experiment"], tables.findings
+    advice = describe(found.recommendation, exp.get("goal"))
+    return (
+        ([advice] if advice else [])
+        + _training_notes(exp, found)
+        + _measurement_notes(tables)
+        + _fixed_cost_notes(found.fixed_cost)
+        + _cost_notes(tables.manifest, found)
+        + _inference_notes(tables)
+    )
+
+
+def _training_notes(exp: dict[str, Any], found: Findings) -> list[str]:
+    """How the runs trained: scaling rule, loop and learning rate, restarts, quality, curve divergence."""
     train = exp["train"]
-    runs = tables.runs
     notes = []
     if train["scaling"] == "weak":
         notes.append(
@@ -223,7 +236,6 @@ def study_notes(tables: StudyTables) -> list[str]:
             rule = f"a fixed learning rate {train['lr']:g} on every placement (no scaling rule)"
         warm = f", ramped up over {train['lr_warmup_epochs']:g} epoch(s)" if train["lr_warmup_epochs"] else ""
         notes.append(f"Learning rate: {rule}{warm}; SGD, momentum {train['momentum']:g}; the built-in loop.")
-    found = tables.findings
     if found.restarted:
         listed = ", ".join(f"{r['run_id']} ({r['attempts']} attempts)" for r in found.restarted)
         notes.append(
@@ -241,6 +253,13 @@ def study_notes(tables: StudyTables) -> list[str]:
             "Across worker counts the learning curves legitimately differ; the largest mean train-loss distance from "
             f"the 1-worker curve is {worst['loss_divergence']:.4f} ({worst['run_id']})."
         )
+    return notes
+
+
+def _measurement_notes(tables: StudyTables) -> list[str]:
+    """How the numbers were measured, and what went wrong in which run."""
+    exp, found, runs = tables.manifest["experiment"], tables.findings, tables.runs
+    notes = []
     placements = tables.placements
     if not placements.empty and placements["noisy"].any():
         noisy = placements[placements["noisy"]]
@@ -285,12 +304,12 @@ def study_notes(tables: StudyTables) -> list[str]:
         )
     if "energy_per_sample_j" in runs and runs["energy_per_sample_j"].notna().any():
         notes.append("Energy per sample: the GPUs' mean NVML power in steady state divided by the throughput.")
-    notes += _fixed_cost_notes(found.fixed_cost)
-    notes += _cost_notes(tables.manifest, found)
-    notes += _inference_notes(tables)
-    advice = describe(found.recommendation, exp.get("goal"))
-    if advice:
-        notes.insert(0, advice)
+    unsplit = runs[runs["step_backward_unsplit_s"].notna()]
+    if not unsplit.empty:
+        notes.append(
+            "Step breakdown of " + ", ".join(unsplit["run_id"]) + ": the gradient all-reduce was not probed (the "
+            "loop did not call session.measure_allreduce), so it is inside the backward bar."
+        )
     return notes
 
 
