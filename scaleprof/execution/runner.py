@@ -242,17 +242,17 @@ def run_one(
     started = time.time()
     life.to(RunStatus.RUNNING, started_at=started)
     storage = store.root / "_ray_train"
-    outcome: dict[str, Any] = {"status": RunStatus.OK, "reason": ""}
+    status, outcome = RunStatus.OK, {"reason": ""}
     try:
         _fit(run, experiment, study_id, aggregator, storage, inputs.for_run(run))
     except BaseException as exc:  # one policy decides what it means (execution/failures.py)
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         decision = decide(exc, "" if interrupted else lost_nodes(aggregator, run.run_id))
-        outcome = {"status": RunStatus.FAILED, "reason": decision.reason}
+        status, outcome = RunStatus.FAILED, {"reason": decision.reason}
         if not interrupted:
             outcome["detail"] = traceback.format_exc()[-4000:]
         if decision.stop_study:
-            life.to(RunStatus.FAILED, **outcome, started_at=started, ended_at=time.time())
+            life.to(status, **outcome, started_at=started, ended_at=time.time())
             if decision.disk_full:  # the workers could not write to the study: the next run could not either
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(store.root)) from exc
             raise
@@ -260,7 +260,7 @@ def run_one(
         shutil.rmtree(storage, ignore_errors=True)
     ended = time.time()
     return life.to(
-        outcome.pop("status"), **outcome, started_at=started, ended_at=ended, wall_s=ended - started,
+        status, **outcome, started_at=started, ended_at=ended, wall_s=ended - started,
         attempts=_attempts(aggregator, run),
     )  # fmt: skip
 

@@ -150,3 +150,26 @@ def test_interrupted_study_resumes_and_the_report_covers_all_runs(tmp_path):
     assert (runs["seq_gaps"] == 0).all()
     wrong = scaleprof("run", str(REPO / "experiments" / "smoke.yaml"), "--resume", str(study))
     assert wrong.returncode == 2 and "was made from a different experiment" in wrong.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_the_middle_of_a_run_records_it_interrupted(tmp_path):
+    """SIGINT while a run trains (not between runs): the in-flight run's record says `interrupted`,
+    the study stops with exit 130 and no traceback."""
+    import json
+    import signal
+
+    exp = tmp_path / "midrun.yaml"
+    exp.write_text(
+        "name: midrun\nmodel: {name: mlp}\ndata: {name: digits}\ntrain: {epochs: 200}\n"
+        "placements:\n  - {name: a, workers: 1}\n"
+    )
+    out = tmp_path / "reports"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "-m", "scaleprof.cli", "run", str(exp), "--out", str(out)]
+    rc, seen = _run_until(cmd, env, "run 1/1 a (1 worker(s), mlp): epoch", signal.SIGINT)
+    assert rc == 130 and "interrupted: what was stored" in seen and "Traceback" not in seen, seen[-3000:]
+    (study,) = out.iterdir()
+    records = [json.loads(line) for line in (study / "run_records.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["planned", "placed", "running", "failed"]
+    assert records[-1]["reason"] == "interrupted" and records[-1]["started_at"] <= records[-1]["ended_at"]
