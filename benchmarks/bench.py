@@ -188,18 +188,13 @@ def _plain_loop(epochs: int, batch: int, threads: int) -> dict:
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     train = TensorDataset(torch.from_numpy(data.x[data.train_idx]), torch.from_numpy(data.y[data.train_idx]))
     loader = DataLoader(train, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0))
-    times, samples = [], []
-    for _ in range(epochs):
-        start, n = time.perf_counter(), 0
-        for xb, yb in loader:
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(xb), yb).backward()
-            opt.step()
-            n += len(yb)
-        times.append(time.perf_counter() - start)
-        samples.append(n)
-    # the same definition as scaleprof: epochs 2..E are steady state
-    return {"throughput": sum(samples[1:]) / sum(times[1:]), "epoch_times_s": times}
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+    return _timed_epochs(loader, epochs, step)
 
 
 def bench_plain(repeats: int, epochs: int) -> dict:
@@ -283,8 +278,12 @@ def _plain_user_loop(settings: dict, epochs: int, batch: int) -> dict:
 
 
 def _timed_epochs(loader, epochs: int, step) -> dict:
-    """A plain loop's epochs, timed by the host clock: steady-state throughput by scaleprof's definition
-    (epochs 2..E), and the samples and steps it ran."""
+    """A plain loop's epochs, timed by the host clock: steady-state throughput by scaleprof's own
+    definition (the same function the report uses), and the samples and steps it ran."""
+    import pandas as pd
+
+    from scaleprof.analysis.throughput import steady_state_throughput
+
     times, samples, steps = [], [], []
     for _ in range(epochs):
         start, n, k = time.perf_counter(), 0, 0
@@ -294,7 +293,9 @@ def _timed_epochs(loader, epochs: int, step) -> dict:
         times.append(time.perf_counter() - start)
         samples.append(n)
         steps.append(k)
-    return {"throughput": sum(samples[1:]) / sum(times[1:]), "samples_per_epoch": samples, "steps_per_epoch": steps}
+    epoch_events = pd.DataFrame({"rank": 0, "epoch": range(epochs), "samples": samples, "epoch_time_s": times})
+    throughput = steady_state_throughput(epoch_events, pd.DataFrame(), warmup_steps=0).samples_per_s
+    return {"throughput": throughput, "epoch_times_s": times, "samples_per_epoch": samples, "steps_per_epoch": steps}
 
 
 def _in_ray_train_worker(plain_fn, out: Path) -> dict:
