@@ -53,6 +53,33 @@ class RunKind(StrEnum):
     CV = "cv"
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run is: written whole to run_records.jsonl with its first state and its final one, where the
+    status, reason, times and attempts join it (see execution/lifecycle.py)."""
+
+    run_id: str
+    index: int
+    model: str
+    model_name: str
+    kind: RunKind
+    fold: int | None
+    placement: str
+    device: str
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    per_worker_batch: int
+    global_batch: int
+    repeat: int
+    strategy: str
+    nodes_requested: int | None
+    node_type: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
 # Fields every stored event carries (stamped by the sink), before its own fields.
 ID_FIELDS = ("study_id", "run_id", "attempt", "rank", "node_id")
 STAMP_FIELDS = ("seq", "time", "kind")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scaleprof.records import RunStatus
+from scaleprof.records import RunRecord, RunStatus
 from scaleprof.telemetry.store import StudyStore
 
 TRANSITIONS: dict[RunStatus | None, frozenset[RunStatus]] = {
@@ -21,9 +21,9 @@ class RunLifecycle:
     """One run's state. `record` (what the run is: ids, placement, batch) is written whole with the
     first and the final state; the states between carry only the run id and their own fields."""
 
-    def __init__(self, store: StudyStore, record: dict[str, Any]):
+    def __init__(self, store: StudyStore, record: RunRecord):
         self._store = store
-        self.record = record
+        self.record = record.to_dict()
         self.status: RunStatus | None = None
 
     def to(self, status: RunStatus, **fields: Any) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from scaleprof.execution.manifest import collect_manifest
 from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.execution.ray_session import connect_ray, job_runtime_env
 from scaleprof.plan import PlannedRun, bundle, expand, missing_resources
-from scaleprof.records import FINISHED, RunStatus
+from scaleprof.records import FINISHED, RunRecord, RunStatus
 from scaleprof.telemetry.aggregator import start_aggregator
 from scaleprof.telemetry.store import StudyStore
 
@@ -210,25 +210,25 @@ def run_one(
 ) -> dict[str, Any]:
     import ray
 
-    record: dict[str, Any] = {
-        "run_id": run.run_id,
-        "index": run.index,
-        "model": run.model.label,
-        "model_name": run.model.name or run.model.factory or f"built by {experiment.train.loop}",
-        "kind": run.kind,
-        "fold": run.fold,
-        "placement": run.placement.name,
-        "device": run.placement.device,
-        "workers": run.placement.workers,
-        "cpus_per_worker": run.placement.cpus_per_worker,
-        "gpus_per_worker": run.placement.gpus_per_worker,
-        "per_worker_batch": run.per_worker_batch,
-        "global_batch": run.global_batch,
-        "repeat": run.repeat,
-        "strategy": run.placement.strategy,
-        "nodes_requested": run.placement.expected_nodes,
-        "node_type": experiment.node_type(run.placement),
-    }
+    record = RunRecord(
+        run_id=run.run_id,
+        index=run.index,
+        model=run.model.label,
+        model_name=run.model.name or run.model.factory or f"built by {experiment.train.loop}",
+        kind=run.kind,
+        fold=run.fold,
+        placement=run.placement.name,
+        device=run.placement.device,
+        workers=run.placement.workers,
+        cpus_per_worker=run.placement.cpus_per_worker,
+        gpus_per_worker=run.placement.gpus_per_worker,
+        per_worker_batch=run.per_worker_batch,
+        global_batch=run.global_batch,
+        repeat=run.repeat,
+        strategy=run.placement.strategy,
+        nodes_requested=run.placement.expected_nodes,
+        node_type=experiment.node_type(run.placement),
+    )
     life = RunLifecycle(store, record)
     life.to(RunStatus.PLANNED)
 

@@ -6,25 +6,33 @@ import pytest
 
 from scaleprof.execution.failures import decide
 from scaleprof.execution.lifecycle import RunLifecycle
-from scaleprof.records import RunStatus
+from scaleprof.records import RunKind, RunRecord, RunStatus
 from scaleprof.telemetry.store import StudyStore
+
+
+def record(run_id: str) -> RunRecord:
+    return RunRecord(run_id=run_id, index=1, model="m", model_name="mlp", kind=RunKind.FIXED_SPLIT, fold=None,
+                     placement="p", device="cpu", workers=2, cpus_per_worker=1, gpus_per_worker=0,
+                     per_worker_batch=8, global_batch=16, repeat=0, strategy="PACK", nodes_requested=None,
+                     node_type=None)  # fmt: skip
 
 
 def test_transitions_are_checked_and_each_is_recorded(tmp_path):
     store = StudyStore(tmp_path / "s")
     store.create()
-    life = RunLifecycle(store, {"run_id": "r1", "workers": 2})
+    life = RunLifecycle(store, record("r1"))
     life.to(RunStatus.PLANNED)
     life.to(RunStatus.PLACED)
     with pytest.raises(RuntimeError, match="placed -> ok is not a run transition"):
         life.to(RunStatus.OK)
     life.to(RunStatus.RUNNING, started_at=1.0)
     final = life.to(RunStatus.OK, wall_s=3.0)
-    assert final == {"run_id": "r1", "workers": 2, "status": "ok", "wall_s": 3.0}
+    assert final == {**record("r1").to_dict(), "status": "ok", "wall_s": 3.0}
+    assert [set(r) for r in store.run_records()][1:3] == [{"run_id", "status"}, {"run_id", "status", "started_at"}]
     with pytest.raises(RuntimeError, match="ok -> failed"):
         life.to(RunStatus.FAILED)
     assert store.final_run_records()["r1"]["status"] == "ok"
-    skipped = RunLifecycle(store, {"run_id": "r2"})
+    skipped = RunLifecycle(store, record("r2"))
     skipped.to(RunStatus.PLANNED)
     assert skipped.to(RunStatus.SKIPPED, reason="no GPU")["reason"] == "no GPU"
 
