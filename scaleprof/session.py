@@ -179,11 +179,24 @@ class WorkerSession:
         if self.rank != 0:
             return None
         flops = flops_per_sample if flops_per_sample is not None else self._flops_per_sample
-        if flops is None and example_input is not None:  # before DDP wraps it: counting runs a backward
-            from scaleprof.workloads.models import train_flops_per_sample
-
-            flops = train_flops_per_sample(model, example_input)
+        if flops is None and example_input is not None:
+            flops = self._count_flops(model, example_input)
         return ModelInfo(parameters=sum(p.numel() for p in model.parameters()), flops_per_sample=flops)
+
+    @staticmethod
+    def _count_flops(model: torch.nn.Module, example_input: Any) -> float | None:
+        """FLOPs per training sample, counted on a copy (a training-mode forward and backward would move
+        BatchNorm statistics and gradients of the model itself); None, with a warning, when it fails."""
+        import copy
+        import logging
+
+        from scaleprof.workloads.models import train_flops_per_sample
+
+        try:
+            return train_flops_per_sample(copy.deepcopy(model), example_input)
+        except Exception as exc:  # MFU becomes unavailable; training must not fail for it
+            logging.getLogger(__name__).warning("scaleprof: counting FLOPs failed (%s); no MFU for this run", exc)
+            return None
 
     def prepare_data_loader(self, loader: torch.utils.data.DataLoader, **ray_kwargs: Any) -> Any:
         import ray.train.torch
@@ -384,11 +397,20 @@ class WorkerSession:
         `loss_fn(model, batch)` returns the loss of one batch. Nothing to measure with one worker."""
         if self.world_size < 2 or not hasattr(model, "no_sync"):
             return
+        import torch.distributed as dist
+
         batches = []
         for i, batch in enumerate(loader):
             if i >= steps:
                 break
             batches.append(batch)
+        # Every rank must run as many synced backwards (collectives) as the others: agree on the fewest batches.
+        count = torch.tensor([len(batches)], device=self.device)
+        dist.all_reduce(count, op=dist.ReduceOp.MIN)
+        batches = batches[: int(count.item())]
+        # Training-mode forwards move BatchNorm's running statistics: put them back after the probe, so the
+        # held-out predictions that follow see the trained model, whatever the worker count.
+        saved = {name: b.detach().clone() for name, b in model.named_buffers()}
         timings: dict[bool, list[float]] = {True: [], False: []}
         for sync in (False, True, False, True):  # interleaved, so drift hits both alike
             for batch in batches:
@@ -403,6 +425,11 @@ class WorkerSession:
                     torch.cuda.synchronize(self.device)
                 timings[sync].append(self.clock.seconds(start, end))
         model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, buffer in model.named_buffers():
+                buffer.copy_(saved[name])
+        if not batches:
+            return
         with_sync, without = float(np.median(timings[True])), float(np.median(timings[False]))
         self._emit_now(
             ProbeEvent(backward_sync_s=with_sync, backward_nosync_s=without, allreduce_s=max(0.0, with_sync - without))

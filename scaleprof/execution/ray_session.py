@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from scaleprof.config import Experiment
+from scaleprof.config import ConfigError, Experiment
 from scaleprof.workloads.imports import code_modules
 
 # Ray Train reads these in its controller; they are propagated from the driver's environment.
@@ -43,7 +43,16 @@ def connect_ray(runtime_env: dict[str, Any] | None = None, log_to_driver: bool =
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=logging.WARNING, log_to_driver=log_to_driver, runtime_env=runtime_env)
+        try:
+            ray.init(logging_level=logging.WARNING, log_to_driver=log_to_driver, runtime_env=runtime_env)
+        except ValueError as exc:
+            if "Failed to merge" not in str(exc):
+                raise
+            raise ConfigError(
+                "code_dirs: the Ray job already ships py_modules of its own, and scaleprof ships your modules the "
+                "same way; Ray cannot merge the two: submit the job without --runtime-env py_modules (scaleprof "
+                "ships what code_dirs names)"
+            ) from None
     else:
         # address="local": always a new Ray of our own, never whatever cluster happens to run on this machine
         ray.init(

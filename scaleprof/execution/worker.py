@@ -17,7 +17,7 @@ from scaleprof.config import Experiment
 from scaleprof.records import WorkerEnd
 from scaleprof.session import WorkerSession, activate, worker_start_event
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
-from scaleprof.workloads.data import dataset_labels, index_hash, open_source, size, subset
+from scaleprof.workloads.data import index_hash, listed_labels, open_source, size, subset
 from scaleprof.workloads.imports import WorkloadError, import_object
 from scaleprof.workloads.models import build_model
 
@@ -41,7 +41,10 @@ class RunInputs:
                 f"the data set has {here} items in this worker and had {info['samples']} on the driver: "
                 "it must be the same everywhere (same files, same seed) for the split to mean anything",
             )
-        if not spec.in_memory and index_hash(dataset_labels(source.dataset)) != info["labels_sha256"]:
+        # Labels the data set lists are compared (cheap); one that only yields them item by item would cost a
+        # full read per worker per run, so only its size was checked above.
+        listed = None if spec.in_memory else listed_labels(source.dataset)
+        if listed is not None and index_hash(listed) != info["labels_sha256"]:
             raise WorkloadError(
                 field,
                 "the data set's labels differ in this worker from the driver's, so the split would not mean the "

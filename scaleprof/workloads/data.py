@@ -185,23 +185,47 @@ def open_source(
     return Source(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)))
 
 
-def dataset_labels(dataset: torch.utils.data.Dataset) -> np.ndarray:
-    """Every item's class label, read from the data set's own list when it has one (TensorDataset,
-    ImageFolder's and torchvision's `targets`, `labels`), else item by item."""
+def listed_labels(dataset: torch.utils.data.Dataset) -> np.ndarray | None:
+    """Every item's class label from the data set's own list (TensorDataset, ImageFolder's and torchvision's
+    `targets`, `labels`), without reading an item; None when it keeps no such list."""
     if isinstance(dataset, TensorDataset):
-        return dataset.tensors[1].numpy().astype(np.int64)
+        return _class_numbers(dataset.tensors[1])
     if isinstance(dataset, ConcatDataset):
-        return np.concatenate([dataset_labels(d) for d in dataset.datasets])
+        parts = [listed_labels(d) for d in dataset.datasets]
+        return None if any(p is None for p in parts) else np.concatenate(parts)  # type: ignore[arg-type]
     if isinstance(dataset, Subset):
-        return dataset_labels(dataset.dataset)[np.asarray(dataset.indices)]
+        parent = listed_labels(dataset.dataset)
+        return None if parent is None else parent[np.asarray(dataset.indices)]
     for attribute in ("targets", "labels"):
         listed = getattr(dataset, attribute, None)
         if listed is not None and len(listed) == size(dataset):
-            return np.asarray(listed, dtype=np.int64)
+            return _class_numbers(listed)
+    return None
+
+
+def dataset_labels(dataset: torch.utils.data.Dataset) -> np.ndarray:
+    """Every item's class label: from the data set's own list when it has one, else item by item."""
+    listed = listed_labels(dataset)
+    if listed is not None:
+        return listed
     n = size(dataset)
     if n > LABEL_SCAN_LIMIT:
         raise WorkloadError("data.factory", f"{n} items and no `targets` list: give the data set a targets attribute")
-    return np.asarray([int(dataset[i][1]) for i in range(n)], dtype=np.int64)
+    try:
+        return _class_numbers([dataset[i][1] for i in range(n)])
+    except WorkloadError:
+        raise
+    except Exception as exc:
+        raise WorkloadError(
+            "data.factory", f"reading the labels item by item failed: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _class_numbers(labels: Any) -> np.ndarray:
+    try:
+        return np.asarray(labels.numpy() if isinstance(labels, torch.Tensor) else labels).astype(np.int64)
+    except (TypeError, ValueError):
+        raise WorkloadError("data.factory", "labels must be class numbers 0..C-1 (integers)") from None
 
 
 def _first_item(dataset: torch.utils.data.Dataset, field: str) -> tuple[torch.Tensor, int]:

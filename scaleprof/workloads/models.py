@@ -137,8 +137,8 @@ def train_flops_per_sample(model: nn.Module, example: tuple[int, ...] | torch.Te
 
     if isinstance(example, torch.Tensor):
         x = example[:2]
-    else:
-        x = torch.randn(2, *example)
+    else:  # a generator of its own: counting must not move the global one the seeded training draws from
+        x = torch.randn(2, *example, generator=torch.Generator().manual_seed(0))
     parameter = next(model.parameters(), None)
     if parameter is not None:
         x = x.to(parameter.device)
@@ -158,7 +158,11 @@ def model_info(
     if spec.built_by_loop:
         return {}
     model = build_model(spec, input_shape, num_classes, seed, code_dirs)
-    return {
-        "flops_per_sample": train_flops_per_sample(model, input_shape),
-        "parameters": sum(p.numel() for p in model.parameters()),
-    }
+    info: dict[str, float] = {"parameters": sum(p.numel() for p in model.parameters())}
+    try:
+        info["flops_per_sample"] = train_flops_per_sample(model, input_shape)
+    except Exception as exc:  # e.g. frozen parameters: no backward to count; MFU is then unavailable
+        import logging
+
+        logging.getLogger(__name__).warning("scaleprof: counting %s's FLOPs failed (%s); no MFU", spec.label, exc)
+    return info
