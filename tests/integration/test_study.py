@@ -57,11 +57,11 @@ def test_monitor_figures_are_plausible(study):
     result, tables = study
     system = tables.timeline
     assert (system["rss_mb"] > 100).all()  # a worker with torch imported holds hundreds of MiB
-    assert system["cpu_pct"].between(0, 100 * os.cpu_count() + 5).all(), system[
-        ~system["cpu_pct"].between(0, 100 * os.cpu_count() + 5)
-    ]
+    assert (system["cpu_pct"] >= 0).all()
     ok = tables.runs[tables.runs["status"] == "ok"]
-    assert (ok["cpu_util_pct"] > 10).all()
+    # A 1-thread training worker keeps about one core busy: its mean CPU% over the cores it was given lands
+    # between a mostly idle process and one core plus the sampler, sink and gloo threads.
+    assert ok["cpu_util_pct"].between(10, 150).all(), ok[["run_id", "cpu_util_pct"]]
     assert (ok["throughput"] > 0).all() and ok["throughput_basis"].str.contains("warm-up").all()
     assert (ok["step_time_p95_s"] >= ok["step_time_p50_s"]).all()
     assert set(ok["nodes_realized"]) == {1, 2}
