@@ -288,13 +288,6 @@ def run_study(
     observer = observer or QuietObserver()
     # Absolute: Ray Train's storage_path must be a URI or an absolute path.
     study_dir = (study_dir or new_study_dir(out_dir, experiment.name)).resolve()
-    store = StudyStore(study_dir)
-    done: dict[str, dict[str, Any]] = {}
-    if resume:
-        store.repair()  # a driver killed mid-append leaves half a line: cut it before appending more
-        done = {k: r for k, r in store.final_run_records().items() if r.get("status") in FINISHED}
-    else:
-        store.create()
     study_id = study_dir.name
     runs = expand(experiment)
     # A restart after a worker or node loss waits this long for its resources, then the run fails
@@ -302,7 +295,7 @@ def run_study(
     os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(experiment.ray.placement_timeout_s)
     inputs = inputs or prepare(experiment)
     code = job_runtime_env(experiment)
-    started_ray = connect_ray(code, log_to_driver=verbose)
+    started_ray = connect_ray(code, log_to_driver=verbose)  # before the study directory exists: a refusal leaves none
     if code and not started_ray:
         log.warning(
             "scaleprof: Ray was already initialised by this program, so scaleprof cannot ship your modules "
@@ -311,6 +304,13 @@ def run_study(
         )  # fmt: skip
     result = StudyResult(study_dir)
     try:
+        store = StudyStore(study_dir)
+        done: dict[str, dict[str, Any]] = {}
+        if resume:
+            store.repair()  # a driver killed mid-append leaves half a line: cut it before appending more
+            done = {k: r for k, r in store.final_run_records().items() if r.get("status") in FINISHED}
+        else:
+            store.create()
         observer.study_started(study_dir, len(runs), ray.get_runtime_context().gcs_address)
         if resume:
             manifest = store.manifest()
