@@ -48,7 +48,7 @@ RUN_COLUMNS = [
     "balanced_accuracy", "loss_divergence", "strategy", "nodes_requested", "placement_warning", "node_type",
     *BREAKDOWN_COLUMNS, "flops_per_sample", "parameters", "peak_flops_per_worker", "peak_flops_basis", "mfu",
     "gpu_power_w", "energy_per_sample_j", "cpu_util_peak_pct", "gpu_util_peak_pct",
-    "events", "seq_gaps", "attempts", *WALL_PHASES,
+    "events", "seq_gaps", "attempts", "loader_num_workers", "loader_pin_memory", *WALL_PHASES,
 ]  # fmt: skip
 
 
@@ -134,6 +134,11 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["gpu_uuids"] = ",".join(sorted(uuids.unique()))
         row["placement_warning"] = placement_warning(record, starts)
         row.update(utilisation_of_peak(row, lifecycle, starts))
+    loaders = lifecycle[lifecycle["event"] == Lifecycle.LOADER_INFO] if "event" in lifecycle else lifecycle
+    if not loaders.empty:  # the training loader as rank 0 built it (every rank builds the same)
+        first = loaders.sort_values("rank").iloc[0]
+        row["loader_num_workers"] = int(first["num_workers"])
+        row["loader_pin_memory"] = bool(first["pin_memory"])
     if not system.empty and "gpu_power_w" in system and not epochs.empty:
         row.update(energy(row, system, epochs))
     row.update(wall_phases(record, lifecycle, epochs))

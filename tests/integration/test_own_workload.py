@@ -173,6 +173,7 @@ def test_image_folder_data_with_loader_workers(ray_cluster, tmp_path):
     assert manifest["data"]["input_shape"] == [3, 12, 12] and manifest["data"]["samples"] == 60
     assert manifest["experiment"]["data"]["path"] == str(images)
     assert manifest["data"]["loader"]["num_workers"] == 1
+    assert runs["loader_num_workers"].tolist() == [1]  # as the run's loader was built, from its loader_info event
 
 
 RAISES = """
