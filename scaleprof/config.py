@@ -189,6 +189,13 @@ class DataSpec(_Strict):
         return self.name or str(self.factory)
 
     @property
+    def field(self) -> str:
+        """The experiment field that names this data set's source, for messages."""
+        return (
+            "data.factory" if self.factory else "data.path" if self.path else "data.root" if self.root else "data.name"
+        )
+
+    @property
     def in_memory(self) -> bool:
         """Data sets held as arrays (digits, synthetic images), as opposed to read by a torch Dataset."""
         return self.name in ("digits", "synthetic-images")

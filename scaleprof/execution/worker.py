@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from scaleprof.config import Experiment
+from scaleprof.config import Experiment, ModelSpec
 from scaleprof.records import WorkerEnd
 from scaleprof.session import WorkerSession, activate, worker_start_event
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
@@ -34,7 +34,7 @@ class RunInputs:
         assert spec is not None
         source = open_source(spec, self.experiment.seed, self.run["shipped"])
         info, here = self.run["data_info"], size(source.dataset)
-        field = "data.factory" if spec.factory else "data.path" if spec.path else "data.root"
+        field = spec.field
         if here != info["samples"]:
             raise WorkloadError(
                 field,
@@ -59,13 +59,14 @@ class RunInputs:
     def build_model(self) -> torch.nn.Module:
         """The run's model: a factory needs nothing of the data; a built-in model its shape and classes."""
         info = self.run["data_info"] or {"input_shape": (), "num_classes": 0}
-        spec = next(m for m in self.experiment.model_list if m.label == self.run["model_label"])
-        return build_model(spec, tuple(info["input_shape"]), info["num_classes"], self.experiment.seed)
+        return build_model(
+            run_model(self.experiment, self.run), tuple(info["input_shape"]), info["num_classes"], self.experiment.seed
+        )
 
 
 def loop_config(experiment: Experiment, run: dict[str, Any], world_size: int) -> dict[str, Any]:
     """What the loop receives: the documented keys, then the whole resolved experiment."""
-    spec = next(m for m in experiment.model_list if m.label == run["model_label"])
+    spec = run_model(experiment, run)
     return {
         "seed": experiment.seed,
         "epochs": experiment.train.epochs,
@@ -141,7 +142,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         held_index=run["split"]["held"] if run.get("split") else None,
         flops_per_sample=run["model_info"].get("flops_per_sample"),
         datasets=inputs.datasets if experiment.data is not None else None,
-        build_model=None if _built_by_loop(experiment, run) else inputs.build_model,
+        build_model=None if run_model(experiment, run).built_by_loop else inputs.build_model,
     )
     activate(session)
     finished = False
@@ -163,5 +164,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         sink.close()
 
 
-def _built_by_loop(experiment: Experiment, run: dict[str, Any]) -> bool:
-    return next(m for m in experiment.model_list if m.label == run["model_label"]).built_by_loop
+def run_model(experiment: Experiment, run: dict[str, Any]) -> ModelSpec:
+    """The model spec this run trains."""
+    return next(m for m in experiment.model_list if m.label == run["model_label"])

@@ -179,8 +179,9 @@ def scaling_law(runs: pd.DataFrame, curves: pd.DataFrame) -> alt.Chart | None:
     ok["series"] = _series(ok)
     curves = curves.assign(series=_series(curves))
     x = alt.X("workers:Q", title="workers", scale=alt.Scale(type="log", base=2), axis=alt.Axis(format="d"))
+    banded = curves.dropna(subset=["low", "high"])
     band = (
-        alt.Chart(curves.dropna(subset=["low", "high"]))
+        alt.Chart(banded)
         .mark_area(opacity=0.2)
         .encode(x=x, y="low:Q", y2="high:Q", color=alt.Color("series:N", title="model / device"))
     )
@@ -204,9 +205,12 @@ def scaling_law(runs: pd.DataFrame, curves: pd.DataFrame) -> alt.Chart | None:
             tooltip=["run_id", "workers", alt.Tooltip("throughput:Q", format=",.0f")],
         )
     )
-    return (band + line + points).properties(
-        title="Scaling law: measured (points), fitted and extrapolated (dashed, 95% band)", width=WIDTH, height=HEIGHT
+    # An exact fit (as many points as parameters) has no band: an empty layer would only make Vega warn.
+    layers = (band + line + points) if not banded.empty else (line + points)
+    title = "Scaling law: measured (points), fitted and extrapolated (dashed" + (
+        ", 95% band)" if not banded.empty else ")"
     )
+    return layers.properties(title=title, width=WIDTH, height=HEIGHT)
 
 
 PHASES = {

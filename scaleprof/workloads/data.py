@@ -253,9 +253,7 @@ def load_dataset(spec: DataSpec, seed: int, code_dirs: list[str] | None = None) 
     from sklearn.model_selection import train_test_split
 
     source = open_source(spec, seed, code_dirs=code_dirs)
-    field = (
-        "data.factory" if spec.factory else ("data.path" if spec.path else "data.root" if spec.root else "data.name")
-    )
+    field = spec.field
     first, _ = _first_item(source.dataset, field)
     y = dataset_labels(source.dataset)
     if y.min() < 0:
