@@ -191,7 +191,7 @@ def scaling_law(runs: pd.DataFrame, curves: pd.DataFrame) -> alt.Chart | None:
         .encode(
             x=x,
             y=alt.Y("throughput:Q", title="throughput (samples/s)"),
-            color="series:N",
+            color=alt.Color("series:N", title="model / device"),
             tooltip=["series", "workers", alt.Tooltip("throughput:Q", format=",.0f"), "law"],
         )
     )
