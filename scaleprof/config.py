@@ -20,7 +20,9 @@ MAX_FILE_BYTES = 1_000_000  # an experiment file is a few hundred bytes; refuse 
 MAX_YAML_NODES = 100_000  # after alias expansion: anchors that multiply (a "billion laughs") are refused
 NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 IMPORT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
-BUILTIN_MODELS = ("mlp", "small-cnn")
+BUILTIN_MODELS = ("mlp", "small-cnn", "transformer")
+LM_MODELS = ("transformer",)  # built-in models of the language-modeling task (plus hf:<model type>)
+TASKS = ("classification", "language-modeling")
 MAX_SYNTHETIC_VALUES = 2**29  # float32 values: 2 GiB per worker
 
 
@@ -40,11 +42,18 @@ def _check_import_path(value: str | None) -> str | None:
 
 
 class ModelSpec(_Strict):
-    name: str | None = Field(default=None, description="mlp, small-cnn, or torchvision:<classification model name>")
+    name: str | None = Field(
+        default=None,
+        description="mlp, small-cnn, torchvision:<classification model name>; language models: transformer "
+        "(built in) or hf:<transformers model type> (built from `config`, random init, never downloaded)",
+    )
     factory: str | None = Field(
         default=None, description="'module:function' returning a torch.nn.Module of class logits [B, num_classes]"
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the model constructor or factory")
+    config: dict[str, Any] = Field(
+        default_factory=dict, description="hf:<type> only: the transformers config (e.g. n_layer, n_embd)"
+    )
     label_: str | None = Field(
         default=None, alias="label", pattern=NAME_PATTERN, description="names the model in run ids and the report"
     )
@@ -54,9 +63,12 @@ class ModelSpec(_Strict):
     def _known(cls, name: str | None) -> str | None:
         if name is None or name in BUILTIN_MODELS:
             return name
-        if name.startswith("torchvision:") and len(name) > len("torchvision:"):
-            return name
-        raise ValueError(f"unknown model {name!r}; use one of {', '.join(BUILTIN_MODELS)} or torchvision:<name>")
+        for prefix in ("torchvision:", "hf:"):
+            if name.startswith(prefix) and len(name) > len(prefix):
+                return name
+        raise ValueError(
+            f"unknown model {name!r}; use one of {', '.join(BUILTIN_MODELS)}, torchvision:<name> or hf:<model type>"
+        )
 
     _factory = field_validator("factory")(_check_import_path)
 
@@ -64,7 +76,19 @@ class ModelSpec(_Strict):
     def _one_source(self) -> ModelSpec:
         if self.name is not None and self.factory is not None:
             raise ValueError("give name (a built-in model) or factory (your own), not both")
+        if self.config and not self.is_hf:
+            raise ValueError("config: only hf:<model type> models take a transformers config (others take kwargs)")
+        if self.is_hf and self.kwargs:
+            raise ValueError("kwargs: an hf:<model type> model is described by `config`, not kwargs")
         return self
+
+    @property
+    def is_hf(self) -> bool:
+        return bool(self.name and self.name.startswith("hf:"))
+
+    @property
+    def is_language_model(self) -> bool:
+        return self.is_hf or self.name in LM_MODELS
 
     @property
     def built_by_loop(self) -> bool:
@@ -78,7 +102,7 @@ class ModelSpec(_Strict):
         if self.factory:
             module, function = self.factory.split(":")
             return _name_safe(f"{module.rsplit('.', 1)[-1]}-{function}")
-        return self.name.removeprefix("torchvision:") if self.name else "model"
+        return _name_safe(self.name.split(":", 1)[-1]) if self.name else "model"
 
 
 def _name_safe(text: str) -> str:
@@ -102,19 +126,24 @@ class LoaderSpec(_Strict):
         return self
 
 
-DATA_NAMES = ("digits", "synthetic-images", "image-folder")
+DATA_NAMES = ("digits", "synthetic-images", "image-folder", "synthetic-tokens", "text-file")
+TOKEN_DATA = ("synthetic-tokens", "text-file")  # data of the language-modeling task
 
 
 class DataSpec(_Strict):
     name: str | None = Field(
-        default=None, description="digits, synthetic-images, image-folder or torchvision:<data set class>"
+        default=None,
+        description="digits, synthetic-images, image-folder or torchvision:<data set class>; language modeling: "
+        "synthetic-tokens (a seeded Markov chain) or text-file (bytes as tokens, no download)",
     )
     factory: str | None = Field(
         default=None,
         description="'module:function' returning a map-style Dataset of (input, label), or a dict of train/val/test",
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the factory or the torchvision class")
-    path: str | None = Field(default=None, description="image-folder: the root with one directory per class")
+    path: str | None = Field(
+        default=None, description="image-folder: the root with one directory per class; text-file: the text file"
+    )
     root: str | None = Field(default=None, description="torchvision data sets: the local root (never downloaded)")
     image_size: tuple[int, int] | None = Field(
         default=None, description="image-folder: resize to [H, W] (default 224 x 224); torchvision: resize if given"
@@ -125,7 +154,9 @@ class DataSpec(_Strict):
     )
     shape: tuple[int, int, int] = Field(default=(3, 32, 32), description="C, H, W of synthetic images")
     num_classes: int = Field(default=10, ge=2, le=10_000, description="classes of synthetic images")
-    size: int = Field(default=2048, ge=32, le=10_000_000, description="number of synthetic images")
+    size: int = Field(default=2048, ge=32, le=10_000_000, description="number of synthetic images or sequences")
+    seq_len: int = Field(default=64, ge=2, le=65_536, description="tokens per training sequence (language modeling)")
+    vocab_size: int = Field(default=256, ge=2, le=1_000_000, description="synthetic-tokens: distinct tokens")
     val_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     test_fraction: float = Field(default=0.15, gt=0, lt=0.5)
     loader: LoaderSpec = Field(default_factory=LoaderSpec)
@@ -163,8 +194,10 @@ class DataSpec(_Strict):
             raise ValueError("data.name: give name (a built-in or on-disk data set) or factory (your own), one of them")
         if self.name == "image-folder" and not self.path:
             raise ValueError("data.path: image-folder needs the path of its root directory")
-        if self.path is not None and self.name != "image-folder":
-            raise ValueError("data.path: only image-folder reads a path (torchvision data sets use root)")
+        if self.name == "text-file" and not self.path:
+            raise ValueError("data.path: text-file needs the path of the text file")
+        if self.path is not None and self.name not in ("image-folder", "text-file"):
+            raise ValueError("data.path: only image-folder and text-file read a path (torchvision data sets use root)")
         is_torchvision = bool(self.name and self.name.startswith("torchvision:"))
         if is_torchvision and not self.root:
             raise ValueError("data.root: a torchvision data set is read from a local root (it is never downloaded)")
@@ -176,6 +209,8 @@ class DataSpec(_Strict):
             raise ValueError("data.kwargs.download: scaleprof never downloads; put the files under data.root")
         if self.normalize is not None and len(self.normalize[0]) != len(self.normalize[1]):
             raise ValueError("data.normalize: give as many standard deviations as means")
+        if self.name == "synthetic-tokens" and self.size * self.seq_len > MAX_SYNTHETIC_VALUES:
+            raise ValueError(f"data.size: {self.size} sequences of {self.seq_len} tokens are too many for one worker")
         if self.name == "synthetic-images" and self.size * math.prod(self.shape) > MAX_SYNTHETIC_VALUES:
             raise ValueError(
                 f"data.size: {self.size} images of shape {list(self.shape)} would take "
@@ -198,7 +233,30 @@ class DataSpec(_Strict):
     @property
     def in_memory(self) -> bool:
         """Data sets held as arrays (digits, synthetic images), as opposed to read by a torch Dataset."""
-        return self.name in ("digits", "synthetic-images")
+        return self.name in ("digits", "synthetic-images", "synthetic-tokens", "text-file")
+
+    @property
+    def is_tokens(self) -> bool:
+        return self.name in TOKEN_DATA
+
+
+class CompileSpec(_Strict):
+    """torch.compile's settings (its own names)."""
+
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | None = None
+    backend: str = Field(default="inductor", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="inductor, aot_eager, ...")
+    fullgraph: bool = False
+
+
+class OptimizerSpec(_Strict):
+    name: Literal["sgd", "adamw"] = Field(default="sgd", description="sgd (with train.momentum) or adamw")
+    weight_decay: float = Field(default=0.0, ge=0, le=10)
+    betas: tuple[float, float] = Field(default=(0.9, 0.999), description="adamw's betas")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
 
 class TrainSpec(_Strict):
@@ -209,7 +267,25 @@ class TrainSpec(_Strict):
         description="weak: batch_size is per worker, so the global batch grows with workers; "
         "strong: batch_size is the global batch, split evenly over the workers",
     )
-    lr: float = Field(default=0.05, gt=0, le=10, description="SGD learning rate")
+    lr: float = Field(default=0.05, gt=0, le=10, description="learning rate")
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec, description="sgd | adamw, or {name, ...}")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        default="fp32",
+        description="bf16/fp16: autocast (fp16 with a GradScaler); a device that cannot train in it skips the run",
+    )
+    compile: bool | CompileSpec = Field(
+        default=False,
+        description="torch.compile the model (true, or {mode, backend, fullgraph}); compile time "
+        "is recorded apart from steady-state throughput",
+    )
+    grad_accumulation: int = Field(
+        default=1, ge=1, le=1024, description="micro-batches per optimizer step (gradients synced on the last)"
+    )
+    parallelism: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description="ddp: replicated model; fsdp: parameters, gradients and optimizer state sharded "
+        "over the workers (PyTorch FSDP2 fully_shard)",
+    )
     momentum: float = Field(default=0.9, ge=0, lt=1)
     warmup_steps: int = Field(
         default=5, ge=0, description="steps excluded from steady state when a run has a single epoch"
@@ -242,6 +318,19 @@ class TrainSpec(_Strict):
     )
 
     _loop = field_validator("loop")(_check_import_path)
+
+    @property
+    def compile_spec(self) -> CompileSpec | None:
+        if self.compile is True:
+            return CompileSpec()
+        return self.compile or None
+
+    @property
+    def compile_label(self) -> str:
+        spec = self.compile_spec
+        if spec is None:
+            return "off"
+        return spec.backend if spec.mode is None else f"{spec.backend}:{spec.mode}"
 
 
 class MonitorSpec(_Strict):
@@ -363,9 +452,41 @@ class RaySpec(_Strict):
     )
 
 
+SWEEP_TRAIN_KEYS = ("batch_size", "precision", "parallelism", "compile", "grad_accumulation", "optimizer", "lr")
+SWEEP_KEY_PATTERN = rf"^(train\.({'|'.join(SWEEP_TRAIN_KEYS)})|model\.(kwargs|config)\.[A-Za-z_][A-Za-z0-9_]{{0,63}})$"
+MAX_RUNS = 10_000
+
+
+def point_label(point: dict[str, Any]) -> str:
+    """A sweep point as a short, name-safe label: b32-bf16-fsdp, width256, compiled, k4."""
+    parts = []
+    for key, value in point.items():
+        leaf = key.rsplit(".", 1)[-1]
+        if key == "train.batch_size":
+            parts.append(f"b{value}")
+        elif key == "train.grad_accumulation":
+            parts.append(f"k{value}")
+        elif key == "train.lr":
+            parts.append(f"lr{value:g}")
+        elif key == "train.compile":
+            parts.append("compiled" if value not in (False, None) else "eager")
+        elif key == "train.optimizer":
+            parts.append(str(value.get("name", "sgd") if isinstance(value, dict) else value))
+        elif key.startswith("model."):
+            parts.append(f"{leaf}{value}")
+        else:
+            parts.append(str(value))
+    return _name_safe("-".join(parts))
+
+
 class Experiment(_Strict):
     name: str = Field(pattern=NAME_PATTERN, description="names the study directory")
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    task: Literal["classification", "language-modeling"] = Field(
+        default="classification",
+        description="classification (accuracy, F1, ROC AUC, ...) or language-modeling (next-token loss, "
+        "perplexity, tokens/s)",
+    )
     model: ModelSpec | None = Field(default=None, description="one model; or give several under models")
     models: list[ModelSpec] | None = Field(default=None, min_length=1, max_length=64)
     data: DataSpec | None = Field(default=None, description="required unless train.loop brings its own data")
@@ -377,6 +498,12 @@ class Experiment(_Strict):
     cost: CostSpec = Field(default_factory=CostSpec)
     goal: GoalSpec | None = Field(default=None, description="name the cheapest placement that meets it")
     ray: RaySpec = Field(default_factory=RaySpec)
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="axes beyond placements, e.g. train.batch_size: [16, 64], train.precision: [fp32, bf16], "
+        "train.parallelism, train.compile, train.grad_accumulation, train.optimizer, train.lr, model.kwargs.<name>, "
+        "model.config.<name>; the study runs their cross product on every placement",
+    )
     code_dirs: list[str] | None = Field(
         default=None,
         max_length=32,
@@ -417,6 +544,8 @@ class Experiment(_Strict):
         cv = self.evaluation.cv_placement
         if cv is not None and cv not in names:
             raise ValueError(f"evaluation.cv_placement: no placement named {cv!r} (have: {', '.join(names)})")
+        self._check_task()
+        self._check_sweep()
         seen: set[str] = set()
         for i, p in enumerate(self.placements):
             if p.node_type is None and self.cost.node_type is None and any(q.node_type for q in self.placements):
@@ -424,12 +553,84 @@ class Experiment(_Strict):
             if p.name in seen:
                 raise ValueError(f"placements.{i}.name: duplicate placement name {p.name!r}")
             seen.add(p.name)
-            if self.train.scaling == "strong" and self.train.batch_size % p.workers:
+            parts = p.workers * self.train.grad_accumulation
+            if self.train.scaling == "strong" and self.train.batch_size % parts:
                 raise ValueError(
                     f"placements.{i}.workers: strong scaling splits train.batch_size={self.train.batch_size} "
-                    f"evenly over workers, but {p.workers} does not divide it"
+                    f"evenly over {p.workers} worker(s) x {self.train.grad_accumulation} micro-batch(es), "
+                    f"but {parts} does not divide it"
                 )
         return self
+
+    def _check_task(self) -> None:
+        lm = self.task == "language-modeling"
+        if self.data is not None and self.data.is_tokens != lm:
+            wanted = "synthetic-tokens or text-file" if lm else "a classification data set"
+            raise ValueError(f"data.name: the {self.task} task needs {wanted}, not {self.data.label}")
+        for i, m in enumerate(self.model_list):
+            where = "model" if self.models is None else f"models.{i}"
+            if m.name and m.is_language_model != lm:
+                kind = "language model" if m.is_language_model else "classifier"
+                raise ValueError(f"{where}.name: {m.name} is a {kind}; set task to match (task: {self.task})")
+        if lm and self.evaluation.cv_folds:
+            raise ValueError("evaluation.cv_folds: cross-validation is for classification (stratified folds)")
+        if lm and self.evaluation.inference is not None:
+            raise ValueError("evaluation.inference: the inference benchmark is for classifiers")
+
+    def _check_sweep(self) -> None:
+        runs = len(self.placements) * len(self.model_list) * self.repeats
+        for key, values in self.sweep.items():
+            if not re.match(SWEEP_KEY_PATTERN, key):
+                raise ValueError(
+                    f"sweep.{key}: not a sweep axis; use train.<{'|'.join(SWEEP_TRAIN_KEYS)}>, "
+                    "model.kwargs.<name> or model.config.<name>"
+                )
+            if not 1 <= len(values) <= 64:
+                raise ValueError(f"sweep.{key}: give 1 to 64 values")
+            if len({json.dumps(v, sort_keys=True) for v in values}) != len(values):
+                raise ValueError(f"sweep.{key}: a value is given twice")
+            runs *= len(values)
+        if runs > MAX_RUNS:
+            raise ValueError(f"sweep: the study would have {runs} runs; the limit is {MAX_RUNS}")
+        if any(k.startswith("model.") for k in self.sweep) and all(m.built_by_loop for m in self.model_list):
+            raise ValueError(
+                "sweep: model.* axes need a model named in the file (name or factory), not one built by train.loop"
+            )
+        for key, values in self.sweep.items():  # each value on its own first: the message names it
+            for value in values:
+                self._at_checked({key: value}, f"sweep.{key}: {value!r}")
+        for point in self.points():
+            self._at_checked(point, f"sweep: the point {point}")
+
+    def _at_checked(self, point: dict[str, Any], where: str) -> Experiment:
+        try:
+            return self.at(point)
+        except ValidationError as err:
+            first = err.errors()[0]
+            msg = first["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{where} is not valid ({_field_path(tuple(first['loc']))}: {msg})") from None
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every sweep point (one empty point without a sweep), in the order the file lists the values."""
+        import itertools
+
+        keys = list(self.sweep)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.sweep[k] for k in keys))]
+
+    def at(self, point: dict[str, Any]) -> Experiment:
+        """The experiment one sweep point runs: its values in place, no sweep left."""
+        if not point:
+            return self
+        raw = self.model_dump(mode="json", by_alias=True, exclude={"sweep"})
+        for key, value in point.items():
+            section, *rest = key.split(".")
+            if section == "train":
+                raw["train"][rest[0]] = value
+                continue
+            for model in raw["models"] if raw.get("models") is not None else [raw["model"]]:
+                if model is not None:
+                    model[rest[0]] = {**model[rest[0]], rest[1]: value}
+        return Experiment.model_validate(raw)
 
     @property
     def model_list(self) -> list[ModelSpec]:
@@ -456,8 +657,9 @@ class Experiment(_Strict):
         return placement.node_type or self.cost.node_type
 
     def per_worker_batch(self, placement: PlacementSpec) -> int:
+        """The micro-batch each worker trains on per step."""
         if self.train.scaling == "strong":
-            return self.train.batch_size // placement.workers
+            return self.train.batch_size // (placement.workers * self.train.grad_accumulation)
         return self.train.batch_size
 
     def resolved(self) -> dict[str, Any]:

@@ -5,10 +5,11 @@ Pure logic: no Ray here. The runner passes in `ray.cluster_resources()`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from scaleprof.config import Experiment, ModelSpec, PlacementSpec
+from scaleprof.config import Experiment, ModelSpec, PlacementSpec, point_label
 from scaleprof.records import RunKind
 
 
@@ -24,20 +25,34 @@ class DataSize(Protocol):
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One (model, placement, repeat): trained for the configured epochs."""
+    """One (model, sweep point, placement, repeat): trained for the configured epochs."""
 
     index: int  # 1-based position in the study
     run_id: str
-    model: ModelSpec
+    model: ModelSpec  # as this sweep point builds it
     placement: PlacementSpec
     repeat: int
     per_worker_batch: int
+    experiment: Experiment  # what this run trains: the study's experiment at its sweep point
+    point: dict[str, Any] = field(default_factory=dict)  # the sweep point ({} without a sweep)
     fold: int | None = None  # k-fold cross-validation: which held-out fold (0-based); None for fixed-split runs
     folds: int = 0
 
     @property
     def global_batch(self) -> int:
-        return self.per_worker_batch * self.placement.workers
+        """Samples per optimizer step over all workers (micro-batch x workers x accumulation)."""
+        return self.per_worker_batch * self.placement.workers * self.experiment.train.grad_accumulation
+
+    @property
+    def series(self) -> str:
+        """The model at this sweep point: what throughput is compared along (scaling, the law fit)."""
+        return "-".join(filter(None, (self.model.label, point_label(self.point))))
+
+    @property
+    def batch_series(self) -> str:
+        """The series without its batch size: the line of a throughput-versus-batch-size chart."""
+        rest = {k: v for k, v in self.point.items() if k != "train.batch_size"}
+        return "-".join(filter(None, (self.model.label, point_label(rest))))
 
     @property
     def kind(self) -> RunKind:
@@ -45,25 +60,51 @@ class PlannedRun:
 
 
 def expand(experiment: Experiment) -> list[PlannedRun]:
-    """Runs in study order: placement by placement, every model on each, repeats adjacent;
-    then the k cross-validation folds of every model on the reference placement."""
+    """Runs in study order: placement by placement, every model at every sweep point on each, repeats
+    adjacent; then the k cross-validation folds of every model on the reference placement."""
     runs: list[PlannedRun] = []
+    at = [(point, experiment.at(point)) for point in experiment.points()]
 
-    def add(model: ModelSpec, placement: PlacementSpec, repeat: int, suffix: str, **cv: int) -> None:
-        index = len(runs) + 1
-        batch = experiment.per_worker_batch(placement)
-        run_id = f"{index:03d}-{model.label}-{placement.name}-{suffix}"
-        runs.append(PlannedRun(index, run_id, model, placement, repeat, batch, **cv))
+    def add(
+        i: int, point: dict[str, Any], run_exp: Experiment, placement: PlacementSpec, repeat: int, suffix: str,
+        **cv: int,
+    ) -> None:  # fmt: skip
+        model = run_exp.model_list[i]
+        planned = PlannedRun(
+            len(runs) + 1, "", model, placement, repeat, run_exp.per_worker_batch(placement), run_exp, point, **cv
+        )
+        run_id = f"{planned.index:03d}-{planned.series}-{placement.name}-{suffix}"
+        runs.append(dataclasses.replace(planned, run_id=run_id))
 
     for placement in experiment.placements:
-        for model in experiment.model_list:
-            for repeat in range(placement.repeats or experiment.repeats):
-                add(model, placement, repeat, f"r{repeat}")
+        for i in range(len(experiment.model_list)):
+            for point, run_exp in at:
+                for repeat in range(placement.repeats or experiment.repeats):
+                    add(i, point, run_exp, placement, repeat, f"r{repeat}")
     k = experiment.evaluation.cv_folds
-    for model in experiment.model_list:
-        for fold in range(k):
-            add(model, experiment.cv_reference, 0, f"cv{fold + 1}of{k}", fold=fold, folds=k)
+    for i in range(len(experiment.model_list)):
+        for point, run_exp in at:
+            for fold in range(k):
+                add(i, point, run_exp, experiment.cv_reference, 0, f"cv{fold + 1}of{k}", fold=fold, folds=k)
     return runs
+
+
+def precision_problem(precision: str, device_kind: str, bf16_capable: bool = True, gpu: str = "") -> str | None:
+    """Why a device cannot train in this precision, or None."""
+    if precision == "fp16" and device_kind == "cpu":
+        return (
+            "fp16 training needs a GPU: on CPU, float16 autocast is emulated, so its speed says nothing about "
+            "the hardware (train in bf16 or fp32 on CPU)"
+        )
+    if precision == "bf16" and device_kind == "gpu" and not bf16_capable:
+        return f"{gpu or 'this GPU'} has no bf16 tensor cores (compute capability 8.0 or newer needed); try fp16"
+    return None
+
+
+def unsupported(run: PlannedRun) -> str | None:
+    """Why this run's settings cannot be measured on its device kind at all (skipped before it starts),
+    or None. Whether a GPU can do bf16 is known only on the GPU: the worker checks that."""
+    return precision_problem(run.experiment.train.precision, run.placement.device)
 
 
 def bundle(placement: PlacementSpec) -> dict[str, float]:
@@ -116,6 +157,7 @@ def describe(experiment: Experiment, runs: list[PlannedRun]) -> list[dict[str, o
             "run": r.index,
             "run_id": r.run_id,
             "model": r.model.label,
+            **{key.removeprefix("train."): _shown(v) for key, v in r.point.items() if key not in SHOWN_KEYS},
             "kind": r.kind,
             "placement": r.placement.name,
             "device": r.placement.device,
@@ -126,10 +168,20 @@ def describe(experiment: Experiment, runs: list[PlannedRun]) -> list[dict[str, o
             "nodes": r.placement.expected_nodes or "any",
             "batch/worker": r.per_worker_batch,
             "global batch": r.global_batch,
+            "precision": r.experiment.train.precision,
+            "parallelism": r.experiment.train.parallelism,
             "epochs": experiment.train.epochs,
+            **({"skipped": unsupported(r) or ""} if any(unsupported(q) for q in runs) else {}),
         }
         for r in runs
     ]
+
+
+SHOWN_KEYS = ("train.batch_size", "train.precision", "train.parallelism")  # columns of their own in describe()
+
+
+def _shown(value: Any) -> Any:
+    return value if isinstance(value, (int, float, str, bool)) else str(value)
 
 
 # Sizes measured on stored studies: a step event is ~470 bytes of JSON; a report ~1 MB plus charts.

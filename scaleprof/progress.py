@@ -39,7 +39,7 @@ class TerminalProgress:
         self._total = 0
 
     def _run_label(self, run: PlannedRun) -> str:
-        where = f"{run.placement.workers} worker(s), {run.model.label}{_fold(run)}"
+        where = f"{run.placement.workers} worker(s), {run.series}{_fold(run)}"
         return f"run {run.index}/{self._total} {run.placement.name} ({where})"
 
     def study_started(self, study_dir: Path, runs: int, ray_address: str) -> None:

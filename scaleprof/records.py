@@ -8,7 +8,7 @@ test that depends on it instead of leaving them green.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -75,6 +75,18 @@ class RunRecord:
     strategy: str
     nodes_requested: int | None
     node_type: str | None
+    # The model and its training settings; `model` above is the series (model label + sweep point), the
+    # unit that throughput is compared along. Defaults: studies written before sweeps existed.
+    model_label: str = ""
+    batch_series: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)  # the sweep point
+    task: str = "classification"
+    train_precision: str = "fp32"  # fp32 | bf16 | fp16 (not `precision`: that is a quality metric)
+    parallelism: str = "ddp"
+    compile: str = "off"
+    grad_accumulation: int = 1
+    optimizer: str = "sgd"
+    tokens_per_sample: int | None = None  # language modeling: tokens per training sequence
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -135,6 +147,8 @@ class EpochEvent(Event):
     train_loss: float | None = None
     lr: float | None = None
     gpu_mem_peak_mb: float | None = None
+    host_mem_peak_mb: float | None = None  # the process's resident high-water mark so far
+    compile_s: float | None = None  # seconds torch.compile spent in this epoch (inside epoch_time_s)
     val_loss: float | None = None
     val_accuracy: float | None = None
 
@@ -196,6 +210,7 @@ class ModelInfo(Event):
     parameters: int = 0
     flops_per_sample: float | None = None
     cpu_peak_flops: float | None = None
+    math_dtype: str | None = None  # the training precision's matmul dtype: float32, bfloat16, float16
 
 
 @dataclass

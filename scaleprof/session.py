@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scaleprof.config import TrainSpec
 from scaleprof.records import (
     EpochEvent,
     EvalEvent,
@@ -44,6 +45,7 @@ from scaleprof.records import (
     StepEvent,
     WorkerStart,
 )
+from scaleprof.workloads.training import Precision, compile_seconds, set_gradient_sync
 
 PHASES = ("forward", "backward", "optimizer")
 
@@ -83,10 +85,13 @@ def batch_size_of(batch: Any) -> int:
     return int(shape[0])
 
 
-def measured_cpu_peak_flops(threads: int, size: int = 512, seconds: float = 0.3) -> float:
-    """This worker's FP32 matmul FLOP/s on its own threads: the denominator of CPU MFU."""
+def measured_cpu_peak_flops(
+    threads: int, size: int = 512, seconds: float = 0.3, dtype: torch.dtype = torch.float32
+) -> float:
+    """This worker's matmul FLOP/s on its own threads, in the run's math precision: the denominator of
+    CPU MFU (a bf16 run is measured against bf16 matmuls, not FP32 ones)."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)  # warm-up
     done, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -95,11 +100,17 @@ def measured_cpu_peak_flops(threads: int, size: int = 512, seconds: float = 0.3)
     return 2 * size**3 * done / (time.perf_counter() - start)
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 def barrier() -> None:
     """All ranks wait for each other (a no-op with one worker)."""
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if _distributed():
         dist.barrier()
 
 
@@ -122,6 +133,7 @@ class WorkerSession:
         flops_per_sample: float | None = None,
         datasets: Callable[[], tuple[Any, Any, Any]] | None = None,
         build_model: Callable[[], torch.nn.Module] | None = None,
+        train: TrainSpec | None = None,
     ):
         self.emit = emit
         self._store_predictions = store_predictions
@@ -131,6 +143,12 @@ class WorkerSession:
         self._flops_per_sample = flops_per_sample
         self._datasets, self._build_model = datasets, build_model
         self.clock = StepClock(device)
+        self.train = train or TrainSpec()
+        self.precision = Precision(self.train.precision, device)
+        self._sharded = False
+        self._synced: list[torch.nn.Module] = []  # the DDP / FSDP modules whose gradient sync accumulation turns off
+        self._boundary = True  # this micro-batch ends an optimizer step
+        self._epoch_compile_start = compile_seconds()
         self._loaders: list[Any] = []
         self._model_reported = self._loader_reported = False
         self._held: list[Event] = []
@@ -158,17 +176,29 @@ class WorkerSession:
     ) -> torch.nn.Module:
         import ray.train.torch
 
+        from scaleprof.workloads.training import check_device, compile_model, shard
+
+        check_device(self.train, self.device)  # a precision this device cannot train in: the run is skipped
         first = not self._model_reported
         self._model_reported = True
         info = self._model_info(model, example_input, flops_per_sample) if first else None
-        prepared = ray.train.torch.prepare_model(model, **ray_kwargs)  # to the device; DDP when world > 1
+        if self.train.parallelism == "fsdp":
+            prepared = ray.train.torch.prepare_model(model, parallel_strategy=None, **ray_kwargs)  # to the device
+            if _distributed():
+                prepared, self._sharded = shard(prepared), True
+        else:
+            prepared = ray.train.torch.prepare_model(model, **ray_kwargs)  # to the device; DDP when world > 1
+        self._synced.append(prepared)
+        prepared = compile_model(prepared, self.train)
         if first:
             # The CPU peak is measured by every rank at once, after all have finished setting up: a rank
             # measuring while another still builds its model or DDP shares the cores (seen: a peak 4x low).
             barrier()
-            peak = measured_cpu_peak_flops(self.threads) if self.device.type == "cpu" else None
+            dtype = self.precision.dtype or torch.float32
+            peak = measured_cpu_peak_flops(self.threads, dtype=dtype) if self.device.type == "cpu" else None
             if info is not None:
                 info.cpu_peak_flops = peak
+                info.math_dtype = str(dtype).removeprefix("torch.")
                 self._emit_now(info)
         return prepared
 
@@ -238,6 +268,7 @@ class WorkerSession:
                 torch.cuda.reset_peak_memory_stats(self.device)  # peak per epoch, not since process start
             barrier()
             self._reset_epoch()
+            self._epoch_compile_start = compile_seconds()  # not counting compiles between epochs (evaluation)
             self._epoch = epoch
             self._epoch_start_wall = time.time()
             self._t_epoch = time.perf_counter()
@@ -260,6 +291,12 @@ class WorkerSession:
         )
         if self.device.type == "cuda":
             event.gpu_mem_peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+        from scaleprof.workloads.training import host_memory_peak_mb
+
+        event.host_mem_peak_mb = host_memory_peak_mb()
+        compiled = compile_seconds()
+        if compiled > self._epoch_compile_start:
+            event.compile_s = compiled - self._epoch_compile_start
         for name, value in self._extra.items():
             setattr(event, name, value)
         self._hold(event) if hold else self._emit_now(event)
@@ -270,6 +307,8 @@ class WorkerSession:
             raise SessionError("steps() must be called inside `for epoch in session.epochs():`")
         iterator = iter(loader)
         t_prev = self._last_step_end if self._last_step_end is not None else self._t_epoch
+        batches = len(loader) if hasattr(loader, "__len__") else None
+        k = self.train.grad_accumulation
         step = 0
         while True:
             try:
@@ -279,6 +318,10 @@ class WorkerSession:
             t_data = time.perf_counter()
             self._marks = [("start", self.clock.mark())]
             self._step_loss = None
+            self._boundary = (step + 1) % k == 0 or (batches is not None and step + 1 == batches)
+            if k > 1:
+                for module in self._synced:
+                    set_gradient_sync(module, self._boundary)
             n = samples(batch) if callable(samples) else samples if samples is not None else batch_size_of(batch)
             try:
                 yield batch
@@ -324,6 +367,25 @@ class WorkerSession:
             self._loss_sum += float(loss) * samples
         self._loss_samples += samples
 
+    # ---- the training step's settings (precision, accumulation) ------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return self.precision.autocast()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        k = self.train.grad_accumulation
+        self.precision.backward(loss / k if k > 1 else loss)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> bool:
+        if not self._boundary:
+            return False
+        self.precision.step(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def evaluates_here(self) -> bool:
+        """Rank 0 evaluates a replicated model; a sharded one needs every rank in its forward passes."""
+        return self.rank == 0 or self._sharded
+
     def mark(self, phase: str) -> None:
         if phase not in PHASES:
             raise SessionError(f"mark({phase!r}): the phases are {', '.join(PHASES)}")
@@ -363,6 +425,22 @@ class WorkerSession:
         self._store_predictions({"split": split, "sample_index": index, "y_true": y, "proba": p})
         self._emit_now(EvalEvent(split=split, samples=len(y), test_loss=held["loss"], test_accuracy=held["accuracy"]))
         return held
+
+    def report_heldout(
+        self, loss: float, accuracy: float | None = None, samples: int = 0, split: str | None = None
+    ) -> None:
+        """Rank 0's held-out loss (and accuracy) when there are no class probabilities to store, as for a
+        language model: its mean next-token loss and top-1 token accuracy."""
+        if self.rank != 0:
+            return
+        self._emit_now(
+            EvalEvent(
+                split=split or self.held_name,
+                samples=int(samples),
+                test_loss=float(loss),
+                test_accuracy=None if accuracy is None else float(accuracy),
+            )
+        )
 
     # A `for` over epochs() or steps() that ends early closes the generator with GeneratorExit, alike for
     # a `break` (the step and epoch ran: record them) and an exception (they were cut short: do not).
@@ -519,6 +597,40 @@ def report_epoch(**metrics: float) -> None:
 def report_predictions(y_true: Any, proba: Any, sample_index: Any = None, split: str | None = None) -> Any:
     """Held-out labels and class probabilities [N, classes]: every quality metric comes from them."""
     return _session().report_predictions(y_true, proba, sample_index, split)
+
+
+def report_heldout(loss: float, accuracy: float | None = None, samples: int = 0, split: str | None = None) -> None:
+    """The held-out mean loss (a language model: next-token cross-entropy in nats, so perplexity is its
+    exp) and accuracy, when there are no class probabilities to store; `samples`: items evaluated."""
+    _session().report_heldout(loss, accuracy, samples, split)
+
+
+def autocast() -> Any:
+    """A context for the forward pass and loss in the run's `train.precision` (nothing for fp32)."""
+    return _session().autocast()
+
+
+def backward(loss: torch.Tensor) -> None:
+    """`loss.backward()` for the run's settings: divided over `train.grad_accumulation` micro-batches and
+    scaled for fp16. Gradients are synced only on the micro-batch that ends an optimizer step."""
+    _session().backward(loss)
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> bool:
+    """On the micro-batch that ends an accumulated step: step (unscaling fp16 gradients) and zero the
+    gradients; returns whether it stepped (step a learning-rate scheduler only then)."""
+    return _session().optimizer_step(optimizer)
+
+
+def evaluates_here() -> bool:
+    """Whether this rank runs evaluation: rank 0, or every rank when the model is sharded (FSDP needs all
+    ranks in each forward pass; only rank 0 reports)."""
+    return _session().evaluates_here()
+
+
+def train_settings() -> TrainSpec:
+    """The run's training settings (precision, parallelism, optimizer, accumulation, ...) at its sweep point."""
+    return _session().train
 
 
 def measure_allreduce(model: torch.nn.Module, loader: Any, loss_fn: Callable[[Any, Any], Any], steps: int = 8) -> None:

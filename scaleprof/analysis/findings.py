@@ -52,13 +52,23 @@ def fixed_cost(runs: pd.DataFrame) -> dict[str, float] | None:
     return {**medians, "runs": float(len(done)), "training_share": share}
 
 
+LANGUAGE_METRICS = ["test_loss", "perplexity", "token_accuracy"]
+
+
+def quality_metrics_of(runs: pd.DataFrame) -> list[str]:
+    """The study's quality metrics: a language model's loss and perplexity, or a classifier's."""
+    language = "perplexity" in runs and runs["perplexity"].notna().any()
+    return LANGUAGE_METRICS if language else list(RUN_METRICS)
+
+
 def quality_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Model x placement: the median of each quality metric over the fixed-split repeats (macro averages)."""
     ok = _scaling_points(runs)
-    if ok.empty or ok["accuracy"].isna().all():
+    metrics = quality_metrics_of(runs)
+    if ok.empty or ok[metrics[0]].isna().all():
         return pd.DataFrame()
     grouped = ok.groupby(["model", "placement"], sort=False)
-    table = grouped[list(RUN_METRICS)].median().reset_index()
+    table = grouped[metrics].median().reset_index()
     table.insert(2, "runs_ok", grouped.size().to_numpy())
     return table
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.frames import column
+from scaleprof.analysis.language import six_n_flops
 from scaleprof.analysis.peaks import gpu_peak_flops
 from scaleprof.records import Lifecycle
 
@@ -29,9 +30,20 @@ def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd
         basis = f"datasheet FP32 peak of {names.iloc[0]}" if peak else "GPU not in the peak table"
     else:
         peak = float(info["cpu_peak_flops"]) if "cpu_peak_flops" in info and pd.notna(info["cpu_peak_flops"]) else None
-        basis = "measured FP32 matmul peak of one worker's threads"
+        dtype = info.get("math_dtype") if isinstance(info.get("math_dtype"), str) else "float32"
+        basis = f"measured {dtype} matmul peak of one worker's threads"
     out["peak_flops_per_worker"], out["peak_flops_basis"] = peak, basis
     throughput = row.get("throughput")
-    if peak and throughput and np.isfinite(throughput) and np.isfinite(out["flops_per_sample"]):
-        out["mfu"] = out["flops_per_sample"] * throughput / (peak * row["workers"])
+    tokens = row.get("tokens_per_sample")
+    if tokens is not None and np.isfinite(tokens):  # language models: the 6·N·tokens estimate as a check
+        out["flops_6n_per_sample"] = six_n_flops(out["parameters"], tokens)
+    out["mfu"] = mfu(out["flops_per_sample"], throughput, peak, row["workers"])
+    out["mfu_6n"] = mfu(out.get("flops_6n_per_sample", float("nan")), throughput, peak, row["workers"])
     return out
+
+
+def mfu(flops_per_sample: float, throughput: Any, peak: float | None, workers: int) -> float:
+    """Model FLOPs utilisation (NaN when a figure is missing)."""
+    if not peak or throughput is None or not np.isfinite(throughput) or not np.isfinite(flops_per_sample):
+        return float("nan")
+    return flops_per_sample * throughput / (peak * workers)

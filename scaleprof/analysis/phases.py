@@ -1,4 +1,4 @@
-"""Where a run's wall time goes: launch, setup, training, finish, teardown (they add up to wall_s)."""
+"""Where a run's wall time goes: launch, setup, compile, training, finish, teardown (they add up to wall_s)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import pandas as pd
 from scaleprof.records import Lifecycle
 
 # In order; explained in the report's notes.
-WALL_PHASES = {"launch_s": "launch", "setup_s": "setup", "training_s": "training", "finish_s": "finish",
-               "teardown_s": "teardown"}  # fmt: skip
+WALL_PHASES = {"launch_s": "launch", "setup_s": "setup", "compile_phase_s": "compile", "training_s": "training",
+               "finish_s": "finish", "teardown_s": "teardown"}  # fmt: skip
 
 
 def wall_phases(record: dict[str, Any], lifecycle: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, float]:
     """The run's wall time cut at its workers' first start, first epoch, last epoch end and last exit
-    (the last attempt's; its launch includes any failed attempts before it)."""
+    (the last attempt's; its launch includes any failed attempts before it). torch.compile's time, spent
+    inside the first steps, is taken out of training as a phase of its own: a fixed cost, like launch."""
     if epochs.empty or lifecycle.empty or "started_at" not in record or "ended_at" not in record:
         return {}
     starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START]["time"]
@@ -30,4 +31,9 @@ def wall_phases(record: dict[str, Any], lifecycle: pd.DataFrame, epochs: pd.Data
         float(ends.max()),
         record["ended_at"],
     ]
-    return {name: max(0.0, b - a) for name, a, b in zip(WALL_PHASES, marks, marks[1:])}
+    names = [name for name in WALL_PHASES if name != "compile_phase_s"]
+    phases = {name: max(0.0, b - a) for name, a, b in zip(names, marks, marks[1:])}
+    compiled = float(epochs.groupby("epoch")["compile_s"].max().fillna(0).sum()) if "compile_s" in epochs else 0.0
+    phases["compile_phase_s"] = min(compiled, phases["training_s"])
+    phases["training_s"] -= phases["compile_phase_s"]
+    return {name: phases[name] for name in WALL_PHASES}

@@ -14,6 +14,7 @@ from scaleprof.analysis.energy import energy
 from scaleprof.analysis.findings import Findings, findings, law_curves, quality_summary
 from scaleprof.analysis.frames import column, max_of, of_kind, weighted_mean
 from scaleprof.analysis.hardware import hardware_table, inference_table
+from scaleprof.analysis.language import language_columns, perplexity
 from scaleprof.analysis.mfu import utilisation_of_peak
 from scaleprof.analysis.phases import WALL_PHASES, wall_phases
 from scaleprof.analysis.placement import placement_warning, workers_table
@@ -49,6 +50,9 @@ RUN_COLUMNS = [
     *BREAKDOWN_COLUMNS, "flops_per_sample", "parameters", "peak_flops_per_worker", "peak_flops_basis", "mfu",
     "gpu_power_w", "energy_per_sample_j", "cpu_util_peak_pct", "gpu_util_peak_pct",
     "events", "seq_gaps", "attempts", "loader_num_workers", "loader_pin_memory", *WALL_PHASES,
+    "model_label", "batch_series", "task", "train_precision", "parallelism", "compile", "grad_accumulation",
+    "optimizer", "tokens_per_sample", "tokens_per_s", "test_loss", "perplexity", "token_accuracy",
+    "final_val_loss", "host_mem_peak_mb", "mem_peak_mb", "flops_6n_per_sample", "mfu_6n",
 ]  # fmt: skip
 
 
@@ -89,6 +93,11 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
     row["reason"] = record.get("reason") or ""
     row["kind"] = record.get("kind", RunKind.FIXED_SPLIT)  # studies written before cross-validation existed
     row["wall_s"] = record.get("wall_s", float("nan"))
+    row["model_label"] = record.get("model_label") or record["model"]  # studies from before sweeps
+    row["batch_series"] = record.get("batch_series") or row["model_label"]
+    for key, value in (record.get("settings") or {}).items():
+        if key.startswith("model."):  # the train.* axes have columns of their own
+            row[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
     row["events"] = len(events)
     if events.empty:
         return row
@@ -111,7 +120,10 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["final_train_loss"] = weighted_mean(last, "train_loss", "samples")
         row["final_val_accuracy"] = max_of(last, "val_accuracy")
         row["final_lr"] = max_of(last, "lr")
+        row["final_val_loss"] = max_of(last, "val_loss")
         row["gpu_mem_peak_mb"] = max_of(epochs, "gpu_mem_peak_mb")
+        row["host_mem_peak_mb"] = max_of(epochs, "host_mem_peak_mb")
+        row["mem_peak_mb"] = rank_memory_peak(row)
         row["startup_s"] = row["wall_s"] - row["train_time_s"]
     if not steps.empty:
         steady = steady_steps(steps, warmup_steps)
@@ -141,8 +153,16 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["loader_pin_memory"] = bool(first["pin_memory"])
     if not system.empty and "gpu_power_w" in system and not epochs.empty:
         row.update(energy(row, system, epochs))
+    row.update(language_columns(row, of_kind(events, EventKind.EVAL)))
     row.update(wall_phases(record, lifecycle, epochs))
     return row
+
+
+def rank_memory_peak(row: dict[str, Any]) -> float:
+    """The most memory one rank held: the GPU allocator's peak on GPU runs, the process's resident peak
+    on CPU runs (what FSDP's sharding saves, set beside what it costs in throughput)."""
+    value = row.get("gpu_mem_peak_mb") if row.get("gpus") else row.get("host_mem_peak_mb")
+    return float("nan") if value is None else float(value)
 
 
 def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
@@ -154,6 +174,7 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd
         per_epoch = global_epochs(epochs)
         steady = set(steady_epochs(per_epoch)["epoch"])
         record = records.get(run_id, {})
+        language = bool(record.get("tokens_per_sample"))
         for _, e in per_epoch.iterrows():
             ranks = epochs[epochs["epoch"] == e["epoch"]]
             rows.append(
@@ -170,6 +191,7 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd
                     "throughput": float(e["throughput"]),
                     "train_loss": weighted_mean(ranks, "train_loss", "samples"),
                     "val_loss": max_of(ranks, "val_loss"),
+                    "val_perplexity": perplexity(max_of(ranks, "val_loss")) if language else float("nan"),
                     "val_accuracy": max_of(ranks, "val_accuracy"),
                     "gpu_mem_peak_mb": max_of(ranks, "gpu_mem_peak_mb"),
                 }

@@ -20,6 +20,7 @@ class FailureDecision:
     reason: str
     stop_study: bool
     disk_full: bool = False
+    skip: bool = False  # the device cannot run these settings: the run is skipped with the reason, not failed
 
 
 def decide(exc: BaseException, lost: str = "") -> FailureDecision:
@@ -31,7 +32,21 @@ def decide(exc: BaseException, lost: str = "") -> FailureDecision:
     if isinstance(exc, SystemExit):
         return FailureDecision("terminated", stop_study=True)
     full = disk_full(exc)
+    unsupported = _unsupported(exc)
+    if unsupported:
+        return FailureDecision(unsupported, stop_study=False, skip=True)
     return FailureDecision(lost + failure_reason(exc), stop_study=full, disk_full=full)
+
+
+# The worker's UnsupportedSettings (workloads/training.py) arrives as text inside Ray's exception.
+UNSUPPORTED_MARK = "scaleprof: unsupported on this device: "
+
+
+def _unsupported(exc: BaseException) -> str | None:
+    text = str(exc)
+    if UNSUPPORTED_MARK not in text:
+        return None
+    return text.split(UNSUPPORTED_MARK, 1)[1].strip().splitlines()[0][:500]
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -13,7 +13,8 @@ TRANSITIONS: dict[RunStatus | None, frozenset[RunStatus]] = {
     None: frozenset({RunStatus.PLANNED}),
     RunStatus.PLANNED: frozenset({RunStatus.PLACED, RunStatus.SKIPPED}),
     RunStatus.PLACED: frozenset({RunStatus.RUNNING}),
-    RunStatus.RUNNING: frozenset({RunStatus.OK, RunStatus.FAILED}),
+    # skipped while running: a worker found its device cannot run the settings (e.g. bf16 on an old GPU)
+    RunStatus.RUNNING: frozenset({RunStatus.OK, RunStatus.FAILED, RunStatus.SKIPPED}),
 }
 
 

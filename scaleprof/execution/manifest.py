@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import platform
 import subprocess
 import sys
@@ -114,7 +115,7 @@ def collect_manifest(
     study_id: str,
     pricing: dict[str, Any] | None = None,
     data: Dataset | None = None,
-    models: dict[str, dict[str, float]] | None = None,
+    models: dict[str, dict[str, float]] | None = None,  # by model spec (JSON): FLOPs per sample, parameters
 ) -> dict[str, Any]:
     import ray
 
@@ -139,7 +140,8 @@ def collect_manifest(
         "seed": experiment.seed,
         "data": data_record(experiment, data),
         "code": {d: {"git_revision": git_revision(d)} for d in experiment.code_dirs or []},
-        "models": models or {},  # by label: FLOPs per training sample, parameters
+        # Each model as built (a swept kwarg is another model): its spec, FLOPs per training sample, parameters.
+        "models": [{"model": json.loads(key), **info} for key, info in (models or {}).items()],
         "packages": package_versions(),
         "python_executable": sys.executable,
         "git_revision": git_revision(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scaleprof.config import Experiment
+from scaleprof.config import Experiment, ModelSpec
 from scaleprof.plan import PlannedRun
 from scaleprof.workloads.data import Dataset, load_dataset, run_split, shipped_arrays
 from scaleprof.workloads.imports import WorkloadError, add_code_dirs, import_object
@@ -22,7 +22,7 @@ from scaleprof.workloads.imports import WorkloadError, add_code_dirs, import_obj
 class StudyInputs:
     experiment: Experiment
     data: Dataset | None  # None when the user's loop brings its own data
-    model_info: dict[str, dict[str, float]]  # by model label: flops_per_sample, parameters
+    model_info: dict[str, dict[str, float]]  # by model_key: flops_per_sample, parameters
 
     def data_info(self) -> dict[str, Any] | None:
         if self.data is None:
@@ -40,7 +40,7 @@ class StudyInputs:
             "split": run_split(data, self.experiment.seed, run.fold, run.folds) if data is not None else None,
             "shipped": shipped_arrays(data, spec) if data is not None and spec is not None else None,
             "data_info": self.data_info(),
-            "model_info": self.model_info.get(run.model.label, {}),
+            "model_info": self.model_info.get(model_key(run.model), {}),
         }
 
     def for_inference(self) -> dict[str, Any]:
@@ -70,15 +70,27 @@ def prepare(experiment: Experiment) -> StudyInputs:
                     raise WorkloadError(f"{where}.{err.field}", err.message) from None
         return StudyInputs(experiment, None, {})
     data = load_dataset(experiment.data, experiment.seed)
-    info = {}
-    for i, model in enumerate(experiment.model_list):
-        where = "model" if experiment.models is None else f"models.{i}"
-        problem = check_model(model, data.input_shape, data.num_classes)
-        if problem:
-            field, _, message = problem.partition(": ")
-            raise WorkloadError(f"{where}.{field}", message)
-        info[model.label] = model_info(model, data.input_shape, data.num_classes, experiment.seed)
+    info: dict[str, dict[str, float]] = {}
+    for point in experiment.points():  # a swept model.kwargs or model.config is another model
+        for i, model in enumerate(experiment.at(point).model_list):
+            if model_key(model) in info:
+                continue
+            where = "model" if experiment.models is None else f"models.{i}"
+            if point and any(k.startswith("model.") for k in point):
+                where += f" (at the sweep point {point})"
+            problem = check_model(model, data.input_shape, data.num_classes, task=experiment.task)
+            if problem:
+                field, _, message = problem.partition(": ")
+                raise WorkloadError(f"{where}.{field}", message)
+            info[model_key(model)] = model_info(
+                model, data.input_shape, data.num_classes, experiment.seed, task=experiment.task
+            )
     return StudyInputs(experiment, data, info)
+
+
+def model_key(model: ModelSpec) -> str:
+    """One model as built: its spec (a swept kwarg makes another model)."""
+    return model.model_dump_json(by_alias=True)
 
 
 def check_loop(path: str) -> None:

@@ -25,7 +25,7 @@ from scaleprof.execution.lifecycle import RunLifecycle
 from scaleprof.execution.manifest import collect_manifest
 from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.execution.ray_session import connect_ray, job_runtime_env
-from scaleprof.plan import PlannedRun, bundle, expand, missing_resources
+from scaleprof.plan import PlannedRun, bundle, expand, missing_resources, unsupported
 from scaleprof.records import FINISHED, RunRecord, RunStatus
 from scaleprof.telemetry.aggregator import start_aggregator
 from scaleprof.telemetry.store import StudyStore
@@ -148,7 +148,7 @@ def _fit(
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
-            "experiment": experiment.resolved(),
+            "experiment": run.experiment.resolved(),  # at the run's sweep point
             "study_id": study_id,
             "aggregator": aggregator,
             "run": {
@@ -210,10 +210,11 @@ def run_one(
 ) -> dict[str, Any]:
     import ray
 
+    train = run.experiment.train
     record = RunRecord(
         run_id=run.run_id,
         index=run.index,
-        model=run.model.label,
+        model=run.series,
         model_name=run.model.name or run.model.factory or f"built by {experiment.train.loop}",
         kind=run.kind,
         fold=run.fold,
@@ -228,11 +229,23 @@ def run_one(
         strategy=run.placement.strategy,
         nodes_requested=run.placement.expected_nodes,
         node_type=experiment.node_type(run.placement),
+        model_label=run.model.label,
+        batch_series=run.batch_series,
+        settings=run.point,
+        task=experiment.task,
+        train_precision=train.precision,
+        parallelism=train.parallelism,
+        compile=train.compile_label,
+        grad_accumulation=train.grad_accumulation,
+        optimizer=train.optimizer.name,
+        tokens_per_sample=experiment.data.seq_len
+        if experiment.data is not None and experiment.data.is_tokens
+        else None,
     )
     life = RunLifecycle(store, record)
     life.to(RunStatus.PLANNED)
 
-    reason = missing_resources(run.placement, ray.cluster_resources(), _alive_node_resources())
+    reason = unsupported(run) or missing_resources(run.placement, ray.cluster_resources(), _alive_node_resources())
     if reason is None:
         reason = _wait_for_resources(run, experiment.ray.placement_timeout_s)
     if reason is not None:
@@ -248,8 +261,8 @@ def run_one(
     except BaseException as exc:  # one policy decides what it means (execution/failures.py)
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         decision = decide(exc, "" if interrupted else lost_nodes(aggregator, run.run_id))
-        status, outcome = RunStatus.FAILED, {"reason": decision.reason}
-        if not interrupted:
+        status, outcome = RunStatus.SKIPPED if decision.skip else RunStatus.FAILED, {"reason": decision.reason}
+        if not interrupted and not decision.skip:
             outcome["detail"] = traceback.format_exc()[-4000:]
         if decision.stop_study:
             life.to(status, **outcome, started_at=started, ended_at=time.time())

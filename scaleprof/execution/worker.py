@@ -71,7 +71,7 @@ def loop_config(experiment: Experiment, run: dict[str, Any], world_size: int) ->
         "seed": experiment.seed,
         "epochs": experiment.train.epochs,
         "batch_size": run["per_worker_batch"],  # per worker, after the scaling rule
-        "global_batch_size": run["per_worker_batch"] * world_size,
+        "global_batch_size": run["per_worker_batch"] * world_size * experiment.train.grad_accumulation,
         "loop_config": dict(experiment.train.loop_config),
         "run_id": run["run_id"],
         "model": spec.model_dump(mode="json", by_alias=True),
@@ -80,6 +80,10 @@ def loop_config(experiment: Experiment, run: dict[str, Any], world_size: int) ->
 
 
 def _the_loop(experiment: Experiment) -> Callable[[dict[str, Any]], Any]:
+    if experiment.train.loop is None and experiment.task == "language-modeling":
+        from scaleprof.workloads.language_model import train_language_model
+
+        return train_language_model
     if experiment.train.loop is None:
         from scaleprof.workloads.classification import train_classifier
 
@@ -143,6 +147,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         flops_per_sample=run["model_info"].get("flops_per_sample"),
         datasets=inputs.datasets if experiment.data is not None else None,
         build_model=None if run_model(experiment, run).built_by_loop else inputs.build_model,
+        train=experiment.train,
     )
     activate(session)
     finished = False

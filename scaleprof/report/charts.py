@@ -297,14 +297,77 @@ def cost_vs_throughput(runs: pd.DataFrame) -> alt.Chart | None:
     return (points + labels).properties(title="Cost vs throughput", width=WIDTH, height=HEIGHT)
 
 
+def throughput_vs_batch(runs: pd.DataFrame) -> alt.Chart | None:
+    """Throughput and memory per rank against the per-worker batch, one line per placement, one column
+    per model and setting: the knee is where a larger batch stops paying."""
+    ok = _ok(runs)
+    if ok.empty or ok["per_worker_batch"].nunique() < 2:
+        return None
+    ok["memory (MiB per rank)"] = ok["mem_peak_mb"]
+    long = ok.melt(
+        id_vars=["run_id", "batch_series", "placement", "per_worker_batch"],
+        value_vars=["throughput", "memory (MiB per rank)"],
+        var_name="metric",
+        value_name="value",
+    ).dropna(subset=["value"])
+    long["metric"] = long["metric"].replace({"throughput": "throughput (samples/s)"})
+    batches = sorted(int(b) for b in ok["per_worker_batch"].unique())
+    return (
+        alt.Chart(long)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X(
+                "per_worker_batch:Q",
+                title="batch per worker",
+                scale=alt.Scale(type="log", base=2),
+                axis=alt.Axis(values=batches, format="d"),
+            ),
+            y=alt.Y("value:Q", title=None),
+            color=alt.Color("placement:N", title="placement"),
+            tooltip=["run_id", "placement", "per_worker_batch", "metric", alt.Tooltip("value:Q", format=",.1f")],
+        )  # fmt: skip
+        .properties(width=WIDTH // 2, height=160)
+        .facet(row=alt.Row("metric:N", title=None), column=alt.Column("batch_series:N", title=None))
+        .resolve_scale(y="independent")
+        .properties(title="Throughput and memory vs batch size")
+    )
+
+
+def memory_vs_throughput(runs: pd.DataFrame) -> alt.Chart | None:
+    """Each run's peak memory per rank against its throughput: what sharding (FSDP) or a lower precision
+    saves in memory, beside what it costs or gains in speed."""
+    ok = _ok(runs).dropna(subset=["mem_peak_mb"])
+    if ok.empty or ok["model"].nunique() < 2:
+        return None
+    return (
+        alt.Chart(ok)
+        .mark_point(filled=True, size=80)
+        .encode(
+            x=alt.X("mem_peak_mb:Q", title="peak memory per rank (MiB)", scale=alt.Scale(zero=False)),
+            y=alt.Y("throughput:Q", title="throughput (samples/s, steady state)"),
+            color=alt.Color("model:N", title="model and settings"),
+            shape=alt.Shape("placement:N", title="placement"),
+            tooltip=[
+                "run_id",
+                "placement",
+                alt.Tooltip("mem_peak_mb:Q", format=",.0f"),
+                alt.Tooltip("throughput:Q", format=",.0f"),
+            ],
+        )  # fmt: skip
+        .properties(title="Memory per rank vs throughput", width=WIDTH, height=HEIGHT)
+    )
+
+
 def learning_curves(epochs: pd.DataFrame) -> alt.Chart | None:
-    """Train loss and validation accuracy per epoch, one line per run, one panel per model."""
+    """Train loss and validation accuracy (perplexity for a language model) per epoch, one line per run,
+    one panel per model."""
     if epochs.empty:
         return None
     fixed = epochs[epochs["kind"] == RunKind.FIXED_SPLIT] if "kind" in epochs else epochs
+    language = "val_perplexity" in fixed and fixed["val_perplexity"].notna().any()
     long = fixed.melt(
         id_vars=["run_id", "model", "placement", "epoch"],
-        value_vars=["train_loss", "val_accuracy"],
+        value_vars=["train_loss", "val_perplexity" if language else "val_accuracy"],
         var_name="metric",
         value_name="value",
     ).dropna(subset=["value"])
@@ -441,6 +504,8 @@ def all_charts(
         "scaling_law": scaling_law(runs, law_curves) if law_curves is not None else None,
         "step_breakdown": step_breakdown(runs),
         "wall_time": wall_time_phases(runs),
+        "batch_size": throughput_vs_batch(runs),
+        "memory_vs_throughput": memory_vs_throughput(runs),
         "epoch_time": epoch_time_by_placement(epochs),
         "memory": memory_per_worker(timeline),
         "utilisation": utilisation_over_time(timeline),

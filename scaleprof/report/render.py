@@ -26,15 +26,25 @@ from scaleprof.records import RunStatus
 from scaleprof.report.charts import all_charts
 from scaleprof.telemetry.store import atomic_write_bytes, atomic_write_text
 
+SETTINGS = {  # shown in the runs table when they differ between runs (a sweep), else in the notes
+    "train_precision": "precision",
+    "parallelism": "parallelism",
+    "compile": "compile",
+    "grad_accumulation": "grad. accumulation",
+    "optimizer": "optimizer",
+    "per_worker_batch": "batch / worker",
+}
 HEADLINE = {
     "placement": "placement",
     "model": "model",
+    **SETTINGS,
     "device": "device",
     "workers": "workers",
     "nodes_realized": "nodes",
     "status": "status",
     "eval_split": "evaluated on",
     "throughput": "throughput (samples/s)",
+    "tokens_per_s": "tokens/s",
     "speedup": "speedup",
     "scaling_efficiency": "efficiency",
     "epoch_time_s": "epoch time (s)",
@@ -44,10 +54,14 @@ HEADLINE = {
     "cpu_util_pct": "CPU util (%)",
     "gpu_util_pct": "GPU util (%)",
     "gpu_mem_peak_mb": "GPU peak (MiB)",
+    "mem_peak_mb": "peak memory / rank (MiB)",
+    "compile_phase_s": "compile (s)",
     "mfu": "MFU",
+    "mfu_6n": "MFU (6·N·tokens)",
     "energy_per_sample_j": "J per sample",
     "accuracy": "accuracy",
     "f1": "F1 (macro)",
+    "perplexity": "test perplexity",
     "wall_s": "run wall time (s)",
     "cost_per_sample_usd": "USD per 1M samples",
     "cost_per_sample_e2e_usd": "USD per 1M samples (end to end)",
@@ -64,13 +78,15 @@ def _fmt(column: str, value: Any) -> str:
         return f"{1000 * value:.1f}"
     if column == "scaling_efficiency":
         return f"{100 * value:.0f}%"
-    if column in RUN_METRICS:
+    if column in RUN_METRICS or column in ("test_loss", "token_accuracy"):
         return f"{value:.4f}"
+    if column == "perplexity":
+        return f"{value:.3f}"
     if column in ("cost_per_sample_usd", "cost_per_sample_e2e_usd"):
         return f"{value * 1e6:.4f}"
     if column == "cost_to_target_usd":
         return f"{value:.5f}"
-    if column == "mfu":
+    if column in ("mfu", "mfu_6n"):
         return f"{100 * value:.1f}%"
     if column == "energy_per_sample_j":
         return f"{value:.4g}"
@@ -87,12 +103,15 @@ def _fmt(column: str, value: Any) -> str:
 
 TERMINAL = (
     "model", "placement", "workers", "nodes_realized", "status", "throughput", "scaling_efficiency", "epoch_time_s",
-    "accuracy", "cost_per_sample_usd", "wall_s",
+    "tokens_per_s", "accuracy", "perplexity", "cost_per_sample_usd", "wall_s",
 )  # fmt: skip
 QUALITY = {
     "model": "model",
     "placement": "placement",
     "runs_ok": "runs",
+    "test_loss": "loss (nats/token)",
+    "perplexity": "perplexity",
+    "token_accuracy": "next-token accuracy",
     "accuracy": "accuracy",
     "precision": "precision",
     "recall": "recall",
@@ -105,7 +124,15 @@ QUALITY = {
 
 def headline_table(runs: pd.DataFrame, columns: tuple[str, ...] = tuple(HEADLINE)) -> pd.DataFrame:
     """The table a reader looks at first, formatted; columns with no value anywhere are dropped."""
-    shown = [c for c in columns if c in runs and runs[c].replace("", None).notna().any()]
+
+    def informative(c: str) -> bool:
+        if c in SETTINGS:  # the same for every run: said once in the notes, not in every row
+            return runs[c].nunique(dropna=True) > 1
+        if c == "compile_phase_s":
+            return bool((runs[c].fillna(0) > 0).any())
+        return bool(runs[c].replace("", None).notna().any())
+
+    shown = [c for c in columns if c in runs and informative(c)]
     table = pd.DataFrame({HEADLINE[c]: [_fmt(c, v) for v in runs[c]] for c in shown})
     return table
 
@@ -114,7 +141,7 @@ def quality_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Model x placement quality medians (analysis.findings.quality_summary), formatted."""
     if summary.empty:
         return pd.DataFrame()
-    return pd.DataFrame({QUALITY[c]: [_fmt(c, v) for v in summary[c]] for c in QUALITY})
+    return pd.DataFrame({QUALITY[c]: [_fmt(c, v) for v in summary[c]] for c in QUALITY if c in summary})
 
 
 def spread_display(placements: pd.DataFrame) -> pd.DataFrame:
@@ -235,23 +262,69 @@ def _training_notes(exp: dict[str, Any], found: Findings) -> list[str]:
         else:
             rule = f"a fixed learning rate {train['lr']:g} on every placement (no scaling rule)"
         warm = f", ramped up over {train['lr_warmup_epochs']:g} epoch(s)" if train["lr_warmup_epochs"] else ""
-        notes.append(f"Learning rate: {rule}{warm}; SGD, momentum {train['momentum']:g}; the built-in loop.")
+        optimizer = train.get("optimizer", {"name": "sgd"})
+        how = (
+            f"SGD, momentum {train['momentum']:g}"
+            if optimizer["name"] == "sgd"
+            else f"AdamW, betas {optimizer['betas']}"
+        )
+        task = "language-modeling" if exp.get("task") == "language-modeling" else "classification"
+        notes.append(f"Learning rate: {rule}{warm}; {how}; the built-in {task} loop.")
+    notes += _settings_notes(exp)
     if found.restarted:
         listed = ", ".join(f"{r['run_id']} ({r['attempts']} attempts)" for r in found.restarted)
         notes.append(
             f"Restarted after a worker or node failure (train.max_failures): {listed}. Their figures come from the "
             "last attempt, which trained from scratch; wall time and end-to-end cost include the failed attempts."
         )
-    notes.append(
-        "Quality metrics are computed with sklearn.metrics from each run's stored predictions on the held-out test "
-        "split (macro averages over classes; specificity is the true-negative rate; ROC AUC is one-vs-rest)."
-        + (" Deterministic algorithms were on." if train.get("deterministic") else "")
-    )
+    if exp.get("task") == "language-modeling":
+        quality = (
+            "Quality is the mean next-token cross-entropy (nats per token) on the held-out test split, perplexity its "
+            "exp, and top-1 next-token accuracy, evaluated in fp32 whatever the training precision; validation "
+            "perplexity after each epoch is in the learning curves. Throughput in tokens/s is samples/s x "
+            f"{exp['data']['seq_len']} tokens per sequence."
+        )
+    else:
+        quality = (
+            "Quality metrics are computed with sklearn.metrics from each run's stored predictions on the held-out "
+            "test split (macro averages over classes; specificity is the true-negative rate; ROC AUC is one-vs-rest)."
+        )
+    notes.append(quality + (" Deterministic algorithms were on." if train.get("deterministic") else ""))
     if found.largest_divergence:
         worst = found.largest_divergence
         notes.append(
             "Across worker counts the learning curves legitimately differ; the largest mean train-loss distance from "
             f"the 1-worker curve is {worst['loss_divergence']:.4f} ({worst['run_id']})."
+        )
+    return notes
+
+
+def _settings_notes(exp: dict[str, Any]) -> list[str]:
+    """The training settings every run shared, and the sweep's axes."""
+    train = exp["train"]
+    compiled, precision = train.get("compile"), train.get("precision", "fp32")
+    how = {"fp16": " (autocast, GradScaler)", "bf16": " (autocast)"}.get(precision, "")
+    fsdp = train.get("parallelism") == "fsdp"
+    parts = [
+        f"precision {precision}{how}",
+        "parallelism " + ("FSDP (PyTorch FSDP2 fully_shard per block)" if fsdp else "DDP"),
+        "torch.compile " + (json.dumps(compiled) if isinstance(compiled, dict) else "on" if compiled else "off"),
+        f"gradient accumulation over {train.get('grad_accumulation', 1)} micro-batch(es)",
+    ]
+    notes = ["Training settings: " + ", ".join(parts) + "."]
+    sweep = exp.get("sweep") or {}
+    if sweep:
+        axes = "; ".join(f"{key} in {values}" for key, values in sweep.items())
+        notes[0] = "Training settings (where not swept): " + notes[0].removeprefix("Training settings: ")
+        notes.append(
+            f"Sweep: {axes}. Every placement ran every point; a model's name in the tables carries its point, and "
+            "speedup, efficiency and the scaling law compare each point only with itself (never across batch sizes "
+            "or precisions)."
+        )
+    if any(key != "train.batch_size" for key in sweep) or train.get("grad_accumulation", 1) > 1:
+        notes.append(
+            "The global batch is batch per worker x workers x gradient accumulation; throughput counts every sample "
+            "of every micro-batch."
         )
     return notes
 
@@ -342,7 +415,13 @@ def _fixed_cost_notes(med: dict[str, float] | None) -> list[str]:
     return [
         f"Fixed cost per run (median over {int(med['runs'])} finished runs): launch {med['launch_s']:.1f} s (Ray Train "
         f"controller, worker processes, torch.distributed, and any failed attempts), setup {med['setup_s']:.1f} s "
-        f"(data, model, DDP wrap, optimizer, CPU peak probe), finish {med['finish_s']:.1f} s "
+        f"(data, model, DDP or FSDP wrap, optimizer, CPU peak probe), "
+        + (
+            f"compile {med['compile_phase_s']:.1f} s (torch.compile, Dynamo's own count), "
+            if med["compile_phase_s"]
+            else ""
+        )
+        + f"finish {med['finish_s']:.1f} s "
         "(all-reduce probe, held-out "
         f"predictions), teardown {med['teardown_s']:.1f} s: {fixed:.1f} s in all, beside {med['training_s']:.1f} s "
         f"of training (epochs with their validation passes), so training is {100 * share:.0f}% of a run's wall "

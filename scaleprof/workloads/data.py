@@ -180,6 +180,10 @@ def open_source(
         return Source(_torchvision(spec))
     if shipped is not None:
         x, y = shipped
+    elif spec.is_tokens:
+        from scaleprof.workloads.tokens import token_arrays
+
+        x, y = token_arrays(spec, seed)
     else:
         x, y = _digits() if spec.name == "digits" else _synthetic_images(spec, seed)
     return Source(TensorDataset(torch.from_numpy(x), torch.from_numpy(y)))
@@ -253,6 +257,8 @@ def load_dataset(spec: DataSpec, seed: int, code_dirs: list[str] | None = None) 
     from sklearn.model_selection import train_test_split
 
     source = open_source(spec, seed, code_dirs=code_dirs)
+    if spec.is_tokens:
+        return _token_dataset(spec, source, seed)
     field = spec.field
     first, _ = _first_item(source.dataset, field)
     y = dataset_labels(source.dataset)
@@ -280,6 +286,21 @@ def load_dataset(spec: DataSpec, seed: int, code_dirs: list[str] | None = None) 
     return Dataset(y, num_classes, shape, np.sort(train_idx), np.sort(val_idx), np.sort(test_idx), x)
 
 
+def _token_dataset(spec: DataSpec, source: Source, seed: int) -> Dataset:
+    """Sequences split at random (seeded): next-token targets have no class to stratify by. `y` holds every
+    target token, so the labels hash covers the data itself."""
+    from sklearn.model_selection import train_test_split
+
+    from scaleprof.workloads.tokens import vocab_size
+
+    assert isinstance(source.dataset, TensorDataset)
+    x, y = (t.numpy() for t in source.dataset.tensors)
+    holdout = spec.val_fraction + spec.test_fraction
+    train_idx, rest = train_test_split(np.arange(len(y)), test_size=holdout, random_state=seed)
+    val_idx, test_idx = train_test_split(rest, test_size=spec.test_fraction / holdout, random_state=seed)
+    return Dataset(y, vocab_size(spec), (spec.seq_len,), np.sort(train_idx), np.sort(val_idx), np.sort(test_idx), x)
+
+
 def cv_split(data: Dataset, folds: int, fold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Fold `fold` of a stratified k-fold over train+val: (train indices, held-out indices).
 
@@ -303,9 +324,10 @@ def run_split(data: Dataset, seed: int, fold: int | None = None, folds: int = 0)
 
 
 def shipped_arrays(data: Dataset, spec: DataSpec) -> tuple[np.ndarray, np.ndarray] | None:
-    """The arrays the driver hands to workers: the digits (460 KB); None for the rest (synthetic images
-    are regenerated from the seed rather than sent as up to gigabytes; on-disk data is read in place)."""
-    return (data.x, data.y) if spec.name == "digits" and data.x is not None else None
+    """The arrays the driver hands to workers: the digits (460 KB) and a text file's tokens (so the file need
+    not be on every node); None for the rest (synthetic images and tokens are regenerated from the seed
+    rather than sent as up to gigabytes; on-disk images are read in place)."""
+    return (data.x, data.y) if spec.name in ("digits", "text-file") and data.x is not None else None
 
 
 def subset(dataset: torch.utils.data.Dataset, indices: np.ndarray) -> torch.utils.data.Dataset:
