@@ -273,10 +273,10 @@ class TrainSpec(_Strict):
         default="fp32",
         description="bf16/fp16: autocast (fp16 with a GradScaler); a device that cannot train in it skips the run",
     )
-    compile: bool | CompileSpec = Field(
-        default=False,
-        description="torch.compile the model (true, or {mode, backend, fullgraph}); compile time "
-        "is recorded apart from steady-state throughput",
+    compile: CompileSpec | None = Field(
+        default=None,
+        description="torch.compile the model: true, or {mode, backend, fullgraph}; compile time is recorded "
+        "apart from steady-state throughput",
     )
     grad_accumulation: int = Field(
         default=1, ge=1, le=1024, description="micro-batches per optimizer step (gradients synced on the last)"
@@ -319,15 +319,17 @@ class TrainSpec(_Strict):
 
     _loop = field_validator("loop")(_check_import_path)
 
-    @property
-    def compile_spec(self) -> CompileSpec | None:
-        if self.compile is True:
-            return CompileSpec()
-        return self.compile or None
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_switch(cls, value: Any) -> Any:
+        """`compile: true` is torch.compile's defaults; `false` is off."""
+        if value is True:
+            return {}
+        return None if value is False else value
 
     @property
     def compile_label(self) -> str:
-        spec = self.compile_spec
+        spec = self.compile
         if spec is None:
             return "off"
         return spec.backend if spec.mode is None else f"{spec.backend}:{spec.mode}"

@@ -45,7 +45,7 @@ from scaleprof.records import (
     StepEvent,
     WorkerStart,
 )
-from scaleprof.workloads.training import Precision, compile_seconds, set_gradient_sync
+from scaleprof.workloads.training import Precision, compile_seconds, model_state_mb, set_gradient_sync
 
 PHASES = ("forward", "backward", "optimizer")
 
@@ -148,6 +148,7 @@ class WorkerSession:
         self._sharded = False
         self._synced: list[torch.nn.Module] = []  # the DDP / FSDP modules whose gradient sync accumulation turns off
         self._boundary = True  # this micro-batch ends an optimizer step
+        self._state_mb: float | None = None  # parameters + gradients + optimizer state on this rank
         self._epoch_compile_start = compile_seconds()
         self._loaders: list[Any] = []
         self._model_reported = self._loader_reported = False
@@ -294,6 +295,7 @@ class WorkerSession:
         from scaleprof.workloads.training import host_memory_peak_mb
 
         event.host_mem_peak_mb = host_memory_peak_mb()
+        event.state_mem_mb = self._state_mb
         compiled = compile_seconds()
         if compiled > self._epoch_compile_start:
             event.compile_s = compiled - self._epoch_compile_start
@@ -379,6 +381,8 @@ class WorkerSession:
         if not self._boundary:
             return False
         self.precision.step(optimizer)
+        if self._state_mb is None:  # after the first step, before gradients are freed: all of it is held
+            self._state_mb = model_state_mb(self._synced, optimizer)
         optimizer.zero_grad(set_to_none=True)
         return True
 

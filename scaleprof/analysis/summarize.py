@@ -52,7 +52,7 @@ RUN_COLUMNS = [
     "events", "seq_gaps", "attempts", "loader_num_workers", "loader_pin_memory", *WALL_PHASES,
     "model_label", "batch_series", "task", "train_precision", "parallelism", "compile", "grad_accumulation",
     "optimizer", "tokens_per_sample", "tokens_per_s", "test_loss", "perplexity", "token_accuracy",
-    "final_val_loss", "host_mem_peak_mb", "mem_peak_mb", "flops_6n_per_sample", "mfu_6n",
+    "final_val_loss", "host_mem_peak_mb", "mem_peak_mb", "state_mem_mb", "flops_6n_per_sample", "mfu_6n",
 ]  # fmt: skip
 
 
@@ -123,6 +123,7 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["final_val_loss"] = max_of(last, "val_loss")
         row["gpu_mem_peak_mb"] = max_of(epochs, "gpu_mem_peak_mb")
         row["host_mem_peak_mb"] = max_of(epochs, "host_mem_peak_mb")
+        row["state_mem_mb"] = max_of(epochs, "state_mem_mb")
         row["mem_peak_mb"] = rank_memory_peak(row)
         row["startup_s"] = row["wall_s"] - row["train_time_s"]
     if not steps.empty:

@@ -55,6 +55,7 @@ HEADLINE = {
     "gpu_util_pct": "GPU util (%)",
     "gpu_mem_peak_mb": "GPU peak (MiB)",
     "mem_peak_mb": "peak memory / rank (MiB)",
+    "state_mem_mb": "model state / rank (MiB)",
     "compile_phase_s": "compile (s)",
     "mfu": "MFU",
     "mfu_6n": "MFU (6·N·tokens)",
@@ -308,7 +309,7 @@ def _settings_notes(exp: dict[str, Any]) -> list[str]:
     parts = [
         f"precision {precision}{how}",
         "parallelism " + ("FSDP (PyTorch FSDP2 fully_shard per block)" if fsdp else "DDP"),
-        "torch.compile " + (json.dumps(compiled) if isinstance(compiled, dict) else "on" if compiled else "off"),
+        "torch.compile " + (json.dumps(compiled) if compiled else "off"),
         f"gradient accumulation over {train.get('grad_accumulation', 1)} micro-batch(es)",
     ]
     notes = ["Training settings: " + ", ".join(parts) + "."]
@@ -382,6 +383,19 @@ def _measurement_notes(tables: StudyTables) -> list[str]:
         notes.append(
             "Step breakdown of " + ", ".join(unsplit["run_id"]) + ": the gradient all-reduce was not probed (the "
             "loop did not call session.measure_allreduce), so it is inside the backward bar."
+        )
+    if "state_mem_mb" in runs and runs["state_mem_mb"].notna().any():
+        notes.append(
+            "Memory per rank: 'peak memory' is the GPU allocator's peak (torch.cuda.max_memory_allocated) on GPU runs "
+            "and the process's resident high-water mark (ru_maxrss) on CPU runs, which also counts memory the C "
+            "allocator freed but kept; 'model state' is the parameters, gradients and optimizer state one rank held "
+            "after its first optimizer step (its own shards under FSDP), summed tensor by tensor: what sharding "
+            "divides. Activations and communication buffers are in the peak only."
+        )
+    if "parallelism" in runs and (runs["parallelism"] == "fsdp").any():
+        notes.append(
+            "FSDP runs have no all-reduce probe (there is no no_sync to compare against): their gradient "
+            "reduce-scatter and parameter all-gathers are inside the forward and backward bars."
         )
     return notes
 

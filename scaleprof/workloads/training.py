@@ -105,7 +105,7 @@ def set_gradient_sync(model: nn.Module, sync: bool) -> None:
 
 
 def compile_model(model: nn.Module, train: TrainSpec) -> nn.Module:
-    spec = train.compile_spec
+    spec = train.compile
     if spec is None:
         return model
     return torch.compile(model, mode=spec.mode, backend=spec.backend, fullgraph=spec.fullgraph)  # type: ignore[return-value]
@@ -122,6 +122,27 @@ def compile_seconds() -> float:
         return float(calculate_time_spent().get("total_wall_time", 0.0))
     except Exception:
         return 0.0
+
+
+def model_state_mb(modules: list[nn.Module], optimizer: torch.optim.Optimizer) -> float:
+    """MiB this rank holds as parameters, gradients and optimizer state (its local shards under FSDP),
+    summed tensor by tensor: what sharding divides, measured exactly whatever the allocator keeps."""
+    seen: dict[int, torch.Tensor] = {}
+
+    def add(tensor: Any) -> None:
+        if isinstance(tensor, torch.Tensor):
+            local = tensor.to_local() if hasattr(tensor, "to_local") else tensor  # a DTensor's own shard
+            seen.setdefault(id(local), local)
+
+    for module in modules:
+        for parameter in module.parameters():
+            add(parameter)
+            add(parameter.grad)
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                add(value)
+    return sum(t.numel() * t.element_size() for t in seen.values()) / 2**20
 
 
 def host_memory_peak_mb() -> float:

@@ -141,3 +141,74 @@ def test_strategy_and_nodes_must_agree():
     assert PlacementSpec(name="a", workers=3, strategy="STRICT_SPREAD").expected_nodes == 3
     assert PlacementSpec(name="a", workers=3, nodes=2).expected_nodes == 2
     assert PlacementSpec(name="a", workers=3).expected_nodes is None
+
+
+LM = """
+name: lm
+task: language-modeling
+model: {name: transformer, kwargs: {width: 64}}
+data: {name: synthetic-tokens, vocab_size: 64, seq_len: 16}
+placements:
+  - {name: cpu-1, workers: 1}
+"""
+
+
+def test_shipped_language_model_experiments_load_and_sweep():
+    for name in ("lm-cpu.yaml", "lm-gpu.yaml"):
+        exp = load_experiment(REPO / "experiments" / name)
+        assert exp.task == "language-modeling" and exp.data.is_tokens
+        assert set(exp.sweep) >= {"train.parallelism", "train.precision", "train.batch_size"}
+        assert len(exp.points()) == 8
+
+
+@pytest.mark.parametrize(
+    "change, field, message",
+    [
+        ("data: {name: digits}", "data.name", "language-modeling task needs synthetic-tokens or text-file"),
+        ("model: {name: mlp}", "model.name", "mlp is a classifier"),
+        ("train: {precision: fp8}", "train.precision", "'fp32', 'bf16' or 'fp16'"),
+        ("train: {parallelism: zero3}", "train.parallelism", "'ddp' or 'fsdp'"),
+        ("train: {optimizer: lion}", "train.optimizer.name", "'sgd' or 'adamw'"),
+        ("train: {compile: {mode: fastest}}", "train.compile.mode", "max-autotune"),
+        ("train: {grad_accumulation: 0}", "train.grad_accumulation", "greater than or equal to 1"),
+        ("sweep: {train.epochs: [1, 2]}", "sweep.train.epochs", "not a sweep axis"),
+        ("sweep: {train.batch_size: [8, 8]}", "sweep.train.batch_size", "a value is given twice"),
+        ("sweep: {train.batch_size: [8, 0]}", "sweep.train.batch_size", "0 is not valid (train.batch_size"),
+        ("sweep: {train.precision: [bf16, fp4]}", "sweep.train.precision", "'fp4' is not valid"),
+        ("sweep: {model.config.n_layer: [1, 2]}", "sweep.model.config.n_layer", "only hf:<model type> models"),
+        ("evaluation: {cv_folds: 3}", "evaluation.cv_folds", "cross-validation is for classification"),
+    ],
+)
+def test_language_model_and_sweep_mistakes_name_their_field(tmp_path, change, field, message):
+    key = change.split(":")[0]
+    text = "\n".join(line for line in LM.splitlines() if not line.startswith(key + ":")) + "\n" + change + "\n"
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, text))
+    assert f"{field}: " in str(err.value) and message in str(err.value), str(err.value)
+
+
+def test_a_classifier_cannot_be_a_language_model(tmp_path):
+    text = GOOD.replace("model: {name: mlp}", "model: {name: transformer}")
+    with pytest.raises(ConfigError, match="model.name: transformer is a language model"):
+        load_experiment(write(tmp_path, text))
+
+
+def test_sweep_points_are_the_cross_product_each_a_valid_experiment(tmp_path):
+    sweep = "sweep:\n  train.batch_size: [8, 32]\n  model.kwargs.width: [32, 64]\n"
+    text = LM + sweep + "  train.compile: [false, {backend: aot_eager}]\n"
+    exp = load_experiment(write(tmp_path, text))
+    points = exp.points()
+    assert len(points) == 8 and points[0] == {"train.batch_size": 8, "model.kwargs.width": 32, "train.compile": False}
+    at = exp.at(points[-1])
+    assert at.train.batch_size == 32 and at.model.kwargs == {"width": 64}
+    assert at.train.compile.backend == "aot_eager" and at.train.compile_label == "aot_eager" and not at.sweep
+    assert exp.at({}) is exp
+    assert load_experiment(write(tmp_path, LM + "train: {optimizer: adamw}\n")).train.optimizer.name == "adamw"
+
+
+def test_strong_scaling_splits_the_global_batch_over_workers_and_micro_batches(tmp_path):
+    text = GOOD.replace("placements:", "train: {scaling: strong, batch_size: 64, grad_accumulation: 4}\nplacements:")
+    exp = load_experiment(write(tmp_path, text.replace("workers: 1}", "workers: 2}")))
+    assert exp.per_worker_batch(exp.placements[0]) == 8  # 64 / (2 workers x 4 micro-batches)
+    with pytest.raises(ConfigError, match="12 does not divide it"):
+        load_experiment(write(tmp_path, text.replace("workers: 1}", "workers: 3}")))

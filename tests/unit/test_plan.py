@@ -100,3 +100,28 @@ def test_missing_nodes_are_named():
     assert (
         missing_resources(PlacementSpec(name="a", workers=2, strategy="STRICT_SPREAD"), {"CPU": 2.0}, two_nodes) is None
     )
+
+
+def test_sweep_points_expand_per_placement_with_the_series_in_the_run_id():
+    from scaleprof.plan import unsupported
+
+    exp = experiment(
+        repeats=1,
+        sweep={"train.precision": ["bf16", "fp16"], "train.batch_size": [8, 16]},
+        train={"grad_accumulation": 2},
+        placements=[{"name": "cpu-2", "workers": 2}, {"name": "gpu-1", "workers": 1, "gpus_per_worker": 1}],
+    )
+    runs = expand(exp)
+    assert len(runs) == 8
+    assert [r.run_id for r in runs[:4]] == [
+        "001-mlp-bf16-b8-cpu-2-r0", "002-mlp-bf16-b16-cpu-2-r0", "003-mlp-fp16-b8-cpu-2-r0", "004-mlp-fp16-b16-cpu-2-r0"
+    ]  # fmt: skip
+    first = runs[0]
+    assert first.series == "mlp-bf16-b8" and first.batch_series == "mlp-bf16"
+    assert first.per_worker_batch == 8 and first.global_batch == 8 * 2 * 2  # micro-batch x workers x accumulation
+    assert first.experiment.train.precision == "bf16" and runs[2].experiment.train.precision == "fp16"
+    # fp16 on CPU is refused before it starts; on a GPU only the worker can tell
+    assert "fp16 training needs a GPU" in unsupported(runs[2]) and unsupported(runs[0]) is None
+    assert unsupported(runs[6]) is None and runs[6].placement.name == "gpu-1"
+    rows = describe(exp, runs)
+    assert rows[2]["precision"] == "fp16" and "fp16 training needs a GPU" in rows[2]["skipped"]

@@ -145,3 +145,50 @@ def test_outside_a_run_every_call_says_so():
         next(iter(s.steps(loader())))
     with pytest.raises(SessionError, match="has no data"):
         s.datasets()
+
+
+def test_gradient_accumulation_steps_every_k_micro_batches_and_at_the_end_of_the_epoch():
+    from scaleprof.config import TrainSpec
+
+    torch.manual_seed(0)
+    s, events, _ = make_session(epochs=1, train=TrainSpec(grad_accumulation=2, lr=1.0, momentum=0))
+    model = torch.nn.Linear(3, 1, bias=False)
+    plain = torch.nn.Linear(3, 1, bias=False)
+    plain.load_state_dict(model.state_dict())
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    batches = list(loader(50, 10))  # 5 micro-batches: steps after the 2nd, the 4th and the 5th (the last)
+    stepped = []
+    for _ in s.epochs():
+        for x, y in s.steps(batches):
+            with s.autocast():
+                loss = (model(x).squeeze(1) - y).pow(2).mean()
+            s.backward(loss)
+            stepped.append(s.optimizer_step(optimizer))
+    assert stepped == [False, True, False, True, True]
+    # by hand: each optimizer step follows the mean of its micro-batches' gradients (loss / k each)
+    for group, k in (([0, 1], 2), ([2, 3], 2), ([4], 2)):
+        plain.zero_grad()
+        for i in group:
+            x, y = batches[i]
+            ((plain(x).squeeze(1) - y).pow(2).mean() / k).backward()
+        with torch.no_grad():
+            plain.weight -= plain.weight.grad
+    torch.testing.assert_close(model.weight, plain.weight)
+    assert sum(isinstance(e, StepEvent) for e in events) == 5  # a step event per micro-batch
+
+
+def test_bf16_autocast_on_cpu_and_model_state_counted_tensor_by_tensor():
+    from scaleprof.config import TrainSpec
+    from scaleprof.workloads.training import make_optimizer, model_state_mb
+
+    s, _, _ = make_session(epochs=1, train=TrainSpec(precision="bf16"))
+    model = torch.nn.Linear(64, 32)
+    with s.autocast():
+        assert model(torch.randn(2, 64)).dtype == torch.bfloat16
+    optimizer = make_optimizer(model.parameters(), TrainSpec(optimizer="adamw"))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    model(torch.randn(2, 64)).sum().backward()
+    optimizer.step()
+    parameters = 64 * 32 + 32
+    # fp32 weights, gradients, AdamW's two moments: 4 copies of every parameter, 4 bytes each
+    assert model_state_mb([model], optimizer) == pytest.approx(4 * 4 * parameters / 2**20)
