@@ -558,6 +558,84 @@ def bench_report(runs: int, samples_per_worker: int) -> dict:
     }
 
 
+def _plain_language_model(experiment, epochs: int) -> dict:
+    """The built-in transformer on the study's own train split, batch, AdamW and precision, as a plain
+    PyTorch loop (autocast when bf16) without Ray or telemetry."""
+    import contextlib
+
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from scaleprof.workloads.data import load_dataset, open_source, subset
+    from scaleprof.workloads.models import build_model
+
+    torch.set_num_threads(1)
+    data = load_dataset(experiment.data, experiment.seed)
+    train = subset(open_source(experiment.data, experiment.seed).dataset, data.train_idx)
+    model = build_model(experiment.model_list[0], data.input_shape, data.num_classes, experiment.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=experiment.train.lr)
+    loader = DataLoader(
+        train, batch_size=experiment.train.batch_size, shuffle=True, drop_last=True,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    bf16 = experiment.train.precision == "bf16"
+
+    def step(ids, targets):
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = F.cross_entropy(model(ids).flatten(0, 1).float(), targets.flatten())
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return _timed_epochs(loader, epochs, step)
+
+
+def bench_language_model(repeats: int, epochs: int) -> dict:
+    """experiments/lm-cpu.yaml's model and data (DDP, batch 16) on one worker in fp32 and in bf16, each
+    alternated with the same training as a plain PyTorch loop in the driver: tokens/s side by side."""
+    from scaleprof.config import load_experiment
+    from scaleprof.execution.runner import run_study
+
+    out = Path(tempfile.mkdtemp(prefix="bench-lm-"))
+    base = load_experiment(REPO / "experiments" / "lm-cpu.yaml")
+    base = base.model_copy(update={
+        "sweep": {}, "placements": [p for p in base.placements if p.workers == 1],
+        "train": base.train.model_copy(update={"epochs": epochs}),
+    })  # fmt: skip
+    tokens = base.data.seq_len
+    rows = []
+    with _local_ray():
+        for i in range(repeats):
+            for precision in ("fp32", "bf16"):
+                experiment = base.at({"train.precision": precision, "train.batch_size": 16})
+                plain = _plain_language_model(experiment, epochs)
+                result = run_study(experiment, out)
+                rows.append({
+                    "precision": precision, "repeat": i, "plain_tokens_per_s": plain["throughput"] * tokens,
+                    "scaleprof_tokens_per_s": _throughput(result.study_dir)["throughput"] * tokens,
+                    "counts_equal": _recorded_counts(result.study_dir)
+                    == {k: plain[k] for k in ("samples_per_epoch", "steps_per_epoch")},
+                })  # fmt: skip
+    summary = {}
+    for precision in ("fp32", "bf16"):
+        mine = [r for r in rows if r["precision"] == precision]
+        ratios = [r["scaleprof_tokens_per_s"] / r["plain_tokens_per_s"] for r in mine]
+        summary[precision] = {
+            "ratios_scaleprof_over_plain": ratios, "median_ratio": statistics.median(ratios),
+            "median_plain_tokens_per_s": statistics.median(r["plain_tokens_per_s"] for r in mine),
+            "median_scaleprof_tokens_per_s": statistics.median(r["scaleprof_tokens_per_s"] for r in mine),
+            "counts_equal": all(r["counts_equal"] for r in mine),
+        }  # fmt: skip
+    return {
+        "what": f"the built-in transformer of experiments/lm-cpu.yaml (2 layers, width 128, seq 64, vocab 256), "
+        f"1 worker, 1 CPU / 1 thread, batch 16, AdamW, {epochs} epochs, fp32 and bf16 autocast, each alternated "
+        "with the same training as a plain PyTorch loop (no Ray) in the driver; steady state = epochs 2..E on both",
+        "rows": rows,
+        "summary": summary,
+    }
+
+
 def _write(name: str, result: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     result = {
@@ -572,7 +650,8 @@ def _write(name: str, result: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
-        "which", choices=["overhead", "monitor-cpu", "plain", "user", "session", "telemetry", "report", "all"]
+        "which",
+        choices=["overhead", "monitor-cpu", "plain", "user", "session", "lm", "telemetry", "report", "all"],
     )
     parser.add_argument("--pairs", type=int, default=5, help="monitor on/off pairs")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per run (steady state: epochs 2..E)")
@@ -587,6 +666,8 @@ def main() -> None:
         _write("user_workloads", bench_user_workloads(repeats=3, epochs=args.epochs))
     if args.which in ("session", "all"):
         _write("session_step_cost", bench_session_step_cost(rounds=5, epochs=20))
+    if args.which in ("lm", "all"):
+        _write("language_model", bench_language_model(repeats=3, epochs=min(args.epochs, 6)))
     if args.which in ("telemetry", "all"):
         _write("telemetry", bench_telemetry(actors=4, workers_per_actor=[16, 32, 64], seconds=10, hz=10, batch=10))
     if args.which in ("report", "all"):

@@ -205,6 +205,8 @@ def study_bytes_estimate(experiment: Experiment, runs: list[PlannedRun], data: D
     for run in runs:
         steps_per_epoch = -(-train // run.per_worker_batch)  # over all workers together
         events = experiment.train.epochs * (steps_per_epoch + run.placement.workers) + 16 * run.placement.workers
-        predictions = int(n * max(test_fraction, 0.5)) * (classes * 4 + 32)
+        # a language model stores no class probabilities (its held-out loss is an event)
+        lm = experiment.task == "language-modeling"
+        predictions = 0 if lm else int(n * max(test_fraction, 0.5)) * (classes * 4 + 32)
         total += events * EVENT_BYTES + predictions + RUN_REPORT_BYTES
     return total

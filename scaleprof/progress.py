@@ -18,10 +18,12 @@ from scaleprof.plan import PlannedRun
 from scaleprof.records import RunStatus
 
 
-def _throughput_text(progress: dict[str, Any]) -> str:
+def _throughput_text(progress: dict[str, Any], run: PlannedRun | None = None) -> str:
     value = progress.get("throughput")
     if value:
-        return f"{value:,.0f} samples/s"
+        data = run.experiment.data if run is not None else None
+        tokens = f" ({value * data.seq_len:,.0f} tokens/s)" if data is not None and data.is_tokens else ""
+        return f"{value:,.0f} samples/s{tokens}"
     return "measuring" if progress.get("ranks") else "starting workers"
 
 
@@ -73,13 +75,13 @@ class TerminalProgress:
         if not progress.get("ranks"):
             return
         done = progress.get("epochs_done", 0)
-        info = f"epoch {min(progress['epoch'] + 1, self._epochs)}, {_throughput_text(progress)}"
+        info = f"epoch {min(progress['epoch'] + 1, self._epochs)}, {_throughput_text(progress, run)}"
         if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=done, info=info)
             return
         line = f"{self._label}: epoch {min(progress['epoch'] + 1, self._epochs)}/{self._epochs}"
         if line != self._last_line:  # one line per epoch in plain logs
-            self.console.print(f"{line}, {_throughput_text(progress)}", markup=False, highlight=False)
+            self.console.print(f"{line}, {_throughput_text(progress, run)}", markup=False, highlight=False)
             self._last_line = line
 
     def run_finished(self, run: PlannedRun, record: dict[str, Any]) -> None:

@@ -88,3 +88,17 @@ def test_perplexity_and_tokens_against_a_hand_computation():
     assert math.isnan(perplexity(float("nan")))
     assert tokens_per_s(100.0, 64) == 6400.0 and math.isnan(tokens_per_s(100.0, None))
     assert six_n_flops(1e6, 128) == 6 * 1e6 * 128
+
+
+def test_a_users_language_model_factory_is_checked_for_next_token_logits(tmp_path):
+    (tmp_path / "my_lm.py").write_text(
+        "from torch import nn\n"
+        "def bigram(vocab=32):\n"
+        "    return nn.Embedding(vocab, vocab)  # ids [B, T] -> logits [B, T, vocab]\n"
+        "def pooled(vocab=32):\n"
+        "    return nn.Sequential(nn.Embedding(vocab, 8), nn.Flatten(), nn.LazyLinear(vocab))  # [B, vocab]\n"
+    )
+    code = [str(tmp_path)]
+    assert check_model(ModelSpec(factory="my_lm:bigram"), (12,), 32, code, task=LM) is None
+    wrong = check_model(ModelSpec(factory="my_lm:pooled"), (12,), 32, code, task=LM)
+    assert wrong.startswith("factory:") and "next-token logits of shape [2, 12, 32]" in wrong

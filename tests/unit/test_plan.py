@@ -125,3 +125,18 @@ def test_sweep_points_expand_per_placement_with_the_series_in_the_run_id():
     assert unsupported(runs[6]) is None and runs[6].placement.name == "gpu-1"
     rows = describe(exp, runs)
     assert rows[2]["precision"] == "fp16" and "fp16 training needs a GPU" in rows[2]["skipped"]
+
+
+def test_a_language_model_study_is_not_charged_for_class_probabilities_it_never_stores():
+    from pathlib import Path
+
+    from scaleprof.config import load_experiment
+    from scaleprof.plan import study_bytes_estimate
+
+    exp = load_experiment(Path(__file__).resolve().parents[2] / "experiments" / "lm-gpu.yaml")
+
+    class Tokens:  # 16,384 sequences of a 32,768-token vocabulary
+        samples, num_classes = 16_384, 32_768
+
+    # 32 runs: events and reports only (class probabilities over the vocabulary would be ~1 GB a run)
+    assert study_bytes_estimate(exp, expand(exp), Tokens()) < 200 * 2**20

@@ -82,3 +82,34 @@ def test_a_loop_that_reports_no_loss_still_gets_its_report(tmp_path):
     runs = tables.runs.set_index("placement")
     assert runs.loc["cpu-2", "throughput"] == pytest.approx(300.0) and math.isnan(runs.loc["cpu-2", "final_train_loss"])
     assert tables.epochs["train_loss"].isna().all()
+
+
+def _swept_runs() -> pd.DataFrame:
+    rows = []
+    for parallelism, memory in (("ddp", 900.0), ("fsdp", 700.0)):
+        for batch, throughput in ((8, 100.0), (16, 150.0), (32, 160.0)):
+            rows.append(
+                {"run_id": f"{parallelism}-{batch}", "model": f"lm-{parallelism}-b{batch}",
+                 "batch_series": f"lm-{parallelism}", "placement": "cpu-2", "device": "cpu", "workers": 2,
+                 "status": "ok", "kind": "fixed-split",
+                 "throughput": throughput, "per_worker_batch": batch, "mem_peak_mb": memory + batch,
+                 "train_precision": "bf16", "parallelism": parallelism, "compile_phase_s": 0.0}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_batch_size_and_memory_charts_appear_for_a_sweep_and_settings_show_only_when_they_vary():
+    from scaleprof.report.charts import memory_vs_throughput, throughput_vs_batch
+    from scaleprof.report.render import headline_table
+
+    runs = _swept_runs()
+    chart = throughput_vs_batch(runs).to_dict()
+    assert chart["facet"]["column"]["field"] == "batch_series"  # one column per model and setting
+    values = chart["datasets"][chart["data"]["name"]]
+    assert {v["metric"] for v in values} == {"throughput (samples/s)", "memory (MiB per rank)"}
+    assert len(values) == 2 * len(runs)
+    assert memory_vs_throughput(runs) is not None
+    assert throughput_vs_batch(runs[runs["per_worker_batch"] == 8]) is None  # one batch size: no knee to find
+    table = headline_table(runs)
+    assert "parallelism" in table and "batch / worker" in table  # they vary between runs
+    assert "precision" not in table and "compile (s)" not in table  # the same everywhere / never compiled
