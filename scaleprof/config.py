@@ -469,16 +469,25 @@ def point_label(point: dict[str, Any]) -> str:
         elif key == "train.grad_accumulation":
             parts.append(f"k{value}")
         elif key == "train.lr":
-            parts.append(f"lr{value:g}")
+            parts.append(f"lr{value}")
         elif key == "train.compile":
-            parts.append("compiled" if value not in (False, None) else "eager")
+            if value in (False, None):
+                parts.append("eager")
+            else:  # the backend and mode, when not torch.compile's defaults
+                spec = {} if value is True else dict(value)
+                parts.append("-".join(["compiled", *(str(v) for v in spec.values() if v not in (None, False))]))
         elif key == "train.optimizer":
-            parts.append(str(value.get("name", "sgd") if isinstance(value, dict) else value))
+            spec = {"name": value} if isinstance(value, str) else dict(value)
+            parts.append("-".join(str(v) for v in spec.values()))
         elif key.startswith("model."):
             parts.append(f"{leaf}{value}")
         else:
             parts.append(str(value))
-    return _name_safe("-".join(parts))
+    label = _name_safe("-".join(parts))
+    if len(label) > 40:  # run ids stay readable; the digest keeps long labels apart
+        digest = hashlib.sha256(json.dumps(point, sort_keys=True, default=str).encode()).hexdigest()[:8]
+        label = f"{label[:31]}-{digest}"
+    return label
 
 
 class Experiment(_Strict):
@@ -601,8 +610,16 @@ class Experiment(_Strict):
         for key, values in self.sweep.items():  # each value on its own first: the message names it
             for value in values:
                 self._at_checked({key: value}, f"sweep.{key}: {value!r}")
+        labels: dict[str, dict[str, Any]] = {}
         for point in self.points():
             self._at_checked(point, f"sweep: the point {point}")
+            label = point_label(point)
+            if label in labels:
+                raise ValueError(
+                    f"sweep: the points {labels[label]} and {point} would share the label {label!r}; "
+                    "give values that differ in what the label shows"
+                )
+            labels[label] = point
 
     def _at_checked(self, point: dict[str, Any], where: str) -> Experiment:
         try:

@@ -149,7 +149,7 @@ class EpochEvent(Event):
     gpu_mem_peak_mb: float | None = None
     host_mem_peak_mb: float | None = None  # the process's resident high-water mark so far
     state_mem_mb: float | None = None  # parameters + gradients + optimizer state held (session.optimizer_step)
-    compile_s: float | None = None  # seconds torch.compile spent in this epoch (inside epoch_time_s)
+    compile_s: float | None = None  # seconds torch.compile spent in this epoch's steps (inside epoch_time_s)
     val_loss: float | None = None
     val_accuracy: float | None = None
 

@@ -106,6 +106,14 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def _length(loader: Any) -> int | None:
+    """Batches in the loader, or None (an IterableDataset's DataLoader has __len__ but raises)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
 def barrier() -> None:
     """All ranks wait for each other (a no-op with one worker)."""
     import torch.distributed as dist
@@ -148,8 +156,10 @@ class WorkerSession:
         self._sharded = False
         self._synced: list[torch.nn.Module] = []  # the DDP / FSDP modules whose gradient sync accumulation turns off
         self._boundary = True  # this micro-batch ends an optimizer step
+        self._group = 1  # micro-batches in this optimizer step's group
+        self._optimizer: torch.optim.Optimizer | None = None  # the one optimizer_step last saw
         self._state_mb: float | None = None  # parameters + gradients + optimizer state on this rank
-        self._epoch_compile_start = compile_seconds()
+        self._epoch_compile_start = self._compile_at_last_step = compile_seconds()
         self._loaders: list[Any] = []
         self._model_reported = self._loader_reported = False
         self._held: list[Event] = []
@@ -269,7 +279,7 @@ class WorkerSession:
                 torch.cuda.reset_peak_memory_stats(self.device)  # peak per epoch, not since process start
             barrier()
             self._reset_epoch()
-            self._epoch_compile_start = compile_seconds()  # not counting compiles between epochs (evaluation)
+            self._epoch_compile_start = self._compile_at_last_step = compile_seconds()
             self._epoch = epoch
             self._epoch_start_wall = time.time()
             self._t_epoch = time.perf_counter()
@@ -296,7 +306,7 @@ class WorkerSession:
 
         event.host_mem_peak_mb = host_memory_peak_mb()
         event.state_mem_mb = self._state_mb
-        compiled = compile_seconds()
+        compiled = self._compile_at_last_step if self.train.compile is not None else 0.0
         if compiled > self._epoch_compile_start:
             event.compile_s = compiled - self._epoch_compile_start
         for name, value in self._extra.items():
@@ -309,8 +319,15 @@ class WorkerSession:
             raise SessionError("steps() must be called inside `for epoch in session.epochs():`")
         iterator = iter(loader)
         t_prev = self._last_step_end if self._last_step_end is not None else self._t_epoch
-        batches = len(loader) if hasattr(loader, "__len__") else None
         k = self.train.grad_accumulation
+        batches = _length(loader) if k > 1 else None
+        try:
+            yield from self._micro_batches(iterator, samples, t_prev, batches, k)
+        finally:
+            if k > 1:
+                self._end_accumulation()
+
+    def _micro_batches(self, iterator: Any, samples: Any, t_prev: float, batches: int | None, k: int) -> Iterator[Any]:
         step = 0
         while True:
             try:
@@ -322,6 +339,9 @@ class WorkerSession:
             self._step_loss = None
             self._boundary = (step + 1) % k == 0 or (batches is not None and step + 1 == batches)
             if k > 1:
+                # the last group of an epoch may hold fewer micro-batches: each is 1 / (its group's size)
+                start = step - step % k
+                self._group = k if batches is None else min(k, batches - start)
                 for module in self._synced:
                     set_gradient_sync(module, self._boundary)
             n = samples(batch) if callable(samples) else samples if samples is not None else batch_size_of(batch)
@@ -355,6 +375,8 @@ class WorkerSession:
         if self._step_loss is not None:
             self._add_loss(self._step_loss, samples)
         self._hold(event) if hold else self._emit_now(event)
+        if self.train.compile is not None:  # what the epoch's steps compiled; evaluation after them is not
+            self._compile_at_last_step = compile_seconds()
         self._samples += samples
         self._steps += 1
         self._last_step_end = t_end
@@ -369,15 +391,25 @@ class WorkerSession:
             self._loss_sum += float(loss) * samples
         self._loss_samples += samples
 
+    def _end_accumulation(self) -> None:
+        """After an epoch's steps: gradient sync back on (the all-reduce probe and evaluation need it), and
+        gradients of an unfinished group (a loader without a length) dropped, never carried into the next
+        epoch's first step or synced by one rank only."""
+        for module in self._synced:
+            set_gradient_sync(module, True)
+        if not self._boundary and self._optimizer is not None:
+            self._optimizer.zero_grad(set_to_none=True)
+        self._boundary, self._group = True, 1
+
     # ---- the training step's settings (precision, accumulation) ------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         return self.precision.autocast()
 
     def backward(self, loss: torch.Tensor) -> None:
-        k = self.train.grad_accumulation
-        self.precision.backward(loss / k if k > 1 else loss)
+        self.precision.backward(loss / self._group if self._group > 1 else loss)
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> bool:
+        self._optimizer = optimizer
         if not self._boundary:
             return False
         self.precision.step(optimizer)

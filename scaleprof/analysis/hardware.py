@@ -15,7 +15,9 @@ def inference_table(records: list[dict]) -> pd.DataFrame:
 def hardware_table(runs: pd.DataFrame, inference: pd.DataFrame) -> pd.DataFrame:
     """Per model x device kind: memory at the largest inference batch, best inference throughput,
     training epoch time, peak utilisation, cost and energy per training sample (best 1-worker run)."""
-    ok_runs = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)]
+    ok_runs = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)].copy()
+    if "model_label" in ok_runs:  # a swept model is one model: inference benchmarks it by its label
+        ok_runs["model"] = ok_runs["model_label"].fillna(ok_runs["model"])
     keys = set(zip(ok_runs["model"], ok_runs["device"]))
     ok_inf = inference[inference["status"] == RunStatus.OK] if not inference.empty else inference
     if not ok_inf.empty:

@@ -25,12 +25,14 @@ def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd
         "parameters": int(info["parameters"]),
     }
     names = column(starts, "gpu_name").dropna()
-    if row.get("gpus"):
+    dtype = info.get("math_dtype") if isinstance(info.get("math_dtype"), str) else "float32"
+    if row.get("gpus") and dtype != "float32":  # FP32 peaks only so far: an MFU against them would mislead
+        peak, basis = None, f"no {dtype} GPU peaks in the table yet"
+    elif row.get("gpus"):
         peak = gpu_peak_flops(names.iloc[0]) if len(names) else None
         basis = f"datasheet FP32 peak of {names.iloc[0]}" if peak else "GPU not in the peak table"
     else:
         peak = float(info["cpu_peak_flops"]) if "cpu_peak_flops" in info and pd.notna(info["cpu_peak_flops"]) else None
-        dtype = info.get("math_dtype") if isinstance(info.get("math_dtype"), str) else "float32"
         basis = f"measured {dtype} matmul peak of one worker's threads"
     out["peak_flops_per_worker"], out["peak_flops_basis"] = peak, basis
     throughput = row.get("throughput")

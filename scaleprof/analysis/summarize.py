@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,10 @@ def _last_attempt(events: pd.DataFrame) -> pd.DataFrame:
     return events[events["attempt"] == events["attempt"].max()] if not events.empty else events
 
 
+# Sweep axes that already have a column of their own in the runs table.
+OWN_COLUMNS = ("train.batch_size", "train.precision", "train.parallelism", "train.compile", "train.grad_accumulation")
+
+
 def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: int) -> dict[str, Any]:
     row: dict[str, Any] = {k: record.get(k) for k in RUN_COLUMNS if k in record}
     row["gpus"] = record["workers"] * record.get("gpus_per_worker", 0)
@@ -96,8 +101,8 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
     row["model_label"] = record.get("model_label") or record["model"]  # studies from before sweeps
     row["batch_series"] = record.get("batch_series") or row["model_label"]
     for key, value in (record.get("settings") or {}).items():
-        if key.startswith("model."):  # the train.* axes have columns of their own
-            row[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
+        if key not in OWN_COLUMNS:  # e.g. train.lr, train.optimizer, model.kwargs.width
+            row[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value, sort_keys=True)
     row["events"] = len(events)
     if events.empty:
         return row
@@ -247,7 +252,8 @@ def summarize(store: StudyStore) -> StudyTables:
     for name in RUN_COLUMNS:
         if name not in runs:
             runs[name] = np.nan
-    runs = add_scaling_columns(runs[RUN_COLUMNS]) if not runs.empty else runs
+    settings = [c for c in runs.columns if c.startswith(("train.", "model."))]  # the sweep's other axes
+    runs = add_scaling_columns(runs[RUN_COLUMNS + settings]) if not runs.empty else runs
     predictions = {
         run_id: frame
         for run_id, rec in records.items()

@@ -98,16 +98,26 @@ def gpu_models(cluster_resources: dict[str, float], timeout_s: float = 30) -> di
 def data_record(experiment: Experiment, data: Dataset | None) -> dict[str, Any]:
     if experiment.data is None or data is None:
         return {"name": f"brought by {experiment.train.loop}"}
-    return {
-        "name": experiment.data.label,
+    spec = experiment.data
+    record = {
+        "name": spec.label,
         "samples": int(data.samples),
         "input_shape": list(data.input_shape),
         "num_classes": data.num_classes,
-        "split": "given by the factory" if data.given_split else "stratified, seeded",
+        "split": "given by the factory"
+        if data.given_split
+        else "random, seeded"
+        if spec.is_tokens
+        else "stratified, seeded",
         "split_sizes": {k: int(len(v)) for k, v in data.splits().items()},
         "split_sha256": data.split_hashes(),
-        "loader": experiment.data.loader.model_dump(mode="json"),
+        "loader": spec.loader.model_dump(mode="json"),
     }
+    if spec.name == "synthetic-tokens":  # the loss a model that knew the chain exactly would have
+        from scaleprof.workloads.tokens import chain_entropy
+
+        record["loss_floor_nats"] = chain_entropy(spec.vocab_size, experiment.seed, spec.seq_len)
+    return record
 
 
 def collect_manifest(

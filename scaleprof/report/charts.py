@@ -334,23 +334,27 @@ def throughput_vs_batch(runs: pd.DataFrame) -> alt.Chart | None:
 
 
 def memory_vs_throughput(runs: pd.DataFrame) -> alt.Chart | None:
-    """Each run's peak memory per rank against its throughput: what sharding (FSDP) or a lower precision
-    saves in memory, beside what it costs or gains in speed."""
-    ok = _ok(runs).dropna(subset=["mem_peak_mb"])
+    """Each run's model state per rank (parameters, gradients, optimizer state: what FSDP shards) against
+    its throughput: the memory sharding saves beside what it costs in speed. Without the state (a loop
+    that steps its optimizer itself), the peak memory per rank."""
+    ok = _ok(runs)
+    column = "state_mem_mb" if "state_mem_mb" in ok and ok["state_mem_mb"].notna().any() else "mem_peak_mb"
+    title = "model state per rank (MiB)" if column == "state_mem_mb" else "peak memory per rank (MiB)"
+    ok = ok.dropna(subset=[column]) if column in ok else ok.iloc[0:0]
     if ok.empty or ok["model"].nunique() < 2:
         return None
     return (
         alt.Chart(ok)
         .mark_point(filled=True, size=80)
         .encode(
-            x=alt.X("mem_peak_mb:Q", title="peak memory per rank (MiB)", scale=alt.Scale(zero=False)),
+            x=alt.X(f"{column}:Q", title=title, scale=alt.Scale(zero=False)),
             y=alt.Y("throughput:Q", title="throughput (samples/s, steady state)"),
             color=alt.Color("model:N", title="model and settings"),
             shape=alt.Shape("placement:N", title="placement"),
             tooltip=[
                 "run_id",
                 "placement",
-                alt.Tooltip("mem_peak_mb:Q", format=",.0f"),
+                alt.Tooltip(f"{column}:Q", format=",.1f"),
                 alt.Tooltip("throughput:Q", format=",.0f"),
             ],
         )  # fmt: skip

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.findings import Findings
+from scaleprof.analysis.language import perplexity
 from scaleprof.analysis.phases import WALL_PHASES
 from scaleprof.analysis.quality import RUN_METRICS
 from scaleprof.analysis.recommend import describe
@@ -231,7 +232,7 @@ def study_notes(tables: StudyTables) -> list[str]:
     advice = describe(found.recommendation, exp.get("goal"))
     return (
         ([advice] if advice else [])
-        + _training_notes(exp, found)
+        + _training_notes(exp, found, tables.manifest.get("data", {}))
         + _measurement_notes(tables)
         + _fixed_cost_notes(found.fixed_cost)
         + _cost_notes(tables.manifest, found)
@@ -239,15 +240,14 @@ def study_notes(tables: StudyTables) -> list[str]:
     )
 
 
-def _training_notes(exp: dict[str, Any], found: Findings) -> list[str]:
+def _training_notes(exp: dict[str, Any], found: Findings, manifest_data: dict[str, Any]) -> list[str]:
     """How the runs trained: scaling rule, loop and learning rate, restarts, quality, curve divergence."""
     train = exp["train"]
     notes = []
+    swept_batch = "train.batch_size" in (exp.get("sweep") or {})
+    batch = "the swept batch sizes" if swept_batch else f"batches of {train['batch_size']}"
     if train["scaling"] == "weak":
-        notes.append(
-            f"Weak scaling: each worker trains on batches of {train['batch_size']}, "
-            "so the global batch grows with the workers."
-        )
+        notes.append(f"Weak scaling: each worker trains on {batch}, so the global batch grows with the workers.")
     else:
         notes.append(
             f"Strong scaling: the global batch is fixed at {train['batch_size']} and split evenly over the workers."
@@ -270,7 +270,9 @@ def _training_notes(exp: dict[str, Any], found: Findings) -> list[str]:
             else f"AdamW, betas {optimizer['betas']}"
         )
         task = "language-modeling" if exp.get("task") == "language-modeling" else "classification"
-        notes.append(f"Learning rate: {rule}{warm}; {how}; the built-in {task} loop.")
+        swept = [k for k in exp.get("sweep") or {} if k in ("train.lr", "train.optimizer")]
+        where = f" (where not swept: {', '.join(swept)} vary, see the sweep note)" if swept else ""
+        notes.append(f"Learning rate: {rule}{warm}; {how}; the built-in {task} loop{where}.")
     notes += _settings_notes(exp)
     if found.restarted:
         listed = ", ".join(f"{r['run_id']} ({r['attempts']} attempts)" for r in found.restarted)
@@ -285,6 +287,12 @@ def _training_notes(exp: dict[str, Any], found: Findings) -> list[str]:
             "perplexity after each epoch is in the learning curves. Throughput in tokens/s is samples/s x "
             f"{exp['data']['seq_len']} tokens per sequence."
         )
+        floor = manifest_data.get("loss_floor_nats")
+        if floor is not None:
+            quality += (
+                f" The synthetic chain's own entropy, the loss a model that knew it exactly would have, is "
+                f"{floor:.3f} nats (perplexity {perplexity(floor):.3f})."
+            )
     else:
         quality = (
             "Quality metrics are computed with sklearn.metrics from each run's stored predictions on the held-out "
@@ -378,7 +386,8 @@ def _measurement_notes(tables: StudyTables) -> list[str]:
         )
     if "energy_per_sample_j" in runs and runs["energy_per_sample_j"].notna().any():
         notes.append("Energy per sample: the GPUs' mean NVML power in steady state divided by the throughput.")
-    unsplit = runs[runs["step_backward_unsplit_s"].notna()]
+    fsdp = runs["parallelism"] == "fsdp" if "parallelism" in runs else pd.Series(False, index=runs.index)
+    unsplit = runs[runs["step_backward_unsplit_s"].notna() & ~fsdp]  # FSDP runs have a note of their own
     if not unsplit.empty:
         notes.append(
             "Step breakdown of " + ", ".join(unsplit["run_id"]) + ": the gradient all-reduce was not probed (the "

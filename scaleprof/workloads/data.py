@@ -179,7 +179,7 @@ def open_source(
     if spec.name and spec.name.startswith("torchvision:"):
         return Source(_torchvision(spec))
     if shipped is not None:
-        x, y = shipped
+        x, y = (a.astype(np.int64) for a in shipped) if spec.is_tokens else shipped  # tokens travel as bytes
     elif spec.is_tokens:
         from scaleprof.workloads.tokens import token_arrays
 
@@ -327,7 +327,11 @@ def shipped_arrays(data: Dataset, spec: DataSpec) -> tuple[np.ndarray, np.ndarra
     """The arrays the driver hands to workers: the digits (460 KB) and a text file's tokens (so the file need
     not be on every node); None for the rest (synthetic images and tokens are regenerated from the seed
     rather than sent as up to gigabytes; on-disk images are read in place)."""
-    return (data.x, data.y) if spec.name in ("digits", "text-file") and data.x is not None else None
+    if data.x is None or spec.name not in ("digits", "text-file"):
+        return None
+    if spec.name == "text-file":  # byte tokens: 1 byte each on the wire, not 8
+        return data.x.astype(np.uint8), data.y.astype(np.uint8)
+    return data.x, data.y
 
 
 def subset(dataset: torch.utils.data.Dataset, indices: np.ndarray) -> torch.utils.data.Dataset:

@@ -36,8 +36,10 @@ class Setup:
 
 
 def set_up(config: dict[str, Any], drop_last: bool = False) -> Setup:
-    """The run's model, optimizer and training loader as the experiment names them."""
+    """The run's model, optimizer and training loader as the experiment names them. A compiled model
+    trains on equal batches (the last short one dropped), so it is not recompiled inside steady state."""
     train = session.train_settings()
+    drop_last = drop_last or train.compile is not None
     data = DataSpec.model_validate(config["experiment"]["data"])
     model = session.prepare_model(session.build_model())  # FLOPs were counted once on the driver
     optimizer = make_optimizer(model.parameters(), train)
@@ -51,7 +53,7 @@ def set_up(config: dict[str, Any], drop_last: bool = False) -> Setup:
         DataLoader(train_set, batch_size=config["batch_size"], sampler=sampler, drop_last=drop_last, **load),
         add_dist_sampler=False,
     )
-    optimizer_steps = max(1, len(loader) // train.grad_accumulation)
+    optimizer_steps = -(-len(loader) // train.grad_accumulation)  # the last group may be short
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lr_schedule(lr_factor(train, config["global_batch_size"]), round(train.lr_warmup_epochs * optimizer_steps)),

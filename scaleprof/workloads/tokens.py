@@ -31,12 +31,20 @@ def _chain(vocab: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return successors, np.cumsum(probs, axis=1)
 
 
-def chain_entropy(vocab: int, seed: int) -> float:
-    """The synthetic chain's mean next-token entropy in nats: the loss a perfect model tends to
-    (averaged over tokens uniformly, which the chain's start tokens are)."""
-    _, cumulative = _chain(vocab, seed)
+def chain_entropy(vocab: int, seed: int, seq_len: int) -> float:
+    """The lowest mean next-token loss (nats) on synthetic-tokens sequences: each position's conditional
+    entropy, weighted by the distribution of the token before it (uniform at the start, then carried
+    forward by the chain), averaged over the seq_len positions. Duplicate successors are merged."""
+    successors, cumulative = _chain(vocab, seed)
     probs = np.diff(cumulative, axis=1, prepend=0.0)
-    return float(-(probs * np.log(np.clip(probs, 1e-12, 1))).sum(axis=1).mean())
+    same = successors[:, :, None] == successors[:, None, :]
+    merged = (probs[:, None, :] * same).sum(axis=2)  # each successor's total probability
+    entropy = -(probs * np.log(np.clip(merged, 1e-300, 1))).sum(axis=1)  # per previous token
+    weights, total = np.full(vocab, 1.0 / vocab), 0.0
+    for _ in range(seq_len):
+        total += float(weights @ entropy)
+        weights = np.bincount(successors.ravel(), weights=(weights[:, None] * probs).ravel(), minlength=vocab)
+    return total / seq_len
 
 
 def synthetic_tokens(spec: DataSpec, seed: int) -> np.ndarray:

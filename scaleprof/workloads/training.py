@@ -83,15 +83,21 @@ def make_optimizer(parameters: Any, train: TrainSpec, lr: float | None = None) -
 
 
 def shard(model: nn.Module) -> nn.Module:
-    """FSDP2: shard every module held in a ModuleList, then the root (which keeps the rest)."""
+    """FSDP2: shard every module held in an outermost ModuleList (a transformer's blocks; a list nested in
+    a block, such as a mixture of experts, stays in its block's shard), then the root (the rest)."""
     from torch.distributed.fsdp import fully_shard
 
-    for module in list(model.modules()):
-        if isinstance(module, nn.ModuleList):
-            for block in module:
-                fully_shard(block)
+    for block in _blocks(model):
+        fully_shard(block)
     fully_shard(model)
     return model
+
+
+def _blocks(module: nn.Module) -> list[nn.Module]:
+    """The members of the outermost ModuleLists under `module`, in order."""
+    if isinstance(module, nn.ModuleList):
+        return list(module)
+    return [block for child in module.children() for block in _blocks(child)]
 
 
 def set_gradient_sync(model: nn.Module, sync: bool) -> None:

@@ -25,7 +25,20 @@ def test_synthetic_tokens_are_seeded_and_the_targets_are_the_next_tokens():
     np.testing.assert_array_equal(x, x2)
     np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # the target at t is the input at t + 1
     assert not np.array_equal(x, token_arrays(spec, seed=4)[0])
-    assert 0 < chain_entropy(50, 3) < math.log(4) + 1e-9  # at most 4 likely successors per token
+    assert 0 < chain_entropy(50, 3, 12) < math.log(4) + 1e-9  # at most 4 likely successors per token
+
+
+def test_the_chains_entropy_is_the_mean_loss_of_the_true_next_token_probabilities():
+    from scaleprof.workloads.tokens import _chain
+
+    spec = DataSpec(name="synthetic-tokens", vocab_size=20, seq_len=8, size=20_000)
+    x, y = token_arrays(spec, seed=1)
+    successors, cumulative = _chain(20, 1)
+    probs = np.diff(cumulative, axis=1, prepend=0.0)
+    true = np.zeros((20, 20))
+    np.add.at(true, (np.repeat(np.arange(20), successors.shape[1]), successors.ravel()), probs.ravel())
+    empirical = -np.log(true[x, y]).mean()  # the loss of a model that knows the chain exactly
+    assert chain_entropy(20, 1, 8) == pytest.approx(empirical, abs=0.02)
 
 
 def test_text_file_is_bytes_cut_into_sequences(tmp_path):

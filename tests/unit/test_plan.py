@@ -140,3 +140,16 @@ def test_a_language_model_study_is_not_charged_for_class_probabilities_it_never_
 
     # 32 runs: events and reports only (class probabilities over the vocabulary would be ~1 GB a run)
     assert study_bytes_estimate(exp, expand(exp), Tokens()) < 200 * 2**20
+
+
+def test_sweep_points_that_would_share_a_label_are_refused_and_long_labels_stay_apart():
+    import pytest
+
+    from scaleprof.config import point_label
+
+    with pytest.raises(ValueError, match="would share the label"):
+        experiment(sweep={"train.optimizer": [{"name": "adamw"}, "adamw"]})
+    assert point_label({"train.compile": {"backend": "aot_eager"}}) != point_label({"train.compile": True})
+    long_a = {f"model.kwargs.k{i}": 1000 + i for i in range(8)} | {"train.batch_size": 8}
+    long_b = long_a | {"train.batch_size": 16}
+    assert len(point_label(long_a)) <= 40 and point_label(long_a) != point_label(long_b)

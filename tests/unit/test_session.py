@@ -166,7 +166,7 @@ def test_gradient_accumulation_steps_every_k_micro_batches_and_at_the_end_of_the
             stepped.append(s.optimizer_step(optimizer))
     assert stepped == [False, True, False, True, True]
     # by hand: each optimizer step follows the mean of its micro-batches' gradients (loss / k each)
-    for group, k in (([0, 1], 2), ([2, 3], 2), ([4], 2)):
+    for group, k in (([0, 1], 2), ([2, 3], 2), ([4], 1)):  # the last, short group: its own mean
         plain.zero_grad()
         for i in group:
             x, y = batches[i]
@@ -192,3 +192,60 @@ def test_bf16_autocast_on_cpu_and_model_state_counted_tensor_by_tensor():
     parameters = 64 * 32 + 32
     # fp32 weights, gradients, AdamW's two moments: 4 copies of every parameter, 4 bytes each
     assert model_state_mb([model], optimizer) == pytest.approx(4 * 4 * parameters / 2**20)
+
+
+def test_accumulation_over_a_loader_without_a_length_drops_an_unfinished_group_and_restores_sync():
+    from scaleprof.config import TrainSpec
+
+    class Replica(torch.nn.Linear):  # stands in for DDP: the flag its no_sync() context sets
+        require_backward_grad_sync = True
+
+    s, _, _ = make_session(epochs=1, train=TrainSpec(grad_accumulation=4))
+    model = Replica(3, 1)
+    s._synced.append(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    synced, stepped = [], []
+    stream = torch.utils.data.DataLoader(
+        [(torch.randn(3), 0.0) for _ in range(6)], batch_size=1
+    )  # a generator would do too: no boundary is known before the end
+    for _ in s.epochs():
+        for x, _ in s.steps(iter(list(stream))):
+            synced.append(model.require_backward_grad_sync)
+            s.backward(model(x).sum())
+            stepped.append(s.optimizer_step(optimizer))
+    assert synced == [False, False, False, True, False, False]  # no length: only every 4th is known to end a step
+    assert stepped == [False, False, False, True, False, False]
+    assert model.require_backward_grad_sync and model.weight.grad is None  # sync back on; the 2 left over dropped
+
+
+def test_the_last_short_group_of_an_epoch_is_averaged_over_its_own_micro_batches():
+    from scaleprof.config import TrainSpec
+
+    s, _, _ = make_session(epochs=1, train=TrainSpec(grad_accumulation=4))
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    grads = []
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: look at the gradients only
+    batches = [(torch.ones(1, 1), torch.zeros(1))] * 6  # 6 = a group of 4, then a group of 2
+    for _ in s.epochs():
+        for x, _ in s.steps(batches):
+            s.backward(model(x).sum())  # d/dw = 1 per micro-batch
+            if s._boundary:
+                grads.append(float(model.weight.grad))
+            s.optimizer_step(optimizer)
+    assert grads == [pytest.approx(1.0), pytest.approx(1.0)]  # means over 4 and over 2, not 2/4
+
+
+def test_fsdp_shards_the_outermost_module_lists_only():
+    from torch import nn
+
+    from scaleprof.workloads.training import _blocks
+
+    class Expert(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.experts = nn.ModuleList(nn.Linear(2, 2) for _ in range(3))  # nested: stays in its block
+
+    model = nn.Sequential(nn.Embedding(5, 2), nn.ModuleList(Expert() for _ in range(2)), nn.Linear(2, 5))
+    assert [type(b).__name__ for b in _blocks(model)] == ["Expert", "Expert"]
