@@ -574,7 +574,7 @@ def _plain_language_model(experiment, epochs: int) -> dict:
     data = load_dataset(experiment.data, experiment.seed)
     train = subset(open_source(experiment.data, experiment.seed).dataset, data.train_idx)
     model = build_model(experiment.model_list[0], data.input_shape, data.num_classes, experiment.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=experiment.train.lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=experiment.train.lr, weight_decay=0.0)  # as the experiment's
     loader = DataLoader(
         train, batch_size=experiment.train.batch_size, shuffle=True, drop_last=True,
         generator=torch.Generator().manual_seed(0),
@@ -610,9 +610,11 @@ def bench_language_model(repeats: int, epochs: int) -> dict:
             for precision in ("fp32", "bf16"):
                 experiment = base.at({"train.precision": precision, "train.batch_size": 16})
                 plain = _plain_language_model(experiment, epochs)
+                in_ray = _in_ray_train_worker(lambda e=experiment: _plain_language_model(e, epochs), out)
                 result = run_study(experiment, out)
                 rows.append({
                     "precision": precision, "repeat": i, "plain_tokens_per_s": plain["throughput"] * tokens,
+                    "plain_in_ray_tokens_per_s": in_ray["throughput"] * tokens,
                     "scaleprof_tokens_per_s": _throughput(result.study_dir)["throughput"] * tokens,
                     "counts_equal": _recorded_counts(result.study_dir)
                     == {k: plain[k] for k in ("samples_per_epoch", "steps_per_epoch")},
@@ -621,8 +623,12 @@ def bench_language_model(repeats: int, epochs: int) -> dict:
     for precision in ("fp32", "bf16"):
         mine = [r for r in rows if r["precision"] == precision]
         ratios = [r["scaleprof_tokens_per_s"] / r["plain_tokens_per_s"] for r in mine]
+        in_ray = [r["scaleprof_tokens_per_s"] / r["plain_in_ray_tokens_per_s"] for r in mine]
         summary[precision] = {
             "ratios_scaleprof_over_plain": ratios, "median_ratio": statistics.median(ratios),
+            "ratios_scaleprof_over_plain_in_ray_worker": in_ray,
+            "median_ratio_vs_ray_worker": statistics.median(in_ray),
+            "median_plain_in_ray_tokens_per_s": statistics.median(r["plain_in_ray_tokens_per_s"] for r in mine),
             "median_plain_tokens_per_s": statistics.median(r["plain_tokens_per_s"] for r in mine),
             "median_scaleprof_tokens_per_s": statistics.median(r["scaleprof_tokens_per_s"] for r in mine),
             "counts_equal": all(r["counts_equal"] for r in mine),
@@ -630,9 +636,75 @@ def bench_language_model(repeats: int, epochs: int) -> dict:
     return {
         "what": f"the built-in transformer of experiments/lm-cpu.yaml (2 layers, width 128, seq 64, vocab 256), "
         f"1 worker, 1 CPU / 1 thread, batch 16, AdamW, {epochs} epochs, fp32 and bf16 autocast, each alternated "
-        "with the same training as a plain PyTorch loop (no Ray) in the driver; steady state = epochs 2..E on both",
+        "with the same training as a plain PyTorch loop (no Ray) in the driver and the same plain loop in a 1-CPU "
+        "Ray Train worker (no scaleprof); steady state = epochs 2..E on every side",
         "rows": rows,
         "summary": summary,
+    }
+
+
+def _memory_rank(rank: int, world: int, mode: str, port: int, queue) -> None:
+    """One gloo rank: a 28.6M-parameter transformer under DDP or FSDP2, 5 AdamW steps; resident peak growth."""
+    import resource
+
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+
+    from scaleprof.config import ModelSpec
+    from scaleprof.workloads.models import build_model
+    from scaleprof.workloads.training import shard
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model = build_model(ModelSpec(name="transformer", kwargs={"layers": 4, "width": 768, "heads": 8}), (32,), 256, 0)
+    built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    model = torch.nn.parallel.DistributedDataParallel(model) if mode == "ddp" else shard(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(rank))
+    for _ in range(5):
+        F.cross_entropy(model(ids).flatten(0, 1), ids.flatten()).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put({"rank": rank, "built_mb": built, "peak_mb": peak, "growth_mb": peak - built})
+    dist.destroy_process_group()
+
+
+def bench_fsdp_memory() -> dict:
+    """DDP against FSDP2 on 2 gloo ranks (no Ray): how much each rank's resident memory grows over its
+    post-build size, with glibc's default allocator settings and with a fixed mmap threshold (freed large
+    blocks returned to the OS at once), in fresh processes."""
+    import multiprocessing
+    import random
+
+    rows = []
+    for allocator, env in (
+        ("glibc default", {}),
+        ("MALLOC_MMAP_THRESHOLD_=65536", {"MALLOC_MMAP_THRESHOLD_": "65536"}),
+    ):
+        for mode in ("ddp", "fsdp"):
+            saved = {k: os.environ.get(k) for k in env}
+            os.environ.update(env)  # read by glibc when each spawned process starts
+            try:
+                ctx = multiprocessing.get_context("spawn")
+                queue, port = ctx.Queue(), random.randint(20000, 40000)
+                procs = [ctx.Process(target=_memory_rank, args=(r, 2, mode, port, queue)) for r in range(2)]
+                for p in procs:
+                    p.start()
+                ranks = sorted((queue.get(timeout=300) for _ in procs), key=lambda r: r["rank"])
+                for p in procs:
+                    p.join()
+            finally:
+                for k, v in saved.items():
+                    os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+            rows.append({"allocator": allocator, "mode": mode, "ranks": ranks,
+                         "max_growth_mb": max(r["growth_mb"] for r in ranks)})  # fmt: skip
+    return {
+        "what": "a 28.6M-parameter transformer (4 layers, width 768), 2 gloo ranks, fp32, AdamW, 5 steps of batch 4 x "
+        "32 tokens; resident high-water mark (ru_maxrss) growth over the post-build size, per rank",
+        "rows": rows,
     }
 
 
@@ -651,7 +723,18 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument(
         "which",
-        choices=["overhead", "monitor-cpu", "plain", "user", "session", "lm", "telemetry", "report", "all"],
+        choices=[
+            "overhead",
+            "monitor-cpu",
+            "plain",
+            "user",
+            "session",
+            "lm",
+            "fsdp-memory",
+            "telemetry",
+            "report",
+            "all",
+        ],
     )
     parser.add_argument("--pairs", type=int, default=5, help="monitor on/off pairs")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per run (steady state: epochs 2..E)")
@@ -668,6 +751,8 @@ def main() -> None:
         _write("session_step_cost", bench_session_step_cost(rounds=5, epochs=20))
     if args.which in ("lm", "all"):
         _write("language_model", bench_language_model(repeats=3, epochs=min(args.epochs, 6)))
+    if args.which in ("fsdp-memory", "all"):
+        _write("fsdp_memory", bench_fsdp_memory())
     if args.which in ("telemetry", "all"):
         _write("telemetry", bench_telemetry(actors=4, workers_per_actor=[16, 32, 64], seconds=10, hz=10, batch=10))
     if args.which in ("report", "all"):

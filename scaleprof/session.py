@@ -45,7 +45,16 @@ from scaleprof.records import (
     StepEvent,
     WorkerStart,
 )
-from scaleprof.workloads.training import Precision, compile_seconds, model_state_mb, set_gradient_sync
+from scaleprof.workloads.training import (
+    Precision,
+    check_device,
+    compile_model,
+    compile_seconds,
+    host_memory_peak_mb,
+    model_state_mb,
+    set_gradient_sync,
+    shard,
+)
 
 PHASES = ("forward", "backward", "optimizer")
 
@@ -187,8 +196,6 @@ class WorkerSession:
     ) -> torch.nn.Module:
         import ray.train.torch
 
-        from scaleprof.workloads.training import check_device, compile_model, shard
-
         check_device(self.train, self.device)  # a precision this device cannot train in: the run is skipped
         first = not self._model_reported
         self._model_reported = True
@@ -302,13 +309,10 @@ class WorkerSession:
         )
         if self.device.type == "cuda":
             event.gpu_mem_peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
-        from scaleprof.workloads.training import host_memory_peak_mb
-
         event.host_mem_peak_mb = host_memory_peak_mb()
         event.state_mem_mb = self._state_mb
-        compiled = self._compile_at_last_step if self.train.compile is not None else 0.0
-        if compiled > self._epoch_compile_start:
-            event.compile_s = compiled - self._epoch_compile_start
+        if self._compile_at_last_step > self._epoch_compile_start:
+            event.compile_s = self._compile_at_last_step - self._epoch_compile_start
         for name, value in self._extra.items():
             setattr(event, name, value)
         self._hold(event) if hold else self._emit_now(event)
@@ -375,8 +379,9 @@ class WorkerSession:
         if self._step_loss is not None:
             self._add_loss(self._step_loss, samples)
         self._hold(event) if hold else self._emit_now(event)
-        if self.train.compile is not None:  # what the epoch's steps compiled; evaluation after them is not
-            self._compile_at_last_step = compile_seconds()
+        # What the epoch's steps compiled (train.compile, or the loop's own torch.compile), evaluation after
+        # them not: Dynamo's counter read at each step's end (about a microsecond).
+        self._compile_at_last_step = compile_seconds()
         self._samples += samples
         self._steps += 1
         self._last_step_end = t_end
