@@ -609,14 +609,22 @@ def bench_language_model(repeats: int, epochs: int) -> dict:
         for i in range(repeats):
             for precision in ("fp32", "bf16"):
                 experiment = base.at({"train.precision": precision, "train.batch_size": 16})
-                plain = _plain_language_model(experiment, epochs)
-                in_ray = _in_ray_train_worker(lambda e=experiment: _plain_language_model(e, epochs), out)
-                result = run_study(experiment, out)
+                arms = {
+                    "plain": lambda e=experiment: _plain_language_model(e, epochs),
+                    "plain_in_ray": lambda e=experiment: _in_ray_train_worker(
+                        lambda: _plain_language_model(e, epochs), out
+                    ),
+                    "scaleprof": lambda e=experiment: run_study(e, out).study_dir,
+                }
+                order = list(arms)[i % 3 :] + list(arms)[: i % 3]  # each arm goes first once: no order bias
+                done = {name: arms[name]() for name in order}
+                plain, in_ray, study_dir = done["plain"], done["plain_in_ray"], done["scaleprof"]
                 rows.append({
-                    "precision": precision, "repeat": i, "plain_tokens_per_s": plain["throughput"] * tokens,
+                    "precision": precision, "repeat": i, "order": order,
+                    "plain_tokens_per_s": plain["throughput"] * tokens,
                     "plain_in_ray_tokens_per_s": in_ray["throughput"] * tokens,
-                    "scaleprof_tokens_per_s": _throughput(result.study_dir)["throughput"] * tokens,
-                    "counts_equal": _recorded_counts(result.study_dir)
+                    "scaleprof_tokens_per_s": _throughput(study_dir)["throughput"] * tokens,
+                    "counts_equal": _recorded_counts(study_dir)
                     == {k: plain[k] for k in ("samples_per_epoch", "steps_per_epoch")},
                 })  # fmt: skip
     summary = {}
@@ -637,7 +645,8 @@ def bench_language_model(repeats: int, epochs: int) -> dict:
         "what": f"the built-in transformer of experiments/lm-cpu.yaml (2 layers, width 128, seq 64, vocab 256), "
         f"1 worker, 1 CPU / 1 thread, batch 16, AdamW, {epochs} epochs, fp32 and bf16 autocast, each alternated "
         "with the same training as a plain PyTorch loop (no Ray) in the driver and the same plain loop in a 1-CPU "
-        "Ray Train worker (no scaleprof); steady state = epochs 2..E on every side",
+        "Ray Train worker (no scaleprof), the three arms' order rotated over the repeats; steady state = epochs "
+        "2..E on every side",
         "rows": rows,
         "summary": summary,
     }
