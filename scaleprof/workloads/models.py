@@ -230,9 +230,8 @@ def check_model(
         if out_shape != want:
             what = "next-token logits" if task == LANGUAGE_MODELING else "class logits"
             return (
-                f"factory: {spec.factory}'s output on a batch of shape {list(batch.shape)} "
-                f"has shape {list(out_shape)}; "
-                f"{what} of shape {list(want)} are expected"
+                f"factory: {spec.factory}'s output on a batch of 2 has shape {list(out_shape)}; "
+                f"{what} of shape {list(want)} are expected (the input batch had shape {list(batch.shape)})"
             )
         return None
     name = str(spec.name)
