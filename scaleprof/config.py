@@ -22,7 +22,6 @@ NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 IMPORT_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
 BUILTIN_MODELS = ("mlp", "small-cnn", "transformer")
 LM_MODELS = ("transformer",)  # built-in models of the language-modeling task (plus hf:<model type>)
-TASKS = ("classification", "language-modeling")
 MAX_SYNTHETIC_VALUES = 2**29  # float32 values: 2 GiB per worker
 
 
