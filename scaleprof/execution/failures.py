@@ -9,7 +9,9 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+from scaleprof.telemetry.store import DISK_FULL_ERRNOS
+
+_DISK_ERRNOS = DISK_FULL_ERRNOS
 _DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from scaleprof.records import EventKind, Lifecycle
-from scaleprof.telemetry.store import StudyStore, append_jsonl, read_jsonl, repair_torn_tail
+from scaleprof.telemetry.store import DISK_FULL_ERRNOS, StudyStore, append_jsonl, read_jsonl, repair_torn_tail
 
 WorkerKey = tuple[str, int, int]  # run_id, attempt, rank
 MAX_AHEAD = 10_000  # events held past a hole per worker before the hole is declared lost
@@ -39,6 +39,7 @@ class Aggregator:
         self._epochs: dict[str, dict[int, dict[int, tuple[float, float]]]] = defaultdict(dict)  # finished epochs
         self._lags: deque[float] = deque(maxlen=100_000)  # sample time -> on disk, seconds (bounded)
         self.events_written = 0
+        self._disk_full: OSError | None = None
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -93,6 +94,10 @@ class Aggregator:
         return max((n for (run, _), n in self._attempts.items() if run == run_id), default=0)
 
     def ingest(self, events: list[dict[str, Any]]) -> int:
+        if self._disk_full is not None and self._would_leave_hole(events):
+            # After the disk filled, a small later batch could fit where a larger earlier one did not and
+            # leave a hole on disk: refused (the sender resends it) until the earlier events are written.
+            raise self._disk_full
         accepted = []
         for event in events:
             if self._accept((event["run_id"], event["attempt"], event["rank"]), event["seq"]):
@@ -100,14 +105,28 @@ class Aggregator:
                 self._observe(event)
         try:
             self.events_written += append_jsonl(self._store.events_path, accepted)
-        except OSError:
+        except OSError as exc:
             # The disk is full (or gone): maybe half the batch is on disk. The disk is the truth, so
             # cut the torn line and re-read; the sender resends and nothing is marked received unwritten.
             self._rebuild()
+            if exc.errno in DISK_FULL_ERRNOS:
+                self._disk_full = exc
             raise
+        self._disk_full = None  # the disk took a write again, with no hole left behind
         written = time.time()
         self._lags.extend(written - e["time"] for e in accepted)
         return len(accepted)
+
+    def _would_leave_hole(self, events: list[dict[str, Any]]) -> bool:
+        """Whether writing these events would put one past a sequence number not yet on disk."""
+        expected: dict[WorkerKey, int] = {}
+        for event in sorted(events, key=lambda e: e["seq"]):
+            key = (event["run_id"], event["attempt"], event["rank"])
+            following = expected.get(key, self._mark.get(key, -1) + 1)
+            if event["seq"] > following:
+                return True
+            expected[key] = max(following, event["seq"] + 1)
+        return False
 
     def store_predictions(self, run_id: str, predictions: dict[str, Any]) -> int:
         """Write one run's held-out predictions (a later attempt replaces an earlier one)."""

@@ -8,6 +8,7 @@ Analysis and report read only this directory.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -19,6 +20,8 @@ from typing import Any
 import pandas as pd
 
 EVENTS = "events.jsonl"
+# A full, over-quota or read-only disk: writing again will not help, so a study stops on these.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 RUN_RECORDS = "run_records.jsonl"
 MANIFEST = "manifest.json"
 RUNS_TABLE = "runs.parquet"

@@ -272,3 +272,30 @@ def test_a_restarted_aggregator_still_knows_each_runs_nodes_and_progress(tmp_pat
     again = Aggregator(str(store.root))
     assert again.nodes("r") == ["n"]
     assert again.progress("r")["throughput"] == 200.0
+
+
+def test_after_the_disk_fills_nothing_is_written_past_a_hole(tmp_path, monkeypatch):
+    import errno
+
+    import scaleprof.telemetry.aggregator as aggregator
+
+    store = StudyStore(tmp_path / "study")
+    store.create()
+    agg = Aggregator(str(store.root))
+    assert agg.ingest(_events([0, 1])) == 2
+    real_append = aggregator.append_jsonl
+
+    def full(path, rows):  # the disk fills mid-batch: half a line lands, then ENOSPC (a tmpfs does this)
+        with open(path, "a") as f:
+            f.write('{"torn": ')
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(aggregator, "append_jsonl", full)
+    with pytest.raises(OSError):
+        agg.ingest(_events([2, 3, 4, 5]))
+    monkeypatch.setattr(aggregator, "append_jsonl", real_append)  # the torn half line freed a little space
+    with pytest.raises(OSError):
+        agg.ingest(_events([6]))  # a later, smaller batch would fit: refused, or 2..5 become a hole
+    assert [e["seq"] for e in store.events().to_dict("records")] == [0, 1]  # the torn line cut, nothing after it
+    assert agg.ingest(_events([2, 3, 4, 5])) == 4  # the sender resends in order: written
+    assert agg.ingest(_events([6])) == 1 and agg.stats()["gaps"] == 0
