@@ -244,6 +244,9 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
                 row[label] = "–"
         row["beyond noise"] = r["significant"] or "none"
         rows.append(row)
+    # a metric neither study has (a classifier's perplexity, a language model's accuracy) is left out
+    empty = {label for label in METRICS.values() if all(row[label] == "–" for row in rows)}
+    rows = [{k: v for k, v in row.items() if k not in empty} for row in rows]
     console.print(_table(rows, f"{Path(args.b).name} against {Path(args.a).name}"))
     console.print(
         f"Change = (B - A) / A of medians over repeats; noise = 2 x the larger coefficient of variation over repeats, "

@@ -18,6 +18,7 @@ METRICS = {
     "scaling_efficiency": "efficiency",
     "cost_per_sample_usd": "cost/sample",
     "accuracy": "accuracy",
+    "perplexity": "perplexity",  # language models (lower is better)
 }
 
 

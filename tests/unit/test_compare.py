@@ -34,3 +34,10 @@ def test_single_runs_fall_back_to_the_floor_and_say_so():
 def test_only_shared_placements_are_compared():
     table = compare_runs(runs({"cpu-1": [100], "cpu-4": [300]}), runs({"cpu-1": [100], "gpu-1": [900]}))
     assert list(table["placement"]) == ["cpu-1"]
+
+
+def test_language_models_are_compared_on_perplexity():
+    a, b = runs({"cpu-1": [100]}), runs({"cpu-1": [100]})
+    a["perplexity"], b["perplexity"] = 4.0, 5.0
+    row = compare_runs(a, b).iloc[0]
+    assert row["perplexity_change"] == pytest.approx(0.25) and "perplexity" in row["significant"]
