@@ -24,6 +24,7 @@ from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.plan import describe, expand, study_bytes_estimate
 from scaleprof.pricing import prices_for
 from scaleprof.records import RunStatus
+from scaleprof.versions import scaleprof_version
 from scaleprof.workloads.imports import WorkloadError
 
 EXIT_USER_ERROR = 2
@@ -259,6 +260,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaleprof", description="Distributed scalability profiler on Ray.")
+    parser.add_argument("--version", action="version", version=f"scaleprof {scaleprof_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a scaling study and write its report")
     run.add_argument("file", help="experiment YAML file")

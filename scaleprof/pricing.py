@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scaleprof.config import ConfigError, Experiment
 
@@ -21,13 +21,19 @@ class NodePrice(BaseModel):
     provider: str
     region: str
     instance: str
-    price_per_hour_usd: float = Field(ge=0)
+    # Empty: a node type with no public list price found; its runs get no cost figures, never a guess.
+    price_per_hour_usd: float | None = Field(ge=0)
     vcpus: float = Field(gt=0)
     memory_gib: float = Field(ge=0)
     gpus: float = Field(ge=0)
     gpu_model: str = ""
     source: str = Field(min_length=1)
     retrieved: str = Field(min_length=1)
+
+    @field_validator("price_per_hour_usd", mode="before")
+    @classmethod
+    def _empty_is_unpriced(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 def load_pricing(path: Path) -> dict[str, NodePrice]:

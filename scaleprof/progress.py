@@ -6,6 +6,7 @@ prints one plain line per change, so the log still tells the story.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,17 @@ class TerminalProgress:
             self.console.print(f"{label}: starting workers", markup=False, highlight=False)
         self._label = label
         self._epochs = epochs
+        self._last_wait_line = -float("inf")
+
+    def run_waiting(self, run: PlannedRun, text: str) -> None:
+        """A placement waiting for the autoscaler's nodes: the bar's text, or one plain line per 30 s."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, info=text)
+            return
+        now = time.monotonic()
+        if now - self._last_wait_line >= 30:
+            self.console.print(f"{self._label}: {text}", markup=False, highlight=False)
+            self._last_wait_line = now
 
     def run_progress(self, run: PlannedRun, progress: dict[str, Any]) -> None:
         if not progress.get("ranks"):

@@ -199,6 +199,7 @@ class WorkerStart(Event):
     gpu_uuid: str | None = None
     gpu_name: str | None = None
     gpu_unavailable: str | None = None
+    versions: str | None = None  # torch, CUDA, NCCL as this worker has them (the image may differ from the driver)
 
 
 @dataclass

@@ -45,6 +45,7 @@ from scaleprof.records import (
     StepEvent,
     WorkerStart,
 )
+from scaleprof.versions import toolchain
 from scaleprof.workloads.training import (
     Precision,
     check_device,
@@ -574,6 +575,7 @@ def worker_start_event(device: torch.device, threads: int, world_size: int, gpu:
         gpu_uuid=gpu.uuid,
         gpu_name=gpu.name,
         gpu_unavailable=gpu.unavailable_reason,
+        versions=", ".join(f"{k} {v}" for k, v in toolchain().items() if v is not None),
     )
 
 

@@ -60,7 +60,7 @@ def add_cost_columns(runs: pd.DataFrame, epochs: pd.DataFrame, manifest: dict[st
     billing, target = cost.get("billing", "node"), cost.get("target_accuracy")
     for i, run in runs.iterrows():
         price = pricing.get(run.get("node_type") or "")
-        if not price or run["status"] != "ok":
+        if not price or price.get("price_per_hour_usd") is None or run["status"] != "ok":
             continue
         billed, per_hour = hourly_rate(run, price, billing)
         per_s = per_hour / 3600

@@ -1,4 +1,5 @@
-"""Where a run's wall time goes: launch, setup, compile, training, finish, teardown (they add up to wall_s)."""
+"""Where a run's wall time goes: launch, setup, compile, training, finish, teardown (they add up to wall_s),
+and the wait for its resources before that (on an autoscaling cluster, for the nodes to be added)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from scaleprof.records import Lifecycle
 # In order; explained in the report's notes.
 WALL_PHASES = {"launch_s": "launch", "setup_s": "setup", "compile_phase_s": "compile", "training_s": "training",
                "finish_s": "finish", "teardown_s": "teardown"}  # fmt: skip
+# Before the run's wall time: waiting for its placement group (not launch cost; not in wall_s or its cost).
+WAIT_PHASE = {"wait_s": "resource wait"}
 
 
 def wall_phases(record: dict[str, Any], lifecycle: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, float]:

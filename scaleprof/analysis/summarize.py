@@ -54,6 +54,7 @@ RUN_COLUMNS = [
     "model_label", "batch_series", "task", "train_precision", "parallelism", "compile", "grad_accumulation",
     "optimizer", "tokens_per_sample", "tokens_per_s", "test_loss", "perplexity", "token_accuracy",
     "final_val_loss", "host_mem_peak_mb", "mem_peak_mb", "state_mem_mb", "flops_6n_per_sample", "mfu_6n",
+    "wait_s", "ray_node_types",
 ]  # fmt: skip
 
 
@@ -98,6 +99,9 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
     row["reason"] = record.get("reason") or ""
     row["kind"] = record.get("kind", RunKind.FIXED_SPLIT)  # studies written before cross-validation existed
     row["wall_s"] = record.get("wall_s", float("nan"))
+    row["wait_s"] = record.get("wait_s", 0.0)  # studies from before the wait was recorded: none measured
+    landed = record.get("ray_node_types") or {}
+    row["ray_node_types"] = ", ".join(f"{kind} x{n}" for kind, n in sorted(landed.items()))
     row["model_label"] = record.get("model_label") or record["model"]  # studies from before sweeps
     row["batch_series"] = record.get("batch_series") or row["model_label"]
     for key, value in (record.get("settings") or {}).items():

@@ -11,6 +11,8 @@ import time
 from typing import Any
 
 from scaleprof.config import Experiment
+from scaleprof.execution.cluster import cluster_view
+from scaleprof.versions import ray_job, toolchain
 from scaleprof.workloads.data import Dataset, load_dataset
 
 PACKAGES = ("scaleprof", "torch", "torchvision", "ray", "numpy", "pandas", "pyarrow", "scikit-learn", "altair")
@@ -156,7 +158,14 @@ def collect_manifest(
         "python_executable": sys.executable,
         "git_revision": git_revision(),
         "driver_host": {"hostname": platform.node(), "cpu_model": cpu_model(), "platform": platform.platform()},
-        "ray": {"cluster_resources": resources, "nodes": nodes},
+        # The cluster as the study found it: nodes now, the node types an autoscaler can add, the Ray job.
+        "ray": {
+            "cluster_resources": resources,
+            "nodes": nodes,
+            "autoscaler": cluster_view().describe(),
+            "job": ray_job(),
+        },
+        "toolchain": toolchain(),  # the driver's; each worker's is in its start event
         "gpu": gpu_models(resources),
         "pricing": pricing or {},
     }

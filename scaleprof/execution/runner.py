@@ -3,6 +3,8 @@
 The runner owns each run's life cycle and records every transition in the study store:
 planned -> placed -> running -> ok | failed | skipped (with a reason). A placement the cluster
 cannot hold is skipped after a bounded wait, never left to hang and never run on other hardware.
+On an autoscaling cluster a placement that fits once nodes are added is requested (its placement
+group is Ray's demand to the autoscaler) and waited for; one no node type could hold is skipped at once.
 """
 
 from __future__ import annotations
@@ -14,18 +16,21 @@ import shutil
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from scaleprof.capacity import Outlook, Verdict, verdict
 from scaleprof.config import Experiment
+from scaleprof.execution.cluster import cluster_view, node_types_of, pending_nodes
 from scaleprof.execution.failures import decide, lost_nodes
 from scaleprof.execution.lifecycle import RunLifecycle
 from scaleprof.execution.manifest import collect_manifest
 from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.execution.ray_session import connect_ray, job_runtime_env
-from scaleprof.plan import PlannedRun, bundle, expand, missing_resources, unsupported
+from scaleprof.plan import PlannedRun, bundle, expand, unsupported
 from scaleprof.records import FINISHED, RunRecord, RunStatus
 from scaleprof.telemetry.aggregator import start_aggregator
 from scaleprof.telemetry.store import StudyStore
@@ -38,6 +43,7 @@ class Observer(Protocol):
 
     def study_started(self, study_dir: Path, runs: int, ray_address: str) -> None: ...
     def run_started(self, run: PlannedRun, total: int, epochs: int) -> None: ...
+    def run_waiting(self, run: PlannedRun, text: str) -> None: ...
     def run_progress(self, run: PlannedRun, progress: dict[str, Any]) -> None: ...
     def run_finished(self, run: PlannedRun, record: dict[str, Any]) -> None: ...
     def inference_started(self, devices: Sequence[str]) -> None: ...
@@ -48,6 +54,9 @@ class QuietObserver:
         pass
 
     def run_started(self, run: PlannedRun, total: int, epochs: int) -> None:
+        pass
+
+    def run_waiting(self, run: PlannedRun, text: str) -> None:
         pass
 
     def run_progress(self, run: PlannedRun, progress: dict[str, Any]) -> None:
@@ -77,28 +86,55 @@ def new_study_dir(out_dir: Path, name: str) -> Path:
     return candidate
 
 
-def _alive_node_resources() -> list[dict[str, float]]:
-    import ray
+def waiting_text(found: Verdict, pending: dict[str, int], waited_s: float, timeout_s: float) -> str:
+    """The progress line while a placement waits for the autoscaler."""
+    if pending:
+        what = ", ".join(f"{n} node(s) of type {kind}" for kind, n in sorted(pending.items()))
+        head = f"waiting for the autoscaler: {what} launching"
+    elif found.nodes_to_add:
+        what = ", ".join(f"{n} node(s) of type {kind}" for kind, n in found.nodes_to_add)
+        head = f"waiting for the autoscaler: needs {what}"
+    else:
+        head = "waiting for the autoscaler" + (f" ({found.reason})" if found.reason else "")
+    return f"{head} ({waited_s:.0f} s of at most {timeout_s:g} s)"
 
-    return [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
 
-
-def _wait_for_resources(run: PlannedRun, timeout_s: float) -> str | None:
-    """Reserve the placement's bundles once, with a timeout; None when they can be had."""
+def _wait_for_resources(
+    run: PlannedRun, timeout_s: float, found: Verdict, observer: Observer
+) -> tuple[str | None, float]:
+    """Reserve the placement's bundles once, waiting up to `timeout_s`: (None, seconds waited) when they
+    can be had, else (why not, seconds waited). The placement group is the request: the autoscaler
+    launches nodes for a pending one; removing it withdraws the request. It is polled each second so
+    Ctrl-C (or `ray job stop`) ends the wait at once."""
     from ray.util.placement_group import placement_group, remove_placement_group
 
     p = run.placement
     need = bundle(p)
+    started = time.monotonic()
     pg = placement_group([dict(need) for _ in range(p.workers)], strategy=p.strategy)
     try:
-        if pg.wait(timeout_seconds=timeout_s):
-            return None
-        return (
+        while True:
+            if pg.wait(timeout_seconds=1):  # whole seconds (Ray's call takes an int); 0 would not wait at all
+                return None, time.monotonic() - started
+            waited = time.monotonic() - started
+            if waited >= timeout_s:
+                break
+            if found.outlook == Outlook.SCALE:
+                observer.run_waiting(run, waiting_text(found, pending_nodes(), waited, timeout_s))
+    finally:
+        remove_placement_group(pg)  # a leftover group would hold resources (or keep asking for nodes)
+    if found.outlook == Outlook.SCALE:
+        reason = (
+            f"{p.strategy} placement of {p.workers} worker(s) x {need} was requested from the autoscaler "
+            f"but did not become available within {timeout_s:g}s (raise ray.placement_timeout_s: new nodes "
+            "can take minutes)"
+        )
+    else:
+        reason = (
             f"{p.strategy} placement of {p.workers} worker(s) x {need} did not become available within "
             f"{timeout_s:g}s (the cluster could hold it, but the resources were not free)"
         )
-    finally:
-        remove_placement_group(pg)  # a leftover group would hold resources from the next run
+    return reason, time.monotonic() - started
 
 
 class _ProgressPoller:
@@ -205,11 +241,26 @@ def _attempts(aggregator: Any, run: PlannedRun) -> int | None:
         return None
 
 
-def run_one(
-    run: PlannedRun, experiment: Experiment, study_id: str, store: StudyStore, aggregator: Any, inputs: StudyInputs
-) -> dict[str, Any]:
+def _landed_on(aggregator: Any, run_id: str) -> dict[str, int]:
+    """Node types the run's workers ran on, with the number of nodes of each (where Ray knows the type)."""
     import ray
 
+    try:
+        used = ray.get(aggregator.nodes.remote(run_id), timeout=30)
+        return dict(Counter(node_types_of(used).values()))
+    except Exception:
+        return {}
+
+
+def run_one(
+    run: PlannedRun,
+    experiment: Experiment,
+    study_id: str,
+    store: StudyStore,
+    aggregator: Any,
+    inputs: StudyInputs,
+    observer: Observer | None = None,
+) -> dict[str, Any]:
     train = run.experiment.train
     record = RunRecord(
         run_id=run.run_id,
@@ -245,12 +296,19 @@ def run_one(
     life = RunLifecycle(store, record)
     life.to(RunStatus.PLANNED)
 
-    reason = unsupported(run) or missing_resources(run.placement, ray.cluster_resources(), _alive_node_resources())
+    reason, wait_s = unsupported(run), 0.0
     if reason is None:
-        reason = _wait_for_resources(run, experiment.ray.placement_timeout_s)
+        view = cluster_view()
+        found = verdict(run.placement, view.node_resources(), view.autoscaling, view.node_types)
+        if found.outlook == Outlook.NEVER:
+            reason = found.reason
+        else:
+            reason, wait_s = _wait_for_resources(
+                run, experiment.ray.placement_timeout_s, found, observer or QuietObserver()
+            )
     if reason is not None:
-        return life.to(RunStatus.SKIPPED, reason=reason)
-    life.to(RunStatus.PLACED)
+        return life.to(RunStatus.SKIPPED, reason=reason, wait_s=wait_s)
+    life.to(RunStatus.PLACED, wait_s=wait_s)
 
     started = time.time()
     life.to(RunStatus.RUNNING, started_at=started)
@@ -274,7 +332,7 @@ def run_one(
     ended = time.time()
     return life.to(
         status, **outcome, started_at=started, ended_at=ended, wall_s=ended - started,
-        attempts=_attempts(aggregator, run),
+        attempts=_attempts(aggregator, run), wait_s=wait_s, ray_node_types=_landed_on(aggregator, run.run_id),
     )  # fmt: skip
 
 
@@ -339,7 +397,7 @@ def run_study(
                 continue
             observer.run_started(run, len(runs), experiment.train.epochs)
             with _ProgressPoller(aggregator, run, observer):
-                record = run_one(run, experiment, study_id, store, aggregator, inputs)
+                record = run_one(run, experiment, study_id, store, aggregator, inputs, observer)
             result.records.append(record)
             observer.run_finished(run, record)
         if experiment.evaluation.inference is not None:

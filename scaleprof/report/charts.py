@@ -6,7 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from scaleprof.analysis.phases import WALL_PHASES
+from scaleprof.analysis.phases import WAIT_PHASE, WALL_PHASES
 from scaleprof.records import RunKind, RunStatus
 
 WIDTH, HEIGHT = 420, 260
@@ -249,19 +249,27 @@ def step_breakdown(runs: pd.DataFrame) -> alt.Chart | None:
 
 
 def wall_time_phases(runs: pd.DataFrame) -> alt.Chart | None:
-    """Where each run's wall time went: the fixed cost of starting workers beside the training."""
-    columns = list(WALL_PHASES)  # summarize gives every run these columns (NaN when not measured)
-    done = runs[runs["status"] == RunStatus.OK].dropna(subset=columns)
+    """Where each run's wall time went: the fixed cost of starting workers beside the training, after
+    the wait for its resources (shown only when some run waited)."""
+    phases = dict(WALL_PHASES)
+    done = runs[runs["status"] == RunStatus.OK].dropna(subset=list(phases))
     if done.empty:
         return None
+    if "wait_s" in done and done["wait_s"].fillna(0).max() >= 0.5:
+        phases = {**WAIT_PHASE, **phases}
+        done = done.assign(wait_s=done["wait_s"].fillna(0))
+    columns = list(phases)
+    axis = "seconds of the run's wall time"
+    if "wait_s" in phases:
+        axis = "seconds: the wait for resources, then the run's wall time"
     long = done.melt(id_vars=["run_id"], value_vars=columns, var_name="phase", value_name="s")
-    long["phase"] = long["phase"].map(WALL_PHASES)
-    order = list(WALL_PHASES.values())
+    long["phase"] = long["phase"].map(phases)
+    order = list(phases.values())
     return (
         alt.Chart(long)
         .mark_bar()
         .encode(
-            x=alt.X("s:Q", title="seconds of the run's wall time"),
+            x=alt.X("s:Q", title=axis),
             y=alt.Y("run_id:N", title=None),
             color=alt.Color("phase:N", title="phase", sort=order),
             order=alt.Order("phase_order:Q"),

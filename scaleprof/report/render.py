@@ -235,6 +235,7 @@ def study_notes(tables: StudyTables) -> list[str]:
         + _training_notes(exp, found, tables.manifest.get("data", {}))
         + _measurement_notes(tables)
         + _fixed_cost_notes(found.fixed_cost)
+        + _wait_notes(tables.runs)
         + _cost_notes(tables.manifest, found)
         + _inference_notes(tables)
     )
@@ -452,6 +453,23 @@ def _fixed_cost_notes(med: dict[str, float] | None) -> list[str]:
     ]
 
 
+def _wait_notes(runs: pd.DataFrame) -> list[str]:
+    """Runs that waited for their resources (on an autoscaling cluster: for nodes to be added)."""
+    if "wait_s" not in runs:
+        return []
+    waited = runs[runs["wait_s"].fillna(0) >= 0.5]
+    if waited.empty:
+        return []
+    each = ", ".join(
+        f"{r.run_id} {r.wait_s:.0f} s" + (f" (then ran on {r.ray_node_types})" if r.ray_node_types else "")
+        for r in waited.itertuples()
+    )
+    return [
+        f"Waiting for resources, before each run's wall time and outside its cost: {each}. On an autoscaling "
+        "cluster this is the time the autoscaler took to add nodes."
+    ]
+
+
 def _cost_notes(manifest: dict[str, Any], found: Findings) -> list[str]:
     pricing = manifest.get("pricing") or {}
     if not pricing:
@@ -464,6 +482,9 @@ def _cost_notes(manifest: dict[str, Any], found: Findings) -> list[str]:
     )
     notes = [f"Cost: {billing}; steady-state cost bills samples/throughput, end-to-end cost bills the run's wall time."]
     for name, p in pricing.items():
+        if p["price_per_hour_usd"] is None:
+            notes.append(f"Not priced: {name} ({p['provider']} {p['instance']}): {p['source']}; its runs show no cost.")
+            continue
         notes.append(
             f"Priced as {name}: {p['provider']} {p['instance']} in {p['region']}, ${p['price_per_hour_usd']:g}/h "
             f"({p['vcpus']:g} vCPU, {p['gpus']:g} GPU), source {p['source']}, retrieved {p['retrieved']}."

@@ -2,15 +2,14 @@
 to it as a job, and the report found where the job was told to put it."""
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+
+from tests.integration.ray_processes import free_port, stop_tree, wait_for_port
 
 VENV_BIN = Path(sys.executable).parent
 # The user's model lives beside the experiment file, in a subdirectory of the job's working directory that
@@ -31,39 +30,8 @@ def build(width=32):
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_dashboard(port: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(1)
-    raise TimeoutError("the Ray dashboard (job server) did not come up")
-
-
-def stop_tree(proc: subprocess.Popen) -> None:
-    """Stop this head and everything it started: never `ray stop`, which stops every Ray on the machine."""
-    try:
-        family = [proc, *psutil.Process(proc.pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return
-    for p in family:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs([psutil.Process(p.pid) for p in family if psutil.pid_exists(p.pid)], timeout=15)
-    for p in alive:
-        p.kill()
+def wait_for_dashboard(port: int, proc: subprocess.Popen) -> None:
+    wait_for_port(port, proc, "the Ray dashboard (job server)")
 
 
 def submit(cmd: list[str], env: dict[str, str], ready_timeout_s: float = 120) -> subprocess.CompletedProcess:

@@ -20,3 +20,16 @@ def test_cost_follows_from_the_pricing_rows(study):
     notes = " ".join(study_notes(tables))
     assert "Cheapest: mlp on cpu-2" in notes and "fastest: mlp on cpu-2" in notes
     assert "source made up for the test, retrieved 2026-11-29" in notes
+
+
+def test_a_node_type_without_a_public_price_gets_no_cost_and_says_why(tmp_path):
+    from scaleprof.analysis.summarize import summarize
+    from tests.unit.study_data import make_study
+
+    store = make_study(tmp_path / "study")
+    manifest = store.manifest()
+    manifest["pricing"]["test-node"].update(price_per_hour_usd=None, source="no public list price was found")
+    store.write_manifest(manifest)
+    tables = summarize(store)
+    assert tables.runs["cost_per_sample_usd"].isna().all() and tables.runs["cost_run_usd"].isna().all()
+    assert "Not priced: test-node (test t): no public list price was found" in " ".join(study_notes(tables))

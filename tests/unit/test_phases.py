@@ -32,3 +32,32 @@ def test_compile_time_is_a_phase_of_its_own_taken_out_of_training():
     phases = wall_phases({"started_at": 100.0, "ended_at": 141.0}, lifecycle, epochs)
     assert phases["compile_phase_s"] == 7.0 and phases["training_s"] == 24.0 - 7.0
     assert sum(phases.values()) == 41.0
+
+
+def test_a_runs_wait_for_resources_is_its_own_phase_outside_the_wall_time(tmp_path):
+    from scaleprof.analysis.summarize import summarize
+    from scaleprof.report.charts import wall_time_phases
+    from scaleprof.report.render import study_notes
+    from tests.unit.study_data import make_study
+
+    store = make_study(tmp_path / "study")
+    first = store.final_run_records()["001-mlp-cpu-1-r0"]
+    store.append_run_record({**first, "wait_s": 42.0, "ray_node_types": {"cpu2": 1}})
+    tables = summarize(store)
+    runs = tables.runs.set_index("placement")
+    assert runs.loc["cpu-1", "wait_s"] == 42.0 and runs.loc["cpu-2", "wait_s"] == 0.0
+    assert runs.loc["cpu-1", "wall_s"] == 30.0  # the wait is not in the wall time (nor its cost)
+    assert runs.loc["cpu-1", "ray_node_types"] == "cpu2 x1"
+    measured = {
+        "launch_s": 1.0,
+        "setup_s": 1.0,
+        "compile_phase_s": 0.0,
+        "training_s": 25.0,
+        "finish_s": 1.0,
+        "teardown_s": 2.0,
+    }  # fmt: skip  (the handmade workers record no exit)
+    spec = wall_time_phases(tables.runs.assign(**measured)).to_json()
+    assert "resource wait" in spec and "the wait for resources, then" in spec
+    assert "001-mlp-cpu-1-r0 42 s (then ran on cpu2 x1)" in " ".join(study_notes(tables))
+    plain = summarize(make_study(tmp_path / "plain")).runs.assign(**measured)
+    assert "resource wait" not in wall_time_phases(plain).to_json()  # nobody waited: no such phase

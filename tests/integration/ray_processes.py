@@ -1,0 +1,44 @@
+"""Ray clusters that a test starts with `ray start` and stops itself: never `ray stop`, which stops
+every Ray on the machine (the session's shared test cluster among them)."""
+
+import signal
+import socket
+import subprocess
+import time
+
+import psutil
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout_s: float = 120, host: str = "127.0.0.1"):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"{what} did not come up")
+
+
+def stop_tree(proc: subprocess.Popen) -> None:
+    """Stop this head and everything it started (the autoscaler's nodes too: they are its children)."""
+    try:
+        family = [proc, *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs([psutil.Process(p.pid) for p in family if psutil.pid_exists(p.pid)], timeout=15)
+    for p in alive:
+        p.kill()

@@ -1,0 +1,132 @@
+"""A real Ray autoscaler over local nodes (Ray's fake multi-node provider: the autoscaler launches local
+raylets as a cloud would launch machines). A head with 1 CPU and a node type with 2 CPUs, none running:
+a STRICT_PACK of 2 workers must ask for the node, wait for it and finish ok; a GPU placement is
+skipped at once because no node type has a GPU; once the study is done the idle node goes away."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+
+from tests.integration.ray_processes import free_port, stop_tree, wait_for_port
+
+VENV_BIN = Path(sys.executable).parent
+FAKE_HEAD_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"  # the fake provider's head node id
+EXPERIMENT = """name: autoscale
+model: {name: mlp}
+data: {name: digits}
+train: {epochs: 2, batch_size: 32}
+placements:
+  - {name: pack-2, workers: 2, strategy: STRICT_PACK}   # the 1-CPU head cannot: a cpu2 node must be added
+  - {name: gpu-1, workers: 1, gpus_per_worker: 1}       # no node type has a GPU: skipped without waiting
+ray: {placement_timeout_s: 300}
+"""
+
+
+def cluster_config(gcs_address: str) -> dict:
+    """Ray's fake multi-node cluster file (as in ray.cluster_utils.AutoscalingCluster, whose start()
+    runs `ray stop --force`, which would stop every Ray on the machine)."""
+    return {
+        "cluster_name": "scaleprof-autoscale-test",
+        "max_workers": 2,
+        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                     "disable_launch_config_check": True, "gcs_address": gcs_address},
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 1}, "node_config": {}, "max_workers": 0},
+            "cpu2": {"resources": {"CPU": 2, "object_store_memory": 100_000_000}, "node_config": {},
+                     "min_workers": 0, "max_workers": 1},
+        },
+        "head_node_type": "ray.head.default",
+        "upscaling_speed": 1.0,
+        "idle_timeout_minutes": 0.1,  # 6 s: an idle added node goes away soon after the study
+        "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
+        "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
+        "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
+        "worker_start_ray_commands": [],
+    }  # fmt: skip
+
+
+def raylets(proc: subprocess.Popen) -> int:
+    return sum(1 for p in psutil.Process(proc.pid).children(recursive=True) if p.name() == "raylet")
+
+
+@pytest.fixture
+def autoscaling_cluster():
+    from ray._private.services import get_node_ip_address
+
+    temp = tempfile.mkdtemp(prefix="sp-as-")  # short: Ray's socket paths live under it
+    ip, port = get_node_ip_address(), free_port()
+    config = Path(temp) / "cluster.json"
+    config.write_text(json.dumps(cluster_config(f"{ip}:{port}")))
+    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "RAY_FAKE_CLUSTER": "1",
+           "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": "disabled",
+           "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_ID, "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_ID}  # fmt: skip
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=1", f"--port={port}",
+        f"--autoscaling-config={config}", "--include-dashboard=false", "--disable-usage-stats",
+        f"--temp-dir={temp}", "--object-store-memory=100000000",
+        # Its own agent ports: the session's test cluster runs beside it and holds Ray's defaults.
+        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc, "the head's GCS", host=ip)
+        deadline = time.monotonic() + 60
+        while raylets(proc) < 1 and time.monotonic() < deadline:  # the GCS comes up before the head's raylet
+            time.sleep(1)
+        client_env = {k: v for k, v in env.items() if k not in ("RAY_OVERRIDE_NODE_ID_FOR_TESTING", "RAY_FAKE_CLUSTER")}
+        yield proc, {**client_env, "RAY_ADDRESS": f"{ip}:{port}"}
+    finally:
+        stop_tree(proc)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_placement_waits_for_the_autoscaler_and_one_no_node_type_holds_is_skipped_at_once(
+    autoscaling_cluster, tmp_path
+):
+    head, env = autoscaling_cluster
+    assert raylets(head) == 1  # the head only: min_workers 0
+    (tmp_path / "autoscale.yaml").write_text(EXPERIMENT)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "scaleprof.cli", "run", "autoscale.yaml", "--out", "out"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=480,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert "run 1/2 pack-2 (2 worker(s), mlp): waiting for the autoscaler: " in log
+    assert "1 node(s) of type cpu2" in log
+    assert "run 1/2 pack-2 (2 worker(s), mlp): ok" in log
+    assert "run 2/2 gpu-1 (1 worker(s), mlp): skipped: needs 1 GPU(s)" in log
+    assert took < 300, "the GPU placement waited out the timeout"  # it is skipped at once
+
+    (study,) = (tmp_path / "out").iterdir()
+    runs = pd.read_parquet(study / "runs.parquet").set_index("placement")
+    pack, gpu = runs.loc["pack-2"], runs.loc["gpu-1"]
+    assert pack["status"] == "ok" and pack["nodes_realized"] == 1
+    assert pack["ray_node_types"] == "cpu2 x1"  # both workers on the added node
+    assert 0.5 < pack["wait_s"] < 300  # waited for the node, then ran
+    assert gpu["status"] == "skipped" and gpu["wait_s"] == 0
+    assert "even with every node its autoscaler can add" in gpu["reason"] and "cpu2 (2 CPU" in gpu["reason"]
+    assert "resource wait" in (study / "report.html").read_text()  # the wait is its own phase of the wall time
+    manifest = json.loads((study / "manifest.json").read_text())
+    assert manifest["ray"]["autoscaler"]["autoscaling"] is True
+    assert {t["name"] for t in manifest["ray"]["autoscaler"]["node_types"]} == {"ray.head.default", "cpu2"}
+
+    # The request was withdrawn with the run: the idle node is removed (idle timeout 6 s).
+    deadline = time.monotonic() + 120
+    while raylets(head) > 1 and time.monotonic() < deadline:
+        time.sleep(2)
+    assert raylets(head) == 1, "the added node was kept after the study"
