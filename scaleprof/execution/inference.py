@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from scaleprof.capacity import Outlook, verdict
+from scaleprof.config import PlacementSpec
+from scaleprof.execution.cluster import cluster_view
 from scaleprof.records import RunStatus
 
 
@@ -126,24 +129,35 @@ class InferenceProbe:
 
 
 def run_inference(experiment: Any, wait_timeout_s: float, data: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every model on every requested device kind; a device the cluster lacks gives a skipped row."""
+    """Every model on every requested device kind. A device kind no node has, or (on an autoscaling
+    cluster) no node type could add, gives a skipped row at once; one the autoscaler can add is waited
+    for up to `wait_timeout_s`."""
     import ray
 
     spec = experiment.evaluation.inference
     rows: list[dict[str, Any]] = []
-    have_gpus = ray.cluster_resources().get("GPU", 0)
+    view = cluster_view()
     for model in experiment.model_list:
         for kind in spec.devices:
             base = {"model": model.label, "device": kind}
-            if kind == "gpu" and have_gpus < 1:
-                rows.append(
-                    {**base, "status": RunStatus.SKIPPED, "reason": f"needs 1 GPU, the cluster has {have_gpus:g}"}
-                )
+            gpus = 1 if kind == "gpu" else 0
+            probe = PlacementSpec(name="inference", workers=1, cpus_per_worker=spec.cpus, gpus_per_worker=gpus)
+            found = verdict(probe, view.node_resources(), view.autoscaling, view.node_types)
+            if found.outlook == Outlook.NEVER:
+                rows.append({**base, "status": RunStatus.SKIPPED, "reason": found.reason})
                 continue
-            actor_cls: Any = ray.remote(InferenceProbe).options(num_cpus=spec.cpus, num_gpus=1 if kind == "gpu" else 0)
+            actor_cls: Any = ray.remote(InferenceProbe).options(num_cpus=spec.cpus, num_gpus=gpus)
             actor = actor_cls.remote(experiment.resolved(), model.label, kind, data)
             try:
-                results = ray.get(actor.run.remote(), timeout=max(wait_timeout_s, 60) + 600)
+                ready, _ = ray.wait([actor.__ray_ready__.remote()], timeout=wait_timeout_s)
+                if not ready:
+                    rows.append(
+                        {**base, "status": RunStatus.SKIPPED,
+                         "reason": f"{spec.cpus:g} CPU(s)" + (" and 1 GPU" if gpus else "")
+                         + f" did not become available within {wait_timeout_s:g}s"}
+                    )  # fmt: skip
+                    continue
+                results = ray.get(actor.run.remote(), timeout=600)
                 rows += [{**base, **r} for r in results]
             except Exception as exc:
                 rows.append(
@@ -154,5 +168,5 @@ def run_inference(experiment: Any, wait_timeout_s: float, data: dict[str, Any]) 
                     }
                 )
             finally:
-                ray.kill(actor)
+                ray.kill(actor)  # also withdraws a still-pending actor's request for resources
     return rows

@@ -95,8 +95,8 @@ def waiting_text(found: Verdict, pending: dict[str, int], waited_s: float, timeo
         what = ", ".join(f"{n} node(s) of type {kind}" for kind, n in found.nodes_to_add)
         head = f"waiting for the autoscaler: needs {what}"
     else:
-        head = "waiting for the autoscaler" + (f" ({found.reason})" if found.reason else "")
-    return f"{head} ({waited_s:.0f} s of at most {timeout_s:g} s)"
+        head = "waiting for the autoscaler" + (f": {found.reason}" if found.reason else "")
+    return f"{head}; {waited_s:.0f} s of at most {timeout_s:g} s"
 
 
 def _wait_for_resources(

@@ -27,6 +27,7 @@ train: {epochs: 2, batch_size: 32}
 placements:
   - {name: pack-2, workers: 2, strategy: STRICT_PACK}   # the 1-CPU head cannot: a cpu2 node must be added
   - {name: gpu-1, workers: 1, gpus_per_worker: 1}       # no node type has a GPU: skipped without waiting
+evaluation: {inference: {batch_sizes: [8], warmup: 1, iterations: 3, devices: [cpu, gpu]}}
 ray: {placement_timeout_s: 300}
 """
 
@@ -120,6 +121,9 @@ def test_a_placement_waits_for_the_autoscaler_and_one_no_node_type_holds_is_skip
     assert 0.5 < pack["wait_s"] < 300  # waited for the node, then ran
     assert gpu["status"] == "skipped" and gpu["wait_s"] == 0
     assert "even with every node its autoscaler can add" in gpu["reason"] and "cpu2 (2 CPU" in gpu["reason"]
+    inference = pd.read_parquet(study / "inference.parquet").set_index("device")
+    assert inference.loc["cpu", "status"] == "ok"
+    assert inference.loc["gpu", "status"] == "skipped" and "even with every node" in inference.loc["gpu", "reason"]
     assert "resource wait" in (study / "report.html").read_text()  # the wait is its own phase of the wall time
     manifest = json.loads((study / "manifest.json").read_text())
     assert manifest["ray"]["autoscaler"]["autoscaling"] is True

@@ -64,7 +64,7 @@ def test_unknown_node_types_mean_wait_rather_than_skip():
 def test_the_waiting_line_prefers_what_the_autoscaler_reports():
     found = verdict(place(2, "STRICT_PACK"), [HEAD], autoscaling=True, node_types=[CPU2])
     assert waiting_text(found, {}, 3.2, 600) == (
-        "waiting for the autoscaler: needs 1 node(s) of type cpu2 (3 s of at most 600 s)"
+        "waiting for the autoscaler: needs 1 node(s) of type cpu2; 3 s of at most 600 s"
     )
     assert waiting_text(found, {"cpu2": 1}, 12, 600).startswith(
         "waiting for the autoscaler: 1 node(s) of type cpu2 launching"
