@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: smoke test lint bench install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
