@@ -286,12 +286,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Where a study is planned, run or reported (not on the training workers): scaleprof[driver].
+DRIVER_PACKAGES = {"sklearn": "scikit-learn", "scipy": "scipy", "altair": "altair", "vl_convert": "vl-convert-python"}
+
+
+def missing_driver_packages() -> list[str]:
+    import importlib.util
+
+    return [package for module, package in DRIVER_PACKAGES.items() if importlib.util.find_spec(module) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:  # logs (CI, `ray job submit`) are read later: do not squeeze tables to 80 columns
         console = Console(width=200)
     try:
+        missing = missing_driver_packages()
+        if missing:
+            raise UserError(
+                f"`scaleprof {args.command}` needs {', '.join(missing)}, which only the machine that runs studies "
+                "needs (training workers do not): pip install 'scaleprof[driver]'"
+            )
         return args.func(args, console)
     except (ConfigError, UserError) as err:
         print(f"error: {err}", file=sys.stderr)  # plain print: a path must never be wrapped mid-word

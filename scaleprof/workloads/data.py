@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import ConcatDataset, Subset, TensorDataset
 
 from scaleprof.config import DataSpec
-from scaleprof.workloads.imports import WorkloadError, call_user, import_object, seed_everything
+from scaleprof.workloads.imports import WorkloadError, call_user, import_object, optional_package, seed_everything
 
 SPLITS = ("train", "val", "test")
 DEFAULT_IMAGE_SIZE = (224, 224)
@@ -88,8 +88,7 @@ def _synthetic_images(spec: DataSpec, seed: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _image_transform(spec: DataSpec, size: tuple[int, int] | None) -> Any:
-    from torchvision import transforms
-
+    transforms = optional_package("torchvision.transforms", "vision", "data.name")
     steps: list[Any] = []
     if spec.grayscale:
         steps.append(transforms.Grayscale(num_output_channels=1))
@@ -102,8 +101,7 @@ def _image_transform(spec: DataSpec, size: tuple[int, int] | None) -> Any:
 
 
 def _image_folder(spec: DataSpec) -> torch.utils.data.Dataset:
-    from torchvision.datasets import ImageFolder
-
+    ImageFolder = optional_package("torchvision.datasets", "vision", "data.name").ImageFolder
     path = Path(str(spec.path))
     if not path.is_dir():
         raise WorkloadError("data.path", f"{path}: no such directory")
@@ -114,8 +112,7 @@ def _image_folder(spec: DataSpec) -> torch.utils.data.Dataset:
 
 
 def _torchvision(spec: DataSpec) -> torch.utils.data.Dataset:
-    import torchvision
-
+    torchvision = optional_package("torchvision", "vision", "data.name")
     name = str(spec.name).removeprefix("torchvision:")
     cls = getattr(torchvision.datasets, name, None)
     if not isinstance(cls, type):

@@ -24,6 +24,16 @@ class WorkloadError(Exception):
         self.message = message
 
 
+def optional_package(module: str, extra: str, field: str) -> Any:
+    """A package that only some experiments need (torchvision, transformers), or a WorkloadError
+    naming the field that asked for it and the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        top = module.partition(".")[0]
+        raise WorkloadError(field, f"needs the {top} package: pip install 'scaleprof[{extra}]'") from None
+
+
 def add_code_dirs(code_dirs: list[str] | None) -> None:
     """Put the user's code directories first on sys.path (driver side; workers get them from Ray)."""
     for directory in reversed(code_dirs or []):

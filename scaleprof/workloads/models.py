@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from scaleprof.config import ModelSpec
+from scaleprof.workloads.imports import optional_package
 
 
 class SmallCNN(nn.Module):
@@ -118,11 +119,10 @@ class CausalLM(nn.Module):
 def hf_causal_lm(model_type: str, config: dict[str, Any], vocab: int, context: int) -> nn.Module:
     """A transformers causal LM built from a config with random weights (never downloaded): the data
     set's vocabulary, and a context at least the sequence length."""
-    try:
-        from transformers import AutoConfig, AutoModelForCausalLM
-        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-    except ImportError:
-        raise ValueError("hf: models need the transformers package: pip install 'scaleprof[hf]'") from None
+    optional_package("transformers", "hf", "model.name")
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
     if model_type not in CONFIG_MAPPING:
         raise ValueError(f"transformers has no model type {model_type!r} (e.g. gpt2, llama, qwen2, mistral)")
     if "vocab_size" in config and int(config["vocab_size"]) != vocab:
@@ -162,8 +162,7 @@ def build_model(
         return Transformer(num_classes, **{"context": input_shape[0], **spec.kwargs})
     if spec.is_hf:
         return hf_causal_lm(str(spec.name).removeprefix("hf:"), spec.config, num_classes, input_shape[0])
-    import torchvision
-
+    torchvision = optional_package("torchvision", "vision", "model.name")
     name = str(spec.name).removeprefix("torchvision:")
     model = torchvision.models.get_model(name, weights=None, num_classes=num_classes, **spec.kwargs)
     if input_shape[0] == 1:
