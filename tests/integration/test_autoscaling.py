@@ -15,44 +15,14 @@ from pathlib import Path
 import pandas as pd
 import psutil
 import pytest
+import yaml
 
 from tests.integration.ray_processes import free_port, stop_tree, wait_for_port
 
 VENV_BIN = Path(sys.executable).parent
-FAKE_HEAD_ID = "fffffffffffffffffffffffffffffffffffffffffffffffffff00000"  # the fake provider's head node id
-EXPERIMENT = """name: autoscale
-model: {name: mlp}
-data: {name: digits}
-train: {epochs: 2, batch_size: 32}
-placements:
-  - {name: pack-2, workers: 2, strategy: STRICT_PACK}   # the 1-CPU head cannot: a cpu2 node must be added
-  - {name: gpu-1, workers: 1, gpus_per_worker: 1}       # no node type has a GPU: skipped without waiting
-evaluation: {inference: {batch_sizes: [8], warmup: 1, iterations: 3, devices: [cpu, gpu]}}
-ray: {placement_timeout_s: 300}
-"""
-
-
-def cluster_config(gcs_address: str) -> dict:
-    """Ray's fake multi-node cluster file (as in ray.cluster_utils.AutoscalingCluster, whose start()
-    runs `ray stop --force`, which would stop every Ray on the machine)."""
-    return {
-        "cluster_name": "scaleprof-autoscale-test",
-        "max_workers": 2,
-        "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
-                     "disable_launch_config_check": True, "gcs_address": gcs_address},
-        "available_node_types": {
-            "ray.head.default": {"resources": {"CPU": 1}, "node_config": {}, "max_workers": 0},
-            "cpu2": {"resources": {"CPU": 2, "object_store_memory": 100_000_000}, "node_config": {},
-                     "min_workers": 0, "max_workers": 1},
-        },
-        "head_node_type": "ray.head.default",
-        "upscaling_speed": 1.0,
-        "idle_timeout_minutes": 0.1,  # 6 s: an idle added node goes away soon after the study
-        "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [], "file_mounts_sync_continuously": False,
-        "rsync_exclude": [], "rsync_filter": [], "initialization_commands": [], "setup_commands": [],
-        "head_setup_commands": [], "worker_setup_commands": [], "head_start_ray_commands": [],
-        "worker_start_ray_commands": [],
-    }  # fmt: skip
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "clusters" / "laptop-autoscaling.yaml"  # as clusters/README.md starts it
+EXPERIMENT = REPO / "experiments" / "autoscale-smoke.yaml"
 
 
 def raylets(proc: subprocess.Popen) -> int:
@@ -66,10 +36,11 @@ def autoscaling_cluster():
     temp = tempfile.mkdtemp(prefix="sp-as-")  # short: Ray's socket paths live under it
     ip, port = get_node_ip_address(), free_port()
     config = Path(temp) / "cluster.json"
-    config.write_text(json.dumps(cluster_config(f"{ip}:{port}")))
+    cluster = yaml.safe_load(CLUSTER.read_text())
+    cluster["provider"]["gcs_address"] = f"{ip}:{port}"  # the shipped file assumes port 6379
+    config.write_text(json.dumps(cluster))
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "RAY_FAKE_CLUSTER": "1",
-           "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": "disabled",
-           "RAY_OVERRIDE_NODE_ID_FOR_TESTING": FAKE_HEAD_ID, "RAY_CLOUD_INSTANCE_ID": FAKE_HEAD_ID}  # fmt: skip
+           "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": "disabled"}  # fmt: skip
     env.pop("RAY_ADDRESS", None)
     cmd = [
         str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=1", f"--port={port}",
@@ -85,8 +56,7 @@ def autoscaling_cluster():
         deadline = time.monotonic() + 60
         while raylets(proc) < 1 and time.monotonic() < deadline:  # the GCS comes up before the head's raylet
             time.sleep(1)
-        client_env = {k: v for k, v in env.items() if k not in ("RAY_OVERRIDE_NODE_ID_FOR_TESTING", "RAY_FAKE_CLUSTER")}
-        yield proc, {**client_env, "RAY_ADDRESS": f"{ip}:{port}"}
+        yield proc, {**env, "RAY_ADDRESS": f"{ip}:{port}"}
     finally:
         stop_tree(proc)
         shutil.rmtree(temp, ignore_errors=True)
@@ -98,7 +68,7 @@ def test_a_placement_waits_for_the_autoscaler_and_one_no_node_type_holds_is_skip
 ):
     head, env = autoscaling_cluster
     assert raylets(head) == 1  # the head only: min_workers 0
-    (tmp_path / "autoscale.yaml").write_text(EXPERIMENT)
+    shutil.copy(EXPERIMENT, tmp_path / "autoscale.yaml")
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "scaleprof.cli", "run", "autoscale.yaml", "--out", "out"],

@@ -27,3 +27,17 @@ def test_shipped_experiments_and_their_prices_load(name, monkeypatch):
     monkeypatch.chdir(REPO)
     exp = load_experiment(REPO / "experiments" / f"{name}.yaml")
     assert prices_for(exp)  # every shipped study is priced from clusters/pricing.csv
+
+
+def test_the_laptop_autoscaling_cluster_passes_rays_schema_and_reads_as_node_types():
+    import yaml
+    from ray.autoscaler._private.util import validate_config
+
+    from scaleprof.execution.cluster import _config_from_file, _node_types
+
+    path = REPO / "clusters" / "laptop-autoscaling.yaml"
+    validate_config(yaml.safe_load(path.read_text()))  # complete as it is: Ray's wheel lacks this provider's defaults
+    types, head, limit = _config_from_file(str(path))  # type: ignore[misc]
+    assert [(t.name, t.can_add) for t in _node_types(types, head, limit, {"ray.head.default": 1})] == [
+        ("ray.head.default", 0), ("cpu2", 1)
+    ]  # fmt: skip
