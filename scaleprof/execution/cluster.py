@@ -75,6 +75,20 @@ def _autoscaler_status() -> dict[str, Any] | None:
         return None
 
 
+def _autoscaler_report(status: dict[str, Any] | None) -> dict[str, Any]:
+    """The autoscaler's report, or {} when there is none or it is the read-only one that every Ray head
+    without an autoscaling config runs (for `ray status`): it names each node's type `node_<id>`."""
+    report = (status or {}).get("autoscaler_report") or {}
+    mapping = report.get("node_type_mapping") or {}
+    try:
+        from ray.autoscaler._private.util import format_readonly_node_type
+    except ImportError:  # a private helper: if it moves, recognise its naming
+        format_readonly_node_type = "node_{}".format
+    if mapping and all(kind == format_readonly_node_type(key) for key, kind in mapping.items()):
+        return {}
+    return report
+
+
 def _v2_status() -> Any:
     try:
         import ray
@@ -124,10 +138,14 @@ def _monitor_config_path(status: dict[str, Any] | None) -> str | None:
         if not any("monitor.py" in a for a in args) or not any(a.endswith(gcs) for a in args):
             continue  # not an autoscaler monitor, or another cluster's
         for i, arg in enumerate(args):
-            if arg.startswith(_CONFIG_FLAG + "="):
-                return os.path.expanduser(arg.split("=", 1)[1])
+            value = arg.split("=", 1)[1] if arg.startswith(_CONFIG_FLAG + "=") else None
             if arg == _CONFIG_FLAG and i + 1 < len(args):
-                return os.path.expanduser(args[i + 1])
+                value = args[i + 1]
+            if value:  # relative to where `ray start` ran, not to this driver (a job's is a temporary copy)
+                try:
+                    return os.path.join(proc.cwd(), os.path.expanduser(value))
+                except psutil.Error:
+                    return os.path.expanduser(value)
     return None
 
 
@@ -164,8 +182,7 @@ def _node_types(
 def _alive_nodes(status: dict[str, Any] | None) -> list[Node]:
     import ray
 
-    report = (status or {}).get("autoscaler_report") or {}
-    by_key: dict[str, str] = report.get("node_type_mapping") or {}
+    by_key: dict[str, str] = _autoscaler_report(status).get("node_type_mapping") or {}
     nodes = []
     for n in ray.nodes():
         if not n.get("Alive"):
@@ -181,7 +198,7 @@ def cluster_view() -> ClusterView:
     """The cluster as Ray sees it now (call with Ray connected)."""
     status = _autoscaler_status()
     nodes = _alive_nodes(status)
-    view = ClusterView(nodes=nodes, autoscaling=bool((status or {}).get("autoscaler_report")))
+    view = ClusterView(nodes=nodes, autoscaling=bool(_autoscaler_report(status)))
     have = view.type_counts()
     types = _config_from_gcs()
     head_type, max_workers = None, None
@@ -204,7 +221,7 @@ def pending_nodes() -> dict[str, int]:
     status = _autoscaler_status()
     out: Counter[str] = Counter()
     if status is not None:
-        report = status.get("autoscaler_report") or {}
+        report = _autoscaler_report(status)
         out.update({k: int(v) for k, v in (report.get("pending_launches") or {}).items()})
         for pending in report.get("pending_nodes") or []:
             if len(pending) >= 2:

@@ -1,6 +1,7 @@
 """`ray job submit` for real: a `ray start --head` cluster with token authentication, a study submitted
 to it as a job, and the report found where the job was told to put it."""
 
+import json
 import os
 import subprocess
 import sys
@@ -90,6 +91,9 @@ def test_ray_job_submit_runs_the_study_and_the_report_lands_at_the_uri(head, tmp
     assert study.name.startswith("jobtiny-")
     for name in ("report.html", "runs.parquet", "manifest.json", "events.jsonl", "summary.md"):
         assert (study / name).stat().st_size > 0
+    manifest = json.loads((study / "manifest.json").read_text())
+    assert manifest["ray"]["job"]["submission_id"].startswith("raysubmit_")  # which Ray job made the study
+    assert manifest["toolchain"]["ray"] and manifest["toolchain"]["torch"]
     token_path = Path.home() / ".ray" / "auth_token"
     if token_path.exists():  # the token authenticated the submission and never reached the study
         token = token_path.read_text().strip()

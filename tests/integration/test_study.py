@@ -34,8 +34,11 @@ def test_gpu_placement_on_gpu_less_cluster_is_skipped_with_reason_not_run_on_cpu
     result, tables = study
     gpu = by_placement(tables, "gpu-1")
     assert "needs 1 GPU(s), the cluster has 0" in gpu["reason"]
+    assert gpu["wait_s"] == 0  # a fixed cluster: skipped at once, not after the placement timeout
     events = StudyStore(result.study_dir).events()
     assert not (events["run_id"] == gpu["run_id"]).any()  # no worker ever started for it
+    # Ray's read-only monitor (every head without an autoscaling config) is not an autoscaler.
+    assert tables.manifest["ray"]["autoscaler"] == {"autoscaling": False, "nodes_by_type": {}, "node_types": None}
 
 
 def test_two_worker_run_has_events_from_both_ranks_without_gaps(study):
