@@ -17,7 +17,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.integration.ray_processes import free_port, stop_tree, wait_for_port
+from tests.integration.ray_processes import free_port, head_command, stop_tree, wait_for_port
 
 VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
@@ -42,14 +42,7 @@ def autoscaling_cluster():
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "RAY_FAKE_CLUSTER": "1",
            "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": "disabled"}  # fmt: skip
     env.pop("RAY_ADDRESS", None)
-    cmd = [
-        str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=1", f"--port={port}",
-        f"--autoscaling-config={config}", "--include-dashboard=false", "--disable-usage-stats",
-        f"--temp-dir={temp}", "--object-store-memory=100000000",
-        # Its own agent ports: the session's test cluster runs beside it and holds Ray's defaults.
-        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-    ]  # fmt: skip
+    cmd = head_command(port, temp, f"--autoscaling-config={config}", "--include-dashboard=false")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, proc, "the head's GCS", host=ip)

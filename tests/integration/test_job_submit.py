@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.ray_processes import free_port, stop_tree, wait_for_port
+from tests.integration.ray_processes import free_port, head_command, stop_tree, wait_for_port
 
 VENV_BIN = Path(sys.executable).parent
 # The user's model lives beside the experiment file, in a subdirectory of the job's working directory that
@@ -53,14 +53,7 @@ def head(tmp_path_factory):
     dashboard = free_port()
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
-    cmd = [
-        str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=1", f"--port={free_port()}",
-        "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--disable-usage-stats",
-        f"--temp-dir={temp}", "--object-store-memory=100000000",
-        # Its own agent ports: the session's test cluster runs beside it and holds Ray's defaults.
-        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-    ]  # fmt: skip
+    cmd = head_command(free_port(), str(temp), "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_dashboard(dashboard, proc)
