@@ -7,12 +7,17 @@ without a traceback; nothing is written and Ray is not started.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import math
 import os
 import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -24,6 +29,7 @@ from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.plan import describe, expand, study_bytes_estimate
 from scaleprof.pricing import prices_for
 from scaleprof.records import RunStatus
+from scaleprof.telemetry.store import NO_SPACE_ERRNOS, DestinationError, StoreError
 from scaleprof.versions import scaleprof_version
 from scaleprof.workloads.imports import WorkloadError
 
@@ -92,15 +98,41 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _summarize(store: Any) -> Any:
+    """The study's tables, or one message when its files cannot be made sense of (a damaged manifest
+    is a StoreError naming it; anything else the analysis trips on is named with the study)."""
+    from scaleprof.analysis.summarize import summarize
+    from scaleprof.telemetry.store import StoreError
+
+    try:
+        return summarize(store)
+    except StoreError:
+        raise
+    except Exception as exc:
+        if os.environ.get("SCALEPROF_DEBUG"):
+            raise
+        raise UserError(
+            f"{store.root}: cannot read the study: its files are damaged or were written by an incompatible "
+            f"scaleprof ({type(exc).__name__}: {exc}); SCALEPROF_DEBUG=1 shows where"
+        ) from None
+
+
 def _render(study_dir: Path, console: Console) -> Path:
-    from scaleprof.analysis.summarize import summarize, write_tables
+    from scaleprof.analysis.summarize import write_tables
     from scaleprof.report.render import TERMINAL, headline_table, render_report
     from scaleprof.telemetry.store import StudyStore
 
     store = StudyStore(study_dir)
-    tables = summarize(store)
-    write_tables(store, tables)
-    report = render_report(study_dir, tables)
+    tables = _summarize(store)
+    try:
+        write_tables(store, tables)
+        report = render_report(study_dir, tables)
+    except OSError as exc:
+        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise UserError(f"{exc.filename or study_dir}: cannot write the report there ({exc.strerror})") from None
+    for line in tables.damage:
+        print(f"warning: {study_dir.name}: {line}", file=sys.stderr)
     headline = headline_table(tables.runs, TERMINAL)
     console.print(_table(headline.to_dict("records"), f"study {study_dir.name}"))
     for _, run in tables.runs[tables.runs["status"] != "ok"].iterrows():
@@ -109,40 +141,96 @@ def _render(study_dir: Path, console: Console) -> Path:
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from scaleprof.execution.ray_session import check_ray_address
     from scaleprof.execution.runner import new_study_dir, run_study
     from scaleprof.progress import TerminalProgress
+    from scaleprof.telemetry.store import StudyStore, check_destination
 
     experiment, inputs = _load(args.file)
     pricing = {k: v.model_dump() for k, v in prices_for(experiment, Path(args.file).resolve().parent).items()}
     remote = "://" in args.out
-    out_dir = Path(tempfile.mkdtemp(prefix="scaleprof-")) if remote else _local_out(args.out, console)
+    if remote:
+        check_destination(args.out)  # before any run: the copy at the end must not be the first to find out
+    check_ray_address()  # a dead RAY_ADDRESS fails now, in seconds, and before any directory is made
     resume = bool(args.resume)
-    study_dir = _resumable(args.resume, experiment) if resume else new_study_dir(out_dir, experiment.name)
-    _check_writable(study_dir if resume else out_dir, study_bytes_estimate(experiment, expand(experiment), inputs.data))
-    try:
-        result = run_study(
-            experiment, out_dir, observer=TerminalProgress(console), pricing=pricing, study_dir=study_dir,
-            resume=resume, inputs=inputs, verbose=args.verbose,
-        )  # fmt: skip
-        report = _render(result.study_dir, console)
-    except OSError as exc:
-        if not disk_full(exc):
-            raise
-        raise StudyStopped(
-            f"{exc.filename or study_dir}: {exc.strerror or exc}. The study stopped; what it stored stays readable. "
-            f"Free some space, then finish it with: scaleprof run {args.file} --resume {study_dir}"
-        ) from None
+    need = study_bytes_estimate(experiment, expand(experiment), inputs.data)
+    if resume:
+        study_dir = _resumable(args.resume, experiment)
+        _check_writable(study_dir, need)
+    else:
+        out_dir = Path(tempfile.mkdtemp(prefix="scaleprof-")) if remote else _local_out(args.out, console)
+        _check_writable(out_dir, need)
+        study_dir = new_study_dir(out_dir, experiment.name)
+    store = StudyStore(study_dir)
+    with _locked(store, "scaleprof run --resume" if resume else "scaleprof run"):
+        try:
+            result = run_study(
+                experiment, study_dir.parent, observer=TerminalProgress(console), pricing=pricing,
+                study_dir=study_dir, resume=resume, inputs=inputs, verbose=args.verbose,
+            )  # fmt: skip
+            report = _render(result.study_dir, console)
+        except OSError as exc:
+            stopped = _write_failure(exc, args.file, store)
+            if stopped is None:
+                raise
+            raise stopped from None
+        finally:
+            if not resume and not store.exists():  # it never started: nothing to resume, nothing to keep
+                shutil.rmtree(study_dir, ignore_errors=True)
     console.print(f"Report: {report}", markup=False, highlight=False)
     if remote:
         from scaleprof.telemetry.store import publish
 
-        uri = publish(result.study_dir, args.out)
+        try:
+            uri = publish(result.study_dir, args.out)
+        except Exception as exc:  # the study itself is complete: say where it is
+            print(
+                f"error: copying the study to {args.out} failed ({exc}); the whole study is kept at {result.study_dir}",
+                file=sys.stderr,
+            )
+            return 1
         console.print(f"Copied the study to {uri}", markup=False, highlight=False)
     failed = [r["run_id"] for r in result.records if r.get("status") == RunStatus.FAILED]
     if failed:
         print(f"error: {len(failed)} of {len(result.records)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
         return EXIT_RUNS_FAILED
     return 0
+
+
+def _write_failure(exc: OSError, experiment_file: str, store: Any) -> StudyStopped | None:
+    """What to tell the user when a write failed: a full disk can be freed and the study resumed; a
+    read-only or forbidden location cannot (no resume hint there). None: not a write failure."""
+    where = exc.filename or store.root
+    if exc.errno in NO_SPACE_ERRNOS or (exc.errno is None and disk_full(exc)):
+        hint = (
+            f"Free some space, then finish it with: scaleprof run {experiment_file} --resume {store.root}"
+            if store.exists()
+            else "Free some space and run it again (the study had not started: nothing was kept)."
+        )
+        return StudyStopped(f"{where}: {exc.strerror or exc}. The study stopped; what it stored stays readable. {hint}")
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return StudyStopped(
+            f"{where}: {exc.strerror or exc}: scaleprof (or Ray, for its session files) cannot write there. Make it "
+            "writable or point it elsewhere (--out; TMPDIR or HOME for Ray)."
+        )
+    return None
+
+
+@contextlib.contextmanager
+def _locked(store: Any, purpose: str) -> Iterator[None]:
+    """Hold the study directory for this command: a second writer is refused, naming the first."""
+    from scaleprof.telemetry.store import StudyBusy
+
+    try:
+        lock = store.lock(purpose)
+    except StudyBusy as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:
+        raise UserError(f"{store.root}: cannot write there ({exc.strerror or exc})") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _resumable(path: str, experiment: Experiment) -> Path:
@@ -174,8 +262,9 @@ def _local_out(out: str, console: Console) -> Path:
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    study_dir = _require_study(args.study_dir).root
-    report = _render(study_dir, console)
+    store = _require_study(args.study_dir)
+    with _locked(store, "scaleprof report"):  # not while a run writes it
+        report = _render(store.root, console)
     console.print(f"Report: {report}", markup=False, highlight=False)
     return 0
 
@@ -191,9 +280,7 @@ def _require_study(path: str | Path):
 
 
 def _study_tables(path: str):
-    from scaleprof.analysis.summarize import summarize
-
-    return summarize(_require_study(path))
+    return _summarize(_require_study(path))
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
@@ -258,6 +345,26 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _worker_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of workers") from None
+    if not 1 <= value <= 1_000_000:
+        raise argparse.ArgumentTypeError(f"{value}: a worker count is 1 or more")
+    return value
+
+
+def _noise_floor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and 0 <= value < 1):
+        raise argparse.ArgumentTypeError(f"{text}: the noise floor is a fraction from 0 to 1, e.g. 0.05 for 5%")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scaleprof", description="Distributed scalability profiler on Ray.")
     parser.add_argument("--version", action="version", version=f"scaleprof {scaleprof_version()}")
@@ -276,12 +383,14 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
     predict = sub.add_parser("predict", help="predict throughput at other worker counts from a study's scaling law")
     predict.add_argument("study_dir")
-    predict.add_argument("--workers", type=int, nargs="+", required=True, help="worker counts, e.g. 16 64")
+    predict.add_argument("--workers", type=_worker_count, nargs="+", required=True, help="worker counts, e.g. 16 64")
     predict.set_defaults(func=cmd_predict)
     compare = sub.add_parser("compare", help="two studies side by side, changes flagged beyond measured noise")
     compare.add_argument("a", help="the baseline study directory")
     compare.add_argument("b", help="the study compared with it")
-    compare.add_argument("--noise", type=float, default=0.05, help="noise floor where a study has no repeats")
+    compare.add_argument(
+        "--noise", type=_noise_floor, default=0.05, help="noise floor where a study has no repeats (0 to 1)"
+    )
     compare.set_defaults(func=cmd_compare)
     return parser
 
@@ -309,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
                 "needs (training workers do not): pip install 'scaleprof[driver]'"
             )
         return args.func(args, console)
-    except (ConfigError, UserError) as err:
+    except (ConfigError, UserError, StoreError, DestinationError) as err:
         print(f"error: {err}", file=sys.stderr)  # plain print: a path must never be wrapped mid-word
         return EXIT_USER_ERROR
     except StudyStopped as err:

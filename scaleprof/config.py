@@ -342,7 +342,8 @@ class MonitorSpec(_Strict):
 class PlacementSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     workers: int = Field(ge=1, le=4096)
-    cpus_per_worker: float = Field(default=1, gt=0, le=1024)
+    # A training worker is a process with torch threads: below a tenth of a CPU no cluster would start it sensibly.
+    cpus_per_worker: float = Field(default=1, ge=0.1, le=1024)
     gpus_per_worker: float = Field(default=0, ge=0, le=16)
     repeats: int | None = Field(default=None, ge=1, le=100, description="overrides the study's repeats")
     nodes: int | None = Field(
@@ -720,9 +721,10 @@ def load_experiment(path: str | Path) -> Experiment:
     """Read and validate an experiment YAML file (safe loader, size-limited)."""
     path = Path(path)
     try:
-        if path.stat().st_size > MAX_FILE_BYTES:
+        with open(path, "rb") as f:  # at most the limit, whatever stat says (/dev/zero, a pipe)
+            data = f.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
             raise ConfigError(f"{path}: file is larger than {MAX_FILE_BYTES} bytes; not an experiment file")
-        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except IsADirectoryError:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -74,6 +74,7 @@ class StudyTables:
     quality_summary: pd.DataFrame  # one row per model x placement: quality medians over fixed-split repeats
     law_curves: pd.DataFrame  # the fitted scaling laws on a grid of worker counts, with their bands
     findings: Findings  # what the report points out (best, cheapest, fastest, fixed cost, goal)
+    damage: list[str] = field(default_factory=list)  # what reading the store skipped or dropped, by file
 
 
 def _seq_gaps(events: pd.DataFrame) -> int:
@@ -290,6 +291,7 @@ def summarize(store: StudyStore) -> StudyTables:
         quality_summary=quality_summary(runs),
         law_curves=law_curves(runs, fits),
         findings=findings(runs, goal),
+        damage=store.damage.lines(),
     )
 
 

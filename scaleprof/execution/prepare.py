@@ -14,7 +14,7 @@ from typing import Any
 
 from scaleprof.config import Experiment, ModelSpec
 from scaleprof.plan import PlannedRun
-from scaleprof.workloads.data import Dataset, load_dataset, run_split, shipped_arrays
+from scaleprof.workloads.data import Dataset, cv_split, load_dataset, run_split, shipped_arrays
 from scaleprof.workloads.imports import WorkloadError, add_code_dirs, import_object
 
 
@@ -70,6 +70,8 @@ def prepare(experiment: Experiment) -> StudyInputs:
                     raise WorkloadError(f"{where}.{err.field}", err.message) from None
         return StudyInputs(experiment, None, {})
     data = load_dataset(experiment.data, experiment.seed)
+    if experiment.task == "classification":  # language models are not cross-validated by class
+        check_folds(data, experiment.evaluation.cv_folds, experiment.seed)
     info: dict[str, dict[str, float]] = {}
     for point in experiment.points():  # a swept model.kwargs or model.config is another model
         for i, model in enumerate(experiment.at(point).model_list):
@@ -86,6 +88,21 @@ def prepare(experiment: Experiment) -> StudyInputs:
                 model, data.input_shape, data.num_classes, experiment.seed, task=experiment.task
             )
     return StudyInputs(experiment, data, info)
+
+
+def check_folds(data: Dataset, folds: int | None, seed: int) -> None:
+    """Every cross-validation fold can be made (stratified: each class needs a member per fold), now,
+    as `plan` checks, not when the first fold's run starts."""
+    if not folds:
+        return
+    for fold in range(folds):
+        try:
+            cv_split(data, folds, fold, seed)
+        except ValueError as exc:
+            pool = len(data.train_idx) + len(data.val_idx)
+            raise WorkloadError(
+                "evaluation.cv_folds", f"cannot make {folds} stratified folds of the {pool} train+val items ({exc})"
+            ) from None
 
 
 def model_key(model: ModelSpec) -> str:

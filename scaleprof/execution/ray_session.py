@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from typing import Any
@@ -28,6 +29,25 @@ def job_runtime_env(experiment: Experiment) -> dict[str, Any] | None:
     return {"py_modules": modules} if modules else None
 
 
+def check_ray_address(timeout_s: float = 10.0) -> None:
+    """RAY_ADDRESS (host:port or ray://host:port) answers a TCP connection within `timeout_s`; a
+    ConfigError naming it otherwise. Ray itself would retry a dead address for minutes."""
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if not address or address in ("auto", "local"):
+        return
+    host_port = address.removeprefix("ray://")
+    host, _, port = host_port.rpartition(":")
+    if "://" in host_port or not host or not port.isdigit():
+        return  # a form Ray resolves itself; let it say what it thinks
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"RAY_ADDRESS={address}: no Ray cluster answers there ({exc.strerror or exc}); check that it is up "
+            f"(`ray status --address {host_port}`), or unset RAY_ADDRESS to start a local Ray"
+        ) from None
+
+
 def connect_ray(runtime_env: dict[str, Any] | None = None, log_to_driver: bool = False) -> bool:
     """Join RAY_ADDRESS's cluster when set (as under `ray job submit`), else start a local Ray; either
     way as a job with `runtime_env`. Workers' own logs stay off the terminal unless `log_to_driver`: they
@@ -43,6 +63,7 @@ def connect_ray(runtime_env: dict[str, Any] | None = None, log_to_driver: bool =
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
+        check_ray_address()
         try:
             ray.init(logging_level=logging.WARNING, log_to_driver=log_to_driver, runtime_env=runtime_env)
         except ValueError as exc:

@@ -77,13 +77,18 @@ class StudyResult:
 
 
 def new_study_dir(out_dir: Path, name: str) -> Path:
+    """A new, empty study directory, made here: `mkdir` is atomic, so two studies of the same name
+    started in the same second each get their own (the second takes the next suffix)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate = out_dir / f"{name}-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
     n = 1
-    while candidate.exists():
-        n += 1
-        candidate = out_dir / f"{name}-{stamp}-{n}"
-    return candidate
+    while True:
+        candidate = out_dir / (f"{name}-{stamp}" if n == 1 else f"{name}-{stamp}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
 
 
 def waiting_text(found: Verdict, pending: dict[str, int], waited_s: float, timeout_s: float) -> str:

@@ -231,7 +231,8 @@ def study_notes(tables: StudyTables) -> list[str]:
     exp, found = tables.manifest["experiment"], tables.findings
     advice = describe(found.recommendation, exp.get("goal"))
     return (
-        ([advice] if advice else [])
+        _damage_notes(tables)
+        + ([advice] if advice else [])
         + _training_notes(exp, found, tables.manifest.get("data", {}))
         + _measurement_notes(tables)
         + _fixed_cost_notes(found.fixed_cost)
@@ -239,6 +240,18 @@ def study_notes(tables: StudyTables) -> list[str]:
         + _cost_notes(tables.manifest, found)
         + _inference_notes(tables)
     )
+
+
+def _damage_notes(tables: StudyTables) -> list[str]:
+    """First of all: what reading the study left out (damaged lines, repeated events, unreadable files)."""
+    if not tables.damage:
+        return []
+    runs = tables.runs
+    gaps = int(runs["seq_gaps"].fillna(0).sum()) if "seq_gaps" in runs else 0
+    return [
+        "DAMAGED STUDY: its files were damaged or copied over; every figure here is computed without what was left "
+        f"out ({'; '.join(tables.damage)}; {gaps} sequence gap(s) in what was read)."
+    ]
 
 
 def _training_notes(exp: dict[str, Any], found: Findings, manifest_data: dict[str, Any]) -> list[str]:
@@ -372,9 +385,12 @@ def _measurement_notes(tables: StudyTables) -> list[str]:
     telemetry = tables.manifest.get("telemetry")
     if telemetry:
         notes.append(
-            f"Telemetry: {telemetry['events_written']} events stored from {telemetry['workers']} workers, "
-            f"{telemetry['gaps']} sequence gaps, {telemetry['duplicates']} duplicates dropped."
+            f"Telemetry as written: {telemetry['events_written']} events stored from {telemetry['workers']} workers, "
+            f"{telemetry['gaps']} sequence gaps, {telemetry['duplicates']} resent events dropped by the aggregator."
         )
+    if not tables.damage:
+        gaps = int(runs["seq_gaps"].fillna(0).sum()) if "seq_gaps" in runs else 0
+        notes.append(f"Read back: no damaged or repeated lines; {gaps} sequence gap(s).")
     for _, r in runs[runs["status"] != "ok"].iterrows():
         notes.append(f"Run {r['run_id']} {r['status']}: {r['reason']}")
     for _, r in runs[runs["placement_warning"].fillna("") != ""].iterrows():
@@ -698,7 +714,8 @@ def render_summary_md(tables: StudyTables) -> str:
         *[f"- {line}" for line in _environment(m)],
         "",
     ]
-    return "\n".join(lines)
+    # Free text (reasons, node types, pricing sources) is the user's: never raw HTML in a rendered markdown file.
+    return "\n".join(lines).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def render_report(study_dir: Path, tables: StudyTables, image_format: str = "png") -> Path:

@@ -50,6 +50,8 @@ class Aggregator:
             state.clear()
         self.events_written = 0
         for event in read_jsonl(self._store.events_path):
+            if not all(isinstance(event.get(k), int) for k in ("attempt", "rank", "seq")) or "run_id" not in event:
+                continue  # a damaged line: the report's reader counts it
             self._accept((event["run_id"], event["attempt"], event["rank"]), event["seq"])
             self._observe(event)  # live view and nodes too: the runner asks about them after a failure
             attempts = self._attempts[(event["run_id"], event["rank"])]

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,11 @@ import pandas as pd
 EVENTS = "events.jsonl"
 # A full, over-quota or read-only disk: writing again will not help, so a study stops on these.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+# Of those, the ones where freeing space helps (a resume hint makes sense); the rest cannot be written at all.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+LOCK = ".scaleprof.lock"
+# What identifies one stored event: a resent or copied line carries the same key.
+EVENT_KEY = ["run_id", "attempt", "rank", "seq"]
 RUN_RECORDS = "run_records.jsonl"
 MANIFEST = "manifest.json"
 RUNS_TABLE = "runs.parquet"
@@ -114,20 +122,90 @@ def repair_torn_tail(path: Path) -> int:
         return size - keep
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Every complete line; a torn last line (a crash mid-write) is skipped, not fatal."""
+class StoreError(Exception):
+    """A study file that cannot be used at all: which file, and what is wrong with it."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = path, problem
+
+
+class StudyBusy(Exception):
+    """Another process holds the study directory's lock."""
+
+
+@dataclass
+class Damage:
+    """What reading a study skipped or dropped, by file: said in the report, never silently absorbed.
+    Each reader sets its own counts (reading twice does not count twice)."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (file, what) -> how many
+
+    def set(self, file: str, what: str, n: int) -> None:
+        if n:
+            self.counts[(file, what)] = n
+        else:
+            self.counts.pop((file, what), None)
+
+    def lines(self) -> list[str]:
+        return [f"{file}: {n} {what}" for (file, what), n in sorted(self.counts.items())]
+
+
+def read_jsonl(path: Path, damage: Damage | None = None) -> list[dict[str, Any]]:
+    """Every complete line that is a JSON object; a torn last line (a crash mid-write) is skipped, as
+    is a damaged line (not UTF-8, not JSON, not an object): counted in `damage`, never fatal."""
     if not path.exists():
         return []
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
+    rows, bad = [], 0
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
                 break
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+                row = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                bad += 1
                 continue
+            if isinstance(row, dict):
+                rows.append(row)
+            else:
+                bad += 1
+    if damage is not None:
+        damage.set(path.name, "damaged line(s) skipped (not UTF-8, not JSON or not an object)", bad)
     return rows
+
+
+class StudyLock:
+    """One process at a time writes a study directory: an exclusive `flock` on a file in it, which the
+    kernel releases when the process exits, however it exits. The file names the holder."""
+
+    def __init__(self, root: Path):
+        self.path = Path(root) / LOCK
+        self._fd: int | None = None
+
+    def acquire(self, purpose: str) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 300).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise StudyBusy(f"{self.path.parent}: in use by {holder}; wait for it to finish") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} ({purpose}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StudyLock:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 class StudyStore:
@@ -135,6 +213,13 @@ class StudyStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self.damage = Damage()
+
+    def lock(self, purpose: str) -> StudyLock:
+        """Hold the study for this process (`with store.lock("run --resume"):`); StudyBusy if another holds it."""
+        lock = StudyLock(self.root)
+        lock.acquire(purpose)
+        return lock
 
     @property
     def events_path(self) -> Path:
@@ -145,7 +230,7 @@ class StudyStore:
         return self.root / RUN_RECORDS
 
     def create(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=False)
+        self.root.mkdir(parents=True, exist_ok=True)  # new_study_dir made it, atomically, for this study
         self.events_path.touch()
         self.run_records_path.touch()
 
@@ -192,34 +277,102 @@ class StudyStore:
         return len(frame)
 
     def predictions(self, run_id: str) -> pd.DataFrame | None:
+        """A run's held-out predictions; None when there are none or the file is damaged (counted)."""
         path = self.root / PREDICTIONS_DIR / f"{run_id}.parquet"
-        return pd.read_parquet(path) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            frame = pd.read_parquet(path)
+        except Exception:  # pyarrow raises its own types for a damaged file
+            self.damage.set(f"{PREDICTIONS_DIR}/{path.name}", "unreadable file (quality metrics left out)", 1)
+            return None
+        if not {"y_true", "y_pred", "proba"} <= set(frame.columns) or frame.empty:
+            self.damage.set(f"{PREDICTIONS_DIR}/{path.name}", "file without predictions (quality metrics left out)", 1)
+            return None
+        return frame
 
     # -- readers ---------------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:
-        return json.loads((self.root / MANIFEST).read_text(encoding="utf-8"))
+        """The manifest; a StoreError when it is missing, not JSON or not a scaleprof manifest."""
+        path = self.root / MANIFEST
+        try:
+            manifest = json.loads(path.read_bytes().decode("utf-8"))
+        except FileNotFoundError:
+            raise StoreError(path, "missing: not a scaleprof study directory, or a study that never started") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise StoreError(path, f"damaged: not valid JSON ({exc})") from None
+        except OSError as exc:
+            raise StoreError(path, f"cannot be read ({exc.strerror or exc})") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("experiment"), dict):
+            raise StoreError(path, "damaged: it holds no experiment (not a scaleprof manifest)")
+        return manifest
 
     def events(self) -> pd.DataFrame:
-        return pd.DataFrame(read_jsonl(self.events_path))
+        """Every readable event once: damaged lines are skipped, events without their ids dropped, and
+        a repeated (run, attempt, rank, seq) kept once — each counted in `damage`."""
+        frame = pd.DataFrame(read_jsonl(self.events_path, self.damage))
+        if frame.empty:
+            return frame
+        keys = frame.reindex(columns=EVENT_KEY + ["kind"])
+        ids_ok = keys.notna().all(axis=1)
+        for column in ("attempt", "rank", "seq"):
+            ids_ok &= pd.to_numeric(keys[column], errors="coerce").notna()
+        self.damage.set(EVENTS, "event(s) without run_id, attempt, rank, seq or kind dropped", int((~ids_ok).sum()))
+        frame = frame[ids_ok]
+        repeated = frame.duplicated(subset=EVENT_KEY, keep="first")
+        self.damage.set(EVENTS, "repeated event(s) (same run, attempt, rank and seq) dropped", int(repeated.sum()))
+        return frame[~repeated].reset_index(drop=True)
 
     def run_records(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.run_records_path)
+        return read_jsonl(self.run_records_path, self.damage)
 
     def final_run_records(self) -> dict[str, dict[str, Any]]:
-        """The latest state of each run, in study order (a later record supersedes an earlier one)."""
+        """The latest state of each run, in study order (a later record supersedes an earlier one). A
+        record without a run_id is skipped, and a run whose first record (what it is) is missing too."""
         latest: dict[str, dict[str, Any]] = {}
+        orphans = 0
         for record in self.run_records():
+            if not isinstance(record.get("run_id"), str):
+                orphans += 1
+                continue
             latest.setdefault(record["run_id"], {}).update(record)
+        incomplete = [k for k, r in latest.items() if not isinstance(r.get("workers"), int) or "model" not in r]
+        for key in incomplete:
+            del latest[key]
+        self.damage.set(RUN_RECORDS, "record(s) without a run_id skipped", orphans)
+        self.damage.set(RUN_RECORDS, "run(s) whose planned record is missing or damaged left out", len(incomplete))
         return latest
 
     def append_inference(self, rows: list[dict[str, Any]]) -> None:
         append_jsonl(self.root / INFERENCE_RECORDS, rows)
 
     def inference_records(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.root / INFERENCE_RECORDS)
+        return read_jsonl(self.root / INFERENCE_RECORDS, self.damage)
 
     def table(self, name: str) -> pd.DataFrame:
         return pd.read_parquet(self.root / name)
+
+
+class DestinationError(Exception):
+    """A storage URI (`--out s3://...`) that cannot be written."""
+
+
+def check_destination(uri: str) -> None:
+    """Before a study starts: the URI's filesystem exists and takes a write (a probe file, removed)."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri.rstrip("/"))
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for an unknown scheme or a bad URI
+        raise DestinationError(f"--out {uri}: not a storage location pyarrow can write ({exc})") from None
+    probe = f"{path.rstrip('/')}/.scaleprof-write-check-{os.getpid()}"
+    try:
+        fs.create_dir(path, recursive=True)
+        with fs.open_output_stream(probe) as out:
+            out.write(b"scaleprof")
+        fs.delete_file(probe)
+    except Exception as exc:
+        raise DestinationError(f"--out {uri}: cannot write there ({exc})") from None
 
 
 def publish(study_dir: Path, uri: str) -> str:

@@ -23,12 +23,18 @@ def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
 def test_final_run_records_merge_transitions_in_order(tmp_path):
     store = StudyStore(tmp_path / "s")
     store.create()
-    store.append_run_record({"run_id": "a", "status": "planned", "workers": 1})
-    store.append_run_record({"run_id": "b", "status": "skipped", "reason": "no GPU"})
+    store.append_run_record({"run_id": "a", "status": "planned", "model": "m", "workers": 1})
+    store.append_run_record({"run_id": "b", "status": "skipped", "model": "m", "workers": 2, "reason": "no GPU"})
     store.append_run_record({"run_id": "a", "status": "ok"})
+    store.append_run_record({"status": "ok"})  # damaged: no run_id
+    store.append_run_record({"run_id": "c", "status": "ok"})  # its planned record was lost
     final = store.final_run_records()
     assert list(final) == ["a", "b"]
-    assert final["a"] == {"run_id": "a", "status": "ok", "workers": 1}
+    assert final["a"] == {"run_id": "a", "status": "ok", "model": "m", "workers": 1}
+    assert store.damage.lines() == [
+        "run_records.jsonl: 1 record(s) without a run_id skipped",
+        "run_records.jsonl: 1 run(s) whose planned record is missing or damaged left out",
+    ]
 
 
 def test_repair_torn_tail_cuts_only_the_incomplete_line(tmp_path):
