@@ -38,6 +38,7 @@ def hardware_table(runs: pd.DataFrame, inference: pd.DataFrame) -> pd.DataFrame:
                 memory_kind=largest.get("memory_kind"),
             )
         train = ok_runs[(ok_runs["model"] == model) & (ok_runs["device"] == device) & (ok_runs["workers"] == 1)]
+        train = train[train["throughput"].notna()]  # an ok run whose events are lost has no figure to compare
         if not train.empty:
             fastest = train.loc[train["throughput"].idxmax()]
             util = "gpu_util_peak_pct" if device == "gpu" else "cpu_util_peak_pct"

@@ -30,7 +30,7 @@ from scaleprof.analysis.throughput import (
     steady_steps,
 )
 from scaleprof.records import EventKind, Lifecycle, RunKind, RunStatus
-from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
+from scaleprof.telemetry.store import EPOCHS_TABLE, EVENTS, RUNS_TABLE, StudyStore
 
 QUALITY_TABLE = "quality.parquet"
 PLACEMENTS_TABLE = "placements.parquet"
@@ -254,6 +254,8 @@ def summarize(store: StudyStore) -> StudyTables:
     by_run = dict(tuple(events.groupby("run_id"))) if not events.empty else {}
     rows = [summarize_run(rec, by_run.get(run_id, pd.DataFrame()), warmup_steps) for run_id, rec in records.items()]
     runs = pd.DataFrame(rows)
+    silent = sum(1 for run_id, rec in records.items() if rec.get("status") == RunStatus.OK and run_id not in by_run)
+    store.damage.set(EVENTS, "run(s) recorded ok have no events at all (their figures are missing)", silent)
     for name in RUN_COLUMNS:
         if name not in runs:
             runs[name] = np.nan

@@ -393,7 +393,7 @@ def _measurement_notes(tables: StudyTables) -> list[str]:
         notes.append(f"Read back: no damaged or repeated lines; {gaps} sequence gap(s).")
     for _, r in runs[runs["status"] != "ok"].iterrows():
         notes.append(f"Run {r['run_id']} {r['status']}: {r['reason']}")
-    for _, r in runs[runs["placement_warning"].fillna("") != ""].iterrows():
+    for _, r in runs[runs["placement_warning"].map(lambda w: isinstance(w, str) and w != "")].iterrows():
         notes.append(f"Placement warning for {r['run_id']}: {r['placement_warning']}")
     if "mfu" in runs and runs["mfu"].notna().any():
         bases = sorted(set(runs["peak_flops_basis"].dropna()))
