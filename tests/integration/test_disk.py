@@ -118,3 +118,45 @@ def test_disk_filling_up_mid_run_stops_cleanly_and_resume_finishes(tmp_path):
     ]
     assert (runs["seq_gaps"] == 0).all()
     assert (tmp_path / "resumed" / "report.html").stat().st_size > 0
+
+
+def test_a_read_only_home_is_named_not_taken_for_a_full_disk(tmp_path):
+    """Ray writes under HOME when it starts: read-only, the run stops at once, says so, offers no resume
+    of a study that never started, and leaves no half-made study directory."""
+    proc = in_namespace(
+        """
+        mkdir "$OUT/home"
+        mount -t tmpfs -o ro,size=1m tmpfs "$OUT/home"
+        set +e
+        HOME="$OUT/home" $SCALEPROF run "$OUT/exp.yaml" --out "$OUT/reports" > "$OUT/run.log" 2>&1
+        echo $? > "$OUT/run.rc"
+        """,
+        tmp_path,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr
+    log = (tmp_path / "run.log").read_text()
+    assert (tmp_path / "run.rc").read_text().strip() == "1", log
+    assert "Read-only file system: scaleprof (or Ray, for its session files) cannot write there" in log, log
+    assert "--resume" not in log and "No space" not in log and "Traceback" not in log
+    assert list((tmp_path / "reports").iterdir()) == []
+
+
+def test_report_on_a_read_only_study_is_one_message(tmp_path):
+    from tests.unit.study_data import make_study
+
+    study = make_study(tmp_path / "study").root
+    proc = in_namespace(
+        f"""
+        mount --bind "{study}" "{study}" && mount -o remount,bind,ro "{study}"
+        set +e
+        $SCALEPROF report "{study}" > "$OUT/report.log" 2>&1
+        echo $? > "$OUT/report.rc"
+        """,
+        tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    log = (tmp_path / "report.log").read_text()
+    assert (tmp_path / "report.rc").read_text().strip() == "2", log
+    assert f"{study}: cannot write there (Read-only file system)" in log and "Traceback" not in log, log
