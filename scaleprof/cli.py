@@ -146,12 +146,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.progress import TerminalProgress
     from scaleprof.telemetry.store import StudyStore, check_destination
 
-    experiment, inputs = _load(args.file)
-    pricing = {k: v.model_dump() for k, v in prices_for(experiment, Path(args.file).resolve().parent).items()}
     remote = "://" in args.out
     if remote:
         check_destination(args.out)  # before any run: the copy at the end must not be the first to find out
     check_ray_address()  # a dead RAY_ADDRESS fails now, in seconds, and before any directory is made
+    experiment, inputs = _load(args.file)
+    pricing = {k: v.model_dump() for k, v in prices_for(experiment, Path(args.file).resolve().parent).items()}
     resume = bool(args.resume)
     need = study_bytes_estimate(experiment, expand(experiment), inputs.data)
     if resume:
