@@ -27,6 +27,14 @@ class Findings:
     restarted: list[dict[str, Any]] = field(default_factory=list)  # run_id, attempts
     throughput_bases: list[str] = field(default_factory=list)  # which part of the runs counted as steady state
     recommendation: dict[str, Any] | None = None  # see analysis/recommend.py
+    # The report's opening summary: each backed by a table or chart further down.
+    top_throughput: dict[str, Any] | None = None  # model, placement, workers, throughput
+    largest_scale: dict[str, Any] | None = None  # model, placement, workers, speedup, scaling_efficiency
+    law_peak: dict[str, Any] | None = None  # model, device, peak_workers, max_measured_workers
+    bottleneck: dict[str, Any] | None = None  # run_id, placement, workers, part, share (of step time)
+    negative_scaling: list[dict[str, Any]] = field(default_factory=list)  # model, placement, workers, speedup
+    noisy: list[dict[str, Any]] = field(default_factory=list)  # model, placement
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> runs
 
 
 def _scaling_points(runs: pd.DataFrame) -> pd.DataFrame:
@@ -82,8 +90,62 @@ def law_curves(runs: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
     return predictions(runs, grid)
 
 
-def findings(runs: pd.DataFrame, goal: dict[str, Any] | None) -> Findings:
+# Step time by what it went to (the breakdown's columns, summed per part).
+STEP_PARTS = {
+    "loading data": ["step_data_s"],
+    "compute": ["step_forward_s", "step_backward_compute_s", "step_backward_unsplit_s", "step_optimizer_s"],
+    "gradient all-reduce": ["step_allreduce_s"],
+    "other": ["step_other_s"],
+}
+
+
+def step_bottleneck(run: pd.Series) -> dict[str, Any] | None:
+    """The part of one run's mean step time that is largest, and its share."""
+    parts = {part: sum(float(run.get(c, np.nan) or 0.0) for c in cols if pd.notna(run.get(c))) for part, cols in
+             STEP_PARTS.items()}  # fmt: skip
+    total = sum(parts.values())
+    if total <= 0:
+        return None
+    part = max(parts, key=lambda k: parts[k])
+    return {"run_id": run["run_id"], "placement": run["placement"], "workers": int(run["workers"]), "part": part,
+            "share": parts[part] / total}  # fmt: skip
+
+
+def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, placements: pd.DataFrame | None) -> None:
+    """What the report opens with: the fastest run, scaling at the largest worker count, the law's peak,
+    where the largest run's step time goes, and what went wrong (negative scaling, noise, skips)."""
+    ok = _scaling_points(runs).dropna(subset=["throughput"])
+    if not ok.empty:
+        top = ok.loc[ok["throughput"].idxmax()]
+        out.top_throughput = {k: top[k] for k in ("model", "placement", "workers", "throughput")}
+        scaled = ok.dropna(subset=["scaling_efficiency"])
+        scaled = scaled[scaled["workers"] == scaled["workers"].max()] if not scaled.empty else scaled
+        if not scaled.empty and int(scaled["workers"].max()) > 1:
+            big = scaled.loc[scaled["throughput"].idxmax()]
+            out.largest_scale = {k: big[k] for k in ("model", "placement", "workers", "speedup", "scaling_efficiency")}
+            out.bottleneck = step_bottleneck(big)
+        worse = ok[(ok["workers"] > 1) & (ok["speedup"] < 1)]
+        out.negative_scaling = [
+            {"model": r.model, "placement": r.placement, "workers": int(r.workers), "speedup": float(r.speedup)}
+            for r in worse.drop_duplicates(["model", "placement"]).itertuples()
+        ]
+    if fits is not None and not fits.empty:
+        fit = fits.iloc[0]
+        out.law_peak = {k: fit[k] for k in ("model", "device", "peak_workers", "max_measured_workers")}
+    if placements is not None and not placements.empty and "noisy" in placements:
+        out.noisy = [{"model": r.model, "placement": r.placement} for r in placements[placements["noisy"]].itertuples()]
+    skipped = runs[runs["status"] == RunStatus.SKIPPED]
+    out.skipped = {str(k): int(v) for k, v in skipped["reason"].value_counts().items()}
+
+
+def findings(
+    runs: pd.DataFrame,
+    goal: dict[str, Any] | None,
+    fits: pd.DataFrame | None = None,
+    placements: pd.DataFrame | None = None,
+) -> Findings:
     out = Findings(best_run_id=best_run(runs), fixed_cost=fixed_cost(runs), recommendation=recommend(runs, goal))
+    headline(out, runs, fits, placements)
     priced = _scaling_points(runs).dropna(subset=["cost_per_sample_usd"])
     if not priced.empty:
         cheap, fast = priced.loc[priced["cost_per_sample_usd"].idxmin()], priced.loc[priced["throughput"].idxmax()]

@@ -278,13 +278,14 @@ def summarize(store: StudyStore) -> StudyTables:
     inference = inference_table(store.inference_records())
     fits = scaling_fits(runs)
     goal = manifest["experiment"].get("goal")
+    placements = spread_table(runs, noisy_cv)
     return StudyTables(
         runs=runs,
         epochs=epochs,
         timeline=timeline_table(records, events),
         manifest=manifest,
         quality=per_class,
-        placements=spread_table(runs, noisy_cv),
+        placements=placements,
         cv=cv_table(runs),
         workers=workers_table(events),
         fits=fits,
@@ -292,7 +293,7 @@ def summarize(store: StudyStore) -> StudyTables:
         hardware=hardware_table(runs, inference),
         quality_summary=quality_summary(runs),
         law_curves=law_curves(runs, fits),
-        findings=findings(runs, goal),
+        findings=findings(runs, goal, fits, placements),
         damage=store.damage.lines(),
     )
 

@@ -78,18 +78,21 @@ def epoch_time_by_placement(epochs: pd.DataFrame) -> alt.Chart | None:
     if epochs.empty:
         return None
     epochs = epochs[epochs["kind"] == RunKind.FIXED_SPLIT]
-    data = epochs.assign(phase=epochs["steady"].map({True: "steady state", False: "warm-up"}))
-    return (
-        alt.Chart(data)
-        .mark_bar()
-        .encode(
-            x=alt.X("epoch_time_s:Q", title="epoch time (s)"),
-            y=alt.Y("run_id:N", title=None),
-            yOffset=alt.YOffset("epoch:O"),
-            color=alt.Color("phase:N", title="", scale=alt.Scale(domain=["warm-up", "steady state"])),
-            tooltip=["run_id", "placement", "epoch", alt.Tooltip("epoch_time_s:Q", format=".3f"), "phase"],
-        )
-        .properties(title="Epoch time per run", width=WIDTH)
+    data = epochs.assign(
+        phase=epochs["steady"].map({True: "steady state", False: "warm-up"}), epoch=epochs["epoch"] + 1
+    )
+    # A line per run over the epochs (a fixed size at 5 or 500 epochs, 2 or 200 runs); warm-up epochs are hollow.
+    base = alt.Chart(data).encode(
+        x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("epoch_time_s:Q", title="epoch time (s)", scale=alt.Scale(zero=False)),
+        color=alt.Color("run_id:N", title="run", legend=alt.Legend(symbolLimit=30)),
+        tooltip=["run_id", "placement", "epoch", alt.Tooltip("epoch_time_s:Q", format=".3f"), "phase"],
+    )
+    points = base.mark_point(size=30).encode(
+        fill=alt.condition(alt.datum.phase == "steady state", alt.Color("run_id:N", legend=None), alt.value("white"))
+    )
+    return (base.mark_line(opacity=0.6) + points).properties(
+        title="Epoch time per run (hollow: warm-up, outside steady state)", width=WIDTH, height=HEIGHT
     )
 
 

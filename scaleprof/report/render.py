@@ -225,14 +225,80 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+# What to try when one part dominates the largest run's step time.
+SUGGESTIONS = {
+    "loading data": "the input pipeline is the limit: more data-loader workers, pinned memory or a faster source",
+    "gradient all-reduce": "communication is the limit: larger per-worker batches, gradient accumulation, or fewer "
+    "nodes with a faster interconnect",
+    "compute": "the workers are busy computing: more or faster devices are what helps",
+    "other": "the time goes outside the measured phases (the loop's own work between steps)",
+}
+
+
+def findings_sentences(tables: StudyTables) -> list[str]:
+    """The report's opening: the answer in words and numbers, each backed by a table or chart below."""
+    found, out = tables.findings, []
+    out += _damage_notes(tables)
+    if found.top_throughput:
+        t = found.top_throughput
+        out.append(
+            f"Fastest: {t['model']} on {t['placement']} ({int(t['workers'])} worker(s)) at "
+            f"{t['throughput']:,.0f} samples/s in steady state (Runs table, throughput chart)."
+        )
+    if found.largest_scale:
+        s = found.largest_scale
+        out.append(
+            f"Scaling: at {int(s['workers'])} workers ({s['placement']}) {s['model']} runs {s['speedup']:.2f}x as fast "
+            f"as on one worker: scaling efficiency {100 * s['scaling_efficiency']:.0f}% (scaling efficiency chart)."
+        )
+    if found.law_peak:
+        p = found.law_peak
+        peak = float(p["peak_workers"])
+        where = (
+            f"puts {p['model']}'s ({p['device']}) peak throughput at about {peak:.0f} workers"
+            if np.isfinite(peak)
+            else f"has no peak for {p['model']} ({p['device']}): throughput keeps rising with workers"
+        )
+        out.append(
+            f"The fitted scaling law {where} (measured up to {int(p['max_measured_workers'])}; Scaling law table)."
+        )
+    if found.bottleneck:
+        b = found.bottleneck
+        out.append(
+            f"Where the time goes: at {b['workers']} workers ({b['placement']}) {100 * b['share']:.0f}% of a step is "
+            f"{b['part']}; {SUGGESTIONS[b['part']]} (step time breakdown chart)."
+        )
+    if found.cheapest:
+        c = found.cheapest
+        out.append(
+            f"Cheapest per sample: {c['model']} on {c['placement']} at ${1e6 * c['cost_per_sample_usd']:.4f} per "
+            "1M samples (cost chart)."
+        )
+    advice = describe(found.recommendation, tables.manifest["experiment"].get("goal"))
+    if advice:
+        out.append(advice)
+    for slow in found.negative_scaling:
+        out.append(
+            f"Warning: {slow['model']} on {slow['placement']} ({slow['workers']} workers) is slower than on one "
+            f"worker (speedup {slow['speedup']:.2f})."
+        )
+    if found.noisy:
+        listed = ", ".join(f"{n['model']} on {n['placement']}" for n in found.noisy)
+        out.append(f"Warning: repeats disagree beyond the noise threshold for {listed} (Repeats table).")
+    for reason, count in list(found.skipped.items())[:3]:
+        out.append(f"Skipped: {count} run(s): {reason}.")
+    if len(found.skipped) > 3:
+        out.append(f"Skipped for {len(found.skipped) - 3} other reason(s): see the notes.")
+    return out
+
+
 def study_notes(tables: StudyTables) -> list[str]:
     """Plain sentences that say how the numbers were obtained (shown in HTML and markdown); the goal's
     recommendation first when the experiment sets one."""
     exp, found = tables.manifest["experiment"], tables.findings
     advice = describe(found.recommendation, exp.get("goal"))
     return (
-        _damage_notes(tables)
-        + ([advice] if advice else [])
+        ([advice] if advice else [])
         + _training_notes(exp, found, tables.manifest.get("data", {}))
         + _measurement_notes(tables)
         + _fixed_cost_notes(found.fixed_cost)
@@ -591,13 +657,20 @@ def render_html(tables: StudyTables, charts: dict[str, dict[str, Any]]) -> str:
     m = tables.manifest
     esc = html.escape
     title = f"scaleprof study {m['study_id']}"
+    found = "".join(f"<li>{esc(n)}</li>" for n in findings_sentences(tables))
     notes = "".join(f"<li>{esc(n)}</li>" for n in study_notes(tables))
     env = "".join(f"<li>{esc(line)}</li>" for line in _environment(m))
-    table = headline_table(tables.runs).to_html(index=False, escape=True, border=0, classes="runs")
+    table = headline_table(tables.runs).to_html(index=False, escape=True, border=0, classes="runs sortable")
+    sections = [("findings", "Findings"), ("runs", "Runs")]
     extra = ""
-    for heading, frame in _extra_tables(tables):
-        extra += f"<h2>{esc(heading)}</h2>\n" + frame.to_html(index=False, escape=True, border=0, classes="runs")
-    divs = "".join(f'<section><div id="chart-{i}"></div></section>' for i in range(len(charts)))
+    for i, (heading, frame) in enumerate(_extra_tables(tables)):
+        sections.append((f"table-{i}", heading))
+        extra += f'<h2 id="table-{i}">{esc(heading)}</h2>\n' + frame.to_html(
+            index=False, escape=True, border=0, classes="runs sortable"
+        )
+    sections += [("notes", "How to read this"), ("charts", "Charts"), ("environment", "Environment")]
+    toc = " · ".join(f'<a href="#{anchor}">{esc(label)}</a>' for anchor, label in sections)
+    divs = "".join(f'<section><div class="chart" id="chart-{i}"></div></section>' for i in range(len(charts)))
     specs = _safe_json(list(charts.values()))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
@@ -606,22 +679,45 @@ body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width:
 table.runs {{ border-collapse: collapse; font-size: 0.9em; }}
 table.runs th, table.runs td {{ padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
 section {{ margin: 1.5em 0; }}
+nav {{ font-size: 0.9em; margin: 1em 0; }}
+#findings li {{ margin: 0.3em 0; }}
+table.sortable th {{ cursor: pointer; }}
+table.sortable th:hover {{ text-decoration: underline; }}
 </style>
 <script type="text/javascript">{_vega_bundle()}</script>
 </head><body>
 <h1>{esc(title)}</h1>
 <p>Experiment <b>{esc(m["experiment"]["name"])}</b>, seed {esc(str(m["seed"]))}, model(s) {esc(_models(m))},
 data {esc(m["data"]["name"])} ({esc(_splits(m))}).</p>
-<h2>Runs</h2>
+<nav>{toc}</nav>
+<h2 id="findings">Findings</h2><ul id="findings-list">{found}</ul>
+<h2 id="runs">Runs</h2>
 {table}
 {extra}
-<h2>How to read this</h2><ul>{notes}</ul>
-<h2>Charts</h2>
+<h2 id="notes">How to read this</h2><ul>{notes}</ul>
+<h2 id="charts">Charts</h2>
 {divs}
-<h2>Environment</h2><ul>{env}</ul>
+<h2 id="environment">Environment</h2><ul>{env}</ul>
 <script type="text/javascript">
 const specs = {specs};
 specs.forEach((spec, i) => vegaEmbed('#chart-' + i, spec, {{"actions": false}}).catch(console.error));
+// Click a column heading to sort a table by it (numbers as numbers, "–" last); click again to reverse.
+document.querySelectorAll("table.sortable").forEach(table => {{
+  table.querySelectorAll("thead th").forEach((th, col) => th.addEventListener("click", () => {{
+    const body = table.tBodies[0], up = th.dataset.dir !== "up";
+    const key = row => {{
+      const text = row.cells[col].textContent.trim(), num = parseFloat(text.replace(/[,%$]/g, ""));
+      return text === "–" || text === "" ? null : (isNaN(num) ? text : num);
+    }};
+    const rows = Array.from(body.rows).sort((a, b) => {{
+      const x = key(a), y = key(b);
+      if (x === null) return 1; if (y === null) return -1;
+      return (x < y ? -1 : x > y ? 1 : 0) * (up ? 1 : -1);
+    }});
+    th.dataset.dir = up ? "up" : "down";
+    rows.forEach(row => body.appendChild(row));
+  }}));
+}});
 </script>
 </body></html>
 """
@@ -700,6 +796,10 @@ def render_summary_md(tables: StudyTables) -> str:
     m = tables.manifest
     lines = [
         f"# scaleprof study {m['study_id']}",
+        "",
+        "## Findings",
+        "",
+        *[f"- {n}" for n in findings_sentences(tables)],
         "",
         markdown_table(headline_table(tables.runs)),
         "",

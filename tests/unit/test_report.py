@@ -113,3 +113,20 @@ def test_batch_size_and_memory_charts_appear_for_a_sweep_and_settings_show_only_
     table = headline_table(runs)
     assert "parallelism" in table and "batch / worker" in table  # they vary between runs
     assert "precision" not in table and "compile (s)" not in table  # the same everywhere / never compiled
+
+
+def test_the_report_opens_with_findings_backed_by_its_figures(study):
+    from scaleprof.report.render import findings_sentences
+
+    _, tables, report = study
+    found = findings_sentences(tables)
+    # cpu-1 trains 200 samples/s, cpu-2 300 (efficiency 75%); gpu-1 is skipped
+    assert found[0].startswith("Fastest: mlp on cpu-2 (2 worker(s)) at 300 samples/s in steady state")
+    assert "at 2 workers (cpu-2) mlp runs 1.50x as fast as on one worker: scaling efficiency 75%" in found[1]
+    bottleneck = next(s for s in found if s.startswith("Where the time goes"))
+    assert re.search(r"at 2 workers \(cpu-2\) \d+% of a step is (compute|loading data|gradient all-reduce)", bottleneck)
+    assert any(s.startswith("Cheapest per sample: mlp on cpu-2") for s in found)
+    assert any(s.startswith("Skipped: 1 run(s): needs <script>") for s in found)
+    html = report.read_text()
+    assert html.index('id="findings"') < html.index('id="runs"')  # first, before the tables
+    assert "needs &lt;script&gt;" in html and 'runs sortable"' in html and '<a href="#charts">' in html
