@@ -87,9 +87,30 @@ def _table(rows: list[dict[str, object]], title: str) -> Table:
     return table
 
 
+def pd_json(rows: Any) -> str:
+    """`--json`: rows as a JSON list of objects (NaN as null), for scripts and notebooks."""
+    import json
+
+    import pandas as pd
+
+    records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
+
+    def clean(value: Any) -> Any:
+        if hasattr(value, "item"):  # numpy scalars
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+    return json.dumps([{k: clean(v) for k, v in r.items()} for r in records], indent=2)
+
+
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     experiment, _ = _load(args.file)
     runs = expand(experiment)
+    if args.json:
+        print(pd_json(describe(experiment, runs)))
+        return 0
     console.print(_table(describe(experiment, runs), f"{experiment.name}: {len(runs)} run(s)"))
     console.print(
         f"{experiment.train.scaling} scaling; runs whose resources the cluster lacks are skipped at run time.",
@@ -290,6 +311,9 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     if tables.fits.empty:
         raise UserError(f"{args.study_dir}: no model and device was measured at two or more worker counts")
     table = predictions(tables.runs, args.workers)
+    if args.json:
+        print(pd_json(table))
+        return 0
     rows = [
         {
             "model": r["model"],
@@ -321,6 +345,9 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     table = compare_runs(a.runs, b.runs, noise_floor=args.noise)
     if table.empty:
         raise UserError("the two studies share no (model, placement) with a finished run")
+    if args.json:
+        print(pd_json(table))
+        return 0
     rows = []
     for _, r in table.iterrows():
         row = {"model": r["model"], "placement": r["placement"], "runs": f"{r['runs_a']} / {r['runs_b']}"}
@@ -342,6 +369,46 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         markup=False,
         highlight=False,
     )
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace, console: Console) -> int:
+    from scaleprof.analysis.catalog import list_studies
+    from scaleprof.report.index import render_index
+
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such directory (studies are written under --out, by default reports/)")
+    rows = list_studies(root)
+    if args.json:
+        print(pd_json(rows))
+        return 0
+    if not rows:
+        console.print(f"No scaleprof studies in {root}", markup=False, highlight=False)
+        return 0
+    shown = [
+        {
+            "study": r["study"],
+            "experiment": r.get("experiment", "–"),
+            "created": r.get("created", "–"),
+            "ok/skipped/failed": f"{r.get('ok', 0)}/{r.get('skipped', 0)}/{r.get('failed', 0)}"
+            + (f" (+{r['unfinished']} unfinished)" if r.get("unfinished") else ""),
+            "fastest (samples/s)": f"{r['best_throughput']:,.0f} ({r['best_placement']})"
+            if "best_throughput" in r
+            else "–",
+            "efficiency at most workers": f"{100 * r['efficiency']:.0f}% at {r['efficiency_workers']}"
+            if "efficiency" in r
+            else "–",
+            "note": r.get("problem", "") or ("" if r.get("report") else "no report yet (scaleprof report DIR)"),
+        }
+        for r in rows
+    ]
+    console.print(_table(shown, f"{len(rows)} studies in {root}"))
+    try:
+        index = render_index(root, rows)
+        console.print(f"Index: {index}", markup=False, highlight=False)
+    except OSError as exc:
+        print(f"warning: {root}: cannot write index.html ({exc.strerror or exc})", file=sys.stderr)
     return 0
 
 
@@ -377,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     plan = sub.add_parser("plan", help="validate an experiment and list its runs, without Ray")
     plan.add_argument("file")
+    plan.add_argument("--json", action="store_true", help="the runs as JSON")
     plan.set_defaults(func=cmd_plan)
     report = sub.add_parser("report", help="re-render a study's report from its files (no Ray)")
     report.add_argument("study_dir")
@@ -384,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="predict throughput at other worker counts from a study's scaling law")
     predict.add_argument("study_dir")
     predict.add_argument("--workers", type=_worker_count, nargs="+", required=True, help="worker counts, e.g. 16 64")
+    predict.add_argument("--json", action="store_true", help="the predictions as JSON")
     predict.set_defaults(func=cmd_predict)
     compare = sub.add_parser("compare", help="two studies side by side, changes flagged beyond measured noise")
     compare.add_argument("a", help="the baseline study directory")
@@ -391,7 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--noise", type=_noise_floor, default=0.05, help="noise floor where a study has no repeats (0 to 1)"
     )
+    compare.add_argument("--json", action="store_true", help="the comparison as JSON")
     compare.set_defaults(func=cmd_compare)
+    ls = sub.add_parser("ls", help="list the studies under a directory and write its index.html")
+    ls.add_argument("dir", nargs="?", default="reports", help="where the studies are (default: reports)")
+    ls.add_argument("--json", action="store_true", help="the list as JSON")
+    ls.set_defaults(func=cmd_ls)
     return parser
 
 

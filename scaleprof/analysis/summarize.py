@@ -299,14 +299,22 @@ def summarize(store: StudyStore) -> StudyTables:
 
 
 def write_tables(store: StudyStore, tables: StudyTables) -> None:
-    store.write_table(RUNS_TABLE, tables.runs)
-    store.write_table(EPOCHS_TABLE, tables.epochs)
-    store.write_table(QUALITY_TABLE, tables.quality)
-    store.write_table(PLACEMENTS_TABLE, tables.placements)
+    """Every table with the study's id as its first column, so many studies' tables concatenate
+    (`pd.concat`, or duckdb over `reports/*/runs.parquet`) and each row still says where it came from."""
+    study_id = str(tables.manifest.get("study_id") or store.root.name)
+
+    def write(name: str, frame: pd.DataFrame) -> None:
+        store.write_table(name, frame if "study_id" in frame else frame.assign(study_id=study_id)[
+            ["study_id", *frame.columns]])  # fmt: skip
+
+    write(RUNS_TABLE, tables.runs)
+    write(EPOCHS_TABLE, tables.epochs)
+    write(QUALITY_TABLE, tables.quality)
+    write(PLACEMENTS_TABLE, tables.placements)
     if not tables.cv.empty:
-        store.write_table(CV_TABLE, tables.cv)
-    store.write_table(WORKERS_TABLE, tables.workers)
-    store.write_table(FITS_TABLE, tables.fits)
+        write(CV_TABLE, tables.cv)
+    write(WORKERS_TABLE, tables.workers)
+    write(FITS_TABLE, tables.fits)
     if not tables.inference.empty:
-        store.write_table(INFERENCE_TABLE, tables.inference)
-    store.write_table(HARDWARE_TABLE, tables.hardware)
+        write(INFERENCE_TABLE, tables.inference)
+    write(HARDWARE_TABLE, tables.hardware)
