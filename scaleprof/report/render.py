@@ -73,6 +73,30 @@ HEADLINE = {
 }
 
 
+# The runs, split by topic so no table is 25 columns wide; each repeats who the run is.
+IDENTITY = ("placement", "model", *SETTINGS, "device", "workers", "nodes_realized")
+TOPICS = {
+    "Speed": (*IDENTITY, "status", "throughput", "tokens_per_s", "speedup", "scaling_efficiency", "epoch_time_s",
+              "step_time_p50_s", "step_time_p95_s", "mfu", "mfu_6n", "compile_phase_s", "wall_s"),
+    "Resources": (*IDENTITY, "peak_rss_mb", "cpu_util_pct", "gpu_util_pct", "gpu_mem_peak_mb", "mem_peak_mb",
+                  "state_mem_mb", "energy_per_sample_j"),
+    "Quality": (*IDENTITY, "eval_split", "accuracy", "f1", "perplexity"),
+    "Cost": (*IDENTITY, "cost_per_sample_usd", "cost_per_sample_e2e_usd", "cost_to_target_usd"),
+}  # fmt: skip
+
+
+def topic_tables(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """The runs table by topic (speed, resources, quality, cost); a topic with nothing measured is left out.
+    Why a run was skipped or failed is said in the findings and notes, not in a column."""
+    shown = []
+    identity = {HEADLINE[c] for c in IDENTITY}
+    for title, columns in TOPICS.items():
+        table = headline_table(runs, columns)
+        if set(table.columns) - identity - {"status"}:
+            shown.append((title, table))
+    return shown
+
+
 def _fmt(column: str, value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -660,7 +684,11 @@ def render_html(tables: StudyTables, charts: dict[str, dict[str, Any]]) -> str:
     found = "".join(f"<li>{esc(n)}</li>" for n in findings_sentences(tables))
     notes = "".join(f"<li>{esc(n)}</li>" for n in study_notes(tables))
     env = "".join(f"<li>{esc(line)}</li>" for line in _environment(m))
-    table = headline_table(tables.runs).to_html(index=False, escape=True, border=0, classes="runs sortable")
+    table = "".join(
+        f'<h3 id="runs-{title.lower()}">{esc(title)}</h3>'
+        + frame.to_html(index=False, escape=True, border=0, classes="runs sortable")
+        for title, frame in topic_tables(tables.runs)
+    )
     sections = [("findings", "Findings"), ("runs", "Runs")]
     extra = ""
     for i, (heading, frame) in enumerate(_extra_tables(tables)):
@@ -801,9 +829,9 @@ def render_summary_md(tables: StudyTables) -> str:
         "",
         *[f"- {n}" for n in findings_sentences(tables)],
         "",
-        markdown_table(headline_table(tables.runs)),
-        "",
     ]
+    for title, frame in topic_tables(tables.runs):
+        lines += [f"## Runs: {title.lower()}", "", markdown_table(frame), ""]
     for heading, frame in _extra_tables(tables):
         lines += [f"## {heading}", "", markdown_table(frame), ""]
     lines += [

@@ -63,10 +63,9 @@ def test_chart_images_and_summary_written(study):
         data = (store.root / "charts" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG")
     summary = (store.root / "summary.md").read_text()
-    assert (
-        "| cpu-2 | mlp | cpu | 2 | 1 | ok | test | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 510 | 90 | 15.0% "
-        "| 0.8000 |" in summary
-    )
+    assert "| cpu-2 | mlp | cpu | 2 | 1 | ok | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 15.0% | 30.00 |" in summary
+    assert "| cpu-2 | mlp | cpu | 2 | 1 | 510 | 90 |" in summary  # resources
+    assert "| cpu-2 | mlp | cpu | 2 | 1 | test | 0.8000 | 0.8000 |" in summary  # quality
     assert "## Quality on the held-out test split" in summary
     assert "Weak scaling" in summary and "epoch 1 excluded as warm-up" in summary
 
