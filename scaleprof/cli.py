@@ -19,19 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from scaleprof.config import ConfigError, Experiment, load_experiment
-from scaleprof.execution.failures import disk_full
-from scaleprof.execution.prepare import StudyInputs, prepare
-from scaleprof.plan import describe, expand, study_bytes_estimate
-from scaleprof.pricing import prices_for
+from scaleprof.errors import NO_SPACE_ERRNOS, DestinationError, StoreError
 from scaleprof.records import RunStatus
-from scaleprof.telemetry.store import NO_SPACE_ERRNOS, DestinationError, StoreError
 from scaleprof.versions import scaleprof_version
-from scaleprof.workloads.imports import WorkloadError
+
+# torch, Ray, pandas and the analysis are imported by the commands that need them: `--help` stays fast.
 
 EXIT_USER_ERROR = 2
 EXIT_RUNS_FAILED = 3  # the study finished and its report is written, but some runs failed
@@ -45,9 +41,13 @@ class StudyStopped(Exception):
     """The study could not go on (the disk filled up); what was stored is intact and resumable."""
 
 
-def _load(path: str) -> tuple[Experiment, StudyInputs]:
+def _load(path: str) -> tuple[Experiment, Any]:
     """The experiment, checked through and through before Ray starts: pricing rows, the data set (opened,
     split), every model (built and run on one batch) and the user's code (imported)."""
+    from scaleprof.execution.prepare import prepare
+    from scaleprof.pricing import prices_for
+    from scaleprof.workloads.imports import WorkloadError
+
     experiment = load_experiment(path)
     try:  # a missing pricing row fails now, not after the runs
         prices_for(experiment, Path(path).resolve().parent)
@@ -106,6 +106,8 @@ def pd_json(rows: Any) -> str:
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from scaleprof.plan import describe, expand
+
     experiment, _ = _load(args.file)
     runs = expand(experiment)
     if args.json:
@@ -164,6 +166,8 @@ def _render(study_dir: Path, console: Console) -> Path:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.execution.ray_session import check_ray_address
     from scaleprof.execution.runner import new_study_dir, run_study
+    from scaleprof.plan import expand, study_bytes_estimate
+    from scaleprof.pricing import prices_for
     from scaleprof.progress import TerminalProgress
     from scaleprof.telemetry.store import StudyStore, check_destination
 
@@ -221,6 +225,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _write_failure(exc: OSError, experiment_file: str, store: Any) -> StudyStopped | None:
     """What to tell the user when a write failed: a full disk can be freed and the study resumed; a
     read-only or forbidden location cannot (no resume hint there). None: not a write failure."""
+    from scaleprof.execution.failures import disk_full
+
     where = exc.filename or store.root
     if exc.errno in NO_SPACE_ERRNOS or (exc.errno is None and disk_full(exc)):
         hint = (
@@ -320,8 +326,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
             "device": r["device"],
             "workers": r["workers"],
             "predicted samples/s": f"{r['throughput']:,.0f}",
-            "95% band": f"{r['low']:,.0f} – {r['high']:,.0f}" if np.isfinite(r["low"]) else "exact fit: none",
-            "efficiency": f"{100 * r['efficiency']:.0f}%" if np.isfinite(r["efficiency"]) else "– (no 1-worker run)",
+            "95% band": f"{r['low']:,.0f} – {r['high']:,.0f}" if math.isfinite(r["low"]) else "exact fit: none",
+            "efficiency": f"{100 * r['efficiency']:.0f}%" if math.isfinite(r["efficiency"]) else "– (no 1-worker run)",
             "law": r["law"],
             "extrapolated": "yes" if r["extrapolated"] else "no",
         }
@@ -352,7 +358,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     for _, r in table.iterrows():
         row = {"model": r["model"], "placement": r["placement"], "runs": f"{r['runs_a']} / {r['runs_b']}"}
         for metric, label in METRICS.items():
-            if f"{metric}_change" in r and np.isfinite(r[f"{metric}_change"]):
+            if f"{metric}_change" in r and math.isfinite(r[f"{metric}_change"]):
                 basis = "" if r[f"{metric}_noise_basis"] == "measured" else "*"
                 row[label] = f"{100 * r[metric + '_change']:+.1f}% (noise {100 * r[metric + '_noise']:.0f}%{basis})"
             else:
@@ -433,28 +439,53 @@ def _noise_floor(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scaleprof", description="Distributed scalability profiler on Ray.")
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="scaleprof", description="Distributed scalability profiler on Ray.", formatter_class=raw,
+        epilog="exit codes: 0 done; 1 the study stopped (disk full, unwritable location, a failed copy: what was "
+        "stored stays); 2 bad input (a file, field or argument named); 3 the report is written but some runs "
+        "failed; 130 / 143 interrupted (Ctrl-C / SIGTERM), resumable with run --resume\n\n"
+        "examples:\n  scaleprof run experiments/smoke.yaml\n  scaleprof ls reports",
+    )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"scaleprof {scaleprof_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a scaling study and write its report")
+    run = sub.add_parser(
+        "run", help="run a scaling study and write its report", formatter_class=raw,
+        epilog="examples:\n  scaleprof run experiments/smoke.yaml\n"
+        "  scaleprof run experiments/resnet-gpu.yaml --out s3://bucket/studies\n"
+        "  scaleprof run experiments/smoke.yaml --resume reports/smoke-20261129-120000\n"
+        "  RAY_ADDRESS=head:6379 scaleprof run study.yaml   (join a running cluster)",
+    )  # fmt: skip
     run.add_argument("file", help="experiment YAML file")
     run.add_argument("--out", default="reports", help="directory for study directories (default: reports)")
     run.add_argument("--verbose", action="store_true", help="show Ray's worker logs")
     run.add_argument("--resume", metavar="STUDY_DIR", help="finish an interrupted study: keep its ok/skipped runs")
     run.set_defaults(func=cmd_run)
-    plan = sub.add_parser("plan", help="validate an experiment and list its runs, without Ray")
+    plan = sub.add_parser(
+        "plan", help="validate an experiment and list its runs, without Ray", formatter_class=raw,
+        epilog="example:\n  scaleprof plan experiments/smoke.yaml --json",
+    )  # fmt: skip
     plan.add_argument("file")
     plan.add_argument("--json", action="store_true", help="the runs as JSON")
     plan.set_defaults(func=cmd_plan)
-    report = sub.add_parser("report", help="re-render a study's report from its files (no Ray)")
+    report = sub.add_parser(
+        "report", help="re-render a study's report from its files (no Ray)", formatter_class=raw,
+        epilog="example:\n  scaleprof report reports/smoke-20261129-120000",
+    )  # fmt: skip
     report.add_argument("study_dir")
     report.set_defaults(func=cmd_report)
-    predict = sub.add_parser("predict", help="predict throughput at other worker counts from a study's scaling law")
+    predict = sub.add_parser(
+        "predict", help="predict throughput at other worker counts from a study's scaling law", formatter_class=raw,
+        epilog="example:\n  scaleprof predict reports/smoke-20261129-120000 --workers 8 16 64",
+    )  # fmt: skip
     predict.add_argument("study_dir")
     predict.add_argument("--workers", type=_worker_count, nargs="+", required=True, help="worker counts, e.g. 16 64")
     predict.add_argument("--json", action="store_true", help="the predictions as JSON")
     predict.set_defaults(func=cmd_predict)
-    compare = sub.add_parser("compare", help="two studies side by side, changes flagged beyond measured noise")
+    compare = sub.add_parser(
+        "compare", help="two studies side by side, changes flagged beyond measured noise", formatter_class=raw,
+        epilog="example:\n  scaleprof compare reports/before-20261129-120000 reports/after-20261130-090000",
+    )  # fmt: skip
     compare.add_argument("a", help="the baseline study directory")
     compare.add_argument("b", help="the study compared with it")
     compare.add_argument(
@@ -462,7 +493,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--json", action="store_true", help="the comparison as JSON")
     compare.set_defaults(func=cmd_compare)
-    ls = sub.add_parser("ls", help="list the studies under a directory and write its index.html")
+    ls = sub.add_parser(
+        "ls", help="list the studies under a directory and write its index.html", formatter_class=raw,
+        epilog="example:\n  scaleprof ls reports --json",
+    )  # fmt: skip
     ls.add_argument("dir", nargs="?", default="reports", help="where the studies are (default: reports)")
     ls.add_argument("--json", action="store_true", help="the list as JSON")
     ls.set_defaults(func=cmd_ls)

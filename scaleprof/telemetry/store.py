@@ -22,11 +22,13 @@ from typing import Any
 
 import pandas as pd
 
+from scaleprof.errors import DestinationError, StoreError, StudyBusy
+
+__all__ = ["DestinationError", "StoreError", "StudyBusy"]  # defined in scaleprof.errors, raised here
+
 EVENTS = "events.jsonl"
 # A full, over-quota or read-only disk: writing again will not help, so a study stops on these.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-# Of those, the ones where freeing space helps (a resume hint makes sense); the rest cannot be written at all.
-NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 LOCK = ".scaleprof.lock"
 # What identifies one stored event: a resent or copied line carries the same key.
 EVENT_KEY = ["run_id", "attempt", "rank", "seq"]
@@ -120,18 +122,6 @@ def repair_torn_tail(path: Path) -> int:
             keep = start
         f.truncate(keep)
         return size - keep
-
-
-class StoreError(Exception):
-    """A study file that cannot be used at all: which file, and what is wrong with it."""
-
-    def __init__(self, path: Path, problem: str):
-        super().__init__(f"{path}: {problem}")
-        self.path, self.problem = path, problem
-
-
-class StudyBusy(Exception):
-    """Another process holds the study directory's lock."""
 
 
 @dataclass
@@ -351,10 +341,6 @@ class StudyStore:
 
     def table(self, name: str) -> pd.DataFrame:
         return pd.read_parquet(self.root / name)
-
-
-class DestinationError(Exception):
-    """A storage URI (`--out s3://...`) that cannot be written."""
 
 
 def check_destination(uri: str) -> None:

@@ -46,3 +46,12 @@ def test_the_cli_says_which_extra_the_driver_needs(monkeypatch, capsys):
     assert cli.main(["plan", "experiments/smoke.yaml"]) == cli.EXIT_USER_ERROR
     err = capsys.readouterr().err
     assert "`scaleprof plan` needs no-such-package" in err and "pip install 'scaleprof[driver]'" in err
+
+
+def test_the_command_line_starts_without_torch_ray_or_pandas():
+    """`scaleprof --help` must be instant: the heavy packages load only in the commands that need them."""
+    heavy = "('torch', 'ray', 'pandas', 'sklearn')"
+    probe = f"import sys, scaleprof.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
