@@ -41,14 +41,14 @@ class StudyStopped(Exception):
     """The study could not go on (the disk filled up); what was stored is intact and resumable."""
 
 
-def _load(path: str) -> tuple[Experiment, Any]:
+def _load(path: str, overrides: list[str] | None = None) -> tuple[Experiment, Any]:
     """The experiment, checked through and through before Ray starts: pricing rows, the data set (opened,
     split), every model (built and run on one batch) and the user's code (imported)."""
     from scaleprof.execution.prepare import prepare
     from scaleprof.pricing import prices_for
     from scaleprof.workloads.imports import WorkloadError
 
-    experiment = load_experiment(path)
+    experiment = load_experiment(path, overrides)
     try:  # a missing pricing row fails now, not after the runs
         prices_for(experiment, Path(path).resolve().parent)
     except ConfigError as err:
@@ -108,7 +108,7 @@ def pd_json(rows: Any) -> str:
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.plan import describe, expand
 
-    experiment, _ = _load(args.file)
+    experiment, _ = _load(args.file, args.overrides)
     runs = expand(experiment)
     if args.json:
         print(pd_json(describe(experiment, runs)))
@@ -175,7 +175,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     if remote:
         check_destination(args.out)  # before any run: the copy at the end must not be the first to find out
     check_ray_address()  # a dead RAY_ADDRESS fails now, in seconds, and before any directory is made
-    experiment, inputs = _load(args.file)
+    experiment, inputs = _load(args.file, args.overrides)
     pricing = {k: v.model_dump() for k, v in prices_for(experiment, Path(args.file).resolve().parent).items()}
     resume = bool(args.resume)
     need = study_bytes_estimate(experiment, expand(experiment), inputs.data)
@@ -454,9 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  scaleprof run experiments/smoke.yaml\n"
         "  scaleprof run experiments/resnet-gpu.yaml --out s3://bucket/studies\n"
         "  scaleprof run experiments/smoke.yaml --resume reports/smoke-20261129-120000\n"
+        "  scaleprof run experiments/smoke.yaml train.epochs=10 placements.1.workers=4\n"
         "  RAY_ADDRESS=head:6379 scaleprof run study.yaml   (join a running cluster)",
     )  # fmt: skip
     run.add_argument("file", help="experiment YAML file")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override fields, e.g. train.epochs=5")
     run.add_argument("--out", default="reports", help="directory for study directories (default: reports)")
     run.add_argument("--verbose", action="store_true", help="show Ray's worker logs")
     run.add_argument("--resume", metavar="STUDY_DIR", help="finish an interrupted study: keep its ok/skipped runs")
@@ -466,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  scaleprof plan experiments/smoke.yaml --json",
     )  # fmt: skip
     plan.add_argument("file")
+    plan.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override fields, e.g. train.epochs=5")
     plan.add_argument("--json", action="store_true", help="the runs as JSON")
     plan.set_defaults(func=cmd_plan)
     report = sub.add_parser(

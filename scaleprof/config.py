@@ -717,8 +717,46 @@ def parse_experiment(raw: Any, path: Path) -> Experiment:
         raise ConfigError(_format_validation(path, err)) from None
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment YAML file (safe loader, size-limited)."""
+def apply_overrides(raw: Any, overrides: list[str]) -> Any:
+    """`key=value` from the command line onto the file's tree before it is validated, so an override is
+    checked exactly as the file is: `train.epochs=5`, `placements.0.workers=4`, `train.precision=bf16`.
+    The value is YAML (`5` is a number, `[1, 2]` a list, `true` a bool)."""
+    if not overrides or not isinstance(raw, dict):
+        return raw
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"{item!r}: an override is key=value with a dotted key, e.g. train.epochs=5")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError:
+            raise ConfigError(f"{item!r}: the value is not valid YAML") from None
+        *parents, leaf = key.split(".")
+        node: Any = raw
+        for i, part in enumerate(parents):
+            where = ".".join(parents[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"{item!r}: {where}: no such list item (there are {len(node)})")
+                node = node[int(part)]
+            elif isinstance(node, dict):
+                node = node.setdefault(part, {})
+            else:
+                raise ConfigError(f"{item!r}: {where} is a value, not a section")
+        if isinstance(node, list):
+            if not leaf.isdigit() or int(leaf) >= len(node):
+                raise ConfigError(f"{item!r}: {key}: no such list item (there are {len(node)})")
+            node[int(leaf)] = value
+        elif isinstance(node, dict):
+            node[leaf] = value
+        else:
+            raise ConfigError(f"{item!r}: {'.'.join(parents)} is a value, not a section")
+    return raw
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """Read and validate an experiment YAML file (safe loader, size-limited), with command-line
+    `key=value` overrides applied before validation."""
     path = Path(path)
     try:
         with open(path, "rb") as f:  # at most the limit, whatever stat says (/dev/zero, a pipe)
@@ -744,7 +782,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not an experiment file (YAML nested too deeply)") from None
-    return _with_paths_resolved(parse_experiment(raw, path), path.resolve().parent)
+    return _with_paths_resolved(parse_experiment(apply_overrides(raw, overrides or []), path), path.resolve().parent)
 
 
 def _with_paths_resolved(experiment: Experiment, base: Path) -> Experiment:

@@ -1,5 +1,6 @@
 """Experiment files: good ones load with defaults; bad ones fail with the file and field named."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -212,3 +213,21 @@ def test_strong_scaling_splits_the_global_batch_over_workers_and_micro_batches(t
     assert exp.per_worker_batch(exp.placements[0]) == 8  # 64 / (2 workers x 4 micro-batches)
     with pytest.raises(ConfigError, match="12 does not divide it"):
         load_experiment(write(tmp_path, text.replace("workers: 1}", "workers: 3}")))
+
+
+def test_command_line_overrides_are_validated_like_the_file(tmp_path):
+    from scaleprof.config import ConfigError, load_experiment
+
+    path = tmp_path / "e.yaml"
+    path.write_text("name: e\nmodel: {name: mlp}\ndata: {name: digits}\nplacements: [{name: a, workers: 1}]\n")
+    exp = load_experiment(path, ["train.epochs=7", "placements.0.workers=3", "train.precision=bf16", "seed=4"])
+    assert (exp.train.epochs, exp.placements[0].workers, exp.train.precision, exp.seed) == (7, 3, "bf16", 4)
+    for bad, message in [
+        ("train.epochz=7", "train.epochz: unknown key"),
+        ("train.epochs=-1", "train.epochs: Input should be greater than or equal to 1"),
+        ("placements.4.workers=2", "placements.4: no such list item (there are 1)"),
+        ("name.x=1", "name is a value, not a section"),
+        ("epochs", "an override is key=value"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_experiment(path, [bad])
