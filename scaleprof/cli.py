@@ -203,6 +203,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             if not resume and not store.exists():  # it never started: nothing to resume, nothing to keep
                 shutil.rmtree(study_dir, ignore_errors=True)
     console.print(f"Report: {report}", markup=False, highlight=False)
+    if args.mlflow:
+        _export_mlflow(result.study_dir, args.mlflow, args.mlflow_experiment, console)
     if remote:
         from scaleprof.telemetry.store import publish
 
@@ -378,6 +380,32 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _export_mlflow(study_dir: Path, uri: str, experiment: str | None, console: Console) -> None:
+    try:
+        from scaleprof.export.mlflow import export_study
+    except ImportError:
+        raise UserError("--mlflow needs MLflow: pip install 'scaleprof[mlflow]'") from None
+    tables = _summarize(_require_study(study_dir))
+    try:
+        out = export_study(study_dir, tables, uri, experiment)
+    except Exception as exc:  # MLflow's own errors (a bad URI, a server that refuses)
+        raise StudyStopped(
+            f"--mlflow {uri}: export failed ({type(exc).__name__}: {exc}); the study is kept at "
+            f"{study_dir}; export it later with: scaleprof export {study_dir} --mlflow {uri}"
+        ) from None
+    said = "was already in" if out["existed"] else f"logged {out['runs']} run(s) to"
+    console.print(
+        f"MLflow: study {said} experiment {out['experiment_id']} at {uri} (parent run {out['parent_run_id']})",
+        markup=False, highlight=False,
+    )  # fmt: skip
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    store = _require_study(args.study_dir)
+    _export_mlflow(store.root, args.mlflow, args.mlflow_experiment, console)
+    return 0
+
+
 def cmd_ls(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.analysis.catalog import list_studies
     from scaleprof.report.index import render_index
@@ -438,6 +466,14 @@ def _noise_floor(text: str) -> float:
     return value
 
 
+def _mlflow_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument(
+        "--mlflow", metavar="TRACKING_URI", required=required,
+        help="also log the study to MLflow: a tracking server (http://...) or a local database (sqlite:///mlflow.db)",
+    )  # fmt: skip
+    parser.add_argument("--mlflow-experiment", metavar="NAME", help="MLflow experiment (default: scaleprof/<name>)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
@@ -462,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="reports", help="directory for study directories (default: reports)")
     run.add_argument("--verbose", action="store_true", help="show Ray's worker logs")
     run.add_argument("--resume", metavar="STUDY_DIR", help="finish an interrupted study: keep its ok/skipped runs")
+    _mlflow_arguments(run, required=False)
     run.set_defaults(func=cmd_run)
     plan = sub.add_parser(
         "plan", help="validate an experiment and list its runs, without Ray", formatter_class=raw,
@@ -496,6 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--json", action="store_true", help="the comparison as JSON")
     compare.set_defaults(func=cmd_compare)
+    export = sub.add_parser(
+        "export", help="log a finished study to MLflow (a parent run, a child run per scaleprof run)",
+        formatter_class=raw, epilog="example:\n  scaleprof export reports/smoke-20261129-120000 --mlflow sqlite:///mlflow.db",
+    )  # fmt: skip
+    export.add_argument("study_dir")
+    _mlflow_arguments(export, required=True)
+    export.set_defaults(func=cmd_export)
     ls = sub.add_parser(
         "ls", help="list the studies under a directory and write its index.html", formatter_class=raw,
         epilog="example:\n  scaleprof ls reports --json",

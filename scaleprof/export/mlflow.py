@@ -1,0 +1,112 @@
+"""A finished study in MLflow: one parent run per study (its report, summary, tables and manifest as
+artifacts; the experiment's facts as params) and one child run per scaleprof run (what it was as params,
+its final figures as metrics, its per-epoch series as metric history, its status as the run's).
+
+Read from the study's tables (scaleprof.analysis.summarize), so what MLflow shows is what the report
+shows. Exporting a study twice does not duplicate it: its parent run is found by the study id tag.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from scaleprof.analysis.summarize import StudyTables
+
+STUDY_TAG = "scaleprof.study_id"
+PARAMS = [
+    "model", "model_label", "placement", "device", "workers", "cpus", "gpus", "strategy", "nodes_realized",
+    "per_worker_batch", "global_batch", "train_precision", "parallelism", "compile", "grad_accumulation",
+    "optimizer", "task", "kind", "fold", "repeat", "node_type", "ray_node_types", "reason",
+]  # fmt: skip
+METRICS = [
+    "throughput", "tokens_per_s", "speedup", "scaling_efficiency", "epoch_time_s", "first_epoch_time_s",
+    "step_time_p50_s", "step_time_p95_s", "data_wait_frac", "mfu", "mfu_6n", "peak_rss_mb", "mem_peak_mb",
+    "state_mem_mb", "gpu_mem_peak_mb", "cpu_util_pct", "gpu_util_pct", "gpu_power_w", "energy_per_sample_j",
+    "accuracy", "precision", "recall", "f1", "specificity", "roc_auc", "test_loss", "perplexity", "token_accuracy",
+    "final_train_loss", "final_val_accuracy", "cost_per_sample_usd", "cost_per_sample_e2e_usd", "cost_run_usd",
+    "wall_s", "wait_s", "startup_s", "train_time_s", "samples_total", "attempts", "seq_gaps",
+]  # fmt: skip
+EPOCH_METRICS = ["epoch_time_s", "train_loss", "val_loss", "val_accuracy", "lr"]
+ARTIFACTS = ["report.html", "summary.md", "runs.parquet", "epochs.parquet", "manifest.json"]
+STATUS = {"ok": "FINISHED", "failed": "FAILED", "skipped": "KILLED"}
+
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _param(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value == "":
+        return None
+    return str(value)[:500]  # MLflow's limit for a param value
+
+
+def export_study(
+    study_dir: Path, tables: StudyTables, tracking_uri: str, experiment_name: str | None = None
+) -> dict[str, Any]:
+    """Log the study; returns the experiment id, the parent run id, how many runs were logged, and
+    whether it was there already."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    manifest = tables.manifest
+    study_id = str(manifest.get("study_id") or study_dir.name)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    name = experiment_name or f"scaleprof/{manifest['experiment'].get('name', 'study')}"
+    experiment = client.get_experiment_by_name(name)
+    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study_id}'", max_results=1)
+    if found:
+        return {"experiment_id": experiment_id, "parent_run_id": found[0].info.run_id, "runs": 0, "existed": True}
+
+    parent = client.create_run(experiment_id, run_name=study_id, tags={STUDY_TAG: study_id, "scaleprof.kind": "study"})
+    exp = manifest["experiment"]
+    facts = {
+        "experiment": exp.get("name"), "seed": manifest.get("seed"), "data": (manifest.get("data") or {}).get("name"),
+        "epochs": (exp.get("train") or {}).get("epochs"), "scaling": (exp.get("train") or {}).get("scaling"),
+        "experiment_sha256": manifest.get("experiment_sha256"), "git_revision": manifest.get("git_revision"),
+        "scaleprof": (manifest.get("packages") or {}).get("scaleprof"),
+    }  # fmt: skip
+    client.log_batch(
+        parent.info.run_id, params=[Param(k, v) for k, raw in facts.items() if (v := _param(raw)) is not None]
+    )
+    for artifact in ARTIFACTS:
+        if (study_dir / artifact).exists():
+            client.log_artifact(parent.info.run_id, str(study_dir / artifact))
+    logged = 0
+    epochs = tables.epochs
+    for _, run in tables.runs.iterrows():
+        now_ms = int(1000 * time.time())  # when it was logged; the epoch series is ordered by its step
+        child = client.create_run(
+            experiment_id,
+            run_name=str(run["run_id"]),
+            tags={"mlflow.parentRunId": parent.info.run_id, STUDY_TAG: study_id, "scaleprof.run_id": run["run_id"],
+                  "scaleprof.status": str(run["status"])},
+        )  # fmt: skip
+        params = [Param(k, p) for k in PARAMS if k in run and (p := _param(run[k])) is not None]
+        metrics = [Metric(k, m, now_ms, 0) for k in METRICS if k in run and (m := _finite(run[k])) is not None]
+        if not epochs.empty:
+            mine = epochs[epochs["run_id"] == run["run_id"]] if "run_id" in epochs else pd.DataFrame()
+            for _, epoch in mine.iterrows():
+                step = int(epoch["epoch"])
+                for key in EPOCH_METRICS:
+                    value = _finite(epoch.get(key))
+                    if value is not None:
+                        metrics.append(Metric(f"epoch/{key}", value, now_ms, step))
+        for start in range(0, max(len(metrics), 1), 1000):  # MLflow takes at most 1,000 metrics a batch
+            client.log_batch(
+                child.info.run_id, metrics=metrics[start : start + 1000], params=params if start == 0 else []
+            )
+        client.set_terminated(child.info.run_id, status=STATUS.get(str(run["status"]), "FAILED"))
+        logged += 1
+    client.set_terminated(parent.info.run_id)
+    return {"experiment_id": experiment_id, "parent_run_id": parent.info.run_id, "runs": logged, "existed": False}
