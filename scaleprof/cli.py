@@ -373,7 +373,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     console.print(_table(rows, f"{Path(args.b).name} against {Path(args.a).name}"))
     console.print(
         f"Change = (B - A) / A of medians over repeats; noise = 2 x the larger coefficient of variation over repeats, "
-        f"or * the {100 * args.noise:.0f}% floor where a study has a single run.",
+        f"or * the {100 * args.noise:.0f}% floor where a study has a single run. 'Beyond noise' is that rule "
+        "(|change| > noise), not a statistical test: with 2-3 repeats no test would have the power to say more.",
         markup=False,
         highlight=False,
     )
