@@ -703,11 +703,13 @@ def render_html(tables: StudyTables, charts: dict[str, dict[str, Any]]) -> str:
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }}
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1320px; }}
 table.runs {{ border-collapse: collapse; font-size: 0.9em; }}
 table.runs th, table.runs td {{ padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
 section {{ margin: 1.5em 0; }}
 nav {{ font-size: 0.9em; margin: 1em 0; }}
+div.charts {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(580px, 1fr)); gap: 0 1.5em; }}
+div.charts section {{ overflow-x: auto; }}
 #findings li {{ margin: 0.3em 0; }}
 table.sortable th {{ cursor: pointer; }}
 table.sortable th:hover {{ text-decoration: underline; }}
@@ -724,7 +726,7 @@ data {esc(m["data"]["name"])} ({esc(_splits(m))}).</p>
 {extra}
 <h2 id="notes">How to read this</h2><ul>{notes}</ul>
 <h2 id="charts">Charts</h2>
-{divs}
+<div class="charts">{divs}</div>
 <h2 id="environment">Environment</h2><ul>{env}</ul>
 <script type="text/javascript">
 const specs = {specs};
