@@ -33,6 +33,7 @@ from scaleprof.execution.ray_session import connect_ray, job_runtime_env
 from scaleprof.plan import PlannedRun, bundle, expand, unsupported
 from scaleprof.records import FINISHED, RunRecord, RunStatus
 from scaleprof.telemetry.aggregator import start_aggregator
+from scaleprof.telemetry.live_metrics import LiveMetrics
 from scaleprof.telemetry.store import StudyStore
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,10 @@ def _wait_for_resources(
 
 
 class _ProgressPoller:
-    def __init__(self, aggregator: Any, run: PlannedRun, observer: Observer, interval_s: float = 1.0):
-        self._aggregator, self._run, self._observer = aggregator, run, observer
+    def __init__(
+        self, aggregator: Any, run: PlannedRun, observer: Observer, metrics: LiveMetrics, interval_s: float = 1.0
+    ):
+        self._aggregator, self._run, self._observer, self._metrics = aggregator, run, observer, metrics
         self._interval = interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="scaleprof-progress")
@@ -166,6 +169,11 @@ class _ProgressPoller:
         except Exception:
             return  # the display is best-effort; the store is the record
         self._observer.run_progress(self._run, progress)
+        if progress.get("ranks"):
+            try:
+                self._metrics.update(self._run.run_id, self._run.placement.name, self._run.series, progress)
+            except Exception:
+                pass  # metrics are best-effort too (a cluster without a metrics agent)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
@@ -395,13 +403,14 @@ def run_study(
             manifest = collect_manifest(experiment, study_id, pricing, inputs.data, inputs.model_info)
         store.write_manifest(manifest)
         aggregator = start_aggregator(str(study_dir))
+        metrics = LiveMetrics(study_id)
         for run in runs:
             if run.run_id in done:
                 result.records.append(done[run.run_id])
                 observer.run_finished(run, {**done[run.run_id], "reason": "kept from the interrupted study"})
                 continue
             observer.run_started(run, len(runs), experiment.train.epochs)
-            with _ProgressPoller(aggregator, run, observer):
+            with _ProgressPoller(aggregator, run, observer, metrics):
                 record = run_one(run, experiment, study_id, store, aggregator, inputs, observer)
             result.records.append(record)
             observer.run_finished(run, record)

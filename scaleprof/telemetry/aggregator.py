@@ -142,6 +142,13 @@ class Aggregator:
         kind, run_id = event["kind"], event["run_id"]
         if kind == EventKind.LIFECYCLE and event.get("event") == Lifecycle.WORKER_START:
             self._nodes[run_id].add(event["node_id"])
+        if kind == EventKind.SYSTEM:  # the latest utilisation of each rank, for the live view
+            sample = self._live.get(run_id, {}).get(event["rank"])
+            if sample is not None and event["attempt"] == self._live_attempt.get(run_id):
+                for key in ("cpu_pct", "gpu_util_pct"):
+                    if event.get(key) is not None:
+                        sample[key] = float(event[key])
+            return
         if kind not in (EventKind.STEP, EventKind.EPOCH):
             return
         attempt = self._live_attempt.get(run_id, -1)
@@ -157,6 +164,7 @@ class Aggregator:
                 live.update(epoch=event["epoch"], samples=0.0, epoch_start=event["time"] - event["step_s"])
             live["samples"] += event["samples"]
             live["last_time"] = event["time"]
+            live["step_s"] = float(event["step_s"])
         else:
             live["epochs_done"] = event["epoch"] + 1
             finished = self._epochs[run_id]
@@ -182,11 +190,16 @@ class Aggregator:
             elapsed = max(r["last_time"] for r in current) - min(r["epoch_start"] for r in current) if current else 0
             if elapsed > 0:
                 throughput = sum(r["samples"] for r in current) / elapsed
+        latest = lambda key: [r[key] for r in ranks.values() if key in r]
+        steps, cpu, gpu = latest("step_s"), latest("cpu_pct"), latest("gpu_util_pct")
         return {
             "ranks": len(ranks),
             "epoch": epoch,
             "epochs_done": min(int(r.get("epochs_done", 0)) for r in ranks.values()),
             "throughput": throughput,
+            "step_s": max(steps) if steps else None,  # the slowest rank's latest step: the one the others wait for
+            "cpu_pct": float(np.mean(cpu)) if cpu else None,  # mean over ranks of their latest sample
+            "gpu_util_pct": float(np.mean(gpu)) if gpu else None,
         }
 
     def stats(self) -> dict[str, Any]:

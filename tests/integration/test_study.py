@@ -7,6 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
+from scaleprof.config import Experiment
 from scaleprof.telemetry.store import StudyStore
 
 
@@ -153,3 +154,38 @@ def test_step_breakdown_mfu_and_sync_probe_on_real_runs(study):
     assert cpu2["step_allreduce_s"] > 0  # two workers on two nodes: gloo all-reduce measured by the probe
     parts = cpu2[["step_data_s", "step_forward_s", "step_backward_compute_s", "step_allreduce_s", "step_optimizer_s"]]
     assert (parts >= 0).all() and parts.sum() <= cpu2["step_time_p95_s"] * 1.5
+
+
+def test_live_figures_reach_rays_metrics_endpoint(ray_session, tmp_path):
+    """While a run trains, what the progress line shows is exported as Ray metrics (ray_scaleprof_*): on a
+    cluster it appears in the Ray dashboard's metrics view and Grafana. Read back, during the run, from the
+    nodes' Prometheus endpoints (Ray exports a gauge's latest value, so a scraper sees it while it is set)."""
+    import re
+    import threading
+    import time
+    import urllib.request
+
+    from scaleprof.execution.runner import run_study
+
+    experiment = Experiment.model_validate(
+        {"name": "live", "model": {"name": "mlp"}, "data": {"name": "digits"}, "train": {"epochs": 40},
+         "monitor": {"interval_s": 0.2}, "placements": [{"name": "cpu-1", "workers": 1}]}
+    )  # fmt: skip
+    done = threading.Event()
+    study = threading.Thread(target=lambda: (run_study(experiment, tmp_path), done.set()), daemon=True)
+    study.start()
+    ports = [n["MetricsExportPort"] for n in ray_session.nodes() if n["Alive"]]
+    pattern = re.compile(
+        r'^ray_scaleprof_throughput_samples_per_s{[^}]*run_id="001-mlp-cpu-1-r0"[^}]*} ([0-9.e+]+)$', re.M
+    )
+    found, text = None, ""
+    while not done.is_set() and found is None:
+        time.sleep(1)
+        text = "".join(
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode() for port in ports
+        )
+        found = pattern.search(text)
+    study.join(timeout=300)
+    assert found and float(found.group(1)) > 0, "no live throughput was exported while the run trained"
+    assert 'placement="cpu-1"' in found.group(0) and 'study_id="live-' in found.group(0)
+    assert "ray_scaleprof_step_time_s{" in text and "ray_scaleprof_epoch{" in text
