@@ -370,14 +370,22 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     # a metric neither study has (a classifier's perplexity, a language model's accuracy) is left out
     empty = {label for label in METRICS.values() if all(row[label] == "–" for row in rows)}
     rows = [{k: v for k, v in row.items() if k not in empty} for row in rows]
-    console.print(_table(rows, f"{Path(args.b).name} against {Path(args.a).name}"))
-    console.print(
+    title = f"{Path(args.b).name} against {Path(args.a).name}"
+    note = (
         f"Change = (B - A) / A of medians over repeats; noise = 2 x the larger coefficient of variation over repeats, "
         f"or * the {100 * args.noise:.0f}% floor where a study has a single run. 'Beyond noise' is that rule "
-        "(|change| > noise), not a statistical test: with 2-3 repeats no test would have the power to say more.",
-        markup=False,
-        highlight=False,
+        "(|change| > noise), not a statistical test: with 2-3 repeats no test would have the power to say more."
     )
+    console.print(_table(rows, title))
+    console.print(note, markup=False, highlight=False)
+    if args.html:
+        from scaleprof.report.compare_page import render_compare
+
+        try:
+            page = render_compare(Path(args.html), title, rows, note, Path(args.a), Path(args.b))
+        except OSError as exc:
+            raise UserError(f"{args.html}: cannot write the page there ({exc.strerror or exc})") from None
+        console.print(f"Page: {page}", markup=False, highlight=False)
     return 0
 
 
@@ -533,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--noise", type=_noise_floor, default=0.05, help="noise floor where a study has no repeats (0 to 1)"
     )
     compare.add_argument("--json", action="store_true", help="the comparison as JSON")
+    compare.add_argument("--html", metavar="FILE", help="also write the comparison as a page (offline, sortable)")
     compare.set_defaults(func=cmd_compare)
     export = sub.add_parser(
         "export", help="log a finished study to MLflow (a parent run, a child run per scaleprof run)",

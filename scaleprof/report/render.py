@@ -85,6 +85,35 @@ TOPICS = {
 }  # fmt: skip
 
 
+# What a column means, shown when the pointer rests on its heading (the notes say it at length).
+COLUMN_HELP = {
+    "nodes": "distinct nodes the run's workers ran on",
+    "throughput (samples/s)": "global training samples per second in steady state (all ranks, slowest rank's time)",
+    "speedup": "throughput over the median 1-worker run of the same model and device kind",
+    "efficiency": "speedup / workers (100% = linear scaling)",
+    "epoch time (s)": "mean steady-state epoch time of the slowest rank",
+    "step p50 (ms)": "median steady-state step time (batch wait + compute)",
+    "step p95 (ms)": "95th percentile steady-state step time",
+    "MFU": "model FLOPs per sample x throughput / (peak FLOP/s per worker x workers)",
+    "peak RSS (MiB)": "the worker process's resident memory high-water mark",
+    "CPU util (%)": "the worker process's CPU time as a percentage of the cores it was given",
+    "peak memory / rank (MiB)": "GPU allocator peak on GPU runs, resident high-water mark on CPU runs",
+    "model state / rank (MiB)": "parameters, gradients and optimizer state one rank held",
+    "run wall time (s)": "end to end: worker start-up and teardown, training, validation and test",
+    "evaluated on": "the split the quality metrics come from",
+    "USD per 1M samples": "steady-state cost: price per second / throughput",
+    "USD per 1M samples (end to end)": "the run's wall time billed over every sample it trained",
+    "USD to target accuracy": "start-up plus training until validation accuracy first reached the target",
+}
+
+
+def _with_help(table_html: str) -> str:
+    for label, text in COLUMN_HELP.items():
+        table_html = table_html.replace(f"<th>{html.escape(label)}</th>", f'<th title="{html.escape(text)}">'
+                                        f"{html.escape(label)}</th>")  # fmt: skip
+    return table_html
+
+
 def topic_tables(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """The runs table by topic (speed, resources, quality, cost); a topic with nothing measured is left out.
     Why a run was skipped or failed is said in the findings and notes, not in a column."""
@@ -676,6 +705,26 @@ def _splits(manifest: dict[str, Any]) -> str:
     return ", ".join(f"{name} {n}" for name, n in sizes.items()) + " samples"
 
 
+# Click a column heading of a `table.sortable` to sort by it: numbers as numbers, "–" last; again to reverse.
+SORT_JS = """// Click a column heading to sort a table by it (numbers as numbers, "–" last); click again to reverse.
+document.querySelectorAll("table.sortable").forEach(table => {
+  table.querySelectorAll("thead th").forEach((th, col) => th.addEventListener("click", () => {
+    const body = table.tBodies[0], up = th.dataset.dir !== "up";
+    const key = row => {
+      const text = row.cells[col].textContent.trim(), num = parseFloat(text.replace(/[,%$]/g, ""));
+      return text === "–" || text === "" ? null : (isNaN(num) ? text : num);
+    };
+    const rows = Array.from(body.rows).sort((a, b) => {
+      const x = key(a), y = key(b);
+      if (x === null) return 1; if (y === null) return -1;
+      return (x < y ? -1 : x > y ? 1 : 0) * (up ? 1 : -1);
+    });
+    th.dataset.dir = up ? "up" : "down";
+    rows.forEach(row => body.appendChild(row));
+  }));
+});"""
+
+
 def render_html(tables: StudyTables, charts: dict[str, dict[str, Any]]) -> str:
     """The report page; `charts` are Vega-Lite specs (chart.to_dict()) in reading order."""
     m = tables.manifest
@@ -686,7 +735,7 @@ def render_html(tables: StudyTables, charts: dict[str, dict[str, Any]]) -> str:
     env = "".join(f"<li>{esc(line)}</li>" for line in _environment(m))
     table = "".join(
         f'<h3 id="runs-{title.lower()}">{esc(title)}</h3>'
-        + frame.to_html(index=False, escape=True, border=0, classes="runs sortable")
+        + _with_help(frame.to_html(index=False, escape=True, border=0, classes="runs sortable"))
         for title, frame in topic_tables(tables.runs)
     )
     sections = [("findings", "Findings"), ("runs", "Runs")]
@@ -731,23 +780,7 @@ data {esc(m["data"]["name"])} ({esc(_splits(m))}).</p>
 <script type="text/javascript">
 const specs = {specs};
 specs.forEach((spec, i) => vegaEmbed('#chart-' + i, spec, {{"actions": false}}).catch(console.error));
-// Click a column heading to sort a table by it (numbers as numbers, "–" last); click again to reverse.
-document.querySelectorAll("table.sortable").forEach(table => {{
-  table.querySelectorAll("thead th").forEach((th, col) => th.addEventListener("click", () => {{
-    const body = table.tBodies[0], up = th.dataset.dir !== "up";
-    const key = row => {{
-      const text = row.cells[col].textContent.trim(), num = parseFloat(text.replace(/[,%$]/g, ""));
-      return text === "–" || text === "" ? null : (isNaN(num) ? text : num);
-    }};
-    const rows = Array.from(body.rows).sort((a, b) => {{
-      const x = key(a), y = key(b);
-      if (x === null) return 1; if (y === null) return -1;
-      return (x < y ? -1 : x > y ? 1 : 0) * (up ? 1 : -1);
-    }});
-    th.dataset.dir = up ? "up" : "down";
-    rows.forEach(row => body.appendChild(row));
-  }}));
-}});
+{SORT_JS}
 </script>
 </body></html>
 """

@@ -54,3 +54,8 @@ def test_plan_predict_and_compare_speak_json(tmp_path, capsys):
     compared = json.loads(capsys.readouterr().out)
     assert {r["placement"] for r in compared} == {"cpu-1", "cpu-2"}
     assert all(r["throughput_change"] == 0 for r in compared)
+    page = tmp_path / "compare.html"
+    assert cli.main(["compare", str(root / "alpha"), str(root / "beta"), "--html", str(page)]) == 0
+    text = page.read_text()
+    assert "beta against alpha" in text and 'runs sortable"' in text and "not a statistical test" in text
+    assert (root / "alpha" / "report.html").resolve().as_uri() in text

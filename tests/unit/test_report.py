@@ -129,3 +129,4 @@ def test_the_report_opens_with_findings_backed_by_its_figures(study):
     html = report.read_text()
     assert html.index('id="findings"') < html.index('id="runs"')  # first, before the tables
     assert "needs &lt;script&gt;" in html and 'runs sortable"' in html and '<a href="#charts">' in html
+    assert '<th title="speedup / workers (100% = linear scaling)">efficiency</th>' in html  # headings explain
