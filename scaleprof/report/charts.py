@@ -142,6 +142,27 @@ def downsample(timeline: pd.DataFrame, max_points: int = 200, total: int = TIMEL
     return pd.concat(frames, ignore_index=True)
 
 
+MAX_FACETS = 8  # above this many runs a panel per run is too tall to read: summarise per run instead
+
+
+def utilisation_by_run(long: pd.DataFrame) -> alt.Chart:
+    """Many runs: each run's mean utilisation over its workers and samples, with its peak as a tick."""
+    per_run = long.groupby(["run_id", "metric"], as_index=False)["pct"].agg(mean="mean", peak="max")
+    bars = (
+        alt.Chart(per_run)
+        .mark_bar()
+        .encode(
+            x=alt.X("mean:Q", title="utilisation (%): mean over workers and samples; tick: peak"),
+            y=alt.Y("run_id:N", title=None),
+            yOffset=alt.YOffset("metric:N"),
+            color=alt.Color("metric:N", title=""),
+            tooltip=["run_id", "metric", alt.Tooltip("mean:Q", format=".0f"), alt.Tooltip("peak:Q", format=".0f")],
+        )
+    )
+    ticks = alt.Chart(per_run).mark_tick(color="black").encode(x="peak:Q", y="run_id:N", yOffset="metric:N")
+    return (bars + ticks).properties(title="Utilisation per run", width=WIDTH, height=alt.Step(12))
+
+
 def utilisation_over_time(timeline: pd.DataFrame) -> alt.Chart | None:
     """Process CPU% (100 = one core) and GPU utilisation of every worker over each run."""
     if timeline.empty or "cpu_pct" not in timeline:
@@ -152,6 +173,8 @@ def utilisation_over_time(timeline: pd.DataFrame) -> alt.Chart | None:
         id_vars=["run_id", "rank", "t_s"], value_vars=value_vars, var_name="metric", value_name="pct"
     ).dropna(subset=["pct"])
     long["worker"] = "rank " + long["rank"].astype(str)
+    if long["run_id"].nunique() > MAX_FACETS:  # many runs: one bar per run, not a panel per run
+        return utilisation_by_run(long)
     return (
         alt.Chart(long)
         .mark_line()

@@ -130,3 +130,16 @@ def test_the_report_opens_with_findings_backed_by_its_figures(study):
     assert html.index('id="findings"') < html.index('id="runs"')  # first, before the tables
     assert "needs &lt;script&gt;" in html and 'runs sortable"' in html and '<a href="#charts">' in html
     assert '<th title="speedup / workers (100% = linear scaling)">efficiency</th>' in html  # headings explain
+
+
+def test_utilisation_stays_one_readable_chart_with_many_runs():
+    from scaleprof.report.charts import MAX_FACETS, utilisation_over_time
+
+    def timeline(runs: int) -> pd.DataFrame:
+        return pd.DataFrame(
+            [{"run_id": f"r{i:03d}", "rank": 0, "t_s": t, "cpu_pct": 50.0 + t} for i in range(runs) for t in range(3)]
+        )
+
+    few, many = utilisation_over_time(timeline(2)).to_dict(), utilisation_over_time(timeline(MAX_FACETS + 40)).to_dict()
+    assert "facet" in few  # a panel per run over time
+    assert "facet" not in many and many["title"] == "Utilisation per run"  # 48 runs: one bar (mean, peak tick) each
