@@ -526,7 +526,9 @@ def _measurement_notes(tables: StudyTables) -> list[str]:
     unsplit = runs[runs["step_backward_unsplit_s"].notna() & ~fsdp]  # FSDP runs have a note of their own
     if not unsplit.empty:
         notes.append(
-            "Step breakdown of " + ", ".join(unsplit["run_id"]) + ": the gradient all-reduce was not probed (the "
+            "Step breakdown of "
+            + (", ".join(unsplit["run_id"]) if len(unsplit) <= 6 else f"{len(unsplit)} runs")
+            + ": the gradient all-reduce was not probed (the "
             "loop did not call session.measure_allreduce), so it is inside the backward bar."
         )
     if "state_mem_mb" in runs and runs["state_mem_mb"].notna().any():
