@@ -50,6 +50,15 @@ def _param(value: Any) -> str | None:
     return str(value)[:500]  # MLflow's limit for a param value
 
 
+def _artifacts_beside(tracking_uri: str) -> str | None:
+    """A local database keeps its artifacts in `mlartifacts/` beside it (MLflow's default would be ./mlruns in
+    whatever directory the command runs from); a tracking server decides for itself (None)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = Path(tracking_uri.removeprefix("sqlite:///")).expanduser()
+    return (database.resolve().parent / "mlartifacts").as_uri()
+
+
 def export_study(
     study_dir: Path, tables: StudyTables, tracking_uri: str, experiment_name: str | None = None
 ) -> dict[str, Any]:
@@ -63,7 +72,11 @@ def export_study(
     client = MlflowClient(tracking_uri=tracking_uri)
     name = experiment_name or f"scaleprof/{manifest['experiment'].get('name', 'study')}"
     experiment = client.get_experiment_by_name(name)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(name)
+    experiment_id = (
+        experiment.experiment_id
+        if experiment
+        else client.create_experiment(name, artifact_location=_artifacts_beside(tracking_uri))
+    )
     found = client.search_runs([experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study_id}'", max_results=1)
     if found:
         return {"experiment_id": experiment_id, "parent_run_id": found[0].info.run_id, "runs": 0, "existed": True}

@@ -28,6 +28,7 @@ def test_a_study_lands_in_mlflow_once_with_the_reports_figures(tmp_path, capsys)
     assert set(runs) == {"handmade", "001-mlp-cpu-1-r0", "002-mlp-cpu-2-r0", "003-mlp-gpu-1-r0"}
     parent = runs["handmade"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"report.html", "summary.md", "runs.parquet"}
+    assert (tmp_path / "mlartifacts").is_dir()  # beside the database, not in whatever directory the command ran from
     cpu2 = runs["002-mlp-cpu-2-r0"]
     assert cpu2.data.tags["mlflow.parentRunId"] == parent.info.run_id and cpu2.info.status == "FINISHED"
     assert cpu2.data.params["workers"] == "2" and cpu2.data.params["placement"] == "cpu-2"
