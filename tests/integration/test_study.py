@@ -178,8 +178,11 @@ def test_live_figures_reach_rays_metrics_endpoint(ray_session, tmp_path):
     pattern = re.compile(
         r'^ray_scaleprof_throughput_samples_per_s{[^}]*run_id="001-mlp-cpu-1-r0"[^}]*} ([0-9.e+]+)$', re.M
     )
-    found, text = None, ""
-    while not done.is_set() and found is None:
+    found, text, ended = None, "", None
+    # Ray exports a gauge every few seconds: keep looking a while after a short run ends
+    while found is None and (ended is None or time.monotonic() - ended < 30):
+        if ended is None and done.is_set():
+            ended = time.monotonic()
         time.sleep(1)
         text = "".join(
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode() for port in ports
