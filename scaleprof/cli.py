@@ -106,16 +106,22 @@ def pd_json(rows: Any) -> str:
 
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
-    from scaleprof.plan import describe, expand
+    from scaleprof.plan import describe, expand, few_steady_steps
 
-    experiment, _ = _load(args.file, args.overrides)
+    experiment, inputs = _load(args.file, args.overrides)
     runs = expand(experiment)
+    rows = describe(experiment, runs, inputs.data)
+    warnings = few_steady_steps(experiment, runs, inputs.data)
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if args.json:
-        print(pd_json(describe(experiment, runs)))
+        print(pd_json(rows))
         return 0
-    console.print(_table(describe(experiment, runs), f"{experiment.name}: {len(runs)} run(s)"))
+    console.print(_table(rows, f"{experiment.name}: {len(runs)} run(s)"))
     console.print(
-        f"{experiment.train.scaling} scaling; runs whose resources the cluster lacks are skipped at run time.",
+        f"{experiment.train.scaling} scaling; runs whose resources the cluster lacks are skipped at run time. "
+        f"steady steps: per worker, after the warm-up (epoch 1, or train.warmup_steps with one epoch); "
+        f"below evaluation.min_steady_steps={experiment.evaluation.min_steady_steps} a figure is low-confidence.",
         markup=False,
     )
     return 0
@@ -166,7 +172,7 @@ def _render(study_dir: Path, console: Console) -> Path:
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.execution.ray_session import check_ray_address
     from scaleprof.execution.runner import new_study_dir, run_study
-    from scaleprof.plan import expand, study_bytes_estimate
+    from scaleprof.plan import expand, few_steady_steps, study_bytes_estimate
     from scaleprof.pricing import prices_for
     from scaleprof.progress import TerminalProgress
     from scaleprof.telemetry.store import StudyStore, check_destination
@@ -179,6 +185,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     pricing = {k: v.model_dump() for k, v in prices_for(experiment, Path(args.file).resolve().parent).items()}
     resume = bool(args.resume)
     need = study_bytes_estimate(experiment, expand(experiment), inputs.data)
+    for line in few_steady_steps(experiment, expand(experiment), inputs.data):
+        print(f"warning: {line}", file=sys.stderr)
     if resume:
         study_dir = _resumable(args.resume, experiment)
         _check_writable(study_dir, need)

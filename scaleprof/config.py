@@ -286,8 +286,19 @@ class TrainSpec(_Strict):
         "over the workers (PyTorch FSDP2 fully_shard)",
     )
     momentum: float = Field(default=0.9, ge=0, lt=1)
+    steps_per_epoch: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="optimizer steps each worker trains per epoch, whatever the data's size: the loader is cut "
+        "short or passed over again to reach it, so every placement measures the same number of steps "
+        "(a step-based run; default: one pass over the worker's shard)",
+    )
     warmup_steps: int = Field(
-        default=5, ge=0, description="steps excluded from steady state when a run has a single epoch"
+        default=5,
+        ge=0,
+        description="steps excluded from steady state when a run has a single epoch (with two or more, epoch 1 "
+        "is); step times still settling after that are cut too (the MSER-5 rule)",
     )
     lr_scaling: Literal["none", "linear"] = Field(
         default="none",
@@ -337,6 +348,13 @@ class TrainSpec(_Strict):
 class MonitorSpec(_Strict):
     enabled: bool = True
     interval_s: float = Field(default=1.0, ge=0.05, le=60)
+    contention_share: float = Field(
+        default=0.25,
+        gt=0,
+        le=1,
+        description="flag a run 'contended' when processes outside it used this share of a node's CPUs on "
+        "average in steady state (or any other process ran on its GPU)",
+    )
 
 
 class PlacementSpec(_Strict):
@@ -411,6 +429,13 @@ class EvaluationSpec(_Strict):
     cv_placement: str | None = Field(default=None, description="the reference placement; default: the first")
     noisy_cv: float = Field(
         default=0.05, gt=0, le=10, description="flag repeats whose coefficient of variation is above this"
+    )
+    min_steady_steps: int = Field(
+        default=30,
+        ge=1,
+        le=1_000_000,
+        description="steady steps per worker below which a run's figures are marked low-confidence and plan "
+        "warns (fewer than 30 give fewer than 5 batch means for the 95% interval)",
     )
     inference: InferenceSpec | None = Field(default=None, description="benchmark inference on each device kind")
 

@@ -14,13 +14,19 @@ from scaleprof.records import RunKind
 
 
 class DataSize(Protocol):
-    """What the disk estimate needs of a data set (workloads.data.Dataset has it)."""
+    """What the disk estimate and the steps arithmetic need of a data set (workloads.data.Dataset has it)."""
 
     @property
     def samples(self) -> int: ...
 
     @property
     def num_classes(self) -> int: ...
+
+    @property
+    def train_samples(self) -> int: ...
+
+    @property
+    def val_samples(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -150,8 +156,9 @@ def missing_resources(
     return "; ".join(problems) or None
 
 
-def describe(experiment: Experiment, runs: list[PlannedRun]) -> list[dict[str, object]]:
-    """Rows for `scaleprof plan`: what each run would be."""
+def describe(experiment: Experiment, runs: list[PlannedRun], data: DataSize | None = None) -> list[dict[str, object]]:
+    """Rows for `scaleprof plan`: what each run would be, with the steps each worker trains per epoch and
+    the steady steps it would measure ("?" when the loop brings data of a size not known here)."""
     return [
         {
             "run": r.index,
@@ -171,13 +178,75 @@ def describe(experiment: Experiment, runs: list[PlannedRun]) -> list[dict[str, o
             "precision": r.experiment.train.precision,
             "parallelism": r.experiment.train.parallelism,
             "epochs": experiment.train.epochs,
+            "steps/epoch": _known(steps_per_worker(r, train_samples_of(r, data))),
+            "steady steps": _known(planned_steady_steps(r, train_samples_of(r, data))),
             **({"skipped": unsupported(r) or ""} if any(unsupported(q) for q in runs) else {}),
         }
         for r in runs
     ]
 
 
+def train_samples_of(run: PlannedRun, data: DataSize | None) -> int | None:
+    """Training samples of the run's split: the fixed train split, or for fold i of k the train+val pool
+    less one fold. None when the loop brings its own data."""
+    if data is None:
+        return None
+    if run.fold is None:
+        return data.train_samples
+    pool = data.train_samples + data.val_samples
+    return pool - -(-pool // run.folds)
+
+
+def steps_per_worker(run: PlannedRun, train_samples: int | None) -> int | None:
+    """Step events (micro-batches) each worker records per epoch: `train.steps_per_epoch` x accumulation,
+    or one pass over its DistributedSampler shard (padded to an equal share, or cut when the last short
+    batch is dropped: compiled models and language models). None when the data's size is unknown."""
+    train = run.experiment.train
+    if train.steps_per_epoch:
+        return train.steps_per_epoch * train.grad_accumulation
+    if train_samples is None:
+        return None
+    workers, batch = run.placement.workers, run.per_worker_batch
+    if drops_last_batch(run.experiment):
+        return (train_samples // workers) // batch
+    shard = -(-train_samples // workers)  # ceiling division
+    return -(-shard // batch)
+
+
+def drops_last_batch(experiment: Experiment) -> bool:
+    """The built-in loops drop the last short batch for compiled and language models (equal shapes)."""
+    return experiment.train.compile is not None or experiment.task == "language-modeling"
+
+
+def planned_steady_steps(run: PlannedRun, train_samples: int | None) -> int | None:
+    """Steady steps per worker the run will measure at most: epochs 2..E, or with one epoch the steps
+    after `train.warmup_steps` (analysis/steady.py; step times still settling may cut more)."""
+    per_epoch = steps_per_worker(run, train_samples)
+    if per_epoch is None:
+        return None
+    train = run.experiment.train
+    return per_epoch * (train.epochs - 1) if train.epochs > 1 else max(0, per_epoch - train.warmup_steps)
+
+
+def few_steady_steps(experiment: Experiment, runs: list[PlannedRun], data: DataSize | None) -> list[str]:
+    """A warning per group of runs that would measure fewer steady steps per worker than the floor."""
+    floor = experiment.evaluation.min_steady_steps
+    low = [(r, n) for r in runs if (n := planned_steady_steps(r, train_samples_of(r, data))) is not None and n < floor]
+    if not low:
+        return []
+    listed = ", ".join(f"{r.run_id} ({n})" for r, n in low[:6]) + (f" and {len(low) - 6} more" if len(low) > 6 else "")
+    return [
+        f"{len(low)} run(s) would measure fewer than evaluation.min_steady_steps={floor} steady steps per worker: "
+        f"{listed}. Their throughput would rest on too few steps (marked low-confidence in the report); set "
+        f"train.steps_per_epoch (every placement then trains that many steps an epoch) or more train.epochs"
+    ]
+
+
 SHOWN_KEYS = ("train.batch_size", "train.precision", "train.parallelism")  # columns of their own in describe()
+
+
+def _known(value: int | None) -> int | str:
+    return "?" if value is None else value
 
 
 def _shown(value: Any) -> Any:

@@ -182,9 +182,12 @@ class SystemEvent(Event):
     kind: ClassVar[EventKind] = EventKind.SYSTEM
     cpu_pct: float | None = None
     rss_mb: float | None = None
+    children_cpu_pct: float | None = None  # the worker's child processes (data-loader workers)
+    node_cpu_pct: float | None = None  # the whole node's busy CPU (100 = one core)
     gpu_util_pct: float | None = None
     gpu_mem_used_mb: float | None = None
     gpu_power_w: float | None = None
+    gpu_processes: float | None = None  # compute processes on this worker's GPU, its own included
 
 
 @dataclass
@@ -200,6 +203,7 @@ class WorkerStart(Event):
     gpu_name: str | None = None
     gpu_unavailable: str | None = None
     versions: str | None = None  # torch, CUDA, NCCL as this worker has them (the image may differ from the driver)
+    node_cpus: int | None = None  # logical CPUs of the node (what node_cpu_pct is out of, x100)
 
 
 @dataclass

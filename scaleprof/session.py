@@ -124,6 +124,28 @@ def _length(loader: Any) -> int | None:
         return None
 
 
+def _passes(loader: Any, limit: int) -> Iterator[Any]:
+    """`limit` batches of the loader: cut short, or over as many passes as it takes (a pass that yields
+    nothing ends it: an empty loader must not loop forever)."""
+    given = 0
+    while given < limit:
+        before = given
+        for batch in loader:
+            yield batch
+            given += 1
+            if given == limit:
+                return
+        if given == before:
+            return
+
+
+def steps_in_epoch(loader: Any, train: TrainSpec) -> int | None:
+    """The micro-batches `steps(loader)` will yield in one epoch (None: the loader has no length)."""
+    if train.steps_per_epoch:
+        return train.steps_per_epoch * train.grad_accumulation
+    return _length(loader)
+
+
 def barrier() -> None:
     """All ranks wait for each other (a no-op with one worker)."""
     import torch.distributed as dist
@@ -322,10 +344,11 @@ class WorkerSession:
     def steps(self, loader: Any, samples: int | Callable[[Any], int] | None = None) -> Iterator[Any]:
         if self._epoch is None:
             raise SessionError("steps() must be called inside `for epoch in session.epochs():`")
-        iterator = iter(loader)
         t_prev = self._last_step_end if self._last_step_end is not None else self._t_epoch
         k = self.train.grad_accumulation
-        batches = _length(loader) if k > 1 else None
+        limit = self.train.steps_per_epoch * k if self.train.steps_per_epoch else None
+        iterator = _passes(loader, limit) if limit is not None else iter(loader)
+        batches = limit if limit is not None else _length(loader) if k > 1 else None
         try:
             yield from self._micro_batches(iterator, samples, t_prev, batches, k)
         finally:
@@ -576,6 +599,7 @@ def worker_start_event(device: torch.device, threads: int, world_size: int, gpu:
         gpu_name=gpu.name,
         gpu_unavailable=gpu.unavailable_reason,
         versions=", ".join(f"{k} {v}" for k, v in toolchain().items() if v is not None),
+        node_cpus=os.cpu_count(),
     )
 
 

@@ -19,6 +19,7 @@ import pandas as pd
 COST_COLUMNS = [
     "node_type", "price_per_hour_usd", "billed_nodes", "cost_per_hour_usd", "cost_per_sample_usd",
     "cost_per_sample_e2e_usd", "cost_per_epoch_usd", "cost_run_usd", "cost_to_target_usd",
+    "cost_per_sample_low_usd", "cost_per_sample_high_usd",
 ]  # fmt: skip
 
 
@@ -68,6 +69,9 @@ def add_cost_columns(runs: pd.DataFrame, epochs: pd.DataFrame, manifest: dict[st
         runs.at[i, "billed_nodes"] = billed
         runs.at[i, "cost_per_hour_usd"] = per_hour
         runs.at[i, "cost_per_sample_usd"] = cost_per_sample_usd(per_hour, run["throughput"])
+        # its 95% interval: the throughput interval's bounds, swapped (more samples per second cost less each)
+        runs.at[i, "cost_per_sample_low_usd"] = cost_per_sample_usd(per_hour, run.get("throughput_high", math.nan))
+        runs.at[i, "cost_per_sample_high_usd"] = cost_per_sample_usd(per_hour, run.get("throughput_low", math.nan))
         runs.at[i, "cost_per_sample_e2e_usd"] = per_s * run["wall_s"] / run["samples_total"]
         runs.at[i, "cost_per_epoch_usd"] = per_s * run["epoch_time_s"]
         runs.at[i, "cost_run_usd"] = per_s * run["wall_s"]

@@ -7,18 +7,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaleprof.analysis.throughput import steady_epochs
 
-
-def energy(row: dict[str, Any], system: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, float]:
-    """GPU energy per sample: the workers' mean NVML power in steady state over the throughput."""
-    steady = steady_epochs(epochs)
-    window = steady if not steady.empty else epochs
-    start = float(window["epoch_start"].min())
-    end = float((window["epoch_start"] + window["epoch_time_s"]).max())
-    samples = system[(system["time"] >= start) & (system["time"] <= end)].dropna(subset=["gpu_power_w"])
-    if samples.empty:
-        samples = system.dropna(subset=["gpu_power_w"])
+def energy(row: dict[str, Any], system: pd.DataFrame, span: tuple[float, float] | None) -> dict[str, float]:
+    """GPU energy per sample: the workers' mean NVML power over the steady window's span (every sample
+    when the run has no window) over the throughput."""
+    samples = system.dropna(subset=["gpu_power_w"])
+    if span is not None:
+        within = samples[(samples["time"] >= span[0]) & (samples["time"] <= span[1])]
+        samples = within if not within.empty else samples
     if samples.empty:
         return {}
     watts = float(samples.groupby("rank")["gpu_power_w"].mean().sum())

@@ -35,6 +35,8 @@ class Findings:
     negative_scaling: list[dict[str, Any]] = field(default_factory=list)  # model, placement, workers, speedup
     noisy: list[dict[str, Any]] = field(default_factory=list)  # model, placement
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> runs
+    low_confidence: list[dict[str, Any]] = field(default_factory=list)  # run_id, placement, steady_steps
+    contended: list[dict[str, Any]] = field(default_factory=list)  # run_id, placement, outside_cpu_*, gpu_other_*
 
 
 def _scaling_points(runs: pd.DataFrame) -> pd.DataFrame:
@@ -117,12 +119,18 @@ def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, place
     ok = _scaling_points(runs).dropna(subset=["throughput"])
     if not ok.empty:
         top = ok.loc[ok["throughput"].idxmax()]
-        out.top_throughput = {k: top[k] for k in ("model", "placement", "workers", "throughput")}
+        out.top_throughput = {
+            k: top.get(k, np.nan) for k in ("model", "placement", "workers", "throughput", "throughput_low",
+                                             "throughput_high")
+        }  # fmt: skip
         scaled = ok.dropna(subset=["scaling_efficiency"])
         scaled = scaled[scaled["workers"] == scaled["workers"].max()] if not scaled.empty else scaled
         if not scaled.empty and int(scaled["workers"].max()) > 1:
             big = scaled.loc[scaled["throughput"].idxmax()]
-            out.largest_scale = {k: big[k] for k in ("model", "placement", "workers", "speedup", "scaling_efficiency")}
+            out.largest_scale = {
+                k: big.get(k, np.nan) for k in ("model", "placement", "workers", "speedup", "scaling_efficiency",
+                                                "scaling_efficiency_low", "scaling_efficiency_high")
+            }  # fmt: skip
             out.bottleneck = step_bottleneck(big)
         worse = ok[(ok["workers"] > 1) & (ok["speedup"] < 1)]
         out.negative_scaling = [
@@ -136,6 +144,18 @@ def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, place
         out.noisy = [{"model": r.model, "placement": r.placement} for r in placements[placements["noisy"]].itertuples()]
     skipped = runs[runs["status"] == RunStatus.SKIPPED]
     out.skipped = {str(k): int(v) for k, v in skipped["reason"].value_counts().items()}
+    done = runs[runs["status"] == RunStatus.OK]
+    if "low_confidence" in done:
+        few = done[done["low_confidence"].fillna(False).astype(bool)]
+        out.low_confidence = [{"run_id": r.run_id, "placement": r.placement, "steady_steps": int(r.steady_steps)}
+                              for r in few.itertuples()]  # fmt: skip
+    if "contended" in done:
+        busy = done[done["contended"].fillna(False).astype(bool)]
+        out.contended = [
+            {"run_id": r.run_id, "placement": r.placement, "outside_cpu_pct": float(r.outside_cpu_pct),
+             "outside_cpu_share": float(r.outside_cpu_share), "gpu_other_processes": float(r.gpu_other_processes)}
+            for r in busy.itertuples()
+        ]  # fmt: skip
 
 
 def findings(
@@ -156,5 +176,11 @@ def findings(
         out.largest_divergence = {"run_id": worst["run_id"], "loss_divergence": float(worst["loss_divergence"])}
     restarted = runs[runs["attempts"].fillna(1) > 1]
     out.restarted = [{"run_id": r.run_id, "attempts": int(r.attempts)} for r in restarted.itertuples()]
-    out.throughput_bases = sorted({b for b in runs["throughput_basis"].dropna() if b})
+    bases = [b for b in runs["throughput_basis"].dropna() if b]
+    out.throughput_bases = sorted({b.split("; ")[0] for b in bases})
+    settling = sum("MSER-5" in b for b in bases)
+    if settling:
+        out.throughput_bases.append(
+            f"in {settling} run(s) step times were still settling after that and the window starts later (MSER-5)"
+        )
     return out

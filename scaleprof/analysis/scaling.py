@@ -43,9 +43,38 @@ def add_scaling_columns(runs: pd.DataFrame) -> pd.DataFrame:
     runs["baseline_throughput"] = [one_worker.get(k, float("nan")) for k in keys]
     runs["speedup"] = [speedup(x, b) for x, b in zip(runs["throughput"], runs["baseline_throughput"])]
     runs["scaling_efficiency"] = scaling_efficiency(runs["speedup"], runs["workers"])
+    add_efficiency_interval(runs)
     # cross-validation folds repeat the reference placement: not a scaling point
-    runs.loc[runs["kind"] == RunKind.CV, ["speedup", "scaling_efficiency"]] = float("nan")
+    runs.loc[runs["kind"] == RunKind.CV, ["speedup", "scaling_efficiency", *EFFICIENCY_INTERVAL]] = float("nan")
     return runs
+
+
+EFFICIENCY_INTERVAL = ["scaling_efficiency_low", "scaling_efficiency_high"]
+
+
+def add_efficiency_interval(runs: pd.DataFrame) -> None:
+    """The 95% interval of each run's scaling efficiency, carried from its own throughput interval and
+    its baseline's (the 1-worker runs' median bounds), as independent measurements."""
+    from scaleprof.analysis.steady import ratio_interval
+
+    for bound in EFFICIENCY_INTERVAL:
+        runs[bound] = float("nan")
+    if "throughput_low" not in runs:
+        return
+    ok_single = runs[(runs["status"] == RunStatus.OK) & (runs["workers"] == 1) & (runs["kind"] == RunKind.FIXED_SPLIT)]
+    bounds = ok_single.groupby(["model", "device"])[["throughput_low", "throughput_high"]].median()
+    for i, run in runs.iterrows():
+        key = (run["model"], run["device"])
+        if key not in bounds.index:
+            continue
+        low, high = ratio_interval(
+            run["scaling_efficiency"],
+            (run["throughput"], run["throughput_low"], run["throughput_high"]),
+            (run["baseline_throughput"], bounds.at[key, "throughput_low"], bounds.at[key, "throughput_high"]),
+        )
+        if run["workers"] == 1 and run["throughput"] == run["baseline_throughput"]:
+            low = high = 1.0  # the baseline itself: exactly 1 by definition
+        runs.at[i, "scaling_efficiency_low"], runs.at[i, "scaling_efficiency_high"] = low, high
 
 
 def _fittable_groups(runs: pd.DataFrame):

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.breakdown import BREAKDOWN_COLUMNS, step_breakdown
+from scaleprof.analysis.contention import contention
 from scaleprof.analysis.cost import add_cost_columns
 from scaleprof.analysis.energy import energy
 from scaleprof.analysis.findings import Findings, findings, law_curves, quality_summary
@@ -22,13 +23,8 @@ from scaleprof.analysis.placement import placement_warning, workers_table
 from scaleprof.analysis.quality import RUN_METRICS, quality_tables
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
-from scaleprof.analysis.throughput import (
-    global_epochs,
-    percentile,
-    steady_epochs,
-    steady_state_throughput,
-    steady_steps,
-)
+from scaleprof.analysis.steady import time_span
+from scaleprof.analysis.throughput import global_epochs, percentile, steady_state_throughput
 from scaleprof.records import EventKind, Lifecycle, RunKind, RunStatus
 from scaleprof.telemetry.store import EPOCHS_TABLE, EVENTS, RUNS_TABLE, StudyStore
 
@@ -54,8 +50,27 @@ RUN_COLUMNS = [
     "model_label", "batch_series", "task", "train_precision", "parallelism", "compile", "grad_accumulation",
     "optimizer", "tokens_per_sample", "tokens_per_s", "test_loss", "perplexity", "token_accuracy",
     "final_val_loss", "host_mem_peak_mb", "mem_peak_mb", "state_mem_mb", "flops_6n_per_sample", "mfu_6n",
-    "wait_s", "ray_node_types",
+    "wait_s", "ray_node_types", "throughput_low", "throughput_high", "warmup_steps", "steady_steps",
+    "first_steady_epoch", "low_confidence", "contended", "outside_cpu_pct", "outside_cpu_share",
+    "gpu_other_processes",
 ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The study's measurement settings the analysis reads (from the stored experiment)."""
+
+    warmup_steps: int = 5
+    min_steady_steps: int = 30
+    contention_share: float = 0.25
+
+    @classmethod
+    def of(cls, experiment: dict[str, Any]) -> Protocol:
+        return cls(
+            int(experiment["train"]["warmup_steps"]),
+            int(experiment["evaluation"].get("min_steady_steps", cls.min_steady_steps)),
+            float(experiment["monitor"].get("contention_share", cls.contention_share)),
+        )
 
 
 @dataclass
@@ -63,6 +78,7 @@ class StudyTables:
     runs: pd.DataFrame
     epochs: pd.DataFrame
     timeline: pd.DataFrame  # system samples: run_id, placement, rank, t_s, cpu_pct, rss_mb, gpu_*
+    steps: pd.DataFrame  # per run, its step times in at most 200 means of consecutive steps, warm-up or steady
     manifest: dict[str, Any]
     quality: pd.DataFrame  # one row per run x class: precision, recall, f1, specificity, roc_auc, confusion row
     placements: pd.DataFrame  # one row per model x placement: spread over repeats, noisy flags
@@ -93,7 +109,14 @@ def _last_attempt(events: pd.DataFrame) -> pd.DataFrame:
 OWN_COLUMNS = ("train.batch_size", "train.precision", "train.parallelism", "train.compile", "train.grad_accumulation")
 
 
-def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: int) -> dict[str, Any]:
+def summarize_run(
+    record: dict[str, Any],
+    events: pd.DataFrame,
+    protocol: Protocol | None = None,
+    step_charts: list[pd.DataFrame] | None = None,
+) -> dict[str, Any]:
+    """One run's row of the runs table; its step-time series for the chart goes to `step_charts`."""
+    protocol = protocol or Protocol()
     row: dict[str, Any] = {k: record.get(k) for k in RUN_COLUMNS if k in record}
     row["gpus"] = record["workers"] * record.get("gpus_per_worker", 0)
     row["cpus"] = record["workers"] * record.get("cpus_per_worker", 1)
@@ -118,10 +141,20 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
     system, lifecycle = of_kind(events, EventKind.SYSTEM), of_kind(events, EventKind.LIFECYCLE)
 
     per_epoch = global_epochs(epochs) if not epochs.empty else None
-    tp = steady_state_throughput(epochs, steps, warmup_steps, per_epoch)
+    tp = steady_state_throughput(steps, protocol.warmup_steps)
     row["throughput"], row["throughput_basis"] = tp.samples_per_s, tp.basis
+    row["throughput_low"], row["throughput_high"] = tp.low, tp.high
+    window = tp.window
+    row["warmup_steps"] = window.start if window else np.nan
+    row["steady_steps"] = window.steps if window else 0
+    row["first_steady_epoch"] = window.first_epoch + 1 if window and window.steps else np.nan
+    if step_charts is not None and tp.series is not None and window is not None:
+        step_charts.append(step_chart_series(record, tp.series, window.start))
+    few = row["steady_steps"] < protocol.min_steady_steps
+    row["low_confidence"] = bool(record.get("status") == RunStatus.OK and few)
+    span = time_span(tp.steady) if tp.steady is not None else None
     if per_epoch is not None:
-        steady = steady_epochs(per_epoch)
+        steady = window.epochs(per_epoch) if window else per_epoch.iloc[0:0]
         row["epoch_time_s"] = float((steady if not steady.empty else per_epoch)["epoch_time_s"].mean())
         row["first_epoch_time_s"] = float(per_epoch.loc[per_epoch["epoch"] == 0, "epoch_time_s"].max())
         row["train_time_s"] = float(per_epoch["epoch_time_s"].sum())
@@ -136,8 +169,8 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         row["state_mem_mb"] = max_of(epochs, "state_mem_mb")
         row["mem_peak_mb"] = rank_memory_peak(row)
         row["startup_s"] = row["wall_s"] - row["train_time_s"]
-    if not steps.empty:
-        steady = steady_steps(steps, warmup_steps)
+    if tp.steady is not None and not tp.steady.empty:
+        steady = tp.steady
         row["step_time_p50_s"] = percentile(steady["step_s"], 50)
         row["step_time_p95_s"] = percentile(steady["step_s"], 95)
         row["data_wait_frac"] = float(steady["data_s"].sum() / steady["step_s"].sum())
@@ -162,11 +195,26 @@ def summarize_run(record: dict[str, Any], events: pd.DataFrame, warmup_steps: in
         first = loaders.sort_values("rank").iloc[0]
         row["loader_num_workers"] = int(first["num_workers"])
         row["loader_pin_memory"] = bool(first["pin_memory"])
-    if not system.empty and "gpu_power_w" in system and not epochs.empty:
-        row.update(energy(row, system, epochs))
+    if not system.empty and "gpu_power_w" in system:
+        row.update(energy(row, system, span))
+    row.update(contention(system, starts, span, protocol.contention_share))
     row.update(language_columns(row, of_kind(events, EventKind.EVAL)))
     row.update(wall_phases(record, lifecycle, epochs))
     return row
+
+
+def step_chart_series(record: dict[str, Any], series: pd.DataFrame, warmup: int, points: int = 200) -> pd.DataFrame:
+    """A run's step times for the step-time chart: the slowest rank's, in at most `points` means of
+    consecutive steps, each marked warm-up or steady."""
+    index = np.arange(len(series))
+    bins = index * min(points, len(series)) // max(len(series), 1)
+    frame = pd.DataFrame(
+        {"bin": bins, "step": index + 1, "step_s": series["step_s"].to_numpy(), "steady": index >= warmup}
+    )
+    out = frame.groupby(["bin", "steady"], sort=True).agg(step=("step", "max"), step_s=("step_s", "mean")).reset_index()
+    return out.drop(columns="bin").assign(
+        run_id=record["run_id"], placement=record.get("placement"), step_ms=lambda f: f["step_s"] * 1000
+    )
 
 
 def rank_memory_peak(row: dict[str, Any]) -> float:
@@ -176,14 +224,15 @@ def rank_memory_peak(row: dict[str, Any]) -> float:
     return float("nan") if value is None else float(value)
 
 
-def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
+def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    first_steady = runs.set_index("run_id")["first_steady_epoch"].to_dict() if not runs.empty else {}
     rows = []
     for run_id, group in events.groupby("run_id") if not events.empty else []:
         epochs = of_kind(_last_attempt(group), EventKind.EPOCH)
         if epochs.empty:
             continue
         per_epoch = global_epochs(epochs)
-        steady = set(steady_epochs(per_epoch)["epoch"])
+        first = first_steady.get(run_id, np.nan)
         record = records.get(run_id, {})
         language = bool(record.get("tokens_per_sample"))
         for _, e in per_epoch.iterrows():
@@ -196,7 +245,7 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd
                     "kind": record.get("kind", RunKind.FIXED_SPLIT),
                     "workers": record.get("workers"),
                     "epoch": int(e["epoch"]) + 1,  # 1-based for people
-                    "steady": int(e["epoch"]) in steady,
+                    "steady": bool(np.isfinite(first) and int(e["epoch"]) + 1 >= first),
                     "epoch_time_s": float(e["epoch_time_s"]),
                     "samples": int(e["samples"]),
                     "throughput": float(e["throughput"]),
@@ -248,11 +297,14 @@ def summarize(store: StudyStore) -> StudyTables:
     """Build the runs, epochs and timeline tables from the store alone."""
     manifest = store.manifest()
     manifest["experiment"] = _with_defaults(manifest["experiment"])
-    warmup_steps = int(manifest["experiment"]["train"]["warmup_steps"])
+    protocol = Protocol.of(manifest["experiment"])
     records = store.final_run_records()
     events = store.events()
     by_run = dict(tuple(events.groupby("run_id"))) if not events.empty else {}
-    rows = [summarize_run(rec, by_run.get(run_id, pd.DataFrame()), warmup_steps) for run_id, rec in records.items()]
+    step_charts: list[pd.DataFrame] = []
+    rows = [
+        summarize_run(rec, by_run.get(run_id, pd.DataFrame()), protocol, step_charts) for run_id, rec in records.items()
+    ]
     runs = pd.DataFrame(rows)
     silent = sum(1 for run_id, rec in records.items() if rec.get("status") == RunStatus.OK and run_id not in by_run)
     store.damage.set(EVENTS, "run(s) recorded ok have no events at all (their figures are missing)", silent)
@@ -271,7 +323,7 @@ def summarize(store: StudyStore) -> StudyTables:
         runs = runs.drop(columns=[c for c in run_quality.columns if c != "run_id"]).merge(
             run_quality, on="run_id", how="left"
         )
-    runs, epochs = add_loss_divergence(runs, epochs_table(records, events))
+    runs, epochs = add_loss_divergence(runs, epochs_table(records, events, runs))
     runs = add_cost_columns(runs, epochs, manifest)
     runs = runs[RUN_COLUMNS + [c for c in runs.columns if c not in RUN_COLUMNS]]
     noisy_cv = float(manifest["experiment"]["evaluation"]["noisy_cv"])
@@ -283,6 +335,9 @@ def summarize(store: StudyStore) -> StudyTables:
         runs=runs,
         epochs=epochs,
         timeline=timeline_table(records, events),
+        steps=pd.concat(step_charts, ignore_index=True)
+        if step_charts
+        else pd.DataFrame(columns=["run_id", "placement", "step", "step_ms", "steady"]),  # fmt: skip
         manifest=manifest,
         quality=per_class,
         placements=placements,

@@ -1,23 +1,42 @@
 """The one definition of throughput scaleprof uses everywhere.
 
-Throughput is global training samples per second in steady state. The first epoch pays for Ray
-worker start-up effects, lazy allocation and cold caches, so when a run has two or more epochs
-steady state is epochs 2..E. With a single epoch, steady state is that epoch's steps after the
-first `warmup_steps`. An epoch's global time is its slowest rank's (DDP ranks finish together).
+Throughput is global training samples per second in steady state: over the steps of a run's steady
+window (analysis/steady.py: epoch 1 or `train.warmup_steps` as the floor, then the MSER-5 rule), the
+samples all ranks trained over the slowest rank's summed step time. A step's time runs from the end
+of the previous step (or the epoch's start) to its end, so a rank's step times sum to its epoch
+times. Its 95% interval comes from batch means of the run's step series.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from scaleprof.analysis.steady import (
+    NO_INTERVAL,
+    Interval,
+    Window,
+    batch_means_interval,
+    in_window,
+    scale_interval,
+    steady_window,
+    step_series,
+)
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, eq=False)
 class Throughput:
     samples_per_s: float
     basis: str  # says which part of the run was counted, for the report
+    low: float = math.nan  # 95% interval
+    high: float = math.nan
+    window: Window | None = None
+    per_sample: Interval = NO_INTERVAL  # seconds per sample over the window's steps
+    series: pd.DataFrame | None = None  # the run's step series (analysis/steady.step_series)
+    steady: pd.DataFrame | None = None  # the step events (every rank's) in the window
 
 
 def global_epochs(epoch_events: pd.DataFrame) -> pd.DataFrame:
@@ -34,52 +53,20 @@ def global_epochs(epoch_events: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def steady_epoch_numbers(epochs: int) -> list[int]:
-    return list(range(1, epochs)) if epochs > 1 else []
-
-
-def steady_epochs(frame: pd.DataFrame) -> pd.DataFrame:
-    """The steady-state rows of a frame with a 0-based `epoch` column (epochs 2..E of the run). Empty
-    when the run had a single epoch: then steady state is counted in steps (`steady_steps`)."""
-    if frame.empty:
-        return frame
-    return frame[frame["epoch"].isin(steady_epoch_numbers(int(frame["epoch"].max()) + 1))]
-
-
-def steady_steps(steps: pd.DataFrame, warmup_steps: int) -> pd.DataFrame:
-    """The steady-state step events of one run: those of epochs 2..E, or with a single epoch the steps
-    after the first `warmup_steps`."""
-    if steps.empty:
-        return steps
-    steady = steady_epochs(steps)
-    return steady if not steady.empty else steps[steps["step"] >= warmup_steps]
-
-
-def steady_state_throughput(
-    epoch_events: pd.DataFrame, step_events: pd.DataFrame, warmup_steps: int, per_epoch: pd.DataFrame | None = None
-) -> Throughput:
-    """Steady-state global throughput of one run (see module docstring); `per_epoch` is
-    `global_epochs(epoch_events)` when the caller already has it."""
-    if epoch_events.empty:
-        return Throughput(float("nan"), "no completed epoch")
-    per_epoch = global_epochs(epoch_events) if per_epoch is None else per_epoch
-    if not per_epoch["samples"].sum():
-        return Throughput(float("nan"), "no training steps were recorded (the loop did not iterate session.steps)")
-    n_epochs = int(per_epoch["epoch"].max()) + 1
-    steady = steady_epochs(per_epoch)
-    if not steady.empty:
-        basis = (
-            f"epochs 2-{n_epochs} (epoch 1 excluded as warm-up)"
-            if n_epochs > 2
-            else "epoch 2 (epoch 1 excluded as warm-up)"
-        )
-        return Throughput(float(steady["samples"].sum() / steady["epoch_time_s"].sum()), basis)
-    steps = steady_steps(step_events, warmup_steps)
-    if steps.empty:
-        return Throughput(float("nan"), f"single epoch shorter than the {warmup_steps} warm-up steps")
+def steady_state_throughput(step_events: pd.DataFrame, warmup_steps: int) -> Throughput:
+    """Steady-state global throughput of one run (see module docstring)."""
+    if step_events.empty:
+        return Throughput(math.nan, "no training steps were recorded (the loop did not iterate session.steps)")
+    series = step_series(step_events)
+    window = steady_window(series, warmup_steps)
+    if window.steps <= 0:
+        return Throughput(math.nan, window.basis, window=window, series=series, steady=step_events.iloc[0:0])
+    steps = in_window(step_events, series, window)
     per_rank = steps.groupby("rank").agg(samples=("samples", "sum"), time=("step_s", "sum"))
-    value = per_rank["samples"].sum() / per_rank["time"].max()
-    return Throughput(float(value), f"single epoch, steps after the first {warmup_steps} (warm-up)")
+    value = float(per_rank["samples"].sum() / per_rank["time"].max())
+    per_sample = batch_means_interval(series["s_per_sample"].iloc[window.start :])
+    low, high = scale_interval(value, per_sample)
+    return Throughput(value, window.basis, low, high, window, per_sample, series, steps)
 
 
 def percentile(values: pd.Series, q: float) -> float:

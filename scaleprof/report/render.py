@@ -68,6 +68,8 @@ HEADLINE = {
     "cost_per_sample_usd": "USD per 1M samples",
     "cost_per_sample_e2e_usd": "USD per 1M samples (end to end)",
     "cost_to_target_usd": "USD to target accuracy",
+    "steady_steps": "steady steps / worker",
+    "caveats": "caveats",
     "reason": "reason",
     "placement_warning": "placement warning",
 }
@@ -77,7 +79,8 @@ HEADLINE = {
 IDENTITY = ("placement", "model", *SETTINGS, "device", "workers", "nodes_realized")
 TOPICS = {
     "Speed": (*IDENTITY, "status", "throughput", "tokens_per_s", "speedup", "scaling_efficiency", "epoch_time_s",
-              "step_time_p50_s", "step_time_p95_s", "mfu", "mfu_6n", "compile_phase_s", "wall_s"),
+              "step_time_p50_s", "step_time_p95_s", "mfu", "mfu_6n", "compile_phase_s", "wall_s", "steady_steps",
+              "caveats"),
     "Resources": (*IDENTITY, "peak_rss_mb", "cpu_util_pct", "gpu_util_pct", "gpu_mem_peak_mb", "mem_peak_mb",
                   "state_mem_mb", "energy_per_sample_j"),
     "Quality": (*IDENTITY, "eval_split", "accuracy", "f1", "perplexity"),
@@ -88,9 +91,12 @@ TOPICS = {
 # What a column means, shown when the pointer rests on its heading (the notes say it at length).
 COLUMN_HELP = {
     "nodes": "distinct nodes the run's workers ran on",
-    "throughput (samples/s)": "global training samples per second in steady state (all ranks, slowest rank's time)",
+    "throughput (samples/s)": "global training samples per second in steady state (all ranks, slowest rank's "
+    "time), ± the half width of its 95% interval (batch means over the run's steady steps)",
+    "steady steps / worker": "steps each worker trained after the warm-up: what the figures rest on",
+    "caveats": "too few steady steps for a firm figure, or something outside the run competing for the hardware",
     "speedup": "throughput over the median 1-worker run of the same model and device kind",
-    "efficiency": "speedup / workers (100% = linear scaling)",
+    "efficiency": "speedup / workers (100% = linear scaling), with its 95% interval",
     "epoch time (s)": "mean steady-state epoch time of the slowest rank",
     "step p50 (ms)": "median steady-state step time (batch wait + compute)",
     "step p95 (ms)": "95th percentile steady-state step time",
@@ -145,7 +151,7 @@ def _fmt(column: str, value: Any) -> str:
         return f"{100 * value:.1f}%"
     if column == "energy_per_sample_j":
         return f"{value:.4g}"
-    if column == "nodes_realized":
+    if column in ("nodes_realized", "steady_steps"):
         return f"{value:.0f}"
     if column.endswith("_pct"):
         return f"{value:.0f}"
@@ -187,9 +193,41 @@ def headline_table(runs: pd.DataFrame, columns: tuple[str, ...] = tuple(HEADLINE
             return bool((runs[c].fillna(0) > 0).any())
         return bool(runs[c].replace("", None).notna().any())
 
+    runs = runs.assign(caveats=[caveats(r) for _, r in runs.iterrows()]) if "caveats" in columns else runs
     shown = [c for c in columns if c in runs and informative(c)]
-    table = pd.DataFrame({HEADLINE[c]: [_fmt(c, v) for v in runs[c]] for c in shown})
+    table = pd.DataFrame({HEADLINE[c]: [_cell(c, r) for _, r in runs.iterrows()] for c in shown})
     return table
+
+
+# Figures shown with their 95% interval: (low column, high column).
+INTERVALS = {
+    "throughput": ("throughput_low", "throughput_high"),
+    "scaling_efficiency": ("scaling_efficiency_low", "scaling_efficiency_high"),
+    "cost_per_sample_usd": ("cost_per_sample_low_usd", "cost_per_sample_high_usd"),
+}
+
+
+def _cell(column: str, run: pd.Series) -> str:
+    """A formatted value; a figure with an interval gets it: '8,240 ±1.2%', or '75% (71–79%)' for efficiency."""
+    text = _fmt(column, run[column])
+    low, high = (run.get(c, np.nan) for c in INTERVALS.get(column, ("", "")))
+    value = run[column]
+    if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (low, high, value)) or not value:
+        return text
+    if column == "scaling_efficiency":
+        return f"{text} ({100 * low:.0f}–{100 * high:.0f}%)"
+    return f"{text} ±{100 * (high - low) / 2 / value:.1f}%"
+
+
+def caveats(run: pd.Series) -> str:
+    """What makes a run's figures less firm than they look, in a few words (empty when nothing does)."""
+    out = []
+    if bool(run.get("low_confidence")) is True and pd.notna(run.get("steady_steps")):
+        out.append(f"low confidence: {int(run['steady_steps'])} steady steps")
+    if bool(run.get("contended")) is True:
+        share = run.get("outside_cpu_share", np.nan)
+        out.append(f"contended ({share:.0%} of the node's CPU outside the run)" if pd.notna(share) else "contended")
+    return "; ".join(out)
 
 
 def quality_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -296,13 +334,15 @@ def findings_sentences(tables: StudyTables) -> list[str]:
         t = found.top_throughput
         out.append(
             f"Fastest: {t['model']} on {t['placement']} ({int(t['workers'])} worker(s)) at "
-            f"{t['throughput']:,.0f} samples/s in steady state (Runs table, throughput chart)."
+            f"{t['throughput']:,.0f} samples/s in steady state{_between(t, 'throughput', '{:,.0f}')} "
+            "(Runs table, throughput chart)."
         )
     if found.largest_scale:
         s = found.largest_scale
         out.append(
             f"Scaling: at {int(s['workers'])} workers ({s['placement']}) {s['model']} runs {s['speedup']:.2f}x as fast "
-            f"as on one worker: scaling efficiency {100 * s['scaling_efficiency']:.0f}% (scaling efficiency chart)."
+            f"as on one worker: scaling efficiency {100 * s['scaling_efficiency']:.0f}%"
+            f"{_between(s, 'scaling_efficiency', '{:.0%}')} (scaling efficiency chart)."
         )
     if found.law_peak:
         p = found.law_peak
@@ -338,11 +378,47 @@ def findings_sentences(tables: StudyTables) -> list[str]:
     if found.noisy:
         listed = ", ".join(f"{n['model']} on {n['placement']}" for n in found.noisy)
         out.append(f"Warning: repeats disagree beyond the noise threshold for {listed} (Repeats table).")
+    if found.low_confidence:
+        floor = tables.manifest["experiment"]["evaluation"].get("min_steady_steps", 30)
+        listed = _listed([f"{r['placement']} ({r['steady_steps']})" for r in found.low_confidence])
+        out.append(
+            f"Low confidence: {len(found.low_confidence)} run(s) measured fewer than {floor} steady steps per worker: "
+            f"{listed}. Their figures rest on too few steps; set train.steps_per_epoch or more epochs "
+            "(step-time chart)."
+        )
+    if found.contended:
+        listed = _listed([_contention_text(c) for c in found.contended])
+        out.append(
+            f"Contended: something outside the study competed for the hardware during {len(found.contended)} "
+            f"run(s): {listed}. Their speed is not the hardware's alone; rerun them on a quiet machine."
+        )
     for reason, count in list(found.skipped.items())[:3]:
         out.append(f"Skipped: {count} run(s): {reason}.")
     if len(found.skipped) > 3:
         out.append(f"Skipped for {len(found.skipped) - 3} other reason(s): see the notes.")
     return out
+
+
+def _between(values: dict[str, Any], name: str, spec: str) -> str:
+    """' (95% interval LOW–HIGH)' when the figure has one, else nothing."""
+    low, high = values.get(f"{name}_low"), values.get(f"{name}_high")
+    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+        return ""
+    return f" (95% interval {spec.format(low)}–{spec.format(high)})"
+
+
+def _listed(items: list[str], most: int = 6) -> str:
+    return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def _contention_text(c: dict[str, Any]) -> str:
+    parts = []
+    if np.isfinite(c.get("outside_cpu_pct", np.nan)):
+        share = c["outside_cpu_share"]
+        parts.append(f"{c['outside_cpu_pct'] / 100:.1f} cores ({share:.0%} of the node) busy outside it")
+    if (c.get("gpu_other_processes") or 0) > 0:
+        parts.append(f"{c['gpu_other_processes']:.0f} other process(es) on its GPU")
+    return f"{c['placement']} ({'; '.join(parts)})"
 
 
 def study_notes(tables: StudyTables) -> list[str]:

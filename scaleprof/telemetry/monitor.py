@@ -176,20 +176,53 @@ def _result(ref: Any) -> Any:
 
 
 class SystemSampler:
-    """Process CPU% (100 = one core busy) and resident memory of this worker process."""
+    """Process CPU% (100 = one core busy) and resident memory of this worker process; the CPU% of its
+    child processes (data-loader workers); and the whole node's busy CPU in the same unit, so the
+    analysis can tell what outside the run competed for the node (analysis/contention.py)."""
 
     def __init__(self) -> None:
         self._proc = psutil.Process(os.getpid())
+        self._children: dict[int, psutil.Process] = {}
+        self._cpus = psutil.cpu_count() or 1
 
     def start(self) -> None:
         # psutil's first cpu_percent() has no previous reading and returns 0.0: prime it.
         self._proc.cpu_percent(None)
+        psutil.cpu_percent(None)
+        self._children_cpu()
+
+    def _children_cpu(self) -> float:
+        """The CPU% of this process's children since the last call (a child seen for the first time is
+        primed and counts from the next sample)."""
+        try:
+            alive = {c.pid: c for c in self._proc.children(recursive=True)}
+        except psutil.Error:
+            return 0.0
+        total = 0.0
+        for pid, child in alive.items():
+            known = self._children.get(pid)
+            try:
+                if known is None:
+                    child.cpu_percent(None)
+                    self._children[pid] = child
+                else:
+                    total += known.cpu_percent(None)
+            except psutil.Error:
+                pass  # it ended between listing and reading
+        for pid in set(self._children) - set(alive):
+            del self._children[pid]
+        return total
 
     def sample(self) -> dict[str, float]:
         with self._proc.oneshot():
             cpu = self._proc.cpu_percent(None)
             rss = self._proc.memory_info().rss
-        return {"cpu_pct": cpu, "rss_mb": rss / 2**20}
+        return {
+            "cpu_pct": cpu,
+            "rss_mb": rss / 2**20,
+            "children_cpu_pct": self._children_cpu(),
+            "node_cpu_pct": psutil.cpu_percent(None) * self._cpus,
+        }
 
     def stop(self) -> None:
         pass
@@ -237,6 +270,10 @@ class GpuSampler:
             util = pynvml.nvmlDeviceGetUtilizationRates(self._handle)
             mem = pynvml.nvmlDeviceGetMemoryInfo(self._handle)
             out = {"gpu_util_pct": float(util.gpu), "gpu_mem_used_mb": mem.used / 2**20}
+            try:  # every compute process on the device (the run's own are subtracted in the analysis)
+                out["gpu_processes"] = float(len(pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle)))
+            except pynvml.NVMLError:
+                pass
             try:
                 out["gpu_power_w"] = pynvml.nvmlDeviceGetPowerUsage(self._handle) / 1000.0
             except pynvml.NVMLError:

@@ -56,6 +56,14 @@ class Dataset:
     def samples(self) -> int:
         return len(self.y)
 
+    @property
+    def train_samples(self) -> int:
+        return len(self.train_idx)
+
+    @property
+    def val_samples(self) -> int:
+        return len(self.val_idx)
+
     def labels_hash(self) -> str:
         return index_hash(self.y)
 

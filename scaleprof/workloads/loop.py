@@ -53,7 +53,7 @@ def set_up(config: dict[str, Any], drop_last: bool = False) -> Setup:
         DataLoader(train_set, batch_size=config["batch_size"], sampler=sampler, drop_last=drop_last, **load),
         add_dist_sampler=False,
     )
-    optimizer_steps = -(-len(loader) // train.grad_accumulation)  # the last group may be short
+    optimizer_steps = -(-(session.steps_in_epoch(loader, train) or 1) // train.grad_accumulation)  # last may be short
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lr_schedule(lr_factor(train, config["global_batch_size"]), round(train.lr_warmup_epochs * optimizer_steps)),

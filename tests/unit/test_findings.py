@@ -11,7 +11,7 @@ def test_best_cheapest_fastest_and_fixed_cost(study):
     assert found.cheapest["cost_per_sample_usd"] == pytest.approx(0.001 / 300)  # $3.6/h over 300 samples/s
     assert found.recommendation is None  # the experiment sets no goal
     assert found.restarted == []
-    assert found.throughput_bases == ["epochs 2-3 (epoch 1 excluded as warm-up)"]
+    assert found.throughput_bases == ["steps after epoch 1 (warm-up)"]
 
 
 def test_quality_medians_per_placement(study):

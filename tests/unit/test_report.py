@@ -63,11 +63,15 @@ def test_chart_images_and_summary_written(study):
         data = (store.root / "charts" / f"{name}.png").read_bytes()
         assert data.startswith(b"\x89PNG")
     summary = (store.root / "summary.md").read_text()
-    assert "| cpu-2 | mlp | cpu | 2 | 1 | ok | 300 | 1.50x | 75% | 1.33 | 333.3 | 333.3 | 15.0% | 30.00 |" in summary
+    assert (
+        "| cpu-2 | mlp | cpu | 2 | 1 | ok | 300 ±0.0% | 1.50x | 75% (75–75%) | 1.33 | 333.3 | 333.3 | 15.0% | 30.00 "
+        "| 8 |" in summary
+    )
     assert "| cpu-2 | mlp | cpu | 2 | 1 | 510 | 90 |" in summary  # resources
     assert "| cpu-2 | mlp | cpu | 2 | 1 | test | 0.8000 | 0.8000 |" in summary  # quality
     assert "## Quality on the held-out test split" in summary
-    assert "Weak scaling" in summary and "epoch 1 excluded as warm-up" in summary
+    assert "Weak scaling" in summary and "steps after epoch 1 (warm-up)" in summary
+    assert "Low confidence: 2 run(s) measured fewer than 30 steady steps per worker: cpu-1 (8), cpu-2 (8)" in summary
 
 
 def test_a_loop_that_reports_no_loss_still_gets_its_report(tmp_path):
@@ -129,7 +133,8 @@ def test_the_report_opens_with_findings_backed_by_its_figures(study):
     html = report.read_text()
     assert html.index('id="findings"') < html.index('id="runs"')  # first, before the tables
     assert "needs &lt;script&gt;" in html and 'runs sortable"' in html and '<a href="#charts">' in html
-    assert '<th title="speedup / workers (100% = linear scaling)">efficiency</th>' in html  # headings explain
+    efficiency = '<th title="speedup / workers (100% = linear scaling), with its 95% interval">efficiency</th>'
+    assert efficiency in html  # headings explain
 
 
 def test_utilisation_stays_one_readable_chart_with_many_runs():
