@@ -349,11 +349,11 @@ class MonitorSpec(_Strict):
     enabled: bool = True
     interval_s: float = Field(default=1.0, ge=0.05, le=60)
     contention_share: float = Field(
-        default=0.25,
+        default=0.10,
         gt=0,
         le=1,
-        description="flag a run 'contended' when processes outside it used this share of a node's CPUs on "
-        "average in steady state (or any other process ran on its GPU)",
+        description="flag a run 'contended' when processes outside Ray used this share of a node's CPUs on "
+        "average in its steady state (or another process ran on its GPU)",
     )
 
 

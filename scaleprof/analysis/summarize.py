@@ -62,7 +62,7 @@ class Protocol:
 
     warmup_steps: int = 5
     min_steady_steps: int = 30
-    contention_share: float = 0.25
+    contention_share: float = 0.10
 
     @classmethod
     def of(cls, experiment: dict[str, Any]) -> Protocol:

@@ -16,7 +16,7 @@ import torch
 from scaleprof.config import Experiment, ModelSpec
 from scaleprof.records import WorkerEnd
 from scaleprof.session import WorkerSession, activate, worker_start_event
-from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
+from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, NodeSampler, SystemSampler
 from scaleprof.workloads.data import index_hash, listed_labels, open_source, size, subset
 from scaleprof.workloads.imports import WorkloadError, import_object
 from scaleprof.workloads.models import build_model
@@ -124,9 +124,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if gpu_index is None and device.type == "cuda":
         gpu_index = torch.cuda.current_device()
     gpu = GpuSampler(gpu_index)
-    monitor = (
-        Monitor(sink, [SystemSampler(), gpu], experiment.monitor.interval_s) if experiment.monitor.enabled else None
-    )
+    samplers = [SystemSampler(), gpu] + ([NodeSampler()] if ctx.get_local_rank() == 0 else [])  # one per node
+    monitor = Monitor(sink, samplers, experiment.monitor.interval_s) if experiment.monitor.enabled else None
     if monitor:
         monitor.start()
     else:

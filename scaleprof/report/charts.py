@@ -44,12 +44,37 @@ def throughput_vs_workers(runs: pd.DataFrame) -> alt.Chart | None:
     data = pd.concat([measured, ideal[["series", "workers", "placement", "throughput", "kind"]]])
     base = alt.Chart(data).encode(
         x=_workers_axis(data),
-        y=alt.Y("throughput:Q", title="throughput (samples/s, steady state)"),
+        y=alt.Y("throughput:Q", title="throughput (samples/s, steady state; bars: 95% interval)"),
         color=alt.Color("series:N", title="model / device"),
         strokeDash=alt.StrokeDash("kind:N", title="", sort=["measured", "ideal (linear)"]),
         tooltip=["series", "placement", "workers", alt.Tooltip("throughput:Q", format=",.0f"), "kind"],
     )
-    return (base.mark_line(point=True)).properties(title="Throughput vs workers", width=WIDTH, height=HEIGHT)
+    chart = base.mark_line(point=True) + _error_bars(ok, "throughput_low", "throughput_high", 1.0)
+    return chart.properties(title="Throughput vs workers", width=WIDTH, height=HEIGHT)
+
+
+def _error_bars(ok: pd.DataFrame, low: str, high: str, scale: float) -> alt.Chart:
+    """Each run's 95% interval as a vertical bar (nothing where a run has none)."""
+    bars = ok.dropna(subset=[low, high]) if low in ok and high in ok else ok.iloc[0:0]
+    bars = bars.assign(
+        low=bars.get(low, pd.Series(dtype=float)) * scale, high=bars.get(high, pd.Series(dtype=float)) * scale
+    )
+    return (
+        alt.Chart(bars[["series", "workers", "placement", "low", "high"]])
+        .mark_rule()
+        .encode(
+            x=alt.X("workers:Q"),
+            y=alt.Y("low:Q"),
+            y2="high:Q",
+            color=alt.Color("series:N", title="model / device"),
+            tooltip=[
+                "series",
+                "placement",
+                alt.Tooltip("low:Q", format=",.3~f"),
+                alt.Tooltip("high:Q", format=",.3~f"),
+            ],
+        )
+    )
 
 
 def efficiency_vs_workers(runs: pd.DataFrame) -> alt.Chart | None:
@@ -69,8 +94,44 @@ def efficiency_vs_workers(runs: pd.DataFrame) -> alt.Chart | None:
             tooltip=["series", "placement", "workers", alt.Tooltip("efficiency_pct:Q", format=".1f")],
         )
     )
+    bars = _error_bars(ok, "scaling_efficiency_low", "scaling_efficiency_high", 100.0)
     ideal = alt.Chart(pd.DataFrame({"y": [100]})).mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q")
-    return (points + ideal).properties(title="Scaling efficiency vs workers", width=WIDTH, height=HEIGHT)
+    return (points + bars + ideal).properties(
+        title="Scaling efficiency vs workers (bars: 95% interval)", width=WIDTH, height=HEIGHT
+    )
+
+
+def step_times(steps: pd.DataFrame, runs: pd.DataFrame) -> alt.Chart | None:
+    """Each run's step time over its steps (the slowest rank's, averaged over at most 200 stretches), the
+    warm-up drawn apart from the steady window the figures come from, whose start is marked."""
+    if steps.empty:
+        return None
+    fixed = set(runs.loc[runs["kind"] == RunKind.FIXED_SPLIT, "run_id"])
+    data = steps[steps["run_id"].isin(fixed)].assign(
+        phase=lambda f: f["steady"].map({True: "steady state", False: "warm-up"})
+    )
+    if data.empty:
+        return None
+    base = alt.Chart(data).encode(
+        x=alt.X("step:Q", title="step (per worker)"),
+        y=alt.Y("step_ms:Q", title="step time (ms, slowest rank)", scale=alt.Scale(type="log")),
+        color=alt.Color("run_id:N", title="run", legend=alt.Legend(symbolLimit=30)),
+        tooltip=["run_id", "placement", "step", alt.Tooltip("step_ms:Q", format=".2f"), "phase"],
+    )
+    line = base.mark_line(opacity=0.7).encode(strokeDash=alt.StrokeDash("phase:N", title="", sort=["steady state"]))
+    starts = data[data["steady"]].groupby("run_id", as_index=False).agg(step=("step", "min"))
+    rules = (
+        alt.Chart(starts)
+        .mark_rule(strokeDash=[2, 2], opacity=0.6)
+        .encode(
+            x="step:Q",
+            color=alt.Color("run_id:N", legend=None),
+            tooltip=["run_id", alt.Tooltip("step:Q", title="steady from step")],
+        )
+    )
+    return (line + rules).properties(
+        title="Step time per run (dashed: warm-up; rule: where the steady window starts)", width=WIDTH, height=HEIGHT
+    )
 
 
 def epoch_time_by_placement(epochs: pd.DataFrame) -> alt.Chart | None:
@@ -534,6 +595,7 @@ def all_charts(
     best_run: str | None = None,
     law_curves: pd.DataFrame | None = None,
     inference: pd.DataFrame | None = None,
+    steps: pd.DataFrame | None = None,
 ) -> dict[str, alt.TopLevelMixin]:
     """The report's charts by file stem, in reading order; charts with no data are left out."""
     charts = {
@@ -541,6 +603,7 @@ def all_charts(
         "scaling_efficiency": efficiency_vs_workers(runs),
         "scaling_law": scaling_law(runs, law_curves) if law_curves is not None else None,
         "step_breakdown": step_breakdown(runs),
+        "step_times": step_times(steps, runs) if steps is not None else None,
         "wall_time": wall_time_phases(runs),
         "batch_size": throughput_vs_batch(runs),
         "memory_vs_throughput": memory_vs_throughput(runs),

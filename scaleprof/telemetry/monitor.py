@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -175,53 +176,102 @@ def _result(ref: Any) -> Any:
     return ray.get(ref)
 
 
-class SystemSampler:
-    """Process CPU% (100 = one core busy) and resident memory of this worker process; the CPU% of its
-    child processes (data-loader workers); and the whole node's busy CPU in the same unit, so the
-    analysis can tell what outside the run competed for the node (analysis/contention.py)."""
+class _CpuOf:
+    """The summed CPU% of a changing set of processes between calls; a process seen for the first time
+    is primed (psutil's first reading is 0) and counts from the next call."""
 
     def __init__(self) -> None:
-        self._proc = psutil.Process(os.getpid())
-        self._children: dict[int, psutil.Process] = {}
-        self._cpus = psutil.cpu_count() or 1
+        self._known: dict[int, psutil.Process] = {}
 
-    def start(self) -> None:
-        # psutil's first cpu_percent() has no previous reading and returns 0.0: prime it.
-        self._proc.cpu_percent(None)
-        psutil.cpu_percent(None)
-        self._children_cpu()
-
-    def _children_cpu(self) -> float:
-        """The CPU% of this process's children since the last call (a child seen for the first time is
-        primed and counts from the next sample)."""
-        try:
-            alive = {c.pid: c for c in self._proc.children(recursive=True)}
-        except psutil.Error:
-            return 0.0
-        total = 0.0
-        for pid, child in alive.items():
-            known = self._children.get(pid)
+    def percent(self, processes: list[psutil.Process]) -> float:
+        total, alive = 0.0, {p.pid: p for p in processes}
+        for pid, proc in alive.items():
+            known = self._known.get(pid)
             try:
                 if known is None:
-                    child.cpu_percent(None)
-                    self._children[pid] = child
+                    proc.cpu_percent(None)
+                    self._known[pid] = proc
                 else:
                     total += known.cpu_percent(None)
             except psutil.Error:
                 pass  # it ended between listing and reading
-        for pid in set(self._children) - set(alive):
-            del self._children[pid]
+        for pid in set(self._known) - set(alive):
+            del self._known[pid]
         return total
+
+
+class SystemSampler:
+    """Process CPU% (100 = one core busy) and resident memory of this worker process, and the CPU% of
+    its child processes (data-loader workers)."""
+
+    def __init__(self) -> None:
+        self._proc = psutil.Process(os.getpid())
+        self._children = _CpuOf()
+
+    def start(self) -> None:
+        # psutil's first cpu_percent() has no previous reading and returns 0.0: prime it.
+        self._proc.cpu_percent(None)
+        self.sample()
+
+    def _children_cpu(self) -> float:
+        try:
+            return self._children.percent(self._proc.children(recursive=True))
+        except psutil.Error:
+            return 0.0
 
     def sample(self) -> dict[str, float]:
         with self._proc.oneshot():
             cpu = self._proc.cpu_percent(None)
             rss = self._proc.memory_info().rss
+        return {"cpu_pct": cpu, "rss_mb": rss / 2**20, "children_cpu_pct": self._children_cpu()}
+
+
+class NodeSampler:
+    """The node's busy CPU and the part of it Ray's own processes used (100 = one core), sampled by one
+    worker per node, so the analysis can tell what outside Ray competed for the node.
+
+    Ray's processes: the raylet (this worker's parent) with every process under it (all Ray workers on
+    the node: this run's, its aggregator, idle ones, the agents; also other Ray jobs' workers), the
+    raylet's parent (a local study's driver), and the daemons whose command line names the raylet's
+    session directory (GCS, dashboard, monitors). The set is refreshed every `refresh_s`."""
+
+    def __init__(self, refresh_s: float = 10.0) -> None:
+        self._cpus = psutil.cpu_count() or 1
+        self._refresh_s = refresh_s
+        self._listed_at = -math.inf
+        self._ray: list[psutil.Process] = []
+        self._cpu = _CpuOf()
+
+    def start(self) -> None:
+        psutil.cpu_percent(None)
+        self.sample()
+
+    def _ray_processes(self) -> list[psutil.Process]:
+        if time.monotonic() - self._listed_at < self._refresh_s:
+            return self._ray
+        self._listed_at = time.monotonic()
+        try:
+            raylet = psutil.Process(os.getpid()).parent()
+            if raylet is None:
+                return []
+            found = {raylet.pid: raylet, **{p.pid: p for p in raylet.children(recursive=True)}}
+            parent = raylet.parent()
+            if parent is not None and parent.pid != 1:
+                found[parent.pid] = parent
+            session = next((a.split("/sockets/")[0] for a in raylet.cmdline() if "/sockets/" in a), None)
+            if session:
+                for proc in psutil.process_iter(["cmdline"]):
+                    if session in " ".join(proc.info["cmdline"] or ()):
+                        found.setdefault(proc.pid, proc)
+        except psutil.Error:
+            return self._ray
+        self._ray = list(found.values())
+        return self._ray
+
+    def sample(self) -> dict[str, float]:
         return {
-            "cpu_pct": cpu,
-            "rss_mb": rss / 2**20,
-            "children_cpu_pct": self._children_cpu(),
             "node_cpu_pct": psutil.cpu_percent(None) * self._cpus,
+            "ray_cpu_pct": self._cpu.percent(self._ray_processes()),
         }
 
     def stop(self) -> None:

@@ -153,3 +153,68 @@ def test_sweep_points_that_would_share_a_label_are_refused_and_long_labels_stay_
     long_a = {f"model.kwargs.k{i}": 1000 + i for i in range(8)} | {"train.batch_size": 8}
     long_b = long_a | {"train.batch_size": 16}
     assert len(point_label(long_a)) <= 40 and point_label(long_a) != point_label(long_b)
+
+
+def test_steady_steps_per_worker_for_weak_and_strong_scaling():
+    from scaleprof.config import Experiment
+    from scaleprof.plan import planned_steady_steps, steps_per_worker
+
+    def exp(**train):
+        return Experiment.model_validate({
+            "name": "s", "model": {"name": "mlp"}, "data": {"name": "digits"}, "train": {"epochs": 3, **train},
+            "placements": [{"name": f"w{n}", "workers": n} for n in (1, 2, 4)],
+        })  # fmt: skip
+
+    weak = expand(exp(batch_size=64, scaling="weak"))
+    # 1,257 training samples: a shard of ceil(1257 / n), ceil(shard / 64) steps an epoch, 2 steady epochs
+    assert [steps_per_worker(r, 1257) for r in weak] == [20, 10, 5]
+    assert [planned_steady_steps(r, 1257) for r in weak] == [40, 20, 10]
+    strong = expand(exp(batch_size=64, scaling="strong"))  # the global batch of 64 split: 64, 32, 16 per worker
+    assert [steps_per_worker(r, 1257) for r in strong] == [20, 20, 20]
+    fixed = expand(exp(batch_size=64, steps_per_epoch=25, grad_accumulation=2))
+    assert [steps_per_worker(r, 1257) for r in fixed] == [50, 50, 50]  # micro-batches: 25 steps x 2
+    one_epoch = expand(exp(batch_size=64, epochs=1, warmup_steps=5))
+    assert [planned_steady_steps(r, 1257) for r in one_epoch] == [15, 5, 0]
+    assert planned_steady_steps(weak[0], None) is None  # a loop that brings its own data
+
+
+def test_plan_warns_about_runs_below_the_floor_of_steady_steps():
+    from scaleprof.config import Experiment
+    from scaleprof.plan import few_steady_steps
+
+    class Digits:
+        samples, num_classes, train_samples, val_samples = 1797, 10, 1257, 270
+
+    def exp(**train):
+        return Experiment.model_validate({
+            "name": "s", "model": {"name": "mlp"}, "data": {"name": "digits"},
+            "train": {"epochs": 3, "batch_size": 64, **train},
+            "placements": [{"name": f"w{n}", "workers": n} for n in (1, 2, 4)],
+        })  # fmt: skip
+
+    [warning] = few_steady_steps(exp(), expand(exp()), Digits())
+    assert "2 run(s)" in warning and "002-mlp-w2-r0 (20)" in warning and "train.steps_per_epoch" in warning
+    assert few_steady_steps(exp(steps_per_epoch=15), expand(exp(steps_per_epoch=15)), Digits()) == []
+
+
+def test_every_shipped_experiment_measures_enough_steady_steps():
+    import math
+    from pathlib import Path
+
+    from scaleprof.config import load_experiment
+    from scaleprof.plan import planned_steady_steps, train_samples_of
+    from scaleprof.workloads.data import load_dataset
+
+    class Generated:  # sklearn's train_test_split sizes: the held-out part rounded up
+        def __init__(self, spec):
+            held = math.ceil((spec.val_fraction + spec.test_fraction) * spec.size)
+            self.train_samples, self.val_samples = spec.size - held, held // 2
+
+    for path in sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.yaml")):
+        exp = load_experiment(path)
+        generated = exp.data.name.startswith("synthetic")
+        data = Generated(exp.data) if generated else load_dataset(exp.data, exp.seed)
+        floor = exp.evaluation.min_steady_steps
+        for run in expand(exp):
+            steps = planned_steady_steps(run, train_samples_of(run, data))
+            assert steps is not None and steps >= floor, f"{path.name}: {run.run_id} measures {steps} steady steps"
