@@ -1,7 +1,9 @@
 """scaleprof's own cost, measured side by side in one run (not in timed unit tests).
 
-    .venv/bin/python benchmarks/bench.py all   # or one: overhead, monitor-cpu, plain, user, session, telemetry, report
+    .venv/bin/python benchmarks/bench.py all   # or one: overhead, monitor-cpu, plain, ddp, user, session, lm,
+                                               # fsdp-memory, telemetry, report
     .venv/bin/python benchmarks/bench.py overhead --pairs 5
+    .venv/bin/python benchmarks/bench.py ddp --repeats 3 --epochs 20
 
 Each benchmark writes benchmarks/results/<name>.json; RESULTS.md beside them is written by hand from those.
 """
@@ -40,7 +42,7 @@ def _local_ray(runtime_env: dict | None = None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _experiment(name: str, monitor: bool, epochs: int = 6) -> object:
+def _experiment(name: str, monitor: bool, epochs: int = 6, workers: int = 1) -> object:
     from scaleprof.config import Experiment
 
     return Experiment.model_validate(
@@ -50,7 +52,7 @@ def _experiment(name: str, monitor: bool, epochs: int = 6) -> object:
             "data": {"name": "digits"},
             "train": {"epochs": epochs, "batch_size": 64},
             "monitor": {"enabled": monitor, "interval_s": 1.0},
-            "placements": [{"name": "cpu-1", "workers": 1}],
+            "placements": [{"name": f"cpu-{workers}", "workers": workers}],
         }
     )
 
@@ -224,6 +226,83 @@ def bench_plain(repeats: int, epochs: int) -> dict:
     }
 
 
+def _ddp_rank(rank: int, world: int, experiment, epochs: int) -> dict:
+    """One gloo rank of a plain PyTorch DDP loop (no Ray, no scaleprof): the experiment's model, train split,
+    per-worker batch and SGD, a DistributedSampler; each epoch starts after a barrier, as scaleprof's do."""
+    import torch
+    import torch.distributed as dist
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    from scaleprof.workloads.data import load_dataset, open_source, subset
+    from scaleprof.workloads.models import build_model
+
+    data = load_dataset(experiment.data, experiment.seed)
+    train = subset(open_source(experiment.data, experiment.seed).dataset, data.train_idx)
+    model = build_model(experiment.model_list[0], data.input_shape, data.num_classes, experiment.seed)
+    model = torch.nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(model.parameters(), lr=experiment.train.lr, momentum=experiment.train.momentum)
+    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=experiment.seed)
+    loader = DataLoader(train, batch_size=experiment.train.batch_size, sampler=sampler)
+
+    def step(xb, yb):
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+
+    def before_epoch(epoch: int) -> None:
+        sampler.set_epoch(epoch)
+        dist.barrier()
+
+    return {"rank": rank, **_timed_epochs(loader, epochs, step, before_epoch)}
+
+
+def bench_ddp(repeats: int, epochs: int) -> dict:
+    """scaleprof's reported 2-worker throughput beside a plain PyTorch DDP loop on 2 gloo ranks (spawned
+    processes, no Ray), alternated with the order rotated, in one Ray session."""
+    import pandas as pd
+
+    from scaleprof.analysis.throughput import steady_state_throughput
+    from scaleprof.execution.runner import run_study
+
+    out = Path(tempfile.mkdtemp(prefix="bench-ddp-"))
+    experiment = _experiment("ddp-vs-ray", True, epochs, workers=2)
+
+    def plain_ddp() -> dict:
+        ranks = _gloo_ranks(_ddp_rank, experiment, epochs)
+        steps = pd.DataFrame([{**row, "rank": r["rank"]} for r in ranks for row in r["step_rows"]])
+        counts = {k: [sum(c) for c in zip(*(r[k] for r in ranks))] for k in ("samples_per_epoch", "steps_per_epoch")}
+        throughput = steady_state_throughput(steps, warmup_steps=0).samples_per_s
+        return {"throughput": throughput, "epoch_times_s": [r["epoch_times_s"] for r in ranks], **counts}
+
+    rows = []
+    with _local_ray():
+        for i in range(repeats):
+            arms = {"plain": plain_ddp, "scaleprof": lambda: run_study(experiment, out).study_dir}
+            order = list(arms) if i % 2 == 0 else list(arms)[::-1]  # rotate which goes first
+            done = {name: arms[name]() for name in order}
+            plain, study_dir = done["plain"], done["scaleprof"]
+            recorded = _recorded_counts(study_dir)
+            rows.append({
+                "repeat": i, "order": order, "plain": plain["throughput"],
+                "plain_epoch_times_s_per_rank": plain["epoch_times_s"],
+                **{f"scaleprof_{k}": v for k, v in _throughput(study_dir).items()},
+                "counts_equal": recorded == {k: plain[k] for k in recorded},
+            })  # fmt: skip
+    ratios = [r["scaleprof_throughput"] / r["plain"] for r in rows]
+    return {
+        "what": "steady-state throughput: scaleprof 2-worker run (2 Ray Train workers, 1 CPU and 1 torch thread "
+        "each, DDP over gloo) / a plain PyTorch DDP loop on 2 gloo ranks in spawned processes (no Ray, 1 torch "
+        "thread each); small-cnn, digits (the same train split), batch 64 per worker, DistributedSampler, SGD, "
+        f"{epochs} epochs; both by scaleprof's one definition (steps after epoch 1 and the MSER-5 cut, samples of "
+        "both ranks / the slowest rank's summed step time), epochs started after a barrier; alternated, the order "
+        "rotated",
+        "runs": rows,
+        "ratios_scaleprof_over_plain": ratios,
+        "median_ratio": statistics.median(ratios),
+    }
+
+
 def _plain_user_model(experiment, epochs: int) -> dict:
     """The user's factory model and factory data, the study's own train split, batch, optimiser and
     thread count, in a plain PyTorch loop without Ray or telemetry."""
@@ -277,25 +356,31 @@ def _plain_user_loop(settings: dict, epochs: int, batch: int) -> dict:
     return _timed_epochs(loader, epochs, step)
 
 
-def _timed_epochs(loader, epochs: int, step) -> dict:
+def _timed_epochs(loader, epochs: int, step, before_epoch=None) -> dict:
     """A plain loop's epochs, timed by the host clock: steady-state throughput by scaleprof's own
-    definition (the same function the report uses), and the samples and steps it ran."""
+    definition (the same function the report uses), and the samples and steps it ran. `before_epoch(epoch)`
+    runs before each epoch's clock starts (a DistributedSampler's set_epoch, a barrier)."""
     import pandas as pd
 
     from scaleprof.analysis.throughput import steady_state_throughput
 
-    times, samples, steps = [], [], []
-    for _ in range(epochs):
+    times, samples, steps, step_rows = [], [], [], []
+    for epoch in range(epochs):
+        if before_epoch is not None:
+            before_epoch(epoch)
         start, n, k = time.perf_counter(), 0, 0
-        for x, y in loader:
+        previous = start
+        for x, y in loader:  # a step runs from the end of the previous one (or the epoch's start), as scaleprof's
             step(x, y)
-            n, k = n + len(y), k + 1
+            end = time.perf_counter()
+            step_rows.append({"rank": 0, "epoch": epoch, "step": k, "samples": len(y), "step_s": end - previous})
+            previous, n, k = end, n + len(y), k + 1
         times.append(time.perf_counter() - start)
         samples.append(n)
         steps.append(k)
-    epoch_events = pd.DataFrame({"rank": 0, "epoch": range(epochs), "samples": samples, "epoch_time_s": times})
-    throughput = steady_state_throughput(epoch_events, pd.DataFrame(), warmup_steps=0).samples_per_s
-    return {"throughput": throughput, "epoch_times_s": times, "samples_per_epoch": samples, "steps_per_epoch": steps}
+    throughput = steady_state_throughput(pd.DataFrame(step_rows), warmup_steps=0).samples_per_s
+    return {"throughput": throughput, "epoch_times_s": times, "samples_per_epoch": samples, "steps_per_epoch": steps,
+            "step_rows": step_rows}  # fmt: skip
 
 
 def _in_ray_train_worker(plain_fn, out: Path) -> dict:
@@ -390,7 +475,7 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
         "what": f"examples/custom-model (conv1d-32 on sensors, built-in loop) and examples/custom-loop (AdamW, "
         f"clipping, label smoothing), 1 worker, 1 CPU / 1 thread, {epochs} epochs, each alternated with the same "
         "training as a plain PyTorch loop (no Ray) in the driver and the same plain loop in a 1-CPU Ray Train "
-        "worker (no scaleprof); steady state = epochs 2..E on every side",
+        "worker (no scaleprof); steady state by scaleprof's one definition on every side",
         "rows": rows,
         "summary": summary,
     }
@@ -652,21 +737,45 @@ def bench_language_model(repeats: int, epochs: int) -> dict:
     }
 
 
-def _memory_rank(rank: int, world: int, mode: str, port: int, queue) -> None:
+def _gloo_rank(rank: int, world: int, port: int, queue, fn, args: tuple) -> None:
+    """A spawned process as gloo rank `rank` of `world`, 1 torch thread: puts `fn(rank, world, *args)` on `queue`."""
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    queue.put(fn(rank, world, *args))
+    dist.destroy_process_group()
+
+
+def _gloo_ranks(fn, *args, world: int = 2) -> list[dict]:
+    """`fn(rank, world, *args)` on `world` gloo ranks in fresh spawned processes; their results by rank."""
+    import multiprocessing
+    import random
+
+    ctx = multiprocessing.get_context("spawn")
+    queue, port = ctx.Queue(), random.randint(20000, 40000)
+    procs = [ctx.Process(target=_gloo_rank, args=(r, world, port, queue, fn, args)) for r in range(world)]
+    for p in procs:
+        p.start()
+    ranks = sorted((queue.get(timeout=300) for _ in procs), key=lambda r: r["rank"])
+    for p in procs:
+        p.join()
+    return ranks
+
+
+def _memory_rank(rank: int, world: int, mode: str) -> dict:
     """One gloo rank: a 28.6M-parameter transformer under DDP or FSDP2, 5 AdamW steps; resident peak growth."""
     import resource
 
     import torch
-    import torch.distributed as dist
     import torch.nn.functional as F
 
     from scaleprof.config import ModelSpec
     from scaleprof.workloads.models import build_model
     from scaleprof.workloads.training import shard
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
     model = build_model(ModelSpec(name="transformer", kwargs={"layers": 4, "width": 768, "heads": 8}), (32,), 256, 0)
     built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model = torch.nn.parallel.DistributedDataParallel(model) if mode == "ddp" else shard(model)
@@ -677,17 +786,13 @@ def _memory_rank(rank: int, world: int, mode: str, port: int, queue) -> None:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put({"rank": rank, "built_mb": built, "peak_mb": peak, "growth_mb": peak - built})
-    dist.destroy_process_group()
+    return {"rank": rank, "built_mb": built, "peak_mb": peak, "growth_mb": peak - built}
 
 
 def bench_fsdp_memory() -> dict:
     """DDP against FSDP2 on 2 gloo ranks (no Ray): how much each rank's resident memory grows over its
     post-build size, with glibc's default allocator settings and with a fixed mmap threshold (freed large
     blocks returned to the OS at once), in fresh processes."""
-    import multiprocessing
-    import random
-
     rows = []
     for allocator, env in (
         ("glibc default", {}),
@@ -697,14 +802,7 @@ def bench_fsdp_memory() -> dict:
             saved = {k: os.environ.get(k) for k in env}
             os.environ.update(env)  # read by glibc when each spawned process starts
             try:
-                ctx = multiprocessing.get_context("spawn")
-                queue, port = ctx.Queue(), random.randint(20000, 40000)
-                procs = [ctx.Process(target=_memory_rank, args=(r, 2, mode, port, queue)) for r in range(2)]
-                for p in procs:
-                    p.start()
-                ranks = sorted((queue.get(timeout=300) for _ in procs), key=lambda r: r["rank"])
-                for p in procs:
-                    p.join()
+                ranks = _gloo_ranks(_memory_rank, mode)
             finally:
                 for k, v in saved.items():
                     os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
@@ -736,6 +834,7 @@ def main() -> None:
             "overhead",
             "monitor-cpu",
             "plain",
+            "ddp",
             "user",
             "session",
             "lm",
@@ -746,7 +845,8 @@ def main() -> None:
         ],
     )
     parser.add_argument("--pairs", type=int, default=5, help="monitor on/off pairs")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs per run (steady state: epochs 2..E)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs per run (steady state: after epoch 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="plain / scaleprof pairs (ddp)")
     args = parser.parse_args()
     if args.which in ("overhead", "all"):
         _write("overhead", bench_overhead(args.pairs, args.epochs))
@@ -754,6 +854,8 @@ def main() -> None:
         _write("monitor_cpu", bench_monitor_cpu(seconds=20, steps_per_s=100, rounds=3))
     if args.which in ("plain", "all"):
         _write("plain", bench_plain(repeats=3, epochs=args.epochs))
+    if args.which in ("ddp", "all"):
+        _write("ddp", bench_ddp(repeats=args.repeats, epochs=args.epochs))
     if args.which in ("user", "all"):
         _write("user_workloads", bench_user_workloads(repeats=3, epochs=args.epochs))
     if args.which in ("session", "all"):

@@ -225,6 +225,9 @@ class SystemSampler:
             rss = self._proc.memory_info().rss
         return {"cpu_pct": cpu, "rss_mb": rss / 2**20, "children_cpu_pct": self._children_cpu()}
 
+    def stop(self) -> None:
+        pass
+
 
 class NodeSampler:
     """The node's busy CPU and the part of it Ray's own processes used (100 = one core), sampled by one

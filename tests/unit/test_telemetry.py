@@ -8,7 +8,7 @@ import pytest
 
 from scaleprof.records import StepEvent, SystemEvent, WorkerStart
 from scaleprof.telemetry.aggregator import Aggregator
-from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, SystemSampler
+from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, NodeSampler, SystemSampler
 from scaleprof.telemetry.store import StudyStore
 
 IDS = {"study_id": "s", "run_id": "r", "attempt": 0, "rank": 0, "node_id": "n"}
@@ -27,6 +27,20 @@ def test_system_sampler_reads_this_process():
     sample = sampler.sample()
     assert sample["rss_mb"] > 10
     assert 0 < sample["cpu_pct"] <= 100 * os.cpu_count() + 5
+
+
+def test_node_sampler_counts_the_tree_under_the_workers_parent_as_rays():
+    # In a Ray worker the parent is the raylet; here it is whatever started pytest, and this busy
+    # process is under it: its CPU shows in ray_cpu_pct, and both readings fit the node.
+    sampler = NodeSampler(refresh_s=0.0)
+    sampler.start()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    sample = sampler.sample()
+    cpus = 100 * os.cpu_count()
+    assert 0 < sample["node_cpu_pct"] <= cpus + 5 and 30 < sample["ray_cpu_pct"] <= cpus + 5
+    sampler.stop()
 
 
 def test_gpu_sampler_without_gpu_records_why_and_never_raises():
@@ -62,13 +76,13 @@ def test_sink_numbers_events_gap_free_across_threads_and_delivers_all():
 def test_monitor_emits_system_samples_at_interval():
     batches = []
     sink = EventSink(IDS, batches.append, flush_interval_s=0.05).start()
-    monitor = Monitor(sink, [SystemSampler()], interval_s=0.05).start()
+    monitor = Monitor(sink, [SystemSampler(), NodeSampler()], interval_s=0.05).start()
     time.sleep(0.3)
     monitor.stop()
     sink.close()
     system = [e for b in batches for e in b if e["kind"] == "system"]
     assert len(system) >= 3
-    assert all(e["rss_mb"] > 0 for e in system)
+    assert all(e["rss_mb"] > 0 and e["node_cpu_pct"] >= 0 and "ray_cpu_pct" in e for e in system)
 
 
 def _events(seqs, rank=0):
