@@ -369,7 +369,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         row = {"model": r["model"], "placement": r["placement"], "runs": f"{r['runs_a']} / {r['runs_b']}"}
         for metric, label in METRICS.items():
             if f"{metric}_change" in r and math.isfinite(r[f"{metric}_change"]):
-                basis = "" if r[f"{metric}_noise_basis"] == "measured" else "*"
+                basis = {"measured": "", "interval": "†"}.get(r[f"{metric}_noise_basis"], "*")
                 row[label] = f"{100 * r[metric + '_change']:+.1f}% (noise {100 * r[metric + '_noise']:.0f}%{basis})"
             else:
                 row[label] = "–"
@@ -381,7 +381,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     title = f"{Path(args.b).name} against {Path(args.a).name}"
     note = (
         f"Change = (B - A) / A of medians over repeats; noise = 2 x the larger coefficient of variation over repeats, "
-        f"or * the {100 * args.noise:.0f}% floor where a study has a single run. 'Beyond noise' is that rule "
+        "or † with single runs the runs' own 95% intervals (relative half widths added in quadrature), "
+        f"or * the {100 * args.noise:.0f}% floor where neither was measured. 'Beyond noise' is that rule "
         "(|change| > noise), not a statistical test: with 2-3 repeats no test would have the power to say more."
     )
     console.print(_table(rows, title))

@@ -2,8 +2,10 @@
 quality, flagged only when it exceeds the noise the studies measured.
 
 The noise of a metric for one placement is the larger coefficient of variation of its repeats in
-either study (times two, for a difference of two noisy medians); with single runs, where nothing
-was measured, a floor (5% by default) stands in, and the table says which was used.
+either study (times two, for a difference of two noisy medians); with single runs, the runs' own 95%
+intervals (throughput, efficiency and cost carry one, from their steady steps: analysis/steady.py),
+their relative half widths added in quadrature; where neither was measured, a floor (5% by default)
+stands in. The table says which was used. This is a rule, not a statistical test.
 """
 
 from __future__ import annotations
@@ -22,12 +24,24 @@ METRICS = {
 }
 
 
+# Figures whose runs carry a 95% interval: (low column, high column).
+INTERVALS = {
+    "throughput": ("throughput_low", "throughput_high"),
+    "scaling_efficiency": ("scaling_efficiency_low", "scaling_efficiency_high"),
+    "cost_per_sample_usd": ("cost_per_sample_low_usd", "cost_per_sample_high_usd"),
+}
+
+
 def _medians(runs: pd.DataFrame) -> pd.DataFrame:
-    ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)]
+    ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)].copy()
+    for metric, (low, high) in INTERVALS.items():  # each run's relative half width (0.02 = ±2%)
+        if {metric, low, high} <= set(ok):
+            ok[f"{metric}_half"] = (ok[high] - ok[low]) / 2 / ok[metric].abs()
     grouped = ok.groupby(["model", "placement"])
     med = grouped[[m for m in METRICS if m in ok]].median()
     cv = grouped[[m for m in METRICS if m in ok]].agg(lambda v: v.std(ddof=1) / v.mean() if len(v) > 1 else np.nan)
-    return pd.concat([med, cv.add_suffix("_cv"), grouped.size().rename("runs")], axis=1)
+    halves = grouped[[c for c in ok if c.endswith("_half")]].median()
+    return pd.concat([med, cv.add_suffix("_cv"), halves, grouped.size().rename("runs")], axis=1)
 
 
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, noise_floor: float = 0.05) -> pd.DataFrame:
@@ -45,9 +59,16 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, noise_floor: float = 0.05) ->
             change = (vb - va) / abs(va)
             cvs = [c for c in (r.get(f"{metric}_cv_a", np.nan), r.get(f"{metric}_cv_b", np.nan)) if np.isfinite(c)]
             measured = max(cvs) if cvs else np.nan
-            noise = 2 * measured if np.isfinite(measured) else noise_floor
+            halves = [r.get(f"{metric}_half_a", np.nan), r.get(f"{metric}_half_b", np.nan)]
+            interval = float(np.hypot(*halves)) if all(np.isfinite(h) for h in halves) else np.nan
+            if np.isfinite(measured):
+                noise, basis = 2 * measured, "measured"
+            elif np.isfinite(interval):
+                noise, basis = interval, "interval"
+            else:
+                noise, basis = noise_floor, "floor"
             row.update({f"{metric}_a": va, f"{metric}_b": vb, f"{metric}_change": change, f"{metric}_noise": noise})
-            row[f"{metric}_noise_basis"] = "measured" if np.isfinite(measured) else "floor"
+            row[f"{metric}_noise_basis"] = basis
             if abs(change) > noise:
                 flags.append(METRICS[metric])
         row["significant"] = ", ".join(flags)

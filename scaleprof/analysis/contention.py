@@ -31,12 +31,14 @@ def contention(
     if system.empty or starts.empty:
         return dict(NO_CONTENTION)
     samples = system if span is None else system[(system["time"] >= span[0]) & (system["time"] <= span[1])]
+    if "node_cpu_pct" in system and not samples["node_cpu_pct"].notna().any():
+        samples = system  # a window shorter than the monitor's interval: the run's samples as a whole
     out = dict(NO_CONTENTION)
     if {"node_cpu_pct", "ray_cpu_pct"} <= set(samples) and "node_cpus" in starts:
         node = samples.dropna(subset=["node_cpu_pct", "ray_cpu_pct"])
         cpus = starts.groupby("node_id")["node_cpus"].max()
         for node_id, group in node.groupby("node_id"):
-            outside = max(0.0, float((group["node_cpu_pct"] - group["ray_cpu_pct"]).mean()))
+            outside = float((group["node_cpu_pct"] - group["ray_cpu_pct"]).clip(lower=0).mean())
             node_share = outside / (100.0 * float(cpus.get(node_id, math.nan)))
             if math.isnan(out["outside_cpu_share"]) or node_share > out["outside_cpu_share"]:
                 out["outside_cpu_pct"], out["outside_cpu_share"] = outside, node_share

@@ -36,7 +36,9 @@ def recommend(runs: pd.DataFrame, goal: dict[str, Any] | None) -> dict[str, Any]
         best = meeting.sort_values(key, ascending=key != "throughput").iloc[0]
         return {"basis": "measured", "model": best["model"], "placement": best["placement"],
                 "workers": int(best["workers"]), "throughput": float(best["throughput"]),
-                "cost_per_sample_usd": float(best.get("cost_per_sample_usd", np.nan))}  # fmt: skip
+                "throughput_low": float(best.get("throughput_low", np.nan)),
+                "cost_per_sample_usd": float(best.get("cost_per_sample_usd", np.nan)),
+                "cost_per_sample_high_usd": float(best.get("cost_per_sample_high_usd", np.nan))}  # fmt: skip
     candidates = []
     for (model, device), group in ok.groupby(["model", "device"]):
         if group["workers"].nunique() < 2:
@@ -57,6 +59,19 @@ def recommend(runs: pd.DataFrame, goal: dict[str, Any] | None) -> dict[str, Any]
     return {"basis": "none"}
 
 
+def _margin(r: dict[str, Any], goal: dict[str, Any]) -> str:
+    """A caveat when the goal is met by the point figure but not by its whole 95% interval."""
+    misses = []
+    low = r.get("throughput_low", np.nan)
+    if goal.get("min_throughput") is not None and np.isfinite(low) and low < goal["min_throughput"]:
+        misses.append(f"its throughput's 95% interval reaches down to {low:,.0f} samples/s")
+    high = r.get("cost_per_sample_high_usd", np.nan)
+    budget = goal.get("max_cost_per_sample_usd")
+    if budget is not None and np.isfinite(high) and high > budget:
+        misses.append(f"its cost's 95% interval reaches up to ${high * 1e6:.4f} per 1M samples")
+    return f", but only just: {' and '.join(misses)}" if misses else ""
+
+
 def describe(recommendation: dict[str, Any] | None, goal: dict[str, Any] | None) -> str | None:
     if recommendation is None or not goal:
         return None
@@ -73,7 +88,7 @@ def describe(recommendation: dict[str, Any] | None, goal: dict[str, Any] | None)
         return (
             head
             + f"met cheapest by {r['model']} on {r['placement']} "
-            + f"({r['throughput']:,.0f} samples/s{cost_text}, measured)."
+            + f"({r['throughput']:,.0f} samples/s{cost_text}, measured){_margin(r, goal)}."
         )
     if r["basis"] == "predicted":
         return head + (

@@ -236,7 +236,8 @@ class NodeSampler:
     Ray's processes: the raylet (this worker's parent) with every process under it (all Ray workers on
     the node: this run's, its aggregator, idle ones, the agents; also other Ray jobs' workers), the
     raylet's parent (a local study's driver), and the daemons whose command line names the raylet's
-    session directory (GCS, dashboard, monitors). The set is refreshed every `refresh_s`."""
+    session directory (GCS, dashboard, monitors; other raylets of the cluster on the same machine, with
+    their workers: a test cluster of several nodes on one machine). Refreshed every `refresh_s`."""
 
     def __init__(self, refresh_s: float = 10.0) -> None:
         self._cpus = psutil.cpu_count() or 1
@@ -244,10 +245,13 @@ class NodeSampler:
         self._listed_at = -math.inf
         self._ray: list[psutil.Process] = []
         self._cpu = _CpuOf()
+        self._read_at = -math.inf
 
     def start(self) -> None:
         psutil.cpu_percent(None)
-        self.sample()
+        self._ray_processes()
+        self._cpu.percent(self._ray)  # primes each process's reading
+        self._read_at = time.monotonic()
 
     def _ray_processes(self) -> list[psutil.Process]:
         if time.monotonic() - self._listed_at < self._refresh_s:
@@ -263,15 +267,20 @@ class NodeSampler:
                 found[parent.pid] = parent
             session = next((a.split("/sockets/")[0] for a in raylet.cmdline() if "/sockets/" in a), None)
             if session:
-                for proc in psutil.process_iter(["cmdline"]):
+                for proc in psutil.process_iter(["cmdline", "name"]):
                     if session in " ".join(proc.info["cmdline"] or ()):
                         found.setdefault(proc.pid, proc)
+                        if proc.info["name"] == "raylet" and proc.pid != raylet.pid:  # nodes sharing a machine
+                            found.update((p.pid, p) for p in proc.children(recursive=True))
         except psutil.Error:
             return self._ray
         self._ray = list(found.values())
         return self._ray
 
     def sample(self) -> dict[str, float]:
+        if time.monotonic() - self._read_at < 0.04:  # too soon after the last reading (the stop's last sample):
+            return {}  # psutil's node figure over a few milliseconds is 0 or noise
+        self._read_at = time.monotonic()
         return {
             "node_cpu_pct": psutil.cpu_percent(None) * self._cpus,
             "ray_cpu_pct": self._cpu.percent(self._ray_processes()),

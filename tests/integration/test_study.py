@@ -73,6 +73,18 @@ def test_monitor_figures_are_plausible(study):
     assert ok["gpu_util_pct"].isna().all()
 
 
+def test_quiet_runs_are_not_flagged_contended_and_carry_their_window_and_interval(study):
+    result, tables = study
+    ok = tables.runs[tables.runs["status"] == "ok"]
+    # nothing but the study ran beside these runs: what was outside Ray is below the flag's share
+    assert not ok["contended"].any(), ok[["run_id", "outside_cpu_pct", "outside_cpu_share"]]
+    assert (ok["outside_cpu_share"] < 0.10).all() and ok["outside_cpu_pct"].notna().all()
+    assert (ok["throughput_low"] <= ok["throughput"]).all() and (ok["throughput"] <= ok["throughput_high"]).all()
+    assert (ok["warmup_steps"] >= 20).all() and (ok["steady_steps"] > 0).all()  # epoch 1: 20+ steps of 32
+    assert (ok["low_confidence"] == (ok["steady_steps"] < 30)).all() and ok["low_confidence"].any()  # cpu-2: 20
+    assert not tables.steps.empty and set(tables.steps["run_id"]) >= set(ok["run_id"])
+
+
 def test_manifest_records_experiment_splits_and_cluster(study):
     result, tables = study
     m = tables.manifest
@@ -171,8 +183,10 @@ def test_live_figures_reach_rays_metrics_endpoint(ray_session, tmp_path):
         {"name": "live", "model": {"name": "mlp"}, "data": {"name": "digits"}, "train": {"epochs": 40},
          "monitor": {"interval_s": 0.2}, "placements": [{"name": "cpu-1", "workers": 1}]}
     )  # fmt: skip
-    done = threading.Event()
-    study = threading.Thread(target=lambda: (run_study(experiment, tmp_path), done.set()), daemon=True)
+    done, results = threading.Event(), []
+    # A neighbour burns a core all through the run: the run must come out flagged contended (below).
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    study = threading.Thread(target=lambda: (results.append(run_study(experiment, tmp_path)), done.set()), daemon=True)
     study.start()
     ports = [n["MetricsExportPort"] for n in ray_session.nodes() if n["Alive"]]
     pattern = re.compile(
@@ -189,6 +203,13 @@ def test_live_figures_reach_rays_metrics_endpoint(ray_session, tmp_path):
         )
         found = pattern.search(text)
     study.join(timeout=300)
+    burner.kill()
+    burner.wait()
     assert found and float(found.group(1)) > 0, "no live throughput was exported while the run trained"
+    from scaleprof.analysis.summarize import summarize
+
+    run = summarize(StudyStore(results[0].study_dir)).runs.iloc[0]
+    # the burner took about a core of this 2-core machine: well over the 10% share that flags a run
+    assert run["contended"] and run["outside_cpu_share"] > 0.25, run[["outside_cpu_pct", "outside_cpu_share"]]
     assert 'placement="cpu-1"' in found.group(0) and 'study_id="live-' in found.group(0)
     assert "ray_scaleprof_step_time_s{" in text and "ray_scaleprof_epoch{" in text

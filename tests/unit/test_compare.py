@@ -31,6 +31,17 @@ def test_single_runs_fall_back_to_the_floor_and_say_so():
     assert table["significant"] == ""
 
 
+def test_single_runs_with_intervals_use_them():
+    a, b = runs({"cpu-1": [100]}), runs({"cpu-1": [104]})
+    a["throughput_low"], a["throughput_high"] = 99.0, 101.0  # ±1%
+    b["throughput_low"], b["throughput_high"] = 103.0, 105.0  # ±0.96%
+    row = compare_runs(a, b, noise_floor=0.05).iloc[0]
+    assert row["throughput_noise_basis"] == "interval"
+    assert row["throughput_noise"] == pytest.approx((0.01**2 + (1 / 104) ** 2) ** 0.5)
+    assert "throughput" in row["significant"]  # 4% against ±1.4%: beyond the noise the runs measured
+    assert row["accuracy_noise_basis"] == "floor"  # no interval for quality: the floor stands in
+
+
 def test_only_shared_placements_are_compared():
     table = compare_runs(runs({"cpu-1": [100], "cpu-4": [300]}), runs({"cpu-1": [100], "gpu-1": [900]}))
     assert list(table["placement"]) == ["cpu-1"]

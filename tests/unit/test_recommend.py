@@ -25,3 +25,14 @@ def test_recommend_measured_cheapest_then_predicted_then_none():
     assert "a prediction, not a measurement" in describe(predicted, {"min_throughput": 400})
     assert recommend(runs, {"min_throughput": 10_000}) == {"basis": "none"}
     assert recommend(runs, None) is None
+
+
+def test_a_goal_met_only_by_the_point_figure_says_so():
+    from scaleprof.analysis.recommend import describe, recommend
+
+    runs = scaling_runs().assign(throughput_low=lambda f: f["throughput"] * 0.95)  # cpu-2: 181.8, down to 172.7
+    goal = {"min_throughput": 175}
+    text = describe(recommend(runs, goal), goal)
+    assert "met cheapest by m on cpu-2" in text and "only just" in text and "down to 173 samples/s" in text
+    firm = {"min_throughput": 150}
+    assert "only just" not in describe(recommend(runs, firm), firm)

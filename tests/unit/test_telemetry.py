@@ -34,6 +34,7 @@ def test_node_sampler_counts_the_tree_under_the_workers_parent_as_rays():
     # process is under it: its CPU shows in ray_cpu_pct, and both readings fit the node.
     sampler = NodeSampler(refresh_s=0.0)
     sampler.start()
+    assert sampler.sample() == {}  # too soon after the last reading to say anything
     end = time.process_time() + 0.3
     while time.process_time() < end:
         pass
@@ -82,7 +83,9 @@ def test_monitor_emits_system_samples_at_interval():
     sink.close()
     system = [e for b in batches for e in b if e["kind"] == "system"]
     assert len(system) >= 3
-    assert all(e["rss_mb"] > 0 and e["node_cpu_pct"] >= 0 and "ray_cpu_pct" in e for e in system)
+    assert all(e["rss_mb"] > 0 for e in system)
+    node = [e for e in system if "node_cpu_pct" in e]  # the stop's last sample comes too soon for a node reading
+    assert len(node) >= len(system) - 1 and all(e["node_cpu_pct"] >= 0 and e["ray_cpu_pct"] >= 0 for e in node)
 
 
 def _events(seqs, rank=0):
