@@ -112,10 +112,11 @@ def step_times(steps: pd.DataFrame, runs: pd.DataFrame) -> alt.Chart | None:
     )
     if data.empty:
         return None
+    color = alt.Color("run_id:N", title="run", legend=alt.Legend(symbolLimit=30))
     base = alt.Chart(data).encode(
         x=alt.X("step:Q", title="step (per worker)"),
         y=alt.Y("step_ms:Q", title="step time (ms, slowest rank)", scale=alt.Scale(type="log")),
-        color=alt.Color("run_id:N", title="run", legend=alt.Legend(symbolLimit=30)),
+        color=color,
         tooltip=["run_id", "placement", "step", alt.Tooltip("step_ms:Q", format=".2f"), "phase"],
     )
     line = base.mark_line(opacity=0.7).encode(strokeDash=alt.StrokeDash("phase:N", title="", sort=["steady state"]))
@@ -125,7 +126,7 @@ def step_times(steps: pd.DataFrame, runs: pd.DataFrame) -> alt.Chart | None:
         .mark_rule(strokeDash=[2, 2], opacity=0.6)
         .encode(
             x="step:Q",
-            color=alt.Color("run_id:N", legend=None),
+            color=color,
             tooltip=["run_id", alt.Tooltip("step:Q", title="steady from step")],
         )
     )

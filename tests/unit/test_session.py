@@ -249,3 +249,31 @@ def test_fsdp_shards_the_outermost_module_lists_only():
 
     model = nn.Sequential(nn.Embedding(5, 2), nn.ModuleList(Expert() for _ in range(2)), nn.Linear(2, 5))
     assert [type(b).__name__ for b in _blocks(model)] == ["Expert", "Expert"]
+
+
+def test_steps_per_epoch_cuts_a_long_loader_and_passes_over_a_short_one_again():
+    from scaleprof.config import TrainSpec
+
+    for per_epoch, accumulation in ((3, 1), (10, 1), (5, 2)):
+        s, events, _ = make_session(epochs=2, train=TrainSpec(steps_per_epoch=per_epoch,
+                                                              grad_accumulation=accumulation))  # fmt: skip
+        seen = []
+        for _ in s.epochs():
+            for x, _ in s.steps(loader(50, 16)):  # 4 batches a pass: 16, 16, 16, 2
+                seen.append(len(x))
+        epochs = [e for e in events if isinstance(e, EpochEvent)]
+        micro = per_epoch * accumulation
+        assert [e.steps for e in epochs] == [micro, micro]  # every placement measures the same number of steps
+        assert seen[:micro] == ([16, 16, 16, 2] * 5)[:micro]  # passes in order, the short last batch included
+        assert session.steps_in_epoch(loader(50, 16), TrainSpec(steps_per_epoch=per_epoch,
+                                                                grad_accumulation=accumulation)) == micro  # fmt: skip
+
+
+def test_steps_per_epoch_on_an_empty_loader_ends_instead_of_spinning():
+    from scaleprof.config import TrainSpec
+
+    s, events, _ = make_session(epochs=1, train=TrainSpec(steps_per_epoch=5))
+    for _ in s.epochs():
+        for _ in s.steps([]):
+            pass
+    assert [e.steps for e in events if isinstance(e, EpochEvent)] == [0]
