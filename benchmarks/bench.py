@@ -67,6 +67,10 @@ def _throughput(study_dir: Path) -> dict:
     phases = {k: float(run[k]) for k in WALL_PHASES}
     return {
         "throughput": float(run["throughput"]),
+        "throughput_low": float(run["throughput_low"]),  # its 95% interval from its own steady steps
+        "throughput_high": float(run["throughput_high"]),
+        "steady_steps": int(run["steady_steps"]),
+        "contended": bool(run["contended"]),
         "wall_s": float(run["wall_s"]),
         "startup_s": float(run["startup_s"]),
         **phases,

@@ -30,6 +30,8 @@ METRICS = [
     "accuracy", "precision", "recall", "f1", "specificity", "roc_auc", "test_loss", "perplexity", "token_accuracy",
     "final_train_loss", "final_val_accuracy", "cost_per_sample_usd", "cost_per_sample_e2e_usd", "cost_run_usd",
     "wall_s", "wait_s", "startup_s", "train_time_s", "samples_total", "attempts", "seq_gaps",
+    "throughput_low", "throughput_high", "scaling_efficiency_low", "scaling_efficiency_high", "warmup_steps",
+    "steady_steps", "low_confidence", "contended", "outside_cpu_share", "gpu_other_processes",
 ]  # fmt: skip
 EPOCH_METRICS = ["epoch_time_s", "train_loss", "val_loss", "val_accuracy", "lr"]
 ARTIFACTS = ["report.html", "summary.md", "runs.parquet", "epochs.parquet", "manifest.json"]

@@ -41,7 +41,7 @@ def test_report_is_self_contained_and_escapes_study_text(study):
     _, _, report = study
     page = report.read_text()
     assert not re.search(r"<script[^>]+src=", page)  # no external JS: works offline
-    assert "vegaEmbed" in page and page.count('id="chart-') == 10
+    assert "vegaEmbed" in page and page.count('id="chart-') == 11  # the step-time chart is the 11th
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
@@ -53,6 +53,7 @@ def test_chart_images_and_summary_written(study):
         "scaling_efficiency",
         "scaling_law",
         "step_breakdown",
+        "step_times",
         "epoch_time",
         "memory",
         "utilisation",
