@@ -188,6 +188,7 @@ class SystemEvent(Event):
     gpu_util_pct: float | None = None
     gpu_mem_used_mb: float | None = None
     gpu_power_w: float | None = None
+    gpu_energy_mj: float | None = None  # NVML's cumulative energy counter (millijoules)
     gpu_processes: float | None = None  # compute processes on this worker's GPU, its own included
 
 
@@ -205,6 +206,9 @@ class WorkerStart(Event):
     gpu_unavailable: str | None = None
     versions: str | None = None  # torch, CUDA, NCCL as this worker has them (the image may differ from the driver)
     node_cpus: int | None = None  # logical CPUs of the node (what node_cpu_pct is out of, x100)
+    gpu_driver: str | None = None  # NVIDIA driver version (GPU workers)
+    gpu_topology: str | None = None  # `nvidia-smi topo -m` of the node (one GPU worker per node)
+    nccl_env: str | None = None  # the worker's NCCL_* variables, as JSON
 
 
 @dataclass
@@ -218,6 +222,7 @@ class ModelInfo(Event):
     flops_per_sample: float | None = None
     cpu_peak_flops: float | None = None
     math_dtype: str | None = None  # the training precision's matmul dtype: float32, bfloat16, float16
+    math_mode: str | None = None  # what the math ran on: fp32, tf32, bf16, fp16 (analysis/peaks.py)
 
 
 @dataclass

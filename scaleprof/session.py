@@ -28,7 +28,9 @@ import contextlib
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,10 +68,12 @@ class SessionError(RuntimeError):
 
 class StepClock:
     """Marks inside a step: host clock on CPU; CUDA events on a GPU, so timing never adds a sync of its
-    own (the step's end synchronises once before the marks are read)."""
+    own: a step's events are read once the device has passed them (`ready`), a later step's or the end
+    of the steps, never by stopping the host each step."""
 
     def __init__(self, device: torch.device):
         self.cuda = device.type == "cuda"
+        self._device = device
 
     def mark(self) -> Any:
         if self.cuda:
@@ -80,6 +84,32 @@ class StepClock:
 
     def seconds(self, start: Any, end: Any) -> float:
         return start.elapsed_time(end) / 1000 if self.cuda else end - start
+
+    def ready(self, mark: Any) -> bool:
+        """The device has passed this mark (never blocks)."""
+        return bool(mark.query()) if self.cuda else True
+
+    def wait(self, mark: Any) -> None:
+        if self.cuda:
+            mark.synchronize()
+
+    def wait_all(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self._device)
+
+
+@dataclass
+class _PendingStep:
+    """A GPU step whose events the device has not passed yet (read once it has: no per-step host sync)."""
+
+    event: StepEvent
+    marks: dict[str, Any]
+    previous: Any  # the mark the step's device time starts from: the last step's end, or the epoch's start
+    end: Any
+    hold: bool
+
+
+MAX_PENDING_STEPS = 256  # the host may run this far ahead of the device before a step's end is waited for
 
 
 def batch_size_of(batch: Any) -> int:
@@ -139,6 +169,21 @@ def _passes(loader: Any, limit: int) -> Iterator[Any]:
             return
 
 
+def math_mode(model: torch.nn.Module, precision: str, device: torch.device) -> str:
+    """The math the model's FLOPs run in, for the MFU peak: bf16/fp16 under autocast; on a GPU, FP32 runs on
+    TF32 tensor cores where PyTorch allows it: convolutions by default (cudnn.allow_tf32), matmuls when
+    the float32 matmul precision is not "highest". A model with convolutions counts as TF32 when they
+    are allowed to (its FLOPs are mostly theirs)."""
+    if precision in ("bf16", "fp16"):
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    convs = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+    conv_tf32 = convs and torch.backends.cudnn.allow_tf32
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    return "tf32" if conv_tf32 or matmul_tf32 else "fp32"
+
+
 def steps_in_epoch(loader: Any, train: TrainSpec) -> int | None:
     """The micro-batches `steps(loader)` will yield in one epoch (None: the loader has no length)."""
     if train.steps_per_epoch:
@@ -174,6 +219,7 @@ class WorkerSession:
         datasets: Callable[[], tuple[Any, Any, Any]] | None = None,
         build_model: Callable[[], torch.nn.Module] | None = None,
         train: TrainSpec | None = None,
+        clock: StepClock | None = None,
     ):
         self.emit = emit
         self._store_predictions = store_predictions
@@ -182,7 +228,9 @@ class WorkerSession:
         self.held_name, self.held_index = held_name, held_index
         self._flops_per_sample = flops_per_sample
         self._datasets, self._build_model = datasets, build_model
-        self.clock = StepClock(device)
+        self.clock = clock or StepClock(device)
+        self._pending: deque[_PendingStep] = deque()
+        self._previous_mark: Any = None
         self.train = train or TrainSpec()
         self.precision = Precision(self.train.precision, device)
         self._sharded = False
@@ -240,6 +288,7 @@ class WorkerSession:
             if info is not None:
                 info.cpu_peak_flops = peak
                 info.math_dtype = str(dtype).removeprefix("torch.")
+                info.math_mode = math_mode(model, self.train.precision, self.device)
                 self._emit_now(info)
         return prepared
 
@@ -313,6 +362,7 @@ class WorkerSession:
             self._epoch = epoch
             self._epoch_start_wall = time.time()
             self._t_epoch = time.perf_counter()
+            self._previous_mark = self.clock.mark() if self.clock.cuda else None
             try:
                 yield epoch
             except GeneratorExit:  # the loop broke out, or raised: held until `finish` or `abort` says which
@@ -352,6 +402,10 @@ class WorkerSession:
         try:
             yield from self._micro_batches(iterator, samples, t_prev, batches, k)
         finally:
+            if self.clock.cuda and self._pending:  # the steps' end: the device catches up, their events are read
+                self.clock.wait_all()
+                self._drain(wait=True)
+                self._last_step_end = time.perf_counter()
             if k > 1:
                 self._end_accumulation()
 
@@ -383,8 +437,6 @@ class WorkerSession:
 
     def _end_step(self, step: int, samples: int, t_prev: float, t_data: float, hold: bool = False) -> float:
         end_mark = self.clock.mark()
-        if self.clock.cuda:
-            end_mark.synchronize()  # the step's kernels are done: its marks can be read
         t_end = time.perf_counter()
         event = StepEvent(
             epoch=int(self._epoch or 0),
@@ -394,15 +446,14 @@ class WorkerSession:
             compute_s=t_end - t_data,
             step_s=t_end - t_prev,
         )
-        marks = dict(self._marks)
-        if all(p in marks for p in PHASES):
-            previous = marks["start"]
-            for phase in PHASES:
-                setattr(event, f"{phase}_s", self.clock.seconds(previous, marks[phase]))
-                previous = marks[phase]
+        if self.clock.cuda:  # read later, once the device has passed the step's end
+            self._pending.append(_PendingStep(event, dict(self._marks), self._previous_mark, end_mark, hold))
+            self._previous_mark = end_mark
+            self._drain(wait=hold)
+        else:
+            self._finish_step(event, dict(self._marks), hold)
         if self._step_loss is not None:
             self._add_loss(self._step_loss, samples)
-        self._hold(event) if hold else self._emit_now(event)
         # What the epoch's steps compiled (train.compile, or the loop's own torch.compile), evaluation after
         # them not: Dynamo's counter read at each step's end (about a microsecond).
         self._compile_at_last_step = compile_seconds()
@@ -410,6 +461,32 @@ class WorkerSession:
         self._steps += 1
         self._last_step_end = t_end
         return t_end
+
+    def _finish_step(self, event: StepEvent, marks: dict[str, Any], hold: bool) -> None:
+        if all(p in marks for p in PHASES):
+            previous = marks["start"]
+            for phase in PHASES:
+                setattr(event, f"{phase}_s", self.clock.seconds(previous, marks[phase]))
+                previous = marks[phase]
+        self._hold(event) if hold else self._emit_now(event)
+
+    def _drain(self, wait: bool = False) -> None:
+        """Emit the GPU steps the device has passed, oldest first (all of them, waiting, with `wait`; the
+        oldest, waiting, when the host is MAX_PENDING_STEPS ahead). A step's time on a GPU is the device's:
+        from the previous step's end (or the epoch's start) to its own end, idle gaps included; its data
+        wait stays the host's, and compute is the rest."""
+        while self._pending:
+            head = self._pending[0]
+            if not self.clock.ready(head.end):
+                if not wait and len(self._pending) <= MAX_PENDING_STEPS:
+                    return
+                self.clock.wait(head.end)
+            self._pending.popleft()
+            event = head.event
+            if head.previous is not None:
+                event.step_s = self.clock.seconds(head.previous, head.end)
+                event.compute_s = max(0.0, event.step_s - event.data_s)
+            self._finish_step(event, head.marks, head.hold)
 
     def _add_loss(self, loss: Any, samples: int) -> None:
         """The epoch's sample-weighted loss sum. On a GPU it stays a device tensor, read once per epoch:
@@ -588,7 +665,16 @@ def _numpy(value: Any) -> Any:
     return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
 
 
-def worker_start_event(device: torch.device, threads: int, world_size: int, gpu: Any) -> WorkerStart:
+def worker_start_event(
+    device: torch.device, threads: int, world_size: int, gpu: Any, node_facts: bool = False
+) -> WorkerStart:
+    """This worker's start; `node_facts` (one worker per node): with a GPU, the node's driver, GPU topology
+    and NCCL settings too (versions.gpu_node_facts)."""
+    import json
+
+    from scaleprof.versions import gpu_node_facts
+
+    facts = gpu_node_facts() if node_facts and device.type == "cuda" else {}
     return WorkerStart(
         world_size=world_size,
         hostname=socket.gethostname(),
@@ -600,6 +686,9 @@ def worker_start_event(device: torch.device, threads: int, world_size: int, gpu:
         gpu_unavailable=gpu.unavailable_reason,
         versions=", ".join(f"{k} {v}" for k, v in toolchain().items() if v is not None),
         node_cpus=os.cpu_count(),
+        gpu_driver=facts.get("driver"),
+        gpu_topology=facts.get("topology"),
+        nccl_env=json.dumps(facts["nccl_env"]) if "nccl_env" in facts else None,
     )
 
 

@@ -54,3 +54,30 @@ def ray_job() -> dict[str, Any]:
     except Exception:
         job_id = None
     return {"submission_id": submission, "job_id": job_id}
+
+
+def gpu_node_facts() -> dict[str, Any]:
+    """What explains a multi-GPU result, read on a GPU node: the NVIDIA driver version, the GPU
+    interconnect matrix (`nvidia-smi topo -m`: NVLink, PCIe switches, NUMA affinity) and the NCCL_*
+    settings of this process. Empty where there is no nvidia-smi; never raises."""
+    import os
+    import shutil
+    import subprocess
+
+    out: dict[str, Any] = {}
+    nccl = {k: v for k, v in sorted(os.environ.items()) if k.startswith("NCCL_")}
+    if nccl:
+        out["nccl_env"] = nccl
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return out
+    for key, args in (("topology", [smi, "topo", "-m"]),
+                      ("driver", [smi, "--query-gpu=driver_version", "--format=csv,noheader"])):  # fmt: skip
+        try:
+            done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if done.returncode == 0 and done.stdout.strip():
+            text = done.stdout.strip()
+            out[key] = text.splitlines()[0].strip() if key == "driver" else text
+    return out

@@ -26,11 +26,12 @@ def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd
     }
     names = column(starts, "gpu_name").dropna()
     dtype = info.get("math_dtype") if isinstance(info.get("math_dtype"), str) else "float32"
-    if row.get("gpus") and dtype != "float32":  # FP32 peaks only so far: an MFU against them would mislead
-        peak, basis = None, f"no {dtype} GPU peaks in the table yet"
-    elif row.get("gpus"):
-        peak = gpu_peak_flops(names.iloc[0]) if len(names) else None
-        basis = f"datasheet FP32 peak of {names.iloc[0]}" if peak else "GPU not in the peak table"
+    if row.get("gpus"):
+        mode = info.get("math_mode") if isinstance(info.get("math_mode"), str) else DTYPE_MODES.get(dtype, "fp32")
+        out["math_mode"] = mode
+        peak = gpu_peak_flops(names.iloc[0], mode) if len(names) else None
+        name = names.iloc[0] if len(names) else "the GPU"
+        basis = f"datasheet {mode.upper()} dense peak of {name}" if peak else f"no {mode.upper()} peak for {name}"
     else:
         peak = float(info["cpu_peak_flops"]) if "cpu_peak_flops" in info and pd.notna(info["cpu_peak_flops"]) else None
         basis = f"measured {dtype} matmul peak of one worker's threads"
@@ -42,6 +43,10 @@ def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd
     out["mfu"] = mfu(out["flops_per_sample"], throughput, peak, row["workers"])
     out["mfu_6n"] = mfu(out.get("flops_6n_per_sample", float("nan")), throughput, peak, row["workers"])
     return out
+
+
+# A study written before workers reported their math mode: its precision's mode (FP32 then meant CUDA cores).
+DTYPE_MODES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 
 
 def mfu(flops_per_sample: float, throughput: Any, peak: float | None, workers: int) -> float:

@@ -44,8 +44,9 @@ RUN_COLUMNS = [
     "node_ids", "gpu_uuids", "wall_s", "train_time_s", "startup_s", "samples_total", "final_lr", "final_train_loss",
     "final_val_accuracy", "eval_split", "eval_samples", *RUN_METRICS, "precision_weighted", "recall_weighted",
     "balanced_accuracy", "loss_divergence", "strategy", "nodes_requested", "placement_warning", "node_type",
-    *BREAKDOWN_COLUMNS, "flops_per_sample", "parameters", "peak_flops_per_worker", "peak_flops_basis", "mfu",
-    "gpu_power_w", "energy_per_sample_j", "cpu_util_peak_pct", "gpu_util_peak_pct",
+    *BREAKDOWN_COLUMNS, "flops_per_sample", "parameters", "peak_flops_per_worker", "peak_flops_basis", "math_mode",
+    "mfu", "gpu_power_w", "energy_basis", "energy_run_j", "energy_per_sample_j", "cpu_util_peak_pct",
+    "gpu_util_peak_pct",
     "events", "seq_gaps", "attempts", "loader_num_workers", "loader_pin_memory", *WALL_PHASES,
     "model_label", "batch_series", "task", "train_precision", "parallelism", "compile", "grad_accumulation",
     "optimizer", "tokens_per_sample", "tokens_per_s", "test_loss", "perplexity", "token_accuracy",
@@ -195,7 +196,7 @@ def summarize_run(
         first = loaders.sort_values("rank").iloc[0]
         row["loader_num_workers"] = int(first["num_workers"])
         row["loader_pin_memory"] = bool(first["pin_memory"])
-    if not system.empty and "gpu_power_w" in system:
+    if not system.empty and ("gpu_power_w" in system or "gpu_energy_mj" in system):
         row.update(energy(row, system, span))
     row.update(contention(system, starts, span, protocol.contention_share))
     row.update(language_columns(row, of_kind(events, EventKind.EVAL)))

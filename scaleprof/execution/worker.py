@@ -130,7 +130,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         monitor.start()
     else:
         gpu.start()  # still record which GPU this worker had
-    sink.emit(worker_start_event(device, threads, world, gpu))
+    sink.emit(worker_start_event(device, threads, world, gpu, node_facts=ctx.get_local_rank() == 0))
 
     inputs = RunInputs(experiment, run)
     session = WorkerSession(

@@ -739,6 +739,21 @@ def _environment(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def node_facts(workers: pd.DataFrame) -> list[tuple[str, str]]:
+    """Per GPU node: its driver, NCCL settings and `nvidia-smi topo -m` matrix (what explains multi-GPU
+    scaling), once per node however many runs read it."""
+    if workers.empty or "gpu_topology" not in workers:
+        return []
+    out = []
+    for node, rows in workers.dropna(subset=["gpu_topology"]).groupby("node_id", sort=True):
+        first = rows.iloc[0]
+        nccl = first.get("nccl_env")
+        head = f"GPU interconnect of node {node} ({first.get('hostname')}): driver {first.get('gpu_driver')}"
+        head += f"; NCCL settings {nccl}" if isinstance(nccl, str) else "; no NCCL_* settings"
+        out.append((head, str(first["gpu_topology"])))
+    return out
+
+
 def _safe_json(value: Any) -> str:
     # '<' escaped so no string in the data can close the <script> element.
     return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -811,6 +826,9 @@ def render_html(tables: StudyTables, charts: dict[str, dict[str, Any]]) -> str:
     found = "".join(f"<li>{esc(n)}</li>" for n in findings_sentences(tables))
     notes = "".join(f"<li>{esc(n)}</li>" for n in study_notes(tables))
     env = "".join(f"<li>{esc(line)}</li>" for line in _environment(m))
+    env += "".join(
+        f"<li>{esc(head)}<pre>{esc(body)}</pre></li>" for head, body in node_facts(tables.workers)
+    )  # fmt: skip
     table = "".join(
         f'<h3 id="runs-{title.lower()}">{esc(title)}</h3>'
         + _with_help(frame.to_html(index=False, escape=True, border=0, classes="runs sortable"))

@@ -340,6 +340,10 @@ class GpuSampler:
                 out["gpu_power_w"] = pynvml.nvmlDeviceGetPowerUsage(self._handle) / 1000.0
             except pynvml.NVMLError:
                 pass  # power readings are not supported on every board
+            try:  # the board's cumulative energy (mJ since the driver loaded; Volta and newer): exact between reads
+                out["gpu_energy_mj"] = float(pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
+            except pynvml.NVMLError:
+                pass
             return out
         except pynvml.NVMLError as exc:
             self.unavailable_reason = f"NVML read failed: {exc}"

@@ -149,3 +149,17 @@ def test_utilisation_stays_one_readable_chart_with_many_runs():
     few, many = utilisation_over_time(timeline(2)).to_dict(), utilisation_over_time(timeline(MAX_FACETS + 40)).to_dict()
     assert "facet" in few  # a panel per run over time
     assert "facet" not in many and many["title"] == "Utilisation per run"  # 48 runs: one bar (mean, peak tick) each
+
+
+def test_gpu_nodes_interconnect_is_shown_once_per_node():
+    from scaleprof.report.render import node_facts
+
+    topo = "\tGPU0\tGPU1\nGPU0\t X \tNV18\nGPU1\tNV18\t X "
+    workers = pd.DataFrame(
+        {"run_id": ["a", "a", "b"], "rank": [0, 1, 0], "node_id": ["n1", "n1", "n1"], "hostname": "h",
+         "gpu_topology": [topo, None, topo], "gpu_driver": ["560.35", None, "560.35"],
+         "nccl_env": ['{"NCCL_DEBUG": "INFO"}', None, '{"NCCL_DEBUG": "INFO"}']}
+    )  # fmt: skip
+    [(head, body)] = node_facts(workers)
+    assert "node n1 (h): driver 560.35" in head and "NCCL_DEBUG" in head and "NV18" in body
+    assert node_facts(pd.DataFrame({"run_id": ["a"], "node_id": ["n1"]})) == []  # CPU studies: nothing

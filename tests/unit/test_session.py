@@ -277,3 +277,59 @@ def test_steps_per_epoch_on_an_empty_loader_ends_instead_of_spinning():
         for _ in s.steps([]):
             pass
     assert [e.steps for e in events if isinstance(e, EpochEvent)] == [0]
+
+
+class FakeDeviceClock:
+    """A stand-in for CUDA events where there is no GPU (kept thin: the real StepClock is the same four
+    methods over torch.cuda.Event): marks carry a device time and complete when the test says so."""
+
+    cuda = True
+
+    def __init__(self):
+        self.now, self.marks, self.waits = 0.0, [], 0
+
+    def mark(self):
+        m = {"t": self.now, "done": False}
+        self.marks.append(m)
+        return m
+
+    def seconds(self, start, end):
+        assert start["done"] and end["done"], "read before the device passed it"
+        return end["t"] - start["t"]
+
+    def ready(self, mark):
+        return mark["done"]
+
+    def wait(self, mark):
+        self.waits += 1
+        for m in self.marks[: self.marks.index(mark) + 1]:  # one stream: everything before it is done too
+            m["done"] = True
+
+    def wait_all(self):
+        self.waits += 1
+        for m in self.marks:
+            m["done"] = True
+
+    def device_passes(self, keep_behind):
+        for m in self.marks[: max(0, len(self.marks) - keep_behind)]:
+            m["done"] = True
+
+
+def test_gpu_steps_are_read_lazily_without_a_host_sync_per_step():
+    clock = FakeDeviceClock()
+    events = []
+    s = WorkerSession(events.append, [].append, rank=0, world_size=1, device=torch.device("cpu"), threads=1,
+                      epochs=1, clock=clock)  # fmt: skip
+    emitted_during = []
+    for _ in s.epochs():
+        for i, _ in enumerate(s.steps(loader(64, 16))):  # 4 steps
+            clock.now += 0.010 * (i + 1)  # the device spends 10, 20, 30, 40 ms on them
+            emitted_during.append(sum(isinstance(e, StepEvent) for e in events))
+            clock.device_passes(keep_behind=4)  # the device trails the host by a few marks
+        assert clock.waits == 1  # one wait when the steps ended, none per step
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert emitted_during[0] == 0 and emitted_during[-1] < 4  # read later than they ran
+    assert [round(e.step_s, 3) for e in steps] == [0.010, 0.020, 0.030, 0.040]  # the device's times
+    assert all(e.compute_s >= 0 for e in steps)
+    epoch = next(e for e in events if isinstance(e, EpochEvent))
+    assert epoch.steps == 4 and epoch.samples == 64
