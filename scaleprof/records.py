@@ -189,6 +189,7 @@ class SystemEvent(Event):
     gpu_mem_used_mb: float | None = None
     gpu_power_w: float | None = None
     gpu_energy_mj: float | None = None  # NVML's cumulative energy counter (millijoules)
+    gpu_sm_active_pct: float | None = None  # GPM: share of SM cycles busy (Hopper and newer)
     gpu_processes: float | None = None  # compute processes on this worker's GPU, its own included
 
 

@@ -53,7 +53,7 @@ RUN_COLUMNS = [
     "final_val_loss", "host_mem_peak_mb", "mem_peak_mb", "state_mem_mb", "flops_6n_per_sample", "mfu_6n",
     "wait_s", "ray_node_types", "throughput_low", "throughput_high", "warmup_steps", "steady_steps",
     "first_steady_epoch", "low_confidence", "contended", "outside_cpu_pct", "outside_cpu_share",
-    "gpu_other_processes",
+    "gpu_other_processes", "gpu_sm_active_pct",
 ]  # fmt: skip
 
 
@@ -183,6 +183,9 @@ def summarize_run(
         row["gpu_util_pct"] = float(column(system, "gpu_util_pct").mean()) if "gpu_util_pct" in system else float("nan")
         row["cpu_util_peak_pct"] = float(column(system, "cpu_pct").max() / record.get("cpus_per_worker", 1))
         row["gpu_util_peak_pct"] = max_of(system, "gpu_util_pct")
+        row["gpu_sm_active_pct"] = (
+            float(column(system, "gpu_sm_active_pct").mean()) if "gpu_sm_active_pct" in system else float("nan")
+        )
     starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START] if "event" in lifecycle else lifecycle
     if not starts.empty:
         row["nodes_realized"] = int(starts["node_id"].nunique())

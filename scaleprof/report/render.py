@@ -54,6 +54,7 @@ HEADLINE = {
     "peak_rss_mb": "peak RSS (MiB)",
     "cpu_util_pct": "CPU util (%)",
     "gpu_util_pct": "GPU util (%)",
+    "gpu_sm_active_pct": "SM active (%)",
     "gpu_mem_peak_mb": "GPU peak (MiB)",
     "mem_peak_mb": "peak memory / rank (MiB)",
     "state_mem_mb": "model state / rank (MiB)",
@@ -81,8 +82,8 @@ TOPICS = {
     "Speed": (*IDENTITY, "status", "throughput", "tokens_per_s", "speedup", "scaling_efficiency", "epoch_time_s",
               "step_time_p50_s", "step_time_p95_s", "mfu", "mfu_6n", "compile_phase_s", "wall_s", "steady_steps",
               "caveats"),
-    "Resources": (*IDENTITY, "peak_rss_mb", "cpu_util_pct", "gpu_util_pct", "gpu_mem_peak_mb", "mem_peak_mb",
-                  "state_mem_mb", "energy_per_sample_j"),
+    "Resources": (*IDENTITY, "peak_rss_mb", "cpu_util_pct", "gpu_util_pct", "gpu_sm_active_pct", "gpu_mem_peak_mb",
+                  "mem_peak_mb", "state_mem_mb", "energy_per_sample_j"),
     "Quality": (*IDENTITY, "eval_split", "accuracy", "f1", "perplexity"),
     "Cost": (*IDENTITY, "cost_per_sample_usd", "cost_per_sample_e2e_usd", "cost_to_target_usd"),
 }  # fmt: skip
@@ -103,6 +104,8 @@ COLUMN_HELP = {
     "MFU": "model FLOPs per sample x throughput / (peak FLOP/s per worker x workers)",
     "peak RSS (MiB)": "the worker process's resident memory high-water mark",
     "CPU util (%)": "the worker process's CPU time as a percentage of the cores it was given",
+    "GPU util (%)": "NVML utilization.gpu: the share of time a kernel was running (a rank waiting in NCCL counts)",
+    "SM active (%)": "share of SM cycles busy (NVML GPM, Hopper and newer): waiting in NCCL does not fill it",
     "peak memory / rank (MiB)": "GPU allocator peak on GPU runs, resident high-water mark on CPU runs",
     "model state / rank (MiB)": "parameters, gradients and optimizer state one rank held",
     "run wall time (s)": "end to end: worker start-up and teardown, training, validation and test",
@@ -432,6 +435,7 @@ def study_notes(tables: StudyTables) -> list[str]:
         + _measurement_notes(tables)
         + _fixed_cost_notes(found.fixed_cost)
         + _wait_notes(tables.runs)
+        + _gpu_activity_notes(tables.runs)
         + _cost_notes(tables.manifest, found)
         + _inference_notes(tables)
     )
@@ -663,6 +667,29 @@ def _fixed_cost_notes(med: dict[str, float] | None) -> list[str]:
         f"predictions), teardown {med['teardown_s']:.1f} s: {fixed:.1f} s in all, beside {med['training_s']:.1f} s "
         f"of training (epochs with their validation passes), so training is {100 * share:.0f}% of a run's wall "
         "time. End-to-end cost per sample includes all of it; steady-state throughput and cost exclude it."
+    ]
+
+
+def busy_but_idle(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs whose GPU looked busy to `utilization.gpu` (a kernel running) while its SMs were mostly idle
+    (GPM's SM activity under half of it): ranks waiting in NCCL, or kernels too small to fill the GPU."""
+    if "gpu_sm_active_pct" not in runs:
+        return runs.iloc[0:0]
+    both = runs.dropna(subset=["gpu_util_pct", "gpu_sm_active_pct"])
+    return both[(both["gpu_util_pct"] >= 50) & (both["gpu_sm_active_pct"] < 0.5 * both["gpu_util_pct"])]
+
+
+def _gpu_activity_notes(runs: pd.DataFrame) -> list[str]:
+    idle = busy_but_idle(runs)
+    if idle.empty:
+        return []
+    listed = _listed(
+        [f"{r.placement} ({r.gpu_util_pct:.0f}% vs {r.gpu_sm_active_pct:.0f}%)" for r in idle.itertuples()]
+    )
+    return [
+        f"Busy but idle: NVML's GPU utilisation (a kernel was running) and the SMs' measured activity (GPM) "
+        f"disagree widely in {len(idle)} run(s): {listed}. The GPU was mostly waiting (in NCCL collectives, or "
+        "on kernels too small to fill it): utilisation overstates how much of it the run used."
     ]
 
 

@@ -303,6 +303,7 @@ class GpuSampler:
         self.uuid: str | None = None
         self.name: str | None = None
         self.unavailable_reason: str | None = None
+        self._gpm: list[Any] | None = None
 
     def start(self) -> None:
         if self._index is None:
@@ -319,6 +320,7 @@ class GpuSampler:
             self.name = pynvml.nvmlDeviceGetName(self._handle)
             if isinstance(self.name, bytes):
                 self.name = self.name.decode()
+            self._gpm = _gpm_samples(pynvml, self._handle)
         except Exception as exc:  # NVML missing or broken: record why, never crash the run
             self._handle = None
             self.unavailable_reason = f"NVML unavailable: {type(exc).__name__}: {exc}"
@@ -332,6 +334,7 @@ class GpuSampler:
             util = pynvml.nvmlDeviceGetUtilizationRates(self._handle)
             mem = pynvml.nvmlDeviceGetMemoryInfo(self._handle)
             out = {"gpu_util_pct": float(util.gpu), "gpu_mem_used_mb": mem.used / 2**20}
+            out.update(self._sm_activity(pynvml))
             try:  # every compute process on the device (the run's own are subtracted in the analysis)
                 out["gpu_processes"] = float(len(pynvml.nvmlDeviceGetComputeRunningProcesses(self._handle)))
             except pynvml.NVMLError:
@@ -349,6 +352,28 @@ class GpuSampler:
             self.unavailable_reason = f"NVML read failed: {exc}"
             return {}
 
+    def _sm_activity(self, pynvml: Any) -> dict[str, float]:
+        """SM activity over the last interval from NVML's GPU performance monitoring (Hopper and newer):
+        the share of SM cycles busy, which a rank waiting in NCCL does not fill, unlike `utilization.gpu`
+        ("a kernel was running"). Nothing where GPM is not supported."""
+        if not self._gpm:
+            return {}
+        try:
+            pynvml.nvmlGpmSampleGet(self._handle, self._gpm[1])
+            query = pynvml.c_nvmlGpmMetricsGet_t()
+            query.version = pynvml.NVML_GPM_METRICS_GET_VERSION
+            query.numMetrics = 1
+            query.sample1, query.sample2 = self._gpm[0], self._gpm[1]
+            query.metrics[0].metricId = pynvml.NVML_GPM_METRIC_SM_UTIL
+            pynvml.nvmlGpmMetricsGet(query)
+            self._gpm.reverse()  # this interval's end starts the next one
+            if query.metrics[0].nvmlReturn != pynvml.NVML_SUCCESS:
+                return {}
+            return {"gpu_sm_active_pct": float(query.metrics[0].value)}
+        except (pynvml.NVMLError, AttributeError, TypeError):
+            self._gpm = None  # an older driver or binding: stop asking
+            return {}
+
     def stop(self) -> None:
         if self._handle is not None:
             import pynvml
@@ -357,6 +382,18 @@ class GpuSampler:
                 pynvml.nvmlShutdown()
             except pynvml.NVMLError:
                 pass
+
+
+def _gpm_samples(pynvml: Any, handle: Any) -> list[Any] | None:
+    """Two GPM sample buffers, the first taken now, where the GPU supports GPM; else None."""
+    try:
+        if not pynvml.nvmlGpmQueryDeviceSupport(handle).isSupportedDevice:
+            return None
+        samples = [pynvml.nvmlGpmSampleAlloc(), pynvml.nvmlGpmSampleAlloc()]
+        pynvml.nvmlGpmSampleGet(handle, samples[0])
+        return samples
+    except (pynvml.NVMLError, AttributeError, TypeError):
+        return None
 
 
 class Monitor:
