@@ -473,6 +473,16 @@ class GoalSpec(_Strict):
         return self
 
 
+class ProfileSpec(_Strict):
+    torch_profiler: bool = Field(
+        default=False,
+        description="record a torch.profiler trace of a few steady-state steps of each run (Chrome trace JSON, "
+        "gzipped, under traces/ in the study; open it in Perfetto or HTA); those steps are left out of throughput",
+    )
+    steps: int = Field(default=5, ge=1, le=100, description="steps traced per run")
+    ranks: Literal["first", "all"] = Field(default="first", description="trace rank 0 only, or every rank")
+
+
 class RaySpec(_Strict):
     placement_timeout_s: float = Field(
         default=20, gt=0, le=3600, description="how long to wait for a placement's resources before skipping it"
@@ -534,6 +544,7 @@ class Experiment(_Strict):
     cost: CostSpec = Field(default_factory=CostSpec)
     goal: GoalSpec | None = Field(default=None, description="name the cheapest placement that meets it")
     ray: RaySpec = Field(default_factory=RaySpec)
+    profile: ProfileSpec = Field(default_factory=ProfileSpec)
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="axes beyond placements, e.g. train.batch_size: [16, 64], train.precision: [fp32, bf16], "

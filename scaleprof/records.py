@@ -131,6 +131,7 @@ class StepEvent(Event):
     forward_s: float | None = None
     backward_s: float | None = None
     optimizer_s: float | None = None
+    profiled: bool | None = None  # traced by torch.profiler: slowed by it, left out of throughput
 
 
 @dataclass

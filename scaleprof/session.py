@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scaleprof.config import TrainSpec
+from scaleprof.config import ProfileSpec, TrainSpec
 from scaleprof.records import (
     EpochEvent,
     EvalEvent,
@@ -220,8 +220,13 @@ class WorkerSession:
         build_model: Callable[[], torch.nn.Module] | None = None,
         train: TrainSpec | None = None,
         clock: StepClock | None = None,
+        profile: ProfileSpec | None = None,
+        store_trace: Callable[[str, bytes], Any] | None = None,
     ):
         self.emit = emit
+        self._profile, self._store_trace = profile, store_trace
+        self._profiler: Any = None
+        self._traced = 0  # steps traced so far (at most profile.steps, once per run)
         self._store_predictions = store_predictions
         self.rank, self.world_size, self.device, self.threads = rank, world_size, device, threads
         self.total_epochs = epochs
@@ -402,6 +407,8 @@ class WorkerSession:
         try:
             yield from self._micro_batches(iterator, samples, t_prev, batches, k)
         finally:
+            if self._profiler is not None:  # the epoch ran out of steps before the trace had them all
+                self._stop_trace()
             if self.clock.cuda and self._pending:  # the steps' end: the device catches up, their events are read
                 self.clock.wait_all()
                 self._drain(wait=True)
@@ -427,6 +434,8 @@ class WorkerSession:
                 for module in self._synced:
                     set_gradient_sync(module, self._boundary)
             n = samples(batch) if callable(samples) else samples if samples is not None else batch_size_of(batch)
+            if self._profiler is None and self._traces_here(step):
+                self._start_trace()
             try:
                 yield batch
             except GeneratorExit:  # the loop broke out after this step, or raised in it: held, decided later
@@ -446,6 +455,9 @@ class WorkerSession:
             compute_s=t_end - t_data,
             step_s=t_end - t_prev,
         )
+        if self._profiler is not None:
+            event.profiled = True
+            self._traced += 1
         if self.clock.cuda:  # read later, once the device has passed the step's end
             self._pending.append(_PendingStep(event, dict(self._marks), self._previous_mark, end_mark, hold))
             self._previous_mark = end_mark
@@ -454,6 +466,8 @@ class WorkerSession:
             self._finish_step(event, dict(self._marks), hold)
         if self._step_loss is not None:
             self._add_loss(self._step_loss, samples)
+        if self._profiler is not None and self._traced >= self._profile.steps:  # type: ignore[union-attr]
+            self._stop_trace()
         # What the epoch's steps compiled (train.compile, or the loop's own torch.compile), evaluation after
         # them not: Dynamo's counter read at each step's end (about a microsecond).
         self._compile_at_last_step = compile_seconds()
@@ -461,6 +475,45 @@ class WorkerSession:
         self._steps += 1
         self._last_step_end = t_end
         return t_end
+
+    # ---- the opt-in torch.profiler trace ---------------------------------------------------------
+    def _traces_here(self, step: int) -> bool:
+        """This step starts the run's trace: `profile.steps` steps from the third of the first steady epoch
+        (the second; with one epoch, 2 steps after `train.warmup_steps`), on rank 0 or every rank."""
+        p = self._profile
+        if p is None or not p.torch_profiler or self._traced or (p.ranks == "first" and self.rank != 0):
+            return False
+        steady_epoch = 1 if self.total_epochs > 1 else 0
+        first = 2 if self.total_epochs > 1 else self.train.warmup_steps + 2
+        return self._epoch == steady_epoch and step >= first
+
+    def _start_trace(self) -> None:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        self._profiler = profile(activities=activities)
+        self._profiler.__enter__()
+
+    def _stop_trace(self) -> None:
+        """End the trace; ship it, gzipped, to the study (a trace that cannot be written is logged, never
+        fatal to the run)."""
+        import gzip
+        import logging
+        import tempfile
+
+        profiler, self._profiler = self._profiler, None
+        self._traced = max(self._traced, 1)  # once per run
+        try:
+            profiler.__exit__(None, None, None)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "trace.json")
+                profiler.export_chrome_trace(path)
+                with open(path, "rb") as f:
+                    data = gzip.compress(f.read())
+            if self._store_trace is not None:
+                self._store_trace(f"rank{self.rank}.json.gz", data)
+        except Exception as exc:
+            logging.getLogger(__name__).warning("scaleprof: the profiler trace was not stored (%s)", exc)
 
     def _finish_step(self, event: StepEvent, marks: dict[str, Any], hold: bool) -> None:
         if all(p in marks for p in PHASES):

@@ -92,6 +92,7 @@ class StudyTables:
     law_curves: pd.DataFrame  # the fitted scaling laws on a grid of worker counts, with their bands
     findings: Findings  # what the report points out (best, cheapest, fastest, fixed cost, goal)
     damage: list[str] = field(default_factory=list)  # what reading the store skipped or dropped, by file
+    traces: list[str] = field(default_factory=list)  # torch.profiler traces in the study, relative paths
 
 
 def _seq_gaps(events: pd.DataFrame) -> int:
@@ -354,6 +355,7 @@ def summarize(store: StudyStore) -> StudyTables:
         law_curves=law_curves(runs, fits),
         findings=findings(runs, goal, fits, placements),
         damage=store.damage.lines(),
+        traces=sorted(str(p.relative_to(store.root)) for p in store.root.glob("traces/*/*.json.gz")),
     )
 
 

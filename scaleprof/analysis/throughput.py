@@ -57,6 +57,7 @@ def steady_state_throughput(step_events: pd.DataFrame, warmup_steps: int) -> Thr
     """Steady-state global throughput of one run (see module docstring)."""
     if step_events.empty:
         return Throughput(math.nan, "no training steps were recorded (the loop did not iterate session.steps)")
+    step_events = without_traced_steps(step_events)
     series = step_series(step_events)
     window = steady_window(series, warmup_steps)
     if window.steps <= 0:
@@ -67,6 +68,16 @@ def steady_state_throughput(step_events: pd.DataFrame, warmup_steps: int) -> Thr
     per_sample = batch_means_interval(series["s_per_sample"].iloc[window.start :])
     low, high = scale_interval(value, per_sample)
     return Throughput(value, window.basis, low, high, window, per_sample, series, steps)
+
+
+def without_traced_steps(steps: pd.DataFrame) -> pd.DataFrame:
+    """The step events less every rank's events of the step indices torch.profiler traced on any rank
+    (a traced rank slows the others at the next collective)."""
+    if "profiled" not in steps or not steps["profiled"].fillna(False).astype(bool).any():
+        return steps
+    traced = steps.loc[steps["profiled"].fillna(False).astype(bool), ["epoch", "step"]].drop_duplicates()
+    marked = steps.merge(traced.assign(_traced=True), on=["epoch", "step"], how="left")
+    return marked[marked["_traced"].isna()].drop(columns="_traced")
 
 
 def percentile(values: pd.Series, q: float) -> float:

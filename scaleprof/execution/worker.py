@@ -147,6 +147,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         datasets=inputs.datasets if experiment.data is not None else None,
         build_model=None if run_model(experiment, run).built_by_loop else inputs.build_model,
         train=experiment.train,
+        profile=experiment.profile,
+        store_trace=lambda name, data: ray.get(aggregator.store_trace.remote(run["run_id"], name, data)),
     )
     activate(session)
     finished = False

@@ -436,6 +436,7 @@ def study_notes(tables: StudyTables) -> list[str]:
         + _fixed_cost_notes(found.fixed_cost)
         + _wait_notes(tables.runs)
         + _gpu_activity_notes(tables.runs)
+        + _trace_notes(tables.traces)
         + _cost_notes(tables.manifest, found)
         + _inference_notes(tables)
     )
@@ -690,6 +691,16 @@ def _gpu_activity_notes(runs: pd.DataFrame) -> list[str]:
         f"Busy but idle: NVML's GPU utilisation (a kernel was running) and the SMs' measured activity (GPM) "
         f"disagree widely in {len(idle)} run(s): {listed}. The GPU was mostly waiting (in NCCL collectives, or "
         "on kernels too small to fill it): utilisation overstates how much of it the run used."
+    ]
+
+
+def _trace_notes(traces: list[str]) -> list[str]:
+    if not traces:
+        return []
+    return [
+        f"Profiler traces (torch.profiler, a few steady-state steps per run, left out of throughput): "
+        f"{_listed(traces, most=12)}, beside this report; gzipped Chrome trace JSON for Perfetto "
+        "(ui.perfetto.dev opens the file locally) or Holistic Trace Analysis."
     ]
 
 

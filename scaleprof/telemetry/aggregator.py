@@ -134,6 +134,10 @@ class Aggregator:
         """Write one run's held-out predictions (a later attempt replaces an earlier one)."""
         return self._store.write_predictions(run_id, predictions)
 
+    def store_trace(self, run_id: str, name: str, data: bytes) -> str:
+        """Write one rank's torch.profiler trace into the study (see StudyStore.write_trace)."""
+        return self._store.write_trace(run_id, name, data)
+
     def nodes(self, run_id: str) -> list[str]:
         """The Ray node ids the run's workers reported from (any attempt)."""
         return sorted(self._nodes.get(run_id, ()))

@@ -249,6 +249,15 @@ class StudyStore:
         finally:
             tmp.unlink(missing_ok=True)  # a failed write leaves neither half a table nor a stray temp file
 
+    def write_trace(self, run_id: str, name: str, data: bytes) -> str:
+        """Store one rank's profiler trace (gzipped Chrome trace JSON) under traces/<run_id>/; its path,
+        relative to the study."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        path = self.root / "traces" / run_id / safe
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
+        return str(path.relative_to(self.root))
+
     def write_predictions(self, run_id: str, predictions: dict[str, Any]) -> int:
         """Held-out predictions of one run: sample_index, y_true, y_pred and class probabilities."""
         import numpy as np

@@ -52,3 +52,12 @@ def test_repair_torn_tail_cuts_only_the_incomplete_line(tmp_path):
     only = tmp_path / "only.jsonl"
     only.write_text('{"torn')
     assert repair_torn_tail(only) == 6 and only.read_bytes() == b""
+
+
+def test_a_trace_lands_under_traces_with_a_safe_name(tmp_path):
+    from scaleprof.telemetry.store import StudyStore
+
+    store = StudyStore(tmp_path / "study")
+    store.create()
+    where = store.write_trace("001-run", "../rank0.json.gz", b"\x1f\x8b")
+    assert where == "traces/001-run/.._rank0.json.gz" and (store.root / where).read_bytes() == b"\x1f\x8b"
