@@ -148,7 +148,7 @@ def _summarize(store: Any) -> Any:
 
 def _render(study_dir: Path, console: Console) -> Path:
     from scaleprof.analysis.summarize import write_tables
-    from scaleprof.report.render import TERMINAL, headline_table, render_report
+    from scaleprof.report.render import TERMINAL, findings_sentences, headline_table, render_report
     from scaleprof.telemetry.store import StudyStore
 
     store = StudyStore(study_dir)
@@ -166,6 +166,9 @@ def _render(study_dir: Path, console: Console) -> Path:
     console.print(_table(headline.to_dict("records"), f"study {study_dir.name}"))
     for _, run in tables.runs[tables.runs["status"] != "ok"].iterrows():
         console.print(f"{run['run_id']} {run['status']}: {run['reason']}", markup=False, highlight=False)
+    for sentence in findings_sentences(tables):  # what makes figures less firm than they look, said here too
+        if sentence.startswith(("Warning", "Low confidence", "Contended")):
+            console.print(sentence, markup=False, highlight=False)
     return report
 
 
