@@ -322,3 +322,60 @@ def test_after_the_disk_fills_nothing_is_written_past_a_hole(tmp_path, monkeypat
     assert [e["seq"] for e in store.events().to_dict("records")] == [0, 1]  # the torn line cut, nothing after it
     assert agg.ingest(_events([2, 3, 4, 5])) == 4  # the sender resends in order: written
     assert agg.ingest(_events([6])) == 1 and agg.stats()["gaps"] == 0
+
+
+def test_gpu_sampler_reads_energy_gpm_and_processes_through_the_real_binding(monkeypatch):
+    """No GPU here: NVML's calls are replaced by thin stand-ins (the library cannot load), while the binding's
+    own ctypes structures stay real, so the GPM query is built exactly as on a GPU."""
+    from types import SimpleNamespace
+
+    import pynvml
+    import torch
+
+    calls = {"gpm_get": 0}
+
+    def metrics_get(query):
+        calls["metrics"] = (query.numMetrics, query.metrics[0].metricId, bool(query.sample1), bool(query.sample2))
+        query.metrics[0].value, query.metrics[0].nvmlReturn = 37.5, pynvml.NVML_SUCCESS
+        return query
+
+    def sample_get(handle, sample):
+        calls["gpm_get"] += 1
+        return sample
+
+    fakes = {
+        "nvmlInit": lambda: None,
+        "nvmlShutdown": lambda: None,
+        "nvmlDeviceGetHandleByUUID": lambda uuid: ("handle", uuid),
+        "nvmlDeviceGetName": lambda h: b"NVIDIA H200",
+        "nvmlDeviceGetUtilizationRates": lambda h: SimpleNamespace(gpu=98),
+        "nvmlDeviceGetMemoryInfo": lambda h: SimpleNamespace(used=2**30),
+        "nvmlDeviceGetComputeRunningProcesses": lambda h: [object(), object()],
+        "nvmlDeviceGetPowerUsage": lambda h: 350_000,
+        "nvmlDeviceGetTotalEnergyConsumption": lambda h: 123_456_789,
+        "nvmlGpmQueryDeviceSupport": lambda h: SimpleNamespace(isSupportedDevice=1),
+        "nvmlGpmSampleAlloc": lambda: pynvml.c_nvmlGpmSample_t(pynvml.struct_c_nvmlGpmSample_t()),
+        "nvmlGpmSampleGet": sample_get,
+        "nvmlGpmMetricsGet": metrics_get,
+    }
+    for name, fake in fakes.items():
+        monkeypatch.setattr(pynvml, name, fake)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: SimpleNamespace(uuid="1234-abcd"))
+    sampler = GpuSampler(0)
+    sampler.start()
+    assert sampler.uuid == "GPU-1234-abcd" and sampler.name == "NVIDIA H200" and sampler.unavailable_reason is None
+    first, second = sampler.sample(), sampler.sample()
+    assert first == {"gpu_util_pct": 98.0, "gpu_mem_used_mb": 1024.0, "gpu_sm_active_pct": 37.5, "gpu_processes": 2.0,
+                     "gpu_power_w": 350.0, "gpu_energy_mj": 123_456_789.0}  # fmt: skip
+    assert second["gpu_sm_active_pct"] == 37.5 and calls["gpm_get"] == 3  # one at start, one per interval
+    assert calls["metrics"] == (1, pynvml.NVML_GPM_METRIC_SM_UTIL, True, True)
+    sampler.stop()
+
+
+def test_gpu_node_facts_keep_nccl_settings_and_need_no_gpu(monkeypatch):
+    from scaleprof.versions import gpu_node_facts
+
+    monkeypatch.setenv("NCCL_DEBUG", "INFO")
+    monkeypatch.setenv("NCCL_IB_DISABLE", "1")
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: no driver or topology, and no error
+    assert gpu_node_facts() == {"nccl_env": {"NCCL_DEBUG": "INFO", "NCCL_IB_DISABLE": "1"}}
