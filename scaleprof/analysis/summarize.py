@@ -313,9 +313,8 @@ def summarize(store: StudyStore) -> StudyTables:
     runs = pd.DataFrame(rows)
     silent = sum(1 for run_id, rec in records.items() if rec.get("status") == RunStatus.OK and run_id not in by_run)
     store.damage.set(EVENTS, "run(s) recorded ok have no events at all (their figures are missing)", silent)
-    for name in RUN_COLUMNS:
-        if name not in runs:
-            runs[name] = np.nan
+    missing = [name for name in RUN_COLUMNS if name not in runs]  # added at once: column by column fragments
+    runs = pd.concat([runs, pd.DataFrame(np.nan, index=runs.index, columns=missing)], axis=1)
     settings = [c for c in runs.columns if c.startswith(("train.", "model."))]  # the sweep's other axes
     runs = add_scaling_columns(runs[RUN_COLUMNS + settings]) if not runs.empty else runs
     predictions = {

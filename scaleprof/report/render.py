@@ -222,12 +222,17 @@ def _cell(column: str, run: pd.Series) -> str:
     return f"{text} ±{100 * (high - low) / 2 / value:.1f}%"
 
 
+def _flag(value: Any) -> bool:
+    """A flag column's value: True only when set (a run without the figure, e.g. skipped, has NaN or None)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and bool(value)
+
+
 def caveats(run: pd.Series) -> str:
     """What makes a run's figures less firm than they look, in a few words (empty when nothing does)."""
     out = []
-    if bool(run.get("low_confidence")) is True and pd.notna(run.get("steady_steps")):
+    if _flag(run.get("low_confidence")) and pd.notna(run.get("steady_steps")):
         out.append(f"low confidence: {int(run['steady_steps'])} steady steps")
-    if bool(run.get("contended")) is True:
+    if _flag(run.get("contended")):
         share = run.get("outside_cpu_share", np.nan)
         out.append(f"contended ({share:.0%} of the node's CPU outside the run)" if pd.notna(share) else "contended")
     return "; ".join(out)

@@ -175,3 +175,15 @@ def test_a_gpu_busy_to_nvml_but_idle_to_its_sms_gets_a_note():
     [note] = _gpu_activity_notes(runs)
     assert "gpu-8 (97% vs 30%)" in note and "NCCL" in note
     assert _gpu_activity_notes(runs.drop(columns="gpu_sm_active_pct")) == []  # no GPM: nothing said
+
+
+def test_a_skipped_run_has_no_caveats():
+    import numpy as np
+
+    from scaleprof.report.render import caveats
+
+    assert caveats(pd.Series({"contended": np.nan, "low_confidence": np.nan, "steady_steps": np.nan})) == ""
+    assert caveats(pd.Series({"contended": None, "low_confidence": False, "steady_steps": 900})) == ""
+    flagged = caveats(pd.Series({"contended": np.True_, "outside_cpu_share": 0.4, "low_confidence": True,
+                                 "steady_steps": 12}))  # fmt: skip
+    assert flagged == "low confidence: 12 steady steps; contended (40% of the node's CPU outside the run)"
