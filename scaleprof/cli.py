@@ -373,10 +373,12 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         for metric, label in METRICS.items():
             if f"{metric}_change" in r and math.isfinite(r[f"{metric}_change"]):
                 basis = {"measured": "", "interval": "†"}.get(r[f"{metric}_noise_basis"], "*")
-                row[label] = f"{100 * r[metric + '_change']:+.1f}% (noise {100 * r[metric + '_noise']:.0f}%{basis})"
+                row[label] = f"{100 * r[metric + '_change']:+.1f}% (noise {100 * r[metric + '_noise']:.1f}%{basis})"
             else:
                 row[label] = "–"
         row["beyond noise"] = r["significant"] or "none"
+        if table["caveats"].astype(bool).any():  # a contended or low-confidence side: its change is not the code's
+            row["caveats"] = r["caveats"]
         rows.append(row)
     # a metric neither study has (a classifier's perplexity, a language model's accuracy) is left out
     empty = {label for label in METRICS.values() if all(row[label] == "–" for row in rows)}

@@ -288,6 +288,7 @@ class TrainSpec(_Strict):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     steps_per_epoch: int | None = Field(
         default=None,
+        strict=True,  # `true` is not 1
         ge=1,
         le=10_000_000,
         description="optimizer steps each worker trains per epoch, whatever the data's size: the loader is cut "
@@ -432,6 +433,7 @@ class EvaluationSpec(_Strict):
     )
     min_steady_steps: int = Field(
         default=30,
+        strict=True,
         ge=1,
         le=1_000_000,
         description="steady steps per worker below which a run's figures are marked low-confidence and plan "

@@ -225,7 +225,9 @@ def planned_steady_steps(run: PlannedRun, train_samples: int | None) -> int | No
     if per_epoch is None:
         return None
     train = run.experiment.train
-    return per_epoch * (train.epochs - 1) if train.epochs > 1 else max(0, per_epoch - train.warmup_steps)
+    steady = per_epoch * (train.epochs - 1) if train.epochs > 1 else max(0, per_epoch - train.warmup_steps)
+    profile = run.experiment.profile
+    return max(0, steady - profile.steps) if profile.torch_profiler else steady  # traced steps are left out
 
 
 def few_steady_steps(experiment: Experiment, runs: list[PlannedRun], data: DataSize | None) -> list[str]:

@@ -445,6 +445,11 @@ class WorkerSession:
             step += 1
 
     def _end_step(self, step: int, samples: int, t_prev: float, t_data: float, hold: bool = False) -> float:
+        traced = self._profiler is not None
+        if traced:
+            self._traced += 1
+            if self._traced >= self._profile.steps:  # type: ignore[union-attr]
+                self._stop_trace()  # exported inside this traced step, so no step after it pays for that
         end_mark = self.clock.mark()
         t_end = time.perf_counter()
         event = StepEvent(
@@ -455,9 +460,8 @@ class WorkerSession:
             compute_s=t_end - t_data,
             step_s=t_end - t_prev,
         )
-        if self._profiler is not None:
+        if traced:
             event.profiled = True
-            self._traced += 1
         if self.clock.cuda:  # read later, once the device has passed the step's end
             self._pending.append(_PendingStep(event, dict(self._marks), self._previous_mark, end_mark, hold))
             self._previous_mark = end_mark
@@ -466,8 +470,6 @@ class WorkerSession:
             self._finish_step(event, dict(self._marks), hold)
         if self._step_loss is not None:
             self._add_loss(self._step_loss, samples)
-        if self._profiler is not None and self._traced >= self._profile.steps:  # type: ignore[union-attr]
-            self._stop_trace()
         # What the epoch's steps compiled (train.compile, or the loop's own torch.compile), evaluation after
         # them not: Dynamo's counter read at each step's end (about a microsecond).
         self._compile_at_last_step = compile_seconds()

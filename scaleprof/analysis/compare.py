@@ -41,7 +41,11 @@ def _medians(runs: pd.DataFrame) -> pd.DataFrame:
     med = grouped[[m for m in METRICS if m in ok]].median()
     cv = grouped[[m for m in METRICS if m in ok]].agg(lambda v: v.std(ddof=1) / v.mean() if len(v) > 1 else np.nan)
     halves = grouped[[c for c in ok if c.endswith("_half")]].median()
-    return pd.concat([med, cv.add_suffix("_cv"), halves, grouped.size().rename("runs")], axis=1)
+    flags = grouped[[c for c in FLAGS if c in ok]].agg(lambda v: bool(v.fillna(False).astype(bool).any()))
+    return pd.concat([med, cv.add_suffix("_cv"), halves, flags, grouped.size().rename("runs")], axis=1)
+
+
+FLAGS = {"contended": "contended", "low_confidence": "low-confidence"}  # a run's caveats, said beside its change
 
 
 def compare_runs(a: pd.DataFrame, b: pd.DataFrame, noise_floor: float = 0.05) -> pd.DataFrame:
@@ -72,5 +76,8 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, noise_floor: float = 0.05) ->
             if abs(change) > noise:
                 flags.append(METRICS[metric])
         row["significant"] = ", ".join(flags)
+        row["caveats"] = "; ".join(
+            f"{side.upper()} {label}" for side in ("a", "b") for flag, label in FLAGS.items() if r.get(f"{flag}_{side}")
+        )
         rows.append(row)
     return pd.DataFrame(rows)

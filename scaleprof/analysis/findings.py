@@ -39,6 +39,10 @@ class Findings:
     contended: list[dict[str, Any]] = field(default_factory=list)  # run_id, placement, outside_cpu_*, gpu_other_*
 
 
+# What a headline run's caveats are made of (the report words them: report/render.caveats).
+CAVEAT_FIELDS = ("low_confidence", "steady_steps", "contended", "outside_cpu_share")
+
+
 def _scaling_points(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)]
 
@@ -121,7 +125,7 @@ def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, place
         top = ok.loc[ok["throughput"].idxmax()]
         out.top_throughput = {
             k: top.get(k, np.nan) for k in ("model", "placement", "workers", "throughput", "throughput_low",
-                                             "throughput_high")
+                                             "throughput_high", *CAVEAT_FIELDS)
         }  # fmt: skip
         scaled = ok.dropna(subset=["scaling_efficiency"])
         scaled = scaled[scaled["workers"] == scaled["workers"].max()] if not scaled.empty else scaled
@@ -169,7 +173,7 @@ def findings(
     priced = _scaling_points(runs).dropna(subset=["cost_per_sample_usd"])
     if not priced.empty:
         cheap, fast = priced.loc[priced["cost_per_sample_usd"].idxmin()], priced.loc[priced["throughput"].idxmax()]
-        out.cheapest = {k: cheap[k] for k in ("model", "placement", "cost_per_sample_usd")}
+        out.cheapest = {k: cheap.get(k, np.nan) for k in ("model", "placement", "cost_per_sample_usd", *CAVEAT_FIELDS)}
         out.fastest = {k: fast[k] for k in ("model", "placement", "throughput")}
     if runs["loss_divergence"].notna().any():
         worst = runs.loc[runs["loss_divergence"].idxmax()]

@@ -140,9 +140,7 @@ def epoch_time_by_placement(epochs: pd.DataFrame) -> alt.Chart | None:
     if epochs.empty:
         return None
     epochs = epochs[epochs["kind"] == RunKind.FIXED_SPLIT]
-    data = epochs.assign(
-        phase=epochs["steady"].map({True: "steady state", False: "warm-up"}), epoch=epochs["epoch"] + 1
-    )
+    data = epochs.assign(phase=epochs["steady"].map({True: "steady state", False: "warm-up"}))  # epochs: 1-based
     # A line per run over the epochs (a fixed size at 5 or 500 epochs, 2 or 200 runs); warm-up epochs are hollow.
     base = alt.Chart(data).encode(
         x=alt.X("epoch:Q", title="epoch", axis=alt.Axis(tickMinStep=1)),

@@ -217,6 +217,8 @@ def _cell(column: str, run: pd.Series) -> str:
     value = run[column]
     if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (low, high, value)) or not value:
         return text
+    if low == high == value:  # exact by definition (the 1-worker baseline's efficiency)
+        return text
     if column == "scaling_efficiency":
         return f"{text} ({100 * low:.0f}–{100 * high:.0f}%)"
     return f"{text} ±{100 * (high - low) / 2 / value:.1f}%"
@@ -234,7 +236,7 @@ def caveats(run: pd.Series) -> str:
         out.append(f"low confidence: {int(run['steady_steps'])} steady steps")
     if _flag(run.get("contended")):
         share = run.get("outside_cpu_share", np.nan)
-        out.append(f"contended ({share:.0%} of the node's CPU outside the run)" if pd.notna(share) else "contended")
+        out.append(f"contended: {share:.0%} of the node's CPU used outside Ray" if pd.notna(share) else "contended")
     return "; ".join(out)
 
 
@@ -342,8 +344,8 @@ def findings_sentences(tables: StudyTables) -> list[str]:
         t = found.top_throughput
         out.append(
             f"Fastest: {t['model']} on {t['placement']} ({int(t['workers'])} worker(s)) at "
-            f"{t['throughput']:,.0f} samples/s in steady state{_between(t, 'throughput', '{:,.0f}')} "
-            "(Runs table, throughput chart)."
+            f"{t['throughput']:,.0f} samples/s in steady state{_between(t, 'throughput', '{:,.0f}')}"
+            f"{_caveat(t)} (Runs table, throughput chart)."
         )
     if found.largest_scale:
         s = found.largest_scale
@@ -373,7 +375,7 @@ def findings_sentences(tables: StudyTables) -> list[str]:
         c = found.cheapest
         out.append(
             f"Cheapest per sample: {c['model']} on {c['placement']} at ${1e6 * c['cost_per_sample_usd']:.4f} per "
-            "1M samples (cost chart)."
+            f"1M samples{_caveat(c)} (cost chart)."
         )
     advice = describe(found.recommendation, tables.manifest["experiment"].get("goal"))
     if advice:
@@ -415,6 +417,12 @@ def _between(values: dict[str, Any], name: str, spec: str) -> str:
     return f" (95% interval {spec.format(low)}–{spec.format(high)})"
 
 
+def _caveat(values: dict[str, Any]) -> str:
+    """' [low confidence: 10 steady steps]' after a headline figure whose run has a caveat, else nothing."""
+    text = caveats(pd.Series(values))
+    return f" [{text}]" if text else ""
+
+
 def _listed(items: list[str], most: int = 6) -> str:
     return ", ".join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
 
@@ -423,7 +431,7 @@ def _contention_text(c: dict[str, Any]) -> str:
     parts = []
     if np.isfinite(c.get("outside_cpu_pct", np.nan)):
         share = c["outside_cpu_share"]
-        parts.append(f"{c['outside_cpu_pct'] / 100:.1f} cores ({share:.0%} of the node) busy outside it")
+        parts.append(f"{c['outside_cpu_pct'] / 100:.1f} cores, {share:.0%} of the node, busy outside Ray")
     if (c.get("gpu_other_processes") or 0) > 0:
         parts.append(f"{c['gpu_other_processes']:.0f} other process(es) on its GPU")
     return f"{c['placement']} ({'; '.join(parts)})"

@@ -52,3 +52,12 @@ def test_language_models_are_compared_on_perplexity():
     a["perplexity"], b["perplexity"] = 4.0, 5.0
     row = compare_runs(a, b).iloc[0]
     assert row["perplexity_change"] == pytest.approx(0.25) and "perplexity" in row["significant"]
+
+
+def test_a_contended_or_low_confidence_side_is_said_beside_the_change():
+    a, b = runs({"cpu-1": [100]}), runs({"cpu-1": [60]})
+    a["contended"], b["contended"] = False, True
+    a["low_confidence"], b["low_confidence"] = True, False
+    row = compare_runs(a, b).iloc[0]
+    assert "throughput" in row["significant"] and row["caveats"] == "A low-confidence; B contended"
+    assert compare_runs(runs({"cpu-1": [100]}), runs({"cpu-1": [60]})).iloc[0]["caveats"] == ""

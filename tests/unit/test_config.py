@@ -231,3 +231,21 @@ def test_command_line_overrides_are_validated_like_the_file(tmp_path):
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_experiment(path, [bad])
+
+
+def test_step_counts_are_whole_numbers_not_booleans():
+    import pytest
+
+    from scaleprof.config import Experiment
+
+    base = {
+        "name": "s",
+        "model": {"name": "mlp"},
+        "data": {"name": "digits"},
+        "placements": [{"name": "a", "workers": 1}],
+    }
+    for bad in ({"train": {"steps_per_epoch": True}}, {"evaluation": {"min_steady_steps": True}},
+                {"train": {"steps_per_epoch": 0}}):  # fmt: skip
+        with pytest.raises(ValueError):
+            Experiment.model_validate({**base, **bad})
+    assert Experiment.model_validate({**base, "train": {"steps_per_epoch": 40}}).train.steps_per_epoch == 40

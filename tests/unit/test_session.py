@@ -335,6 +335,11 @@ def test_gpu_steps_are_read_lazily_without_a_host_sync_per_step():
     assert epoch.steps == 4 and epoch.samples == 64
 
 
+def last_step(events):
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    return (steps[-1].epoch, steps[-1].step) if steps else None
+
+
 def test_an_opt_in_profiler_trace_covers_steady_steps_that_throughput_then_leaves_out():
     import gzip
     import json
@@ -348,13 +353,14 @@ def test_an_opt_in_profiler_trace_covers_steady_steps_that_throughput_then_leave
     events = []
     s = WorkerSession(events.append, [].append, rank=0, world_size=1, device=torch.device("cpu"), threads=1,
                       epochs=2, profile=ProfileSpec(torch_profiler=True, steps=3),
-                      store_trace=lambda name, data: traces.append((name, data)))  # fmt: skip
+                      store_trace=lambda name, data: traces.append((name, data, last_step(events))))  # fmt: skip
     model = torch.nn.Linear(3, 2)
     for _ in s.epochs():
         for x, _ in s.steps(loader(160, 16)):  # 10 steps an epoch
             model(x).sum().backward()
-    [(name, data)] = traces
+    [(name, data, before)] = traces
     assert name == "rank0.json.gz" and "traceEvents" in json.loads(gzip.decompress(data))
+    assert before == (1, 3)  # exported inside the last traced step (1, 4): no untraced step pays for it
     steps = [e for e in events if isinstance(e, StepEvent)]
     assert [(e.epoch, e.step) for e in steps if e.profiled] == [(1, 2), (1, 3), (1, 4)]  # epoch 2, from its 3rd
     frame = pd.DataFrame([{"rank": 0, **vars(e)} for e in steps])
