@@ -41,7 +41,7 @@ def _medians(runs: pd.DataFrame) -> pd.DataFrame:
     med = grouped[[m for m in METRICS if m in ok]].median()
     cv = grouped[[m for m in METRICS if m in ok]].agg(lambda v: v.std(ddof=1) / v.mean() if len(v) > 1 else np.nan)
     halves = grouped[[c for c in ok if c.endswith("_half")]].median()
-    flags = grouped[[c for c in FLAGS if c in ok]].agg(lambda v: bool(v.fillna(False).astype(bool).any()))
+    flags = grouped[[c for c in FLAGS if c in ok]].agg(lambda v: bool(v.eq(True).any()))
     return pd.concat([med, cv.add_suffix("_cv"), halves, flags, grouped.size().rename("runs")], axis=1)
 
 

@@ -150,11 +150,11 @@ def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, place
     out.skipped = {str(k): int(v) for k, v in skipped["reason"].value_counts().items()}
     done = runs[runs["status"] == RunStatus.OK]
     if "low_confidence" in done:
-        few = done[done["low_confidence"].fillna(False).astype(bool)]
+        few = done[done["low_confidence"].eq(True)]
         out.low_confidence = [{"run_id": r.run_id, "placement": r.placement, "steady_steps": int(r.steady_steps)}
                               for r in few.itertuples()]  # fmt: skip
     if "contended" in done:
-        busy = done[done["contended"].fillna(False).astype(bool)]
+        busy = done[done["contended"].eq(True)]
         out.contended = [
             {"run_id": r.run_id, "placement": r.placement, "outside_cpu_pct": float(r.outside_cpu_pct),
              "outside_cpu_share": float(r.outside_cpu_share), "gpu_other_processes": float(r.gpu_other_processes)}

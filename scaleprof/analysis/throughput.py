@@ -73,9 +73,9 @@ def steady_state_throughput(step_events: pd.DataFrame, warmup_steps: int) -> Thr
 def without_traced_steps(steps: pd.DataFrame) -> pd.DataFrame:
     """The step events less every rank's events of the step indices torch.profiler traced on any rank
     (a traced rank slows the others at the next collective)."""
-    if "profiled" not in steps or not steps["profiled"].fillna(False).astype(bool).any():
+    if "profiled" not in steps or not steps["profiled"].eq(True).any():
         return steps
-    traced = steps.loc[steps["profiled"].fillna(False).astype(bool), ["epoch", "step"]].drop_duplicates()
+    traced = steps.loc[steps["profiled"].eq(True), ["epoch", "step"]].drop_duplicates()
     marked = steps.merge(traced.assign(_traced=True), on=["epoch", "step"], how="left")
     return marked[marked["_traced"].isna()].drop(columns="_traced")
 
