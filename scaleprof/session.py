@@ -226,6 +226,7 @@ class WorkerSession:
         self.emit = emit
         self._profile, self._store_trace = profile, store_trace
         self._profiler: Any = None
+        self._step_range: Any = None
         self._traced = 0  # steps traced so far (at most profile.steps, once per run)
         self._store_predictions = store_predictions
         self.rank, self.world_size, self.device, self.threads = rank, world_size, device, threads
@@ -436,6 +437,9 @@ class WorkerSession:
             n = samples(batch) if callable(samples) else samples if samples is not None else batch_size_of(batch)
             if self._profiler is None and self._traces_here(step):
                 self._start_trace()
+            if self._profiler is not None:  # a ProfilerStep#N range per traced step: Perfetto and HTA see iterations
+                self._step_range = torch.profiler.record_function(f"ProfilerStep#{self._traced}")
+                self._step_range.__enter__()
             try:
                 yield batch
             except GeneratorExit:  # the loop broke out after this step, or raised in it: held, decided later
@@ -447,6 +451,7 @@ class WorkerSession:
     def _end_step(self, step: int, samples: int, t_prev: float, t_data: float, hold: bool = False) -> float:
         traced = self._profiler is not None
         if traced:
+            self._step_range.__exit__(None, None, None)
             self._traced += 1
             if self._traced >= self._profile.steps:  # type: ignore[union-attr]
                 self._stop_trace()  # exported inside this traced step, so no step after it pays for that

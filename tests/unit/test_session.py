@@ -361,6 +361,7 @@ def test_an_opt_in_profiler_trace_covers_steady_steps_that_throughput_then_leave
     [(name, data, before)] = traces
     assert name == "rank0.json.gz" and "traceEvents" in json.loads(gzip.decompress(data))
     assert before == (1, 3)  # exported inside the last traced step (1, 4): no untraced step pays for it
+    assert "ProfilerStep#" in gzip.decompress(data).decode()  # iterations marked for Perfetto and HTA
     steps = [e for e in events if isinstance(e, StepEvent)]
     assert [(e.epoch, e.step) for e in steps if e.profiled] == [(1, 2), (1, 3), (1, 4)]  # epoch 2, from its 3rd
     frame = pd.DataFrame([{"rank": 0, **vars(e)} for e in steps])
