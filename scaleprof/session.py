@@ -225,6 +225,8 @@ class WorkerSession:
     ):
         self.emit = emit
         self._profile, self._store_trace = profile, store_trace
+        # decided once: the training step checks one attribute when no trace is asked for
+        self._may_trace = bool(profile and profile.torch_profiler and (profile.ranks == "all" or rank == 0))
         self._profiler: Any = None
         self._step_range: Any = None
         self._traced = 0  # steps traced so far (at most profile.steps, once per run)
@@ -435,7 +437,7 @@ class WorkerSession:
                 for module in self._synced:
                     set_gradient_sync(module, self._boundary)
             n = samples(batch) if callable(samples) else samples if samples is not None else batch_size_of(batch)
-            if self._profiler is None and self._traces_here(step):
+            if self._may_trace and self._profiler is None and self._traces_here(step):
                 self._start_trace()
             if self._profiler is not None:  # a ProfilerStep#N range per traced step: Perfetto and HTA see iterations
                 self._step_range = torch.profiler.record_function(f"ProfilerStep#{self._traced}")
@@ -487,8 +489,7 @@ class WorkerSession:
     def _traces_here(self, step: int) -> bool:
         """This step starts the run's trace: `profile.steps` steps from the third of the first steady epoch
         (the second; with one epoch, 2 steps after `train.warmup_steps`), on rank 0 or every rank."""
-        p = self._profile
-        if p is None or not p.torch_profiler or self._traced or (p.ranks == "first" and self.rank != 0):
+        if self._traced:  # once per run (`_may_trace` said whether this rank traces at all)
             return False
         steady_epoch = 1 if self.total_epochs > 1 else 0
         first = 2 if self.total_epochs > 1 else self.train.warmup_steps + 2

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from scaleprof.analysis.steady import INTERVAL_COLUMNS, relative_half_width
 from scaleprof.records import RunKind, RunStatus
 
 METRICS = {
@@ -24,19 +25,11 @@ METRICS = {
 }
 
 
-# Figures whose runs carry a 95% interval: (low column, high column).
-INTERVALS = {
-    "throughput": ("throughput_low", "throughput_high"),
-    "scaling_efficiency": ("scaling_efficiency_low", "scaling_efficiency_high"),
-    "cost_per_sample_usd": ("cost_per_sample_low_usd", "cost_per_sample_high_usd"),
-}
-
-
 def _medians(runs: pd.DataFrame) -> pd.DataFrame:
     ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT)].copy()
-    for metric, (low, high) in INTERVALS.items():  # each run's relative half width (0.02 = ±2%)
+    for metric, (low, high) in INTERVAL_COLUMNS.items():  # each run's relative half width (0.02 = ±2%)
         if {metric, low, high} <= set(ok):
-            ok[f"{metric}_half"] = (ok[high] - ok[low]) / 2 / ok[metric].abs()
+            ok[f"{metric}_half"] = relative_half_width(ok[metric], ok[low], ok[high])
     grouped = ok.groupby(["model", "placement"])
     med = grouped[[m for m in METRICS if m in ok]].median()
     cv = grouped[[m for m in METRICS if m in ok]].agg(lambda v: v.std(ddof=1) / v.mean() if len(v) > 1 else np.nan)

@@ -13,8 +13,6 @@ CPUs have no such table: each worker measures its own peak with a timed matrix m
 
 from __future__ import annotations
 
-MODES = ("fp32", "tf32", "bf16", "fp16")
-
 # substring of the NVML device name -> peak FLOP/s per mode
 GPU_PEAK_FLOPS: dict[str, dict[str, float]] = {
     "H200": {"fp32": 67e12, "tf32": 494.5e12, "bf16": 989.5e12, "fp16": 989.5e12},  # H200 SXM
@@ -28,7 +26,6 @@ GPU_PEAK_FLOPS: dict[str, dict[str, float]] = {
     "T4": {"fp32": 8.1e12, "fp16": 65e12},  # Turing: no TF32, no bf16
     "V100": {"fp32": 15.7e12, "fp16": 125e12},  # V100 SXM2; Volta: no TF32, no bf16
 }
-GPU_FP32_PEAK_FLOPS = {name: peaks["fp32"] for name, peaks in GPU_PEAK_FLOPS.items()}
 
 
 def gpu_peak_flops(name: str | None, mode: str = "fp32") -> float | None:

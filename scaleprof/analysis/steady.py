@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,13 +44,20 @@ class Interval:
     high: float
     batches: int  # batch means the interval rests on (0: none could be made)
 
-    @property
-    def relative_half_width(self) -> float:
-        """Half the interval over the mean (0.05 = ±5%)."""
-        return (self.high - self.low) / 2 / self.mean if self.mean and math.isfinite(self.high) else math.nan
-
 
 NO_INTERVAL = Interval(math.nan, math.nan, math.nan, 0)
+
+# The runs table's figures that carry a 95% interval: figure -> (low column, high column).
+INTERVAL_COLUMNS = {
+    "throughput": ("throughput_low", "throughput_high"),
+    "scaling_efficiency": ("scaling_efficiency_low", "scaling_efficiency_high"),
+    "cost_per_sample_usd": ("cost_per_sample_low_usd", "cost_per_sample_high_usd"),
+}
+
+
+def relative_half_width(value: Any, low: Any, high: Any) -> Any:
+    """Half an interval over its figure (0.05 = ±5%); numbers or columns."""
+    return (high - low) / 2 / abs(value)
 
 
 def batch_means_interval(values: np.ndarray | pd.Series, level: float = LEVEL) -> Interval:

@@ -16,8 +16,6 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.steady import (
-    NO_INTERVAL,
-    Interval,
     Window,
     batch_means_interval,
     in_window,
@@ -34,7 +32,6 @@ class Throughput:
     low: float = math.nan  # 95% interval
     high: float = math.nan
     window: Window | None = None
-    per_sample: Interval = NO_INTERVAL  # seconds per sample over the window's steps
     series: pd.DataFrame | None = None  # the run's step series (analysis/steady.step_series)
     steady: pd.DataFrame | None = None  # the step events (every rank's) in the window
 
@@ -67,7 +64,7 @@ def steady_state_throughput(step_events: pd.DataFrame, warmup_steps: int) -> Thr
     value = float(per_rank["samples"].sum() / per_rank["time"].max())
     per_sample = batch_means_interval(series["s_per_sample"].iloc[window.start :])
     low, high = scale_interval(value, per_sample)
-    return Throughput(value, window.basis, low, high, window, per_sample, series, steps)
+    return Throughput(value, window.basis, low, high, window, series, steps)
 
 
 def without_traced_steps(steps: pd.DataFrame) -> pd.DataFrame:

@@ -22,6 +22,7 @@ from scaleprof.analysis.language import perplexity
 from scaleprof.analysis.phases import WALL_PHASES
 from scaleprof.analysis.quality import RUN_METRICS
 from scaleprof.analysis.recommend import describe
+from scaleprof.analysis.steady import INTERVAL_COLUMNS, relative_half_width
 from scaleprof.analysis.summarize import StudyTables
 from scaleprof.records import RunStatus
 from scaleprof.report.charts import all_charts
@@ -202,18 +203,10 @@ def headline_table(runs: pd.DataFrame, columns: tuple[str, ...] = tuple(HEADLINE
     return table
 
 
-# Figures shown with their 95% interval: (low column, high column).
-INTERVALS = {
-    "throughput": ("throughput_low", "throughput_high"),
-    "scaling_efficiency": ("scaling_efficiency_low", "scaling_efficiency_high"),
-    "cost_per_sample_usd": ("cost_per_sample_low_usd", "cost_per_sample_high_usd"),
-}
-
-
 def _cell(column: str, run: pd.Series) -> str:
     """A formatted value; a figure with an interval gets it: '8,240 ±1.2%', or '75% (71–79%)' for efficiency."""
     text = _fmt(column, run[column])
-    low, high = (run.get(c, np.nan) for c in INTERVALS.get(column, ("", "")))
+    low, high = (run.get(c, np.nan) for c in INTERVAL_COLUMNS.get(column, ("", "")))
     value = run[column]
     if not all(isinstance(v, (int, float)) and np.isfinite(v) for v in (low, high, value)) or not value:
         return text
@@ -221,7 +214,7 @@ def _cell(column: str, run: pd.Series) -> str:
         return text
     if column == "scaling_efficiency":
         return f"{text} ({100 * low:.0f}–{100 * high:.0f}%)"
-    return f"{text} ±{100 * (high - low) / 2 / value:.1f}%"
+    return f"{text} ±{100 * relative_half_width(value, low, high):.1f}%"
 
 
 def _flag(value: Any) -> bool:
