@@ -187,8 +187,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     experiment, inputs = _load(args.file, args.overrides)
     pricing = {k: v.model_dump() for k, v in prices_for(experiment, Path(args.file).resolve().parent).items()}
     resume = bool(args.resume)
-    need = study_bytes_estimate(experiment, expand(experiment), inputs.data)
-    for line in few_steady_steps(experiment, expand(experiment), inputs.data):
+    planned = expand(experiment)
+    need = study_bytes_estimate(experiment, planned, inputs.data)
+    for line in few_steady_steps(experiment, planned, inputs.data):
         print(f"warning: {line}", file=sys.stderr)
     if resume:
         study_dir = _resumable(args.resume, experiment)

@@ -214,7 +214,8 @@ def steps_per_worker(run: PlannedRun, train_samples: int | None) -> int | None:
 
 
 def drops_last_batch(experiment: Experiment) -> bool:
-    """The built-in loops drop the last short batch for compiled and language models (equal shapes)."""
+    """The built-in loops drop the last short batch for compiled and language models (equal shapes): what
+    workloads/loop.set_up and the language-model loop do; a change there must change this too."""
     return experiment.train.compile is not None or experiment.task == "language-modeling"
 
 

@@ -183,7 +183,6 @@ class SystemEvent(Event):
     kind: ClassVar[EventKind] = EventKind.SYSTEM
     cpu_pct: float | None = None
     rss_mb: float | None = None
-    children_cpu_pct: float | None = None  # the worker's child processes (data-loader workers)
     node_cpu_pct: float | None = None  # the whole node's busy CPU (100 = one core), one worker per node
     ray_cpu_pct: float | None = None  # the part of it Ray's processes used (telemetry.monitor.NodeSampler)
     gpu_util_pct: float | None = None

@@ -201,29 +201,20 @@ class _CpuOf:
 
 
 class SystemSampler:
-    """Process CPU% (100 = one core busy) and resident memory of this worker process, and the CPU% of
-    its child processes (data-loader workers)."""
+    """Process CPU% (100 = one core busy) and resident memory of this worker process."""
 
     def __init__(self) -> None:
         self._proc = psutil.Process(os.getpid())
-        self._children = _CpuOf()
 
     def start(self) -> None:
         # psutil's first cpu_percent() has no previous reading and returns 0.0: prime it.
         self._proc.cpu_percent(None)
-        self.sample()
-
-    def _children_cpu(self) -> float:
-        try:
-            return self._children.percent(self._proc.children(recursive=True))
-        except psutil.Error:
-            return 0.0
 
     def sample(self) -> dict[str, float]:
         with self._proc.oneshot():
             cpu = self._proc.cpu_percent(None)
             rss = self._proc.memory_info().rss
-        return {"cpu_pct": cpu, "rss_mb": rss / 2**20, "children_cpu_pct": self._children_cpu()}
+        return {"cpu_pct": cpu, "rss_mb": rss / 2**20}
 
     def stop(self) -> None:
         pass
