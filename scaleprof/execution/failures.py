@@ -66,11 +66,12 @@ def disk_full(exc: BaseException) -> bool:
 
 
 def lost_nodes(aggregator: Any, run_id: str) -> str:
-    """'node(s) ... lost during the run; ' when a node the run's workers used is no longer alive."""
+    """'node(s) ... lost during the run; ' when a node the run's workers used is no longer alive
+    (`aggregator`: the study's telemetry.aggregator.Aggregators)."""
     import ray
 
     try:
-        used = ray.get(aggregator.nodes.remote(run_id), timeout=30)
+        used = aggregator.nodes(run_id, timeout_s=30)
         nodes = {n["NodeID"]: n for n in ray.nodes()}
     except Exception:
         return ""

@@ -32,7 +32,7 @@ from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.execution.ray_session import connect_ray, job_runtime_env
 from scaleprof.plan import PlannedRun, bundle, expand, unsupported
 from scaleprof.records import FINISHED, RunRecord, RunStatus
-from scaleprof.telemetry.aggregator import start_aggregator
+from scaleprof.telemetry.aggregator import Aggregators, start_aggregators
 from scaleprof.telemetry.live_metrics import LiveMetrics
 from scaleprof.telemetry.store import StudyStore
 
@@ -145,7 +145,12 @@ def _wait_for_resources(
 
 class _ProgressPoller:
     def __init__(
-        self, aggregator: Any, run: PlannedRun, observer: Observer, metrics: LiveMetrics, interval_s: float = 1.0
+        self,
+        aggregator: Aggregators,
+        run: PlannedRun,
+        observer: Observer,
+        metrics: LiveMetrics,
+        interval_s: float = 1.0,
     ):
         self._aggregator, self._run, self._observer, self._metrics = aggregator, run, observer, metrics
         self._interval = interval_s
@@ -162,10 +167,8 @@ class _ProgressPoller:
         self._poll()  # a run shorter than one interval still shows where it ended
 
     def _poll(self) -> None:
-        import ray
-
         try:
-            progress = ray.get(self._aggregator.progress.remote(self._run.run_id), timeout=5)
+            progress = self._aggregator.progress(self._run.run_id, timeout_s=5)
         except Exception:
             return  # the display is best-effort; the store is the record
         self._observer.run_progress(self._run, progress)
@@ -186,7 +189,12 @@ def worker_runtime_env(experiment: Experiment) -> dict[str, Any]:
 
 
 def _fit(
-    run: PlannedRun, experiment: Experiment, study_id: str, aggregator: Any, storage: Path, inputs: dict[str, Any]
+    run: PlannedRun,
+    experiment: Experiment,
+    study_id: str,
+    aggregator: Aggregators,
+    storage: Path,
+    inputs: dict[str, Any],
 ) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -244,22 +252,20 @@ def _fit(
         raise errors[0]
 
 
-def _attempts(aggregator: Any, run: PlannedRun) -> int | None:
+def _attempts(aggregator: Aggregators, run: PlannedRun) -> int | None:
     """How many times the run's workers started (1 + restarts); None if the aggregator cannot say."""
     import ray
 
     try:
-        return ray.get(aggregator.attempts.remote(run.run_id), timeout=30)
+        return ray.get(aggregator.first.attempts.remote(run.run_id), timeout=30)
     except Exception:
         return None
 
 
-def _landed_on(aggregator: Any, run_id: str) -> dict[str, int]:
+def _landed_on(aggregator: Aggregators, run_id: str) -> dict[str, int]:
     """Node types the run's workers ran on, with the number of nodes of each (where Ray knows the type)."""
-    import ray
-
     try:
-        used = ray.get(aggregator.nodes.remote(run_id), timeout=30)
+        used = aggregator.nodes(run_id, timeout_s=30)
         return dict(Counter(node_types_of(used).values()))
     except Exception:
         return {}
@@ -270,7 +276,7 @@ def run_one(
     experiment: Experiment,
     study_id: str,
     store: StudyStore,
-    aggregator: Any,
+    aggregator: Aggregators,
     inputs: StudyInputs,
     observer: Observer | None = None,
 ) -> dict[str, Any]:
@@ -402,7 +408,7 @@ def run_study(
         else:
             manifest = collect_manifest(experiment, study_id, pricing, inputs.data, inputs.model_info)
         store.write_manifest(manifest)
-        aggregator = start_aggregator(str(study_dir))
+        aggregator = start_aggregators(str(study_dir), experiment.monitor.aggregators)
         metrics = LiveMetrics(study_id)
         for run in runs:
             if run.run_id in done:
@@ -421,10 +427,10 @@ def run_study(
             store.append_inference(
                 run_inference(experiment, experiment.ray.placement_timeout_s, inputs.for_inference())
             )
-        result.aggregator_stats = ray.get(aggregator.stats.remote())
+        result.aggregator_stats = aggregator.close()  # what waits written, small segments merged
         manifest.update(finished_at=time.time(), telemetry=result.aggregator_stats)
         store.write_manifest(manifest)
-        ray.kill(aggregator)
+        aggregator.kill()
     finally:
         if started_ray:
             ray.shutdown()

@@ -106,7 +106,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     node_id = ray.get_runtime_context().get_node_id()
-    attempt = ray.get(aggregator.register_worker.remote(run["run_id"], rank))
+    attempt = ray.get(aggregator.first.register_worker.remote(run["run_id"], rank))
+    events_to = aggregator.for_node(node_id)  # a node's workers share one of the study's aggregators
 
     ids = {
         "study_id": config["study_id"],
@@ -115,7 +116,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         "rank": rank,
         "node_id": node_id,
     }
-    sink = EventSink(ids, lambda batch: aggregator.ingest.remote(batch)).start()
+    sink = EventSink(ids, lambda batch: events_to.ingest.remote(batch)).start()
 
     threads = max(1, int(run["cpus_per_worker"]))
     torch.set_num_threads(threads)  # one Ray CPU = one torch thread: workers must not oversubscribe cores
@@ -135,7 +136,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     inputs = RunInputs(experiment, run)
     session = WorkerSession(
         sink.emit,
-        lambda predictions: ray.get(aggregator.store_predictions.remote(run["run_id"], predictions)),
+        lambda predictions: ray.get(aggregator.first.store_predictions.remote(run["run_id"], predictions)),
         rank=rank,
         world_size=world,
         device=device,
@@ -148,7 +149,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         build_model=None if run_model(experiment, run).built_by_loop else inputs.build_model,
         train=experiment.train,
         profile=experiment.profile,
-        store_trace=lambda name, data: ray.get(aggregator.store_trace.remote(run["run_id"], name, data)),
+        store_trace=lambda name, data: ray.get(aggregator.first.store_trace.remote(run["run_id"], name, data)),
     )
     activate(session)
     finished = False

@@ -1,33 +1,71 @@
-"""The aggregator: one Ray actor per study that appends every worker's events to the store.
+"""The aggregator: a Ray actor that stores every worker's events as columnar segments.
 
 It checks per-worker sequence numbers as batches arrive: a resent event is dropped as a duplicate,
 a late one (resent after a restart, out of order) still fills its hole, and only a hole that is never
 filled counts as a gap. It keeps a small live view of each run for the progress display.
-`Aggregator` is a plain class so its logic is testable without Ray; `start_aggregator` wraps it in a
-restartable actor: killed, it comes back, rebuilds its state from the store, and Ray retries the
-calls that were in flight (at-least-once; the sequence check makes it exactly-once on disk).
+`Aggregator` is a plain class so its logic is testable without Ray: `ingest` writes one segment per
+call. `AggregatorActor` wraps it for Ray with group commit: the calls that arrive while a segment is
+being written are written together as the next one, and each call returns only once its events
+are on disk, so an acknowledged event is never lost. Killed, the actor comes back (Ray restarts it),
+rebuilds its state from the store, and Ray retries the calls that were in flight (at-least-once; the
+sequence check makes it exactly-once on disk). A study may run several aggregators (shards), each
+writing its own segment directory; the store's reader merges them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+import zlib
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 
-from scaleprof.records import EventKind, Lifecycle
-from scaleprof.telemetry.store import DISK_FULL_ERRNOS, StudyStore, append_jsonl, read_jsonl, repair_torn_tail
+from scaleprof.records import ID_FIELDS, EventKind, Lifecycle, batches_of
+from scaleprof.telemetry.segments import SegmentWriter, concat, read_segments
+from scaleprof.telemetry.store import DISK_FULL_ERRNOS, StudyStore, read_jsonl
 
 WorkerKey = tuple[str, int, int]  # run_id, attempt, rank
+Batch = dict[str, Any]  # records.event_batch: one worker's ids and its events as columns
 MAX_AHEAD = 10_000  # events held past a hole per worker before the hole is declared lost
 MAX_RESTARTS = 5
+COMPACT_EVERY = 64  # small segments merged into one file
+LINGER_S = 0.05  # the actor waits this long after a call for others to join its segment
+KEY = ["run_id", "attempt", "rank"]
+# What a restarted aggregator reads back: the ids, and the fields the live view follows.
+REBUILD_COLUMNS = [*KEY, "node_id", "seq", "time", "kind", "event", "epoch", "samples", "step_s", "epoch_time_s",
+                   "cpu_pct", "gpu_util_pct"]  # fmt: skip
+LIVE_FIELDS = ("event", "epoch", "samples", "step_s", "epoch_time_s", "cpu_pct", "gpu_util_pct")
+
+
+def _column(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):  # mixed types: kept, as text
+        return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def batch_table(batch: Batch, keep: list[bool] | None = None) -> pa.Table:
+    """A batch as a table: the worker's ids repeated as columns, then its events' fields."""
+    columns = batch["columns"]
+    n = len(columns["seq"])
+    ids = batch["ids"]
+    data = {k: pa.array([ids.get(k)] * n, pa.int64() if k in ("attempt", "rank") else pa.string()) for k in ID_FIELDS}
+    data.update({k: _column(v) for k, v in columns.items() if k not in data})
+    table = pa.table(data)
+    return table.filter(pa.array(keep)) if keep is not None else table
 
 
 class Aggregator:
-    def __init__(self, study_dir: str):
+    def __init__(self, study_dir: str, shard: str = "0", compact_every: int = COMPACT_EVERY):
         self._store = StudyStore(Path(study_dir))
+        self._shard = shard
+        self._writer = SegmentWriter(self._store.events_dir / shard, compact_every)
         self._mark: dict[WorkerKey, int] = {}  # every seq <= mark has arrived
         self._ahead: dict[WorkerKey, set[int]] = defaultdict(set)  # arrived past a hole
         self._lost: dict[WorkerKey, int] = defaultdict(int)
@@ -39,24 +77,44 @@ class Aggregator:
         self._epochs: dict[str, dict[int, dict[int, tuple[float, float]]]] = defaultdict(dict)  # finished epochs
         self._lags: deque[float] = deque(maxlen=100_000)  # sample time -> on disk, seconds (bounded)
         self.events_written = 0
+        self.segments_set_aside: list[str] = []
         self._disk_full: OSError | None = None
         self._rebuild()
 
     def _rebuild(self) -> None:
-        """Recover sequence numbers and attempt counts from the store (a resumed study, or a restart
-        after a kill), so resent events are recognised and a re-run worker gets a new attempt number."""
-        repair_torn_tail(self._store.events_path)  # a kill mid-append leaves half a line: cut it
+        """Recover sequence numbers, attempt counts, nodes and the live view from the store (a resumed
+        study, or a restart after a kill), so resent events are recognised and a re-run worker gets a
+        new attempt number. A segment that cannot be read is set aside: its events count as not
+        received, and the senders' resends fill them in."""
+        self.segments_set_aside += self._writer.repair()
         for state in (self._mark, self._ahead, self._lost, self._live, self._nodes, self._live_attempt, self._epochs):
             state.clear()
-        self.events_written = 0
-        for event in read_jsonl(self._store.events_path):
-            if not all(isinstance(event.get(k), int) for k in ("attempt", "rank", "seq")) or "run_id" not in event:
-                continue  # a damaged line: the report's reader counts it
-            self._accept((event["run_id"], event["attempt"], event["rank"]), event["seq"])
-            self._observe(event)  # live view and nodes too: the runner asks about them after a failure
-            attempts = self._attempts[(event["run_id"], event["rank"])]
-            self._attempts[(event["run_id"], event["rank"])] = max(attempts, event["attempt"] + 1)
-            self.events_written += 1
+        own = read_segments(self._store.root, REBUILD_COLUMNS, [self._writer.directory]).table
+        frames = [own.to_pandas().reindex(columns=REBUILD_COLUMNS)]
+        if self._shard == "0":  # a study begun by a scaleprof that stored JSON lines (the first shard reads it)
+            frames.append(pd.DataFrame(read_jsonl(self._store.events_path)).reindex(columns=REBUILD_COLUMNS))
+        events = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(
+            not f.empty for f in frames) else pd.DataFrame(columns=REBUILD_COLUMNS)  # fmt: skip
+        ids = events[KEY + ["seq"]].apply(pd.to_numeric, errors="coerce") if not events.empty else events
+        events = events[events["run_id"].notna() & ids[["attempt", "rank", "seq"]].notna().all(axis=1)]
+        self.events_written = len(events)
+        for (run_id, attempt, rank), seqs in events.groupby(KEY)["seq"]:
+            key = (str(run_id), int(attempt), int(rank))
+            arrived = np.unique(seqs.to_numpy(dtype=np.int64))
+            in_order = int(np.argmax(arrived != np.arange(len(arrived)))) if (
+                arrived != np.arange(len(arrived))).any() else len(arrived)  # fmt: skip
+            self._mark[key] = in_order - 1
+            if in_order < len(arrived):
+                self._ahead[key] = set(arrived[in_order:].tolist())
+        self._attempts.clear()
+        attempts = read_segments(self._store.root, KEY).table.to_pandas().reindex(columns=KEY)  # every shard's
+        for frame in (attempts, events[KEY]):
+            for (run_id, rank), attempt in frame.dropna().groupby(["run_id", "rank"])["attempt"].max().items():
+                previous = self._attempts[(str(run_id), int(rank))]
+                self._attempts[(str(run_id), int(rank))] = max(previous, int(attempt) + 1)
+        # The live view and nodes too: the runner asks about them after a failure.
+        for row in events.astype(object).where(events.notna(), None).to_dict("records"):
+            self._observe(row["run_id"], int(row["attempt"]), int(row["rank"]), row["node_id"], row["kind"], row)
         self._duplicates.clear()
 
     def _accept(self, key: WorkerKey, seq: int) -> bool:
@@ -95,39 +153,77 @@ class Aggregator:
         """How many times the run's workers have started: 1 + restarts (0 when none has)."""
         return max((n for (run, _), n in self._attempts.items() if run == run_id), default=0)
 
-    def ingest(self, events: list[dict[str, Any]]) -> int:
-        if self._disk_full is not None and self._would_leave_hole(events):
-            # After the disk filled, a small later batch could fit where a larger earlier one did not and
-            # leave a hole on disk: refused (the sender resends it) until the earlier events are written.
-            raise self._disk_full
-        accepted = []
-        for event in events:
-            if self._accept((event["run_id"], event["attempt"], event["rank"]), event["seq"]):
-                accepted.append(event)
-                self._observe(event)
-        try:
-            self.events_written += append_jsonl(self._store.events_path, accepted)
-        except OSError as exc:
-            # The disk is full (or gone): maybe half the batch is on disk. The disk is the truth, so
-            # cut the torn line and re-read; the sender resends and nothing is marked received unwritten.
-            self._rebuild()
-            if exc.errno in DISK_FULL_ERRNOS:
-                self._disk_full = exc
-            raise
-        self._disk_full = None  # the disk took a write again, with no hole left behind
-        written = time.time()
-        self._lags.extend(written - e["time"] for e in accepted)
-        return len(accepted)
+    def ingest(self, events: Batch | list[dict[str, Any]]) -> int:
+        """Store a batch (or stored event dicts of any workers) as one segment; the number of events
+        new to the store. An OSError leaves the store as it was before the call: the sender resends."""
+        return self.commit(self.accept(events))
 
-    def _would_leave_hole(self, events: list[dict[str, Any]]) -> bool:
-        """Whether writing these events would put one past a sequence number not yet on disk."""
-        expected: dict[WorkerKey, int] = {}
-        for event in sorted(events, key=lambda e: e["seq"]):
-            key = (event["run_id"], event["attempt"], event["rank"])
-            following = expected.get(key, self._mark.get(key, -1) + 1)
-            if event["seq"] > following:
+    def accept(self, events: Batch | list[dict[str, Any]]) -> list[pa.Table]:
+        """Check sequence numbers and update the live view; the new events as tables, to be committed.
+        After the disk filled, a batch that would put an event past one not yet on disk is refused
+        (raises the disk's error): a small later batch could fit where a larger earlier one did not."""
+        batches = [events] if isinstance(events, dict) else batches_of(events)
+        if self._disk_full is not None and any(self._would_leave_hole(b) for b in batches):
+            raise self._disk_full
+        tables = []
+        for batch in batches:
+            ids, seqs = batch["ids"], batch["columns"]["seq"]
+            key = (ids["run_id"], int(ids["attempt"]), int(ids["rank"]))
+            mark = self._mark.get(key, -1)
+            keep: list[bool] | None = None
+            if seqs and not self._ahead.get(key) and seqs == list(range(mark + 1, mark + 1 + len(seqs))):
+                self._mark[key] = mark + len(seqs)  # in order, the usual case: no per-event work
+            else:
+                keep = [self._accept(key, seq) for seq in seqs]
+                if not any(keep):
+                    continue
+            self._observe_batch(batch, keep)
+            tables.append(batch_table(batch, keep))
+        return tables
+
+    def commit(self, tables: list[pa.Table]) -> int:
+        """Write accepted tables as one segment. On failure the disk is the truth: the state is rebuilt
+        from it (what was accepted but not written is forgotten, so its resend is taken) and the error raised."""
+        try:
+            table = self.write(tables)
+        except OSError as exc:
+            self.recover(exc)
+            raise
+        return self.committed(table)
+
+    def write(self, tables: list[pa.Table]) -> pa.Table | None:
+        """The file work of a commit, and nothing else (the actor runs it off its event loop)."""
+        if not tables:
+            return None
+        table = concat(tables)
+        self._writer.write(table)
+        return table
+
+    def committed(self, table: pa.Table | None) -> int:
+        self._disk_full = None  # the disk took a write again, with no hole left behind
+        if table is None:
+            return 0
+        self.events_written += table.num_rows
+        self._lags.extend((time.time() - table["time"].to_numpy(zero_copy_only=False)).tolist())
+        return int(table.num_rows)
+
+    def recover(self, exc: OSError) -> None:
+        self._rebuild()
+        if exc.errno in DISK_FULL_ERRNOS:
+            self._disk_full = exc
+
+    def compact(self) -> None:
+        """Merge the small segments now (the study is ending)."""
+        self._writer.compact()
+
+    def _would_leave_hole(self, batch: Batch) -> bool:
+        """Whether writing this batch would put an event past a sequence number not yet on disk."""
+        ids = batch["ids"]
+        following = self._mark.get((ids["run_id"], int(ids["attempt"]), int(ids["rank"])), -1) + 1
+        for seq in sorted(batch["columns"]["seq"]):
+            if seq > following:
                 return True
-            expected[key] = max(following, event["seq"] + 1)
+            following = max(following, seq + 1)
         return False
 
     def store_predictions(self, run_id: str, predictions: dict[str, Any]) -> int:
@@ -142,27 +238,37 @@ class Aggregator:
         """The Ray node ids the run's workers reported from (any attempt)."""
         return sorted(self._nodes.get(run_id, ()))
 
-    def _observe(self, event: dict[str, Any]) -> None:
-        kind, run_id = event["kind"], event["run_id"]
+    def _observe_batch(self, batch: Batch, keep: list[bool] | None) -> None:
+        ids, columns = batch["ids"], batch["columns"]
+        kinds, times = columns["kind"], columns["time"]
+        fields = {k: columns[k] for k in LIVE_FIELDS if k in columns}
+        run_id, attempt, rank = ids["run_id"], int(ids["attempt"]), int(ids["rank"])
+        for i, kind in enumerate(kinds):
+            if keep is None or keep[i]:
+                row = {k: v[i] for k, v in fields.items()}
+                row["time"] = times[i]
+                self._observe(run_id, attempt, rank, ids.get("node_id"), kind, row)
+
+    def _observe(self, run_id: str, attempt: int, rank: int, node_id: Any, kind: str, event: dict[str, Any]) -> None:
         if kind == EventKind.LIFECYCLE and event.get("event") == Lifecycle.WORKER_START:
-            self._nodes[run_id].add(event["node_id"])
+            self._nodes[run_id].add(node_id)
         if kind == EventKind.SYSTEM:  # the latest utilisation of each rank, for the live view
-            sample = self._live.get(run_id, {}).get(event["rank"])
-            if sample is not None and event["attempt"] == self._live_attempt.get(run_id):
+            sample = self._live.get(run_id, {}).get(rank)
+            if sample is not None and attempt == self._live_attempt.get(run_id):
                 for key in ("cpu_pct", "gpu_util_pct"):
                     if event.get(key) is not None:
                         sample[key] = float(event[key])
             return
         if kind not in (EventKind.STEP, EventKind.EPOCH):
             return
-        attempt = self._live_attempt.get(run_id, -1)
-        if event["attempt"] < attempt:
+        live_attempt = self._live_attempt.get(run_id, -1)
+        if attempt < live_attempt:
             return  # a late event from an attempt that was restarted: not live any more
-        if event["attempt"] > attempt:  # a restart: the live view starts over
-            self._live_attempt[run_id] = event["attempt"]
+        if attempt > live_attempt:  # a restart: the live view starts over
+            self._live_attempt[run_id] = attempt
             self._live.pop(run_id, None)
             self._epochs.pop(run_id, None)
-        live = self._live[run_id].setdefault(event["rank"], {"epoch": 0, "samples": 0.0})
+        live = self._live[run_id].setdefault(rank, {"epoch": 0, "samples": 0.0})
         if kind == EventKind.STEP:
             if event["epoch"] != live["epoch"] or "epoch_start" not in live:
                 live.update(epoch=event["epoch"], samples=0.0, epoch_start=event["time"] - event["step_s"])
@@ -172,71 +278,244 @@ class Aggregator:
         else:
             live["epochs_done"] = event["epoch"] + 1
             finished = self._epochs[run_id]
-            finished.setdefault(event["epoch"], {})[event["rank"]] = (event["samples"], event["epoch_time_s"])
+            finished.setdefault(event["epoch"], {})[rank] = (event["samples"], event["epoch_time_s"])
             for old in [e for e in finished if e < event["epoch"] - 4]:  # keep a few recent epochs only
                 del finished[old]
 
-    def progress(self, run_id: str) -> dict[str, Any]:
-        """Current epoch and live global throughput of one run: over the latest epoch every rank has
-        finished (all ranks' samples over the slowest rank's time, as the report defines it), or over
-        the first epoch so far while none has finished."""
-        ranks = self._live.get(run_id, {})
-        if not ranks:
-            return {"ranks": 0}
-        epoch = max(int(r["epoch"]) for r in ranks.values())
-        throughput = None
-        complete = [e for e, by_rank in self._epochs.get(run_id, {}).items() if len(by_rank) == len(ranks)]
-        if complete:
-            by_rank = self._epochs[run_id][max(complete)].values()
-            throughput = sum(n for n, _ in by_rank) / max(max(t for _, t in by_rank), 1e-9)
-        else:
-            current = [r for r in ranks.values() if r["epoch"] == epoch and "last_time" in r]
-            elapsed = max(r["last_time"] for r in current) - min(r["epoch_start"] for r in current) if current else 0
-            if elapsed > 0:
-                throughput = sum(r["samples"] for r in current) / elapsed
-        latest = lambda key: [r[key] for r in ranks.values() if key in r]
-        steps, cpu, gpu = latest("step_s"), latest("cpu_pct"), latest("gpu_util_pct")
-        return {
-            "ranks": len(ranks),
-            "epoch": epoch,
-            "epochs_done": min(int(r.get("epochs_done", 0)) for r in ranks.values()),
-            "throughput": throughput,
-            "step_s": max(steps) if steps else None,  # the slowest rank's latest step: the one the others wait for
-            "cpu_pct": float(np.mean(cpu)) if cpu else None,  # mean over ranks of their latest sample
-            "gpu_util_pct": float(np.mean(gpu)) if gpu else None,
-        }
+    def live(self, run_id: str) -> tuple[int, dict[int, dict[str, float]], dict[int, dict[int, tuple[float, float]]]]:
+        """The run's live view as this aggregator holds it: the attempt it follows, each rank's latest
+        step and samples, and the recent finished epochs by rank (shards' views merge: `progress_of`)."""
+        return self._live_attempt.get(run_id, -1), dict(self._live.get(run_id, {})), dict(self._epochs.get(run_id, {}))
 
-    def stats(self) -> dict[str, Any]:
-        lags = np.asarray(self._lags) if self._lags else np.asarray([np.nan])
+    def progress(self, run_id: str) -> dict[str, Any]:
+        return progress_of([self.live(run_id)])
+
+    def stats(self, lags: bool = False) -> dict[str, Any]:
+        """Counts and sample->disk lag percentiles; `lags=True` adds the lags themselves (to merge shards)."""
+        return stats_of([self._stats()], [np.asarray(self._lags)]) | ({"lags": list(self._lags)} if lags else {})
+
+    def _stats(self) -> dict[str, Any]:
         return {
             "events_written": self.events_written,
             "workers": len(self._mark),
             "gaps": self._gaps(),
             "duplicates": sum(self._duplicates.values()),
-            "lag_p50_s": float(np.percentile(lags, 50)),
-            "lag_p99_s": float(np.percentile(lags, 99)),
         }
 
 
-def aggregator_name(study_id: str) -> str:
+def stats_of(counts: list[dict[str, Any]], lags: list[np.ndarray]) -> dict[str, Any]:
+    """Several aggregators' counts summed and their lags pooled."""
+    pooled = np.concatenate([np.asarray(x, dtype=float) for x in lags]) if lags else np.asarray([])
+    pooled = pooled if pooled.size else np.asarray([np.nan])
+    merged = {k: sum(int(c[k]) for c in counts) for k in ("events_written", "workers", "gaps", "duplicates")}
+    return merged | {"lag_p50_s": float(np.percentile(pooled, 50)), "lag_p99_s": float(np.percentile(pooled, 99))}
+
+
+def progress_of(
+    views: list[tuple[int, dict[int, dict[str, float]], dict[int, dict[int, tuple[float, float]]]]],
+) -> dict[str, Any]:
+    """Current epoch and live global throughput of one run from its aggregators' live views (only the
+    latest attempt's): over the latest epoch every rank has finished (all ranks' samples over the
+    slowest rank's time, as the report defines it), or over the first epoch so far while none has finished."""
+    attempt = max((a for a, _, _ in views), default=-1)
+    ranks: dict[int, dict[str, float]] = {}
+    epochs: dict[int, dict[int, tuple[float, float]]] = {}
+    for live_attempt, live, finished in views:
+        if live_attempt == attempt:
+            ranks.update(live)
+            for epoch, by_rank in finished.items():
+                epochs.setdefault(epoch, {}).update(by_rank)
+    if not ranks:
+        return {"ranks": 0}
+    epoch = max(int(r["epoch"]) for r in ranks.values())
+    throughput = None
+    complete = [e for e, by_rank in epochs.items() if len(by_rank) == len(ranks)]
+    if complete:
+        done = epochs[max(complete)].values()
+        throughput = sum(n for n, _ in done) / max(max(t for _, t in done), 1e-9)
+    else:
+        current = [r for r in ranks.values() if r["epoch"] == epoch and "last_time" in r]
+        elapsed = max(r["last_time"] for r in current) - min(r["epoch_start"] for r in current) if current else 0
+        if elapsed > 0:
+            throughput = sum(r["samples"] for r in current) / elapsed
+    latest = lambda key: [r[key] for r in ranks.values() if key in r]
+    steps, cpu, gpu = latest("step_s"), latest("cpu_pct"), latest("gpu_util_pct")
+    return {
+        "ranks": len(ranks),
+        "epoch": epoch,
+        "epochs_done": min(int(r.get("epochs_done", 0)) for r in ranks.values()),
+        "throughput": throughput,
+        "step_s": max(steps) if steps else None,  # the slowest rank's latest step: the one the others wait for
+        "cpu_pct": float(np.mean(cpu)) if cpu else None,  # mean over ranks of their latest sample
+        "gpu_util_pct": float(np.mean(gpu)) if gpu else None,
+    }
+
+
+class AggregatorActor:
+    """The aggregator as a Ray actor (asyncio): calls are accepted as they arrive and committed together.
+
+    While one segment is being written (in a thread, off the event loop), the calls that arrive wait
+    and become the next segment: at 50,000 events/s from hundreds of senders the disk sees a few
+    writes a second, not hundreds. A call returns when its events are on disk; if the write fails,
+    every call waiting on it fails and its sender resends."""
+
+    def __init__(self, study_dir: str, shard: str = "0", linger_s: float = LINGER_S):
+        self.core = Aggregator(study_dir, shard)
+        self._linger_s = linger_s
+        self._group: list[tuple[list[pa.Table], asyncio.Future[int]]] = []
+        self._wake: asyncio.Event | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._writing: asyncio.Lock | None = None  # one write at a time: segments are numbered in order
+
+    async def ingest(self, batch: Batch | list[dict[str, Any]]) -> int:
+        tables = self.core.accept(batch)
+        if not tables:
+            return 0
+        if self._flusher is None or self._flusher.done():  # made here: they need the actor's running loop
+            self._wake, self._writing = asyncio.Event(), asyncio.Lock()
+            self._flusher = asyncio.create_task(self._flush_forever())
+        assert self._wake is not None
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._group.append((tables, done))
+        self._wake.set()
+        return await done
+
+    async def _flush_forever(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self._linger_s)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        assert self._writing is not None
+        async with self._writing:
+            await self._write_group()
+
+    async def _write_group(self) -> None:
+        group, self._group = self._group, []
+        if not group:
+            return
+        try:
+            table = await asyncio.to_thread(self.core.write, [t for tables, _ in group for t in tables])
+        except OSError as exc:
+            self.core.recover(exc)  # the disk is the truth: what waits unwritten is forgotten and resent
+            stranded, self._group = self._group, []
+            for _, done in group + stranded:
+                done.set_exception(exc)
+            return
+        self.core.committed(table)
+        for tables, done in group:
+            done.set_result(sum(t.num_rows for t in tables))
+
+    async def close(self) -> dict[str, Any]:
+        """Write what waits, merge the small segments; the final stats."""
+        while self._group:
+            await self._flush()
+        if self._writing is None:
+            await asyncio.to_thread(self.core.compact)
+        else:
+            async with self._writing:
+                await asyncio.to_thread(self.core.compact)
+        return self.core.stats()
+
+    # The rest answers from the aggregator's state.
+    def register_worker(self, run_id: str, rank: int) -> int:
+        return self.core.register_worker(run_id, rank)
+
+    def attempts(self, run_id: str) -> int:
+        return self.core.attempts(run_id)
+
+    def nodes(self, run_id: str) -> list[str]:
+        return self.core.nodes(run_id)
+
+    def live(self, run_id: str) -> Any:
+        return self.core.live(run_id)
+
+    def progress(self, run_id: str) -> dict[str, Any]:
+        return self.core.progress(run_id)
+
+    def stats(self, lags: bool = False) -> dict[str, Any]:
+        return self.core.stats(lags)
+
+    def store_predictions(self, run_id: str, predictions: dict[str, Any]) -> int:
+        return self.core.store_predictions(run_id, predictions)
+
+    def store_trace(self, run_id: str, name: str, data: bytes) -> str:
+        return self.core.store_trace(run_id, name, data)
+
+
+def aggregator_name(study_id: str, shard: str = "0") -> str:
     """The actor's name: `ray list actors` shows which study it serves; tests find it by name."""
-    return f"scaleprof-aggregator-{study_id}"
+    return f"scaleprof-aggregator-{study_id}" + ("" if shard == "0" else f"-{shard}")
 
 
-def start_aggregator(study_dir: str) -> Any:
-    """Start the aggregator actor on this (the driver's) node, so the store is on the driver's disk.
+@dataclass(frozen=True)
+class Aggregators:
+    """A study's aggregators: the first one also numbers attempts and stores predictions and traces;
+    every one takes events, each worker sending to one chosen by its node (`for_node`), so a node's
+    workers share an aggregator and ingest grows with the aggregators. Picklable: workers get it."""
 
-    Killed, Ray restarts it (up to MAX_RESTARTS times) and retries the calls it had not answered;
+    actors: tuple[Any, ...]
+
+    @property
+    def first(self) -> Any:
+        return self.actors[0]
+
+    def for_node(self, node_id: str) -> Any:
+        return self.actors[zlib.crc32(str(node_id).encode()) % len(self.actors)]
+
+    def progress(self, run_id: str, timeout_s: float) -> dict[str, Any]:
+        import ray
+
+        if len(self.actors) == 1:
+            return ray.get(self.first.progress.remote(run_id), timeout=timeout_s)
+        return progress_of(ray.get([a.live.remote(run_id) for a in self.actors], timeout=timeout_s))
+
+    def nodes(self, run_id: str, timeout_s: float) -> list[str]:
+        import ray
+
+        return sorted(set().union(*ray.get([a.nodes.remote(run_id) for a in self.actors], timeout=timeout_s)))
+
+    def close(self) -> dict[str, Any]:
+        """Flush and merge every aggregator's segments; the study's telemetry stats."""
+        import ray
+
+        finals = ray.get([a.close.remote() for a in self.actors])
+        if len(self.actors) == 1:
+            return finals[0]
+        lags = ray.get([a.stats.remote(lags=True) for a in self.actors])
+        return stats_of(finals, [np.asarray(s["lags"]) for s in lags]) | {"aggregators": len(self.actors)}
+
+    def kill(self) -> None:
+        import ray
+
+        for actor in self.actors:
+            ray.kill(actor)
+
+
+def start_aggregators(study_dir: str, count: int = 1) -> Aggregators:
+    """Start the study's aggregator actors on this (the driver's) node, so the store is on the driver's
+    disk (several: each writes its own segment directory; past one node's disk they need a shared
+    file system, see README Performance).
+
+    Killed, Ray restarts one (up to MAX_RESTARTS times) and retries the calls it had not answered;
     every call is safe to repeat (ingest drops duplicates, the rest read or overwrite)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    actor_cls = ray.remote(Aggregator)
+    actor_cls = ray.remote(AggregatorActor)
     node_id = ray.get_runtime_context().get_node_id()
-    return actor_cls.options(
-        name=aggregator_name(Path(study_dir).name),
-        num_cpus=0,  # it must never take a CPU that a placement asked for
-        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-        max_restarts=MAX_RESTARTS,
-        max_task_retries=-1,  # retried until the actor is back (or out of restarts)
-    ).remote(study_dir)
+    return Aggregators(
+        tuple(
+            actor_cls.options(
+                name=aggregator_name(Path(study_dir).name, str(shard)),
+                num_cpus=0,  # it must never take a CPU that a placement asked for
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+                max_restarts=MAX_RESTARTS,
+                max_task_retries=-1,  # retried until the actor is back (or out of restarts)
+            ).remote(study_dir, str(shard))
+            for shard in range(count)
+        )
+    )

@@ -20,14 +20,16 @@ from typing import Any
 
 import psutil
 
-from scaleprof.records import Event, GpuUnavailable, SystemEvent, stored
+from scaleprof.records import Event, GpuUnavailable, SystemEvent, event_batch, stamped
 
-SendBatch = Callable[[list[dict[str, Any]]], Any]  # returns a Ray ObjectRef (or None when sent synchronously)
+Batch = dict[str, Any]  # records.event_batch: one worker's ids and its events as columns
+SendBatch = Callable[[Batch], Any]  # returns a Ray ObjectRef (or None when sent synchronously)
 log = logging.getLogger(__name__)
 
 
 class EventSink:
-    """Buffers one worker's events and sends them in batches; never blocks the caller.
+    """Buffers one worker's events and sends them in batches (as columns, `records.event_batch`);
+    never blocks the caller.
 
     A batch stays in the outbox until the aggregator has acknowledged it: a failed call (the
     aggregator died and is restarting) is resent, and while calls are failing the outbox is capped
@@ -46,8 +48,8 @@ class EventSink:
         self._send = send
         self._seq = itertools.count()  # next() is atomic under the GIL: no lock on the hot path
         self._buffer: deque[dict[str, Any]] = deque()
-        self._outbox: deque[list[dict[str, Any]]] = deque()  # batches not yet acknowledged or in flight
-        self._in_flight: deque[tuple[Any, list[dict[str, Any]]]] = deque()
+        self._outbox: deque[Batch] = deque()  # batches not yet acknowledged or in flight
+        self._in_flight: deque[tuple[Any, Batch]] = deque()
         self._max_in_flight = max_in_flight
         self._max_buffered = max_buffered
         self._interval = flush_interval_s
@@ -63,18 +65,18 @@ class EventSink:
         return self
 
     def emit(self, event: Event) -> None:
-        self._buffer.append(stored(self._ids, next(self._seq), time.time(), event))
+        self._buffer.append(stamped(next(self._seq), time.time(), event))
 
-    def _drain(self) -> list[dict[str, Any]]:
-        batch = []
+    def _drain(self) -> Batch | None:
+        rows = []
         while self._buffer:
-            batch.append(self._buffer.popleft())
-        return batch
+            rows.append(self._buffer.popleft())
+        return event_batch(self._ids, rows) if rows else None
 
     def flush(self, wait_s: float | None = None) -> None:
         """Queue what was emitted, settle finished calls, send while under the in-flight limit."""
         batch = self._drain()
-        if batch:
+        if batch is not None:
             self._outbox.append(batch)
         self._settle(wait_s if wait_s is not None else self._interval)
         while self._outbox and len(self._in_flight) < self._max_in_flight:
@@ -100,8 +102,8 @@ class EventSink:
         done = _finished(refs, wait_s if len(refs) >= self._max_in_flight else 0.0)
         if not done:
             return
-        pending: deque[tuple[Any, list[dict[str, Any]]]] = deque()
-        failed: list[tuple[list[dict[str, Any]], Exception]] = []
+        pending: deque[tuple[Any, Batch]] = deque()
+        failed: list[tuple[Batch, Exception]] = []
         for ref, batch in self._in_flight:
             if ref not in done:
                 pending.append((ref, batch))
@@ -115,25 +117,25 @@ class EventSink:
         for batch, error in reversed(failed):  # the oldest ends up first in the outbox
             self._failed(batch, error)
 
-    def _failed(self, batch: list[dict[str, Any]], exc: Exception) -> None:
+    def _failed(self, batch: Batch, exc: Exception) -> None:
         self._outbox.appendleft(batch)  # oldest first: resent before newer batches
-        self.resent += len(batch)
+        self.resent += _size(batch)
         if not self._failing:  # once per outage, not once per batch
             log.warning("scaleprof: sending events to the aggregator failed (%s); resending", exc)
         self._failing = True
 
-    def _delivered(self, batch: list[dict[str, Any]]) -> None:
-        self.sent += len(batch)
+    def _delivered(self, batch: Batch) -> None:
+        self.sent += _size(batch)
         if self._failing:
             log.warning("scaleprof: the aggregator answers again; %d event(s) were resent", self.resent)
         self._failing = False
 
     def _cap(self) -> None:
-        buffered = sum(len(b) for b in self._outbox)
+        buffered = sum(_size(b) for b in self._outbox)
         while self._outbox and buffered > self._max_buffered:
             oldest = self._outbox.popleft()
-            buffered -= len(oldest)
-            self.dropped += len(oldest)
+            buffered -= _size(oldest)
+            self.dropped += _size(oldest)
 
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
@@ -154,10 +156,14 @@ class EventSink:
                 _finished([self._in_flight[0][0]], min(1.0, max(0.01, deadline - time.monotonic())))
             else:
                 time.sleep(0.2)  # only failed batches are left: give the aggregator time to come back
-        undelivered = sum(len(b) for b in self._outbox) + sum(len(b) for _, b in self._in_flight)
+        undelivered = sum(_size(b) for b in self._outbox) + sum(_size(b) for _, b in self._in_flight)
         if undelivered:
             self.dropped += undelivered
             log.warning("scaleprof: %d event(s) could not be delivered to the aggregator", undelivered)
+
+
+def _size(batch: Batch) -> int:
+    return len(batch["columns"]["seq"])
 
 
 def _finished(refs: list[Any], wait_s: float) -> set[Any]:

@@ -23,10 +23,11 @@ from typing import Any
 import pandas as pd
 
 from scaleprof.errors import DestinationError, StoreError, StudyBusy
+from scaleprof.telemetry.segments import EVENTS_DIR, read_segments
 
 __all__ = ["DestinationError", "StoreError", "StudyBusy"]  # defined in scaleprof.errors, raised here
 
-EVENTS = "events.jsonl"
+EVENTS = "events.jsonl"  # the events of a study written before segments (still read)
 # A full, over-quota or read-only disk: writing again will not help, so a study stops on these.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 LOCK = ".scaleprof.lock"
@@ -216,12 +217,16 @@ class StudyStore:
         return self.root / EVENTS
 
     @property
+    def events_dir(self) -> Path:
+        return self.root / EVENTS_DIR
+
+    @property
     def run_records_path(self) -> Path:
         return self.root / RUN_RECORDS
 
     def create(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)  # new_study_dir made it, atomically, for this study
-        self.events_path.touch()
+        self.events_dir.mkdir(exist_ok=True)
         self.run_records_path.touch()
 
     def repair(self) -> int:
@@ -229,7 +234,7 @@ class StudyStore:
         return repair_torn_tail(self.run_records_path) + repair_torn_tail(self.root / INFERENCE_RECORDS)
 
     def exists(self) -> bool:
-        return (self.root / MANIFEST).exists() and self.events_path.exists()
+        return (self.root / MANIFEST).exists() and (self.events_dir.is_dir() or self.events_path.exists())
 
     # -- writers ---------------------------------------------------------------------------
     def write_manifest(self, manifest: dict[str, Any]) -> None:
@@ -306,20 +311,32 @@ class StudyStore:
             raise StoreError(path, "damaged: it holds no experiment (not a scaleprof manifest)")
         return manifest
 
-    def events(self) -> pd.DataFrame:
-        """Every readable event once: damaged lines are skipped, events without their ids dropped, and
-        a repeated (run, attempt, rank, seq) kept once — each counted in `damage`."""
-        frame = pd.DataFrame(read_jsonl(self.events_path, self.damage))
+    def events(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """Every readable event once, from every aggregator's segments (and the JSON lines of a study
+        written before them), optionally only some `columns` (the ids always): an unreadable segment
+        or damaged line is skipped, events without their ids dropped, and a repeated (run, attempt,
+        rank, seq) kept once — each counted in `damage`."""
+        wanted = None if columns is None else list(dict.fromkeys(EVENT_KEY + ["kind", *columns]))
+        segments = read_segments(self.root, wanted)
+        self.damage.set(EVENTS_DIR, f"unreadable segment(s) skipped: {', '.join(segments.unreadable)}",
+                        len(segments.unreadable))  # fmt: skip
+        frames = [segments.table.to_pandas()]
+        if self.events_path.exists():
+            legacy = pd.DataFrame(read_jsonl(self.events_path, self.damage))
+            frames.append(legacy if wanted is None else legacy.reindex(columns=wanted))
+        frames = [f for f in frames if not f.empty]
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else pd.DataFrame()
         if frame.empty:
             return frame
         keys = frame.reindex(columns=EVENT_KEY + ["kind"])
         ids_ok = keys.notna().all(axis=1)
         for column in ("attempt", "rank", "seq"):
             ids_ok &= pd.to_numeric(keys[column], errors="coerce").notna()
-        self.damage.set(EVENTS, "event(s) without run_id, attempt, rank, seq or kind dropped", int((~ids_ok).sum()))
+        label = EVENTS if self.events_path.exists() else EVENTS_DIR  # an older study's log, or the segments
+        self.damage.set(label, "event(s) without run_id, attempt, rank, seq or kind dropped", int((~ids_ok).sum()))
         frame = frame[ids_ok]
         repeated = frame.duplicated(subset=EVENT_KEY, keep="first")
-        self.damage.set(EVENTS, "repeated event(s) (same run, attempt, rank and seq) dropped", int(repeated.sum()))
+        self.damage.set(label, "repeated event(s) (same run, attempt, rank and seq) dropped", int(repeated.sum()))
         return frame[~repeated].reset_index(drop=True)
 
     def run_records(self) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from scaleprof.records import (
     WorkerStart,
     stored,
 )
+from scaleprof.telemetry.aggregator import Aggregator
 from scaleprof.telemetry.store import StudyStore, append_jsonl
 
 EXPERIMENT = {
@@ -66,9 +67,12 @@ def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epoch
     return out
 
 
-def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0", loss: bool = True) -> StudyStore:
+def make_study(
+    root: Path, reason: str = "needs 1 GPU(s), the cluster has 0", loss: bool = True, jsonl: bool = False
+) -> StudyStore:
     """cpu-1 at 200 samples/s, cpu-2 at 300 samples/s (efficiency 75%), gpu-1 skipped. Without `loss`,
-    as from a user loop that never calls session.report_loss."""
+    as from a user loop that never calls session.report_loss. The events go through the aggregator into
+    segments, or with `jsonl` into events.jsonl, as a scaleprof before segments wrote them."""
     exp = Experiment.model_validate(EXPERIMENT)
     store = StudyStore(root)
     store.create()
@@ -115,7 +119,8 @@ def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0", lo
     store.append_run_record({**base, "run_id": "003-mlp-gpu-1-r0", "index": 3, "placement": "gpu-1", "device": "gpu",
                              "workers": 1, "gpus_per_worker": 1, "global_batch": 50, "status": RunStatus.SKIPPED,
                              "reason": reason})  # fmt: skip
-    append_jsonl(store.events_path, _worker_events("001-mlp-cpu-1-r0", 0, epoch_time=1.0, loss=loss))
+    events = Aggregator(str(store.root)).ingest if not jsonl else lambda rows: append_jsonl(store.events_path, rows)
+    events(_worker_events("001-mlp-cpu-1-r0", 0, epoch_time=1.0, loss=loss))
     y_true = np.arange(20) % 4
     proba = np.eye(4)[(y_true + (np.arange(20) % 5 == 0)) % 4] * 0.7 + 0.075  # every 5th sample wrong
     for run_id in ("001-mlp-cpu-1-r0", "002-mlp-cpu-2-r0"):
@@ -123,5 +128,5 @@ def make_study(root: Path, reason: str = "needs 1 GPU(s), the cluster has 0", lo
             run_id, {"split": "test", "sample_index": np.arange(20), "y_true": y_true, "proba": proba}
         )
     for rank in (0, 1):
-        append_jsonl(store.events_path, _worker_events("002-mlp-cpu-2-r0", rank, epoch_time=4 / 3, loss=loss))
+        events(_worker_events("002-mlp-cpu-2-r0", rank, epoch_time=4 / 3, loss=loss))
     return store

@@ -31,7 +31,7 @@ placements: [{name: cpu-1, workers: 1}]
 
 @pytest.fixture
 def handmade(tmp_path):
-    store = make_study(tmp_path / "study")
+    store = make_study(tmp_path / "study", jsonl=True)  # a study as an older scaleprof wrote it: lines to damage
     return store
 
 

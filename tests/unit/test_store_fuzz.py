@@ -20,7 +20,7 @@ FILES = ["events.jsonl", "run_records.jsonl", "manifest.json", "inference_record
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory) -> Path:
-    return make_study(tmp_path_factory.mktemp("fuzz") / "study").root
+    return make_study(tmp_path_factory.mktemp("fuzz") / "study", jsonl=True).root  # line-based files to damage
 
 
 def fresh(template: Path, tmp_path: Path, n: int) -> StudyStore:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from scaleprof.records import StepEvent, SystemEvent, WorkerStart
+from scaleprof.records import StepEvent, SystemEvent, WorkerStart, batch_rows
 from scaleprof.telemetry.aggregator import Aggregator
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, NodeSampler, SystemSampler
 from scaleprof.telemetry.store import StudyStore
@@ -69,7 +69,7 @@ def test_sink_numbers_events_gap_free_across_threads_and_delivers_all():
     assert batches
     sink.emit(_step(-1))
     sink.close()
-    seqs = sorted(e["seq"] for b in batches for e in b)
+    seqs = sorted(e["seq"] for b in batches for e in batch_rows(b))
     assert seqs == list(range(2001))
     assert len(batches) < 2001  # batched, not one call per event
 
@@ -81,7 +81,7 @@ def test_monitor_emits_system_samples_at_interval():
     time.sleep(0.3)
     monitor.stop()
     sink.close()
-    system = [e for b in batches for e in b if e["kind"] == "system"]
+    system = [e for b in batches for e in batch_rows(b) if e["kind"] == "system"]
     assert len(system) >= 3
     assert all(e["rss_mb"] > 0 for e in system)
     node = [e for e in system if "node_cpu_pct" in e]  # the stop's last sample comes too soon for a node reading
@@ -193,39 +193,43 @@ def test_sink_buffer_is_bounded_while_the_aggregator_is_gone():
     assert sink.sent == 0 and sink.dropped == 1000  # over the cap, then undelivered at close: all counted
 
 
-def test_restarted_aggregator_cuts_a_torn_line_before_appending(tmp_path):
+def test_restarted_aggregator_sets_a_torn_segment_aside_and_takes_its_resend(tmp_path):
     store = StudyStore(tmp_path / "study")
     store.create()
-    Aggregator(str(store.root)).ingest(_events([0, 1]))
-    with open(store.events_path, "a") as f:
-        f.write('{"run_id": "r", "seq": 2, "tor')  # killed mid-append
+    agg = Aggregator(str(store.root))
+    agg.ingest(_events([0, 1]))
+    agg.ingest(_events([2, 3]))
+    last = sorted((store.events_dir / "0").glob("*.parquet"))[-1]
+    last.write_bytes(last.read_bytes()[:-40])  # cut short by something outside scaleprof (it only renames whole files)
     again = Aggregator(str(store.root))
-    assert again.ingest(_events([2, 3])) == 2  # seq 2 was never complete on disk: accepted on resend
+    assert again.segments_set_aside == [last.name] and last.with_name(last.name + ".torn").exists()
+    assert again.ingest(_events([2, 3])) == 2  # 2 and 3 are not on disk any more: their resend is taken
     assert [e["seq"] for e in store.events().to_dict("records")] == [0, 1, 2, 3]
 
 
-def test_a_write_that_fails_halfway_is_cut_and_the_resend_is_accepted(tmp_path, monkeypatch):
+def test_a_failed_segment_write_leaves_nothing_and_the_resend_is_accepted(tmp_path, monkeypatch):
     import errno
 
-    import scaleprof.telemetry.aggregator as aggregator
-    from scaleprof.telemetry.store import append_jsonl
+    import scaleprof.telemetry.segments as segments
 
     store = StudyStore(tmp_path / "study")
     store.create()
     agg = Aggregator(str(store.root))
     agg.ingest(_events([0, 1]))
+    real_write = segments.pq.write_table
 
-    def disk_full_halfway(path, rows):  # what a full disk does to one append: part of it lands
-        append_jsonl(path, rows[:1])
-        with open(path, "a") as f:
-            f.write('{"run_id": "r", "se')
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def disk_full_halfway(table, where, **options):  # what a full disk does to a write: part of it lands
+        with open(where, "wb") as f:
+            f.write(b"PAR1 half a segment")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(aggregator, "append_jsonl", disk_full_halfway)
-    with pytest.raises(OSError, match="No space left"):
+    monkeypatch.setattr(segments.pq, "write_table", disk_full_halfway)
+    with pytest.raises(OSError, match="No space left") as failed:
         agg.ingest(_events([2, 3, 4]))
-    monkeypatch.setattr(aggregator, "append_jsonl", append_jsonl)  # space is back
-    assert agg.ingest(_events([2, 3, 4])) == 2  # 2 landed before the failure; 3 and 4 are taken now
+    assert failed.value.filename.endswith(".parquet")  # the message names the segment it was writing
+    assert not list((store.events_dir / "0").glob(".*.tmp"))  # no half file left behind
+    monkeypatch.setattr(segments.pq, "write_table", real_write)  # space is back
+    assert agg.ingest(_events([2, 3, 4])) == 3
     assert [e["seq"] for e in store.events().to_dict("records")] == [0, 1, 2, 3, 4]
     assert agg.stats()["gaps"] == 0
 
@@ -262,7 +266,7 @@ def test_a_sampler_that_breaks_mid_run_is_recorded_once_and_the_table_keeps_the_
         monitor.sample_once()
     monitor.stop()
     sink.close()
-    events = pd.DataFrame([e for b in batches for e in b])
+    events = pd.DataFrame([e for b in batches for e in batch_rows(b)])
     assert (events["event"] == "gpu_unavailable").sum() == 1
     assert events[events["kind"] == "system"]["gpu_util_pct"].notna().sum() == 2
     assert workers_table(events)["gpu_unavailable"].tolist() == ["NVML read failed: GPU is lost"]
@@ -300,26 +304,24 @@ def test_a_restarted_aggregator_still_knows_each_runs_nodes_and_progress(tmp_pat
 def test_after_the_disk_fills_nothing_is_written_past_a_hole(tmp_path, monkeypatch):
     import errno
 
-    import scaleprof.telemetry.aggregator as aggregator
+    import scaleprof.telemetry.segments as segments
 
     store = StudyStore(tmp_path / "study")
     store.create()
     agg = Aggregator(str(store.root))
     assert agg.ingest(_events([0, 1])) == 2
-    real_append = aggregator.append_jsonl
+    real_write = segments.pq.write_table
 
-    def full(path, rows):  # the disk fills mid-batch: half a line lands, then ENOSPC (a tmpfs does this)
-        with open(path, "a") as f:
-            f.write('{"torn": ')
+    def full(table, where, **options):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(aggregator, "append_jsonl", full)
+    monkeypatch.setattr(segments.pq, "write_table", full)
     with pytest.raises(OSError):
         agg.ingest(_events([2, 3, 4, 5]))
-    monkeypatch.setattr(aggregator, "append_jsonl", real_append)  # the torn half line freed a little space
+    monkeypatch.setattr(segments.pq, "write_table", real_write)  # a little space came back
     with pytest.raises(OSError):
         agg.ingest(_events([6]))  # a later, smaller batch would fit: refused, or 2..5 become a hole
-    assert [e["seq"] for e in store.events().to_dict("records")] == [0, 1]  # the torn line cut, nothing after it
+    assert [e["seq"] for e in store.events().to_dict("records")] == [0, 1]
     assert agg.ingest(_events([2, 3, 4, 5])) == 4  # the sender resends in order: written
     assert agg.ingest(_events([6])) == 1 and agg.stats()["gaps"] == 0
 
