@@ -339,6 +339,11 @@ class StudyStore:
         self.damage.set(label, "repeated event(s) (same run, attempt, rank and seq) dropped", int(repeated.sum()))
         return frame[~repeated].reset_index(drop=True)
 
+    def event_records(self) -> list[dict[str, Any]]:
+        """Every event once (as `events()`), each a dict of the fields it has, as the worker emitted it."""
+        frame = self.events().convert_dtypes()  # an int field with gaps stays int (pandas would make it float)
+        return [{k: v for k, v in row.items() if pd.notna(v)} for row in frame.to_dict("records")]
+
     def run_records(self) -> list[dict[str, Any]]:
         return read_jsonl(self.run_records_path, self.damage)
 

@@ -48,7 +48,7 @@ class StudyThread:
         self.thread.start()
 
     def events(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.study_dir / "events.jsonl")
+        return StudyStore(self.study_dir).event_records()
 
     def wait_for(self, what: str, predicate: Callable[[list[dict[str, Any]]], Any], timeout_s: float = 180) -> Any:
         deadline = time.monotonic() + timeout_s

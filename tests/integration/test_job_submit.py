@@ -82,7 +82,7 @@ def test_ray_job_submit_runs_the_study_and_the_report_lands_at_the_uri(head, tmp
     assert "skipped: needs 1 GPU(s), the cluster has 0" in log
     (study,) = out.iterdir()
     assert study.name.startswith("jobtiny-")
-    for name in ("report.html", "runs.parquet", "manifest.json", "events.jsonl", "summary.md"):
+    for name in ("report.html", "runs.parquet", "manifest.json", "summary.md", "events/0"):
         assert (study / name).stat().st_size > 0
     manifest = json.loads((study / "manifest.json").read_text())
     assert manifest["ray"]["job"]["submission_id"].startswith("raysubmit_")  # which Ray job made the study

@@ -2,13 +2,13 @@
 FSDP (gloo, one worker per node), bf16 autocast, fp16 skipped on CPU, torch.compile's time kept out of
 steady state, gradient accumulation, and a Hugging Face model built from a config."""
 
-import json
 import math
 
 import pandas as pd
 import pytest
 
 from scaleprof.config import Experiment
+from scaleprof.telemetry.store import StudyStore
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def test_compile_time_is_kept_out_of_steady_state_with_accumulation_on_a_hugging
     assert run_row["status"] == "ok", run_row["reason"]
     assert run_row["compile"] == "aot_eager" and run_row["grad_accumulation"] == 2
     assert run_row["global_batch"] == 8 * 1 * 2
-    events = [json.loads(line) for line in (study_dir / "events.jsonl").read_text().splitlines()]
+    events = StudyStore(study_dir).event_records()
     epochs = {e["epoch"]: e for e in events if e["kind"] == "epoch"}
     assert epochs[0]["compile_s"] > 0 and not epochs[1].get("compile_s")  # compiled once, in the first steps
     assert run_row["compile_phase_s"] == pytest.approx(epochs[0]["compile_s"])

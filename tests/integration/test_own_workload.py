@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from scaleprof.telemetry.store import StudyStore
 from tests.integration.cli import run_cli
 from tests.unit.test_workloads import write_image_folder
 
@@ -141,7 +142,7 @@ def test_user_loop_reports_what_it_ran_with_predictions(ray_cluster, tmp_path):
     epochs = pd.read_parquet(study / "epochs.parquet")
     assert list(runs["status"]) == ["ok", "ok"] and list(runs["model"]) == ["train_func"] * 2
     assert runs["accuracy"].notna().all() and (runs["flops_per_sample"] > 0).all()
-    events = pd.read_json(study / "events.jsonl", lines=True)
+    events = StudyStore(study).events()
     for _, run in runs.iterrows():
         mine = epochs[epochs["run_id"] == run["run_id"]].sort_values("epoch")
         counted = [json.loads((counts / f"{run['run_id']}-{rank}.json").read_text()) for rank in range(run["workers"])]
@@ -201,7 +202,7 @@ def test_a_loop_that_raises_fails_its_run_and_the_study_still_reports(ray_cluste
     runs = pd.read_parquet(study / "runs.parquet")
     assert runs["status"].tolist() == ["failed"] and "my loop exploded at step 3" in runs["reason"].iloc[0]
     assert (study / "report.html").stat().st_size > 0
-    events = pd.read_json(study / "events.jsonl", lines=True)
+    events = StudyStore(study).events()
     steps = events[events["kind"] == "step"]
     assert len(steps) == 3 and (events["kind"] != "epoch").all()  # the steps it ran; no epoch it never finished
 
