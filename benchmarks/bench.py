@@ -536,89 +536,137 @@ def bench_session_step_cost(rounds: int, epochs: int) -> dict:
     }
 
 
-def bench_telemetry(actors: int, workers_per_actor: list[int], seconds: float, hz: float, batch: int) -> dict:
-    """Simulated workers send event batches at `hz` to one aggregator actor; events/s and lag."""
+def bench_telemetry(
+    senders: int, workers: int, events_per_s: float, seconds: float, aggregators: list[int], flush_s: float
+) -> dict:
+    """`workers` simulated workers, spread over `senders` actors, each a real EventSink emitting step events
+    evenly at `events_per_s` and sending a batch every `flush_s` (staggered, as real workers are), into one
+    study through `n` aggregator actors for each n in `aggregators`. Measured: events stored per second,
+    loss and duplication (every worker's sequence read back from disk), lag from an event's time to its
+    segment on disk, each aggregator's CPU time and peak memory, and bytes per event on disk."""
     import ray
 
-    from scaleprof.telemetry.aggregator import start_aggregator
+    from scaleprof.telemetry.aggregator import start_aggregators
+    from scaleprof.telemetry.segments import disk_bytes
     from scaleprof.telemetry.store import StudyStore
 
     @ray.remote(num_cpus=0)
     class Sender:
-        def run(self, aggregator, first_rank: int, workers: int, seconds: float, hz: float, batch: int) -> int:
-            seqs = [0] * workers
-            sent, refs = 0, []
-            end = time.time() + seconds
-            while time.time() < end:
-                tick = time.time()
-                for w in range(workers):
-                    events = []
-                    for _ in range(batch):
-                        events.append({"study_id": "bench", "run_id": "r", "attempt": 0, "rank": first_rank + w,
-                                       "node_id": "n", "seq": seqs[w], "time": time.time(), "kind": "system",
-                                       "cpu_pct": 50.0, "rss_mb": 100.0})  # fmt: skip
-                        seqs[w] += 1
-                    refs.append(aggregator.ingest.remote(events))
-                    sent += batch
-                if len(refs) > 64:  # bounded in flight, as the real sink
-                    ray.wait(refs, num_returns=len(refs) - 64)
-                    refs = refs[-64:]
-                time.sleep(max(0.0, 1 / hz - (time.time() - tick)))
-            ray.get(refs)
-            return sent
+        def run(self, aggs, first: int, n: int, rate: float, seconds: float, flush_s: float) -> dict:
+            from scaleprof.records import StepEvent
+            from scaleprof.telemetry.monitor import EventSink
+
+            def sink_for(rank: int) -> EventSink:
+                node = f"node-{rank // 8}"  # 8 workers a node, as on an 8-GPU machine
+                to = aggs.for_node(node)
+                ids = {"study_id": "bench", "run_id": "r", "attempt": 0, "rank": rank, "node_id": node}
+                return EventSink(ids, lambda batch: to.ingest.remote(batch), flush_interval_s=flush_s)
+
+            sinks = [sink_for(first + w) for w in range(n)]
+            tick_s = 0.05
+            ticks_per_flush = max(1, round(flush_s / tick_s))
+            per_tick = rate * tick_s
+            owed = [0.0] * n
+            steps = [0] * n
+            start = time.monotonic()
+            tick = 0
+            while time.monotonic() - start < seconds:
+                for w, sink in enumerate(sinks):
+                    owed[w] += per_tick
+                    while owed[w] >= 1:
+                        step_s = 1.0 / rate
+                        sink.emit(StepEvent(epoch=steps[w] // 1000, step=steps[w], samples=64, data_s=step_s * 0.05,
+                                            compute_s=step_s * 0.95, step_s=step_s, forward_s=step_s * 0.3,
+                                            backward_s=step_s * 0.5, optimizer_s=step_s * 0.1))  # fmt: skip
+                        steps[w] += 1
+                        owed[w] -= 1
+                    if (tick + w) % ticks_per_flush == 0:  # staggered: workers do not flush in lockstep
+                        sink.flush(wait_s=0.0)
+                tick += 1
+                time.sleep(max(0.0, start + tick * tick_s - time.monotonic()))
+            for sink in sinks:
+                sink.close(timeout_s=120)
+            return {"emitted": sum(steps), "sent": sum(s.sent for s in sinks), "dropped": sum(s.dropped for s in sinks)}
+
+    def usage(actor) -> dict:
+        def read(self):
+            import resource
+
+            import psutil
+
+            t, peak_kib = psutil.Process().cpu_times(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return {"cpu_s": t.user + t.system, "peak_rss_mb": peak_kib / 1024}
+
+        return ray.get(actor.__ray_call__.remote(read))
 
     rows = []
     with _local_ray():
-        for per_actor in workers_per_actor:
+        for count in aggregators:
             study = Path(tempfile.mkdtemp(prefix="bench-telemetry-")) / "study"
             StudyStore(study).create()
-            aggregator = start_aggregator(str(study))
-            senders = [Sender.remote() for _ in range(actors)]
-            start = time.time()
-            sent = sum(
-                ray.get(
-                    [
-                        s.run.remote(aggregator, i * per_actor, per_actor, seconds, hz, batch)
-                        for i, s in enumerate(senders)
-                    ]
-                )
+            aggs = start_aggregators(str(study), count)
+            before = [usage(a) for a in aggs.actors]
+            actors = [Sender.remote() for _ in range(senders)]
+            per = workers // senders
+            start = time.monotonic()
+            sent = ray.get([a.run.remote(aggs, i * per, per, events_per_s, seconds, flush_s)
+                            for i, a in enumerate(actors)])  # fmt: skip
+            elapsed = time.monotonic() - start
+            stats = aggs.close()
+            after = [usage(a) for a in aggs.actors]
+            stored = StudyStore(study).events(columns=[])
+            seqs_ok = all(
+                (g.sort_values().to_numpy() == np.arange(len(g))).all() for _, g in stored.groupby("rank")["seq"]
             )
-            elapsed = time.time() - start
-            stats = ray.get(aggregator.stats.remote())
-            rss = ray.get(aggregator.__ray_call__.remote(lambda self: __import__("psutil").Process().memory_info().rss))
+            emitted = sum(s["emitted"] for s in sent)
             rows.append({
-                "simulated_workers": actors * per_actor, "offered_events_per_s": actors * per_actor * hz * batch,
-                "sent": sent, "stored": stats["events_written"], "gaps": stats["gaps"],
-                "duplicates": stats["duplicates"],
-                "events_per_s": stats["events_written"] / elapsed, "lag_p50_s": stats["lag_p50_s"],
-                "lag_p99_s": stats["lag_p99_s"], "aggregator_rss_mb": rss / 2**20,
+                "aggregators": count, "simulated_workers": workers, "offered_events_per_s": workers * events_per_s,
+                "emitted": emitted, "acknowledged": sum(s["sent"] for s in sent),
+                "dropped_by_senders": sum(s["dropped"] for s in sent), "stored": len(stored),
+                "every_seq_once": bool(seqs_ok and len(stored) == emitted), "gaps": stats["gaps"],
+                "duplicates": stats["duplicates"], "stored_events_per_s": len(stored) / elapsed, "elapsed_s": elapsed,
+                "lag_p50_s": stats["lag_p50_s"], "lag_p99_s": stats["lag_p99_s"],
+                "aggregator_cpu_s": [b["cpu_s"] - a["cpu_s"] for a, b in zip(before, after, strict=True)],
+                "aggregator_cpu_us_per_event": sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(before, after, strict=True))
+                / max(len(stored), 1) * 1e6,
+                "aggregator_peak_rss_mb": [b["peak_rss_mb"] for b in after],
+                "disk_bytes_per_event": disk_bytes(study) / max(len(stored), 1),
+                "segment_files": sum(1 for _ in study.glob("events/*/*.parquet")),
             })  # fmt: skip
-            for s in senders:
-                ray.kill(s)
-            ray.kill(aggregator)
+            print(json.dumps(rows[-1]), file=sys.stderr)
+            for a in actors:
+                ray.kill(a)
+            aggs.kill()
     return {
-        "what": f"{actors} sender actors, each simulating N workers that send a batch of {batch} events at {hz:g} Hz "
-        f"for {seconds:g} s to one aggregator actor that appends them to events.jsonl",
+        "what": f"{workers} simulated workers in {senders} sender actors, each a real EventSink emitting "
+        f"{events_per_s:g} step events/s evenly and sending a batch every {flush_s:g} s (staggered), for "
+        f"{seconds:g} s, into one study through 1..n aggregator actors (a worker sends to the one chosen by its "
+        "node, 8 workers a node); stored events read back from disk",
         "rows": rows,
     }
 
 
 def bench_report(runs: int, samples_per_worker: int) -> dict:
-    """A synthetic study of `runs` runs x 2 workers with long timelines: summarize + render time, HTML size."""
+    """A synthetic study of `runs` runs x 2 workers with long timelines, stored through the aggregator as
+    a real study is: summarize + render time, peak memory, HTML size."""
+    import resource
+
     sys.path.insert(0, str(REPO))
     from scaleprof.analysis.summarize import summarize, write_tables
     from scaleprof.report.render import render_report
-    from scaleprof.telemetry.store import StudyStore, append_jsonl
+    from scaleprof.telemetry.aggregator import Aggregator
+    from scaleprof.telemetry.store import StudyStore
     from tests.unit.study_data import make_study
 
     root = Path(tempfile.mkdtemp(prefix="bench-report-")) / "study"
     store: StudyStore = make_study(root)
+    aggregator = Aggregator(str(root))
     base = {"model": "mlp", "kind": "fixed-split", "node_type": "test-node", "cpus_per_worker": 1, "gpus_per_worker": 0,
             "per_worker_batch": 50, "repeat": 0, "device": "cpu", "status": "ok", "reason": "",
             "wall_s": 60.0}  # fmt: skip
     rng = np.random.default_rng(0)
     for i in range(runs):
-        run_id, workers = f"{i + 10:03d}-mlp-w{i % 8 + 1}-r{i}", i % 8 + 1
+        run_id, workers = f"{i + 10:04d}-mlp-w{i % 8 + 1}-r{i}", i % 8 + 1
         store.append_run_record({**base, "run_id": run_id, "index": i + 10, "placement": f"p{i}", "workers": workers,
                                  "global_batch": 50 * workers})  # fmt: skip
         events = []
@@ -632,17 +680,20 @@ def bench_report(runs: int, samples_per_worker: int) -> dict:
                                "epoch": epoch, "epoch_time_s": 1.0, "epoch_start": 1000.0 + epoch,
                                "samples": 200 * workers,
                                "steps": 4, "train_loss": 1.0})  # fmt: skip
-        append_jsonl(store.events_path, events)
+        aggregator.ingest(events)
+    aggregator.compact()
     start = time.perf_counter()
     tables = summarize(store)
     write_tables(store, tables)
     report = render_report(root, tables)
     elapsed = time.perf_counter() - start
     return {
-        "what": f"a synthetic study of {runs + 2} runs, 2 workers each, {samples_per_worker} system samples per worker",
+        "what": f"a synthetic study of {runs + 2} runs, 2 workers each, {samples_per_worker} system samples per "
+        "worker, stored as segments by the aggregator",
         "runs": runs + 2,
-        "events": int(len(store.events())),
+        "events": int(len(store.events(columns=[]))),
         "summarize_and_render_s": elapsed,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "report_html_mb": report.stat().st_size / 2**20,
     }
 
@@ -845,12 +896,14 @@ def main() -> None:
             "fsdp-memory",
             "telemetry",
             "report",
+            "report-1000",
             "all",
         ],
     )
     parser.add_argument("--pairs", type=int, default=5, help="monitor on/off pairs")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per run (steady state: after epoch 1)")
     parser.add_argument("--repeats", type=int, default=3, help="plain / scaleprof pairs (ddp)")
+    parser.add_argument("--flush-s", type=float, default=0.5, help="sink batch interval (telemetry)")
     args = parser.parse_args()
     if args.which in ("overhead", "all"):
         _write("overhead", bench_overhead(args.pairs, args.epochs))
@@ -869,9 +922,12 @@ def main() -> None:
     if args.which in ("fsdp-memory", "all"):
         _write("fsdp_memory", bench_fsdp_memory())
     if args.which in ("telemetry", "all"):
-        _write("telemetry", bench_telemetry(actors=4, workers_per_actor=[16, 32, 64], seconds=10, hz=10, batch=10))
+        _write("telemetry", bench_telemetry(senders=4, workers=256, events_per_s=200, seconds=20, aggregators=[1, 2, 4],
+                                            flush_s=args.flush_s))  # fmt: skip
     if args.which in ("report", "all"):
         _write("report", bench_report(runs=100, samples_per_worker=600))
+    if args.which in ("report-1000", "all"):
+        _write("report_1000", bench_report(runs=1000, samples_per_worker=600))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,14 @@ placements:
 """
 
 
+# $OUT/steps_stored.py: exits 0 when one of the segment files named holds a step event.
+STEPS_STORED = """
+import sys
+import pyarrow.parquet as pq
+sys.exit(0 if any("step" in pq.read_table(f, columns=["kind"])["kind"].to_pylist() for f in sys.argv[1:]) else 1)
+"""
+
+
 def _namespaces_work() -> bool:
     if not shutil.which("unshare"):
         return False
@@ -44,7 +52,9 @@ pytestmark = pytest.mark.skipif(
 def in_namespace(script: str, tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a bash script in a fresh user + mount namespace, with $MNT a tmpfs that vanishes afterwards."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(SCALEPROF=f"{sys.executable} -m scaleprof.cli", MNT=str(tmp_path / "mnt"), OUT=str(tmp_path))
+    env.update(SCALEPROF=f"{sys.executable} -m scaleprof.cli", MNT=str(tmp_path / "mnt"), OUT=str(tmp_path),
+               PY=sys.executable)  # fmt: skip
+    (tmp_path / "steps_stored.py").write_text(STEPS_STORED)
     (tmp_path / "mnt").mkdir()
     (tmp_path / "exp.yaml").write_text(EXPERIMENT)
     return subprocess.run(
@@ -82,8 +92,8 @@ def test_disk_filling_up_mid_run_stops_cleanly_and_resume_finishes(tmp_path):
         set +e
         $SCALEPROF run "$OUT/exp.yaml" --out "$MNT/reports" > "$OUT/run1.log" 2>&1 &
         pid=$!
-        for i in $(seq 600); do  # until the first run is training: a few segments stored (one a second)
-            [ "$(ls "$MNT"/reports/*/events/0/ 2> /dev/null | wc -l)" -ge 4 ] && break
+        for i in $(seq 600); do  # until the first run is training: a step event stored
+            $PY "$OUT/steps_stored.py" "$MNT"/reports/*/events/0/*.parquet 2> /dev/null && break
             sleep 0.2
         done
         dd if=/dev/zero of="$MNT/filler" bs=64k 2> /dev/null  # fill the disk to the last block
