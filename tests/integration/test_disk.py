@@ -21,7 +21,7 @@ EXPERIMENT = """
 name: diskfull
 model: {name: mlp}
 data: {name: digits}
-train: {epochs: 30, batch_size: 16}
+train: {epochs: 60, batch_size: 16}  # 4 s of training: a stored step shows a second after the first
 monitor: {interval_s: 0.2}
 placements:
   - {name: a, workers: 1}
