@@ -108,6 +108,14 @@ def bench_overhead(pairs: int, epochs: int) -> dict:
     }
 
 
+def _in_process(function, *args):
+    """Call a benchmark in a fresh Python process (nothing imported or cached from an earlier one)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(function, args)
+
+
 def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int) -> dict:
     """The monitor's own CPU time, measured directly: a Ray worker emits `steps_per_s` step events as a
     training loop would, with the real 1 Hz sampler thread and a real sink to a real aggregator, then
@@ -646,21 +654,23 @@ def bench_telemetry(
     }
 
 
-def bench_report(runs: int, samples_per_worker: int) -> dict:
+def bench_report(runs: int, samples_per_worker: int, jsonl: bool = False) -> dict:
     """A synthetic study of `runs` runs x 2 workers with long timelines, stored through the aggregator as
-    a real study is: summarize + render time, peak memory, HTML size."""
+    a real study is (or, `jsonl`, as JSON lines, as scaleprof stored events before segments): summarize +
+    render time, peak memory, HTML size."""
     import resource
 
     sys.path.insert(0, str(REPO))
     from scaleprof.analysis.summarize import summarize, write_tables
     from scaleprof.report.render import render_report
     from scaleprof.telemetry.aggregator import Aggregator
-    from scaleprof.telemetry.store import StudyStore
+    from scaleprof.telemetry.store import StudyStore, append_jsonl
     from tests.unit.study_data import make_study
 
     root = Path(tempfile.mkdtemp(prefix="bench-report-")) / "study"
-    store: StudyStore = make_study(root)
+    store: StudyStore = make_study(root, jsonl=jsonl)
     aggregator = Aggregator(str(root))
+    write = (lambda rows: append_jsonl(store.events_path, rows)) if jsonl else aggregator.ingest
     base = {"model": "mlp", "kind": "fixed-split", "node_type": "test-node", "cpus_per_worker": 1, "gpus_per_worker": 0,
             "per_worker_batch": 50, "repeat": 0, "device": "cpu", "status": "ok", "reason": "",
             "wall_s": 60.0}  # fmt: skip
@@ -680,7 +690,7 @@ def bench_report(runs: int, samples_per_worker: int) -> dict:
                                "epoch": epoch, "epoch_time_s": 1.0, "epoch_start": 1000.0 + epoch,
                                "samples": 200 * workers,
                                "steps": 4, "train_loss": 1.0})  # fmt: skip
-        aggregator.ingest(events)
+        write(events)
     aggregator.compact()
     start = time.perf_counter()
     tables = summarize(store)
@@ -689,7 +699,8 @@ def bench_report(runs: int, samples_per_worker: int) -> dict:
     elapsed = time.perf_counter() - start
     return {
         "what": f"a synthetic study of {runs + 2} runs, 2 workers each, {samples_per_worker} system samples per "
-        "worker, stored as segments by the aggregator",
+        "worker, " + ("stored as JSON lines (before segments)" if jsonl else "stored as segments by the aggregator"),
+        "store": "jsonl" if jsonl else "segments",
         "runs": runs + 2,
         "events": int(len(store.events(columns=[]))),
         "summarize_and_render_s": elapsed,
@@ -925,9 +936,10 @@ def main() -> None:
         _write("telemetry", bench_telemetry(senders=4, workers=256, events_per_s=200, seconds=20, aggregators=[1, 2, 4],
                                             flush_s=args.flush_s))  # fmt: skip
     if args.which in ("report", "all"):
-        _write("report", bench_report(runs=100, samples_per_worker=600))
+        # Side by side, each in a fresh process (imports and caches paid alike): JSON lines, then segments.
+        _write("report", {"rows": [_in_process(bench_report, 100, 600, jsonl) for jsonl in (True, False)]})
     if args.which in ("report-1000", "all"):
-        _write("report_1000", bench_report(runs=1000, samples_per_worker=600))
+        _write("report_1000", _in_process(bench_report, 1000, 600))
 
 
 if __name__ == "__main__":

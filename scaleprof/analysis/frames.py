@@ -9,7 +9,12 @@ def of_kind(events: pd.DataFrame, kind: str) -> pd.DataFrame:
     """The events of one kind, without the columns only other kinds fill."""
     if events.empty or "kind" not in events:
         return pd.DataFrame()
-    return events[events["kind"] == kind].dropna(axis=1, how="all")
+    rows = (events["kind"] == kind).to_numpy()
+    if not rows.any():
+        return pd.DataFrame()
+    # The columns first, then one copy of only those (a study's events are wide: every kind's fields).
+    filled = events.notna().to_numpy()[rows].any(axis=0)
+    return events.loc[rows, events.columns[filled]]
 
 
 def column(frame: pd.DataFrame, name: str) -> pd.Series:

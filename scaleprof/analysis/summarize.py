@@ -305,10 +305,11 @@ def summarize(store: StudyStore) -> StudyTables:
     protocol = Protocol.of(manifest["experiment"])
     records = store.final_run_records()
     events = store.events()
-    by_run = dict(tuple(events.groupby("run_id"))) if not events.empty else {}
+    by_run = events.groupby("run_id").indices if not events.empty else {}  # positions: one run's copy at a time
     step_charts: list[pd.DataFrame] = []
     rows = [
-        summarize_run(rec, by_run.get(run_id, pd.DataFrame()), protocol, step_charts) for run_id, rec in records.items()
+        summarize_run(rec, events.iloc[by_run[run_id]] if run_id in by_run else pd.DataFrame(), protocol, step_charts)
+        for run_id, rec in records.items()
     ]
     runs = pd.DataFrame(rows)
     silent = sum(1 for run_id, rec in records.items() if rec.get("status") == RunStatus.OK and run_id not in by_run)

@@ -31,6 +31,7 @@ EVENTS = "events.jsonl"  # the events of a study written before segments (still 
 # A full, over-quota or read-only disk: writing again will not help, so a study stops on these.
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 LOCK = ".scaleprof.lock"
+CATEGORIES = ["study_id", "run_id", "node_id", "kind"]  # string ids every event carries: read as categoricals
 # What identifies one stored event: a resent or copied line carries the same key.
 EVENT_KEY = ["run_id", "attempt", "rank", "seq"]
 RUN_RECORDS = "run_records.jsonl"
@@ -320,7 +321,12 @@ class StudyStore:
         segments = read_segments(self.root, wanted)
         self.damage.set(EVENTS_DIR, f"unreadable segment(s) skipped: {', '.join(segments.unreadable)}",
                         len(segments.unreadable))  # fmt: skip
-        frames = [segments.table.to_pandas()]
+        # One chunk per column (a chunk per segment makes every later row selection slow), the dense
+        # string ids as categories (a selection takes their codes), and no second copy held.
+        table = segments.table.combine_chunks()
+        del segments
+        frames = [table.to_pandas(self_destruct=True, split_blocks=True, categories=CATEGORIES)]
+        del table
         if self.events_path.exists():
             legacy = pd.DataFrame(read_jsonl(self.events_path, self.damage))
             frames.append(legacy if wanted is None else legacy.reindex(columns=wanted))
@@ -334,10 +340,11 @@ class StudyStore:
             ids_ok &= pd.to_numeric(keys[column], errors="coerce").notna()
         label = EVENTS if self.events_path.exists() else EVENTS_DIR  # an older study's log, or the segments
         self.damage.set(label, "event(s) without run_id, attempt, rank, seq or kind dropped", int((~ids_ok).sum()))
-        frame = frame[ids_ok]
+        if not ids_ok.all():
+            frame = frame[ids_ok]
         repeated = frame.duplicated(subset=EVENT_KEY, keep="first")
         self.damage.set(label, "repeated event(s) (same run, attempt, rank and seq) dropped", int(repeated.sum()))
-        return frame[~repeated].reset_index(drop=True)
+        return frame[~repeated].reset_index(drop=True) if repeated.any() else frame.reset_index(drop=True)
 
     def event_records(self) -> list[dict[str, Any]]:
         """Every event once (as `events()`), each a dict of the fields it has, as the worker emitted it."""
