@@ -116,19 +116,20 @@ def _in_process(function, *args):
         return pool.apply(function, args)
 
 
-def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int) -> dict:
+def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int, flush_intervals: list[float]) -> dict:
     """The monitor's own CPU time, measured directly: a Ray worker emits `steps_per_s` step events as a
-    training loop would, with the real 1 Hz sampler thread and a real sink to a real aggregator, then
-    runs the same loop without them (alternated). The difference in the process's CPU time over the wall
-    time is the monitor's cost as a fraction of one core: a bound on what it takes from a CPU-bound step."""
+    training loop would, with the real 1 Hz sampler thread and a real sink to a real aggregator (sending
+    a batch every `flush_s`, for each of `flush_intervals`), then runs the same loop without them; the
+    arms alternate, their order rotated each round. The difference in the process's CPU time over the
+    wall time is the monitor's cost as a fraction of one core: a bound on what it takes from a CPU-bound step."""
     import ray
 
-    from scaleprof.telemetry.aggregator import start_aggregator
+    from scaleprof.telemetry.aggregator import start_aggregators
     from scaleprof.telemetry.store import StudyStore
 
     @ray.remote(num_cpus=1)
     class Worker:
-        def run(self, aggregator, monitored: bool, seconds: float, steps_per_s: float) -> dict:
+        def run(self, aggregator, flush_s: float | None, seconds: float, steps_per_s: float) -> dict:
             import psutil
 
             from scaleprof.records import StepEvent
@@ -137,8 +138,10 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int) -> dict:
             proc = psutil.Process()
             ids = {"study_id": "bench", "run_id": f"r-{time.time_ns()}", "attempt": 0, "rank": 0, "node_id": "n"}
             before = proc.cpu_times()
+            monitored = flush_s is not None
             if monitored:
-                sink = EventSink(ids, lambda batch: aggregator.ingest.remote(batch)).start()
+                to = aggregator.for_node("n")
+                sink = EventSink(ids, lambda batch: to.ingest.remote(batch), flush_interval_s=flush_s).start()
                 monitor = Monitor(sink, [SystemSampler(), GpuSampler(None)], interval_s=1.0).start()
             steps, period = 0, 1.0 / steps_per_s
             start = time.monotonic()
@@ -161,28 +164,32 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int) -> dict:
             }
 
     rows = []
+    arms: list[float | None] = [None, *flush_intervals]
     with _local_ray():
         study = Path(tempfile.mkdtemp(prefix="bench-monitor-cpu-")) / "study"
         StudyStore(study).create()
-        aggregator = start_aggregator(str(study))
+        aggregator = start_aggregators(str(study))
         worker = Worker.remote()
-        ray.get(worker.run.remote(aggregator, True, 2.0, steps_per_s))  # warm-up: imports, first calls
+        ray.get(worker.run.remote(aggregator, flush_intervals[0], 2.0, steps_per_s))  # warm-up: imports, first calls
         for i in range(rounds):
-            for monitored in (True, False) if i % 2 == 0 else (False, True):
-                rows.append({"round": i, "monitored": monitored,
-                             **ray.get(worker.run.remote(aggregator, monitored, seconds, steps_per_s))})  # fmt: skip
-    cost = [
-        (next(r for r in rows if r["round"] == i and r["monitored"])["cpu_s"]
-         - next(r for r in rows if r["round"] == i and not r["monitored"])["cpu_s"]) / seconds
-        for i in range(rounds)
-    ]  # fmt: skip
+            for flush_s in arms[i % len(arms) :] + arms[: i % len(arms)]:
+                rows.append({"round": i, "flush_s": flush_s,
+                             **ray.get(worker.run.remote(aggregator, flush_s, seconds, steps_per_s))})  # fmt: skip
+    cost = {
+        str(flush_s): [
+            (next(r for r in rows if r["round"] == i and r["flush_s"] == flush_s)["cpu_s"]
+             - next(r for r in rows if r["round"] == i and r["flush_s"] is None)["cpu_s"]) / seconds
+            for i in range(rounds)
+        ]
+        for flush_s in flush_intervals
+    }  # fmt: skip
     return {
-        "what": f"CPU time of the monitor (1 Hz sampler thread) and event sink (batches to a real aggregator every "
-        f"1 s) in a Ray worker emitting {steps_per_s:g} step events/s, minus the same loop without them; "
-        f"{seconds:g} s per run, {rounds} alternated rounds",
+        "what": f"CPU time of the monitor (1 Hz sampler thread) and event sink (column batches to a real aggregator "
+        f"every flush_s) in a Ray worker emitting {steps_per_s:g} step events/s, minus the same loop without them; "
+        f"{seconds:g} s per run, {rounds} rounds, arms in rotated order",
         "runs": rows,
         "core_fraction_per_round": cost,
-        "median_core_fraction": statistics.median(cost),
+        "median_core_fraction": {k: statistics.median(v) for k, v in cost.items()},
     }
 
 
@@ -919,7 +926,7 @@ def main() -> None:
     if args.which in ("overhead", "all"):
         _write("overhead", bench_overhead(args.pairs, args.epochs))
     if args.which in ("monitor-cpu", "all"):
-        _write("monitor_cpu", bench_monitor_cpu(seconds=20, steps_per_s=100, rounds=3))
+        _write("monitor_cpu", bench_monitor_cpu(seconds=20, steps_per_s=100, rounds=3, flush_intervals=[1.0, 0.5]))
     if args.which in ("plain", "all"):
         _write("plain", bench_plain(repeats=3, epochs=args.epochs))
     if args.which in ("ddp", "all"):

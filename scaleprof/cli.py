@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import math
 import os
 import shutil
@@ -316,7 +317,7 @@ def _require_study(path: str | Path):
 
     store = StudyStore(Path(path))
     if not store.exists():
-        raise UserError(f"{path}: not a scaleprof study directory (no manifest.json and events.jsonl)")
+        raise UserError(f"{path}: not a scaleprof study directory (no manifest.json and events/)")
     return store
 
 
@@ -425,9 +426,42 @@ def _export_mlflow(study_dir: Path, uri: str, experiment: str | None, console: C
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    if not (args.mlflow or args.events):
+        raise UserError("export: say where to: --mlflow TRACKING_URI and/or --events FILE")
     store = _require_study(args.study_dir)
-    _export_mlflow(store.root, args.mlflow, args.mlflow_experiment, console)
+    if args.events:
+        _export_events(store, Path(args.events), console)
+    if args.mlflow:
+        _export_mlflow(store.root, args.mlflow, args.mlflow_experiment, console)
     return 0
+
+
+EVENT_FORMATS = (".jsonl", ".csv", ".parquet")
+
+
+def _export_events(store: Any, path: Path, console: Console) -> None:
+    """Every stored event once, as JSON lines (one object per event, its own fields only), CSV or one
+    Parquet file, chosen by the file's suffix; written to a temporary name and renamed."""
+    from scaleprof.telemetry.store import atomic_write_bytes
+
+    if path.suffix not in EVENT_FORMATS:
+        raise UserError(f"--events {path}: name a file ending in {', '.join(EVENT_FORMATS)}")
+    events = store.events()
+    if path.suffix == ".jsonl":
+        data = "".join(json.dumps(r, default=str) + "\n" for r in store.event_records()).encode()
+    elif path.suffix == ".csv":
+        data = events.to_csv(index=False).encode()
+    else:
+        import io
+
+        buffer = io.BytesIO()
+        events.to_parquet(buffer, index=False)
+        data = buffer.getvalue()
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise UserError(f"--events {path}: cannot write there ({exc.strerror or exc})") from None
+    console.print(f"Events: {len(events):,} written to {path}", markup=False, highlight=False)
 
 
 def cmd_ls(args: argparse.Namespace, console: Console) -> int:
@@ -559,11 +593,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--html", metavar="FILE", help="also write the comparison as a page (offline, sortable)")
     compare.set_defaults(func=cmd_compare)
     export = sub.add_parser(
-        "export", help="log a finished study to MLflow (a parent run, a child run per scaleprof run)",
-        formatter_class=raw, epilog="example:\n  scaleprof export reports/smoke-20261129-120000 --mlflow sqlite:///mlflow.db",
+        "export", help="log a finished study to MLflow (a parent run, a child run per scaleprof run), or write "
+        "its events to one file", formatter_class=raw,
+        epilog="examples:\n  scaleprof export reports/smoke-20261129-120000 --mlflow sqlite:///mlflow.db\n"
+        "  scaleprof export reports/smoke-20261129-120000 --events events.jsonl",
     )  # fmt: skip
     export.add_argument("study_dir")
-    _mlflow_arguments(export, required=True)
+    _mlflow_arguments(export, required=False)
+    export.add_argument("--events", metavar="FILE", help="write every event to FILE: .jsonl, .csv or .parquet")
     export.set_defaults(func=cmd_export)
     ls = sub.add_parser(
         "ls", help="list the studies under a directory and write its index.html", formatter_class=raw,

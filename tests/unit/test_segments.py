@@ -176,3 +176,30 @@ def test_a_damaged_segment_in_a_study_is_said_in_the_report_and_never_fatal(tmp_
     tables = summarize(StudyStore(store.root))
     assert any("unreadable segment(s) skipped: events/0/" in line for line in tables.damage)
     assert any("have no events at all" in line for line in tables.damage)
+
+
+def test_export_writes_every_event_once_as_json_lines_csv_or_parquet(tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from scaleprof import cli
+    from tests.unit.study_data import make_study
+
+    store = make_study(tmp_path / "study")
+    stored = store.events()
+    for name in ("events.jsonl", "events.csv", "events.parquet"):
+        assert cli.main(["export", str(store.root), "--events", str(tmp_path / name)]) == 0
+        assert f"Events: {len(stored):,} written to" in capsys.readouterr().out
+    lines = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert lines == store.event_records() and all("seq" in row and None not in row.values() for row in lines)
+    assert len(pd.read_csv(tmp_path / "events.csv")) == len(stored)
+    assert (
+        pd.read_parquet(tmp_path / "events.parquet")[["run_id", "rank", "seq"]]
+        .astype(str)
+        .equals(stored[["run_id", "rank", "seq"]].astype(str))
+    )
+    for args, message in ((["--events", str(tmp_path / "e.txt")], "name a file ending in .jsonl, .csv, .parquet"),
+                          ([], "say where to: --mlflow TRACKING_URI and/or --events FILE")):  # fmt: skip
+        assert cli.main(["export", str(store.root), *args]) == 2
+        assert message in capsys.readouterr().err
