@@ -554,6 +554,8 @@ def bench_session_step_cost(rounds: int, epochs: int) -> dict:
 def bench_telemetry(
     senders: int, workers: int, events_per_s: float, seconds: float, aggregators: list[int], flush_s: float
 ) -> dict:
+    import random
+
     """`workers` simulated workers, spread over `senders` actors, each a real EventSink emitting step events
     evenly at `events_per_s` and sending a batch every `flush_s` (staggered, as real workers are), into one
     study through `n` aggregator actors for each n in `aggregators`. Measured: events stored per second,
@@ -578,6 +580,7 @@ def bench_telemetry(
                 return EventSink(ids, lambda batch: to.ingest.remote(batch), flush_interval_s=flush_s)
 
             sinks = [sink_for(first + w) for w in range(n)]
+            rng = random.Random(first)
             tick_s = 0.05
             ticks_per_flush = max(1, round(flush_s / tick_s))
             per_tick = rate * tick_s
@@ -589,7 +592,7 @@ def bench_telemetry(
                 for w, sink in enumerate(sinks):
                     owed[w] += per_tick
                     while owed[w] >= 1:
-                        step_s = 1.0 / rate
+                        step_s = rng.gauss(1.0 / rate, 0.05 / rate)  # real step times jitter: they compress less
                         sink.emit(StepEvent(epoch=steps[w] // 1000, step=steps[w], samples=64, data_s=step_s * 0.05,
                                             compute_s=step_s * 0.95, step_s=step_s, forward_s=step_s * 0.3,
                                             backward_s=step_s * 0.5, optimizer_s=step_s * 0.1))  # fmt: skip
@@ -635,7 +638,8 @@ def bench_telemetry(
             )
             emitted = sum(s["emitted"] for s in sent)
             rows.append({
-                "aggregators": count, "simulated_workers": workers, "offered_events_per_s": workers * events_per_s,
+                "aggregators": count, "simulated_workers": workers, "events_per_s_per_worker": events_per_s,
+                "flush_s": flush_s, "offered_events_per_s": workers * events_per_s,
                 "emitted": emitted, "acknowledged": sum(s["sent"] for s in sent),
                 "dropped_by_senders": sum(s["dropped"] for s in sent), "stored": len(stored),
                 "every_seq_once": bool(seqs_ok and len(stored) == emitted), "gaps": stats["gaps"],
@@ -647,6 +651,7 @@ def bench_telemetry(
                 "aggregator_peak_rss_mb": [b["peak_rss_mb"] for b in after],
                 "disk_bytes_per_event": disk_bytes(study) / max(len(stored), 1),
                 "segment_files": sum(1 for _ in study.glob("events/*/*.parquet")),
+                "calls_per_s": workers / flush_s,
             })  # fmt: skip
             print(json.dumps(rows[-1]), file=sys.stderr)
             for a in actors:
@@ -921,7 +926,6 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=5, help="monitor on/off pairs")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per run (steady state: after epoch 1)")
     parser.add_argument("--repeats", type=int, default=3, help="plain / scaleprof pairs (ddp)")
-    parser.add_argument("--flush-s", type=float, default=0.5, help="sink batch interval (telemetry)")
     args = parser.parse_args()
     if args.which in ("overhead", "all"):
         _write("overhead", bench_overhead(args.pairs, args.epochs))
@@ -940,8 +944,14 @@ def main() -> None:
     if args.which in ("fsdp-memory", "all"):
         _write("fsdp_memory", bench_fsdp_memory())
     if args.which in ("telemetry", "all"):
-        _write("telemetry", bench_telemetry(senders=4, workers=256, events_per_s=200, seconds=20, aggregators=[1, 2, 4],
-                                            flush_s=args.flush_s))  # fmt: skip
+        # 256 fast workers (200 steps/s) batching every 0.5 s, then 1,024 GPU-like ones (30 steps/s) at the sink's
+        # default 1 s: the same events/s order, four times the calls.
+        _write("telemetry", {"rows": [
+            *bench_telemetry(senders=4, workers=256, events_per_s=200, seconds=20, aggregators=[1, 2, 4],
+                             flush_s=0.5)["rows"],
+            *bench_telemetry(senders=4, workers=1024, events_per_s=30, seconds=20, aggregators=[1, 2],
+                             flush_s=1.0)["rows"],
+        ], "what": "see bench_telemetry's docstring; rows say the shape"})  # fmt: skip
     if args.which in ("report", "all"):
         # Side by side, each in a fresh process (imports and caches paid alike): JSON lines, then segments.
         _write("report", {"rows": [_in_process(bench_report, 100, 600, jsonl) for jsonl in (True, False)]})

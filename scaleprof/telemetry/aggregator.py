@@ -242,12 +242,29 @@ class Aggregator:
         ids, columns = batch["ids"], batch["columns"]
         kinds, times = columns["kind"], columns["time"]
         fields = {k: columns[k] for k in LIVE_FIELDS if k in columns}
+        epochs, samples, step_s = columns.get("epoch"), columns.get("samples"), columns.get("step_s")
         run_id, attempt, rank = ids["run_id"], int(ids["attempt"]), int(ids["rank"])
-        for i, kind in enumerate(kinds):
-            if keep is None or keep[i]:
-                row = {k: v[i] for k, v in fields.items()}
-                row["time"] = times[i]
-                self._observe(run_id, attempt, rank, ids.get("node_id"), kind, row)
+        i, n = 0, len(kinds)
+        while i < n:
+            if keep is not None and not keep[i]:
+                i += 1
+                continue
+            row = {k: v[i] for k, v in fields.items()}
+            row["time"] = times[i]
+            self._observe(run_id, attempt, rank, ids.get("node_id"), kinds[i], row)
+            if kinds[i] != EventKind.STEP or epochs is None or samples is None or step_s is None:
+                i += 1
+                continue
+            # The steps that follow in the same epoch only add up: taken together (most of a batch).
+            j = i + 1
+            while j < n and kinds[j] == EventKind.STEP and epochs[j] == epochs[i] and (keep is None or keep[j]):
+                j += 1
+            live = self._live.get(run_id, {}).get(rank)
+            if j > i + 1 and live is not None and self._live_attempt.get(run_id) == attempt:
+                live["samples"] += sum(samples[i + 1 : j])
+                live["last_time"] = times[j - 1]
+                live["step_s"] = float(step_s[j - 1])
+            i = j
 
     def _observe(self, run_id: str, attempt: int, rank: int, node_id: Any, kind: str, event: dict[str, Any]) -> None:
         if kind == EventKind.LIFECYCLE and event.get("event") == Lifecycle.WORKER_START:
