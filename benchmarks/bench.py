@@ -704,8 +704,8 @@ def bench_telemetry(
                 "emitted": emitted, "acknowledged": sum(s["sent"] for s in sent),
                 "dropped_by_senders": sum(s["dropped"] for s in sent), "stored": len(stored),
                 "every_seq_once": bool(seqs_ok and len(stored) == emitted), "gaps": stats["gaps"],
-                "duplicates": stats["duplicates"], "stored_events_per_s": len(stored) / window, "sending_window_s": window,
-                "elapsed_s": elapsed,
+                "duplicates": stats["duplicates"], "stored_events_per_s": len(stored) / window,
+                "sending_window_s": window, "elapsed_s": elapsed,
                 "lag_p50_s": stats["lag_p50_s"], "lag_p99_s": stats["lag_p99_s"],
                 "aggregator_cpu_s": [b["cpu_s"] - a["cpu_s"] for a, b in zip(before, after, strict=True)],
                 "aggregator_cpu_us_per_event": sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(before, after, strict=True))
