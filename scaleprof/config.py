@@ -364,6 +364,11 @@ class MonitorSpec(_Strict):
         "driver's node; a worker sends to one chosen by its node. One stores over 50,000 events/s (README "
         "Performance): more only for thousands of workers",
     )
+    node_relays: bool = Field(
+        default=False,
+        description="a relay actor on each node forwards its workers' event batches to the aggregator as one "
+        "call every 0.25 s (an aggregator's cost is mostly per call): for clusters of many nodes",
+    )
 
 
 class PlacementSpec(_Strict):

@@ -416,6 +416,8 @@ def run_study(
                 observer.run_finished(run, {**done[run.run_id], "reason": "kept from the interrupted study"})
                 continue
             observer.run_started(run, len(runs), experiment.train.epochs)
+            if experiment.monitor.node_relays:  # a relay on every node alive now (an autoscaled one may be new)
+                aggregator = aggregator.with_relays(str(study_dir), [n.node_id for n in cluster_view().nodes])
             with _ProgressPoller(aggregator, run, observer, metrics):
                 record = run_one(run, experiment, study_id, store, aggregator, inputs, observer)
             result.records.append(record)

@@ -34,6 +34,7 @@ WorkerKey = tuple[str, int, int]  # run_id, attempt, rank
 Batch = dict[str, Any]  # records.event_batch: one worker's ids and its events as columns
 MAX_AHEAD = 10_000  # events held past a hole per worker before the hole is declared lost
 MAX_RESTARTS = 5
+FORWARD_S = 0.25  # a node relay forwards what arrived this often (it adds at most this to the lag)
 COMPACT_EVERY = 64  # small segments merged into one file
 LINGER_S = 0.05  # the actor waits this long after a call for others to join its segment
 KEY = ["run_id", "attempt", "rank"]
@@ -397,6 +398,10 @@ class AggregatorActor:
         self._wake.set()
         return await done
 
+    async def ingest_many(self, batches: list[Batch]) -> list[int]:
+        """Several workers' batches in one call (from a node relay): each committed as if sent alone."""
+        return list(await asyncio.gather(*(self.ingest(batch) for batch in batches)))
+
     async def _flush_forever(self) -> None:
         assert self._wake is not None
         while True:
@@ -463,6 +468,63 @@ class AggregatorActor:
         return self.core.store_trace(run_id, name, data)
 
 
+class NodeRelay:
+    """One per node, when asked (`monitor.node_relays`): the node's workers send their batches here, and
+    every `forward_s` it forwards all that arrived to the study's aggregator in one call, answering each
+    worker once that call returns (so once its events are on disk). An aggregator's cost is mostly per
+    call (README Performance): a node's workers then cost it one call per interval, not one each. It
+    holds nothing that matters: killed, its callers' calls fail or are retried and their sinks resend.
+    `target` is the aggregator actor (or, in tests, an AggregatorActor itself)."""
+
+    def __init__(self, target: Any, forward_s: float = FORWARD_S):
+        self._target = target
+        self._forward_s = forward_s
+        self._pending: list[tuple[Batch, asyncio.Future[int]]] = []
+        self._wake: asyncio.Event | None = None
+        self._forwarder: asyncio.Task[None] | None = None
+        self.forwarded_calls = 0
+
+    async def ingest(self, batch: Batch) -> int:
+        if self._forwarder is None or self._forwarder.done():
+            self._wake = asyncio.Event()
+            self._forwarder = asyncio.create_task(self._forward_forever())
+        assert self._wake is not None
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append((batch, done))
+        self._wake.set()
+        return await done
+
+    async def _forward_forever(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await asyncio.sleep(self._forward_s)
+            group, self._pending = self._pending, []
+            if group:
+                asyncio.create_task(self._forward(group))  # the next interval's batches do not wait for this call
+
+    async def _forward(self, group: list[tuple[Batch, asyncio.Future[int]]]) -> None:
+        remote = getattr(self._target.ingest_many, "remote", None)
+        batches = [batch for batch, _ in group]
+        try:
+            counts = await (remote(batches) if remote is not None else self._target.ingest_many(batches))
+        except Exception as exc:  # the aggregator failed or is restarting: every sender resends
+            for _, done in group:
+                done.set_exception(exc)
+            return
+        self.forwarded_calls += 1
+        for (_, done), count in zip(group, counts, strict=True):
+            done.set_result(count)
+
+    def stats(self) -> dict[str, int]:
+        return {"forwarded_calls": self.forwarded_calls}
+
+
+def relay_name(study_id: str, node_id: str) -> str:
+    return f"scaleprof-relay-{study_id}-{node_id[:16]}"
+
+
 def aggregator_name(study_id: str, shard: str = "0") -> str:
     """The actor's name: `ray list actors` shows which study it serves; tests find it by name."""
     return f"scaleprof-aggregator-{study_id}" + ("" if shard == "0" else f"-{shard}")
@@ -475,13 +537,37 @@ class Aggregators:
     workers share an aggregator and ingest grows with the aggregators. Picklable: workers get it."""
 
     actors: tuple[Any, ...]
+    relays: tuple[tuple[str, Any], ...] = ()  # (node id, its relay), with `monitor.node_relays`
 
     @property
     def first(self) -> Any:
         return self.actors[0]
 
-    def for_node(self, node_id: str) -> Any:
+    def aggregator_for(self, node_id: str) -> Any:
+        """The aggregator a node's events go to (through its relay, if it has one)."""
         return self.actors[zlib.crc32(str(node_id).encode()) % len(self.actors)]
+
+    def for_node(self, node_id: str) -> Any:
+        """Where a worker on this node sends its events: the node's relay, or its aggregator."""
+        return dict(self.relays).get(node_id) or self.aggregator_for(node_id)
+
+    def with_relays(self, study_dir: str, node_ids: list[str], place: bool = True) -> Aggregators:
+        """These aggregators plus a relay on each of `node_ids` that has none yet (placed on that node;
+        `place=False` for a simulation whose nodes are names only)."""
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        have = dict(self.relays)
+        relay_cls = ray.remote(NodeRelay)
+        for node_id in node_ids:
+            if node_id in have:
+                continue
+            options: dict[str, Any] = {"name": relay_name(Path(study_dir).name, node_id), "num_cpus": 0,
+                                       "max_restarts": MAX_RESTARTS, "max_task_retries": -1}  # fmt: skip
+            if place:
+                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+            have[node_id] = relay_cls.options(**options).remote(self.aggregator_for(node_id))
+        return Aggregators(self.actors, tuple(have.items()))
 
     def progress(self, run_id: str, timeout_s: float) -> dict[str, Any]:
         import ray
@@ -500,15 +586,17 @@ class Aggregators:
         import ray
 
         finals = ray.get([a.close.remote() for a in self.actors])
+        relayed = ray.get([relay.stats.remote() for _, relay in self.relays])
+        relays = {"relays": len(relayed), "relay_calls": sum(r["forwarded_calls"] for r in relayed)} if relayed else {}
         if len(self.actors) == 1:
-            return finals[0]
+            return finals[0] | relays
         lags = ray.get([a.stats.remote(lags=True) for a in self.actors])
-        return stats_of(finals, [np.asarray(s["lags"]) for s in lags]) | {"aggregators": len(self.actors)}
+        return stats_of(finals, [np.asarray(s["lags"]) for s in lags]) | {"aggregators": len(self.actors)} | relays
 
     def kill(self) -> None:
         import ray
 
-        for actor in self.actors:
+        for actor in (*self.actors, *(relay for _, relay in self.relays)):
             ray.kill(actor)
 
 

@@ -17,7 +17,8 @@ STUDY = {
     "model": {"name": "mlp"},
     "data": {"name": "digits"},
     "train": {"epochs": 2, "batch_size": 32},
-    "monitor": {"enabled": True, "interval_s": 0.2},
+    # Two aggregators and a relay per node: the shared study is where the path past one aggregator runs for real.
+    "monitor": {"enabled": True, "interval_s": 0.2, "aggregators": 2, "node_relays": True},
     "placements": [
         {"name": "cpu-1", "workers": 1, "repeats": 2},  # the repeat proves CPU runs reproduce exactly
         {"name": "cpu-2", "workers": 2, "strategy": "STRICT_SPREAD"},  # one worker on each node

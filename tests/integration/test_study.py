@@ -93,6 +93,9 @@ def test_manifest_records_experiment_splits_and_cluster(study):
     assert m["ray"]["cluster_resources"]["CPU"] == 2.0 and len(m["ray"]["nodes"]) == 2
     assert m["packages"]["torch"] and m["packages"]["ray"] == "2.60.0"
     assert m["telemetry"]["events_written"] == len(StudyStore(result.study_dir).events())
+    # Two aggregators, a relay on each of the 2 nodes, every event through them once (seq_gaps below are 0).
+    assert m["telemetry"]["aggregators"] == 2 and m["telemetry"]["relays"] == 2 and m["telemetry"]["relay_calls"] > 0
+    assert m["telemetry"]["gaps"] == 0 and m["telemetry"]["duplicates"] == 0
     assert m["gpu"] is None  # no GPU here: nothing probed, nothing claimed
 
 

@@ -203,3 +203,44 @@ def test_export_writes_every_event_once_as_json_lines_csv_or_parquet(tmp_path, c
                           ([], "say where to: --mlflow TRACKING_URI and/or --events FILE")):  # fmt: skip
         assert cli.main(["export", str(store.root), *args]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_a_node_relay_forwards_its_workers_batches_as_one_call_and_answers_each_once_on_disk(tmp_path):
+    from scaleprof.telemetry.aggregator import NodeRelay
+
+    store = _study(tmp_path)
+
+    async def main():
+        aggregator = AggregatorActor(str(store.root), linger_s=0.01)
+        relay = NodeRelay(aggregator, forward_s=0.05)
+        answers = await asyncio.gather(*(relay.ingest(_batch(range(10), rank=r)) for r in range(8)))
+        again = await relay.ingest(_batch(range(10), rank=0))  # a resend: on disk already, none new
+        return answers, again, relay.forwarded_calls, await aggregator.close()
+
+    answers, again, calls, stats = asyncio.run(main())
+    assert answers == [10] * 8 and again == 0 and calls == 2  # 8 workers' batches in one call, then the resend
+    assert stats["events_written"] == 80 and stats["duplicates"] == 10 and len(store.events()) == 80
+
+
+def test_when_the_aggregator_fails_every_batch_a_relay_holds_fails_and_is_resent(tmp_path, monkeypatch):
+    import scaleprof.telemetry.segments as segments
+    from scaleprof.telemetry.aggregator import NodeRelay
+
+    store = _study(tmp_path)
+    real_write = segments.pq.write_table
+
+    def full(table, where, **options):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    async def main():
+        aggregator = AggregatorActor(str(store.root), linger_s=0.01)
+        relay = NodeRelay(aggregator, forward_s=0.05)
+        monkeypatch.setattr(segments.pq, "write_table", full)
+        failed = await asyncio.gather(*(relay.ingest(_batch(range(5), rank=r)) for r in range(3)),
+                                      return_exceptions=True)  # fmt: skip
+        monkeypatch.setattr(segments.pq, "write_table", real_write)
+        resent = await asyncio.gather(*(relay.ingest(_batch(range(5), rank=r)) for r in range(3)))
+        return failed, resent, await aggregator.close()
+
+    failed, resent, stats = asyncio.run(main())
+    assert all(isinstance(f, OSError) for f in failed) and resent == [5, 5, 5] and stats["events_written"] == 15
