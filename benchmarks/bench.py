@@ -559,6 +559,8 @@ def bench_telemetry(
     aggregators: list[int],
     flush_s: float,
     prebuilt: bool = False,
+    relays: bool = False,
+    per_node: int = 8,
 ) -> dict:
     import random
 
@@ -583,7 +585,7 @@ def bench_telemetry(
                 return self.send_prebuilt(aggs, first, n, rate, seconds, flush_s)
 
             def sink_for(rank: int) -> EventSink:
-                node = f"node-{rank // 8}"  # 8 workers a node, as on an 8-GPU machine
+                node = f"node-{rank // per_node}"  # 8 workers a node, as on an 8-GPU machine
                 to = aggs.for_node(node)
                 ids = {"study_id": "bench", "run_id": "r", "attempt": 0, "rank": rank, "node_id": node}
                 return EventSink(ids, lambda batch: to.ingest.remote(batch), flush_interval_s=flush_s)
@@ -626,7 +628,7 @@ def bench_telemetry(
             rng = random.Random(first)
             k = max(1, round(rate * flush_s))
             ranks = range(first, first + n)
-            node = {r: f"node-{r // 8}" for r in ranks}
+            node = {r: f"node-{r // per_node}" for r in ranks}
 
             def step(i: int) -> StepEvent:
                 t = rng.gauss(1 / rate, 0.05 / rate)
@@ -682,6 +684,8 @@ def bench_telemetry(
             study = Path(tempfile.mkdtemp(prefix="bench-telemetry-")) / "study"
             StudyStore(study).create()
             aggs = start_aggregators(str(study), count)
+            if relays:  # the simulated nodes are names: their relays run here, each forwarding its workers' batches
+                aggs = aggs.with_relays(str(study), [f"node-{i}" for i in range(workers // per_node)], place=False)
             before = [usage(a) for a in aggs.actors]
             actors = [Sender.remote() for _ in range(senders)]
             per = workers // senders
@@ -690,7 +694,7 @@ def bench_telemetry(
                             for i, a in enumerate(actors)])  # fmt: skip
             elapsed = time.monotonic() - start
             window = max(s["finished"] for s in sent) - min(s["started"] for s in sent)  # first send to last ack
-            stats = aggs.close()
+            stats = aggs.close()  # relay stats included
             after = [usage(a) for a in aggs.actors]
             stored = StudyStore(study).events(columns=[])
             seqs_ok = all(
@@ -699,6 +703,8 @@ def bench_telemetry(
             emitted = sum(s["emitted"] for s in sent)
             rows.append({
                 "aggregators": count, "senders": "prebuilt batches" if prebuilt else "EventSink",
+                "node_relays": (workers // per_node) if relays else 0, "workers_per_node": per_node,
+                "aggregator_calls_per_s": stats.get("relay_calls", 0) / window if relays else workers / flush_s,
                 "simulated_workers": workers, "events_per_s_per_worker": events_per_s,
                 "flush_s": flush_s, "offered_events_per_s": workers * events_per_s,
                 "emitted": emitted, "acknowledged": sum(s["sent"] for s in sent),
@@ -713,7 +719,7 @@ def bench_telemetry(
                 "aggregator_peak_rss_mb": [b["peak_rss_mb"] for b in after],
                 "disk_bytes_per_event": disk_bytes(study) / max(len(stored), 1),
                 "segment_files": sum(1 for _ in study.glob("events/*/*.parquet")),
-                "calls_per_s": workers / flush_s,
+
             })  # fmt: skip
             print(json.dumps(rows[-1]), file=sys.stderr)
             for a in actors:
@@ -1018,6 +1024,11 @@ def main() -> None:
                              flush_s=1.0, prebuilt=True)["rows"],
             *bench_telemetry(senders=4, workers=256, events_per_s=200, seconds=20, aggregators=[1, 4],
                              flush_s=0.5)["rows"],
+            # Through node relays (one per simulated node, all on this machine): the aggregator's calls drop.
+            *bench_telemetry(senders=4, workers=256, events_per_s=200, seconds=20, aggregators=[1], flush_s=0.5,
+                             prebuilt=True, relays=True)["rows"],
+            *bench_telemetry(senders=4, workers=1024, events_per_s=30, seconds=20, aggregators=[1], flush_s=1.0,
+                             prebuilt=True, relays=True, per_node=32)["rows"],
         ], "what": bench_telemetry.__doc__})  # fmt: skip
     if args.which in ("report", "all"):
         # Side by side, each in a fresh process (imports and caches paid alike): JSON lines, then segments.
