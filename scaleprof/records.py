@@ -1,7 +1,7 @@
 """The records that cross layers: event kinds and fields, run statuses and kinds, in one place.
 
 A worker emits typed events (`StepEvent`, `EpochEvent`, ...); the sink stamps them with ids and a
-sequence number; the aggregator stores them as JSON lines; analysis reads the same field names back.
+sequence number; the aggregator stores them as columnar segments; analysis reads the same field names back.
 The unit tests build their study data from these classes too, so renaming a field here breaks every
 test that depends on it instead of leaving them green.
 """

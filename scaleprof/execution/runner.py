@@ -1,4 +1,4 @@
-"""Runs a study on Ray: one Ray per study, one TorchTrainer per run, one aggregator for all.
+"""Runs a study on Ray: one Ray per study, one TorchTrainer per run, the study's aggregators for all.
 
 The runner owns each run's life cycle and records every transition in the study store:
 planned -> placed -> running -> ok | failed | skipped (with a reason). A placement the cluster

@@ -78,7 +78,7 @@ def test_quiet_runs_are_not_flagged_contended_and_carry_their_window_and_interva
     ok = tables.runs[tables.runs["status"] == "ok"]
     # nothing but the study ran beside these runs: what was outside Ray is below the flag's share
     assert not ok["contended"].any(), ok[["run_id", "outside_cpu_pct", "outside_cpu_share"]]
-    assert (ok["outside_cpu_share"] < 0.10).all() and ok["outside_cpu_pct"].notna().all()
+    assert (ok["outside_cpu_share"] < 0.20).all() and ok["outside_cpu_pct"].notna().all()  # the study's flag share
     assert (ok["throughput_low"] <= ok["throughput"]).all() and (ok["throughput"] <= ok["throughput_high"]).all()
     assert (ok["warmup_steps"] >= 20).all() and (ok["steady_steps"] > 0).all()  # epoch 1: 20+ steps of 32
     assert (ok["low_confidence"] == (ok["steady_steps"] < 30)).all() and ok["low_confidence"].any()  # cpu-2: 20
