@@ -442,13 +442,13 @@ EVENT_FORMATS = (".jsonl", ".csv", ".parquet")
 def _export_events(store: Any, path: Path, console: Console) -> None:
     """Every stored event once, as JSON lines (one object per event, its own fields only), CSV or one
     Parquet file, chosen by the file's suffix; written to a temporary name and renamed."""
-    from scaleprof.telemetry.store import atomic_write_bytes
+    from scaleprof.telemetry.store import atomic_write_bytes, event_records
 
     if path.suffix not in EVENT_FORMATS:
         raise UserError(f"--events {path}: name a file ending in {', '.join(EVENT_FORMATS)}")
     events = store.events()
     if path.suffix == ".jsonl":
-        data = "".join(json.dumps(r, default=str) + "\n" for r in store.event_records()).encode()
+        data = "".join(json.dumps(r, default=str) + "\n" for r in event_records(events)).encode()
     elif path.suffix == ".csv":
         data = events.to_csv(index=False).encode()
     else:

@@ -94,16 +94,15 @@ class Aggregator:
         frames = [own.to_pandas().reindex(columns=REBUILD_COLUMNS)]
         if self._shard == "0":  # a study begun by a scaleprof that stored JSON lines (the first shard reads it)
             frames.append(pd.DataFrame(read_jsonl(self._store.events_path)).reindex(columns=REBUILD_COLUMNS))
-        events = pd.concat([f for f in frames if not f.empty], ignore_index=True) if any(
-            not f.empty for f in frames) else pd.DataFrame(columns=REBUILD_COLUMNS)  # fmt: skip
+        events = pd.concat([f for f in frames if not f.empty] or frames[:1], ignore_index=True)
         ids = events[KEY + ["seq"]].apply(pd.to_numeric, errors="coerce") if not events.empty else events
         events = events[events["run_id"].notna() & ids[["attempt", "rank", "seq"]].notna().all(axis=1)]
         self.events_written = len(events)
         for (run_id, attempt, rank), seqs in events.groupby(KEY)["seq"]:
             key = (str(run_id), int(attempt), int(rank))
             arrived = np.unique(seqs.to_numpy(dtype=np.int64))
-            in_order = int(np.argmax(arrived != np.arange(len(arrived)))) if (
-                arrived != np.arange(len(arrived))).any() else len(arrived)  # fmt: skip
+            first_hole = np.flatnonzero(arrived != np.arange(len(arrived)))
+            in_order = int(first_hole[0]) if first_hole.size else len(arrived)
             self._mark[key] = in_order - 1
             if in_order < len(arrived):
                 self._ahead[key] = set(arrived[in_order:].tolist())
@@ -482,6 +481,7 @@ class NodeRelay:
         self._pending: list[tuple[Batch, asyncio.Future[int]]] = []
         self._wake: asyncio.Event | None = None
         self._forwarder: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[None]] = set()  # forwards in flight (the loop keeps only weak references)
         self.forwarded_calls = 0
 
     async def ingest(self, batch: Batch) -> int:
@@ -501,8 +501,10 @@ class NodeRelay:
             self._wake.clear()
             await asyncio.sleep(self._forward_s)
             group, self._pending = self._pending, []
-            if group:
-                asyncio.create_task(self._forward(group))  # the next interval's batches do not wait for this call
+            if group:  # the next interval's batches do not wait for this call
+                call = asyncio.create_task(self._forward(group))
+                self._calls.add(call)
+                call.add_done_callback(self._calls.discard)
 
     async def _forward(self, group: list[tuple[Batch, asyncio.Future[int]]]) -> None:
         remote = getattr(self._target.ingest_many, "remote", None)

@@ -31,7 +31,7 @@ _NAME = re.compile(r"^(\d{8})-(\d{8})\.parquet$")
 WRITE_OPTIONS: dict[str, Any] = {"compression": "zstd"}
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Segment:
     first: int
     last: int

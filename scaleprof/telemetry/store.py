@@ -348,8 +348,7 @@ class StudyStore:
 
     def event_records(self) -> list[dict[str, Any]]:
         """Every event once (as `events()`), each a dict of the fields it has, as the worker emitted it."""
-        frame = self.events().convert_dtypes()  # an int field with gaps stays int (pandas would make it float)
-        return [{k: v for k, v in row.items() if pd.notna(v)} for row in frame.to_dict("records")]
+        return event_records(self.events())
 
     def run_records(self) -> list[dict[str, Any]]:
         return read_jsonl(self.run_records_path, self.damage)
@@ -379,6 +378,12 @@ class StudyStore:
 
     def table(self, name: str) -> pd.DataFrame:
         return pd.read_parquet(self.root / name)
+
+
+def event_records(events: pd.DataFrame) -> list[dict[str, Any]]:
+    """An events frame as one dict per event with the fields it has, as the worker emitted it."""
+    frame = events.convert_dtypes()  # an int field with gaps stays int (pandas would make it float)
+    return [{k: v for k, v in row.items() if pd.notna(v)} for row in frame.to_dict("records")]
 
 
 def check_destination(uri: str) -> None:
