@@ -23,9 +23,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from scaleprof.config import ConfigError, Experiment, load_experiment
+from scaleprof.config import ConfigError, Experiment, load_experiment, setting_differences
 from scaleprof.errors import NO_SPACE_ERRNOS, DestinationError, StoreError
-from scaleprof.records import RunStatus
+from scaleprof.records import NO_STEPS, RunStatus
 from scaleprof.versions import scaleprof_version
 
 # torch, Ray, pandas and the analysis are imported by the commands that need them: `--help` stays fast.
@@ -42,9 +42,10 @@ class StudyStopped(Exception):
     """The study could not go on (the disk filled up); what was stored is intact and resumable."""
 
 
-def _load(path: str, overrides: list[str] | None = None) -> tuple[Experiment, Any]:
+def _load(path: str, overrides: list[str] | None = None, measure: bool = True) -> tuple[Experiment, Any]:
     """The experiment, checked through and through before Ray starts: pricing rows, the data set (opened,
-    split), every model (built and run on one batch) and the user's code (imported)."""
+    split), every model (built and run on one batch; with `measure`, its FLOPs counted) and the user's code
+    (imported)."""
     from scaleprof.execution.prepare import prepare
     from scaleprof.pricing import prices_for
     from scaleprof.workloads.imports import WorkloadError
@@ -55,7 +56,7 @@ def _load(path: str, overrides: list[str] | None = None) -> tuple[Experiment, An
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     try:
-        inputs = prepare(experiment)
+        inputs = prepare(experiment, measure)
     except WorkloadError as err:
         raise ConfigError(f"{path}: invalid experiment\n  {err.field}: {err.message}") from None
     return experiment, inputs
@@ -109,7 +110,7 @@ def pd_json(rows: Any) -> str:
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.plan import describe, expand, few_steady_steps
 
-    experiment, inputs = _load(args.file, args.overrides)
+    experiment, inputs = _load(args.file, args.overrides, measure=False)  # checked as `run` does; FLOPs not shown
     runs = expand(experiment)
     rows = describe(experiment, runs, inputs.data)
     warnings = few_steady_steps(experiment, runs, inputs.data)
@@ -147,16 +148,17 @@ def _summarize(store: Any) -> Any:
         ) from None
 
 
-def _render(study_dir: Path, console: Console) -> Path:
-    from scaleprof.analysis.summarize import write_tables
-    from scaleprof.report.render import TERMINAL, findings_sentences, headline_table, render_report
+def _render(study_dir: Path, console: Console, accept_loss: bool = False) -> tuple[Any, Any]:
+    """Tables and report written (beside those in place when they would lose measurements: see
+    report/write.py), the headline shown; (what was written, the study's tables)."""
+    from scaleprof.report.render import TERMINAL, findings_sentences, headline_table
+    from scaleprof.report.write import write_study
     from scaleprof.telemetry.store import StudyStore
 
     store = StudyStore(study_dir)
     tables = _summarize(store)
     try:
-        write_tables(store, tables)
-        report = render_report(study_dir, tables)
+        written = write_study(store, tables, accept_loss)
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise
@@ -170,10 +172,29 @@ def _render(study_dir: Path, console: Console) -> Path:
     for sentence in findings_sentences(tables):  # what makes figures less firm than they look, said here too
         if sentence.startswith(("Warning", "Low confidence", "Contended")):
             console.print(sentence, markup=False, highlight=False)
-    return report
+    if written.loss:
+        _say_loss(study_dir, written)
+    return written, tables
+
+
+def _say_loss(study_dir: Path, written: Any) -> None:
+    """What a re-render could not read, and where the kept and the new tables are."""
+    lost = "\n".join(f"  {line}" for line in written.loss)
+    if written.kept_previous:
+        print(
+            f"error: {study_dir}: the study's files now hold less than its tables and report were made from:\n"
+            f"{lost}\nThose tables and report.html are kept as they were. This re-render, from what is left, "
+            f"is in {written.report.parent}/. To replace them anyway: scaleprof report {study_dir} --accept-loss",
+            file=sys.stderr,
+        )
+    else:
+        print(f"warning: {study_dir}: tables replaced by ones made from less (--accept-loss):\n{lost}", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    resume = bool(args.resume)
+    if resume:  # first, before torch and Ray are imported: a file changed since the study is refused in a second
+        study_dir = _resumable(args.resume, load_experiment(args.file, args.overrides))
     from scaleprof.execution.ray_session import check_ray_address
     from scaleprof.execution.runner import new_study_dir, run_study
     from scaleprof.plan import expand, few_steady_steps, study_bytes_estimate
@@ -187,13 +208,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     check_ray_address()  # a dead RAY_ADDRESS fails now, in seconds, and before any directory is made
     experiment, inputs = _load(args.file, args.overrides)
     pricing = {k: v.model_dump() for k, v in prices_for(experiment, Path(args.file).resolve().parent).items()}
-    resume = bool(args.resume)
     planned = expand(experiment)
     need = study_bytes_estimate(experiment, planned, inputs.data)
     for line in few_steady_steps(experiment, planned, inputs.data):
         print(f"warning: {line}", file=sys.stderr)
     if resume:
-        study_dir = _resumable(args.resume, experiment)
         _check_writable(study_dir, need)
     else:
         out_dir = Path(tempfile.mkdtemp(prefix="scaleprof-")) if remote else _local_out(args.out, console)
@@ -206,7 +225,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                 experiment, study_dir.parent, observer=TerminalProgress(console), pricing=pricing,
                 study_dir=study_dir, resume=resume, inputs=inputs, verbose=args.verbose,
             )  # fmt: skip
-            report = _render(result.study_dir, console)
+            written, tables = _render(result.study_dir, console)
         except OSError as exc:
             stopped = _write_failure(exc, args.file, store)
             if stopped is None:
@@ -215,7 +234,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         finally:
             if not resume and not store.exists():  # it never started: nothing to resume, nothing to keep
                 shutil.rmtree(study_dir, ignore_errors=True)
-    console.print(f"Report: {report}", markup=False, highlight=False)
+    console.print(f"Report: {written.report}", markup=False, highlight=False)
+    if written.kept_previous:
+        return 1
     if args.mlflow:
         _export_mlflow(result.study_dir, args.mlflow, args.mlflow_experiment, console)
     if remote:
@@ -233,8 +254,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     failed = [r["run_id"] for r in result.records if r.get("status") == RunStatus.FAILED]
     if failed:
         print(f"error: {len(failed)} of {len(result.records)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
-        return EXIT_RUNS_FAILED
-    return 0
+    unmeasured = tables.runs.loc[tables.runs["status"] == RunStatus.UNMEASURED, "run_id"].tolist()
+    if unmeasured:
+        print(
+            f"error: {len(unmeasured)} of {len(result.records)} run(s) measured nothing: {', '.join(unmeasured)}; "
+            f"{NO_STEPS}",
+            file=sys.stderr,
+        )
+    return EXIT_RUNS_FAILED if failed or unmeasured else 0
 
 
 def _write_failure(exc: OSError, experiment_file: str, store: Any) -> StudyStopped | None:
@@ -276,14 +303,21 @@ def _locked(store: Any, purpose: str) -> Iterator[None]:
 
 
 def _resumable(path: str, experiment: Experiment) -> Path:
-    """A study directory this experiment file can finish: same resolved experiment (by hash)."""
+    """A study directory this experiment file can finish: same resolved experiment (by hash). A different
+    one is refused naming the fields that differ (its name included: the study was made under it)."""
     store = _require_study(path)
-    stored = store.manifest().get("experiment_sha256")
+    manifest = store.manifest()
+    stored = manifest.get("experiment_sha256")
     if stored != experiment.digest():
+        differences = setting_differences(manifest["experiment"], experiment.resolved(), ignore=())
+        what = (
+            "; the study's settings vs this file's:\n" + "\n".join(f"  {line}" for line in differences)
+            if differences  # none: the same settings written by another scaleprof (a default added since)
+            else f" (sha256 {str(stored)[:12]}, this file {experiment.digest()[:12]})"
+        )
         raise UserError(
-            f"{path}: was made from a different experiment (sha256 {str(stored)[:12]}, "
-            f"this file {experiment.digest()[:12]});"
-            " resume it with the file it was made from"
+            f"{path}: was made from a different experiment{what}\nResume it with the file it was made from, "
+            "or run this one as a new study (without --resume)."
         )
     return Path(path)
 
@@ -306,9 +340,9 @@ def _local_out(out: str, console: Console) -> Path:
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     store = _require_study(args.study_dir)
     with _locked(store, "scaleprof report"):  # not while a run writes it
-        report = _render(store.root, console)
-    console.print(f"Report: {report}", markup=False, highlight=False)
-    return 0
+        written, _ = _render(store.root, console, accept_loss=args.accept_loss)
+    console.print(f"Report: {written.report}", markup=False, highlight=False)
+    return 1 if written.kept_previous else 0
 
 
 def _require_study(path: str | Path):
@@ -325,6 +359,27 @@ def _study_tables(path: str):
     return _summarize(_require_study(path))
 
 
+def _prediction_row(r: Any) -> dict[str, object]:
+    """One row of `predict`'s table, its caveats beside its figures; a law outside its meaning gives
+    no figure, only its reason."""
+    predicted = band = efficiency = "–"
+    if r["valid"]:
+        predicted = f"{r['throughput']:,.0f}"
+        band = f"{r['low']:,.0f} – {r['high']:,.0f}" if math.isfinite(r["low"]) else "exact fit: none"
+        efficiency = f"{100 * r['efficiency']:.0f}%" if math.isfinite(r["efficiency"]) else "– (no 1-worker run)"
+    return {
+        "model": r["model"],
+        "device": r["device"],
+        "workers": r["workers"],
+        "predicted samples/s": predicted,
+        "95% band": band,
+        "efficiency": efficiency,
+        "law": r["law"],
+        "extrapolated": "yes" if r["extrapolated"] else "no",
+        "caveats": r["caveats"],
+    }
+
+
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.analysis.scaling import predictions
 
@@ -332,27 +387,19 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     if tables.fits.empty:
         raise UserError(f"{args.study_dir}: no model and device was measured at two or more worker counts")
     table = predictions(tables.runs, args.workers)
+    if not table["valid"].any():  # every law is outside its meaning: no figure to give
+        reasons = "; ".join(f"for {f.model} / {f.device}, {f.invalid_reason}" for f in tables.fits.itertuples())
+        raise UserError(f"{args.study_dir}: no prediction: the scaling law fitted is outside its meaning ({reasons})")
     if args.json:
         print(pd_json(table))
         return 0
-    rows = [
-        {
-            "model": r["model"],
-            "device": r["device"],
-            "workers": r["workers"],
-            "predicted samples/s": f"{r['throughput']:,.0f}",
-            "95% band": f"{r['low']:,.0f} – {r['high']:,.0f}" if math.isfinite(r["low"]) else "exact fit: none",
-            "efficiency": f"{100 * r['efficiency']:.0f}%" if math.isfinite(r["efficiency"]) else "– (no 1-worker run)",
-            "law": r["law"],
-            "extrapolated": "yes" if r["extrapolated"] else "no",
-        }
-        for _, r in table.iterrows()
-    ]
+    rows = [_prediction_row(r) for _, r in table.iterrows()]
     console.print(_table(rows, f"predictions from {Path(args.study_dir).name}"))
     for _, f in tables.fits.iterrows():
+        peak = f"throughput peaks at N* = {f['peak_workers']:.1f}" if f["valid"] else f"not used: {f['invalid_reason']}"
         console.print(
             f"{f['model']} / {f['device']}: alpha {f['alpha']:.4f}, beta {f['beta']:.2e}, gamma {f['gamma']:,.0f} "
-            f"samples/s from {f['points']} runs; throughput peaks at N* = {f['peak_workers']:.1f}",
+            f"samples/s from {f['points']} runs; {peak}",
             markup=False,
             highlight=False,
         )
@@ -363,7 +410,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.analysis.compare import METRICS, compare_runs
 
     a, b = _study_tables(args.a), _study_tables(args.b)
-    table = compare_runs(a.runs, b.runs, noise_floor=args.noise)
+    experiments = (a.manifest["experiment"], b.manifest["experiment"])
+    table = compare_runs(a.runs, b.runs, noise_floor=args.noise, experiments=experiments)
     if table.empty:
         raise UserError("the two studies share no (model, placement) with a finished run")
     if args.json:
@@ -379,7 +427,8 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
             else:
                 row[label] = "–"
         row["beyond noise"] = r["significant"] or "none"
-        if table["caveats"].astype(bool).any():  # a contended or low-confidence side: its change is not the code's
+        if table["caveats"].astype(bool).any():  # other settings, or a contended or low-confidence side:
+            # its change is not the code's alone
             row["caveats"] = r["caveats"]
         rows.append(row)
     # a metric neither study has (a classifier's perplexity, a language model's accuracy) is left out
@@ -392,6 +441,12 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
         f"or * the {100 * args.noise:.0f}% floor where neither was measured. 'Beyond noise' is that rule "
         "(|change| > noise), not a statistical test: with 2-3 repeats no test would have the power to say more."
     )
+    differences = setting_differences(*experiments)
+    if differences:
+        note += (
+            f" The studies ran different experiments ({'; '.join(differences)}): their changes measure those "
+            "settings too, not the code alone."
+        )
     console.print(_table(rows, title))
     console.print(note, markup=False, highlight=False)
     if args.html:
@@ -450,7 +505,7 @@ def _export_events(store: Any, path: Path, console: Console) -> None:
     if path.suffix == ".jsonl":
         data = "".join(json.dumps(r, default=str) + "\n" for r in event_records(events)).encode()
     elif path.suffix == ".csv":
-        data = events.to_csv(index=False).encode()
+        data = events.convert_dtypes().to_csv(index=False).encode()  # an int field with gaps stays int
     else:
         import io
 
@@ -537,8 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scaleprof", description="Distributed scalability profiler on Ray.", formatter_class=raw,
         epilog="exit codes: 0 done; 1 the study stopped (disk full, unwritable location, a failed copy: what was "
-        "stored stays); 2 bad input (a file, field or argument named); 3 the report is written but some runs "
-        "failed; 130 / 143 interrupted (Ctrl-C / SIGTERM), resumable with run --resume\n\n"
+        "stored stays; a re-render that would lose measurements, which keeps the tables in place); 2 bad input "
+        "(a file, field or argument named); 3 the report is written but some runs failed or measured nothing; "
+        "130 / 143 interrupted (Ctrl-C / SIGTERM), resumable with run --resume\n\n"
         "examples:\n  scaleprof run experiments/smoke.yaml\n  scaleprof ls reports",
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"scaleprof {scaleprof_version()}")
@@ -571,6 +627,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  scaleprof report reports/smoke-20261129-120000",
     )  # fmt: skip
     report.add_argument("study_dir")
+    report.add_argument(
+        "--accept-loss", action="store_true",
+        help="replace the tables in place even when the study's files now hold less than they were made from "
+        "(a damaged event segment): without it they are kept and the re-render goes to STUDY_DIR/partial-render/",
+    )  # fmt: skip
     report.set_defaults(func=cmd_report)
     predict = sub.add_parser(
         "predict", help="predict throughput at other worker counts from a study's scaling law", formatter_class=raw,

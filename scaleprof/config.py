@@ -278,7 +278,11 @@ class TrainSpec(_Strict):
         "apart from steady-state throughput",
     )
     grad_accumulation: int = Field(
-        default=1, ge=1, le=1024, description="micro-batches per optimizer step (gradients synced on the last)"
+        default=1,
+        strict=True,  # `true` is not 1; it names run ids and divides the batch
+        ge=1,
+        le=1024,
+        description="micro-batches per optimizer step (gradients synced on the last)",
     )
     parallelism: Literal["ddp", "fsdp"] = Field(
         default="ddp",
@@ -739,6 +743,49 @@ class Experiment(_Strict):
     def digest(self) -> str:
         canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+NOT_MEASURED = ("name",)  # settings that change no figure: the study's name. Everything else may (even
+# monitor.* or ray.* move CPU time on a small machine), so a difference there is said, not judged.
+_ABSENT = object()
+
+
+def setting_differences(a: dict[str, Any], b: dict[str, Any], ignore: tuple[str, ...] = NOT_MEASURED) -> list[str]:
+    """Where two resolved experiments (`Experiment.resolved()`, as manifests store them) differ: one line
+    per field, as its dotted path with both values, in the file's order: `train.epochs: 4 vs 40`.
+    Lists of equal length are compared item by item (`placements.0.workers: 1 vs 3`); `ignore` holds
+    dotted paths left out. The one home of "are these the same experiment?" for compare and resume."""
+    lines: list[str] = []
+
+    def walk(x: Any, y: Any, path: str) -> None:
+        if path in ignore:
+            return
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in [*x, *(k for k in y if k not in x)]:
+                walk(x.get(key, _ABSENT), y.get(key, _ABSENT), f"{path}.{key}" if path else str(key))
+        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            for i, (xi, yi) in enumerate(zip(x, y)):
+                walk(xi, yi, f"{path}.{i}")
+        elif x != y or isinstance(x, bool) != isinstance(y, bool):  # `true` is not 1 in a setting
+            if isinstance(x, list) and isinstance(y, list):
+                lines.append(f"{path}: {_items(len(x))} vs {_items(len(y))}")
+            else:
+                lines.append(f"{path or '(top level)'}: {_shown(x)} vs {_shown(y)}")
+
+    walk(a, b, "")
+    return lines
+
+
+def _items(n: int) -> str:
+    return f"{n} item{'s' if n != 1 else ''}"
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """A setting's value as a file would spell it, cut short: fp32, 40, null, {"mode": null, ...}."""
+    if value is _ABSENT:
+        return "(absent)"
+    text = value if isinstance(value, str) else json.dumps(value, separators=(", ", ": "))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _field_path(loc: tuple[Any, ...]) -> str:

@@ -102,7 +102,12 @@ class TerminalProgress:
             self._progress.stop()
             self._progress = None
         status = record["status"]
-        style = {RunStatus.OK: "green", RunStatus.SKIPPED: "yellow", RunStatus.FAILED: "red"}.get(status, "")
+        style = {
+            RunStatus.OK: "green",
+            RunStatus.SKIPPED: "yellow",
+            RunStatus.FAILED: "red",
+            RunStatus.UNMEASURED: "red",
+        }.get(status, "")
         detail = f" ({record['wall_s']:.1f}s)" if "wall_s" in record else ""
         reason = f": {escape(record['reason'])}" if record.get("reason") else ""
         self.console.print(f"{escape(self._label)}: [{style}]{status}[/{style}]{detail}{reason}", highlight=False)

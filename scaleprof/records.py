@@ -39,13 +39,21 @@ class RunStatus(StrEnum):
     OK = "ok"
     FAILED = "failed"
     SKIPPED = "skipped"
+    # It trained to the end, but no step was recorded (a user loop that never iterates session.steps(),
+    # or a store whose step events are lost): nothing to measure, so no figure and no "ok".
+    UNMEASURED = "unmeasured"
 
     @property
     def is_final(self) -> bool:
-        return self in (RunStatus.OK, RunStatus.FAILED, RunStatus.SKIPPED)
+        return self in (RunStatus.OK, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.UNMEASURED)
 
 
 FINISHED = (RunStatus.OK, RunStatus.SKIPPED)  # what --resume keeps
+NO_STEPS = (
+    "the training loop recorded no steps, so there is nothing to measure: iterate the training data through "
+    "`for batch in session.steps(loader)` (inside `for epoch in session.epochs()`) in your loop (README: "
+    "'Profile your own model')"
+)
 
 
 class RunKind(StrEnum):

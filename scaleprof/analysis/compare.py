@@ -6,14 +6,20 @@ either study (times two, for a difference of two noisy medians); with single run
 intervals (throughput, efficiency and cost carry one, from their steady steps: analysis/steady.py),
 their relative half widths added in quadrature; where neither was measured, a floor (5% by default)
 stands in. The table says which was used. This is a rule, not a statistical test.
+
+Two studies of different experiments (4 epochs against 40) differ by more than their code: each row's
+caveats name the settings that differ (config.setting_differences), so a change is never read bare.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.steady import INTERVAL_COLUMNS, relative_half_width
+from scaleprof.config import setting_differences
 from scaleprof.records import RunKind, RunStatus
 
 METRICS = {
@@ -41,8 +47,35 @@ def _medians(runs: pd.DataFrame) -> pd.DataFrame:
 FLAGS = {"contended": "contended", "low_confidence": "low-confidence"}  # a run's caveats, said beside its change
 
 
-def compare_runs(a: pd.DataFrame, b: pd.DataFrame, noise_floor: float = 0.05) -> pd.DataFrame:
-    """One row per (model, placement) present in both studies."""
+SHOWN_DIFFERENCES = 3  # a caveat names this many differing settings, then "and N more"
+
+
+def settings_caveat(differences: list[str]) -> str:
+    """The caveat that the studies measured different experiments, naming the first few fields."""
+    if not differences:
+        return ""
+    shown = differences[:SHOWN_DIFFERENCES]
+    if len(differences) > SHOWN_DIFFERENCES:
+        shown.append(f"and {len(differences) - SHOWN_DIFFERENCES} more")
+    return f"settings differ ({'; '.join(shown)})"
+
+
+def _row_settings(experiment: dict[str, Any], placement: str) -> dict[str, Any]:
+    """The settings one row measured: the study's, with only its own placement (by name), so a placement
+    added to one study, or another placement changed, is not this row's caveat."""
+    mine = {p.get("name"): p for p in experiment.get("placements") or [] if p.get("name") == placement}
+    return {**experiment, "placements": mine}
+
+
+def compare_runs(
+    a: pd.DataFrame,
+    b: pd.DataFrame,
+    noise_floor: float = 0.05,
+    experiments: tuple[dict[str, Any], dict[str, Any]] | None = None,
+) -> pd.DataFrame:
+    """One row per (model, placement) present in both studies. With `experiments` (the two studies'
+    resolved experiments), a row whose settings differ says which in `caveats` (the first few) and
+    `settings_differ` (all, `; `-separated): a change there is not the code's alone."""
     left, right = _medians(a), _medians(b)
     both = left.add_suffix("_a").join(right.add_suffix("_b"), how="inner")
     rows = []
@@ -69,8 +102,15 @@ def compare_runs(a: pd.DataFrame, b: pd.DataFrame, noise_floor: float = 0.05) ->
             if abs(change) > noise:
                 flags.append(METRICS[metric])
         row["significant"] = ", ".join(flags)
-        row["caveats"] = "; ".join(
+        differences = []
+        if experiments is not None:
+            ea, eb = experiments
+            differences = setting_differences(_row_settings(ea, str(placement)), _row_settings(eb, str(placement)))
+        caveats = [settings_caveat(differences)] if differences else []
+        caveats += [
             f"{side.upper()} {label}" for side in ("a", "b") for flag, label in FLAGS.items() if r.get(f"{flag}_{side}")
-        )
+        ]
+        row["caveats"] = "; ".join(caveats)
+        row["settings_differ"] = "; ".join(differences)
         rows.append(row)
     return pd.DataFrame(rows)

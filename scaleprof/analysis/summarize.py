@@ -25,8 +25,8 @@ from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_tab
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
 from scaleprof.analysis.steady import time_span
 from scaleprof.analysis.throughput import global_epochs, percentile, steady_state_throughput
-from scaleprof.records import EventKind, Lifecycle, RunKind, RunStatus
-from scaleprof.telemetry.store import EPOCHS_TABLE, EVENTS, RUNS_TABLE, StudyStore
+from scaleprof.records import NO_STEPS, EventKind, Lifecycle, RunKind, RunStatus
+from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
 
 QUALITY_TABLE = "quality.parquet"
 PLACEMENTS_TABLE = "placements.parquet"
@@ -135,7 +135,7 @@ def summarize_run(
             row[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value, sort_keys=True)
     row["events"] = len(events)
     if events.empty:
-        return row
+        return _measured_or_not(row, events)
     row["seq_gaps"] = _seq_gaps(events)
     row["attempts"] = int(events["attempt"].nunique())
     events = _last_attempt(events)
@@ -205,6 +205,26 @@ def summarize_run(
     row.update(contention(system, starts, span, protocol.contention_share))
     row.update(language_columns(row, of_kind(events, EventKind.EVAL)))
     row.update(wall_phases(record, lifecycle, epochs))
+    return _measured_or_not(row, steps)
+
+
+# A run's steady-state figures: shown only for a run that finished and recorded steps.
+STEADY_FIGURES = ("throughput", "throughput_low", "throughput_high", "step_time_p50_s", "step_time_p95_s", "mfu",
+                  "mfu_6n", "tokens_per_s")  # fmt: skip
+
+
+def _measured_or_not(row: dict[str, Any], steps: pd.DataFrame) -> dict[str, Any]:
+    """A run that did not finish gives no steady-state figure: what it measured before it stopped is
+    mostly warm-up (the README excludes it), and a partial figure would read as the placement's
+    speed. A run that finished without recording a step is `unmeasured`, not ok."""
+    if row.get("status") == RunStatus.OK and steps.empty:
+        row["status"], row["reason"] = RunStatus.UNMEASURED, NO_STEPS
+    if row.get("status") != RunStatus.OK:
+        for name in STEADY_FIGURES:
+            if name in row:
+                row[name] = np.nan
+        row["throughput_basis"] = ""
+        row["low_confidence"] = False
     return row
 
 
@@ -313,7 +333,11 @@ def summarize(store: StudyStore) -> StudyTables:
     ]
     runs = pd.DataFrame(rows)
     silent = sum(1 for run_id, rec in records.items() if rec.get("status") == RunStatus.OK and run_id not in by_run)
-    store.damage.set(EVENTS, "run(s) recorded ok have no events at all (their figures are missing)", silent)
+    label = store.events_label
+    store.damage.set(label, "run(s) recorded ok have no events at all (their figures are missing)", silent)
+    if store.damage.of(label) and not runs.empty:  # steps lost to damage, not a loop that records none
+        lost = runs["status"] == RunStatus.UNMEASURED
+        runs.loc[lost, "reason"] = f"none of its steps could be read ({'; '.join(store.damage.of(label))})"
     missing = [name for name in RUN_COLUMNS if name not in runs]  # added at once: column by column fragments
     runs = pd.concat([runs, pd.DataFrame(np.nan, index=runs.index, columns=missing)], axis=1)
     settings = [c for c in runs.columns if c.startswith(("train.", "model."))]  # the sweep's other axes

@@ -1,4 +1,4 @@
-"""A run's life cycle as explicit states: planned -> placed -> running -> ok | failed, or planned ->
+"""A run's life cycle as explicit states: planned -> placed -> running -> ok | failed | unmeasured, or planned ->
 skipped. Every transition is checked and appended to run_records.jsonl as it happens, so a study cut at
 any moment says how far each run got."""
 
@@ -14,7 +14,7 @@ TRANSITIONS: dict[RunStatus | None, frozenset[RunStatus]] = {
     RunStatus.PLANNED: frozenset({RunStatus.PLACED, RunStatus.SKIPPED}),
     RunStatus.PLACED: frozenset({RunStatus.RUNNING}),
     # skipped while running: a worker found its device cannot run the settings (e.g. bf16 on an old GPU)
-    RunStatus.RUNNING: frozenset({RunStatus.OK, RunStatus.FAILED, RunStatus.SKIPPED}),
+    RunStatus.RUNNING: frozenset({RunStatus.OK, RunStatus.FAILED, RunStatus.SKIPPED, RunStatus.UNMEASURED}),
 }
 
 

@@ -52,9 +52,10 @@ class StudyInputs:
         }
 
 
-def prepare(experiment: Experiment) -> StudyInputs:
+def prepare(experiment: Experiment, measure: bool = True) -> StudyInputs:
     """Import the user's code, open the data, check and measure every model; a WorkloadError names the
-    experiment field at fault (`data.path`, `models.1.factory`, `train.loop`, ...)."""
+    experiment field at fault (`data.path`, `models.1.factory`, `train.loop`, ...). Without `measure` the
+    models are checked but their FLOPs not counted (`plan` shows none; counting a large one takes seconds)."""
     from scaleprof.workloads.models import build_model, check_model, model_info
 
     add_code_dirs(experiment.code_dirs)
@@ -68,6 +69,7 @@ def prepare(experiment: Experiment) -> StudyInputs:
                     build_model(model, (), 0, experiment.seed)
                 except WorkloadError as err:
                     raise WorkloadError(f"{where}.{err.field}", err.message) from None
+        check_compile_backends(experiment)
         return StudyInputs(experiment, None, {})
     data = load_dataset(experiment.data, experiment.seed)
     if experiment.task == "classification":  # language models are not cross-validated by class
@@ -84,10 +86,38 @@ def prepare(experiment: Experiment) -> StudyInputs:
             if problem:
                 field, _, message = problem.partition(": ")
                 raise WorkloadError(f"{where}.{field}", message)
-            info[model_key(model)] = model_info(
-                model, data.input_shape, data.num_classes, experiment.seed, task=experiment.task
+            info[model_key(model)] = (
+                model_info(model, data.input_shape, data.num_classes, experiment.seed, task=experiment.task)
+                if measure
+                else {}
             )
+    check_compile_backends(experiment)
     return StudyInputs(experiment, data, info)
+
+
+def check_compile_backends(experiment: Experiment) -> None:
+    """Every torch.compile backend the study names is one the installed torch has (its own, or one the user's
+    code registered: that code is imported by now), so a misspelt backend fails `plan`, not every run."""
+    wanted: dict[str, str] = {}  # backend: the field that names it
+    for point in experiment.points():
+        spec = experiment.at(point).train.compile
+        if spec is not None:
+            field = "sweep.train.compile" if "train.compile" in point else "train.compile.backend"
+            wanted.setdefault(spec.backend, field)
+    if not wanted:
+        return  # torch._dynamo costs a second to import: only when something is compiled
+    import torch
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())  # debug and experimental ones too: they are valid
+    for backend, field in wanted.items():
+        if backend not in known:
+            shown = [name for name in known if not name.endswith("_TESTING_ONLY")]
+            raise WorkloadError(
+                field,
+                f"{backend!r} is not a torch.compile backend of the installed torch {torch.__version__}; "
+                f"use one of {', '.join(shown)}",
+            )
 
 
 def check_folds(data: Dataset, folds: int | None, seed: int) -> None:

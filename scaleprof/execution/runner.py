@@ -31,7 +31,7 @@ from scaleprof.execution.manifest import collect_manifest
 from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.execution.ray_session import connect_ray, job_runtime_env
 from scaleprof.plan import PlannedRun, bundle, expand, unsupported
-from scaleprof.records import FINISHED, RunRecord, RunStatus
+from scaleprof.records import FINISHED, NO_STEPS, RunRecord, RunStatus
 from scaleprof.telemetry.aggregator import Aggregators, start_aggregators
 from scaleprof.telemetry.live_metrics import LiveMetrics
 from scaleprof.telemetry.store import StudyStore
@@ -262,6 +262,15 @@ def _attempts(aggregator: Aggregators, run: PlannedRun) -> int | None:
         return None
 
 
+def _recorded_steps(aggregator: Aggregators, run: PlannedRun) -> bool:
+    """Whether any step of the run reached the aggregators (True when they cannot say: the analysis
+    checks again from the store)."""
+    try:
+        return aggregator.progress(run.run_id, timeout_s=30).get("step_s") is not None
+    except Exception:
+        return True
+
+
 def _landed_on(aggregator: Aggregators, run_id: str) -> dict[str, int]:
     """Node types the run's workers ran on, with the number of nodes of each (where Ray knows the type)."""
     try:
@@ -349,6 +358,8 @@ def run_one(
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     ended = time.time()
+    if status == RunStatus.OK and not _recorded_steps(aggregator, run):
+        status, outcome = RunStatus.UNMEASURED, {"reason": NO_STEPS}
     return life.to(
         status, **outcome, started_at=started, ended_at=ended, wall_s=ended - started,
         attempts=_attempts(aggregator, run), wait_s=wait_s, ray_node_types=_landed_on(aggregator, run.run_id),

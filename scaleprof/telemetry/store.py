@@ -139,6 +139,10 @@ class Damage:
         else:
             self.counts.pop((file, what), None)
 
+    def of(self, file: str) -> list[str]:
+        """What reading `file` (a name as `lines` gives it) skipped or dropped."""
+        return [f"{f}: {n} {what}" for (f, what), n in sorted(self.counts.items()) if f == file]
+
     def lines(self) -> list[str]:
         return [f"{file}: {n} {what}" for (file, what), n in sorted(self.counts.items())]
 
@@ -216,6 +220,11 @@ class StudyStore:
     @property
     def events_path(self) -> Path:
         return self.root / EVENTS
+
+    @property
+    def events_label(self) -> str:
+        """How damage notes name the study's events: an older study's JSON-line log, or the segments."""
+        return EVENTS if self.events_path.exists() else EVENTS_DIR
 
     @property
     def events_dir(self) -> Path:
@@ -338,7 +347,7 @@ class StudyStore:
         ids_ok = keys.notna().all(axis=1)
         for column in ("attempt", "rank", "seq"):
             ids_ok &= pd.to_numeric(keys[column], errors="coerce").notna()
-        label = EVENTS if self.events_path.exists() else EVENTS_DIR  # an older study's log, or the segments
+        label = self.events_label
         self.damage.set(label, "event(s) without run_id, attempt, rank, seq or kind dropped", int((~ids_ok).sum()))
         if not ids_ok.all():
             frame = frame[ids_ok]

@@ -61,3 +61,45 @@ def test_a_contended_or_low_confidence_side_is_said_beside_the_change():
     row = compare_runs(a, b).iloc[0]
     assert "throughput" in row["significant"] and row["caveats"] == "A low-confidence; B contended"
     assert compare_runs(runs({"cpu-1": [100]}), runs({"cpu-1": [60]})).iloc[0]["caveats"] == ""
+
+
+def test_studies_whose_settings_differ_say_which_fields_beside_every_change(tmp_path, capsys):
+    import json
+
+    from scaleprof import cli
+    from scaleprof.analysis.summarize import summarize
+    from tests.unit.study_data import make_study
+
+    a, b = make_study(tmp_path / "a"), make_study(tmp_path / "b")
+    manifest = b.manifest()
+    manifest["experiment"]["train"]["epochs"] = 40
+    manifest["experiment"]["name"] = "other"  # a study's name measures nothing: not a caveat
+    b.write_manifest(manifest)
+    ta, tb = summarize(a), summarize(b)
+    same = compare_runs(ta.runs, ta.runs, experiments=(ta.manifest["experiment"], ta.manifest["experiment"]))
+    assert (same["settings_differ"] == "").all() and not same["caveats"].str.contains("settings").any()
+    table = compare_runs(ta.runs, tb.runs, experiments=(ta.manifest["experiment"], tb.manifest["experiment"]))
+    settings = "settings differ (train.epochs: 3 vs 40)"  # then the handmade runs' own: too few steady steps
+    assert list(table["caveats"]) == [f"{settings}; A low-confidence; B low-confidence"] * 2
+    assert cli.main(["compare", str(a.root), str(b.root), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert all(r["caveats"].startswith(settings) for r in rows)
+    assert {r["settings_differ"] for r in rows} == {"train.epochs: 3 vs 40"}
+    assert cli.main(["compare", str(a.root), str(b.root)]) == 0
+    out = capsys.readouterr().out
+    assert "caveats" in out and "train.epochs: 3 vs 40" in out
+
+
+def test_many_differing_settings_are_shortened_and_another_placement_is_not_this_rows_caveat():
+    a = {"train": {"epochs": 4, "lr": 0.1, "batch_size": 64, "momentum": 0.9, "precision": "fp32"},
+         "placements": [{"name": "cpu-1", "workers": 1}]}  # fmt: skip
+    b = {"train": {"epochs": 40, "lr": 0.2, "batch_size": 32, "momentum": 0.5, "precision": "bf16"},
+         "placements": [{"name": "cpu-1", "workers": 1}, {"name": "cpu-4", "workers": 4}]}  # fmt: skip
+    row = compare_runs(runs({"cpu-1": [100]}), runs({"cpu-1": [100]}), experiments=(a, b)).iloc[0]
+    assert row["caveats"] == (
+        "settings differ (train.epochs: 4 vs 40; train.lr: 0.1 vs 0.2; train.batch_size: 64 vs 32; and 2 more)"
+    )
+    assert len(row["settings_differ"].split("; ")) == 5 and "placements" not in row["settings_differ"]
+    b["placements"][0]["workers"] = 2
+    row = compare_runs(runs({"cpu-1": [100]}), runs({"cpu-1": [100]}), experiments=(a, b)).iloc[0]
+    assert row["settings_differ"].endswith("placements.cpu-1.workers: 1 vs 2")

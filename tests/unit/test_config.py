@@ -249,3 +249,32 @@ def test_step_counts_are_whole_numbers_not_booleans():
         with pytest.raises(ValueError):
             Experiment.model_validate({**base, **bad})
     assert Experiment.model_validate({**base, "train": {"steps_per_epoch": 40}}).train.steps_per_epoch == 40
+
+
+@pytest.mark.parametrize("value", ["true", "1.0", '"2"'])
+def test_grad_accumulation_is_a_whole_number_not_a_boolean_float_or_string(tmp_path, value):
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, GOOD + f"train: {{grad_accumulation: {value}}}\n"))
+    assert "  train.grad_accumulation: " in str(err.value)
+    with pytest.raises(ConfigError, match="train.grad_accumulation"):
+        load_experiment(write(tmp_path, GOOD, "o.yaml"), [f"train.grad_accumulation={value}"])
+    assert load_experiment(write(tmp_path, GOOD + "train: {grad_accumulation: 2}\n")).train.grad_accumulation == 2
+
+
+def test_setting_differences_name_each_changed_field_with_both_values(tmp_path):
+    from scaleprof.config import setting_differences
+
+    a = load_experiment(write(tmp_path, GOOD)).resolved()
+    changed = GOOD.replace("name: t", "name: u") + "train: {epochs: 40, precision: bf16, compile: true}\n"
+    b = load_experiment(write(tmp_path, changed, "b.yaml")).resolved()
+    assert setting_differences(a, a) == []
+    differences = setting_differences(a, b)  # the study's name changes nothing measured
+    assert differences[:2] == ["train.epochs: 2 vs 40", "train.precision: fp32 vs bf16"]
+    assert differences[2].startswith("train.compile: null vs {") and len(differences) == 3
+    assert setting_differences(a, b, ignore=())[0] == "name: t vs u"
+    more = load_experiment(write(tmp_path, GOOD + "  - {name: cpu-2, workers: 2}\n", "c.yaml")).resolved()
+    assert setting_differences(a, more) == ["placements: 1 item vs 2 items"]
+    moved = load_experiment(write(tmp_path, GOOD.replace("workers: 1", "workers: 3"), "d.yaml")).resolved()
+    assert setting_differences(a, moved) == ["placements.0.workers: 1 vs 3"]
+    assert setting_differences({"x": {"y": 1}}, {"x": {}}) == ["x.y: 1 vs (absent)"]
+    assert setting_differences({"x": True}, {"x": 1}) == ["x: true vs 1"]

@@ -188,9 +188,16 @@ def test_an_empty_event_log_and_a_corrupt_predictions_file_still_give_a_report(h
     code, text = scaleprof("report", handmade.root, capsys=capsys)
     assert code == 0, text
     assert "unreadable file (quality metrics left out)" in (handmade.root / "summary.md").read_text()
+    kept = (handmade.root / "runs.parquet").read_bytes()
     handmade.events_path.write_bytes(b"")
     code, text = scaleprof("report", handmade.root, capsys=capsys)
-    assert code == 0 and "Traceback" not in text, text
+    assert code == 1 and "Traceback" not in text, text  # its tables were made from more: kept, and said
+    assert "001-mlp-cpu-1-r0: 0 events readable, 30 when its tables were made" in text
+    assert (handmade.root / "runs.parquet").read_bytes() == kept
+    beside = (handmade.root / "partial-render" / "summary.md").read_text()
+    assert "2 run(s) recorded ok have no events at all" in beside
+    code, text = scaleprof("report", handmade.root, "--accept-loss", capsys=capsys)
+    assert code == 0 and "tables replaced by ones made from less" in text, text
     assert "2 run(s) recorded ok have no events at all" in (handmade.root / "summary.md").read_text()
 
 
@@ -256,3 +263,46 @@ def test_a_study_that_never_started_leaves_no_directory(tmp_path, capsys, monkey
     assert code == 1 and "cannot write there" in text and "--resume" not in text, text
     assert list((tmp_path / "out").iterdir()) == []
     shutil.rmtree(tmp_path / "out")
+
+
+# -- 8. a resume with a changed file, and a compile backend torch lacks, are refused up front -------------
+def test_a_resume_with_a_changed_file_names_the_fields_before_importing_torch_or_ray(tmp_path):
+    import yaml
+
+    from scaleprof.config import Experiment, load_experiment
+    from tests.unit.study_data import EXPERIMENT
+
+    store = make_study(tmp_path / "study")
+    manifest = store.manifest()
+    manifest["experiment_sha256"] = Experiment.model_validate(EXPERIMENT).digest()
+    store.write_manifest(manifest)
+    same, changed = tmp_path / "same.yaml", tmp_path / "changed.yaml"
+    same.write_text(yaml.safe_dump(EXPERIMENT))
+    changed.write_text(yaml.safe_dump({**EXPERIMENT, "train": {"epochs": 4, "lr": 0.1}}))
+    assert cli._resumable(str(store.root), load_experiment(same)) == store.root  # the file it was made from
+    script = (
+        "import sys; from scaleprof import cli; code = cli.main(sys.argv[1:]); "
+        "print('imported:', sorted(m for m in ('torch', 'ray', 'scaleprof.execution.prepare') if m in sys.modules)); "
+        "sys.exit(code)"
+    )
+    args = [sys.executable, "-c", script, "run", str(changed), "--resume", str(store.root)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert done.returncode == 2, done.stderr
+    assert "train.epochs: 3 vs 4" in done.stderr and "train.lr: 0.05 vs 0.1" in done.stderr, done.stderr
+    assert "warning" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "imported: []" in done.stdout, done.stdout
+
+
+def test_a_compile_backend_the_installed_torch_lacks_is_refused_by_plan(tmp_path, capsys):
+    experiment = tmp_path / "compiled.yaml"
+    experiment.write_text(TINY.replace("{epochs: 1}", "{epochs: 1, compile: {backend: nonsense}}"))
+    code, text = scaleprof("plan", experiment, capsys=capsys)
+    assert code == 2 and "train.compile.backend: 'nonsense' is not a torch.compile backend" in text, text
+    assert "inductor" in text and "aot_eager" in text and "Traceback" not in text
+    swept = TINY + "sweep: {train.compile: [{backend: eager}, {backend: nonsense}]}\n"
+    experiment.write_text(swept)
+    code, text = scaleprof("plan", experiment, capsys=capsys)
+    assert code == 2 and "sweep.train.compile: 'nonsense' is not a torch.compile backend" in text, text
+    experiment.write_text(swept.replace("nonsense", "aot_eager"))
+    code, text = scaleprof("plan", experiment, capsys=capsys)
+    assert code == 0, text
