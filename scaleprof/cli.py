@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scaleprof.config import ConfigError, Experiment, load_experiment, setting_differences
-from scaleprof.errors import NO_SPACE_ERRNOS, DestinationError, StoreError
+from scaleprof.errors import NO_SPACE_ERRNOS, DestinationError, RayLost, StoreError
 from scaleprof.records import NO_STEPS, RunStatus
 from scaleprof.versions import scaleprof_version
 
@@ -119,7 +119,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(pd_json(rows))
         return 0
-    console.print(_table(rows, f"{experiment.name}: {len(runs)} run(s)"))
+    _print_plan(rows, f"{experiment.name}: {len(runs)} run(s)", console)
     console.print(
         f"{experiment.train.scaling} scaling; runs whose resources the cluster lacks are skipped at run time. "
         f"steady steps: per worker, after the warm-up (epoch 1, or train.warmup_steps with one epoch); "
@@ -127,6 +127,29 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         markup=False,
     )
     return 0
+
+
+def _print_plan(rows: list[dict[str, object]], title: str, console: Console) -> None:
+    """The runs as a table whose headers are never cut short: a setting every run shares is one line above
+    it, a header may wrap between its words; where even that is wider than the terminal, one line per run."""
+    same = {k: rows[0][k] for k in rows[0] if k not in ("run", "run_id") and all(r[k] == rows[0][k] for r in rows)}
+    if len(rows) > 1 and same:
+        console.print("every run: " + ", ".join(f"{k} {v}" for k, v in same.items()), markup=False, highlight=False)
+    rows = [{k: v for k, v in r.items() if k not in same} for r in rows] if len(rows) > 1 else rows
+    table = Table(title=title)
+    for column in rows[0]:
+        words = max(len(word) for word in str(column).split())
+        cells = max(len(str(r[column])) for r in rows)
+        table.add_column(str(column), justify="left" if column == "run_id" else "right", min_width=max(words, cells))
+    needed = sum((c.min_width or 0) + 3 for c in table.columns) + 1  # a column's padding and rule: 3 characters
+    if needed > console.width:
+        console.print(title, markup=False, highlight=False)
+        for r in rows:
+            console.print("  " + ", ".join(f"{k}: {v}" for k, v in r.items()), markup=False, highlight=False)
+        return
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    console.print(table)
 
 
 def _summarize(store: Any) -> Any:
@@ -231,6 +254,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             if stopped is None:
                 raise
             raise stopped from None
+        except RayLost as exc:
+            raise StudyStopped(
+                f"{exc}. The study stopped; what it stored stays readable. Start Ray again if it was a cluster's, "
+                f"then finish the study with: scaleprof run {args.file} --resume {store.root}"
+            ) from None
         finally:
             if not resume and not store.exists():  # it never started: nothing to resume, nothing to keep
                 shutil.rmtree(study_dir, ignore_errors=True)

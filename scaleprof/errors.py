@@ -24,3 +24,7 @@ class StudyBusy(Exception):
 
 class DestinationError(Exception):
     """A storage URI (`--out s3://...`) that cannot be written."""
+
+
+class RayLost(Exception):
+    """The Ray the study ran on stopped answering (its GCS went away): nothing more can run on it."""

@@ -26,9 +26,10 @@ def utilisation_of_peak(row: dict[str, Any], lifecycle: pd.DataFrame, starts: pd
     }
     names = column(starts, "gpu_name").dropna()
     dtype = info.get("math_dtype") if isinstance(info.get("math_dtype"), str) else "float32"
+    # CPU runs too: bf16 under autocast is what the measured peak was measured in (fp32 otherwise)
+    mode = info.get("math_mode") if isinstance(info.get("math_mode"), str) else DTYPE_MODES.get(dtype, "fp32")
+    out["math_mode"] = mode
     if row.get("gpus"):
-        mode = info.get("math_mode") if isinstance(info.get("math_mode"), str) else DTYPE_MODES.get(dtype, "fp32")
-        out["math_mode"] = mode
         peak = gpu_peak_flops(names.iloc[0], mode) if len(names) else None
         name = names.iloc[0] if len(names) else "the GPU"
         basis = f"datasheet {mode.upper()} dense peak of {name}" if peak else f"no {mode.upper()} peak for {name}"

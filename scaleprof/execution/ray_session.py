@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from scaleprof.config import ConfigError, Experiment
+from scaleprof.errors import RayLost
 from scaleprof.workloads.imports import code_modules
 
 # Ray Train reads these in its controller; they are propagated from the driver's environment.
@@ -89,3 +90,82 @@ def connect_ray(runtime_env: dict[str, Any] | None = None, log_to_driver: bool =
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     sys.exit(signum)
+
+
+def ray_gives_up_after_s() -> float:
+    """How long Ray's client waits for a GCS that went away before it ends the process (Ray's setting,
+    read from the environment as Ray reads it; 60 s by default)."""
+    try:
+        return float(os.environ.get("RAY_gcs_rpc_server_reconnect_timeout_s", "60"))  # noqa: SIM112 (Ray's own name)
+    except ValueError:
+        return 60.0
+
+
+class GcsWatch:
+    """Watches the GCS of the Ray a study runs on, from a thread, with one TCP connection a second.
+
+    When the GCS goes away (a killed or crashed local Ray, a head node lost), Ray's own client in the
+    driver logs errors and, after `gcs_rpc_server_reconnect_timeout_s` (60 s), ends the process from
+    native code, with no chance to record what happened. Declaring the loss once the GCS has refused
+    connections for `lost_after_s` (a quarter of Ray's own wait: 15 s by default, long enough for a GCS
+    restart to finish)
+    lets the study record the run it was in and stop with a message and a resume command."""
+
+    def __init__(self, gcs_address: str, lost_after_s: float | None = None, interval_s: float = 1.0):
+        host, _, port = gcs_address.rpartition(":")
+        self.address, self._target = gcs_address, (host.strip("[]"), int(port))
+        self.lost_after_s = ray_gives_up_after_s() / 4 if lost_after_s is None else lost_after_s
+        self.interval_s = interval_s
+        self._lost = threading.Event()
+        self._stop = threading.Event()
+        self._refused_since: float | None = None
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="scaleprof-gcs-watch")
+
+    def __enter__(self) -> GcsWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def lost(self) -> bool:
+        return self._lost.is_set()
+
+    def answers(self) -> bool:
+        try:
+            socket.create_connection(self._target, timeout=self.interval_s).close()
+            return True
+        except OSError:
+            return False
+
+    def _loop(self) -> None:
+        import time
+
+        while not self._stop.wait(self.interval_s):
+            if self.answers():
+                self._refused_since = None
+                continue
+            now = time.monotonic()
+            self._refused_since = self._refused_since or now
+            if now - self._refused_since >= self.lost_after_s:
+                self._lost.set()
+                return
+
+    def check(self) -> None:
+        """RayLost once the GCS is declared gone."""
+        if self.lost:
+            raise RayLost(
+                f"Ray stopped answering: its GCS at {self.address} has refused connections for "
+                f"{self.lost_after_s:g} s (the local Ray was stopped or crashed, or the head node is gone)"
+            )
+
+    def settle(self) -> None:
+        """After a run failed: if the GCS is not answering, wait for the verdict (RayLost when it is gone),
+        so that a failure Ray's loss caused is said as that, not as the run's own."""
+        while not self.lost and not self._stop.is_set() and (self._refused_since is not None or not self.answers()):
+            if not self._thread.is_alive():
+                break
+            self._lost.wait(self.interval_s)
+        self.check()

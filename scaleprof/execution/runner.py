@@ -9,6 +9,7 @@ group is Ray's demand to the autoscaler) and waited for; one no node type could 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -24,12 +25,13 @@ from typing import Any, Protocol
 
 from scaleprof.capacity import Outlook, Verdict, verdict
 from scaleprof.config import Experiment
+from scaleprof.errors import RayLost
 from scaleprof.execution.cluster import cluster_view, node_types_of, pending_nodes
 from scaleprof.execution.failures import decide, lost_nodes
 from scaleprof.execution.lifecycle import RunLifecycle
 from scaleprof.execution.manifest import collect_manifest
 from scaleprof.execution.prepare import StudyInputs, prepare
-from scaleprof.execution.ray_session import connect_ray, job_runtime_env
+from scaleprof.execution.ray_session import GcsWatch, connect_ray, job_runtime_env
 from scaleprof.plan import PlannedRun, bundle, expand, unsupported
 from scaleprof.records import FINISHED, NO_STEPS, RunRecord, RunStatus
 from scaleprof.telemetry.aggregator import Aggregators, start_aggregators
@@ -195,6 +197,7 @@ def _fit(
     aggregator: Aggregators,
     storage: Path,
     inputs: dict[str, Any],
+    watch: GcsWatch | None = None,
 ) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -248,6 +251,8 @@ def _fit(
     thread.start()
     while thread.is_alive():
         thread.join(0.5)
+        if watch is not None:
+            watch.check()  # Ray is gone: fit() would only hang until Ray's client ends the process
     if errors:
         raise errors[0]
 
@@ -260,6 +265,19 @@ def _attempts(aggregator: Aggregators, run: PlannedRun) -> int | None:
         return ray.get(aggregator.first.attempts.remote(run.run_id), timeout=30)
     except Exception:
         return None
+
+
+def _ray_lost(exc: BaseException, watch: GcsWatch | None) -> RayLost | None:
+    """The loss of Ray itself when that is what made the run fail (its GCS gone), else None."""
+    if isinstance(exc, RayLost):
+        return exc
+    if watch is None or isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return None
+    try:
+        watch.settle()
+    except RayLost as lost:
+        return lost
+    return None
 
 
 def _recorded_steps(aggregator: Aggregators, run: PlannedRun) -> bool:
@@ -288,6 +306,7 @@ def run_one(
     aggregator: Aggregators,
     inputs: StudyInputs,
     observer: Observer | None = None,
+    watch: GcsWatch | None = None,
 ) -> dict[str, Any]:
     train = run.experiment.train
     record = RunRecord(
@@ -343,8 +362,12 @@ def run_one(
     storage = store.root / "_ray_train"
     status, outcome = RunStatus.OK, {"reason": ""}
     try:
-        _fit(run, experiment, study_id, aggregator, storage, inputs.for_run(run))
+        _fit(run, experiment, study_id, aggregator, storage, inputs.for_run(run), watch)
     except BaseException as exc:  # one policy decides what it means (execution/failures.py)
+        lost = _ray_lost(exc, watch)
+        if lost is not None:  # nothing more can run, nor be asked of Ray: record it and stop the study
+            life.to(RunStatus.FAILED, reason=str(lost), started_at=started, ended_at=time.time())
+            raise lost from exc
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         decision = decide(exc, "" if interrupted else lost_nodes(aggregator, run.run_id))
         status, outcome = RunStatus.SKIPPED if decision.skip else RunStatus.FAILED, {"reason": decision.reason}
@@ -404,6 +427,7 @@ def run_study(
             ", ".join(experiment.code_dirs or []), code,
         )  # fmt: skip
     result = StudyResult(study_dir)
+    stack, ray_lost = contextlib.ExitStack(), False
     try:
         store = StudyStore(study_dir)
         done: dict[str, dict[str, Any]] = {}
@@ -421,6 +445,7 @@ def run_study(
         store.write_manifest(manifest)
         aggregator = start_aggregators(str(study_dir), experiment.monitor.aggregators)
         metrics = LiveMetrics(study_id)
+        watch = stack.enter_context(GcsWatch(ray.get_runtime_context().gcs_address))
         for run in runs:
             if run.run_id in done:
                 result.records.append(done[run.run_id])
@@ -430,7 +455,7 @@ def run_study(
             if experiment.monitor.node_relays:  # a relay on every node alive now (an autoscaled one may be new)
                 aggregator = aggregator.with_relays(str(study_dir), [n.node_id for n in cluster_view().nodes])
             with _ProgressPoller(aggregator, run, observer, metrics):
-                record = run_one(run, experiment, study_id, store, aggregator, inputs, observer)
+                record = run_one(run, experiment, study_id, store, aggregator, inputs, observer, watch)
             result.records.append(record)
             observer.run_finished(run, record)
         if experiment.evaluation.inference is not None:
@@ -444,7 +469,11 @@ def run_study(
         manifest.update(finished_at=time.time(), telemetry=result.aggregator_stats)
         store.write_manifest(manifest)
         aggregator.kill()
+    except RayLost:
+        ray_lost = True
+        raise
     finally:
-        if started_ray:
+        stack.close()
+        if started_ray and not ray_lost:  # a Ray without its GCS cannot be shut down, only left
             ray.shutdown()
     return result

@@ -46,10 +46,14 @@ def throughput_vs_workers(runs: pd.DataFrame) -> alt.Chart | None:
         x=_workers_axis(data),
         y=alt.Y("throughput:Q", title="throughput (samples/s, steady state; bars: 95% interval)"),
         color=alt.Color("series:N", title="model / device"),
-        strokeDash=alt.StrokeDash("kind:N", title="", sort=["measured", "ideal (linear)"]),
         tooltip=["series", "placement", "workers", alt.Tooltip("throughput:Q", format=",.0f"), "kind"],
     )
-    chart = base.mark_line(point=True) + _error_bars(ok, "throughput_low", "throughput_high", 1.0)
+    # The legend draws each kind as its line (solid, dashed): a line with points would show two equal dots
+    kinds = alt.Scale(domain=["measured", "ideal (linear)"], range=[[1, 0], [6, 4]])
+    legend = alt.Legend(symbolType="stroke", symbolStrokeWidth=2, symbolStrokeColor="gray", symbolSize=300)
+    lines = base.mark_line().encode(strokeDash=alt.StrokeDash("kind:N", title="", scale=kinds, legend=legend))
+    points = base.mark_point(filled=True).transform_filter(alt.datum.kind == "measured")
+    chart = lines + points + _error_bars(ok, "throughput_low", "throughput_high", 1.0)
     return chart.properties(title="Throughput vs workers", width=WIDTH, height=HEIGHT)
 
 
@@ -325,7 +329,13 @@ def step_breakdown(runs: pd.DataFrame) -> alt.Chart | None:
         .encode(
             x=alt.X("ms:Q", title="mean time per step (ms, steady state)"),
             y=alt.Y("run_id:N", title=None),
-            color=alt.Color("phase:N", title="phase", sort=list(PHASES.values())),
+            # below the bars, labels whole: beside them the legend and long run ids outgrow the report's column
+            color=alt.Color(
+                "phase:N",
+                title="phase",
+                sort=list(PHASES.values()),
+                legend=alt.Legend(orient="bottom", direction="vertical", columns=2, labelLimit=0),
+            ),
             order=alt.Order("phase_order:Q"),
             tooltip=["run_id", "phase", alt.Tooltip("ms:Q", format=".2f")],
         )

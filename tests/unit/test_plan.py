@@ -218,3 +218,48 @@ def test_every_shipped_experiment_measures_enough_steady_steps():
         for run in expand(exp):
             steps = planned_steady_steps(run, train_samples_of(run, data))
             assert steps is not None and steps >= floor, f"{path.name}: {run.run_id} measures {steps} steady steps"
+
+
+def test_plan_headers_are_whole_on_a_narrow_terminal():
+    """On 80 columns a header wraps between its words or the runs are listed one per line: never `placeme…`."""
+    from rich.console import Console
+
+    from scaleprof.cli import _print_plan
+
+    rows = [
+        {"run": i, "run_id": f"00{i}-conv1d-{w}-cpu-{n}-r0", "model": f"conv1d-{w}", "kind": "fixed-split",
+         "placement": f"cpu-{n}", "device": "cpu", "workers": n, "cpus/worker": 1, "gpus/worker": 0,
+         "strategy": "PACK", "nodes": "any", "batch/worker": 64, "global batch": 64 * n, "precision": "fp32",
+         "parallelism": "ddp", "epochs": 4, "steps/epoch": 45 // n, "steady steps": 135 // n}
+        for i, (w, n) in enumerate([(32, 1), (64, 1), (32, 2), (64, 2)], start=1)
+    ]  # fmt: skip
+    for width, shown in ((80, rows), (80, [{**r, "precision": f"p{r['run']}"} for r in rows]), (40, rows)):
+        console = Console(width=width, record=True)
+        _print_plan(shown, "custom-model: 4 run(s)", console)
+        text = console.export_text()
+        assert "…" not in text, text
+        words = {w for line in text.splitlines() for w in line.replace("┃", " ").replace("│", " ").split()}
+        assert {"placement", "cpus/worker", "global", "batch", "steady", "precision"} <= words | {
+            w.rstrip(",:") for w in words
+        }, text
+
+
+def test_plan_checks_every_model_but_counts_no_flops(monkeypatch, capsys):
+    """`plan` builds and runs each model on a batch as `run` does, but shows no FLOPs: it does not count
+    them (seconds for a large model: lm-gpu.yaml's plan took 28 s, 11 s without)."""
+    from scaleprof import cli
+    from scaleprof.workloads import models
+
+    checked = []
+
+    def counted(*args, **kwargs):
+        raise AssertionError("plan counted FLOPs")
+
+    def check(*args, **kwargs):
+        checked.append(args[0])
+        return None
+
+    monkeypatch.setattr(models, "model_info", counted)
+    monkeypatch.setattr(models, "check_model", check)
+    assert cli.main(["plan", "experiments/smoke.yaml"]) == 0, capsys.readouterr().err
+    assert checked

@@ -244,3 +244,21 @@ def test_when_the_aggregator_fails_every_batch_a_relay_holds_fails_and_is_resent
 
     failed, resent, stats = asyncio.run(main())
     assert all(isinstance(f, OSError) for f in failed) and resent == [5, 5, 5] and stats["events_written"] == 15
+
+
+def test_an_event_export_as_csv_keeps_integer_fields_integers(tmp_path):
+    """An int field missing from some event kinds (epoch, step, pid) is written `3`, not `3.0` as a float
+    column with gaps would be; float fields stay floats."""
+    import csv
+
+    from scaleprof import cli
+    from tests.unit.study_data import make_study
+
+    store = make_study(tmp_path / "study")
+    assert cli.main(["export", str(store.root), "--events", str(tmp_path / "events.csv")]) == 0
+    with open(tmp_path / "events.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = [row for row in rows if row["kind"] == "step"]
+    assert steps and all(row[name].isdigit() for row in steps for name in ("epoch", "step", "samples", "seq", "rank"))
+    assert any("." in row["step_s"] for row in steps)
+    assert all(row["step"] == "" for row in rows if row["kind"] == "system")  # absent, not 0 or NaN
