@@ -183,8 +183,19 @@ from scaleprof import session
 def train_func(config):
     for epoch in session.epochs():
         for i, _ in enumerate(session.steps(range(0, 1000, 10), samples=10)):
-            if i == 3:
+            if epoch == 1 and i == 3:
                 raise ValueError("my loop exploded at step 3")
+"""
+
+SILENT = """
+import torch
+
+from scaleprof import session
+
+def train_func(config):
+    model = session.prepare_model(torch.nn.Linear(4, 2))
+    for _ in range(20):  # trains, but never through session.epochs() / session.steps()
+        model(torch.randn(8, 4)).sum().backward()
 """
 
 
@@ -201,10 +212,30 @@ def test_a_loop_that_raises_fails_its_run_and_the_study_still_reports(ray_cluste
     (study,) = out.iterdir()
     runs = pd.read_parquet(study / "runs.parquet")
     assert runs["status"].tolist() == ["failed"] and "my loop exploded at step 3" in runs["reason"].iloc[0]
+    # Epoch 1 finished (the warm-up the steady state leaves out): no figure from it reads as the placement's speed.
+    assert runs[["throughput", "speedup", "cost_per_sample_usd"]].isna().all(axis=None)
     assert (study / "report.html").stat().st_size > 0
     events = StudyStore(study).events()
     steps = events[events["kind"] == "step"]
-    assert len(steps) == 3 and (events["kind"] != "epoch").all()  # the steps it ran; no epoch it never finished
+    assert len(steps) == 103 and (events["kind"] == "epoch").sum() == 1  # what it ran; not the epoch it never finished
+
+
+def test_a_loop_that_records_no_step_is_unmeasured_not_ok(ray_cluster, tmp_path):
+    code = write(tmp_path / "project", {"silent.py": SILENT})
+    (code / "experiment.yaml").write_text(
+        "name: silent\ntrain: {loop: 'silent:train_func', epochs: 2}\nplacements:\n  - {name: one, workers: 1}\n"
+        "ray: {placement_timeout_s: 10}\n"
+    )
+    out = tmp_path / "reports"
+    proc = scaleprof(["run", str(code / "experiment.yaml"), "--out", str(out)], ray_cluster)
+    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "1 of 1 run(s) measured nothing: 001-train_func-one-r0" in proc.stderr
+    assert "session.steps(loader)" in proc.stderr and "Traceback" not in proc.stderr
+    (study,) = out.iterdir()
+    runs = pd.read_parquet(study / "runs.parquet")
+    assert runs["status"].tolist() == ["unmeasured"] and runs["throughput"].isna().all()
+    records = [json.loads(line) for line in (study / "run_records.jsonl").read_text().splitlines()]
+    assert records[-1]["status"] == "unmeasured"  # as recorded: --resume runs it again once the loop records steps
 
 
 BAD_MODELS = """
