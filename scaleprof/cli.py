@@ -567,6 +567,7 @@ def cmd_ls(args: argparse.Namespace, console: Console) -> int:
             "experiment": r.get("experiment", "–"),
             "created": r.get("created", "–"),
             "ok/skipped/failed": f"{r.get('ok', 0)}/{r.get('skipped', 0)}/{r.get('failed', 0)}"
+            + (f" (+{r['unmeasured']} unmeasured)" if r.get("unmeasured") else "")
             + (f" (+{r['unfinished']} unfinished)" if r.get("unfinished") else ""),
             "fastest (samples/s)": f"{r['best_throughput']:,.0f} ({r['best_placement']})"
             if "best_throughput" in r

@@ -48,7 +48,7 @@ def study_row(directory: Path) -> dict[str, Any]:
     row["created"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if isinstance(created, float) else ""
     statuses = Counter(str(r.get("status")) for r in store.final_run_records().values())
     row["runs"] = sum(statuses.values())
-    for status in (RunStatus.OK, RunStatus.SKIPPED, RunStatus.FAILED):
+    for status in (RunStatus.OK, RunStatus.SKIPPED, RunStatus.FAILED, RunStatus.UNMEASURED):
         row[str(status)] = statuses.pop(str(status), 0)
     row["unfinished"] = sum(statuses.values())  # planned, placed, running: an interrupted study
     if (directory / RUNS_TABLE).exists():

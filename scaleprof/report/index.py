@@ -30,8 +30,9 @@ def render_index(root: Path, rows: list[dict[str, Any]]) -> Path:
             href = (target / "report.html").as_uri()
         link = f'<a href="{html.escape(href)}">{name}</a>' if row.get("report") else name
         status = f"{row.get('ok', 0)} ok, {row.get('skipped', 0)} skipped, {row.get('failed', 0)} failed"
-        if row.get("unfinished"):
-            status += f", {row['unfinished']} unfinished"
+        for extra in ("unmeasured", "unfinished"):
+            if row.get(extra):
+                status += f", {row[extra]} {extra}"
         problem = f" <b>({html.escape(row['problem'])})</b>" if row.get("problem") else ""
         body.append(
             f"<tr><td>{link}{problem}</td><td>{_cell(row, 'experiment')}</td><td>{_cell(row, 'created')}</td>"
