@@ -30,8 +30,9 @@ class Findings:
     # The report's opening summary: each backed by a table or chart further down.
     top_throughput: dict[str, Any] | None = None  # model, placement, workers, throughput
     largest_scale: dict[str, Any] | None = None  # model, placement, workers, speedup, scaling_efficiency
-    law_peak: dict[str, Any] | None = None  # model, device, peak_workers, max_measured_workers
-    bottleneck: dict[str, Any] | None = None  # run_id, placement, workers, part, share (of step time)
+    law_peak: dict[str, Any] | None = None  # model, device, peak_workers, max_measured_workers, caveats
+    invalid_laws: list[dict[str, Any]] = field(default_factory=list)  # model, device, law, reason: fits not used
+    bottleneck: dict[str, Any] | None = None  # see step_bottleneck
     negative_scaling: list[dict[str, Any]] = field(default_factory=list)  # model, placement, workers, speedup
     noisy: list[dict[str, Any]] = field(default_factory=list)  # model, placement
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> runs
@@ -88,12 +89,14 @@ def quality_summary(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def law_curves(runs: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
-    """The fitted laws on a grid of worker counts up to 4x the largest measured (at least 16)."""
-    if fits.empty:
+    """The fitted laws on a grid of worker counts up to 4x the largest measured (at least 16); a law
+    whose parameters are outside their meaning is not drawn."""
+    if fits.empty or not fits["valid"].any():
         return pd.DataFrame()
-    top = max(16, 4 * int(fits["max_measured_workers"].max()))
+    top = max(16, 4 * int(fits.loc[fits["valid"], "max_measured_workers"].max()))
     grid = sorted({int(round(v)) for v in np.geomspace(1, top, 40)})
-    return predictions(runs, grid)
+    curves = predictions(runs, grid)
+    return curves[curves["valid"]].reset_index(drop=True)
 
 
 # Step time by what it went to (the breakdown's columns, summed per part).
@@ -105,16 +108,48 @@ STEP_PARTS = {
 }
 
 
+# Below this scaling efficiency, adding workers of this kind is not what helps, whatever the step goes to.
+POOR_EFFICIENCY = 0.5
+# An all-reduce share of the step from which communication is named as the likely cost of adding workers.
+COMMUNICATION_SHARE = 0.25
+
+
 def step_bottleneck(run: pd.Series) -> dict[str, Any] | None:
-    """The part of one run's mean step time that is largest, and its share."""
+    """The part of one run's mean step time that is largest, its share, and whether adding workers
+    helped (`verdict`): "slower" (speedup below 1), "poor" (efficiency below POOR_EFFICIENCY),
+    "scales", or "unknown" (no 1-worker baseline). When it did not help, `cause` names the likely
+    reason: "contended" (something outside the study competed), "communication" (the all-reduce),
+    or "shared hardware" (the workers compete for the same cores, memory or devices)."""
     parts = {part: sum(float(run.get(c, np.nan) or 0.0) for c in cols if pd.notna(run.get(c))) for part, cols in
              STEP_PARTS.items()}  # fmt: skip
     total = sum(parts.values())
     if total <= 0:
         return None
     part = max(parts, key=lambda k: parts[k])
-    return {"run_id": run["run_id"], "placement": run["placement"], "workers": int(run["workers"]), "part": part,
-            "share": parts[part] / total}  # fmt: skip
+    gain, efficiency = float(run.get("speedup", np.nan)), float(run.get("scaling_efficiency", np.nan))
+    if not (np.isfinite(gain) and np.isfinite(efficiency)):
+        verdict = "unknown"
+    else:
+        verdict = "slower" if gain < 1 else "poor" if efficiency < POOR_EFFICIENCY else "scales"
+    cause = ""
+    if verdict in ("slower", "poor"):
+        if isinstance(run.get("contended"), (bool, np.bool_)) and run["contended"]:  # NaN: not measured
+            cause = "contended"
+        elif parts["gradient all-reduce"] / total >= COMMUNICATION_SHARE:
+            cause = "communication"
+        else:
+            cause = "shared hardware"
+    return {
+        "run_id": run["run_id"],
+        "placement": run["placement"],
+        "workers": int(run["workers"]),
+        "part": part,
+        "share": parts[part] / total,
+        "speedup": gain,
+        "scaling_efficiency": efficiency,
+        "verdict": verdict,
+        "cause": cause,
+    }
 
 
 def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, placements: pd.DataFrame | None) -> None:
@@ -142,8 +177,14 @@ def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, place
             for r in worse.drop_duplicates(["model", "placement"]).itertuples()
         ]
     if fits is not None and not fits.empty:
-        fit = fits.iloc[0]
-        out.law_peak = {k: fit[k] for k in ("model", "device", "peak_workers", "max_measured_workers")}
+        valid = fits[fits["valid"]]
+        if not valid.empty:
+            fit = valid.iloc[0]
+            out.law_peak = {k: fit[k] for k in ("model", "device", "peak_workers", "max_measured_workers", "caveats")}
+        invalid = fits[~fits["valid"]].itertuples()
+        out.invalid_laws = [
+            {"model": f.model, "device": f.device, "law": f.law, "reason": f.invalid_reason} for f in invalid
+        ]
     if placements is not None and not placements.empty and "noisy" in placements:
         out.noisy = [{"model": r.model, "placement": r.placement} for r in placements[placements["noisy"]].itertuples()]
     skipped = runs[runs["status"] == RunStatus.SKIPPED]

@@ -47,11 +47,12 @@ def recommend(runs: pd.DataFrame, goal: dict[str, Any] | None) -> dict[str, Any]
         per_worker_hour = largest.get("cost_per_hour_usd", np.nan) / largest["workers"]
         top = 4 * int(group["workers"].max())
         curve = predictions(group, list(range(1, top + 1)))
-        for _, p in curve.iterrows():
+        for _, p in curve[curve["valid"]].iterrows():  # a law outside its meaning predicts nothing
             c = cost_per_sample_usd(per_worker_hour * p["workers"], p["throughput"])
             if _meets(p["throughput"], c, goal):
                 candidates.append({"basis": "predicted", "model": model, "device": device, "workers": int(p["workers"]),
-                                   "throughput": float(p["throughput"]), "cost_per_sample_usd": float(c)})  # fmt: skip
+                                   "throughput": float(p["throughput"]), "cost_per_sample_usd": float(c),
+                                   "caveats": p["caveats"]})  # fmt: skip
     if candidates:
         frame = pd.DataFrame(candidates)
         key = "cost_per_sample_usd" if frame["cost_per_sample_usd"].notna().any() else "workers"
@@ -93,6 +94,7 @@ def describe(recommendation: dict[str, Any] | None, goal: dict[str, Any] | None)
     if r["basis"] == "predicted":
         return head + (
             f"no measured placement meets it; the scaling law predicts {r['workers']} {r['device']} worker(s) of "
-            f"{r['model']} would ({r['throughput']:,.0f} samples/s{cost_text}; a prediction, not a measurement)."
+            f"{r['model']} would ({r['throughput']:,.0f} samples/s{cost_text}; a prediction, not a measurement"
+            f"{'; ' + r['caveats'] if r.get('caveats') else ''})."
         )
     return head + "neither a measured placement nor the scaling law up to 4x the largest measured count meets it."

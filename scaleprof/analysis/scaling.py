@@ -6,12 +6,15 @@ or strong scaling (global batch fixed); the report says which.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from scaleprof.records import RunKind, RunStatus
+
+if TYPE_CHECKING:
+    from scaleprof.analysis.usl import USLFit
 
 
 def speedup(throughput: float, baseline_throughput: float) -> float:
@@ -85,9 +88,47 @@ def _fittable_groups(runs: pd.DataFrame):
             yield model, device, group
 
 
+def _flagged(group: pd.DataFrame, column: str) -> list[str]:
+    """The placements (in study order) of the group with a run flagged in `column`."""
+    if column not in group:
+        return []
+    flagged = group[group[column].eq(True)]
+    names = flagged["placement"] if "placement" in flagged else flagged["workers"].map("{} workers".format)
+    return list(dict.fromkeys(str(n) for n in names))
+
+
+def fit_basis(group: pd.DataFrame, fit: USLFit, refused: str) -> dict[str, Any]:
+    """What a fit rests on, for every figure drawn from it: whether its parameters keep their meaning,
+    its worker counts and runs, whether it is exact (no band), and which of its placements had a
+    contended or a low-confidence run. `caveats` says all of it in one line, starting with
+    `refused` and the reason when the law is outside its meaning."""
+    counts = int(group["workers"].nunique())
+    contended, low_confidence = _flagged(group, "contended"), _flagged(group, "low_confidence")
+    parts = [f"from {counts} worker counts ({fit.points} runs)" + (", exact fit (no band)" if fit.dof == 0 else "")]
+    flags: dict[str, list[str]] = {}
+    for placements, label in ((contended, "contended"), (low_confidence, "low confidence")):
+        for placement in placements:
+            flags.setdefault(placement, []).append(label)
+    parts += [f"{placement} {', '.join(labels)}" for placement, labels in flags.items()]
+    if not fit.valid:
+        parts.insert(0, f"{refused}: {fit.invalid_reason}")
+    return {
+        "valid": fit.valid,
+        "invalid_reason": fit.invalid_reason,
+        "worker_counts": counts,
+        "points": fit.points,
+        "exact_fit": fit.dof == 0,
+        "contended_placements": ", ".join(contended),
+        "low_confidence_placements": ", ".join(low_confidence),
+        "caveats": "; ".join(parts),
+    }
+
+
 def scaling_fits(runs: pd.DataFrame) -> pd.DataFrame:
     """One scaling-law fit per (model, device) over its ok fixed-split runs (repeats are separate
-    points), with a hold-out check: refit without the largest worker count and predict it."""
+    points), with a hold-out check: refit without the largest worker count and predict it. A fit
+    whose parameters are outside their meaning stays here, marked (`valid`, `invalid_reason`), with
+    no peak and no hold-out prediction: nothing else uses it."""
     from scaleprof.analysis.usl import fit_usl
 
     rows = []
@@ -97,41 +138,58 @@ def scaling_fits(runs: pd.DataFrame) -> pd.DataFrame:
         row = {
             "model": model, "device": device, "law": fit.model, "points": fit.points, "dof": fit.dof,
             "alpha": fit.alpha, "alpha_se": fit.alpha_se, "beta": fit.beta, "beta_se": fit.beta_se,
-            "gamma": fit.gamma, "gamma_se": fit.gamma_se, "peak_workers": fit.peak_workers,
-            "max_measured_workers": int(counts[-1]),
+            "gamma": fit.gamma, "gamma_se": fit.gamma_se,
+            "peak_workers": fit.peak_workers if fit.valid else float("nan"),
+            "max_measured_workers": int(counts[-1]), **fit_basis(group, fit, "not used"),
         }  # fmt: skip
-        if len(counts) >= 3:
-            held = group[group["workers"] == counts[-1]]
-            rest = group[group["workers"] != counts[-1]]
-            refit = fit_usl(rest["workers"], rest["throughput"])
-            predicted = float(refit.predict(counts[-1]))
-            measured = float(held["throughput"].median())
-            row.update(
-                holdout_workers=int(counts[-1]), holdout_predicted=predicted, holdout_measured=measured,
-                holdout_error_pct=100 * (predicted - measured) / measured,
-            )  # fmt: skip
+        if len(counts) >= 3 and fit.valid:
+            row.update(_holdout(group, int(counts[-1])))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _holdout(group: pd.DataFrame, largest: int) -> dict[str, Any]:
+    """Refit without the largest worker count and predict it; nothing when that refit's parameters
+    are outside their meaning (its prediction would be a number from a law that does not apply)."""
+    from scaleprof.analysis.usl import fit_usl
+
+    rest = group[group["workers"] != largest]
+    refit = fit_usl(rest["workers"], rest["throughput"])
+    if not refit.valid:
+        return {}
+    predicted = float(refit.predict(largest))
+    measured = float(group.loc[group["workers"] == largest, "throughput"].median())
+    return {
+        "holdout_workers": largest,
+        "holdout_predicted": predicted,
+        "holdout_measured": measured,
+        "holdout_error_pct": 100 * (predicted - measured) / measured,
+    }
 
 
 def predictions(runs: pd.DataFrame, workers: list[int], level: float = 0.95) -> pd.DataFrame:
     """Predicted throughput (with a confidence band) at the given worker counts, per (model, device),
     and the scaling efficiency that throughput would have: against the *measured* 1-worker baseline,
-    as for measured runs (NaN without one), so one word means one number."""
+    as for measured runs (NaN without one), so one word means one number. Each row carries what its
+    fit rests on (`fit_basis`); a law outside its meaning predicts nothing (NaN) and says why."""
     from scaleprof.analysis.usl import fit_usl
 
     rows = []
     one_worker = baselines(runs)
     for model, device, group in _fittable_groups(runs):
         fit = fit_usl(group["workers"], group["throughput"])
+        basis = fit_basis(group, fit, "no prediction")
         counts = np.asarray(workers, dtype=float)
         low, high = fit.interval(counts, level)
+        predicted = fit.predict(counts) if fit.valid else np.full(len(counts), np.nan)
+        if not fit.valid:
+            low = high = predicted
         baseline = float(one_worker.get((model, device), float("nan")))
-        for n, x, lo, hi in zip(workers, fit.predict(counts), low, high):
+        for n, x, lo, hi in zip(workers, predicted, low, high):
             rows.append(
                 {"model": model, "device": device, "workers": n, "throughput": float(x),
                  "low": max(float(lo), 0.0) if np.isfinite(lo) else float(lo), "high": float(hi),
                  "efficiency": float(scaling_efficiency(speedup(float(x), baseline), n)), "law": fit.model,
-                 "extrapolated": n > group["workers"].max()}
+                 "extrapolated": n > group["workers"].max(), **basis}
             )  # fmt: skip
     return pd.DataFrame(rows)

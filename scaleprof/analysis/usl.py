@@ -2,8 +2,9 @@
 
 α is contention (the serial fraction: Amdahl's law when β = 0), β is coherency (the cost of keeping
 workers in step, which makes throughput fall past a peak), γ is the throughput of one worker.
-Bounded least squares keeps α, β ≥ 0; standard errors come from the fit's covariance, and the
-prediction band from the delta method (gradient of X(N) with respect to the parameters).
+Bounded least squares keeps α, β ≥ 0; α above 1 is fitted, then marked invalid (`invalid_reason`).
+Standard errors come from the fit's covariance, and the prediction band from the delta method
+(gradient of X(N) with respect to the parameters).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ def usl(n: np.ndarray, alpha: float, beta: float, gamma: float) -> np.ndarray:
 
 def _amdahl(n: np.ndarray, alpha: float, gamma: float) -> np.ndarray:
     return usl(n, alpha, 0.0, gamma)
+
+
+_TOLERANCE = 1e-6  # a fit through flat points lands on α = 1 only to rounding
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,30 @@ class USLFit:
         if self.beta <= 0:
             return math.inf
         return max(1.0, math.sqrt((1 - self.alpha) / self.beta))
+
+    @property
+    def invalid_reason(self) -> str:
+        """Why the fitted parameters are outside the law's meaning (empty when they are inside it).
+
+        Checked after fitting rather than bounded in the fit: a fit pushed against α ≤ 1 would
+        sit at α = 1 and still not describe points where adding workers made the run slower.
+        """
+        name = "serial fraction" if self.model == "amdahl" else "contention"
+        law = "Amdahl's law" if self.model == "amdahl" else "the USL"
+        if self.alpha > 1 + _TOLERANCE:
+            return (
+                f"{name} α = {self.alpha:.2f} is above 1 (adding workers made it slower), which {law} cannot "
+                "describe: α is a share of the work, 0 to 1"
+            )
+        if self.beta < -_TOLERANCE:
+            return f"coherency β = {self.beta:.2e} is negative"
+        if self.gamma <= 0:
+            return f"one-worker throughput γ = {self.gamma:.3g} is not positive"
+        return ""
+
+    @property
+    def valid(self) -> bool:
+        return not self.invalid_reason
 
     def predict(self, n: float | np.ndarray) -> np.ndarray:
         return usl(np.asarray(n, dtype=float), self.alpha, self.beta, self.gamma)

@@ -97,6 +97,9 @@ COLUMN_HELP = {
     "time), ± the half width of its 95% interval (batch means over the run's steady steps)",
     "steady steps / worker": "steps each worker trained after the warm-up: what the figures rest on",
     "caveats": "too few steady steps for a firm figure, or something outside the run competing for the hardware",
+    "rests on": "the worker counts and runs the law is fitted to, whether the fit is exact (then it has no band), "
+    "and which placements had a contended or low-confidence run; 'not used' with the reason for a law outside "
+    "its meaning",
     "speedup": "throughput over the median 1-worker run of the same model and device kind",
     "efficiency": "speedup / workers (100% = linear scaling), with its 95% interval",
     "epoch time (s)": "mean steady-state epoch time of the slowest rank",
@@ -291,12 +294,16 @@ def fits_display(fits: pd.DataFrame) -> pd.DataFrame:
         {
             "model": fits["model"],
             "device": fits["device"],
-            "law": fits["law"].map({"usl": "USL", "amdahl": "Amdahl (2 worker counts: exact fit)"}),
+            "law": fits["law"].map({"usl": "USL", "amdahl": "Amdahl (β fixed at 0: 2 worker counts)"}),
             "points": fits["points"],
             "α (contention)": [pm(a, s, ".4f") for a, s in zip(fits["alpha"], fits["alpha_se"])],
             "β (coherency)": [pm(b, s, ".2e") for b, s in zip(fits["beta"], fits["beta_se"])],
             "γ (1-worker samples/s)": [pm(g, s, ",.0f") for g, s in zip(fits["gamma"], fits["gamma_se"])],
-            "peak at N*": ["never (β = 0)" if not np.isfinite(p) else f"{p:.1f}" for p in fits["peak_workers"]],
+            "peak at N*": [
+                "–" if not valid else "never (β = 0)" if not np.isfinite(p) else f"{p:.1f}"
+                for p, valid in zip(fits["peak_workers"], fits["valid"])
+            ],
+            "rests on": fits["caveats"],
         }
     )
     if "holdout_error_pct" in fits:
@@ -327,6 +334,34 @@ SUGGESTIONS = {
     "compute": "the workers are busy computing: more or faster devices are what helps",
     "other": "the time goes outside the measured phases (the loop's own work between steps)",
 }
+# Why adding workers did not help (analysis.findings.step_bottleneck's `cause`).
+CAUSES = {
+    "contended": "something outside the study competed for the hardware during that run (see Contended); "
+    "rerun it on a quiet machine before reading its scaling",
+    "communication": "exchanging gradients costs more than splitting the work saves; larger per-worker batches or "
+    "gradient accumulation exchange them less often",
+    "shared hardware": "the workers likely compete for the same cores, memory bandwidth or device; give each "
+    "worker cores (or a device) of its own",
+}
+
+
+def _bottleneck_sentence(b: dict[str, Any]) -> str:
+    """Where the largest run's step goes, and advice that agrees with what adding workers did."""
+    head = f"Where the time goes: at {b['workers']} workers ({b['placement']}) {100 * b['share']:.0f}% of a step is "
+    verdict = b.get("verdict", "unknown")
+    if verdict == "slower":
+        advice = (
+            f"{b['part']}, but {b['workers']} workers ran slower than one (speedup {b['speedup']:.2f}), so more "
+            f"devices of this kind will not help: {CAUSES[b['cause']]}"
+        )
+    elif verdict == "poor" and b["part"] == "compute":
+        advice = (
+            f"compute, but scaling efficiency is only {b['scaling_efficiency']:.0%}: each worker computes more "
+            f"slowly beside the others, so more devices of this kind help little: {CAUSES[b['cause']]}"
+        )
+    else:
+        advice = f"{b['part']}; {SUGGESTIONS[b['part']]}"
+    return f"{head}{advice} (step time breakdown chart)."
 
 
 def findings_sentences(tables: StudyTables) -> list[str]:
@@ -356,14 +391,16 @@ def findings_sentences(tables: StudyTables) -> list[str]:
             else f"has no peak for {p['model']} ({p['device']}): throughput keeps rising with workers"
         )
         out.append(
-            f"The fitted scaling law {where} (measured up to {int(p['max_measured_workers'])}; Scaling law table)."
+            f"The fitted scaling law {where}; measured up to {int(p['max_measured_workers'])} workers "
+            f"[{p['caveats']}] (Scaling law table)."
+        )
+    for bad in found.invalid_laws:
+        out.append(
+            f"No scaling law for {bad['model']} ({bad['device']}), so nothing is extrapolated from one: the fitted "
+            f"{bad['reason']} (Scaling law table)."
         )
     if found.bottleneck:
-        b = found.bottleneck
-        out.append(
-            f"Where the time goes: at {b['workers']} workers ({b['placement']}) {100 * b['share']:.0f}% of a step is "
-            f"{b['part']}; {SUGGESTIONS[b['part']]} (step time breakdown chart)."
-        )
+        out.append(_bottleneck_sentence(found.bottleneck))
     if found.cheapest:
         c = found.cheapest
         out.append(

@@ -15,3 +15,12 @@ def study(tmp_path_factory):
     write_tables(store, tables)
     report = render_report(store.root, tables)
     return store, tables, report
+
+
+@pytest.fixture(scope="session")
+def slower_study(tmp_path_factory):
+    """The hand-made study with cpu-2 at 80 samples/s: 2 workers 0.4x as fast as cpu-1's one (200 samples/s),
+    as on a contended machine."""
+    store = make_study(tmp_path_factory.mktemp("r") / "slower", two_worker_epoch_s=5.0)
+    tables = summarize(store)
+    return store, tables

@@ -68,11 +68,16 @@ def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epoch
 
 
 def make_study(
-    root: Path, reason: str = "needs 1 GPU(s), the cluster has 0", loss: bool = True, jsonl: bool = False
+    root: Path,
+    reason: str = "needs 1 GPU(s), the cluster has 0",
+    loss: bool = True,
+    jsonl: bool = False,
+    two_worker_epoch_s: float = 4 / 3,
 ) -> StudyStore:
     """cpu-1 at 200 samples/s, cpu-2 at 300 samples/s (efficiency 75%), gpu-1 skipped. Without `loss`,
     as from a user loop that never calls session.report_loss. The events go through the aggregator into
-    segments, or with `jsonl` into events.jsonl, as a scaleprof before segments wrote them."""
+    segments, or with `jsonl` into events.jsonl, as a scaleprof before segments wrote them.
+    `two_worker_epoch_s` sets cpu-2's epoch time: its throughput is 2 x 200 samples / that."""
     exp = Experiment.model_validate(EXPERIMENT)
     store = StudyStore(root)
     store.create()
@@ -128,5 +133,5 @@ def make_study(
             run_id, {"split": "test", "sample_index": np.arange(20), "y_true": y_true, "proba": proba}
         )
     for rank in (0, 1):
-        events(_worker_events("002-mlp-cpu-2-r0", rank, epoch_time=4 / 3, loss=loss))
+        events(_worker_events("002-mlp-cpu-2-r0", rank, epoch_time=two_worker_epoch_s, loss=loss))
     return store

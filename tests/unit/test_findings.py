@@ -1,6 +1,9 @@
 """What the report points out, computed by analysis: checked on the hand-made study's known figures."""
 
+import pandas as pd
 import pytest
+
+from scaleprof.analysis.findings import step_bottleneck
 
 
 def test_best_cheapest_fastest_and_fixed_cost(study):
@@ -27,3 +30,45 @@ def test_law_curves_cover_four_times_the_largest_measured_count(study):
     assert curves["workers"].min() == 1 and curves["workers"].max() == 16  # max(16, 4 x 2 workers)
     one = curves[curves["workers"] == 2].iloc[0]
     assert one["throughput"] == pytest.approx(300.0, rel=1e-6)  # two points: the law passes through both
+
+
+def _largest_run(speedup: float, workers: int = 2, contended: bool = False, allreduce_s: float = 0.0) -> pd.Series:
+    """A run whose step is 0.87 s compute (forward 0.4 + backward 0.47) and 0.13 s data loading."""
+    return pd.Series({
+        "run_id": "r", "placement": f"cpu-{workers}", "workers": workers, "speedup": speedup,
+        "scaling_efficiency": speedup / workers, "contended": contended, "step_data_s": 0.13, "step_forward_s": 0.4,
+        "step_backward_compute_s": 0.47, "step_allreduce_s": allreduce_s,
+    })  # fmt: skip
+
+
+def test_the_bottleneck_says_whether_adding_workers_helped():
+    slower = step_bottleneck(_largest_run(speedup=0.37, contended=True))
+    assert slower["part"] == "compute" and slower["share"] == pytest.approx(0.87)
+    assert slower["verdict"] == "slower" and slower["speedup"] == pytest.approx(0.37)
+    assert slower["cause"] == "contended"
+    assert step_bottleneck(_largest_run(speedup=0.8))["cause"] == "shared hardware"
+    assert step_bottleneck(_largest_run(speedup=0.8, allreduce_s=1.0))["cause"] == "communication"
+    assert step_bottleneck(_largest_run(speedup=1.2, workers=4))["verdict"] == "poor"  # 30% efficiency
+    assert step_bottleneck(_largest_run(speedup=1.9))["verdict"] == "scales"  # 95% efficiency
+    unknown = _largest_run(speedup=float("nan"))
+    assert step_bottleneck(unknown)["verdict"] == "unknown"
+
+
+def test_a_law_outside_its_meaning_is_not_drawn_nor_used_for_the_peak(slower_study):
+    """2 workers at 80 samples/s against one at 200: Amdahl's α = 4 (outside 0-1)."""
+    _, tables = slower_study
+    assert not tables.fits.loc[0, "valid"]  # still in the fits table, marked
+    assert tables.law_curves.empty
+    found = tables.findings
+    assert found.law_peak is None
+    assert [(b["model"], b["device"]) for b in found.invalid_laws] == [("mlp", "cpu")]
+    assert "α = 4.00" in found.invalid_laws[0]["reason"]
+    assert found.bottleneck["verdict"] == "slower"
+
+
+def test_the_law_peak_carries_the_fits_caveats(study):
+    _, tables, _ = study
+    peak = tables.findings.law_peak
+    assert peak["model"] == "mlp" and tables.findings.invalid_laws == []
+    # both runs measured 8 steady steps, under the default floor of 30
+    assert "from 2 worker counts" in peak["caveats"] and "low confidence" in peak["caveats"]

@@ -36,3 +36,12 @@ def test_a_goal_met_only_by_the_point_figure_says_so():
     assert "met cheapest by m on cpu-2" in text and "only just" in text and "down to 173 samples/s" in text
     firm = {"min_throughput": 150}
     assert "only just" not in describe(recommend(runs, firm), firm)
+
+
+def test_a_predicted_recommendation_says_what_its_law_rests_on():
+    from scaleprof.analysis.recommend import describe, recommend
+
+    runs = scaling_runs().assign(contended=[False, False, True])
+    goal = {"min_throughput": 400}
+    text = describe(recommend(runs, goal), goal)
+    assert "a prediction, not a measurement; from 3 worker counts (3 runs)" in text and "cpu-4 contended" in text

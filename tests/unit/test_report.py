@@ -187,3 +187,55 @@ def test_a_skipped_run_has_no_caveats():
     flagged = caveats(pd.Series({"contended": np.True_, "outside_cpu_share": 0.4, "low_confidence": True,
                                  "steady_steps": 12}))  # fmt: skip
     assert flagged == "low confidence: 12 steady steps; contended: 40% of the node's CPU used outside Ray"
+
+
+def test_findings_give_no_advice_the_measurements_contradict(slower_study):
+    """cpu-2's 2 workers run 0.4x as fast as cpu-1's one: no 'more devices', no law, no peak."""
+    from scaleprof.report.render import findings_sentences, fits_display
+
+    _, tables = slower_study
+    found = findings_sentences(tables)
+    bottleneck = next(s for s in found if s.startswith("Where the time goes"))
+    assert "of a step is compute" in bottleneck and "devices are what helps" not in bottleneck
+    assert "2 workers ran slower than one (speedup 0.40)" in bottleneck
+    assert not any("peak throughput" in s for s in found)
+    law = next(s for s in found if s.startswith("No scaling law"))
+    assert "mlp (cpu)" in law and "α = 4.00" in law
+    fits = fits_display(tables.fits).iloc[0]
+    assert fits["peak at N*"] == "–" and fits["rests on"].startswith("not used: ")
+
+
+def test_the_law_sentence_and_fits_table_say_what_the_fit_rests_on(study):
+    from scaleprof.report.render import findings_sentences, fits_display
+
+    _, tables, _ = study
+    law = next(s for s in findings_sentences(tables) if s.startswith("The fitted scaling law"))
+    assert "from 2 worker counts" in law and "low confidence" in law  # both runs: 8 steady steps, floor 30
+    assert "from 2 worker counts" in fits_display(tables.fits).iloc[0]["rests on"]
+
+
+def test_throughput_legend_draws_measured_and_ideal_as_different_lines(study):
+    """Measured is a solid line with points, ideal a dashed line without: the legend shows the two strokes
+    (a line with points made both entries the same dot)."""
+    from scaleprof.report.charts import throughput_vs_workers
+
+    _, tables, _ = study
+    layers = throughput_vs_workers(tables.runs).to_dict()["layer"]
+    lines = [layer for layer in layers if layer["mark"] == {"type": "line"} or layer["mark"] == "line"]
+    assert len(lines) == 1
+    dash = lines[0]["encoding"]["strokeDash"]
+    assert dash["scale"]["domain"] == ["measured", "ideal (linear)"] and dash["scale"]["range"] == [[1, 0], [6, 4]]
+    assert dash["legend"]["symbolType"] == "stroke"
+    points = [layer for layer in layers if "point" in str(layer["mark"])]
+    assert points and all("strokeDash" not in layer["encoding"] for layer in points)
+    assert all(not (isinstance(layer["mark"], dict) and layer["mark"].get("point")) for layer in layers)
+
+
+def test_step_breakdown_legend_sits_below_with_whole_labels(study):
+    """Beside the bars the legend ran out of the report's column and cut 'backward incl. all-reduce (not
+    probed)' short; below them, in two columns, every label is whole."""
+    from scaleprof.report.charts import step_breakdown
+
+    _, tables, _ = study
+    legend = step_breakdown(tables.runs).to_dict()["encoding"]["color"]["legend"]
+    assert legend["orient"] == "bottom" and legend["labelLimit"] == 0

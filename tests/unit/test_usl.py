@@ -58,3 +58,21 @@ def test_two_worker_counts_fit_amdahl_exactly_without_uncertainty():
 def test_one_worker_count_is_refused():
     with pytest.raises(ValueError, match="two or more worker counts"):
         fit_usl([1, 1], [100.0, 101.0])
+
+
+def test_a_serial_fraction_above_one_is_fitted_but_marked_outside_the_laws_meaning():
+    """The contended smoke study's case: 2 workers at 0.4x one worker's speed. Amdahl through both points,
+    2 / (1 + α) = 80 / 200, gives α = 4: a 'serial fraction' of 400%, which no share of the work can be."""
+    fit = fit_usl([1, 2], [200.0, 80.0])
+    assert fit.alpha == pytest.approx(4.0)  # kept as fitted (not clipped to 1), so the user sees why
+    assert not fit.valid and "α = 4.00" in fit.invalid_reason
+    flat = fit_usl([1, 2], [100.0, 100.0])  # α = 1: all serial, no gain from workers, still a meaning
+    assert flat.alpha == pytest.approx(1.0) and flat.valid and flat.invalid_reason == ""
+    assert fit_usl([1, 2], [100.0, 150.0]).valid
+
+
+def test_a_usl_fit_with_contention_above_one_is_marked_too():
+    n = np.array([1, 2, 4, 8])
+    fit = fit_usl(n, usl(n, 1.5, 0.01, 100.0))
+    assert fit.model == "usl" and fit.alpha == pytest.approx(1.5, rel=1e-4)
+    assert not fit.valid and "α = 1.50" in fit.invalid_reason
