@@ -18,7 +18,7 @@ smoke: $(STAMP)
 	$(BIN)/scaleprof run experiments/smoke.yaml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

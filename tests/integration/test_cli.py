@@ -87,8 +87,16 @@ def test_model_that_cannot_be_built_is_named_by_its_field(tmp_path):
 def test_predict_and_compare_on_a_real_study(study):
     result, _ = study
     proc = scaleprof("predict", str(result.study_dir), "--workers", "4", "16")
-    assert proc.returncode == 0, proc.stderr
-    assert "mlp / cpu: alpha" in proc.stdout and "16" in proc.stdout
+    # On a contended 2-core machine the 2-worker run can be slower than the 1-worker one: then the law is
+    # outside its meaning (alpha > 1) and predict refuses, naming why, instead of extrapolating it.
+    fits = pd.read_parquet(result.study_dir / "scaling_fits.parquet")
+    if fits["valid"].any():
+        assert proc.returncode == 0, proc.stderr
+        assert "mlp / cpu: alpha" in proc.stdout and "16" in proc.stdout and "worker counts" in proc.stdout
+    else:
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert "no prediction: the scaling law fitted is outside its meaning" in proc.stderr
+        assert "adding workers made it slower" in proc.stderr
     proc = scaleprof("compare", str(result.study_dir), str(result.study_dir))
     assert proc.returncode == 0, proc.stderr
     assert "+0.0%" in proc.stdout and "beyond noise" in proc.stdout
