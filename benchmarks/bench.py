@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -247,7 +248,8 @@ def bench_plain(repeats: int, epochs: int) -> dict:
 
 def _ddp_rank(rank: int, world: int, experiment, epochs: int) -> dict:
     """One gloo rank of a plain PyTorch DDP loop (no Ray, no scaleprof): the experiment's model, train split,
-    per-worker batch and SGD, a DistributedSampler; each epoch starts after a barrier, as scaleprof's do."""
+    per-worker batch and SGD, a DistributedSampler; each epoch starts after a barrier, as scaleprof's do.
+    Alone (world 1) the model is not wrapped, as Ray Train does not wrap it either."""
     import torch
     import torch.distributed as dist
     import torch.nn.functional as F
@@ -259,7 +261,8 @@ def _ddp_rank(rank: int, world: int, experiment, epochs: int) -> dict:
     data = load_dataset(experiment.data, experiment.seed)
     train = subset(open_source(experiment.data, experiment.seed).dataset, data.train_idx)
     model = build_model(experiment.model_list[0], data.input_shape, data.num_classes, experiment.seed)
-    model = torch.nn.parallel.DistributedDataParallel(model)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=experiment.train.lr, momentum=experiment.train.momentum)
     sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=experiment.seed)
     loader = DataLoader(train, batch_size=experiment.train.batch_size, sampler=sampler)
@@ -320,6 +323,163 @@ def bench_ddp(repeats: int, epochs: int) -> dict:
         "ratios_scaleprof_over_plain": ratios,
         "median_ratio": statistics.median(ratios),
     }
+
+
+# The footprint matrix's workloads: per-worker batch 64, one torch thread per worker, a step of about 1, 10 and
+# 100 ms on this machine's cores (measured: the rows' step_s); data sized so an epoch lasts a few seconds.
+FOOTPRINT_WORKLOADS = {
+    "~1 ms": ({"name": "mlp"}, {"name": "synthetic-images", "shape": [1, 8, 8], "size": 480_000}),
+    "~10 ms": ({"name": "small-cnn"}, {"name": "synthetic-images", "shape": [1, 10, 10], "size": 48_000}),
+    "~100 ms": ({"name": "torchvision:resnet18"}, {"name": "synthetic-images", "shape": [3, 32, 32], "size": 4_096}),
+}
+
+
+def _footprint_experiment(model: dict, data: dict, workers: int, epochs: int) -> object:
+    from scaleprof.config import Experiment
+
+    return Experiment.model_validate({
+        "name": f"footprint-{model['name'].split(':')[-1]}-{workers}",
+        "model": model, "data": data,
+        "train": {"epochs": epochs, "batch_size": 64},
+        "placements": [{"name": f"cpu-{workers}", "workers": workers}],
+    })  # fmt: skip
+
+
+def _plain_ranks(experiment, epochs: int, workers: int) -> dict:
+    """The plain loop on `workers` gloo ranks (spawned processes, no Ray)."""
+    return _steady(_gloo_ranks(_ddp_rank, experiment, epochs, world=workers))
+
+
+def _steady(ranks: list[dict]) -> dict:
+    """Plain ranks' step rows by scaleprof's throughput definition, with its interval and mean step time."""
+    import pandas as pd
+
+    from scaleprof.analysis.throughput import steady_state_throughput
+
+    steps = pd.DataFrame([{**row, "rank": r["rank"]} for r in ranks for row in r["step_rows"]])
+    result = steady_state_throughput(steps, warmup_steps=0)
+    steady = result.steady if result.steady is not None else steps
+    return {"throughput": result.samples_per_s, "throughput_low": result.low, "throughput_high": result.high,
+            "step_s": float(steady["step_s"].mean())}  # fmt: skip
+
+
+def _plain_in_ray_train(experiment, epochs: int, workers: int, out: Path) -> dict:
+    """The same plain loop (`_ddp_rank`) in `workers` 1-CPU Ray Train workers, whose process group Ray Train
+    set up: what Ray Train's processes cost, without scaleprof."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    stem = f"plain-in-ray-{time.time_ns()}"
+
+    def loop(config):
+        import ray.train
+        import torch
+
+        torch.set_num_threads(1)
+        ctx = ray.train.get_context()
+        rank = ctx.get_world_rank()
+        row = _ddp_rank(rank, ctx.get_world_size(), config["experiment"], config["epochs"])
+        (Path(config["out"]) / f"{config['stem']}-{rank}.json").write_text(json.dumps(row))
+
+    TorchTrainer(
+        loop,
+        train_loop_config={"experiment": experiment, "epochs": epochs, "out": str(out), "stem": stem},
+        scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(storage_path=str(out / "ray-train"), name=stem),
+    ).fit()
+    return _steady([json.loads((out / f"{stem}-{r}.json").read_text()) for r in range(workers)])
+
+
+def _ledgered(arm, *args) -> tuple[dict, dict]:
+    """`arm(*args)` under the CPU ledger: its result, and each role's cores over the middle of its wall time
+    (past the first 40%, the start-up and warm-up; the last second left out)."""
+    from footprint import CpuLedger
+
+    ledger = CpuLedger().start()
+    start = time.time()
+    try:
+        result = arm(*args)
+    finally:
+        ledger.stop()
+    end = time.time()
+    return result, ledger.between(start + 0.4 * (end - start), end - 1)
+
+
+def _scaleprof_arm(experiment, out: Path) -> dict:
+    from footprint import measure
+
+    study = measure(experiment, out)
+    measured = _throughput(Path(study["study_dir"]))
+    keys = ("throughput", "throughput_low", "throughput_high", "steady_steps", "contended")
+    figures = {k: measured[k] for k in keys}
+    return {**figures, "steady_cores_by_role": study["cores"], "steady_window_s": study["window_s"]}
+
+
+FOOTPRINT_ARMS = ("plain", "plain in Ray Train", "scaleprof")
+
+
+def bench_footprint(pairs: int, epochs: int, only: list[str] | None = None, worker_counts: tuple = (1, 2)) -> dict:
+    """scaleprof's steady-state throughput against the same training as a plain PyTorch loop (1 worker) or plain
+    DDP over gloo (2 workers) in spawned processes without Ray, and as that plain loop inside Ray Train's workers
+    (what Ray Train costs without scaleprof); three step sizes, everything on by default, rounds of the three arms
+    with the order rotated. Beside each run, where the machine's CPU went (benchmarks/footprint.py: cores by role;
+    for scaleprof over its steady window, epoch 2 to the end, for the others over the middle of their wall time)."""
+    out = Path(tempfile.mkdtemp(prefix="bench-footprint-"))
+    rows = []
+    with _local_ray():
+        for step, (model, data) in FOOTPRINT_WORKLOADS.items():
+            if only and step not in only:
+                continue
+            for workers in worker_counts:
+                experiment = _footprint_experiment(model, data, workers, epochs)
+                arms = {"plain": functools.partial(_ledgered, _plain_ranks, experiment, epochs, workers),
+                        "plain in Ray Train": functools.partial(_ledgered, _plain_in_ray_train, experiment, epochs,
+                                                                workers, out),
+                        "scaleprof": functools.partial(_ledgered, _scaleprof_arm, experiment, out)}  # fmt: skip
+                for i in range(pairs):
+                    order = FOOTPRINT_ARMS[i % 3 :] + FOOTPRINT_ARMS[: i % 3]  # each arm goes first once in 3
+                    done = {name: arms[name]() for name in order}
+                    row = {"step": step, "model": model["name"], "workers": workers, "round": i, "order": order}
+                    for name, (result, cores) in done.items():
+                        row[name] = {**result, "cores_by_role": cores}
+                    plain, in_ray, ours = (row[name]["throughput"] for name in FOOTPRINT_ARMS)
+                    row |= {"ratio_over_plain": ours / plain, "ratio_over_plain_in_ray": ours / in_ray,
+                            "ray_over_plain": in_ray / plain}  # fmt: skip
+                    rows.append(row)
+                    print(f"{step} x{workers} round {i}: plain {plain:,.0f}, in Ray Train {in_ray:,.0f}, "
+                          f"scaleprof {ours:,.0f} samples/s", flush=True)  # fmt: skip
+    return {
+        "what": bench_footprint.__doc__,
+        "target": "scaleprof / plain >= 0.97 at 2 workers on ~100 ms steps, >= 0.95 on ~1 ms steps",
+        "epochs": epochs,
+        "summary": _footprint_summary(rows),
+        "rows": rows,
+    }
+
+
+def _footprint_summary(rows: list[dict]) -> list[dict]:
+    """Per step size and worker count: the median ratios, the plain step time, and the median cores by role of
+    the scaleprof runs' steady windows, with scaleprof's own share (aggregator, relays, the workers' telemetry
+    threads) and the rest of Ray's."""
+    from footprint import OWN_ROLES
+
+    summary = []
+    for step, workers in dict.fromkeys((r["step"], r["workers"]) for r in rows):
+        cell = [r for r in rows if r["step"] == step and r["workers"] == workers]
+        cores = [r["scaleprof"]["steady_cores_by_role"] for r in cell]
+        roles = sorted({k for c in cores for k in c})
+        median = {k: statistics.median(c.get(k, 0.0) for c in cores) for k in roles}
+        summary.append({
+            "step": step, "workers": workers, "rounds": len(cell),
+            "plain_step_s": statistics.median(r["plain"]["step_s"] for r in cell),
+            **{f"median_{k}": statistics.median(r[k] for r in cell)
+               for k in ("ratio_over_plain", "ratio_over_plain_in_ray", "ray_over_plain")},
+            "ratios_over_plain": [r["ratio_over_plain"] for r in cell],
+            "ratios_over_plain_in_ray": [r["ratio_over_plain_in_ray"] for r in cell],
+            "scaleprof_own_cores": sum(median.get(k, 0.0) for k in OWN_ROLES),
+            "steady_cores_by_role_median": median,
+        })  # fmt: skip
+    return summary
 
 
 def _plain_user_model(experiment, epochs: int) -> dict:
@@ -988,13 +1148,18 @@ def main() -> None:
             "telemetry",
             "report",
             "report-1000",
+            "footprint",
             "all",
         ],
     )
     parser.add_argument("--pairs", type=int, default=5, help="monitor on/off pairs")
     parser.add_argument("--epochs", type=int, default=20, help="epochs per run (steady state: after epoch 1)")
     parser.add_argument("--repeats", type=int, default=3, help="plain / scaleprof pairs (ddp)")
+    parser.add_argument("--only", nargs="*", help="footprint: only these step sizes (e.g. '~100 ms')")
+    parser.add_argument("--workers", nargs="*", type=int, default=[1, 2], help="footprint: these worker counts")
     args = parser.parse_args()
+    if args.which in ("footprint", "all"):
+        _write("footprint", bench_footprint(args.repeats, epochs=4, only=args.only, worker_counts=tuple(args.workers)))
     if args.which in ("overhead", "all"):
         _write("overhead", bench_overhead(args.pairs, args.epochs))
     if args.which in ("monitor-cpu", "all"):

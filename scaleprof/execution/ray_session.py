@@ -15,11 +15,6 @@ from scaleprof.config import ConfigError, Experiment
 from scaleprof.errors import RayLost
 from scaleprof.workloads.imports import code_modules
 
-# Ray Train reads these in its controller; they are propagated from the driver's environment.
-_RAY_TRAIN_ENV = {
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",  # faster teardown between runs (seconds, not 2 s polls)
-}
-
 
 def job_runtime_env(experiment: Experiment) -> dict[str, Any] | None:
     """The user's modules as Ray `py_modules`: uploaded once and importable in every worker on every
@@ -59,8 +54,6 @@ def connect_ray(runtime_env: dict[str, Any] | None = None, log_to_driver: bool =
     """
     import ray
 
-    for key, value in _RAY_TRAIN_ENV.items():
-        os.environ.setdefault(key, value)
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
@@ -143,6 +136,9 @@ class GcsWatch:
     def _loop(self) -> None:
         import time
 
+        from scaleprof.telemetry.monitor import name_os_thread
+
+        name_os_thread("scaleprof-gcs-watch")
         while not self._stop.wait(self.interval_s):
             if self.answers():
                 self._refused_since = None

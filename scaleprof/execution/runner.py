@@ -36,6 +36,7 @@ from scaleprof.plan import PlannedRun, bundle, expand, unsupported
 from scaleprof.records import FINISHED, NO_STEPS, RunRecord, RunStatus
 from scaleprof.telemetry.aggregator import Aggregators, start_aggregators
 from scaleprof.telemetry.live_metrics import LiveMetrics
+from scaleprof.telemetry.monitor import name_os_thread
 from scaleprof.telemetry.store import StudyStore
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,7 @@ class _ProgressPoller:
                 pass  # metrics are best-effort too (a cluster without a metrics agent)
 
     def _loop(self) -> None:
+        name_os_thread("scaleprof-progress")
         while not self._stop.wait(self._interval):
             self._poll()
 
