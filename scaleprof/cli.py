@@ -588,6 +588,163 @@ def cmd_ls(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+FABRIC_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
+def _size_label(size_bytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if size_bytes >= scale:
+            return f"{size_bytes / scale:g} {unit}"
+    return f"{size_bytes} B"
+
+
+def _fabric_out(args: argparse.Namespace) -> Path:
+    """Where the sweep goes: a .parquet file in an existing directory, replaced only with --force."""
+    path = Path(args.out)
+    if path.suffix != ".parquet":
+        raise UserError(f"--out {path}: name a file ending in .parquet")
+    if not path.parent.is_dir():
+        raise UserError(f"--out {path}: there is no directory {path.parent}; make it first, or name another file")
+    if path.is_dir():
+        raise UserError(f"--out {path}: is a directory; name a file ending in .parquet")
+    if path.exists() and not args.force:
+        raise UserError(f"--out {path}: exists already; pass --force to replace it, or name another file")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"--out {path}: cannot write in {path.parent}")
+    return path
+
+
+def _fabric_row(fit: Any) -> dict[str, object]:
+    """One link's fit for `fabric`'s table: α in µs, 1/β as nccl-tests' bus bandwidth in GB/s (10⁹ B/s)."""
+
+    def shown(value: float, low: float, high: float, digits: int) -> str:
+        if not math.isfinite(value):
+            return "–"
+        top = f"{high:.{digits}f}" if math.isfinite(high) else "∞"
+        return f"{value:.{digits}f} ({low:.{digits}f} – {top})"
+
+    gb = 1e-9
+    bandwidth_low = 1 / fit.beta_high if fit.beta_high > 0 else math.nan
+    bandwidth_high = 1 / fit.beta_low if fit.beta_low > 0 else math.inf
+    return {
+        "backend": fit.backend,
+        "link": fit.link_class,
+        "alpha µs (95%)": shown(fit.alpha_s * 1e6, fit.alpha_low * 1e6, fit.alpha_high * 1e6, 1),
+        "bus bandwidth GB/s (95%)": shown(fit.bandwidth_bytes_per_s * gb, bandwidth_low * gb, bandwidth_high * gb, 3),
+        "points": fit.points,
+        "worlds": ", ".join(map(str, fit.worlds)) or "–",
+        "worst error": f"{100 * fit.max_relative_error:.0f}%" if math.isfinite(fit.max_relative_error) else "–",
+    }
+
+
+def _fabric_json(fit: Any, out: Path) -> dict[str, object]:
+    """One link's fit for `fabric --json`, in the table's units; a figure that is not finite is null."""
+
+    def number(value: float) -> float | None:
+        return float(value) if math.isfinite(value) else None
+
+    return {
+        "backend": fit.backend, "link_class": fit.link_class,
+        "alpha_us": number(fit.alpha_s * 1e6), "alpha_low_us": number(fit.alpha_low * 1e6),
+        "alpha_high_us": number(fit.alpha_high * 1e6),
+        "bus_bandwidth_gb_s": number(fit.bandwidth_bytes_per_s / 1e9),
+        "bus_bandwidth_low_gb_s": number(1e-9 / fit.beta_high) if fit.beta_high > 0 else None,
+        "bus_bandwidth_high_gb_s": number(1e-9 / fit.beta_low) if fit.beta_low > 0 else None,
+        "points": fit.points, "worlds": list(fit.worlds), "max_relative_error": number(fit.max_relative_error),
+        "valid": fit.valid, "invalid_reason": fit.invalid_reason, "sweep": str(out),
+    }  # fmt: skip
+
+
+def cmd_fabric(args: argparse.Namespace, console: Console) -> int:
+    import io
+    import time
+
+    out = _fabric_out(args)  # before Ray: a refused --out costs nothing
+    from scaleprof.execution.ray_session import check_ray_address
+
+    check_ray_address()
+    import ray
+
+    from scaleprof.analysis.fabric import fit_fabric
+    from scaleprof.execution.fabric_probe import DEFAULT_REPEATS, DEFAULT_SIZES_BYTES, ProbeRefused, probe_fabric
+    from scaleprof.execution.ray_session import connect_ray
+    from scaleprof.telemetry.store import atomic_write_bytes
+
+    def say(text: str) -> None:  # progress on stderr: stdout holds the table (or the JSON) alone
+        print(f"fabric probe: {text}", file=sys.stderr, flush=True)
+
+    backend = "nccl" if args.gpus_per_worker > 0 else "gloo"
+    sizes = f"all_reduce {_size_label(DEFAULT_SIZES_BYTES[0])} … {_size_label(DEFAULT_SIZES_BYTES[-1])}"
+    each = f"{args.cpus_per_worker:g} CPU" + (f", {args.gpus_per_worker:g} GPU" if args.gpus_per_worker else "")
+    say(f"{args.workers} workers ({args.strategy}, {each} each), {backend}, {sizes}, {DEFAULT_REPEATS} repeats")
+    started = time.monotonic()
+    started_ray = connect_ray()
+    try:
+        say("starting Ray Train's workers")
+        frame = probe_fabric(
+            args.workers, strategy=args.strategy, gpus_per_worker=args.gpus_per_worker,
+            cpus_per_worker=args.cpus_per_worker,
+        )  # fmt: skip
+    except ProbeRefused as exc:
+        raise UserError(f"fabric: {exc}") from None
+    finally:
+        if started_ray:
+            ray.shutdown()
+    nodes = len(set(frame.attrs["node_ids"]))
+    say(
+        f"{args.workers} workers, {frame['link_class'].iloc[0]} ({nodes} node(s)), {sizes}: {len(frame)} timed "
+        f"calls, the sweep {frame.attrs['sweep_s']:.1f} s, {time.monotonic() - started:.0f} s in all"
+    )
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    try:
+        atomic_write_bytes(out, buffer.getvalue())
+    except OSError as exc:
+        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
+    fits = fit_fabric(frame)
+    if args.json:
+        print(json.dumps([_fabric_json(fit, out) for fit in fits], indent=2))
+        return 0
+    console.print(_table([_fabric_row(fit) for fit in fits], f"fabric: {len(frame)} timed calls in {out}"))
+    for fit in fits:
+        if not fit.valid:
+            console.print(f"{fit.backend} {fit.link_class}: not valid: {fit.invalid_reason}", markup=False)
+    console.print(
+        "alpha: latency of one ring step; bus bandwidth: nccl-tests' (all-reduce bytes x 2(n-1)/n / time), the "
+        "inverse of the fitted time per byte; worst error: the fitted model against the worst timed call.",
+        markup=False, highlight=False,
+    )  # fmt: skip
+    return 0
+
+
+def _probe_workers(text: str) -> int:
+    value = _worker_count(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value}: a collective needs 2 or more workers to cross a link")
+    return value
+
+
+def _resource_count(text: str, what: str, zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero) or value > 1024:
+        raise argparse.ArgumentTypeError(f"{text}: {what}")
+    return value
+
+
+def _gpus_per_worker(text: str) -> float:
+    value = _resource_count(text, "0 (CPU workers, gloo) or 1 or more GPUs (nccl)", zero=True)
+    if 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: nccl cannot run two ranks on one GPU; give 0, or 1 or more")
+    return value
+
+
+def _cpus_per_worker(text: str) -> float:
+    return _resource_count(text, "a number of CPUs above 0", zero=False)
+
+
 def _worker_count(text: str) -> int:
     try:
         value = int(text)
@@ -699,6 +856,29 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("dir", nargs="?", default="reports", help="where the studies are (default: reports)")
     ls.add_argument("--json", action="store_true", help="the list as JSON")
     ls.set_defaults(func=cmd_ls)
+    fabric = sub.add_parser(
+        "fabric", help="measure the links between workers: all-reduce latency and bus bandwidth, fitted",
+        formatter_class=raw,
+        epilog="examples:\n  scaleprof fabric\n"
+        "  scaleprof fabric --strategy STRICT_SPREAD --out inter-node.parquet   (one worker per node)\n"
+        "  RAY_ADDRESS=head:6379 scaleprof fabric --workers 8 --gpus-per-worker 1 --json",
+    )  # fmt: skip
+    fabric.add_argument("--workers", type=_probe_workers, default=2, help="ranks, 2 or more (default 2)")
+    fabric.add_argument(
+        "--strategy", choices=FABRIC_STRATEGIES, default="PACK",
+        help="Ray placement strategy (default PACK); STRICT_SPREAD puts each worker on its own node",
+    )  # fmt: skip
+    fabric.add_argument(
+        "--gpus-per-worker", type=_gpus_per_worker, default=0.0, help="0: CPU workers over gloo (default); 1: nccl"
+    )
+    fabric.add_argument("--cpus-per-worker", type=_cpus_per_worker, default=1.0, help="CPUs per worker (default 1)")
+    fabric.add_argument(
+        "--out", default="fabric.parquet", metavar="FILE.parquet",
+        help="where the sweep goes (default: fabric.parquet here); an existing file is replaced only with --force",
+    )  # fmt: skip
+    fabric.add_argument("--force", action="store_true", help="replace --out if it exists")
+    fabric.add_argument("--json", action="store_true", help="the fits as JSON")
+    fabric.set_defaults(func=cmd_fabric)
     return parser
 
 

@@ -298,3 +298,31 @@ class GpuUnavailable(Event):
 class WorkerEnd(Event):
     kind: ClassVar[EventKind] = EventKind.LIFECYCLE
     event: ClassVar[Lifecycle | None] = Lifecycle.WORKER_END
+
+
+class LinkClass(StrEnum):
+    """The link a collective crossed: all its ranks on one node, or on two or more."""
+
+    INTRA_NODE = "intra-node"
+    INTER_NODE = "inter-node"
+
+
+@dataclass(frozen=True)
+class FabricRow:
+    """One timed call of a fabric sweep (`fabric.parquet`, fitted by analysis/fabric.py): the slowest rank's
+    seconds for one call of `collective` over `world` ranks with a message of `bytes` (nccl-tests' size: the
+    buffer each rank holds for all-reduce; world x each rank's chunk for all-gather and reduce-scatter)."""
+
+    collective: str
+    backend: str
+    link_class: str
+    world: int
+    bytes: int
+    repeat: int
+    time_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+FABRIC_COLUMNS = tuple(FabricRow.__dataclass_fields__)

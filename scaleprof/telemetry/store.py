@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from scaleprof.errors import DestinationError, StoreError, StudyBusy
+from scaleprof.records import FABRIC_COLUMNS
 from scaleprof.telemetry.segments import EVENTS_DIR, read_segments
 
 __all__ = ["DestinationError", "StoreError", "StudyBusy"]  # defined in scaleprof.errors, raised here
@@ -40,6 +41,7 @@ RUNS_TABLE = "runs.parquet"
 EPOCHS_TABLE = "epochs.parquet"
 PREDICTIONS_DIR = "predictions"
 INFERENCE_RECORDS = "inference_records.jsonl"
+FABRIC_TABLE = "fabric.parquet"  # the fabric probe's sweep (execution/fabric_probe.py)
 
 
 @contextlib.contextmanager
@@ -264,6 +266,15 @@ class StudyStore:
         finally:
             tmp.unlink(missing_ok=True)  # a failed write leaves neither half a table nor a stray temp file
 
+    def write_fabric(self, frame: pd.DataFrame) -> None:
+        """The fabric probe's sweep as `fabric.parquet` (its columns only, in their order)."""
+        missing = [name for name in FABRIC_COLUMNS if name not in frame]
+        if missing:
+            raise ValueError(
+                f"a fabric sweep needs column(s) {', '.join(missing)}; expected {', '.join(FABRIC_COLUMNS)}"
+            )
+        self.write_table(FABRIC_TABLE, frame[list(FABRIC_COLUMNS)])
+
     def write_trace(self, run_id: str, name: str, data: bytes) -> str:
         """Store one rank's profiler trace (gzipped Chrome trace JSON) under traces/<run_id>/; its path,
         relative to the study."""
@@ -306,6 +317,21 @@ class StudyStore:
         return frame
 
     # -- readers ---------------------------------------------------------------------------
+    def fabric(self) -> pd.DataFrame | None:
+        """The stored fabric sweep; None when there is none, or it is damaged (counted in `damage`)."""
+        path = self.root / FABRIC_TABLE
+        if not path.exists():
+            return None
+        try:
+            frame = pd.read_parquet(path)
+        except Exception:  # pyarrow raises its own types for a damaged file
+            self.damage.set(FABRIC_TABLE, "unreadable file (the fabric sweep left out)", 1)
+            return None
+        if not set(FABRIC_COLUMNS) <= set(frame.columns):
+            self.damage.set(FABRIC_TABLE, "file without the sweep's columns (the fabric sweep left out)", 1)
+            return None
+        return frame
+
     def manifest(self) -> dict[str, Any]:
         """The manifest; a StoreError when it is missing, not JSON or not a scaleprof manifest."""
         path = self.root / MANIFEST

@@ -61,3 +61,23 @@ def test_a_trace_lands_under_traces_with_a_safe_name(tmp_path):
     store.create()
     where = store.write_trace("001-run", "../rank0.json.gz", b"\x1f\x8b")
     assert where == "traces/001-run/.._rank0.json.gz" and (store.root / where).read_bytes() == b"\x1f\x8b"
+
+
+def test_the_fabric_sweep_round_trips_and_a_damaged_one_is_counted_not_fatal(tmp_path):
+    import pandas as pd
+
+    from scaleprof.records import FABRIC_COLUMNS, FabricRow
+
+    store = StudyStore(tmp_path / "study")
+    store.create()
+    assert store.fabric() is None
+    rows = [FabricRow("all_reduce", "gloo", "inter-node", 2, 4096 * 4**k, r, 1e-4 * (k + 1)) for k in range(3)
+            for r in range(2)]  # fmt: skip
+    sweep = pd.DataFrame([row.to_dict() for row in rows]).assign(extra=1)[["extra", *reversed(FABRIC_COLUMNS)]]
+    store.write_fabric(sweep)
+    assert [p.name for p in store.root.iterdir() if "fabric" in p.name] == ["fabric.parquet"]  # no temp file left
+    pd.testing.assert_frame_equal(store.fabric(), sweep[list(FABRIC_COLUMNS)])
+    (store.root / "fabric.parquet").write_bytes(b"PAR1 cut short")
+    assert store.fabric() is None and store.damage.lines() == [
+        "fabric.parquet: 1 unreadable file (the fabric sweep left out)"
+    ]
