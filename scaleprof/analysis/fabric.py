@@ -9,8 +9,9 @@ where α is the latency of one ring step (seconds), β the time per byte on the 
 byte, the inverse of its bandwidth), and (steps, factor) the ring's step count and the share of S
 each rank sends (`ring_terms`): all-reduce 2(n−1) steps and 2(n−1)/n · S, reduce-scatter and
 all-gather (n−1) steps and (n−1)/n · S. S follows nccl-tests: for all-reduce the buffer each rank
-holds, for all-gather and reduce-scatter the full output. The byte factor is nccl-tests' bus
-bandwidth factor, so 1/β is the bus bandwidth the link reaches on large messages.
+holds, for all-gather and reduce-scatter world × each rank's chunk (all-gather's output,
+reduce-scatter's input). The byte factor is nccl-tests' bus bandwidth factor, so 1/β is the bus
+bandwidth the link reaches on large messages.
 
 The sweep (`fabric.parquet`) has one row per timed repeat: collective, backend, link_class, world,
 bytes, repeat, time_s (the slowest rank's time for one call). `fit_fabric` fits α and β per
