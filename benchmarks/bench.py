@@ -334,17 +334,6 @@ FOOTPRINT_WORKLOADS = {
 }
 
 
-def _footprint_experiment(model: dict, data: dict, workers: int, epochs: int) -> object:
-    from scaleprof.config import Experiment
-
-    return Experiment.model_validate({
-        "name": f"footprint-{model['name'].split(':')[-1]}-{workers}",
-        "model": model, "data": data,
-        "train": {"epochs": epochs, "batch_size": 64},
-        "placements": [{"name": f"cpu-{workers}", "workers": workers}],
-    })  # fmt: skip
-
-
 def _plain_ranks(experiment, epochs: int, workers: int) -> dict:
     """The plain loop on `workers` gloo ranks (spawned processes, no Ray)."""
     return _steady(_gloo_ranks(_ddp_rank, experiment, epochs, world=workers))
@@ -424,6 +413,8 @@ def bench_footprint(pairs: int, epochs: int, only: list[str] | None = None, work
     (what Ray Train costs without scaleprof); three step sizes, everything on by default, rounds of the three arms
     with the order rotated. Beside each run, where the machine's CPU went (benchmarks/footprint.py: cores by role;
     for scaleprof over its steady window, epoch 2 to the end, for the others over the middle of their wall time)."""
+    from footprint import experiment_for
+
     out = Path(tempfile.mkdtemp(prefix="bench-footprint-"))
     rows = []
     with _local_ray():
@@ -431,7 +422,7 @@ def bench_footprint(pairs: int, epochs: int, only: list[str] | None = None, work
             if only and step not in only:
                 continue
             for workers in worker_counts:
-                experiment = _footprint_experiment(model, data, workers, epochs)
+                experiment = experiment_for(model, data, workers, epochs)
                 arms = {"plain": functools.partial(_ledgered, _plain_ranks, experiment, epochs, workers),
                         "plain in Ray Train": functools.partial(_ledgered, _plain_in_ray_train, experiment, epochs,
                                                                 workers, out),

@@ -5,6 +5,8 @@ controller, the driver, Ray's daemons, the rest), over the run's steady window (
 Used by `bench.py footprint`; alone:
 
     .venv/bin/python benchmarks/footprint.py --model torchvision:resnet18 --workers 2 --epochs 3
+
+FOOTPRINT_DETAIL=1 names each process counted under "other Ray actors" or "outside Ray".
 """
 
 from __future__ import annotations
@@ -151,13 +153,13 @@ def measure(experiment: Any, out: Path) -> dict[str, Any]:
     return {"study_dir": str(result.study_dir), "window_s": end - start, "cores": ledger.between(start, end)}
 
 
-def experiment_for(model: str, workers: int, epochs: int, data: dict[str, Any], batch: int = 64) -> Any:
+def experiment_for(model: dict[str, Any], data: dict[str, Any], workers: int, epochs: int, batch: int = 64) -> Any:
+    """A one-placement study of `model` on `data` at `workers` workers, `batch` per worker, monitors on."""
     from scaleprof.config import Experiment
 
     return Experiment.model_validate({
-        "name": f"footprint-{workers}",
-        "model": {"name": model},
-        "data": data,
+        "name": f"footprint-{str(model['name']).split(':')[-1]}-{workers}",
+        "model": model, "data": data,
         "train": {"epochs": epochs, "batch_size": batch},
         "placements": [{"name": f"cpu-{workers}", "workers": workers}],
     })  # fmt: skip
@@ -173,7 +175,7 @@ def main() -> None:
     import tempfile
 
     data = {"name": "synthetic-images", "shape": [3, 32, 32], "size": args.size}
-    row = measure(experiment_for(args.model, args.workers, args.epochs, data), Path(tempfile.mkdtemp()))
+    row = measure(experiment_for({"name": args.model}, data, args.workers, args.epochs), Path(tempfile.mkdtemp()))
     print(json.dumps(row, indent=2))
 
 
