@@ -409,29 +409,108 @@ def _prediction_row(r: Any) -> dict[str, object]:
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
+    import pandas as pd
+
+    from scaleprof.analysis.prediction import physics_predictions
     from scaleprof.analysis.scaling import predictions
 
     tables = _study_tables(args.study_dir)
-    if tables.fits.empty:
-        raise UserError(f"{args.study_dir}: no model and device was measured at two or more worker counts")
-    table = predictions(tables.runs, args.workers)
-    if not table["valid"].any():  # every law is outside its meaning: no figure to give
-        reasons = "; ".join(f"for {f.model} / {f.device}, {f.invalid_reason}" for f in tables.fits.itertuples())
-        raise UserError(f"{args.study_dir}: no prediction: the scaling law fitted is outside its meaning ({reasons})")
+    fabric = _predict_fabric(args, tables.fabric)
+    placements = [(w, n) for w in args.workers for n in args.nodes if n <= w]
+    if not placements:
+        raise UserError(f"--nodes {' '.join(map(str, args.nodes))}: a placement needs at least one worker per node")
+    scaling = str(tables.manifest["experiment"].get("train", {}).get("scaling", "weak"))
+    physics = physics_predictions(tables.runs, placements, fabric, scaling)  # type: ignore[arg-type]
+    curve = predictions(tables.runs, args.workers) if not tables.fits.empty else pd.DataFrame()
+    if (curve.empty or not curve["valid"].any()) and (physics.empty or physics["throughput"].isna().all()):
+        if tables.fits.empty:
+            said = "no model and device was measured at two or more worker counts"
+        else:
+            said = "the scaling law fitted is outside its meaning (" + "; ".join(
+                f"for {f.model} / {f.device}, {f.invalid_reason}" for f in tables.fits.itertuples()) + ")"  # fmt: skip
+        why = "; ".join(dict.fromkeys(physics["reason"])) if not physics.empty else "no finished run"
+        raise UserError(f"{args.study_dir}: no prediction: {said}; physics model: {why}")
     if args.json:
-        print(pd_json(table))
+        both = [curve.assign(method="scaling law")] if not curve.empty else []
+        print(pd_json(pd.concat([*both, physics.assign(method="physics")], ignore_index=True)))
         return 0
-    rows = [_prediction_row(r) for _, r in table.iterrows()]
-    console.print(_table(rows, f"predictions from {Path(args.study_dir).name}"))
-    for _, f in tables.fits.iterrows():
-        peak = f"throughput peaks at N* = {f['peak_workers']:.1f}" if f["valid"] else f"not used: {f['invalid_reason']}"
-        console.print(
-            f"{f['model']} / {f['device']}: alpha {f['alpha']:.4f}, beta {f['beta']:.2e}, gamma {f['gamma']:,.0f} "
-            f"samples/s from {f['points']} runs; {peak}",
-            markup=False,
-            highlight=False,
-        )
+    name = Path(args.study_dir).name
+    if not physics.empty:
+        rows = [_physics_row(r) for _, r in physics.iterrows()]
+        console.print(_table(rows, f"physics model: predictions from {name}"))
+        for line in dict.fromkeys(physics["basis"].dropna()) if "basis" in physics else []:
+            console.print(f"rests on: {line}", markup=False, highlight=False)
+    if not curve.empty:
+        rows = [_prediction_row(r) for _, r in curve.iterrows()]
+        console.print(_table(rows, f"scaling law: predictions from {name}"))
+        for _, f in tables.fits.iterrows():
+            peak = (f"throughput peaks at N* = {f['peak_workers']:.1f}" if f["valid"]
+                    else f"not used: {f['invalid_reason']}")  # fmt: skip
+            console.print(
+                f"{f['model']} / {f['device']}: alpha {f['alpha']:.4f}, beta {f['beta']:.2e}, gamma {f['gamma']:,.0f} "
+                f"samples/s from {f['points']} runs; {peak}",
+                markup=False,
+                highlight=False,
+            )
+    console.print(
+        "physics: step = data + forward + backward + optimizer + other, as measured, + the all-reduce not hidden "
+        "under backward (ring model over the fabric) + the wait for the slowest rank; the scaling law knows only "
+        "the measured worker counts' throughput.",
+        markup=False, highlight=False,
+    )  # fmt: skip
     return 0
+
+
+def _physics_row(r: Any) -> dict[str, object]:
+    """One row of `predict`'s physics table: the figure and its interval, or why there is none."""
+    row: dict[str, object] = {"model": r["model"], "device": r["device"], "workers": r["workers"], "nodes": r["nodes"]}
+    if not math.isfinite(r["throughput"]):
+        return row | {"predicted samples/s": "–", "95% interval": "–", "efficiency": "–", "step (ms)": "–",
+                      "exposed all-reduce (ms)": "–", "link": "–", "from": r["reason"]}  # fmt: skip
+    efficiency = f"{100 * r['efficiency']:.0f}%" if math.isfinite(r["efficiency"]) else "– (no 1-worker run)"
+    link = r["link_class"] or "none (1 worker)"
+    if r["crosses_node_boundary"]:
+        link += " (crosses nodes)"
+    return row | {
+        "predicted samples/s": f"{r['throughput']:,.0f}", "95% interval": f"{r['low']:,.0f} – {r['high']:,.0f}",
+        "efficiency": efficiency, "step (ms)": f"{1e3 * r['step_s']:.3g}",
+        "exposed all-reduce (ms)": f"{1e3 * r['term_exposed_comm_s']:.3g}", "link": link,
+        "from": f"run {r['base']}",
+    }  # fmt: skip
+
+
+def _predict_fabric(args: argparse.Namespace, own: Any) -> Any:
+    """The links `predict` uses: --fabric (a sweep file or a study holding one), else the study's own
+    sweep (`own`: its fabric.parquet, or its runs' sweeps); --link figures replace a fitted link of their class."""
+    import pandas as pd
+
+    from scaleprof.analysis.prediction import fabric_of
+    from scaleprof.records import FABRIC_COLUMNS
+    from scaleprof.telemetry.store import FABRIC_TABLE
+
+    sweep, where = own, Path(args.study_dir).name
+    if args.fabric:
+        path = Path(args.fabric)
+        path = path / FABRIC_TABLE if path.is_dir() else path
+        try:
+            sweep, where = pd.read_parquet(path), str(path)
+        except FileNotFoundError:
+            raise UserError(f"--fabric {args.fabric}: no such file (a fabric.parquet or a study with one)") from None
+        except Exception as exc:  # pyarrow raises its own types for a file that is not parquet
+            raise UserError(f"--fabric {args.fabric}: cannot read it as a fabric sweep ({exc})") from None
+        missing = [c for c in FABRIC_COLUMNS if c not in sweep]
+        if missing:
+            raise UserError(f"--fabric {args.fabric}: not a fabric sweep (no column(s) {', '.join(missing)})")
+    stated: dict[str, str] = {}
+    for text in args.link or []:
+        link_class, _, spec = text.rpartition("=") if "=" in text else ("inter-node", "", text)
+        if link_class not in ("intra-node", "inter-node"):
+            raise UserError(f"--link {text}: the link class is intra-node or inter-node, not {link_class!r}")
+        stated[link_class] = spec
+    try:
+        return fabric_of(sweep, where, stated)
+    except ValueError as exc:
+        raise UserError(f"--link: {exc}") from None
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
@@ -820,11 +899,27 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     report.set_defaults(func=cmd_report)
     predict = sub.add_parser(
-        "predict", help="predict throughput at other worker counts from a study's scaling law", formatter_class=raw,
-        epilog="example:\n  scaleprof predict reports/smoke-20261129-120000 --workers 8 16 64",
+        "predict", help="predict throughput at placements not measured: physics model and scaling law",
+        formatter_class=raw,
+        epilog="examples:\n  scaleprof predict reports/smoke-20261129-120000 --workers 8 16 64\n"
+        "  scaleprof predict reports/smoke-20261129-120000 --workers 16 --nodes 2 --link inter-node=100Gbit/s,5us",
     )  # fmt: skip
     predict.add_argument("study_dir")
     predict.add_argument("--workers", type=_worker_count, nargs="+", required=True, help="worker counts, e.g. 16 64")
+    predict.add_argument(
+        "--nodes", type=_worker_count, nargs="+", default=[1],
+        help="node counts to spread each worker count over (default 1); more than 1 crosses the inter-node link",
+    )  # fmt: skip
+    predict.add_argument(
+        "--fabric", metavar="FILE_OR_STUDY",
+        help="the links' sweep: a fabric.parquet (scaleprof fabric --out) or a study holding one; default: the "
+        "study's own, if it has one",
+    )  # fmt: skip
+    predict.add_argument(
+        "--link", action="append", metavar="[CLASS=]BANDWIDTH,LATENCY",
+        help="state a link instead of measuring it, e.g. inter-node=100Gbit/s,5us or intra-node=10GB/s,20us "
+        "(class defaults to inter-node); repeat for both",
+    )  # fmt: skip
     predict.add_argument("--json", action="store_true", help="the predictions as JSON")
     predict.set_defaults(func=cmd_predict)
     compare = sub.add_parser(

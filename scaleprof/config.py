@@ -500,6 +500,12 @@ class ProfileSpec(_Strict):
     )
     steps: int = Field(default=5, ge=1, le=100, description="steps traced per run")
     ranks: Literal["first", "all"] = Field(default="first", description="trace rank 0 only, or every rank")
+    fabric_probe: bool = Field(
+        default=True,
+        description="after training, a run with 2 or more workers times its collective (all-reduce; FSDP's "
+        "reduce-scatter and all-gather) from 4 KiB to beyond the gradient's size over its own process group, "
+        "well under a second on small models: the links `scaleprof predict` and the prediction ledger use",
+    )
 
 
 class RaySpec(_Strict):

@@ -20,6 +20,7 @@ class EventKind(StrEnum):
     EVAL = "eval"
     LIFECYCLE = "lifecycle"
     PROBE = "probe"
+    FABRIC = "fabric"
 
 
 class Lifecycle(StrEnum):
@@ -211,6 +212,21 @@ class EvalEvent(Event):
     samples: int
     test_loss: float | None = None
     test_accuracy: float | None = None
+
+
+@dataclass
+class FabricEvent(Event):
+    """One timed call of the fabric sweep a multi-worker run's workers make after training (rank 0 sends
+    them; the fields are FabricRow's)."""
+
+    kind: ClassVar[EventKind] = EventKind.FABRIC
+    collective: str
+    backend: str
+    link_class: str
+    world: int
+    bytes: int
+    repeat: int
+    time_s: float
 
 
 @dataclass

@@ -246,6 +246,7 @@ class WorkerSession:
         self._boundary = True  # this micro-batch ends an optimizer step
         self._group = 1  # micro-batches in this optimizer step's group
         self._optimizer: torch.optim.Optimizer | None = None  # the one optimizer_step last saw
+        self.gradient_bytes: int | None = None  # set by prepare_model
         self._state_mb: float | None = None  # parameters + gradients + optimizer state on this rank
         self._epoch_compile_start = self._compile_at_last_step = compile_seconds()
         self._loaders: list[Any] = []
@@ -279,6 +280,8 @@ class WorkerSession:
         first = not self._model_reported
         self._model_reported = True
         info = self._model_info(model, example_input, flops_per_sample) if first else None
+        if first:  # what DDP all-reduces each step (float32 gradients): the fabric sweep's sizes follow it
+            self.gradient_bytes = 4 * sum(p.numel() for p in model.parameters() if p.requires_grad)
         if self.train.parallelism == "fsdp":
             prepared = ray.train.torch.prepare_model(model, parallel_strategy=None, **ray_kwargs)  # to the device
             if _distributed():

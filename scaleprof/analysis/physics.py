@@ -1,7 +1,10 @@
 """The physics of data-parallel training: a step's time at N workers on M nodes, with compute taken
 from a real run's measured profile and communication from a fitted fabric (analysis/fabric.py).
 
-    step = data + forward + backward compute + optimizer + exposed all-reduce + slowest-of-N wait
+    step = data + forward + backward compute + optimizer + other + exposed all-reduce + slowest-of-N wait
+
+- **Other**: the part of a measured step outside its marked phases (the loop's own bookkeeping, loss
+  logging): a fixed cost per step, kept as measured at every placement.
 
 - **All-reduce**: DDP all-reduces the gradient every step; its time is the ring model's over the
   bottleneck link class: intra-node on one node, inter-node on several (a ring is as slow as its
@@ -45,7 +48,9 @@ SEED = 0
 LEVEL = 0.95
 Z95 = float(stats.norm.ppf(0.5 + LEVEL / 2))
 # The terms a step's time is the sum of (Prediction.terms also has "comm_s", the whole all-reduce).
-STEP_TERMS = ("data_s", "forward_s", "backward_compute_s", "optimizer_s", "exposed_comm_s", "straggler_s")
+STEP_TERMS = (
+    "data_s", "forward_s", "backward_compute_s", "optimizer_s", "other_s", "exposed_comm_s", "straggler_s",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class MeasuredRun:
     gradient_bytes: float  # all-reduced per step: parameters × bytes per gradient element
     exposed_comm_s: Figure | None = None  # sync probe: backward with sync − without (≥ 2 workers)
     step_cv: Figure = NO_SPREAD  # spread of per-rank compute times, std / mean
+    other_s: Figure = NO_SPREAD  # the rest of a step, outside the marked phases
 
     def __post_init__(self) -> None:
         if self.batch_per_worker < 1 or self.workers < 1 or not 1 <= self.nodes <= self.workers:
@@ -245,6 +251,7 @@ class _Inputs:
     forward_s: np.ndarray
     backward_compute_s: np.ndarray
     optimizer_s: np.ndarray
+    other_s: np.ndarray
     cv: np.ndarray
     exposed_measured_s: np.ndarray | None
     links: dict[str, tuple[np.ndarray, np.ndarray]]  # link class -> (α seconds, β seconds per byte)
@@ -255,7 +262,7 @@ def _point(measured: MeasuredRun, links: dict[str, LinkFit]) -> _Inputs:
     exposed = measured.exposed_comm_s
     return _Inputs(
         one(measured.data_s.value), one(measured.forward_s.value), one(measured.backward_compute_s.value),
-        one(measured.optimizer_s.value), one(measured.step_cv.value),
+        one(measured.optimizer_s.value), one(measured.other_s.value), one(measured.step_cv.value),
         None if exposed is None else one(exposed.value),
         {name: (one(link.alpha_s), one(link.beta_s_per_byte)) for name, link in links.items()},
     )  # fmt: skip
@@ -271,7 +278,8 @@ def _sample(measured: MeasuredRun, links: dict[str, LinkFit], draws: int, seed: 
         link = links[name]
         alpha = Figure(link.alpha_s, link.alpha_low, link.alpha_high).draw(rng, draws)
         drawn[name] = (alpha, Figure(link.beta_s_per_byte, link.beta_low, link.beta_high).draw(rng, draws))
-    return _Inputs(data, forward, backward, optimizer, cv, exposed, drawn)
+    other = measured.other_s.draw(rng, draws)  # drawn last: adding it left the other inputs' draws as they were
+    return _Inputs(data, forward, backward, optimizer, other, cv, exposed, drawn)
 
 
 def _allreduce_s(inputs: _Inputs, link_class: str, gradient_bytes: float, workers: int) -> np.ndarray:
@@ -307,7 +315,7 @@ def _overlap(
             f"{said}; the measured run's {measured.link_class} link has no fabric to compare its probe with",
         )
     comm = _allreduce_s(inputs, measured.link_class, measured.gradient_bytes, measured.workers)
-    compute = inputs.data_s + inputs.forward_s + inputs.backward_compute_s + inputs.optimizer_s
+    compute = inputs.data_s + inputs.forward_s + inputs.backward_compute_s + inputs.optimizer_s + inputs.other_s
     wait = straggler_s(compute, inputs.cv, measured.workers)
     share = _hidden_share(inputs.exposed_measured_s, comm, inputs.backward_compute_s, wait)
     source = f"inferred from the {measured.workers}-worker run's sync probe"
@@ -324,12 +332,13 @@ def _terms(
     """Each term of the step time at a placement; `scale` is the per-worker batch over the measured one."""
     data, forward, backward = inputs.data_s * scale, inputs.forward_s * scale, inputs.backward_compute_s * scale
     comm = _allreduce_s(inputs, link_class_for(nodes), measured.gradient_bytes, workers)
-    compute = data + forward + backward + inputs.optimizer_s
+    compute = data + forward + backward + inputs.optimizer_s + inputs.other_s
     return {
         "data_s": data,
         "forward_s": forward,
         "backward_compute_s": backward,
         "optimizer_s": inputs.optimizer_s,
+        "other_s": inputs.other_s,
         "exposed_comm_s": exposed_comm(comm, backward, overlap),
         "straggler_s": straggler_s(compute, inputs.cv, workers),
         "comm_s": comm,

@@ -18,8 +18,10 @@ from scaleprof.analysis.frames import column, max_of, of_kind, weighted_mean
 from scaleprof.analysis.hardware import hardware_table, inference_table
 from scaleprof.analysis.language import language_columns, perplexity
 from scaleprof.analysis.mfu import utilisation_of_peak
+from scaleprof.analysis.model_inputs import INPUT_COLUMNS, model_input_columns
 from scaleprof.analysis.phases import WALL_PHASES, wall_phases
 from scaleprof.analysis.placement import placement_warning, workers_table
+from scaleprof.analysis.prediction import fabric_of, prediction_ledger, study_sweep
 from scaleprof.analysis.quality import RUN_METRICS, quality_tables
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
@@ -35,6 +37,7 @@ WORKERS_TABLE = "workers.parquet"
 FITS_TABLE = "scaling_fits.parquet"
 INFERENCE_TABLE = "inference.parquet"
 HARDWARE_TABLE = "hardware.parquet"
+LEDGER_TABLE = "predictions.parquet"  # the prediction ledger (held-out samples' predictions are under predictions/)
 
 RUN_COLUMNS = [
     "run_id", "index", "model", "model_name", "placement", "device", "workers", "gpus", "cpus", "kind", "fold",
@@ -53,7 +56,7 @@ RUN_COLUMNS = [
     "final_val_loss", "host_mem_peak_mb", "mem_peak_mb", "state_mem_mb", "flops_6n_per_sample", "mfu_6n",
     "wait_s", "ray_node_types", "throughput_low", "throughput_high", "warmup_steps", "steady_steps",
     "first_steady_epoch", "low_confidence", "contended", "outside_cpu_pct", "outside_cpu_share",
-    "gpu_other_processes", "gpu_sm_active_pct",
+    "gpu_other_processes", "gpu_sm_active_pct", *INPUT_COLUMNS,
 ]  # fmt: skip
 
 
@@ -93,6 +96,8 @@ class StudyTables:
     findings: Findings  # what the report points out (best, cheapest, fastest, fixed cost, goal)
     damage: list[str] = field(default_factory=list)  # what reading the store skipped or dropped, by file
     traces: list[str] = field(default_factory=list)  # torch.profiler traces in the study, relative paths
+    ledger: pd.DataFrame = field(default_factory=pd.DataFrame)  # each multi-worker run predicted from smaller ones
+    fabric: pd.DataFrame | None = None  # the study's fabric sweep (fabric.parquet, else its runs' own sweeps)
 
 
 def _seq_gaps(events: pd.DataFrame) -> int:
@@ -171,12 +176,14 @@ def summarize_run(
         row["state_mem_mb"] = max_of(epochs, "state_mem_mb")
         row["mem_peak_mb"] = rank_memory_peak(row)
         row["startup_s"] = row["wall_s"] - row["train_time_s"]
+    probe, breakdown = of_kind(events, EventKind.PROBE), {}
     if tp.steady is not None and not tp.steady.empty:
         steady = tp.steady
         row["step_time_p50_s"] = percentile(steady["step_s"], 50)
         row["step_time_p95_s"] = percentile(steady["step_s"], 95)
         row["data_wait_frac"] = float(steady["data_s"].sum() / steady["step_s"].sum())
-        row.update(step_breakdown(steady, of_kind(events, EventKind.PROBE), int(record["workers"])))
+        breakdown = step_breakdown(steady, probe, int(record["workers"]))
+        row.update(breakdown)
     if not system.empty:
         row["peak_rss_mb"] = max_of(system, "rss_mb")
         # Percent of the cores this worker was given (process CPU% counts 100 per busy core).
@@ -205,6 +212,9 @@ def summarize_run(
     row.update(contention(system, starts, span, protocol.contention_share))
     row.update(language_columns(row, of_kind(events, EventKind.EVAL)))
     row.update(wall_phases(record, lifecycle, epochs))
+    if tp.steady is not None and not tp.steady.empty:  # after utilisation_of_peak: it reads the parameters
+        parameters = row.get("parameters")
+        row.update(model_input_columns(tp.steady, probe, breakdown, int(record["workers"]), parameters or 0))
     return _measured_or_not(row, steps)
 
 
@@ -358,6 +368,9 @@ def summarize(store: StudyStore) -> StudyTables:
     noisy_cv = float(manifest["experiment"]["evaluation"]["noisy_cv"])
     inference = inference_table(store.inference_records())
     fits = scaling_fits(runs)
+    sweep = study_sweep(store.fabric(), of_kind(events, EventKind.FABRIC) if not events.empty else events)
+    scaling = str(manifest["experiment"].get("train", {}).get("scaling", "weak"))
+    ledger = prediction_ledger(runs, fabric_of(sweep, "the study"), scaling)  # type: ignore[arg-type]
     goal = manifest["experiment"].get("goal")
     placements = spread_table(runs, noisy_cv)
     return StudyTables(
@@ -380,6 +393,8 @@ def summarize(store: StudyStore) -> StudyTables:
         findings=findings(runs, goal, fits, placements),
         damage=store.damage.lines(),
         traces=sorted(str(p.relative_to(store.root)) for p in store.root.glob("traces/*/*.json.gz")),
+        ledger=ledger,
+        fabric=sweep,
     )
 
 
@@ -403,3 +418,4 @@ def write_tables(store: StudyStore, tables: StudyTables) -> None:
     if not tables.inference.empty:
         write(INFERENCE_TABLE, tables.inference)
     write(HARDWARE_TABLE, tables.hardware)
+    write(LEDGER_TABLE, tables.ledger)

@@ -33,6 +33,9 @@ DEFAULT_SIZES_BYTES = tuple(4**k for k in range(6, 14))
 DEFAULT_REPEATS = 10
 DEFAULT_WARMUP = 3
 ELEMENT_BYTES = 4  # float32
+# The sweep a study's multi-worker runs make after training (profile.fabric_probe): fewer repeats, and sizes
+# up to the first power of 4 at or above 4x the gradient (16 MiB when it is not known; 1 to 64 MiB).
+STUDY_REPEATS, STUDY_WARMUP = 5, 2
 PROBE_COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather")  # analysis/fabric.py's COLLECTIVES
 
 
@@ -146,6 +149,29 @@ def _barrier(device: torch.device) -> None:
     else:
         dist.barrier()
     _synchronize(device)
+
+
+def study_sizes(gradient_bytes: float | None) -> tuple[int, ...]:
+    """4 KiB up to the first power of 4 at or above 4 x `gradient_bytes`, within 1 MiB ... 64 MiB."""
+    top = 16 * 2**20 if not gradient_bytes else min(max(4 * gradient_bytes, 2**20), 64 * 2**20)
+    sizes = [4**6]
+    while sizes[-1] < top:
+        sizes.append(sizes[-1] * 4)
+    return tuple(sizes)
+
+
+def run_sweep(device: torch.device, gradient_bytes: float | None, collectives: Sequence[str]) -> list[dict[str, Any]]:
+    """The study's sweep, in a run's workers after training, over the run's own process group (every
+    rank calls it; each returns the same rows)."""
+    import ray
+    import torch.distributed as dist
+
+    node_ids: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(node_ids, ray.get_runtime_context().get_node_id())
+    return sweep(
+        str(dist.get_backend()), link_class_of(node_ids), study_sizes(gradient_bytes), STUDY_REPEATS, STUDY_WARMUP,
+        collectives, device,
+    )  # fmt: skip
 
 
 def probe_worker(config: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ and closes everything so no event is lost, also when the loop fails.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import torch
 
 from scaleprof.config import Experiment, ModelSpec
-from scaleprof.records import WorkerEnd
+from scaleprof.records import Event, FabricEvent, WorkerEnd
 from scaleprof.session import WorkerSession, activate, worker_start_event
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, NodeSampler, SystemSampler
 from scaleprof.workloads.data import index_hash, listed_labels, open_source, size, subset
@@ -156,6 +157,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     try:
         _the_loop(experiment)(loop_config(experiment, run, world))
         session.finish()
+        if world > 1 and experiment.profile.fabric_probe:
+            _sweep_fabric(sink.emit, session, device, rank)
         finished = True
     except BaseException:
         session.abort()
@@ -169,6 +172,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if finished:
             sink.emit(WorkerEnd())
         sink.close()
+
+
+def _sweep_fabric(emit: Callable[[Event], None], session: WorkerSession, device: Any, rank: int) -> None:
+    """After training, time the run's collective over its own process group (rank 0 records the rows). A
+    sweep that fails costs the run nothing but its fabric rows (a warning says why)."""
+    import torch.distributed as dist
+
+    from scaleprof.execution.fabric_probe import run_sweep
+
+    if not dist.is_initialized():
+        return
+    collectives = ("reduce_scatter", "all_gather") if session.train.parallelism == "fsdp" else ("all_reduce",)
+    try:
+        rows = run_sweep(device, session.gradient_bytes, collectives)
+    except Exception as exc:  # the collective library's own errors
+        logging.getLogger(__name__).warning("scaleprof: the fabric sweep failed (%s); this run has no fabric rows", exc)
+        return
+    if rank == 0:
+        for row in rows:
+            emit(FabricEvent(**row))
 
 
 def run_model(experiment: Experiment, run: dict[str, Any]) -> ModelSpec:

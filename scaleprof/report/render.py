@@ -399,6 +399,7 @@ def findings_sentences(tables: StudyTables) -> list[str]:
             f"No scaling law for {bad['model']} ({bad['device']}), so nothing is extrapolated from one: the fitted "
             f"{bad['reason']} (Scaling law table)."
         )
+    out += _ledger_sentences(tables.ledger)
     if found.bottleneck:
         out.append(_bottleneck_sentence(found.bottleneck))
     if found.cheapest:
@@ -1020,8 +1021,62 @@ def workers_display(workers: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _ledger_sentences(ledger: pd.DataFrame) -> list[str]:
+    """The study's check of its own predictions: each multi-worker run the physics model predicted from
+    the smaller placements' runs and the fabric alone, against what was measured."""
+    if ledger.empty:
+        return []
+    made = ledger[(ledger["method"] == "physics") & ledger["predicted"].notna()]
+    out = []
+    for _, r in made.iterrows():
+        said = (
+            f"Self-check: from {r['base']} and the measured fabric alone, the physics model predicted {r['model']} on "
+            f"{r['placement']} ({int(r['workers'])} workers) at {r['predicted']:,.0f} samples/s "
+            f"({r['low']:,.0f}–{r['high']:,.0f}); measured {r['measured']:,.0f}, {r['error_pct']:+.0f}%"
+        )
+        if _known(r["covered"]) and not r["covered"]:
+            said += (
+                ", outside the interval: something the model does not see slowed or sped this run (contention on "
+                "the node, NUMA, a slow link, a straggler) (Prediction ledger table)."
+            )
+        else:
+            said += ", inside the interval (Prediction ledger table)."
+        out.append(said)
+    return out
+
+
+def _known(value: Any) -> bool:
+    """A ledger cell that holds a verdict (True or False), not None or NaN (no interval to be inside)."""
+    return value is not None and value == value
+
+
+def ledger_display(ledger: pd.DataFrame) -> pd.DataFrame:
+    """The prediction ledger as shown: predicted with its interval, measured, error, or why none."""
+    if ledger.empty:
+        return pd.DataFrame()
+
+    def figure(r: pd.Series) -> str:
+        if not np.isfinite(r["predicted"]):
+            return "–"
+        interval = f" ({r['low']:,.0f}–{r['high']:,.0f})" if np.isfinite(r["low"]) else " (no interval)"
+        return f"{r['predicted']:,.0f}{interval}"
+
+    return pd.DataFrame({
+        "model": ledger["model"], "placement": ledger["placement"], "workers": ledger["workers"],
+        "method": ledger["method"], "predicted samples/s (95%)": [figure(r) for _, r in ledger.iterrows()],
+        "measured": [f"{m:,.0f}" for m in ledger["measured"]],
+        "error": [f"{e:+.1f}%" if np.isfinite(e) else "–" for e in ledger["error_pct"]],
+        "inside": [("yes" if c else "no") if _known(c) else "–" for c in ledger["covered"]],
+        "from": [b or w for b, w in zip(ledger["base"], ledger["reason"])],
+    })  # fmt: skip
+
+
 def _extra_tables(tables: StudyTables) -> list[tuple[str, pd.DataFrame]]:
     candidates = [
+        (
+            "Prediction ledger: each multi-worker run predicted from the smaller runs only",
+            ledger_display(tables.ledger),
+        ),  # fmt: skip
         ("Hardware comparison", hardware_display(tables.hardware)),
         ("Quality on the held-out test split (median over repeats)", quality_table(tables.quality_summary)),
         ("Repeats: spread and noise", spread_display(tables.placements)),

@@ -48,7 +48,7 @@ def test_plan_predict_and_compare_speak_json(tmp_path, capsys):
     plan = json.loads(capsys.readouterr().out)
     assert [r["placement"] for r in plan] == ["cpu-1", "cpu-2", "gpu-1"]
     assert cli.main(["predict", str(root / "alpha"), "--workers", "4", "--json"]) == 0
-    (prediction,) = json.loads(capsys.readouterr().out)
+    (prediction,) = [r for r in json.loads(capsys.readouterr().out) if r["method"] == "scaling law"]
     assert prediction["workers"] == 4 and prediction["throughput"] > 300
     assert cli.main(["compare", str(root / "alpha"), str(root / "beta"), "--json"]) == 0
     compared = json.loads(capsys.readouterr().out)

@@ -11,12 +11,12 @@ from .study_data import make_study
 def test_each_prediction_row_carries_its_caveats(tmp_path, capsys):
     store = make_study(tmp_path / "study")  # cpu-1 and cpu-2, both 8 steady steps (under the floor of 30)
     assert cli.main(["predict", str(store.root), "--workers", "64", "--json"]) == 0
-    (row,) = json.loads(capsys.readouterr().out)
+    (row,) = [r for r in json.loads(capsys.readouterr().out) if r["method"] == "scaling law"]
     assert row["valid"] and row["extrapolated"] and row["throughput"] > 0
     assert row["worker_counts"] == 2 and row["low_confidence_placements"] == "cpu-1, cpu-2"
     assert "from 2 worker counts" in row["caveats"] and "cpu-1 low confidence" in row["caveats"]
     assert cli.main(["predict", str(store.root), "--workers", "64"]) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().out.split("scaling law: predictions")[1]  # after the physics model's table
     line = next(line for line in out.splitlines() if "│ 64 " in line or " 64 │" in line)
     assert "2 worker counts" in line  # beside the figure, not in a note below the table
 

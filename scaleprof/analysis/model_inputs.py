@@ -1,0 +1,151 @@
+"""What the physics model (analysis/physics.py) needs from one run, measured over its steady window,
+each figure with its 95% interval, stored as runs-table columns so a prediction needs only the table.
+
+- **Phases** (data, forward, backward compute, optimizer, other): the mean per step over every rank's
+  steady steps (analysis/breakdown.py's figures), with the interval of batch means
+  (analysis/steady.batch_means_interval) of the per-step series, moved to sit around that mean.
+- **Exposed communication**: the sync probe's all-reduce (backward with DDP's sync − without), the
+  median over ranks; its interval runs from the fastest rank's to the slowest's (one rank: none).
+- **Rank spread** (`rank_step_sd_s`): the standard deviation of the per-rank, per-step time that no
+  collective synchronises (with one worker the whole compute; with several, data + forward +
+  optimizer, since DDP's all-reduce makes every rank's backward end together); its interval is the
+  chi-square one with the batch means as degrees of freedom (steps are autocorrelated).
+- **Gradient bytes**: the parameters × 4 bytes, the float32 gradient DDP all-reduces (scaleprof's
+  bf16 and fp16 are autocast: parameters and their gradients stay float32).
+
+A run gives no inputs (`inputs_reason` says why) when it did not finish, recorded no phase marks,
+ran FSDP (its per-layer collectives are not modelled yet), or ran several workers without the sync
+probe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from scaleprof.analysis.physics import LEVEL, Figure, MeasuredRun, link_class_for
+from scaleprof.analysis.steady import batch_means_interval
+
+GRADIENT_BYTES_PER_PARAMETER = 4  # float32 gradients (autocast keeps parameters float32)
+# The phases of a step the model takes from a run: runs-table column (breakdown.py's) -> step-event columns.
+PHASES = {
+    "step_data_s": ("data_s",),
+    "step_forward_s": ("forward_s",),
+    "step_optimizer_s": ("optimizer_s",),
+    "step_backward_compute_s": ("backward_s",),  # less the probe's all-reduce, as the breakdown takes it
+    "step_other_s": (),  # step_s less the marked phases
+}
+INPUT_COLUMNS = [
+    *(f"{name}_{side}" for name in PHASES for side in ("low", "high")),
+    "step_allreduce_s_low", "step_allreduce_s_high", "rank_step_sd_s", "rank_step_sd_s_low", "rank_step_sd_s_high",
+    "gradient_bytes", "inputs_reason",
+]  # fmt: skip
+
+
+def model_input_columns(
+    steady: pd.DataFrame, probe: pd.DataFrame, breakdown: Mapping[str, float], workers: int, parameters: float
+) -> dict[str, Any]:
+    """The intervals of a run's breakdown (`breakdown`: analysis/breakdown.step_breakdown's figures over
+    the same `steady` steps), its probe's spread over ranks, the rank spread and the gradient's bytes."""
+    out: dict[str, Any] = dict.fromkeys(INPUT_COLUMNS, math.nan)
+    out["inputs_reason"] = ""
+    if not breakdown or steady.empty:
+        out["inputs_reason"] = "no phase marks were recorded (a loop without session.mark)"
+        return out
+    per_step = _per_step(steady)
+    allreduce = float(breakdown.get("step_allreduce_s", math.nan))
+    for name in PHASES:
+        values = per_step[name]
+        if name == "step_backward_compute_s":
+            values = values - (allreduce if math.isfinite(allreduce) else 0.0)
+        out[f"{name}_low"], out[f"{name}_high"] = _around(float(breakdown.get(name, math.nan)), values)
+    if "allreduce_s" in probe and not probe["allreduce_s"].dropna().empty:
+        ranks = probe["allreduce_s"].dropna()
+        out["step_allreduce_s_low"] = min(float(ranks.min()), allreduce)
+        out["step_allreduce_s_high"] = max(float(ranks.max()), allreduce)
+    sd, low, high = _rank_spread(steady, workers)
+    out.update(rank_step_sd_s=sd, rank_step_sd_s_low=low, rank_step_sd_s_high=high)
+    out["gradient_bytes"] = float(parameters) * GRADIENT_BYTES_PER_PARAMETER if parameters else math.nan
+    return out
+
+
+def measured_run(row: Mapping[str, Any]) -> MeasuredRun | str:
+    """The physics model's inputs from one row of the runs table, or why that row has none."""
+    if row.get("status") != "ok":
+        return f"the run did not finish ({row.get('status')})"
+    if row.get("parallelism") == "fsdp":
+        return "FSDP's per-layer reduce-scatter and all-gather are not modelled yet (DDP only)"
+    reason = row.get("inputs_reason")
+    if isinstance(reason, str) and reason:
+        return reason
+    if not isinstance(reason, str):
+        return "the study was summarised before the model's inputs were recorded: re-render it (scaleprof report)"
+    workers = int(row["workers"])
+    if workers > 1 and not _finite(row.get("step_allreduce_s")):
+        return f"{workers} workers without the sync probe (session.measure_allreduce): its communication is unknown"
+    if not _finite(row.get("gradient_bytes")):
+        return "the model's parameter count was not recorded"
+    nodes = int(row["nodes_realized"]) if _finite(row.get("nodes_realized")) else 1
+    compute = sum(float(row[name]) for name in PHASES)
+    sd = _figure(row, "rank_step_sd_s")
+    cv = Figure(sd.value / compute, sd.low / compute, sd.high / compute) if compute > 0 else Figure.exact(0.0)
+    return MeasuredRun(
+        batch_per_worker=int(row["per_worker_batch"]), workers=workers, nodes=min(nodes, workers),
+        link_class=link_class_for(nodes),
+        data_s=_figure(row, "step_data_s"), forward_s=_figure(row, "step_forward_s"),
+        backward_compute_s=_figure(row, "step_backward_compute_s"), optimizer_s=_figure(row, "step_optimizer_s"),
+        other_s=_figure(row, "step_other_s"), gradient_bytes=float(row["gradient_bytes"]),
+        exposed_comm_s=_figure(row, "step_allreduce_s") if workers > 1 else None, step_cv=cv,
+    )  # fmt: skip
+
+
+def _per_step(steady: pd.DataFrame) -> pd.DataFrame:
+    """Each phase per (epoch, step), the mean over ranks, in step order (the series batch means need)."""
+    frame = pd.DataFrame({"epoch": steady["epoch"], "step": steady["step"]})
+    for name, columns in PHASES.items():
+        if columns:
+            frame[name] = steady[columns[0]].astype(float)
+    marked = steady[["data_s", "forward_s", "backward_s", "optimizer_s"]].sum(axis=1)
+    frame["step_other_s"] = (steady["step_s"] - marked).clip(lower=0)
+    return frame.groupby(["epoch", "step"], sort=True).mean()
+
+
+def _around(mean: float, values: pd.Series) -> tuple[float, float]:
+    """A 95% interval for `mean` from the batch means of `values` (NaN when none can be made)."""
+    interval = batch_means_interval(values.to_numpy())
+    if not math.isfinite(mean) or not math.isfinite(interval.low):
+        return math.nan, math.nan
+    return max(mean - (interval.mean - interval.low), 0.0), mean + (interval.high - interval.mean)
+
+
+def _rank_spread(steady: pd.DataFrame, workers: int) -> tuple[float, float, float]:
+    columns = ["data_s", "forward_s", "optimizer_s"] + (["backward_s"] if workers == 1 else [])
+    free = steady[columns].sum(axis=1).to_numpy(dtype=float)
+    free = free[np.isfinite(free)]
+    if len(free) < 2:
+        return math.nan, math.nan, math.nan
+    sd = float(free.std(ddof=1))
+    dof = max(math.isqrt(len(free)) - 1, 1)  # the batch means' count, less one: steps are autocorrelated
+    low = sd * math.sqrt(dof / float(stats.chi2.ppf(0.5 + LEVEL / 2, dof)))
+    high = sd * math.sqrt(dof / float(stats.chi2.ppf(0.5 - LEVEL / 2, dof)))
+    return sd, low, high
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _figure(row: Mapping[str, Any], name: str) -> Figure:
+    value = float(row[name])
+    low, high = float(row.get(f"{name}_low", math.nan)), float(row.get(f"{name}_high", math.nan))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return Figure(value, math.nan, math.nan)
+    return Figure(value, min(low, value), max(high, value))
