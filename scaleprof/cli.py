@@ -475,7 +475,7 @@ def _physics_row(r: Any) -> dict[str, object]:
         "predicted samples/s": f"{r['throughput']:,.0f}", "95% interval": f"{r['low']:,.0f} – {r['high']:,.0f}",
         "efficiency": efficiency, "step (ms)": f"{1e3 * r['step_s']:.3g}",
         "exposed all-reduce (ms)": f"{1e3 * r['term_exposed_comm_s']:.3g}", "link": link,
-        "from": f"run {r['base']}",
+        "from": f"run {r['base']}" + (f"; {r['caveat']}" if r.get("caveat") else ""),
     }  # fmt: skip
 
 

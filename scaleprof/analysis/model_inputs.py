@@ -43,8 +43,11 @@ PHASES = {
 INPUT_COLUMNS = [
     *(f"{name}_{side}" for name in PHASES for side in ("low", "high")),
     "step_allreduce_s_low", "step_allreduce_s_high", "rank_step_sd_s", "rank_step_sd_s_low", "rank_step_sd_s_high",
-    "gradient_bytes", "inputs_reason",
+    "gradient_bytes", "inputs_reason", "worker_cores_busy", "node_cpus",
 ]  # fmt: skip
+# A CPU placement whose workers on one node would keep this share of its cores busy or more has none to spare
+# for the collectives, Ray and the OS: its compute is no longer what one worker alone measured.
+FULL_NODE = 0.9
 
 
 def model_input_columns(
@@ -72,6 +75,31 @@ def model_input_columns(
     out.update(rank_step_sd_s=sd, rank_step_sd_s_low=low, rank_step_sd_s_high=high)
     out["gradient_bytes"] = float(parameters) * GRADIENT_BYTES_PER_PARAMETER if parameters else math.nan
     return out
+
+
+def core_demand(row: Mapping[str, Any], starts: pd.DataFrame) -> dict[str, float]:
+    """A CPU run's cores busy per worker (its training process's mean CPU) and the smallest node's logical
+    CPUs (WorkerStart.node_cpus): what `oversubscribed` compares."""
+    busy = math.nan
+    if row.get("device") == "cpu" and _finite(row.get("cpu_util_pct")) and row.get("workers"):
+        busy = float(row["cpu_util_pct"]) / 100 * float(row["cpus"]) / float(row["workers"])
+    cpus = starts["node_cpus"].dropna() if "node_cpus" in starts else pd.Series(dtype=float)
+    return {"worker_cores_busy": busy, "node_cpus": float(cpus.min()) if not cpus.empty else math.nan}
+
+
+def oversubscribed(base: Mapping[str, Any], workers: int, nodes: int) -> str:
+    """Why a CPU placement's compute would not be the base run's (its workers per node would keep the
+    node's cores busy, at the base run's per-worker CPU), or "" when it would."""
+    if not (_finite(base.get("worker_cores_busy")) and _finite(base.get("node_cpus"))):
+        return ""
+    busy, cpus = float(base["worker_cores_busy"]), float(base["node_cpus"])
+    per_node = math.ceil(workers / nodes)
+    if per_node * busy < FULL_NODE * cpus:
+        return ""
+    return (
+        f"{per_node} workers on a node would keep about {per_node * busy:.1f} of its {cpus:.0f} cores busy "
+        f"({busy:.2f} each in {base.get('placement')}): they would share cores, which the model does not include"
+    )
 
 
 def measured_run(row: Mapping[str, Any]) -> MeasuredRun | str:

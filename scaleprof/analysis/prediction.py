@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.fabric import LinkFit, fit_fabric, stated_link
-from scaleprof.analysis.model_inputs import measured_run
+from scaleprof.analysis.model_inputs import measured_run, oversubscribed
 from scaleprof.analysis.physics import MeasuredRun, Prediction, Scaling, predict
 from scaleprof.analysis.scaling import baselines, scaling_efficiency, speedup
 from scaleprof.records import FABRIC_COLUMNS, RunKind, RunStatus
@@ -34,7 +34,7 @@ from scaleprof.records import FABRIC_COLUMNS, RunKind, RunStatus
 PHYSICS, CURVE = "physics", "scaling law"
 LEDGER_COLUMNS = [
     "run_id", "model", "device", "placement", "workers", "nodes", "method", "predicted", "low", "high", "measured",
-    "measured_low", "measured_high", "error_pct", "covered", "base", "reason",
+    "measured_low", "measured_high", "error_pct", "covered", "base", "reason", "caveat",
 ]  # fmt: skip
 
 
@@ -160,7 +160,7 @@ def _physics_entry(
     if isinstance(found, str):
         return _refused(found)
     return {"predicted": found.throughput, "low": found.low, "high": found.high, "base": str(base[0]["placement"]),
-            "reason": ""}  # fmt: skip
+            "reason": "", "caveat": oversubscribed(base[0], workers, nodes)}  # fmt: skip
 
 
 def _curve_entry(smaller: pd.DataFrame, workers: int) -> dict[str, Any]:
@@ -174,7 +174,7 @@ def _curve_entry(smaller: pd.DataFrame, workers: int) -> dict[str, Any]:
         return _refused(f"the law fitted is outside its meaning: {fit.invalid_reason}")
     low, high = fit.interval(np.array([float(workers)]), 0.95)
     return {"predicted": float(fit.predict(float(workers))), "low": float(low[0]), "high": float(high[0]),
-            "base": f"{fit.model} fit to {len(smaller)} runs", "reason": ""}  # fmt: skip
+            "base": f"{fit.model} fit to {len(smaller)} runs", "reason": "", "caveat": ""}  # fmt: skip
 
 
 def ledger_summary(ledger: pd.DataFrame) -> pd.DataFrame:
@@ -211,11 +211,11 @@ def _predict(
 
 
 def _refused(reason: str) -> dict[str, Any]:
-    return {"predicted": math.nan, "low": math.nan, "high": math.nan, "base": "", "reason": reason}
+    return {"predicted": math.nan, "low": math.nan, "high": math.nan, "base": "", "reason": reason, "caveat": ""}
 
 
 def _no_figure(reason: str) -> dict[str, Any]:
-    return {"throughput": math.nan, "low": math.nan, "high": math.nan, "base": "", "reason": reason}
+    return {"throughput": math.nan, "low": math.nan, "high": math.nan, "base": "", "reason": reason, "caveat": ""}
 
 
 def _figures(found: Prediction, base: pd.Series, fabric: Fabric) -> dict[str, Any]:
@@ -225,5 +225,5 @@ def _figures(found: Prediction, base: pd.Series, fabric: Fabric) -> dict[str, An
         **{f"term_{name}": value for name, value in found.terms.items()},
         "overlap": found.overlap, "crosses_node_boundary": found.crosses_node_boundary, "link_class": link,
         "link_source": fabric.source.get(link, "") if link else "", "base": str(base["placement"]),
-        "basis": found.basis, "reason": "",
+        "basis": found.basis, "reason": "", "caveat": oversubscribed(base, found.workers, found.nodes),
     }  # fmt: skip

@@ -18,7 +18,7 @@ from scaleprof.analysis.frames import column, max_of, of_kind, weighted_mean
 from scaleprof.analysis.hardware import hardware_table, inference_table
 from scaleprof.analysis.language import language_columns, perplexity
 from scaleprof.analysis.mfu import utilisation_of_peak
-from scaleprof.analysis.model_inputs import INPUT_COLUMNS, model_input_columns
+from scaleprof.analysis.model_inputs import INPUT_COLUMNS, core_demand, model_input_columns
 from scaleprof.analysis.phases import WALL_PHASES, wall_phases
 from scaleprof.analysis.placement import placement_warning, workers_table
 from scaleprof.analysis.prediction import fabric_of, prediction_ledger, study_sweep
@@ -215,6 +215,7 @@ def summarize_run(
     if tp.steady is not None and not tp.steady.empty:  # after utilisation_of_peak: it reads the parameters
         parameters = row.get("parameters")
         row.update(model_input_columns(tp.steady, probe, breakdown, int(record["workers"]), parameters or 0))
+        row.update(core_demand(row, starts))
     return _measured_or_not(row, steps)
 
 

@@ -1034,7 +1034,9 @@ def _ledger_sentences(ledger: pd.DataFrame) -> list[str]:
             f"{r['placement']} ({int(r['workers'])} workers) at {r['predicted']:,.0f} samples/s "
             f"({r['low']:,.0f}–{r['high']:,.0f}); measured {r['measured']:,.0f}, {r['error_pct']:+.0f}%"
         )
-        if _known(r["covered"]) and not r["covered"]:
+        if _known(r["covered"]) and not r["covered"] and r.get("caveat"):
+            said += f", outside the interval: {r['caveat']} (Prediction ledger table)."
+        elif _known(r["covered"]) and not r["covered"]:
             said += (
                 ", outside the interval: something the model does not see slowed or sped this run (contention on "
                 "the node, NUMA, a slow link, a straggler) (Prediction ledger table)."
@@ -1068,6 +1070,7 @@ def ledger_display(ledger: pd.DataFrame) -> pd.DataFrame:
         "error": [f"{e:+.1f}%" if np.isfinite(e) else "–" for e in ledger["error_pct"]],
         "inside": [("yes" if c else "no") if _known(c) else "–" for c in ledger["covered"]],
         "from": [b or w for b, w in zip(ledger["base"], ledger["reason"])],
+        "caveat": ledger["caveat"].fillna(""),
     })  # fmt: skip
 
 

@@ -1,9 +1,11 @@
 """The command line as a user runs it: exit codes, messages, no tracebacks for user errors."""
 
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -97,6 +99,25 @@ def test_predict_and_compare_on_a_real_study(study):
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert "no prediction: the scaling law fitted is outside its meaning" in proc.stderr
         assert "adding workers made it slower" in proc.stderr
+    # The 2-worker run (one worker on each node) swept its all-reduce after training; the ledger predicted it
+    # from the 1-worker runs and that sweep alone, or says why not (a fit too noisy to have figures).
+    events = StudyStore(result.study_dir).events()
+    sweep = events[events["kind"] == "fabric"]
+    assert set(sweep["link_class"]) == {"inter-node"} and set(sweep["world"]) == {2} and len(sweep) >= 30
+    ledger = pd.read_parquet(result.study_dir / "predictions.parquet")
+    physics = ledger[ledger["method"] == "physics"].set_index("placement").loc["cpu-2"]
+    assert physics["nodes"] == 2 and physics["measured"] > 0
+    if np.isfinite(physics["predicted"]):
+        assert physics["base"].startswith("cpu-1") and physics["low"] <= physics["predicted"] <= physics["high"]
+    else:
+        assert "inter-node link has no fitted figures" in physics["reason"], physics["reason"]
+    # A stated link always gives the physics model a figure: 16 workers on 4 nodes, across the boundary.
+    proc = scaleprof("predict", str(result.study_dir), "--workers", "16", "--nodes", "4", "--json",
+                     "--link", "inter-node=10Gbit/s,20us")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [r for r in json.loads(proc.stdout) if r["method"] == "physics" and r["model"] == "mlp"]
+    assert row["crosses_node_boundary"] and row["low"] <= row["throughput"] <= row["high"]
+    assert row["link_source"] == "stated (10Gbit/s,20us)"
     proc = scaleprof("compare", str(result.study_dir), str(result.study_dir))
     assert proc.returncode == 0, proc.stderr
     assert "+0.0%" in proc.stdout and "beyond noise" in proc.stdout

@@ -11,7 +11,7 @@ import pytest
 
 from scaleprof import cli
 from scaleprof.analysis.fabric import ring_time
-from scaleprof.analysis.model_inputs import measured_run
+from scaleprof.analysis.model_inputs import measured_run, oversubscribed
 from scaleprof.analysis.prediction import fabric_of, physics_predictions, prediction_ledger, study_sweep
 from scaleprof.analysis.summarize import summarize
 from scaleprof.records import FABRIC_COLUMNS
@@ -142,3 +142,13 @@ def test_predict_names_the_option_at_fault(tmp_path, capsys, extra, said):
     assert cli.main(["predict", str(store.root), "--workers", "8", *extra]) == 2
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err
+
+
+def test_a_cpu_placement_that_would_fill_its_node_says_so():
+    """Each worker of the base run kept 0.96 cores busy on a 2-core node: 2 on a node leave none to spare."""
+    base = {"placement": "w1", "worker_cores_busy": 0.96, "node_cpus": 2.0}
+    assert oversubscribed(base, 1, 1) == ""
+    said = oversubscribed(base, 2, 1)
+    assert "2 workers on a node would keep about 1.9 of its 2 cores busy (0.96 each in w1)" in said
+    assert oversubscribed(base, 4, 2) != "" and oversubscribed(base, 4, 4) == ""  # 2 per node, then 1
+    assert oversubscribed({"placement": "g1", "worker_cores_busy": math.nan, "node_cpus": 2.0}, 8, 1) == ""  # a GPU run
