@@ -32,8 +32,10 @@ def _series(frame: pd.DataFrame) -> pd.Series:
     return frame["model"].astype(str) + " / " + frame["device"].astype(str)
 
 
-def throughput_vs_workers(runs: pd.DataFrame) -> alt.Chart | None:
-    """Measured steady-state throughput per worker count, with the ideal linear line from 1 worker."""
+def throughput_vs_workers(runs: pd.DataFrame, ledger: pd.DataFrame | None = None) -> alt.Chart | None:
+    """Measured steady-state throughput per worker count, with the ideal linear line from 1 worker and, from
+    the prediction ledger, what each method predicted for each multi-worker run from the smaller runs alone
+    (drawn just right of the measured point, with its interval)."""
     ok = _ok(runs)
     if ok.empty:
         return None
@@ -54,7 +56,40 @@ def throughput_vs_workers(runs: pd.DataFrame) -> alt.Chart | None:
     lines = base.mark_line().encode(strokeDash=alt.StrokeDash("kind:N", title="", scale=kinds, legend=legend))
     points = base.mark_point(filled=True).transform_filter(alt.datum.kind == "measured")
     chart = lines + points + _error_bars(ok, "throughput_low", "throughput_high", 1.0)
+    predicted = _ledger_points(ledger)
+    if predicted is not None:
+        chart = chart + predicted
     return chart.properties(title="Throughput vs workers", width=WIDTH, height=HEIGHT)
+
+
+# Where each method's prediction of a run sits, right of its measured point (workers + offset).
+LEDGER_OFFSETS = {"physics": 0.08, "scaling law": 0.16}
+
+
+def _ledger_points(ledger: pd.DataFrame | None) -> alt.Chart | None:
+    """The ledger's predictions as hollow marks with their intervals (none when nothing was predicted)."""
+    if ledger is None or ledger.empty:
+        return None
+    made = ledger[ledger["predicted"].notna()].copy()
+    if made.empty:
+        return None
+    made["series"] = _series(made)
+    made["at"] = made["workers"] + made["method"].map(LEDGER_OFFSETS).fillna(0.0)
+    made["predicted by"] = made["method"] + " (from smaller runs)"
+    tooltip = ["series", "placement", "predicted by", alt.Tooltip("predicted:Q", format=",.0f"),
+               alt.Tooltip("low:Q", format=",.0f"), alt.Tooltip("high:Q", format=",.0f"),
+               alt.Tooltip("error_pct:Q", format="+.1f", title="error (%)")]  # fmt: skip
+    base = alt.Chart(made[["series", "placement", "at", "predicted by", "predicted", "low", "high", "error_pct"]])
+    shape = alt.Shape("predicted by:N", title="", scale=alt.Scale(range=["diamond", "triangle-up"]))
+    marks = base.mark_point(filled=False, size=70).encode(
+        x=alt.X("at:Q"), y=alt.Y("predicted:Q"), color=alt.Color("series:N"), shape=shape, tooltip=tooltip
+    )
+    bars = (
+        base.transform_filter("isValid(datum.low) && isValid(datum.high)")
+        .mark_rule(strokeDash=[3, 2])
+        .encode(x=alt.X("at:Q"), y=alt.Y("low:Q"), y2="high:Q", color=alt.Color("series:N"), tooltip=tooltip)
+    )
+    return marks + bars
 
 
 def _error_bars(ok: pd.DataFrame, low: str, high: str, scale: float) -> alt.Chart:
@@ -605,10 +640,11 @@ def all_charts(
     law_curves: pd.DataFrame | None = None,
     inference: pd.DataFrame | None = None,
     steps: pd.DataFrame | None = None,
+    ledger: pd.DataFrame | None = None,
 ) -> dict[str, alt.TopLevelMixin]:
     """The report's charts by file stem, in reading order; charts with no data are left out."""
     charts = {
-        "throughput": throughput_vs_workers(runs),
+        "throughput": throughput_vs_workers(runs, ledger),
         "scaling_efficiency": efficiency_vs_workers(runs),
         "scaling_law": scaling_law(runs, law_curves) if law_curves is not None else None,
         "step_breakdown": step_breakdown(runs),

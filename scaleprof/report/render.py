@@ -1127,6 +1127,7 @@ def render_report(study_dir: Path, tables: StudyTables, image_format: str = "png
         tables.law_curves,
         tables.inference,
         tables.steps,
+        tables.ledger,
     )
     specs = {name: chart.to_dict() for name, chart in charts.items()}  # validated once, used twice
     chart_dir = study_dir / "charts"

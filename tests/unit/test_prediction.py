@@ -152,3 +152,12 @@ def test_a_cpu_placement_that_would_fill_its_node_says_so():
     assert "2 workers on a node would keep about 1.9 of its 2 cores busy (0.96 each in w1)" in said
     assert oversubscribed(base, 4, 2) != "" and oversubscribed(base, 4, 4) == ""  # 2 per node, then 1
     assert oversubscribed({"placement": "g1", "worker_cores_busy": math.nan, "node_cpus": 2.0}, 8, 1) == ""  # a GPU run
+
+
+def test_the_throughput_chart_draws_the_ledger_beside_the_measured_points(tables):
+    from scaleprof.report.charts import throughput_vs_workers
+
+    ledger = prediction_ledger(tables.runs, fabric_of(exact_sweep(), "test"))
+    spec = json.dumps(throughput_vs_workers(tables.runs, ledger).to_dict())
+    assert "physics (from smaller runs)" in spec and "diamond" in spec
+    assert "physics (from smaller runs)" not in json.dumps(throughput_vs_workers(tables.runs).to_dict())
