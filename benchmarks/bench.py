@@ -1140,6 +1140,7 @@ def main() -> None:
             "report",
             "report-1000",
             "footprint",
+            "prediction",
             "all",
         ],
     )
@@ -1151,6 +1152,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.which in ("footprint", "all"):
         _write("footprint", bench_footprint(args.repeats, epochs=4, only=args.only, worker_counts=tuple(args.workers)))
+    if args.which in ("prediction", "all"):
+        from prediction import bench_prediction
+
+        _write("prediction", bench_prediction(rounds=args.repeats))
     if args.which in ("overhead", "all"):
         _write("overhead", bench_overhead(args.pairs, args.epochs))
     if args.which in ("monitor-cpu", "all"):

@@ -43,7 +43,7 @@ PHASES = {
 INPUT_COLUMNS = [
     *(f"{name}_{side}" for name in PHASES for side in ("low", "high")),
     "step_allreduce_s_low", "step_allreduce_s_high", "rank_step_sd_s", "rank_step_sd_s_low", "rank_step_sd_s_high",
-    "gradient_bytes", "inputs_reason", "worker_cores_busy", "node_cpus",
+    "gradient_bytes", "inputs_reason", "worker_cores_busy", "node_cpus", "hosts_realized",
 ]  # fmt: skip
 # A CPU placement whose workers on one node would keep this share of its cores busy or more has none to spare
 # for the collectives, Ray and the OS: its compute is no longer what one worker alone measured.
@@ -78,26 +78,30 @@ def model_input_columns(
 
 
 def core_demand(row: Mapping[str, Any], starts: pd.DataFrame) -> dict[str, float]:
-    """A CPU run's cores busy per worker (its training process's mean CPU) and the smallest node's logical
-    CPUs (WorkerStart.node_cpus): what `oversubscribed` compares."""
+    """A CPU run's cores busy per worker (its training process's mean CPU), the smallest node's logical
+    CPUs (WorkerStart.node_cpus) and the machines its workers ran on (Ray nodes on one host share its
+    cores, as the tests' two-node cluster on one machine does): what `oversubscribed` compares."""
     busy = math.nan
-    if row.get("device") == "cpu" and _finite(row.get("cpu_util_pct")) and row.get("workers"):
+    if row.get("device") == "cpu" and finite(row.get("cpu_util_pct")) and row.get("workers"):
         busy = float(row["cpu_util_pct"]) / 100 * float(row["cpus"]) / float(row["workers"])
     cpus = starts["node_cpus"].dropna() if "node_cpus" in starts else pd.Series(dtype=float)
-    return {"worker_cores_busy": busy, "node_cpus": float(cpus.min()) if not cpus.empty else math.nan}
+    hosts = float(starts["hostname"].nunique()) if "hostname" in starts and not starts.empty else math.nan
+    return {"worker_cores_busy": busy, "node_cpus": float(cpus.min()) if not cpus.empty else math.nan,
+            "hosts_realized": hosts}  # fmt: skip
 
 
-def oversubscribed(base: Mapping[str, Any], workers: int, nodes: int) -> str:
-    """Why a CPU placement's compute would not be the base run's (its workers per node would keep the
-    node's cores busy, at the base run's per-worker CPU), or "" when it would."""
-    if not (_finite(base.get("worker_cores_busy")) and _finite(base.get("node_cpus"))):
+def oversubscribed(base: Mapping[str, Any], workers: int, hosts: int) -> str:
+    """Why a CPU placement's compute would not be the base run's (its workers per machine would keep the
+    machine's cores busy, at the base run's per-worker CPU), or "" when it would. `hosts`: the machines
+    the placement spreads over (for a placement not measured, its nodes)."""
+    if not (finite(base.get("worker_cores_busy")) and finite(base.get("node_cpus"))):
         return ""
     busy, cpus = float(base["worker_cores_busy"]), float(base["node_cpus"])
-    per_node = math.ceil(workers / nodes)
+    per_node = math.ceil(workers / hosts)
     if per_node * busy < FULL_NODE * cpus:
         return ""
     return (
-        f"{per_node} workers on a node would keep about {per_node * busy:.1f} of its {cpus:.0f} cores busy "
+        f"{per_node} workers on one machine would keep about {per_node * busy:.1f} of its {cpus:.0f} cores busy "
         f"({busy:.2f} each in {base.get('placement')}): they would share cores, which the model does not include"
     )
 
@@ -114,11 +118,11 @@ def measured_run(row: Mapping[str, Any]) -> MeasuredRun | str:
     if not isinstance(reason, str):
         return "the study was summarised before the model's inputs were recorded: re-render it (scaleprof report)"
     workers = int(row["workers"])
-    if workers > 1 and not _finite(row.get("step_allreduce_s")):
+    if workers > 1 and not finite(row.get("step_allreduce_s")):
         return f"{workers} workers without the sync probe (session.measure_allreduce): its communication is unknown"
-    if not _finite(row.get("gradient_bytes")):
+    if not finite(row.get("gradient_bytes")):
         return "the model's parameter count was not recorded"
-    nodes = int(row["nodes_realized"]) if _finite(row.get("nodes_realized")) else 1
+    nodes = int(row["nodes_realized"]) if finite(row.get("nodes_realized")) else 1
     compute = sum(float(row[name]) for name in PHASES)
     sd = _figure(row, "rank_step_sd_s")
     cv = Figure(sd.value / compute, sd.low / compute, sd.high / compute) if compute > 0 else Figure.exact(0.0)
@@ -164,7 +168,8 @@ def _rank_spread(steady: pd.DataFrame, workers: int) -> tuple[float, float, floa
     return sd, low, high
 
 
-def _finite(value: Any) -> bool:
+def finite(value: Any) -> bool:
+    """A number that is not NaN or infinite (None, text and NaN are not)."""
     try:
         return math.isfinite(float(value))
     except (TypeError, ValueError):

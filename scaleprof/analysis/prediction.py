@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.fabric import LinkFit, fit_fabric, stated_link
-from scaleprof.analysis.model_inputs import measured_run, oversubscribed
+from scaleprof.analysis.model_inputs import finite, measured_run, oversubscribed
 from scaleprof.analysis.physics import MeasuredRun, Prediction, Scaling, predict
 from scaleprof.analysis.scaling import baselines, scaling_efficiency, speedup
 from scaleprof.records import FABRIC_COLUMNS, RunKind, RunStatus
@@ -139,7 +139,8 @@ def prediction_ledger(runs: pd.DataFrame, fabric: Fabric, scaling: Scaling = "we
                 "measured_high": float(target.get("throughput_high", math.nan)),
             }  # fmt: skip
             links = fabric.for_device(str(device))
-            rows.append(common | {"method": PHYSICS} | _physics_entry(group, links, workers, nodes, scaling))
+            hosts = int(target["hosts_realized"]) if finite(target.get("hosts_realized")) else nodes
+            rows.append(common | {"method": PHYSICS} | _physics_entry(group, links, workers, nodes, hosts, scaling))
             rows.append(common | {"method": CURVE} | _curve_entry(ok[ok["workers"] < workers], workers))
     if not rows:
         return pd.DataFrame(columns=LEDGER_COLUMNS)
@@ -151,7 +152,7 @@ def prediction_ledger(runs: pd.DataFrame, fabric: Fabric, scaling: Scaling = "we
 
 
 def _physics_entry(
-    group: pd.DataFrame, links: dict[str, LinkFit], workers: int, nodes: int, scaling: Scaling
+    group: pd.DataFrame, links: dict[str, LinkFit], workers: int, nodes: int, hosts: int, scaling: Scaling
 ) -> dict[str, Any]:
     base = base_run(group, below=workers)
     if isinstance(base, str):
@@ -160,7 +161,7 @@ def _physics_entry(
     if isinstance(found, str):
         return _refused(found)
     return {"predicted": found.throughput, "low": found.low, "high": found.high, "base": str(base[0]["placement"]),
-            "reason": "", "caveat": oversubscribed(base[0], workers, nodes)}  # fmt: skip
+            "reason": "", "caveat": oversubscribed(base[0], workers, hosts)}  # fmt: skip
 
 
 def _curve_entry(smaller: pd.DataFrame, workers: int) -> dict[str, Any]:

@@ -149,7 +149,7 @@ def test_a_cpu_placement_that_would_fill_its_node_says_so():
     base = {"placement": "w1", "worker_cores_busy": 0.96, "node_cpus": 2.0}
     assert oversubscribed(base, 1, 1) == ""
     said = oversubscribed(base, 2, 1)
-    assert "2 workers on a node would keep about 1.9 of its 2 cores busy (0.96 each in w1)" in said
+    assert "2 workers on one machine would keep about 1.9 of its 2 cores busy (0.96 each in w1)" in said
     assert oversubscribed(base, 4, 2) != "" and oversubscribed(base, 4, 4) == ""  # 2 per node, then 1
     assert oversubscribed({"placement": "g1", "worker_cores_busy": math.nan, "node_cpus": 2.0}, 8, 1) == ""  # a GPU run
 
