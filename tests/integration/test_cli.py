@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from scaleprof.execution.fabric_probe import STUDY_REPEATS
 from scaleprof.telemetry.store import StudyStore
 from tests.integration.cli import REPO, run_cli
 
@@ -103,7 +104,9 @@ def test_predict_and_compare_on_a_real_study(study):
     # from the 1-worker runs and that sweep alone, or says why not (a fit too noisy to have figures).
     events = StudyStore(result.study_dir).events()
     sweep = events[events["kind"] == "fabric"]
-    assert set(sweep["link_class"]) == {"inter-node"} and set(sweep["world"]) == {2} and len(sweep) >= 30
+    assert set(sweep["link_class"]) == {"inter-node"} and set(sweep["world"]) == {2}
+    per_size = sweep.groupby("bytes").size()  # 4 KiB up to past the model's gradient, each size repeated
+    assert per_size.index.min() == 4096 and len(per_size) >= 4 and (per_size == STUDY_REPEATS).all(), per_size
     ledger = pd.read_parquet(result.study_dir / "predictions.parquet")
     physics = ledger[ledger["method"] == "physics"].set_index("placement").loc["cpu-2"]
     assert physics["nodes"] == 2 and physics["measured"] > 0
