@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import json
 import math
 import os
@@ -24,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from scaleprof.config import ConfigError, Experiment, load_experiment, setting_differences
-from scaleprof.errors import NO_SPACE_ERRNOS, DestinationError, RayLost, StoreError
+from scaleprof.errors import NO_SPACE, NOT_WRITABLE, DestinationError, RayLost, StoreError, write_failure
 from scaleprof.records import NO_STEPS, RunStatus
 from scaleprof.versions import scaleprof_version
 
@@ -183,7 +182,7 @@ def _render(study_dir: Path, console: Console, accept_loss: bool = False) -> tup
     try:
         written = write_study(store, tables, accept_loss)
     except OSError as exc:
-        if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+        if write_failure(exc) != NOT_WRITABLE:
             raise
         raise UserError(f"{exc.filename or study_dir}: cannot write the report there ({exc.strerror})") from None
     for line in tables.damage:
@@ -295,17 +294,16 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 def _write_failure(exc: OSError, experiment_file: str, store: Any) -> StudyStopped | None:
     """What to tell the user when a write failed: a full disk can be freed and the study resumed; a
     read-only or forbidden location cannot (no resume hint there). None: not a write failure."""
-    from scaleprof.execution.failures import disk_full
-
     where = exc.filename or store.root
-    if exc.errno in NO_SPACE_ERRNOS or (exc.errno is None and disk_full(exc)):
+    kind = write_failure(exc)
+    if kind == NO_SPACE:
         hint = (
             f"Free some space, then finish it with: scaleprof run {experiment_file} --resume {store.root}"
             if store.exists()
             else "Free some space and run it again (the study had not started: nothing was kept)."
         )
         return StudyStopped(f"{where}: {exc.strerror or exc}. The study stopped; what it stored stays readable. {hint}")
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+    if kind == NOT_WRITABLE:
         return StudyStopped(
             f"{where}: {exc.strerror or exc}: scaleprof (or Ray, for its session files) cannot write there. Make it "
             "writable or point it elsewhere (--out; TMPDIR or HOME for Ray)."

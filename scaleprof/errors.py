@@ -4,10 +4,42 @@ command line can name them without loading torch or pandas)."""
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
-# Where freeing space helps (a resume hint makes sense); read-only and forbidden locations cannot be written at all.
-NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Why a write failed, where writing again will not help: the one place that says which errno means what.
+NO_SPACE = "no space"  # ENOSPC, EDQUOT: freeing space helps, then the study resumes
+NOT_WRITABLE = "not writable"  # EROFS, EACCES, EPERM: the location cannot be written at all; no resume hint
+WRITE_FAILURES = {
+    NO_SPACE: (errno.ENOSPC, errno.EDQUOT),
+    NOT_WRITABLE: (errno.EROFS, errno.EACCES, errno.EPERM),
+}
+
+
+# A worker's or an actor's error arrives as text inside Ray's exception: these messages only ever mean a
+# write ("Permission denied" can be a read too: matched by errno only).
+_WRITE_ONLY_TEXT = {NO_SPACE: (errno.ENOSPC, errno.EDQUOT), NOT_WRITABLE: (errno.EROFS,)}
+
+
+def write_failure(exc: BaseException) -> str | None:
+    """NO_SPACE, NOT_WRITABLE or None for any other failure: a local OSError by its errno, a remote one by
+    its message (strerror) in the text of Ray's exception."""
+    code = getattr(exc, "errno", None)
+    for kind, codes in WRITE_FAILURES.items():
+        if code in codes:
+            return kind
+    if code is None:
+        text = str(exc)
+        for kind, codes in _WRITE_ONLY_TEXT.items():
+            if any(os.strerror(c) in text for c in codes):
+                return kind
+    return None
+
+
+def write_error(kind: str, where: Path | str) -> OSError:
+    """The OSError a study stops with for a write failure of this kind (its first errno) at `where`."""
+    code = WRITE_FAILURES[kind][0]
+    return OSError(code, os.strerror(code), str(where))
 
 
 class StoreError(Exception):

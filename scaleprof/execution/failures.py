@@ -3,16 +3,11 @@ that were lost under it, whether the study's disk is full."""
 
 from __future__ import annotations
 
-import errno
-import os
 import socket
 from dataclasses import dataclass
 from typing import Any
 
-from scaleprof.telemetry.store import DISK_FULL_ERRNOS
-
-_DISK_ERRNOS = DISK_FULL_ERRNOS
-_DISK_FULL = os.strerror(errno.ENOSPC)  # "No space left on device"
+from scaleprof.errors import write_failure
 
 
 @dataclass(frozen=True)
@@ -21,23 +16,23 @@ class FailureDecision:
 
     reason: str
     stop_study: bool
-    disk_full: bool = False
+    write_failure: str | None = None  # errors.NO_SPACE or NOT_WRITABLE: the study's disk took no more writes
     skip: bool = False  # the device cannot run these settings: the run is skipped with the reason, not failed
 
 
 def decide(exc: BaseException, lost: str = "") -> FailureDecision:
     """The one policy for a failed run. Ctrl-C and SIGTERM (`ray job stop`, kill; Ray's handler exits)
-    stop the study; a full disk stops it too (the next run could not write either); any other failure is
+    stop the study; so does a full or unwritable disk (the next run could not write either); any other failure is
     recorded with its root cause (and the nodes lost under it, `lost`) and the study goes on."""
     if isinstance(exc, KeyboardInterrupt):
         return FailureDecision("interrupted", stop_study=True)
     if isinstance(exc, SystemExit):
         return FailureDecision("terminated", stop_study=True)
-    full = disk_full(exc)
     unsupported = _unsupported(exc)
     if unsupported:
         return FailureDecision(unsupported, stop_study=False, skip=True)
-    return FailureDecision(lost + failure_reason(exc), stop_study=full, disk_full=full)
+    cannot_write = write_failure(exc)
+    return FailureDecision(lost + failure_reason(exc), stop_study=cannot_write is not None, write_failure=cannot_write)
 
 
 # The worker's UnsupportedSettings (workloads/training.py) arrives as text inside Ray's exception.
@@ -57,12 +52,6 @@ def failure_reason(exc: BaseException) -> str:
     root = lines[-1] if lines else ""
     root = root.split(" Some common causes include")[0]  # Ray's advice paragraph after a worker death
     return f"{type(exc).__name__}: {root}"[:500]
-
-
-def disk_full(exc: BaseException) -> bool:
-    """A failure caused by a full, over-quota or read-only disk: a local OSError, or a worker's error
-    that arrives as text inside Ray's exception."""
-    return getattr(exc, "errno", None) in _DISK_ERRNOS or _DISK_FULL in str(exc)
 
 
 def lost_nodes(aggregator: Any, run_id: str) -> str:

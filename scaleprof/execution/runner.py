@@ -10,7 +10,6 @@ group is Ray's demand to the autoscaler) and waited for; one no node type could 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -25,7 +24,7 @@ from typing import Any, Protocol
 
 from scaleprof.capacity import Outlook, Verdict, verdict
 from scaleprof.config import Experiment
-from scaleprof.errors import RayLost
+from scaleprof.errors import RayLost, write_error
 from scaleprof.execution.cluster import cluster_view, node_types_of, pending_nodes
 from scaleprof.execution.failures import decide, lost_nodes
 from scaleprof.execution.lifecycle import RunLifecycle
@@ -377,8 +376,8 @@ def run_one(
             outcome["detail"] = traceback.format_exc()[-4000:]
         if decision.stop_study:
             life.to(status, **outcome, started_at=started, ended_at=time.time())
-            if decision.disk_full:  # the workers could not write to the study: the next run could not either
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(store.root)) from exc
+            if decision.write_failure:  # the workers could not write to the study: the next run could not either
+                raise write_error(decision.write_failure, store.root) from exc
             raise
     finally:
         shutil.rmtree(storage, ignore_errors=True)

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from scaleprof.errors import write_failure
 from scaleprof.records import ID_FIELDS, EventKind, Lifecycle, batches_of
 from scaleprof.telemetry.segments import SegmentWriter, concat, read_segments
-from scaleprof.telemetry.store import DISK_FULL_ERRNOS, StudyStore, read_jsonl
+from scaleprof.telemetry.store import StudyStore, read_jsonl
 
 WorkerKey = tuple[str, int, int]  # run_id, attempt, rank
 Batch = dict[str, Any]  # records.event_batch: one worker's ids and its events as columns
@@ -76,19 +77,22 @@ class Aggregator:
         self._nodes: dict[str, set[str]] = defaultdict(set)  # run_id -> node ids its workers ran on
         self._live_attempt: dict[str, int] = {}  # run_id -> the attempt the live view follows
         self._epochs: dict[str, dict[int, dict[int, tuple[float, float]]]] = defaultdict(dict)  # finished epochs
+        self._seen: dict[WorkerKey, int] = {}  # the highest seq the live view has taken in: each event once
         self._lags: deque[float] = deque(maxlen=100_000)  # sample time -> on disk, seconds (bounded)
         self.events_written = 0
         self.segments_set_aside: list[str] = []
         self._disk_full: OSError | None = None
         self._rebuild()
 
-    def _rebuild(self) -> None:
+    def _rebuild(self, live: bool = True) -> None:
         """Recover sequence numbers, attempt counts, nodes and the live view from the store (a resumed
         study, or a restart after a kill), so resent events are recognised and a re-run worker gets a
         new attempt number. A segment that cannot be read is set aside: its events count as not
-        received, and the senders' resends fill them in."""
+        received, and the senders' resends fill them in. `live=False` (after a failed write) keeps the
+        live view: what the run has done does not go back because the disk did not take it."""
         self.segments_set_aside += self._writer.repair()
-        for state in (self._mark, self._ahead, self._lost, self._live, self._nodes, self._live_attempt, self._epochs):
+        views = (self._live, self._nodes, self._live_attempt, self._epochs, self._seen) if live else ()
+        for state in (self._mark, self._ahead, self._lost, *views):
             state.clear()
         own = read_segments(self._store.root, REBUILD_COLUMNS, [self._writer.directory]).table
         frames = [own.to_pandas().reindex(columns=REBUILD_COLUMNS)]
@@ -112,10 +116,14 @@ class Aggregator:
             for (run_id, rank), attempt in frame.dropna().groupby(["run_id", "rank"])["attempt"].max().items():
                 previous = self._attempts[(str(run_id), int(rank))]
                 self._attempts[(str(run_id), int(rank))] = max(previous, int(attempt) + 1)
+        self._duplicates.clear()
+        if not live:
+            return
         # The live view and nodes too: the runner asks about them after a failure.
         for row in events.astype(object).where(events.notna(), None).to_dict("records"):
-            self._observe(row["run_id"], int(row["attempt"]), int(row["rank"]), row["node_id"], row["kind"], row)
-        self._duplicates.clear()
+            key = (str(row["run_id"]), int(row["attempt"]), int(row["rank"]))
+            self._observe(*key, row["node_id"], row["kind"], row)
+            self._seen[key] = max(self._seen.get(key, -1), int(row["seq"]))
 
     def _accept(self, key: WorkerKey, seq: int) -> bool:
         """True the first time a sequence number arrives, in any order; False for a duplicate."""
@@ -208,8 +216,8 @@ class Aggregator:
         return int(table.num_rows)
 
     def recover(self, exc: OSError) -> None:
-        self._rebuild()
-        if exc.errno in DISK_FULL_ERRNOS:
+        self._rebuild(live=False)
+        if write_failure(exc) is not None:  # full or read-only: until a write lands again
             self._disk_full = exc
 
     def compact(self) -> None:
@@ -240,13 +248,20 @@ class Aggregator:
 
     def _observe_batch(self, batch: Batch, keep: list[bool] | None) -> None:
         ids, columns = batch["ids"], batch["columns"]
-        kinds, times = columns["kind"], columns["time"]
+        kinds, times, seqs = columns["kind"], columns["time"], columns["seq"]
         fields = {k: columns[k] for k in LIVE_FIELDS if k in columns}
         epochs, samples, step_s = columns.get("epoch"), columns.get("samples"), columns.get("step_s")
         run_id, attempt, rank = ids["run_id"], int(ids["attempt"]), int(ids["rank"])
+        key = (run_id, attempt, rank)
+        seen = self._seen.get(key, -1)  # a resend after a failed write was taken in the first time
+        if seqs:
+            self._seen[key] = max(seen, max(seqs))
+        new = None  # every event is new: the usual case, no per-event check
+        if keep is not None or (seqs and min(seqs) <= seen):
+            new = [(keep is None or keep[i]) and seqs[i] > seen for i in range(len(seqs))]
         i, n = 0, len(kinds)
         while i < n:
-            if keep is not None and not keep[i]:
+            if new is not None and not new[i]:
                 i += 1
                 continue
             row = {k: v[i] for k, v in fields.items()}
@@ -257,7 +272,7 @@ class Aggregator:
                 continue
             # The steps that follow in the same epoch only add up: taken together (most of a batch).
             j = i + 1
-            while j < n and kinds[j] == EventKind.STEP and epochs[j] == epochs[i] and (keep is None or keep[j]):
+            while j < n and kinds[j] == EventKind.STEP and epochs[j] == epochs[i] and (new is None or new[j]):
                 j += 1
             live = self._live.get(run_id, {}).get(rank)
             if j > i + 1 and live is not None and self._live_attempt.get(run_id) == attempt:

@@ -20,11 +20,16 @@ from typing import Any
 
 import psutil
 
+from scaleprof.errors import write_failure
 from scaleprof.records import Event, GpuUnavailable, SystemEvent, event_batch, stamped
 
 Batch = dict[str, Any]  # records.event_batch: one worker's ids and its events as columns
 SendBatch = Callable[[Batch], Any]  # returns a Ray ObjectRef (or None when sent synchronously)
 log = logging.getLogger(__name__)
+
+
+# How long a closing sink keeps resending to an aggregator whose disk is full or read-only.
+DISK_GRACE_S = 3.0
 
 
 class EventSink:
@@ -59,6 +64,7 @@ class EventSink:
         self.resent = 0  # events sent again after a failed call
         self.dropped = 0  # events given up on (outbox over its cap, or still unsent at close)
         self._failing = False
+        self._cannot_write: str | None = None  # the outage is the study's disk (errors.write_failure), not a restart
 
     def start(self) -> EventSink:
         self._thread.start()
@@ -120,6 +126,7 @@ class EventSink:
     def _failed(self, batch: Batch, exc: Exception) -> None:
         self._outbox.appendleft(batch)  # oldest first: resent before newer batches
         self.resent += _size(batch)
+        self._cannot_write = write_failure(exc)
         if not self._failing:  # once per outage, not once per batch
             log.warning("scaleprof: sending events to the aggregator failed (%s); resending", exc)
         self._failing = True
@@ -129,6 +136,7 @@ class EventSink:
         if self._failing:
             log.warning("scaleprof: the aggregator answers again; %d event(s) were resent", self.resent)
         self._failing = False
+        self._cannot_write = None
 
     def _cap(self) -> None:
         buffered = sum(_size(b) for b in self._outbox)
@@ -142,16 +150,22 @@ class EventSink:
         while not self._stop.wait(self._interval):
             self.flush()
 
-    def close(self, timeout_s: float = 60.0) -> None:
+    def close(self, timeout_s: float = 60.0, disk_s: float = DISK_GRACE_S) -> None:
         """Stop the thread, send what is left and wait until the aggregator has it all (or give up
-        after timeout_s, counting what was not delivered as dropped)."""
+        after timeout_s, counting what was not delivered as dropped). An aggregator that restarts comes
+        back within seconds; a study's disk that is full or read-only does not: then give up after disk_s
+        (the run ends without those events and the study stops, telling the user to free space)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        deadline = time.monotonic() + timeout_s
+        start = time.monotonic()
+        deadline = start + timeout_s
         while True:
             self.flush(wait_s=min(1.0, max(0.0, deadline - time.monotonic())))
-            if not (self._buffer or self._outbox or self._in_flight) or time.monotonic() >= deadline:
+            now = time.monotonic()
+            if not (self._buffer or self._outbox or self._in_flight) or now >= deadline:
+                break
+            if self._cannot_write and now >= start + disk_s:
                 break
             if self._in_flight:  # wait for the oldest call (the loop re-checks the deadline)
                 _finished([self._in_flight[0][0]], min(1.0, max(0.01, deadline - time.monotonic())))

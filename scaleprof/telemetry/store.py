@@ -8,7 +8,6 @@ Analysis and report read only this directory.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import math
@@ -29,8 +28,6 @@ from scaleprof.telemetry.segments import EVENTS_DIR, read_segments
 __all__ = ["DestinationError", "StoreError", "StudyBusy"]  # defined in scaleprof.errors, raised here
 
 EVENTS = "events.jsonl"  # the events of a study written before segments (still read)
-# A full, over-quota or read-only disk: writing again will not help, so a study stops on these.
-DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 LOCK = ".scaleprof.lock"
 CATEGORIES = ["study_id", "run_id", "node_id", "kind"]  # string ids every event carries: read as categoricals
 # What identifies one stored event: a resent or copied line carries the same key.

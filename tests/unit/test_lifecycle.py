@@ -4,6 +4,7 @@ import errno
 
 import pytest
 
+from scaleprof.errors import NO_SPACE, NOT_WRITABLE, write_error
 from scaleprof.execution.failures import decide
 from scaleprof.execution.lifecycle import RunLifecycle
 from scaleprof.records import RunKind, RunRecord, RunStatus
@@ -41,7 +42,14 @@ def test_failure_policy_stops_the_study_only_for_interrupts_and_full_disks():
     assert decide(KeyboardInterrupt()).reason == "interrupted" and decide(KeyboardInterrupt()).stop_study
     assert decide(SystemExit(15)).reason == "terminated" and decide(SystemExit(15)).stop_study
     full = decide(OSError(errno.ENOSPC, "No space left on device"), lost="")
-    assert full.stop_study and full.disk_full
+    assert full.stop_study and full.write_failure == NO_SPACE
+    # A read-only study is not a full one (the user is not told to free space), whether raised here or in a worker.
+    read_only = decide(RuntimeError("RayTaskError(OSError): [Errno 30] Read-only file system: '/s/events'"))
+    assert read_only.stop_study and read_only.write_failure == NOT_WRITABLE
+    assert write_error(read_only.write_failure, "/s").errno == errno.EROFS
+    assert decide(OSError(errno.EDQUOT, "quota")).write_failure == NO_SPACE
+    # "Permission denied" in a worker's message can be a read (the user's data): not a reason to stop the study.
+    assert not decide(RuntimeError("PermissionError: [Errno 13] Permission denied: '/data/x.csv'")).stop_study
     remote = RuntimeError("Traceback ...\n  File x\nValueError: bad batch Some common causes include: ...")
     ordinary = decide(remote, lost="node(s) abc lost during the run; then ")
     assert (

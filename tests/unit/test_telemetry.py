@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from scaleprof.records import StepEvent, SystemEvent, WorkerStart, batch_rows
+from scaleprof.records import StepEvent, SystemEvent, WorkerStart, batch_rows, event_batch, stamped
 from scaleprof.telemetry.aggregator import Aggregator
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, NodeSampler, SystemSampler
 from scaleprof.telemetry.store import StudyStore
@@ -193,6 +193,27 @@ def test_sink_buffer_is_bounded_while_the_aggregator_is_gone():
     assert sink.sent == 0 and sink.dropped == 1000  # over the cap, then undelivered at close: all counted
 
 
+def test_a_closing_sink_gives_up_soon_on_a_full_disk_but_waits_for_a_restarting_aggregator():
+    """A full disk does not free itself while a run ends (the study stops and says so); an aggregator
+    that restarts comes back: the sink waits the whole timeout for that one only."""
+    full = "ray.exceptions.RayTaskError(OSError): ... OSError: [Errno 28] No space left on device"
+
+    def closing(error):
+        def send(batch):
+            raise RuntimeError(error)
+
+        sink = EventSink(IDS, send, flush_interval_s=0.01).start()
+        sink.emit(_step(0))
+        start = time.monotonic()
+        sink.close(timeout_s=2.0, disk_s=0.2)
+        return time.monotonic() - start, sink.dropped
+
+    waited_full, dropped_full = closing(full)
+    waited_restart, dropped_restart = closing("ActorUnavailableError: the aggregator is restarting")
+    assert dropped_full == dropped_restart == 1  # given up on either way, and counted
+    assert waited_full < 1.5 <= waited_restart  # the full disk gave up after disk_s, the restart got the timeout
+
+
 def test_restarted_aggregator_sets_a_torn_segment_aside_and_takes_its_resend(tmp_path):
     store = StudyStore(tmp_path / "study")
     store.create()
@@ -232,6 +253,39 @@ def test_a_failed_segment_write_leaves_nothing_and_the_resend_is_accepted(tmp_pa
     assert agg.ingest(_events([2, 3, 4])) == 3
     assert [e["seq"] for e in store.events().to_dict("records")] == [0, 1, 2, 3, 4]
     assert agg.stats()["gaps"] == 0
+
+
+def test_the_live_view_never_goes_back_when_the_disk_refuses_a_write(tmp_path, monkeypatch):
+    """The progress line follows what the workers did, not what the disk took: a failed write (and the
+    resends that follow) neither winds the epoch back to the last one on disk nor counts a step twice."""
+    import errno
+
+    import scaleprof.telemetry.segments as segments
+
+    def steps(seqs, epoch):
+        event = lambda s: StepEvent(epoch=epoch, step=s, samples=1, data_s=0.0, compute_s=0.001, step_s=0.001)
+        return event_batch(IDS, [stamped(s, float(s), event(s)) for s in seqs])
+
+    store = StudyStore(tmp_path / "study")
+    store.create()
+    agg = Aggregator(str(store.root))
+    agg.ingest(steps([0, 1], epoch=0))
+    agg.ingest(steps([2, 3], epoch=1))
+    real_write = segments.pq.write_table
+
+    def full(table, where, **options):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(segments.pq, "write_table", full)
+    for _ in range(3):  # the sink resends while the disk stays full
+        with pytest.raises(OSError):
+            agg.ingest(steps([4, 5], epoch=2))
+        assert agg.progress(IDS["run_id"])["epoch"] == 2  # not 1, the last epoch on disk
+    monkeypatch.setattr(segments.pq, "write_table", real_write)
+    assert agg.ingest(steps([4, 5], epoch=2)) == 2  # space is back: the resend is stored, once
+    _, ranks, _ = agg.live(IDS["run_id"])
+    assert ranks[0]["epoch"] == 2 and ranks[0]["samples"] == 2  # each step counted once
+    assert [e["seq"] for e in store.events().to_dict("records")] == list(range(6))
 
 
 def test_a_sampler_that_breaks_mid_run_is_recorded_once_and_the_table_keeps_the_reason():
