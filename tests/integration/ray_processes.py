@@ -43,8 +43,9 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout_s: float
     raise TimeoutError(f"{what} did not come up")
 
 
-def stop_tree(proc: subprocess.Popen) -> None:
-    """Stop this head and everything it started (the autoscaler's nodes too: they are its children)."""
+def stop_tree(proc: subprocess.Popen, grace_s: float = 3) -> None:
+    """Stop this head and everything it started (the autoscaler's nodes too: they are its children):
+    SIGTERM, then SIGKILL for whatever is left after `grace_s` (some of Ray's processes wait out 15 s)."""
     try:
         family = [proc, *psutil.Process(proc.pid).children(recursive=True)]
     except psutil.NoSuchProcess:
@@ -54,6 +55,6 @@ def stop_tree(proc: subprocess.Popen) -> None:
             p.send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
-    _, alive = psutil.wait_procs([psutil.Process(p.pid) for p in family if psutil.pid_exists(p.pid)], timeout=15)
+    _, alive = psutil.wait_procs([psutil.Process(p.pid) for p in family if psutil.pid_exists(p.pid)], timeout=grace_s)
     for p in alive:
         p.kill()

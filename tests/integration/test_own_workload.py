@@ -236,38 +236,3 @@ def test_a_loop_that_records_no_step_is_unmeasured_not_ok(ray_cluster, tmp_path)
     assert runs["status"].tolist() == ["unmeasured"] and runs["throughput"].isna().all()
     records = [json.loads(line) for line in (study / "run_records.jsonl").read_text().splitlines()]
     assert records[-1]["status"] == "unmeasured"  # as recorded: --resume runs it again once the loop records steps
-
-
-BAD_MODELS = """
-from torch import nn
-
-def build(features, width, classes):
-    return nn.Sequential(nn.Flatten(), nn.Linear(features, width), nn.ReLU(), nn.Linear(width, classes))
-
-
-def loop(config):
-    pass
-"""
-
-BAD = [
-    ("model: {factory: 'nothere:build'}\ndata: {name: digits}", "model.factory: cannot import 'nothere'"),
-    ("model: {factory: 'my_models:build'}\ndata: {name: digits}", "model.factory: calling it with kwargs [] failed"),
-    ("models: [{name: mlp}, {factory: 'my_models:build', kwargs: {features: 64, width: 8, classes: 4}}]\n"
-     "data: {name: digits}", "models.1.factory: my_models:build's output on a batch of 2 has shape [2, 4]"),
-    ("model: {name: mlp}\ndata: {name: image-folder, path: missing}", "data.path: "),
-    ("train: {loop: 'my_models:build'}", "train.loop: my_models:build takes 3 arguments"),
-    ("model: {factory: 'mymodle:build'}\ntrain: {loop: 'my_models:loop'}", "model.factory: cannot import 'mymodle'"),
-    ("model: {name: mlp}\ntrain: {loop: 'my_models:loop'}", "model.name: a built-in model is shaped by the"),
-]  # fmt: skip
-
-
-@pytest.mark.parametrize("body, message", BAD)
-def test_bad_user_code_exits_2_naming_the_field_before_ray_starts(tmp_path, body, message):
-    code = write(tmp_path / "project", {"my_models.py": BAD_MODELS})
-    experiment = code / "bad.yaml"
-    experiment.write_text(f"name: bad\n{body}\nplacements:\n  - {{name: a, workers: 1}}\n")
-    out = tmp_path / "out"
-    proc = run_cli(["run", str(experiment), "--out", str(out)])
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert message in proc.stderr and str(experiment) in proc.stderr
-    assert not out.exists()  # nothing written, Ray never started

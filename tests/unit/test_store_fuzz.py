@@ -23,6 +23,11 @@ def template(tmp_path_factory) -> Path:
     return make_study(tmp_path_factory.mktemp("fuzz") / "study", jsonl=True).root  # line-based files to damage
 
 
+@pytest.fixture(scope="module")
+def original(template: Path):
+    return summarize(StudyStore(template)).runs.set_index("run_id")
+
+
 def fresh(template: Path, tmp_path: Path, n: int) -> StudyStore:
     target = tmp_path / f"copy-{n}"
     shutil.copytree(template, target)
@@ -72,8 +77,7 @@ def test_a_damaged_study_reads_as_tables_or_one_store_error(template, tmp_path, 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(spans=st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=4))
-def test_repeated_event_lines_never_change_a_figure(template, tmp_path, spans):
-    original = summarize(StudyStore(template)).runs.set_index("run_id")
+def test_repeated_event_lines_never_change_a_figure(template, original, tmp_path, spans):
     store = fresh(template, tmp_path, next(counter))
     for a, b in spans:
         apply(store, ("repeat", "events.jsonl", a, b))
