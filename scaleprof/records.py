@@ -231,12 +231,17 @@ class FabricEvent(Event):
 
 @dataclass
 class ProbeEvent(Event):
-    """The gradient-sync probe: backward with and without DDP's all-reduce on the same batches."""
+    """The gradient-sync probe: backward with and without DDP's all-reduce on the same batches; where
+    ranks share a machine, the host-sharing probe too: this rank's forward + backward (no sync) alone on
+    its machine and with the machine's other ranks computing at once (`host_ranks` ranks on it)."""
 
     kind: ClassVar[EventKind] = EventKind.PROBE
     backward_sync_s: float
     backward_nosync_s: float
     allreduce_s: float
+    compute_alone_s: float | None = None
+    compute_together_s: float | None = None
+    host_ranks: int | None = None
 
 
 @dataclass

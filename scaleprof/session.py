@@ -109,6 +109,8 @@ class _PendingStep:
     hold: bool
 
 
+# The host-sharing probe's batches per pass (of the sync probe's): its cost is (ranks per machine + 1) x 2 passes.
+SHARING_BATCHES = 4
 MAX_PENDING_STEPS = 256  # the host may run this far ahead of the device before a step's end is waited for
 
 
@@ -708,6 +710,7 @@ class WorkerSession:
                 if self.clock.cuda:
                     torch.cuda.synchronize(self.device)
                 timings[sync].append(self.clock.seconds(start, end))
+        sharing = self._host_sharing(model, batches[:SHARING_BATCHES], loss_fn) if batches else {}
         model.zero_grad(set_to_none=True)
         with torch.no_grad():
             for name, buffer in model.named_buffers():
@@ -716,8 +719,61 @@ class WorkerSession:
             return
         with_sync, without = float(np.median(timings[True])), float(np.median(timings[False]))
         self._emit_now(
-            ProbeEvent(backward_sync_s=with_sync, backward_nosync_s=without, allreduce_s=max(0.0, with_sync - without))
-        )
+            ProbeEvent(
+                backward_sync_s=with_sync, backward_nosync_s=without, allreduce_s=max(0.0, with_sync - without),
+                **sharing,
+            )
+        )  # fmt: skip
+
+    def _host_sharing(self, model: Any, batches: list[Any], loss_fn: Callable[[Any, Any], Any]) -> dict[str, Any]:
+        """The host-sharing probe (part of the sync probe; every rank calls it): where ranks share a machine
+        (by host name: several Ray nodes can run on one machine), each times the batches' forward + backward
+        without gradient sync alone on its machine (the machine's ranks take turns; ranks on other machines
+        at the same time) and with all its machine's ranks computing at once, twice, interleaved. The median
+        per batch of each; {} when no machine holds two ranks (nothing shared to measure)."""
+        import torch.distributed as dist
+
+        hosts: list[Any] = [None] * self.world_size
+        dist.all_gather_object(hosts, socket.gethostname())
+        mates = [rank for rank, host in enumerate(hosts) if host == hosts[self.rank]]
+        turns = max(hosts.count(host) for host in hosts)  # the same on every rank: they agree on the barriers
+        if turns < 2:
+            return {}
+
+        def timed() -> list[float]:
+            seconds = []
+            for batch in batches:
+                model.zero_grad(set_to_none=True)
+                with model.no_sync():
+                    start = self.clock.mark()
+                    loss_fn(model, batch).backward()
+                    end = self.clock.mark()
+                if self.clock.cuda:
+                    torch.cuda.synchronize(self.device)
+                seconds.append(self.clock.seconds(start, end))
+            return seconds
+
+        def barrier() -> None:
+            if self.clock.cuda:
+                index = self.device.index
+                dist.barrier(device_ids=[torch.cuda.current_device() if index is None else index])
+            else:
+                dist.barrier()
+
+        alone: list[float] = []
+        together: list[float] = []
+        for _ in range(2):
+            for turn in range(turns):
+                barrier()
+                if mates.index(self.rank) == turn:
+                    alone += timed()
+                barrier()
+            together += timed()
+        return {
+            "compute_alone_s": float(np.median(alone)),
+            "compute_together_s": float(np.median(together)),
+            "host_ranks": len(mates),
+        }
 
 
 def loss_and_accuracy(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:

@@ -10,6 +10,10 @@ each figure with its 95% interval, stored as runs-table columns so a prediction 
   collective synchronises (with one worker the whole compute; with several, data + forward +
   optimizer, since DDP's all-reduce makes every rank's backward end together); its interval is the
   chi-square one with the batch means as degrees of freedom (steps are autocorrelated).
+- **Host sharing** (`host_sharing`, over `host_ranks` ranks on a machine): the sync probe's ratio of a
+  rank's forward + backward with its machine's ranks computing at once to the same alone, the median
+  over ranks; its interval runs from the lowest rank's ratio to the highest's (one rank: none). Only
+  where a run's ranks share machines (physics.HostSharing).
 - **Gradient bytes**: the parameters × 4 bytes, the float32 gradient DDP all-reduces (scaleprof's
   bf16 and fp16 are autocast: parameters and their gradients stay float32).
 
@@ -28,7 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from scaleprof.analysis.physics import LEVEL, Figure, MeasuredRun, link_class_for
+from scaleprof.analysis.physics import LEVEL, Figure, HostSharing, MeasuredRun, link_class_for
 from scaleprof.analysis.steady import batch_means_interval
 
 GRADIENT_BYTES_PER_PARAMETER = 4  # float32 gradients (autocast keeps parameters float32)
@@ -44,6 +48,7 @@ INPUT_COLUMNS = [
     *(f"{name}_{side}" for name in PHASES for side in ("low", "high")),
     "step_allreduce_s_low", "step_allreduce_s_high", "rank_step_sd_s", "rank_step_sd_s_low", "rank_step_sd_s_high",
     "gradient_bytes", "inputs_reason", "worker_cores_busy", "node_cpus", "hosts_realized",
+    "host_sharing", "host_sharing_low", "host_sharing_high", "host_ranks",
 ]  # fmt: skip
 # A CPU placement whose workers on one node would keep this share of its cores busy or more has none to spare
 # for the collectives, Ray and the OS: its compute is no longer what one worker alone measured.
@@ -73,6 +78,7 @@ def model_input_columns(
         out["step_allreduce_s_high"] = max(float(ranks.max()), allreduce)
     sd, low, high = _rank_spread(steady, workers)
     out.update(rank_step_sd_s=sd, rank_step_sd_s_low=low, rank_step_sd_s_high=high)
+    out.update(host_sharing_columns(probe))
     out["gradient_bytes"] = float(parameters) * GRADIENT_BYTES_PER_PARAMETER if parameters else math.nan
     return out
 
@@ -133,7 +139,35 @@ def measured_run(row: Mapping[str, Any]) -> MeasuredRun | str:
         backward_compute_s=_figure(row, "step_backward_compute_s"), optimizer_s=_figure(row, "step_optimizer_s"),
         other_s=_figure(row, "step_other_s"), gradient_bytes=float(row["gradient_bytes"]),
         exposed_comm_s=_figure(row, "step_allreduce_s") if workers > 1 else None, step_cv=cv,
+        ranks_per_host=ranks_per_host(row),
     )  # fmt: skip
+
+
+def host_sharing_columns(probe: pd.DataFrame) -> dict[str, float]:
+    if not {"compute_alone_s", "compute_together_s", "host_ranks"} <= set(probe.columns):
+        return {}
+    ranks = probe[["compute_alone_s", "compute_together_s", "host_ranks"]].dropna()
+    ranks = ranks[ranks["compute_alone_s"] > 0]
+    if ranks.empty:
+        return {}
+    ratio = ranks["compute_together_s"] / ranks["compute_alone_s"]
+    low, high = (float(ratio.min()), float(ratio.max())) if len(ratio) > 1 else (math.nan, math.nan)
+    return {"host_sharing": float(ratio.median()), "host_sharing_low": low, "host_sharing_high": high,
+            "host_ranks": float(ranks["host_ranks"].max())}  # fmt: skip
+
+
+def host_sharing(row: Mapping[str, Any]) -> HostSharing | None:
+    """The host-sharing probe's figure of one runs-table row, or None where its ranks shared no machine."""
+    if not (finite(row.get("host_sharing")) and finite(row.get("host_ranks")) and float(row["host_ranks"]) >= 2):
+        return None
+    return HostSharing(_figure(row, "host_sharing"), int(row["host_ranks"]))
+
+
+def ranks_per_host(row: Mapping[str, Any]) -> int:
+    """The ranks a run had computing at once on each machine (its workers over the machines they ran on)."""
+    workers = int(row["workers"])
+    hosts = float(row["hosts_realized"]) if finite(row.get("hosts_realized")) else math.nan
+    return min(workers, math.ceil(workers / hosts)) if hosts >= 1 else 1
 
 
 def _per_step(steady: pd.DataFrame) -> pd.DataFrame:

@@ -18,6 +18,13 @@ from a real run's measured profile and communication from a fitted fabric (analy
 - **Slowest-of-N**: ranks wait for the slowest at every all-reduce. With per-rank compute times
   roughly normal with standard deviation σ = CV × compute, the expected maximum of N is
   mean + σ · E[max of N standard normals] (`expected_max_standard_normal`, integrated numerically).
+- **Host sharing**: ranks that compute at once on one machine slow each other (its cores, memory
+  bandwidth, caches; on the tests' cluster two Ray nodes share one 2-core machine). The sync probe
+  measures it where a run's ranks share machines (`HostSharing`: a rank's forward + backward with its
+  machine's `ranks` ranks computing at once over the same alone); at r ranks per machine every compute
+  term is multiplied by slowdown(r) / slowdown(the measured run's), slowdown(r) = 1 + (s − 1)(r − 1) /
+  (ranks − 1): linear in the other ranks, 1 alone, the measured s at the probe's count (beyond it,
+  extrapolated, and the basis says so). Without a probe, compute is as the measured run had it.
 - **Scaling**: weak keeps the per-worker batch; strong keeps the global batch, and data, forward
   and backward scale in proportion to the per-worker batch (linear: optimistic where small batches
   under-use a device); the optimizer works on the parameters and does not scale; nor does the
@@ -105,6 +112,7 @@ class MeasuredRun:
     exposed_comm_s: Figure | None = None  # sync probe: backward with sync − without (≥ 2 workers)
     step_cv: Figure = NO_SPREAD  # spread of per-rank compute times, std / mean
     other_s: Figure = NO_SPREAD  # the rest of a step, outside the marked phases
+    ranks_per_host: int = 1  # ranks that computed at once on each machine while it was measured
 
     def __post_init__(self) -> None:
         if self.batch_per_worker < 1 or self.workers < 1 or not 1 <= self.nodes <= self.workers:
@@ -116,6 +124,27 @@ class MeasuredRun:
             raise ValueError("exposed communication is measured by the sync probe, which needs 2 or more workers")
         if self.gradient_bytes < 0:
             raise ValueError(f"gradient bytes {self.gradient_bytes} is negative")
+        if not 1 <= self.ranks_per_host <= self.workers:
+            raise ValueError(f"{self.ranks_per_host} ranks per machine out of {self.workers} workers")
+
+
+@dataclass(frozen=True)
+class HostSharing:
+    """The host-sharing probe's figure: a rank's compute with `ranks` ranks computing at once on its
+    machine, over the same rank's alone on it (≥ 1 where they contend; 1 where they do not)."""
+
+    slowdown: Figure
+    ranks: int
+
+    def __post_init__(self) -> None:
+        if self.ranks < 2:
+            raise ValueError(f"host sharing is measured with 2 or more ranks on a machine; got {self.ranks}")
+        if self.slowdown.value <= 0:
+            raise ValueError(f"a slowdown of {self.slowdown.value} is not a ratio of two times")
+
+    def at(self, ranks: int, drawn: np.ndarray) -> np.ndarray:
+        """slowdown(ranks), for each drawn slowdown at the probe's count (see the module's docstring)."""
+        return 1.0 + (drawn - 1.0) * (max(ranks, 1) - 1) / (self.ranks - 1)
 
 
 @dataclass(frozen=True)
@@ -136,6 +165,8 @@ class Prediction:
     crosses_node_boundary: bool  # nodes > 1: the all-reduce runs over the inter-node link
     link_class: str  # the link the all-reduce was modelled over ("" with one worker)
     basis: str  # which inputs the figure rests on, in words
+    ranks_per_host: int = 1  # ranks computing at once on each machine at this placement
+    compute_factor: float = 1.0  # host sharing's factor on every compute term (1: none applied)
 
 
 def link_class_for(nodes: int) -> str:
@@ -192,21 +223,27 @@ def predict(
     default_overlap: float = DEFAULT_OVERLAP,
     draws: int = DRAWS,
     seed: int = SEED,
+    sharing: HostSharing | None = None,
+    ranks_per_host: int | None = None,
 ) -> Prediction:
     """Throughput at `workers` workers on `nodes` nodes from one measured run and the links (keyed by
     link class: intra-node, inter-node). Strong scaling keeps `global_batch` (by default the measured
-    run's: its per-worker batch × its workers)."""
+    run's: its per-worker batch × its workers). `sharing`: the host-sharing probe's figure, applied at
+    `ranks_per_host` ranks per machine (by default the workers per node, rounded up)."""
     _check_placement(links, workers, nodes, scaling)
     links = {name: link for name, link in links.items() if _has_figures(link)}
     per_worker = _per_worker_batch(measured, workers, scaling, global_batch)
-    placement = (workers, nodes, per_worker / measured.batch_per_worker)
-    point = _point(measured, links)
+    per_host = ranks_per_host if ranks_per_host is not None else math.ceil(workers / nodes)
+    if not 1 <= per_host <= workers:
+        raise ValueError(f"{per_host} ranks per machine out of {workers} workers")
+    placement = (workers, nodes, per_worker / measured.batch_per_worker, per_host, sharing)
+    point = _point(measured, links, sharing)
     overlap, source = _overlap(measured, links, point, default_overlap)
     terms = _terms(measured, point, overlap, *placement)
     step = float(_step_s(terms)[0])
     if step <= 0:
         raise ValueError("every measured time is zero: a step of no time has no throughput")
-    sample = _sample(measured, links, draws, seed)
+    sample = _sample(measured, links, draws, seed, sharing)
     drawn_step = _step_s(_terms(measured, sample, _overlap(measured, links, sample, default_overlap)[0], *placement))
     samples = workers * per_worker
     throughput = samples / step
@@ -215,9 +252,10 @@ def predict(
     return Prediction(
         workers=workers, nodes=nodes, scaling=scaling, per_worker_batch=per_worker,
         throughput=throughput, low=min(low, throughput), high=max(high, throughput), step_s=step,
-        terms={name: float(values[0]) for name, values in terms.items()},
+        terms={name: float(values[0]) for name, values in terms.items() if name != "compute_factor"},
         overlap=float(overlap[0]), overlap_source=source, crosses_node_boundary=nodes > 1, link_class=link_class,
-        basis=_basis(measured, links, link_class, scaling, per_worker, draws, source),
+        basis=_basis(measured, links, link_class, scaling, per_worker, draws, source, sharing, per_host),
+        ranks_per_host=per_host, compute_factor=float(terms["compute_factor"][0]),
     )  # fmt: skip
 
 
@@ -231,13 +269,14 @@ def predict_many(
     default_overlap: float = DEFAULT_OVERLAP,
     draws: int = DRAWS,
     seed: int = SEED,
+    sharing: HostSharing | None = None,
 ) -> list[Prediction]:
     """`predict` at each (workers, nodes), with the same draws (a fixed seed): neighbouring
     placements differ by the model, not by chance."""
     return [
         predict(
             measured, links, workers, nodes, scaling,
-            global_batch=global_batch, default_overlap=default_overlap, draws=draws, seed=seed,
+            global_batch=global_batch, default_overlap=default_overlap, draws=draws, seed=seed, sharing=sharing,
         )
         for workers, nodes in placements
     ]  # fmt: skip
@@ -255,9 +294,10 @@ class _Inputs:
     cv: np.ndarray
     exposed_measured_s: np.ndarray | None
     links: dict[str, tuple[np.ndarray, np.ndarray]]  # link class -> (α seconds, β seconds per byte)
+    slowdown: np.ndarray  # the host-sharing probe's slowdown at its count of ranks (1 without one)
 
 
-def _point(measured: MeasuredRun, links: dict[str, LinkFit]) -> _Inputs:
+def _point(measured: MeasuredRun, links: dict[str, LinkFit], sharing: HostSharing | None) -> _Inputs:
     one = lambda value: np.array([value], dtype=float)
     exposed = measured.exposed_comm_s
     return _Inputs(
@@ -265,10 +305,13 @@ def _point(measured: MeasuredRun, links: dict[str, LinkFit]) -> _Inputs:
         one(measured.optimizer_s.value), one(measured.other_s.value), one(measured.step_cv.value),
         None if exposed is None else one(exposed.value),
         {name: (one(link.alpha_s), one(link.beta_s_per_byte)) for name, link in links.items()},
+        one(1.0 if sharing is None else sharing.slowdown.value),
     )  # fmt: skip
 
 
-def _sample(measured: MeasuredRun, links: dict[str, LinkFit], draws: int, seed: int) -> _Inputs:
+def _sample(
+    measured: MeasuredRun, links: dict[str, LinkFit], draws: int, seed: int, sharing: HostSharing | None = None
+) -> _Inputs:
     rng = np.random.default_rng(seed)
     figures = [measured.data_s, measured.forward_s, measured.backward_compute_s, measured.optimizer_s, measured.step_cv]
     data, forward, backward, optimizer, cv = (figure.draw(rng, draws) for figure in figures)
@@ -278,8 +321,9 @@ def _sample(measured: MeasuredRun, links: dict[str, LinkFit], draws: int, seed: 
         link = links[name]
         alpha = Figure(link.alpha_s, link.alpha_low, link.alpha_high).draw(rng, draws)
         drawn[name] = (alpha, Figure(link.beta_s_per_byte, link.beta_low, link.beta_high).draw(rng, draws))
-    other = measured.other_s.draw(rng, draws)  # drawn last: adding it left the other inputs' draws as they were
-    return _Inputs(data, forward, backward, optimizer, other, cv, exposed, drawn)
+    other = measured.other_s.draw(rng, draws)  # drawn after the rest: adding it left their draws as they were
+    slowdown = (Figure.exact(1.0) if sharing is None else sharing.slowdown).draw(rng, draws)  # and so on
+    return _Inputs(data, forward, backward, optimizer, other, cv, exposed, drawn, slowdown)
 
 
 def _allreduce_s(inputs: _Inputs, link_class: str, gradient_bytes: float, workers: int) -> np.ndarray:
@@ -327,22 +371,44 @@ def _overlap(
 
 
 def _terms(
-    measured: MeasuredRun, inputs: _Inputs, overlap: np.ndarray, workers: int, nodes: int, scale: float
+    measured: MeasuredRun,
+    inputs: _Inputs,
+    overlap: np.ndarray,
+    workers: int,
+    nodes: int,
+    scale: float,
+    per_host: int = 1,
+    sharing: HostSharing | None = None,
 ) -> dict[str, np.ndarray]:
-    """Each term of the step time at a placement; `scale` is the per-worker batch over the measured one."""
-    data, forward, backward = inputs.data_s * scale, inputs.forward_s * scale, inputs.backward_compute_s * scale
+    """Each term of the step time at a placement; `scale` is the per-worker batch over the measured one,
+    `per_host` the ranks computing at once on each machine (host sharing's factor on every compute term)."""
+    factor = compute_factor(sharing, inputs.slowdown, measured.ranks_per_host, per_host)
+    data, forward = inputs.data_s * scale * factor, inputs.forward_s * scale * factor
+    backward = inputs.backward_compute_s * scale * factor
+    optimizer, other = inputs.optimizer_s * factor, inputs.other_s * factor
     comm = _allreduce_s(inputs, link_class_for(nodes), measured.gradient_bytes, workers)
-    compute = data + forward + backward + inputs.optimizer_s + inputs.other_s
+    compute = data + forward + backward + optimizer + other
     return {
         "data_s": data,
         "forward_s": forward,
         "backward_compute_s": backward,
-        "optimizer_s": inputs.optimizer_s,
-        "other_s": inputs.other_s,
+        "optimizer_s": optimizer,
+        "other_s": other,
         "exposed_comm_s": exposed_comm(comm, backward, overlap),
         "straggler_s": straggler_s(compute, inputs.cv, workers),
         "comm_s": comm,
+        "compute_factor": factor,
     }
+
+
+def compute_factor(
+    sharing: HostSharing | None, slowdown: np.ndarray, measured_per_host: int, per_host: int
+) -> np.ndarray:
+    """What every compute term is multiplied by at `per_host` ranks per machine, the measured run having
+    had `measured_per_host`: slowdown(per_host) / slowdown(measured_per_host); 1 without a probe."""
+    if sharing is None:
+        return np.ones_like(slowdown)
+    return sharing.at(per_host, slowdown) / sharing.at(measured_per_host, slowdown)
 
 
 def _step_s(terms: dict[str, np.ndarray]) -> np.ndarray:
@@ -396,11 +462,13 @@ def _basis(
     per_worker: float,
     draws: int,
     overlap_source: str,
+    sharing: HostSharing | None = None,
+    per_host: int = 1,
 ) -> str:
     compute = f"compute from the measured {measured.workers}-worker run (batch {measured.batch_per_worker} per worker)"
     if per_worker != measured.batch_per_worker:
         compute += f", data/forward/backward scaled to batch {per_worker:g} ({scaling} scaling), optimizer as measured"
-    parts = [compute]
+    parts = [compute, _sharing_basis(sharing, measured.ranks_per_host, per_host)]
     if link_class:
         link = links[link_class]
         comm = (
@@ -412,3 +480,19 @@ def _basis(
     parts.append(f"slowest-rank wait from a compute CV of {measured.step_cv.value:.3g}")
     parts.append(f"95% interval from {draws} Monte Carlo draws (seed fixed)")
     return "; ".join(parts)
+
+
+def _sharing_basis(sharing: HostSharing | None, measured_per_host: int, per_host: int) -> str:
+    if sharing is None:
+        if per_host == measured_per_host:
+            return f"{per_host} rank(s) per machine, as measured"
+        return (
+            f"{per_host} rank(s) per machine (measured with {measured_per_host}); host sharing not probed: "
+            "compute as measured"
+        )
+    factor = float(compute_factor(sharing, np.array([sharing.slowdown.value]), measured_per_host, per_host)[0])
+    said = (
+        f"compute x{factor:.3g} for {per_host} rank(s) per machine (measured with {measured_per_host}): host "
+        f"sharing probed at {sharing.slowdown.value:.3g}x with {sharing.ranks} ranks computing at once on a machine"
+    )
+    return said + (", extrapolated beyond it" if per_host > sharing.ranks else "")

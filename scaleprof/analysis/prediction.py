@@ -9,6 +9,10 @@ the ledger by which every study checks both on its own measured placements.
 - **Base run**: the model's inputs come from one measured run of the same model and device kind: the
   ok fixed-split run with the most workers (its sync probe gives the overlap), not contended if one
   such exists; with a limit, only runs with fewer workers than it (the ledger's rule).
+- **Host sharing**: where ranks share machines, the probe's slowdown (physics.HostSharing) scales
+  compute: a prediction takes it from the runs of the same model and device kind (the one with the
+  most ranks on a machine); the ledger from the predicted run's own probe, as it takes that run's
+  fabric sweep: both are what the run measured after training, not its throughput.
 - **Ledger**: each ok fixed-split run with 2 or more workers is predicted from the runs with fewer
   workers only, by the physics model (and the fabric) and by the scaling law refitted to those runs;
   each row keeps predicted vs measured with both intervals, the error and whether the measured
@@ -26,8 +30,8 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.fabric import LinkFit, fit_fabric, stated_link
-from scaleprof.analysis.model_inputs import finite, measured_run, oversubscribed
-from scaleprof.analysis.physics import MeasuredRun, Prediction, Scaling, predict
+from scaleprof.analysis.model_inputs import finite, host_sharing, measured_run, oversubscribed, ranks_per_host
+from scaleprof.analysis.physics import HostSharing, MeasuredRun, Prediction, Scaling, predict
 from scaleprof.analysis.scaling import baselines, scaling_efficiency, speedup
 from scaleprof.records import FABRIC_COLUMNS, RunKind, RunStatus
 
@@ -108,18 +112,18 @@ def physics_predictions(
     for (model, device), group in _groups(runs):
         if not group["status"].eq(RunStatus.OK).any():
             continue  # nothing measured (skipped, failed): no row, as the scaling law gives none
-        base = base_run(group)
+        base, sharing = base_run(group), probed_sharing(group)
         for workers, nodes in placements:
             row: dict[str, Any] = {"model": model, "device": device, "workers": workers, "nodes": nodes}
             if isinstance(base, str):
                 rows.append(row | _no_figure(base))
                 continue
-            found = _predict(base[1], fabric.for_device(str(device)), workers, nodes, scaling)
+            found = _predict(base[1], fabric.for_device(str(device)), workers, nodes, scaling, sharing)
             if isinstance(found, str):
                 rows.append(row | _no_figure(found))
                 continue
             baseline = float(one_worker.get((model, device), math.nan))
-            rows.append(row | _figures(found, base[0], fabric) | {
+            rows.append(row | _figures(found, base[0], fabric, sharing) | {
                 "efficiency": float(scaling_efficiency(speedup(found.throughput, baseline), workers)),
             })  # fmt: skip
     return pd.DataFrame(rows)
@@ -139,8 +143,7 @@ def prediction_ledger(runs: pd.DataFrame, fabric: Fabric, scaling: Scaling = "we
                 "measured_high": float(target.get("throughput_high", math.nan)),
             }  # fmt: skip
             links = fabric.for_device(str(device))
-            hosts = int(target["hosts_realized"]) if finite(target.get("hosts_realized")) else nodes
-            rows.append(common | {"method": PHYSICS} | _physics_entry(group, links, workers, nodes, hosts, scaling))
+            rows.append(common | {"method": PHYSICS} | _physics_entry(group, links, target, scaling))
             rows.append(common | {"method": CURVE} | _curve_entry(ok[ok["workers"] < workers], workers))
     if not rows:
         return pd.DataFrame(columns=LEDGER_COLUMNS)
@@ -152,16 +155,34 @@ def prediction_ledger(runs: pd.DataFrame, fabric: Fabric, scaling: Scaling = "we
 
 
 def _physics_entry(
-    group: pd.DataFrame, links: dict[str, LinkFit], workers: int, nodes: int, hosts: int, scaling: Scaling
+    group: pd.DataFrame, links: dict[str, LinkFit], target: pd.Series, scaling: Scaling
 ) -> dict[str, Any]:
+    """The physics prediction of a measured run from the smaller runs, the fabric and the run's own probe."""
+    workers, nodes, per_host = int(target["workers"]), _nodes(target), ranks_per_host(target)
     base = base_run(group, below=workers)
     if isinstance(base, str):
         return _refused(base)
-    found = _predict(base[1], links, workers, nodes, scaling)
+    sharing = host_sharing(target)
+    found = _predict(base[1], links, workers, nodes, scaling, sharing, per_host)
     if isinstance(found, str):
         return _refused(found)
+    hosts = int(target["hosts_realized"]) if finite(target.get("hosts_realized")) else nodes
     return {"predicted": found.throughput, "low": found.low, "high": found.high, "base": str(base[0]["placement"]),
-            "reason": "", "caveat": oversubscribed(base[0], workers, hosts)}  # fmt: skip
+            "reason": "", "caveat": _caveat(base[0], workers, hosts, sharing, per_host)}  # fmt: skip
+
+
+def probed_sharing(group: pd.DataFrame) -> HostSharing | None:
+    """The host-sharing figure of a model's runs: from the ok run with the most ranks on one machine."""
+    found = [host_sharing(row) for _, row in group[group["status"] == RunStatus.OK].iterrows()]
+    probed = [sharing for sharing in found if sharing is not None]
+    return max(probed, key=lambda sharing: sharing.ranks) if probed else None
+
+
+def _caveat(base: pd.Series, workers: int, hosts: int, sharing: HostSharing | None, per_host: int) -> str:
+    """The oversubscription caveat, unless the host-sharing probe measured as many ranks on a machine."""
+    if sharing is not None and sharing.ranks >= per_host:
+        return ""
+    return oversubscribed(base, workers, hosts)
 
 
 def _curve_entry(smaller: pd.DataFrame, workers: int) -> dict[str, Any]:
@@ -203,10 +224,16 @@ def _nodes(row: pd.Series) -> int:
 
 
 def _predict(
-    measured: MeasuredRun, links: dict[str, LinkFit], workers: int, nodes: int, scaling: Scaling
+    measured: MeasuredRun,
+    links: dict[str, LinkFit],
+    workers: int,
+    nodes: int,
+    scaling: Scaling,
+    sharing: HostSharing | None = None,
+    per_host: int | None = None,
 ) -> Prediction | str:
     try:
-        return predict(measured, links, workers, nodes, scaling)
+        return predict(measured, links, workers, nodes, scaling, sharing=sharing, ranks_per_host=per_host)
     except ValueError as error:
         return str(error)
 
@@ -219,12 +246,13 @@ def _no_figure(reason: str) -> dict[str, Any]:
     return {"throughput": math.nan, "low": math.nan, "high": math.nan, "base": "", "reason": reason, "caveat": ""}
 
 
-def _figures(found: Prediction, base: pd.Series, fabric: Fabric) -> dict[str, Any]:
+def _figures(found: Prediction, base: pd.Series, fabric: Fabric, sharing: HostSharing | None) -> dict[str, Any]:
     link = found.link_class
     return {
         "throughput": found.throughput, "low": found.low, "high": found.high, "step_s": found.step_s,
         **{f"term_{name}": value for name, value in found.terms.items()},
         "overlap": found.overlap, "crosses_node_boundary": found.crosses_node_boundary, "link_class": link,
         "link_source": fabric.source.get(link, "") if link else "", "base": str(base["placement"]),
-        "basis": found.basis, "reason": "", "caveat": oversubscribed(base, found.workers, found.nodes),
+        "basis": found.basis, "reason": "", "compute_factor": found.compute_factor,
+        "caveat": _caveat(base, found.workers, found.nodes, sharing, found.ranks_per_host),
     }  # fmt: skip

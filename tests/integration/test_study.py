@@ -169,6 +169,10 @@ def test_step_breakdown_mfu_and_sync_probe_on_real_runs(study):
     assert cpu2["step_allreduce_s"] > 0  # two workers on two nodes: gloo all-reduce measured by the probe
     parts = cpu2[["step_data_s", "step_forward_s", "step_backward_compute_s", "step_allreduce_s", "step_optimizer_s"]]
     assert (parts >= 0).all() and parts.sum() <= cpu2["step_time_p95_s"] * 1.5
+    # Its two Ray nodes are one machine: the probe timed each rank's compute alone on it and with the other at once.
+    assert cpu2["host_ranks"] == 2 and cpu2["hosts_realized"] == 1
+    assert cpu2["host_sharing_low"] <= cpu2["host_sharing"] <= cpu2["host_sharing_high"] and cpu2["host_sharing"] > 0.5
+    assert pd.isna(cpu1["host_sharing"])  # one rank shares its machine with no other
 
 
 def test_live_figures_reach_rays_metrics_endpoint(ray_session, tmp_path):

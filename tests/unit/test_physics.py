@@ -11,6 +11,7 @@ from scaleprof.analysis.fabric import stated_link
 from scaleprof.analysis.physics import (
     STEP_TERMS,
     Figure,
+    HostSharing,
     MeasuredRun,
     expected_max_standard_normal,
     infer_overlap,
@@ -184,3 +185,27 @@ def test_impossible_inputs_are_refused():
     probed_over_unfitted = run(gradient_bytes=1e8, workers=2, exposed=0.001)
     p = predict(probed_over_unfitted, {"intra-node": unfitted, "inter-node": SLOW}, 4, 2)
     assert p.overlap == 0 and "has no fabric" in p.overlap_source
+
+
+def test_host_sharing_slows_compute_by_the_probed_ratio_linear_in_the_other_ranks():
+    """Pure compute of 0.11 s a step, measured alone on its machine; the probe saw 1.25x with 2 ranks at once."""
+    measured, sharing = run(gradient_bytes=0.0), HostSharing(exact(1.25), ranks=2)
+    same = lambda workers, nodes, **kw: predict(measured, LINKS, workers, nodes, sharing=sharing, **kw)
+    two, four, spread = same(2, 1), same(4, 1), same(4, 2)
+    assert two.compute_factor == pytest.approx(1.25) and two.step_s == pytest.approx(0.11 * 1.25)
+    assert two.throughput == pytest.approx(2 * 32 / (0.11 * 1.25))
+    assert four.compute_factor == pytest.approx(1.75) and "extrapolated beyond it" in four.basis
+    assert spread.compute_factor == pytest.approx(1.25)  # 2 per machine again
+    assert same(4, 1, ranks_per_host=1).compute_factor == 1.0  # four machines behind one Ray node: none shared
+    assert sum(two.terms[name] for name in STEP_TERMS) == pytest.approx(two.step_s)
+    assert "host sharing probed at 1.25x with 2 ranks" in two.basis
+    # A base measured with 2 ranks on its machine, predicted with 1: its compute shrinks by the same ratio.
+    shared = dataclasses.replace(run(gradient_bytes=0.0, workers=2, exposed=0.0), ranks_per_host=2)
+    assert predict(shared, LINKS, 2, 2, sharing=sharing).compute_factor == pytest.approx(1 / 1.25)
+    # Without a probe nothing changes, and the basis says compute was taken as measured.
+    plain = predict(measured, LINKS, 2, 1)
+    assert plain.compute_factor == 1.0 and "host sharing not probed" in plain.basis
+    wide = predict(measured, LINKS, 2, 1, sharing=HostSharing(Figure(1.25, 1.1, 1.4), ranks=2))
+    assert wide.low < two.throughput < wide.high and wide.throughput == pytest.approx(two.throughput)
+    with pytest.raises(ValueError, match="2 or more ranks"):
+        HostSharing(exact(1.2), ranks=1)

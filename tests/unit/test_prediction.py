@@ -11,7 +11,7 @@ import pytest
 
 from scaleprof import cli
 from scaleprof.analysis.fabric import ring_time
-from scaleprof.analysis.model_inputs import measured_run, oversubscribed
+from scaleprof.analysis.model_inputs import host_sharing_columns, measured_run, oversubscribed
 from scaleprof.analysis.prediction import fabric_of, physics_predictions, prediction_ledger, study_sweep
 from scaleprof.analysis.summarize import summarize
 from scaleprof.records import FABRIC_COLUMNS
@@ -161,3 +161,33 @@ def test_the_throughput_chart_draws_the_ledger_beside_the_measured_points(tables
     spec = json.dumps(throughput_vs_workers(tables.runs, ledger).to_dict())
     assert "physics (from smaller runs)" in spec and "diamond" in spec
     assert "physics (from smaller runs)" not in json.dumps(throughput_vs_workers(tables.runs).to_dict())
+
+
+def test_the_host_sharing_probe_gives_the_median_ratio_over_ranks_within_their_range():
+    """Two ranks on one machine: together 1.2x and 1.3x their time alone."""
+    probe = pd.DataFrame({"allreduce_s": [0.05, 0.05], "compute_alone_s": [0.10, 0.20],
+                          "compute_together_s": [0.12, 0.26], "host_ranks": [2, 2]})  # fmt: skip
+    assert host_sharing_columns(probe) == pytest.approx(
+        {"host_sharing": 1.25, "host_sharing_low": 1.2, "host_sharing_high": 1.3, "host_ranks": 2}
+    )
+    assert host_sharing_columns(probe.drop(columns=["compute_alone_s"])) == {}  # a study from before the probe
+    assert host_sharing_columns(probe.assign(compute_alone_s=None)) == {}  # ranks that shared no machine
+
+
+def test_the_ledger_applies_the_predicted_runs_own_host_sharing(tables):
+    fabric = fabric_of(exact_sweep(), "test")
+    runs = tables.runs.copy()
+    two = runs["placement"] == "cpu-2"
+    runs[["worker_cores_busy", "node_cpus"]] = [0.96, 2.0]  # cpu-1 kept 0.96 of 2 cores busy
+    runs.loc[two, "hosts_realized"] = 1.0  # and cpu-2's two ranks shared one machine
+    plain = prediction_ledger(runs, fabric).set_index("method").loc["physics"]
+    assert "would share cores" in plain["caveat"]
+    runs.loc[two, ["host_sharing", "host_sharing_low", "host_sharing_high", "host_ranks"]] = [1.25, 1.2, 1.3, 2.0]
+    shared = prediction_ledger(runs, fabric).set_index("method").loc["physics"]
+    comm = float(ring_time(ALPHA, BETA, "all_reduce", 4000, 2))
+    assert shared["predicted"] == pytest.approx(2 * 50 / (0.25 * 1.25 + comm), rel=1e-3)
+    assert plain["predicted"] == pytest.approx(2 * 50 / (0.25 + comm), rel=1e-3)
+    assert shared["caveat"] == ""  # the probe measured 2 ranks on the machine: the model includes the sharing
+    table = physics_predictions(runs, [(2, 1), (2, 2)], fabric_of(exact_sweep(), "test", {"inter-node": "1GB/s,1us"}))
+    one_node, two_nodes = table.itertuples()  # from cpu-2 itself (the most workers), measured 2 to a machine
+    assert one_node.compute_factor == 1.0 and two_nodes.compute_factor == pytest.approx(1 / 1.25)
