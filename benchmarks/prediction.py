@@ -66,12 +66,20 @@ def one_round(name: str, out: Path) -> dict[str, Any]:
         "w2_exposed_allreduce_s": float(runs.loc["w2", "step_allreduce_s"]),
         "step_s_w1": float(runs.loc["w1", "step_time_p50_s"]),
         "fabric_rows": 0 if tables.fabric is None else len(tables.fabric),
+        # The host-sharing probe (the two Ray nodes are one machine): w2's compute together over alone.
+        "w2_host_sharing": float(runs.loc["w2", "host_sharing"]),
+        "w2_host_sharing_range": [float(runs.loc["w2", f"host_sharing_{side}"]) for side in ("low", "high")],
+        "w2_hosts": int(runs.loc["w2", "hosts_realized"]),
+        # Where the miss came from, per step (the ledger's parts): compute, and the all-reduce with the wait.
+        **{f"{part}_{side}_s": float(physics[f"{part}_{side}_s"]) for part in ("compute", "sync")
+           for side in ("predicted", "measured")},
     }  # fmt: skip
 
 
 def bench_prediction(rounds: int) -> dict[str, Any]:
-    """The 2-worker throughput predicted from the 1-worker run + the fabric alone, against the measured one,
-    for a communication-bound and a compute-bound model, on a two-node local cluster; rounds alternate them."""
+    """The 2-worker throughput predicted from the 1-worker run + the fabric and host-sharing probes alone (which
+    the 2-worker run made after training), against the measured one, for a communication-bound and a
+    compute-bound model, on a two-node local cluster (one machine); rounds alternate them."""
     import ray
     from ray.cluster_utils import Cluster
 

@@ -11,12 +11,13 @@ the ledger by which every study checks both on its own measured placements.
   such exists; with a limit, only runs with fewer workers than it (the ledger's rule).
 - **Host sharing**: where ranks share machines, the probe's slowdown (physics.HostSharing) scales
   compute: a prediction takes it from the runs of the same model and device kind (the one with the
-  most ranks on a machine); the ledger from the predicted run's own probe, as it takes that run's
-  fabric sweep: both are what the run measured after training, not its throughput.
+  most ranks on a machine); the ledger only from runs with fewer workers than the one it predicts.
 - **Ledger**: each ok fixed-split run with 2 or more workers is predicted from the runs with fewer
   workers only, by the physics model (and the fabric) and by the scaling law refitted to those runs;
   each row keeps predicted vs measured with both intervals, the error and whether the measured
-  figure fell inside the predicted interval.
+  figure fell inside the predicted interval; a physics row also keeps, per step, the compute (data,
+  forward, backward, optimizer, other) and the sync (exposed all-reduce and the wait for the slowest
+  rank, which the run's sync probe measures together) predicted and measured: where a miss came from.
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ PHYSICS, CURVE = "physics", "scaling law"
 LEDGER_COLUMNS = [
     "run_id", "model", "device", "placement", "workers", "nodes", "method", "predicted", "low", "high", "measured",
     "measured_low", "measured_high", "error_pct", "covered", "base", "reason", "caveat",
+    "compute_predicted_s", "compute_measured_s", "sync_predicted_s", "sync_measured_s",
 ]  # fmt: skip
+COMPUTE_TERMS = ("data_s", "forward_s", "backward_compute_s", "optimizer_s", "other_s")
+# The runs-table columns (analysis/breakdown.py's) that measured each compute term, and the sync probe's.
+MEASURED_COMPUTE = tuple(f"step_{name}" for name in COMPUTE_TERMS)
 
 
 @dataclass(frozen=True)
@@ -162,13 +167,25 @@ def _physics_entry(
     base = base_run(group, below=workers)
     if isinstance(base, str):
         return _refused(base)
-    sharing = host_sharing(target)
+    sharing = probed_sharing(group[group["workers"] < workers])
     found = _predict(base[1], links, workers, nodes, scaling, sharing, per_host)
     if isinstance(found, str):
         return _refused(found)
     hosts = int(target["hosts_realized"]) if finite(target.get("hosts_realized")) else nodes
+    caveat = _caveat(base[0], workers, hosts, sharing, per_host)
     return {"predicted": found.throughput, "low": found.low, "high": found.high, "base": str(base[0]["placement"]),
-            "reason": "", "caveat": _caveat(base[0], workers, hosts, sharing, per_host)}  # fmt: skip
+            "reason": "", "caveat": caveat} | _parts(found, target)  # fmt: skip
+
+
+def _parts(found: Prediction, target: pd.Series) -> dict[str, float]:
+    """Per step, the compute and the sync the model predicted and the run measured (NaN where it has no breakdown)."""
+    measured = [float(target.get(name, math.nan)) for name in MEASURED_COMPUTE]
+    return {
+        "compute_predicted_s": sum(found.terms[name] for name in COMPUTE_TERMS),
+        "compute_measured_s": sum(measured) if all(map(math.isfinite, measured)) else math.nan,
+        "sync_predicted_s": found.terms["exposed_comm_s"] + found.terms["straggler_s"],
+        "sync_measured_s": float(target.get("step_allreduce_s", math.nan)),
+    }
 
 
 def probed_sharing(group: pd.DataFrame) -> HostSharing | None:
@@ -239,7 +256,9 @@ def _predict(
 
 
 def _refused(reason: str) -> dict[str, Any]:
-    return {"predicted": math.nan, "low": math.nan, "high": math.nan, "base": "", "reason": reason, "caveat": ""}
+    return {"predicted": math.nan, "low": math.nan, "high": math.nan, "base": "", "reason": reason, "caveat": ""} | {
+        name: math.nan for name in LEDGER_COLUMNS if name.endswith(("_predicted_s", "_measured_s"))
+    }
 
 
 def _no_figure(reason: str) -> dict[str, Any]:

@@ -1035,16 +1035,30 @@ def _ledger_sentences(ledger: pd.DataFrame) -> list[str]:
             f"({r['low']:,.0f}–{r['high']:,.0f}); measured {r['measured']:,.0f}, {r['error_pct']:+.0f}%"
         )
         if _known(r["covered"]) and not r["covered"] and r.get("caveat"):
-            said += f", outside the interval: {r['caveat']} (Prediction ledger table)."
+            said += f", outside the interval: {r['caveat']} (Prediction ledger table).{_miss(r)}"
         elif _known(r["covered"]) and not r["covered"]:
             said += (
                 ", outside the interval: something the model does not see slowed or sped this run (contention on "
-                "the node, NUMA, a slow link, a straggler) (Prediction ledger table)."
+                f"the node, NUMA, a slow link, a straggler) (Prediction ledger table).{_miss(r)}"
             )
         else:
             said += ", inside the interval (Prediction ledger table)."
         out.append(said)
     return out
+
+
+def _miss(r: pd.Series) -> str:
+    """Where a ledger row's miss came from: per step, compute and sync measured against predicted."""
+    pairs = [("compute", "compute"), ("sync", "the all-reduce with the wait for the slowest rank")]
+    said = []
+    for part, what in pairs:
+        measured, predicted = r.get(f"{part}_measured_s", np.nan), r.get(f"{part}_predicted_s", np.nan)
+        if not (np.isfinite(measured) and np.isfinite(predicted) and predicted > 0):
+            continue
+        ratio = measured / predicted
+        off = f"{ratio:.3g}x" if ratio >= 2 else f"{100 * (ratio - 1):+.0f}%"
+        said.append(f"{what} {measured * 1e3:.3g} ms measured against {predicted * 1e3:.3g} ms predicted ({off})")
+    return f" Per step: {'; '.join(said)}." if said else ""
 
 
 def _known(value: Any) -> bool:

@@ -91,6 +91,11 @@ def test_the_report_opens_with_the_self_check(tmp_path):
     said = [s for s in findings_sentences(tables) if s.startswith("Self-check")]
     assert len(said) == 1 and "from cpu-1 and the measured fabric alone" in said[0]
     assert "outside the interval" in said[0]
+    # cpu-2's sync probe saw 50 ms; the fabric's 2-rank all-reduce of 4,000 bytes takes 2 x 0.1 ms + 4 us
+    assert (
+        "the all-reduce with the wait for the slowest rank 50 ms measured against 0.204 ms predicted (245x)" in said[0]
+    )
+    assert "Per step: compute " in said[0]
 
 
 def test_a_stored_sweep_wins_over_the_runs_own(tables):
@@ -174,20 +179,30 @@ def test_the_host_sharing_probe_gives_the_median_ratio_over_ranks_within_their_r
     assert host_sharing_columns(probe.assign(compute_alone_s=None)) == {}  # ranks that shared no machine
 
 
-def test_the_ledger_applies_the_predicted_runs_own_host_sharing(tables):
+def test_host_sharing_reaches_predictions_but_never_the_ledger_row_of_the_run_that_measured_it(tables):
+    """cpu-2's two ranks shared a machine and its probe saw 1.25x. Predicting cpu-2 itself, the ledger uses
+    only runs with fewer workers (none probed sharing): it predicts as before and keeps the caveat. A
+    prediction of a placement nobody ran takes the probe: compute as cpu-2 had it (2 ranks to a machine)
+    on one node, 1/1.25 of it with one rank per node."""
     fabric = fabric_of(exact_sweep(), "test")
     runs = tables.runs.copy()
-    two = runs["placement"] == "cpu-2"
     runs[["worker_cores_busy", "node_cpus"]] = [0.96, 2.0]  # cpu-1 kept 0.96 of 2 cores busy
+    two = runs["placement"] == "cpu-2"
     runs.loc[two, "hosts_realized"] = 1.0  # and cpu-2's two ranks shared one machine
-    plain = prediction_ledger(runs, fabric).set_index("method").loc["physics"]
-    assert "would share cores" in plain["caveat"]
     runs.loc[two, ["host_sharing", "host_sharing_low", "host_sharing_high", "host_ranks"]] = [1.25, 1.2, 1.3, 2.0]
-    shared = prediction_ledger(runs, fabric).set_index("method").loc["physics"]
+    physics = prediction_ledger(runs, fabric).set_index("method").loc["physics"]
     comm = float(ring_time(ALPHA, BETA, "all_reduce", 4000, 2))
-    assert shared["predicted"] == pytest.approx(2 * 50 / (0.25 * 1.25 + comm), rel=1e-3)
-    assert plain["predicted"] == pytest.approx(2 * 50 / (0.25 + comm), rel=1e-3)
-    assert shared["caveat"] == ""  # the probe measured 2 ranks on the machine: the model includes the sharing
+    assert physics["predicted"] == pytest.approx(2 * 50 / (0.25 + comm), rel=1e-3)
+    assert "would share cores" in physics["caveat"]
+    # Where the miss came from: per step, compute and sync predicted against cpu-2's measured breakdown.
+    assert physics["compute_predicted_s"] == pytest.approx(0.25) and physics["sync_predicted_s"] == pytest.approx(comm)
+    measured = row(tables, "cpu-2")
+    assert physics["sync_measured_s"] == pytest.approx(measured["step_allreduce_s"]) == pytest.approx(0.05)
+    assert physics["compute_measured_s"] == pytest.approx(
+        sum(
+            measured[f"step_{name}"] for name in ("data_s", "forward_s", "backward_compute_s", "optimizer_s", "other_s")
+        )
+    )
     table = physics_predictions(runs, [(2, 1), (2, 2)], fabric_of(exact_sweep(), "test", {"inter-node": "1GB/s,1us"}))
     one_node, two_nodes = table.itertuples()  # from cpu-2 itself (the most workers), measured 2 to a machine
     assert one_node.compute_factor == 1.0 and two_nodes.compute_factor == pytest.approx(1 / 1.25)
