@@ -24,7 +24,8 @@ from a real run's measured profile and communication from a fitted fabric (analy
   machine's `ranks` ranks computing at once over the same alone); at r ranks per machine every compute
   term is multiplied by slowdown(r) / slowdown(the measured run's), slowdown(r) = 1 + (s − 1)(r − 1) /
   (ranks − 1): linear in the other ranks, 1 alone, the measured s at the probe's count (beyond it,
-  extrapolated, and the basis says so). Without a probe, compute is as the measured run had it.
+  extrapolated, and the basis says so); a ratio under 1 is the probe's noise (ranks do not speed each
+  other up) and counts as 1. Without a probe, compute is as the measured run had it.
 - **Scaling**: weak keeps the per-worker batch; strong keeps the global batch, and data, forward
   and backward scale in proportion to the per-worker batch (linear: optimistic where small batches
   under-use a device); the optimizer works on the parameters and does not scale; nor does the
@@ -144,7 +145,7 @@ class HostSharing:
 
     def at(self, ranks: int, drawn: np.ndarray) -> np.ndarray:
         """slowdown(ranks), for each drawn slowdown at the probe's count (see the module's docstring)."""
-        return 1.0 + (drawn - 1.0) * (max(ranks, 1) - 1) / (self.ranks - 1)
+        return 1.0 + (np.maximum(drawn, 1.0) - 1.0) * (max(ranks, 1) - 1) / (self.ranks - 1)
 
 
 @dataclass(frozen=True)

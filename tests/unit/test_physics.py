@@ -207,5 +207,7 @@ def test_host_sharing_slows_compute_by_the_probed_ratio_linear_in_the_other_rank
     assert plain.compute_factor == 1.0 and "host sharing not probed" in plain.basis
     wide = predict(measured, LINKS, 2, 1, sharing=HostSharing(Figure(1.25, 1.1, 1.4), ranks=2))
     assert wide.low < two.throughput < wide.high and wide.throughput == pytest.approx(two.throughput)
+    noise = HostSharing(exact(0.97), ranks=2)  # together faster than alone: the probe's noise, not a speed-up
+    assert predict(measured, LINKS, 4, 1, sharing=noise).compute_factor == 1.0
     with pytest.raises(ValueError, match="2 or more ranks"):
         HostSharing(exact(1.2), ranks=1)
