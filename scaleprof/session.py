@@ -730,7 +730,7 @@ class WorkerSession:
         (by host name: several Ray nodes can run on one machine), each times the batches' forward + backward
         without gradient sync alone on its machine (the machine's ranks take turns; ranks on other machines
         at the same time) and with all its machine's ranks computing at once, twice, interleaved. The median
-        per batch of each; {} when no machine holds two ranks (nothing shared to measure)."""
+        per batch of each; {} on a rank alone on its machine (nothing shared to measure)."""
         import torch.distributed as dist
 
         hosts: list[Any] = [None] * self.world_size
@@ -760,15 +760,19 @@ class WorkerSession:
             else:
                 dist.barrier()
 
+        shared = len(mates) > 1  # a rank alone on its machine only keeps the others' barriers
         alone: list[float] = []
         together: list[float] = []
         for _ in range(2):
             for turn in range(turns):
                 barrier()
-                if mates.index(self.rank) == turn:
+                if shared and mates.index(self.rank) == turn:
                     alone += timed()
                 barrier()
-            together += timed()
+            if shared:
+                together += timed()
+        if not shared:
+            return {}
         return {
             "compute_alone_s": float(np.median(alone)),
             "compute_together_s": float(np.median(together)),

@@ -162,7 +162,7 @@ def prediction_ledger(runs: pd.DataFrame, fabric: Fabric, scaling: Scaling = "we
 def _physics_entry(
     group: pd.DataFrame, links: dict[str, LinkFit], target: pd.Series, scaling: Scaling
 ) -> dict[str, Any]:
-    """The physics prediction of a measured run from the smaller runs, the fabric and the run's own probe."""
+    """The physics prediction of a measured run from the smaller runs and the fabric alone."""
     workers, nodes, per_host = int(target["workers"]), _nodes(target), ranks_per_host(target)
     base = base_run(group, below=workers)
     if isinstance(base, str):
