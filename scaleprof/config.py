@@ -484,11 +484,17 @@ class CostSpec(_Strict):
 class GoalSpec(_Strict):
     max_cost_per_sample_usd: float | None = Field(default=None, gt=0, description="a budget per training sample")
     min_throughput: float | None = Field(default=None, gt=0, description="a deadline, as samples per second")
+    samples: float | None = Field(default=None, gt=0, description="with deadline_hours: samples to train by then")
+    deadline_hours: float | None = Field(default=None, gt=0, description="with samples: the hours to train them in")
 
     @model_validator(mode="after")
     def _something(self) -> GoalSpec:
-        if self.max_cost_per_sample_usd is None and self.min_throughput is None:
-            raise ValueError("goal: give max_cost_per_sample_usd, min_throughput or both")
+        if (self.samples is None) != (self.deadline_hours is None):
+            raise ValueError("goal: a deadline needs both samples and deadline_hours")
+        if self.max_cost_per_sample_usd is None and self.min_throughput is None and self.samples is None:
+            raise ValueError(
+                "goal: give max_cost_per_sample_usd, min_throughput, samples with deadline_hours, or several"
+            )
         return self
 
 

@@ -30,6 +30,12 @@ def cost_per_sample_usd(cost_per_hour_usd: float, throughput: float) -> float:
     return cost_per_hour_usd / 3600 / throughput
 
 
+def throughput_for_cost(cost_per_hour_usd: float, max_cost_per_sample_usd: float) -> float:
+    """The throughput at which a placement billed `cost_per_hour_usd` costs `max_cost_per_sample_usd` per sample
+    (cost_per_sample_usd solved for the throughput): slower costs more per sample."""
+    return cost_per_hour_usd / 3600 / max_cost_per_sample_usd
+
+
 def hourly_rate(run: pd.Series, price: dict[str, Any], billing: str) -> tuple[float, float]:
     """(billed nodes, USD per hour) for one run."""
     if billing == "share":

@@ -208,8 +208,14 @@ def findings(
     goal: dict[str, Any] | None,
     fits: pd.DataFrame | None = None,
     placements: pd.DataFrame | None = None,
+    fabric: Any = None,
+    ledger: pd.DataFrame | None = None,
 ) -> Findings:
-    out = Findings(best_run_id=best_run(runs), fixed_cost=fixed_cost(runs), recommendation=recommend(runs, goal))
+    """`fabric` (analysis/prediction.Fabric) and `ledger` let the recommendation predict by the physics model
+    and say how far it was off on this study."""
+    out = Findings(
+        best_run_id=best_run(runs), fixed_cost=fixed_cost(runs), recommendation=recommend(runs, goal, fabric, ledger)
+    )
     headline(out, runs, fits, placements)
     priced = _scaling_points(runs).dropna(subset=["cost_per_sample_usd"])
     if not priced.empty:

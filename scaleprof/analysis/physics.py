@@ -83,6 +83,16 @@ class Figure:
     def has_interval(self) -> bool:
         return math.isfinite(self.low) and math.isfinite(self.high)
 
+    def share_above(self, threshold: float) -> float:
+        """The probability that the quantity is at least `threshold`, under the two-piece normal `draw`
+        samples from (a step at the value without an interval)."""
+        if not self.has_interval:
+            return float(self.value >= threshold)
+        side = (self.value - self.low if threshold < self.value else self.high - self.value) / Z95
+        if side <= 0:
+            return float(self.value >= threshold)
+        return float(stats.norm.sf((threshold - self.value) / side))
+
     def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         """`size` draws from a two-piece normal centred on the value, each side scaled so the 95%
         interval is [low, high], clipped at 0. Always takes `size` normals from `rng`, so widening

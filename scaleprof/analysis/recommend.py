@@ -1,13 +1,23 @@
-"""Which placement to buy: the cheapest that meets the study's goal, measured or predicted.
+"""Which placement to buy: the cheapest that meets the study's goal, measured or predicted, and how sure.
 
-Measured runs come first. When none meets the goal, the scaling law of each (model, device) is
-asked at worker counts up to 4x the largest measured, with the cost per worker-hour of that
-group's largest measured run (cost assumed to grow linearly with workers), and the cheapest
-predicted count that meets the goal is named, marked as a prediction.
+A goal is a throughput it needs (`min_throughput`; `samples` in `deadline_hours`, as samples per second)
+and a budget per sample (`max_cost_per_sample_usd`), which at a placement's hourly price is a throughput
+too (analysis/cost.throughput_for_cost): a placement meets the goal when its throughput reaches the highest
+of them (`required_throughput`).
+
+Measured runs come first. When none meets the goal, each (model, device) is predicted at worker counts up
+to 4x the largest measured, priced at that group's largest measured run's cost per worker-hour (cost
+assumed to grow linearly with workers): by the physics model (analysis/prediction.py) where the study's
+fabric gives it a figure, with as many workers per node as that largest run had; else by the scaling law.
+How sure: the chance the placement's throughput reaches the goal under its 95% interval (physics.Figure's
+two-piece normal). The cheapest placement that meets the goal with 97.5% or more (its whole interval
+above what the goal needs) is named; failing one, the cheapest whose predicted figure meets it, with its
+chance. Beside a physics prediction stands how far the model was off on the study's own runs (the ledger).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -15,19 +25,47 @@ import pandas as pd
 
 from scaleprof.records import RunKind, RunStatus
 
+SURE = 0.975  # the whole 95% interval meets the goal
+METHOD_NAMES = {"physics": "physics model", "scaling law": "scaling law"}
+
+
+def required_throughput(goal: dict[str, Any], cost_per_hour_usd: float) -> float:
+    """The throughput a placement billed `cost_per_hour_usd` needs to meet `goal` (0 when nothing asks any;
+    inf when a budget is set and the price is unknown)."""
+    from scaleprof.analysis.cost import throughput_for_cost
+
+    needs = [_speed_needed(goal)]
+    if goal.get("max_cost_per_sample_usd") is not None:
+        hourly = float(cost_per_hour_usd)
+        needs.append(
+            throughput_for_cost(hourly, goal["max_cost_per_sample_usd"]) if math.isfinite(hourly) else math.inf
+        )
+    return max(needs)
+
+
+def _speed_needed(goal: dict[str, Any]) -> float:
+    """The throughput the goal asks outright: `min_throughput`, and `samples` in `deadline_hours` (0: neither)."""
+    needs = [0.0]
+    if goal.get("min_throughput") is not None:
+        needs.append(float(goal["min_throughput"]))
+    if goal.get("samples") is not None and goal.get("deadline_hours") is not None:
+        needs.append(float(goal["samples"]) / (float(goal["deadline_hours"]) * 3600))
+    return max(needs)
+
 
 def _meets(throughput: float, cost: float, goal: dict[str, Any]) -> bool:
-    if goal.get("min_throughput") is not None and not throughput >= goal["min_throughput"]:
+    if not throughput >= _speed_needed(goal):
         return False
     return goal.get("max_cost_per_sample_usd") is None or cost <= goal["max_cost_per_sample_usd"]
 
 
-def recommend(runs: pd.DataFrame, goal: dict[str, Any] | None) -> dict[str, Any] | None:
+def recommend(
+    runs: pd.DataFrame, goal: dict[str, Any] | None, fabric: Any = None, ledger: pd.DataFrame | None = None
+) -> dict[str, Any] | None:
+    """The recommendation for `goal` (see the module's docstring); `fabric` (analysis/prediction.Fabric) lets
+    the physics model predict, `ledger` says how far it was off on this study's runs."""
     if not goal:
         return None
-    from scaleprof.analysis.cost import cost_per_sample_usd
-    from scaleprof.analysis.scaling import predictions
-
     ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT) & runs["throughput"].notna()]
     cost = ok["cost_per_sample_usd"] if "cost_per_sample_usd" in ok else pd.Series(np.nan, index=ok.index)
     meeting = ok[[_meets(t, c, goal) for t, c in zip(ok["throughput"], cost)]]
@@ -39,32 +77,76 @@ def recommend(runs: pd.DataFrame, goal: dict[str, Any] | None) -> dict[str, Any]
                 "throughput_low": float(best.get("throughput_low", np.nan)),
                 "cost_per_sample_usd": float(best.get("cost_per_sample_usd", np.nan)),
                 "cost_per_sample_high_usd": float(best.get("cost_per_sample_high_usd", np.nan))}  # fmt: skip
-    candidates = []
-    for (model, device), group in ok.groupby(["model", "device"]):
-        if group["workers"].nunique() < 2:
+    candidates = [c for _, group in ok.groupby(["model", "device"]) for c in _predicted(group, goal, fabric)]
+    if not candidates:
+        return {"basis": "none"}
+    frame = pd.DataFrame(candidates)
+    key = "cost_per_sample_usd" if frame["cost_per_sample_usd"].notna().any() else "workers"
+    sure = frame[frame["chance"] >= SURE]
+    best = (sure if not sure.empty else frame).sort_values([key, "workers"]).iloc[0].to_dict()
+    if best["method"] == "physics" and ledger is not None and not ledger.empty:
+        best["ledger_error_pct"] = _ledger_error(ledger, best["model"], best["device"])
+    return best
+
+
+def _predicted(group: pd.DataFrame, goal: dict[str, Any], fabric: Any) -> list[dict[str, Any]]:
+    """Each worker count of one (model, device) up to 4x its largest measured that meets the goal by its
+    predicted figure: physics where it has one, else the scaling law; with its price and chance."""
+    from scaleprof.analysis.cost import cost_per_sample_usd
+    from scaleprof.analysis.physics import Figure
+    from scaleprof.analysis.prediction import physics_predictions
+    from scaleprof.analysis.scaling import predictions
+
+    model, device = group["model"].iloc[0], group["device"].iloc[0]
+    largest = group.sort_values("workers").iloc[-1]
+    per_worker_hour = float(largest.get("cost_per_hour_usd", np.nan)) / float(largest["workers"])
+    nodes = float(largest.get("nodes_realized", np.nan))
+    per_node = max(1, round(float(largest["workers"]) / nodes)) if np.isfinite(nodes) and nodes >= 1 else 1
+    counts = list(range(1, 4 * int(group["workers"].max()) + 1))
+    rows: dict[int, dict[str, Any]] = {}
+    if group["workers"].nunique() >= 2:
+        law = predictions(group, counts)
+        for p in law[law["valid"]].to_dict("records"):  # a law outside its meaning predicts nothing
+            rows[int(p["workers"])] = p | {"method": "scaling law", "nodes": math.nan}
+    if fabric is not None and not fabric.empty:
+        physics = physics_predictions(group, [(w, math.ceil(w / per_node)) for w in counts], fabric)
+        for p in physics.to_dict("records") if not physics.empty else []:
+            if np.isfinite(p["throughput"]):
+                rows[int(p["workers"])] = p | {"method": "physics", "caveats": p.get("caveat", "")}
+    out = []
+    measured = set(group["workers"].astype(int))
+    for workers, p in sorted(rows.items()):
+        if workers in measured:  # measured there: the measurement stands, and it did not meet the goal
             continue
-        largest = group.sort_values("workers").iloc[-1]
-        per_worker_hour = largest.get("cost_per_hour_usd", np.nan) / largest["workers"]
-        top = 4 * int(group["workers"].max())
-        curve = predictions(group, list(range(1, top + 1)))
-        for _, p in curve[curve["valid"]].iterrows():  # a law outside its meaning predicts nothing
-            c = cost_per_sample_usd(per_worker_hour * p["workers"], p["throughput"])
-            if _meets(p["throughput"], c, goal):
-                candidates.append({"basis": "predicted", "model": model, "device": device, "workers": int(p["workers"]),
-                                   "throughput": float(p["throughput"]), "cost_per_sample_usd": float(c),
-                                   "caveats": p["caveats"]})  # fmt: skip
-    if candidates:
-        frame = pd.DataFrame(candidates)
-        key = "cost_per_sample_usd" if frame["cost_per_sample_usd"].notna().any() else "workers"
-        return frame.sort_values(key).iloc[0].to_dict()
-    return {"basis": "none"}
+        hourly = per_worker_hour * workers
+        needed = required_throughput(goal, hourly)
+        if not p["throughput"] >= needed:
+            continue
+        low, high = float(p.get("low", np.nan)), float(p.get("high", np.nan))
+        interval = Figure(float(p["throughput"]), min(low, p["throughput"]), max(high, p["throughput"]))
+        if not (np.isfinite(low) and np.isfinite(high)):
+            interval = Figure(float(p["throughput"]), math.nan, math.nan)
+        out.append({
+            "basis": "predicted", "method": p["method"], "model": model, "device": device, "workers": workers,
+            "nodes": p["nodes"], "throughput": float(p["throughput"]), "throughput_low": low,
+            "throughput_high": high, "cost_per_sample_usd": float(cost_per_sample_usd(hourly, p["throughput"])),
+            "chance": interval.share_above(needed), "caveats": p.get("caveats", "") or "",
+        })  # fmt: skip
+    return out
+
+
+def _ledger_error(ledger: pd.DataFrame, model: str, device: str) -> float:
+    """The physics model's median |error| (%) on this study's own runs of that model and device (NaN: none)."""
+    mine = ledger[(ledger["method"] == "physics") & (ledger["model"] == model) & (ledger["device"] == device)]
+    errors = mine["error_pct"].dropna().abs()
+    return float(errors.median()) if not errors.empty else math.nan
 
 
 def _margin(r: dict[str, Any], goal: dict[str, Any]) -> str:
     """A caveat when the goal is met by the point figure but not by its whole 95% interval."""
     misses = []
     low = r.get("throughput_low", np.nan)
-    if goal.get("min_throughput") is not None and np.isfinite(low) and low < goal["min_throughput"]:
+    if goal.get("min_throughput") is not None and np.isfinite(low) and low < _speed_needed(goal):
         misses.append(f"its throughput's 95% interval reaches down to {low:,.0f} samples/s")
     high = r.get("cost_per_sample_high_usd", np.nan)
     budget = goal.get("max_cost_per_sample_usd")
@@ -79,6 +161,11 @@ def describe(recommendation: dict[str, Any] | None, goal: dict[str, Any] | None)
     wants = []
     if goal.get("min_throughput") is not None:
         wants.append(f"at least {goal['min_throughput']:,.0f} samples/s")
+    if goal.get("samples") is not None and goal.get("deadline_hours") is not None:
+        wants.append(
+            f"{goal['samples']:,.0f} samples in {goal['deadline_hours']:g} h "
+            f"({float(goal['samples']) / (float(goal['deadline_hours']) * 3600):,.0f} samples/s)"
+        )
     if goal.get("max_cost_per_sample_usd") is not None:
         wants.append(f"at most ${goal['max_cost_per_sample_usd'] * 1e6:.4f} per 1M samples")
     head = "Goal (" + " and ".join(wants) + "): "
@@ -92,9 +179,29 @@ def describe(recommendation: dict[str, Any] | None, goal: dict[str, Any] | None)
             + f"({r['throughput']:,.0f} samples/s{cost_text}, measured){_margin(r, goal)}."
         )
     if r["basis"] == "predicted":
-        return head + (
-            f"no measured placement meets it; the scaling law predicts {r['workers']} {r['device']} worker(s) of "
-            f"{r['model']} would ({r['throughput']:,.0f} samples/s{cost_text}; a prediction, not a measurement"
-            f"{'; ' + r['caveats'] if r.get('caveats') else ''})."
-        )
-    return head + "neither a measured placement nor the scaling law up to 4x the largest measured count meets it."
+        return head + _predicted_text(r, cost_text)
+    return head + "neither a measured placement nor a prediction up to 4x the largest measured count meets it."
+
+
+def _predicted_text(r: dict[str, Any], cost_text: str) -> str:
+    physics = r.get("method") == "physics"
+    where = f" on {int(r['nodes'])} node(s)" if physics and np.isfinite(r.get("nodes", np.nan)) else ""
+    low, high = r.get("throughput_low", np.nan), r.get("throughput_high", np.nan)
+    interval = f", 95% interval {low:,.0f}–{high:,.0f}" if np.isfinite(low) and np.isfinite(high) and high > low else ""
+    chance = r.get("chance", np.nan)
+    if interval and chance >= SURE:
+        sure = "its whole 95% interval meets the goal"
+    elif interval:
+        sure = f"no predicted placement meets it with its whole interval; this one about {chance:.0%} of the time"
+    else:
+        sure = "it has no interval to say how sure"
+    said = (
+        f"no measured placement meets it; the {METHOD_NAMES.get(r.get('method', ''), 'scaling law')} predicts "
+        f"{r['workers']} "
+        f"{r['device']} worker(s){where} of {r['model']} would ({r['throughput']:,.0f} samples/s{interval}"
+        f"{cost_text}): {sure}"
+    )
+    error = r.get("ledger_error_pct", np.nan)
+    if physics and np.isfinite(error):
+        said += f"; on this study's own multi-worker runs the physics model was off by {error:.0f}% (median)"
+    return said + f"; a prediction, not a measurement{'; ' + r['caveats'] if r.get('caveats') else ''}."

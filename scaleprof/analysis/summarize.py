@@ -371,7 +371,8 @@ def summarize(store: StudyStore) -> StudyTables:
     fits = scaling_fits(runs)
     sweep = study_sweep(store.fabric(), of_kind(events, EventKind.FABRIC) if not events.empty else events)
     scaling = str(manifest["experiment"].get("train", {}).get("scaling", "weak"))
-    ledger = prediction_ledger(runs, fabric_of(sweep, "the study"), scaling)  # type: ignore[arg-type]
+    fabric = fabric_of(sweep, "the study")
+    ledger = prediction_ledger(runs, fabric, scaling)  # type: ignore[arg-type]
     goal = manifest["experiment"].get("goal")
     placements = spread_table(runs, noisy_cv)
     return StudyTables(
@@ -391,7 +392,7 @@ def summarize(store: StudyStore) -> StudyTables:
         hardware=hardware_table(runs, inference),
         quality_summary=quality_summary(runs),
         law_curves=law_curves(runs, fits),
-        findings=findings(runs, goal, fits, placements),
+        findings=findings(runs, goal, fits, placements, fabric, ledger),
         damage=store.damage.lines(),
         traces=sorted(str(p.relative_to(store.root)) for p in store.root.glob("traces/*/*.json.gz")),
         ledger=ledger,

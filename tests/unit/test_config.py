@@ -90,6 +90,8 @@ def test_digest_is_stable_and_changes_with_content(tmp_path):
         ),
         (GOOD + "evaluation: {cv_folds: 1}\n", "evaluation.cv_folds", "at least 2 folds"),
         (GOOD + "train: {lr_scaling: sqrt}\n", "train.lr_scaling", "'none' or 'linear'"),
+        (GOOD + "goal: {samples: 1000000}\n", "goal", "both samples and deadline_hours"),
+        (GOOD + "goal: {deadline_hours: 0}\n", "goal.deadline_hours", "greater than 0"),
     ],
 )
 def test_invalid_fields_are_named(tmp_path, text, field, words):

@@ -211,3 +211,11 @@ def test_host_sharing_slows_compute_by_the_probed_ratio_linear_in_the_other_rank
     assert predict(measured, LINKS, 4, 1, sharing=noise).compute_factor == 1.0
     with pytest.raises(ValueError, match="2 or more ranks"):
         HostSharing(exact(1.2), ranks=1)
+
+
+def test_the_chance_a_figure_reaches_a_threshold_follows_its_two_piece_interval():
+    figure = Figure(100.0, 80.0, 130.0)
+    assert figure.share_above(100.0) == pytest.approx(0.5)
+    assert figure.share_above(80.0) == pytest.approx(0.975)  # its interval's lower end
+    assert figure.share_above(130.0) == pytest.approx(0.025)  # and its upper end, on the wider side
+    assert exact(100.0).share_above(99.0) == 1.0 and exact(100.0).share_above(101.0) == 0.0

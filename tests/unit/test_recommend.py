@@ -1,6 +1,7 @@
 """The goal: the cheapest placement that meets it, measured or predicted."""
 
 import pandas as pd
+import pytest
 
 
 def scaling_runs():
@@ -45,3 +46,70 @@ def test_a_predicted_recommendation_says_what_its_law_rests_on():
     goal = {"min_throughput": 400}
     text = describe(recommend(runs, goal), goal)
     assert "a prediction, not a measurement; from 3 worker counts (3 runs)" in text and "cpu-4 contended" in text
+
+
+def noisy_runs():
+    """1, 2, 4, 8 workers a little off Amdahl's law (serial 5%): the law's band is narrow near 8 and widens."""
+    import numpy as np
+
+    from scaleprof.analysis.usl import usl
+
+    workers = [1, 2, 4, 8]
+    return pd.DataFrame(
+        {"model": "m", "placement": [f"cpu-{w}" for w in workers], "device": "cpu", "kind": "fixed-split",
+         "status": "ok", "workers": workers,
+         "throughput": usl(np.array(workers), 0.05, 0.0, 100.0) * np.array([1.0, 1.002, 0.998, 1.001]),
+         "cost_per_hour_usd": [3.6 * w for w in workers]}
+    ).assign(cost_per_sample_usd=lambda f: f["cost_per_hour_usd"] / 3600 / f["throughput"])  # fmt: skip
+
+
+def test_a_predicted_recommendation_is_the_cheapest_its_whole_interval_meets_else_says_its_chance():
+    """At 9 workers the law predicts 643 samples/s (622-665), at 10, 690 (648-733). For 640, 9 meets it by its
+    figure only: 10 is named, its whole interval above. For 680 no count's interval is wholly above: the cheapest
+    count whose figure meets it is named with its chance."""
+    from scaleprof.analysis.recommend import SURE, describe, recommend
+
+    runs = noisy_runs()
+    goal = {"min_throughput": 640}
+    sure = recommend(runs, goal)
+    assert sure["workers"] == 10 and sure["chance"] >= SURE and sure["method"] == "scaling law"
+    assert "its whole 95% interval meets the goal" in describe(sure, goal)
+    goal = {"min_throughput": 680}
+    likely = recommend(runs, goal)
+    assert likely["workers"] == 10 and 0.5 < likely["chance"] < SURE
+    assert f"this one about {likely['chance']:.0%} of the time" in describe(likely, goal)
+
+
+def test_a_deadline_and_a_budget_are_throughputs_the_placement_must_reach():
+    from scaleprof.analysis.cost import cost_per_sample_usd
+    from scaleprof.analysis.recommend import describe, recommend, required_throughput
+
+    assert required_throughput({"samples": 3.6e6, "deadline_hours": 2}, 3.6) == 500
+    needed = required_throughput({"min_throughput": 100, "max_cost_per_sample_usd": 1e-6}, 3.6)
+    assert needed == pytest.approx(1000)
+    assert cost_per_sample_usd(3.6, needed) == pytest.approx(1e-6)  # the budget's throughput costs the budget
+    goal = {"samples": 150 * 3600 * 10, "deadline_hours": 10}  # 150 samples/s
+    measured = recommend(scaling_runs(), goal)
+    assert measured["basis"] == "measured" and measured["placement"] == "cpu-2"
+    assert "Goal (5,400,000 samples in 10 h (150 samples/s)): met cheapest by m on cpu-2" in describe(measured, goal)
+
+
+def test_the_physics_model_recommends_where_the_fabric_reaches_and_says_how_far_it_was_off_here(tmp_path):
+    """The hand-made study (cpu-1 176 samples/s, cpu-2 300 measured) with an exact intra-node sweep and a stated
+    inter-node link: 3 workers go over two nodes (cpu-2 had 2 to a node). The ledger's error on cpu-2 is said."""
+    from scaleprof.analysis.prediction import fabric_of, prediction_ledger
+    from scaleprof.analysis.recommend import describe, recommend
+    from scaleprof.analysis.summarize import summarize
+    from tests.unit.study_data import make_study
+    from tests.unit.test_prediction import exact_sweep
+
+    runs = summarize(make_study(tmp_path / "study")).runs
+    fabric = fabric_of(exact_sweep(), "test", {"inter-node": "1GB/s,50us"})
+    goal = {"min_throughput": 500}
+    best = recommend(runs, goal, fabric, prediction_ledger(runs, fabric))
+    assert (best["method"], best["workers"], best["nodes"]) == ("physics", 3, 2)
+    text = describe(best, goal)
+    assert "the physics model predicts 3 cpu worker(s) on 2 node(s) of mlp" in text
+    assert "the physics model was off by 33% (median)" in text and "it has no interval to say how sure" in text
+    # Without a fabric the scaling law is all there is: two worker counts fit nothing here.
+    assert recommend(runs, goal)["basis"] == "none"
