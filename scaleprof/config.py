@@ -448,6 +448,11 @@ class EvaluationSpec(_Strict):
     noisy_cv: float = Field(
         default=0.05, gt=0, le=10, description="flag repeats whose coefficient of variation is above this"
     )
+    quality_tolerance: float = Field(
+        default=0.02, ge=0, le=1,
+        description="flag a multi-worker placement whose test accuracy (or perplexity) differs from one worker's by "
+        "more than this share, and more than its repeats' spread",
+    )  # fmt: skip
     min_steady_steps: int = Field(
         default=30,
         strict=True,

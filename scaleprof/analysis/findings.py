@@ -12,6 +12,7 @@ import pandas as pd
 
 from scaleprof.analysis.phases import WALL_PHASES
 from scaleprof.analysis.quality import RUN_METRICS
+from scaleprof.analysis.quality_shift import DEFAULT_TOLERANCE, QualityShift, quality_shifts
 from scaleprof.analysis.recommend import recommend
 from scaleprof.analysis.scaling import predictions
 from scaleprof.records import RunKind, RunStatus
@@ -38,6 +39,7 @@ class Findings:
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> runs
     low_confidence: list[dict[str, Any]] = field(default_factory=list)  # run_id, placement, steady_steps
     contended: list[dict[str, Any]] = field(default_factory=list)  # run_id, placement, outside_cpu_*, gpu_other_*
+    quality_shifts: list[QualityShift] = field(default_factory=list)  # placements whose quality one worker's is not
 
 
 # What a headline run's caveats are made of (the report words them: report/render.caveats).
@@ -210,12 +212,17 @@ def findings(
     placements: pd.DataFrame | None = None,
     fabric: Any = None,
     ledger: pd.DataFrame | None = None,
+    quality_tolerance: float = DEFAULT_TOLERANCE,
 ) -> Findings:
     """`fabric` (analysis/prediction.Fabric) and `ledger` let the recommendation predict by the physics model
-    and say how far it was off on this study."""
+    and say how far it was off on this study; a placement whose quality fell (analysis/quality_shift.py) is
+    never recommended."""
+    shifts = quality_shifts(runs, quality_tolerance)
+    fell = {(shift.model, shift.placement) for shift in shifts if shift.worse}
     out = Findings(
-        best_run_id=best_run(runs), fixed_cost=fixed_cost(runs), recommendation=recommend(runs, goal, fabric, ledger)
-    )
+        best_run_id=best_run(runs), fixed_cost=fixed_cost(runs), quality_shifts=shifts,
+        recommendation=recommend(runs, goal, fabric, ledger, fell),
+    )  # fmt: skip
     headline(out, runs, fits, placements)
     priced = _scaling_points(runs).dropna(subset=["cost_per_sample_usd"])
     if not priced.empty:

@@ -60,15 +60,23 @@ def _meets(throughput: float, cost: float, goal: dict[str, Any]) -> bool:
 
 
 def recommend(
-    runs: pd.DataFrame, goal: dict[str, Any] | None, fabric: Any = None, ledger: pd.DataFrame | None = None
+    runs: pd.DataFrame,
+    goal: dict[str, Any] | None,
+    fabric: Any = None,
+    ledger: pd.DataFrame | None = None,
+    fell: set[tuple[str, str]] | None = None,
 ) -> dict[str, Any] | None:
     """The recommendation for `goal` (see the module's docstring); `fabric` (analysis/prediction.Fabric) lets
-    the physics model predict, `ledger` says how far it was off on this study's runs."""
+    the physics model predict, `ledger` says how far it was off on this study's runs. Placements in `fell`
+    ((model, placement) whose quality fell below one worker's, analysis/quality_shift.py) are never named, and
+    a prediction for that model says where quality fell."""
     if not goal:
         return None
+    fell = fell or set()
     ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT) & runs["throughput"].notna()]
+    ok = ok[np.array([(model, placement) not in fell for model, placement in zip(ok["model"], ok["placement"])], bool)]
     cost = ok["cost_per_sample_usd"] if "cost_per_sample_usd" in ok else pd.Series(np.nan, index=ok.index)
-    meeting = ok[[_meets(t, c, goal) for t, c in zip(ok["throughput"], cost)]]
+    meeting = ok[np.array([_meets(t, c, goal) for t, c in zip(ok["throughput"], cost)], bool)]
     if not meeting.empty:
         key = "cost_per_sample_usd" if meeting["cost_per_sample_usd"].notna().any() else "throughput"
         best = meeting.sort_values(key, ascending=key != "throughput").iloc[0]
@@ -86,6 +94,10 @@ def recommend(
     best = (sure if not sure.empty else frame).sort_values([key, "workers"]).iloc[0].to_dict()
     if best["method"] == "physics" and ledger is not None and not ledger.empty:
         best["ledger_error_pct"] = _ledger_error(ledger, best["model"], best["device"])
+    lost = sorted(placement for model, placement in fell if model == best["model"])
+    if lost:
+        said = f"quality fell on {', '.join(lost)} (more workers than one may learn less, see the Quality finding)"
+        best["caveats"] = "; ".join(part for part in (best.get("caveats", ""), said) if part)
     return best
 
 

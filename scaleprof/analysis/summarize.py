@@ -23,6 +23,7 @@ from scaleprof.analysis.phases import WALL_PHASES, wall_phases
 from scaleprof.analysis.placement import placement_warning, workers_table
 from scaleprof.analysis.prediction import fabric_of, prediction_ledger, study_sweep
 from scaleprof.analysis.quality import RUN_METRICS, quality_tables
+from scaleprof.analysis.quality_shift import DEFAULT_TOLERANCE
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
 from scaleprof.analysis.steady import time_span
@@ -392,7 +393,15 @@ def summarize(store: StudyStore) -> StudyTables:
         hardware=hardware_table(runs, inference),
         quality_summary=quality_summary(runs),
         law_curves=law_curves(runs, fits),
-        findings=findings(runs, goal, fits, placements, fabric, ledger),
+        findings=findings(
+            runs,
+            goal,
+            fits,
+            placements,
+            fabric,
+            ledger,
+            float(manifest["experiment"]["evaluation"].get("quality_tolerance", DEFAULT_TOLERANCE)),
+        ),  # fmt: skip
         damage=store.damage.lines(),
         traces=sorted(str(p.relative_to(store.root)) for p in store.root.glob("traces/*/*.json.gz")),
         ledger=ledger,

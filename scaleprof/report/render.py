@@ -400,6 +400,8 @@ def findings_sentences(tables: StudyTables) -> list[str]:
             f"{bad['reason']} (Scaling law table)."
         )
     out += _ledger_sentences(tables.ledger)
+    tolerance = float(tables.manifest["experiment"].get("evaluation", {}).get("quality_tolerance", 0.02))
+    out += [_quality_shift_sentence(shift, tolerance) for shift in found.quality_shifts]
     if found.bottleneck:
         out.append(_bottleneck_sentence(found.bottleneck))
     if found.cheapest:
@@ -1018,6 +1020,24 @@ def workers_display(workers: pd.DataFrame) -> pd.DataFrame:
             "torch threads": col("torch_threads"),
             "GPU": [gpu(n, u, r) for n, u, r in zip(col("gpu_name"), col("gpu_uuid"), col("gpu_unavailable"))],
         }
+    )
+
+
+def _quality_shift_sentence(shift: Any, tolerance: float) -> str:
+    """A placement whose held-out quality is not one worker's (analysis/quality_shift.QualityShift)."""
+    what = "test accuracy" if shift.metric == "accuracy" else "test perplexity"
+    verdict = (
+        "scaling changed what was learned, so its throughput is not a like-for-like gain, and no goal recommends it"
+        if shift.worse
+        else "scaling changed what was learned (here for the better)"
+    )
+    return (
+        f"Quality: {shift.model} on {shift.placement} ({shift.workers} workers) reached {what} {shift.value:.4g} "
+        f"against {shift.base:.4g} on one worker ({shift.change:+.0%}; beyond its repeats' spread and the "
+        f"{tolerance:.0%} tolerance), with a global batch of {shift.global_batch:g} against "
+        f"{shift.base_global_batch:g} and a learning rate of {shift.lr:.3g} against {shift.base_lr:.3g}: {verdict}. "
+        "train.scaling: strong keeps the global batch, train.lr_scaling: linear scales the learning rate with it, "
+        "and the time-to-target figures compare placements at equal quality (Quality table)."
     )
 
 
