@@ -3,8 +3,6 @@ and the `fabric` command's refusals (before Ray)."""
 
 import json
 import math
-import multiprocessing
-import socket
 import traceback
 
 import pandas as pd
@@ -14,6 +12,8 @@ from scaleprof import cli
 from scaleprof.analysis.fabric import COLLECTIVES, SWEEP_COLUMNS, fit_fabric
 from scaleprof.execution.fabric_probe import PROBE_COLLECTIVES, link_class_of, sweep
 from scaleprof.records import FABRIC_COLUMNS
+
+from .gloo_ranks import run_ranks
 
 SIZES = [4 * 2**10, 64 * 2**10, 2**20]  # 4 KiB, 64 KiB, 1 MiB
 
@@ -34,24 +34,7 @@ def _sweep_rank(rank: int, world: int, port: int, queue) -> None:
 
 def gloo_sweep(world: int = 2) -> list:
     """Each rank's sweep, by rank."""
-    context = multiprocessing.get_context("spawn")
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    queue = context.Queue()
-    processes = [context.Process(target=_sweep_rank, args=(rank, world, port, queue)) for rank in range(world)]
-    for process in processes:
-        process.start()
-    try:
-        results = dict(queue.get(timeout=120) for _ in processes)
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-    for rank, result in results.items():
-        assert not isinstance(result, str), f"rank {rank} failed:\n{result}"
-    return [results[rank] for rank in range(world)]
+    return run_ranks(_sweep_rank, world)
 
 
 def test_a_gloo_sweep_times_every_collective_and_size_the_same_on_both_ranks_and_fits():

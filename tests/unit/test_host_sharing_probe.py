@@ -2,14 +2,14 @@
 ranks 0 and 1 say they share machine "a", rank 2 is alone on "b". The two that share time their compute
 alone and together; the lone rank keeps the barriers and reports no ratio."""
 
-import multiprocessing
-import socket
 import traceback
+
+from .gloo_ranks import run_ranks
 
 HOSTS = ["a", "a", "b"]
 
 
-def _probe_rank(rank: int, port: int, queue) -> None:
+def _probe_rank(rank: int, world: int, port: int, queue) -> None:
     """One gloo rank in a fresh process: the ProbeEvent's fields, or the error's traceback."""
     import torch
     import torch.distributed as dist
@@ -20,7 +20,7 @@ def _probe_rank(rank: int, port: int, queue) -> None:
     from scaleprof.records import ProbeEvent
 
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=len(HOSTS))
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
         try:
             session_module.socket.gethostname = lambda: HOSTS[rank]  # this process only
             torch.manual_seed(0)
@@ -28,7 +28,7 @@ def _probe_rank(rank: int, port: int, queue) -> None:
             before = [p.detach().clone() for p in model.parameters()]
             events: list = []
             s = session_module.WorkerSession(
-                events.append, [].append, rank=rank, world_size=len(HOSTS), device=torch.device("cpu"), threads=1,
+                events.append, [].append, rank=rank, world_size=world, device=torch.device("cpu"), threads=1,
                 epochs=1,
             )  # fmt: skip
             data = DataLoader(TensorDataset(torch.randn(256, 32), torch.arange(256) % 2), batch_size=32)
@@ -44,26 +44,10 @@ def _probe_rank(rank: int, port: int, queue) -> None:
 
 
 def test_ranks_that_share_a_machine_time_their_compute_alone_and_together_and_a_lone_rank_reports_none():
-    context = multiprocessing.get_context("spawn")
-    with socket.socket() as free:
-        free.bind(("127.0.0.1", 0))
-        port = free.getsockname()[1]
-    queue = context.Queue()
-    processes = [context.Process(target=_probe_rank, args=(rank, port, queue)) for rank in range(len(HOSTS))]
-    for process in processes:
-        process.start()
-    try:
-        results = dict(queue.get(timeout=120) for _ in processes)
-    finally:
-        for process in processes:
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-    for rank, result in results.items():
-        assert not isinstance(result, str), f"rank {rank} failed:\n{result}"
+    results = run_ranks(_probe_rank, len(HOSTS))
     for rank in (0, 1):
         shared = results[rank]
         assert shared["host_ranks"] == 2 and shared["compute_alone_s"] > 0 and shared["compute_together_s"] > 0
     lone = results[2]
     assert lone.get("host_ranks") is None and lone.get("compute_alone_s") is None and lone["allreduce_s"] >= 0
-    assert all(result["weights_unchanged"] for result in results.values())  # the probe trains nothing
+    assert all(result["weights_unchanged"] for result in results)  # the probe trains nothing
