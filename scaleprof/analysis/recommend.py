@@ -73,8 +73,11 @@ def recommend(
     if not goal:
         return None
     fell = fell or set()
-    ok = runs[(runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT) & runs["throughput"].notna()]
-    ok = ok[np.array([(model, placement) not in fell for model, placement in zip(ok["model"], ok["placement"])], bool)]
+    measured = runs[
+        (runs["status"] == RunStatus.OK) & (runs["kind"] == RunKind.FIXED_SPLIT) & runs["throughput"].notna()
+    ]
+    keep = [(model, placement) not in fell for model, placement in zip(measured["model"], measured["placement"])]
+    ok = measured[np.array(keep, bool)]
     cost = ok["cost_per_sample_usd"] if "cost_per_sample_usd" in ok else pd.Series(np.nan, index=ok.index)
     meeting = ok[np.array([_meets(t, c, goal) for t, c in zip(ok["throughput"], cost)], bool)]
     if not meeting.empty:
@@ -85,13 +88,14 @@ def recommend(
                 "throughput_low": float(best.get("throughput_low", np.nan)),
                 "cost_per_sample_usd": float(best.get("cost_per_sample_usd", np.nan)),
                 "cost_per_sample_high_usd": float(best.get("cost_per_sample_high_usd", np.nan))}  # fmt: skip
-    candidates = [c for _, group in ok.groupby(["model", "device"]) for c in _predicted(group, goal, fabric)]
+    # Predicted from every measured run (one whose quality fell still measured its speed), at counts none measured.
+    candidates = [c for _, group in measured.groupby(["model", "device"]) for c in _predicted(group, goal, fabric)]
     if not candidates:
         return {"basis": "none"}
     frame = pd.DataFrame(candidates)
-    key = "cost_per_sample_usd" if frame["cost_per_sample_usd"].notna().any() else "workers"
+    order = ["cost_per_sample_usd", "workers"] if frame["cost_per_sample_usd"].notna().any() else ["workers"]
     sure = frame[frame["chance"] >= SURE]
-    best = (sure if not sure.empty else frame).sort_values([key, "workers"]).iloc[0].to_dict()
+    best = (sure if not sure.empty else frame).sort_values(order).iloc[0].to_dict()
     if best["method"] == "physics" and ledger is not None and not ledger.empty:
         best["ledger_error_pct"] = _ledger_error(ledger, best["model"], best["device"])
     lost = sorted(placement for model, placement in fell if model == best["model"])
@@ -128,7 +132,7 @@ def _predicted(group: pd.DataFrame, goal: dict[str, Any], fabric: Any) -> list[d
     out = []
     measured = set(group["workers"].astype(int))
     for workers, p in sorted(rows.items()):
-        if workers in measured:  # measured there: the measurement stands, and it did not meet the goal
+        if workers in measured:  # measured there: the measurement stands (it did not meet the goal, or learned less)
             continue
         hourly = per_worker_hour * workers
         needed = required_throughput(goal, hourly)

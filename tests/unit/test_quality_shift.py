@@ -56,6 +56,12 @@ def test_no_goal_recommends_a_placement_whose_quality_fell():
     best = recommend(table, goal, fell=fell)
     assert best["placement"] == "cpu-4"  # cpu-2 is fast enough and cheaper, but learned less
     assert "met cheapest by m on cpu-4" in describe(best, goal)
+    # Beyond every measured placement: predicted from all three runs (cpu-2 still measured its speed), never at
+    # a measured count, and saying where quality fell.
+    more = {"min_throughput": 400}
+    predicted = recommend(table, more, fell=fell)
+    assert predicted["basis"] == "predicted" and predicted["workers"] > 4
+    assert "quality fell on cpu-2" in describe(predicted, more)
 
 
 def test_the_report_says_what_scaling_did_to_the_result(tmp_path):
