@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.fabric import LinkFit, fit_fabric, stated_link
-from scaleprof.analysis.model_inputs import finite, host_sharing, measured_run, oversubscribed, ranks_per_host
+from scaleprof.analysis.model_inputs import PHASES, finite, host_sharing, measured_run, oversubscribed, ranks_per_host
 from scaleprof.analysis.physics import HostSharing, MeasuredRun, Prediction, Scaling, predict
 from scaleprof.analysis.scaling import baselines, scaling_efficiency, speedup
 from scaleprof.records import FABRIC_COLUMNS, RunKind, RunStatus
@@ -42,9 +42,8 @@ LEDGER_COLUMNS = [
     "measured_low", "measured_high", "error_pct", "covered", "base", "reason", "caveat",
     "compute_predicted_s", "compute_measured_s", "sync_predicted_s", "sync_measured_s",
 ]  # fmt: skip
-COMPUTE_TERMS = ("data_s", "forward_s", "backward_compute_s", "optimizer_s", "other_s")
-# The runs-table columns (analysis/breakdown.py's) that measured each compute term, and the sync probe's.
-MEASURED_COMPUTE = tuple(f"step_{name}" for name in COMPUTE_TERMS)
+# The physics model's compute terms: the runs-table phases the model takes (model_inputs.PHASES) by their term names.
+COMPUTE_TERMS = tuple(name.removeprefix("step_") for name in PHASES)
 
 
 @dataclass(frozen=True)
@@ -179,7 +178,7 @@ def _physics_entry(
 
 def _parts(found: Prediction, target: pd.Series) -> dict[str, float]:
     """Per step, the compute and the sync the model predicted and the run measured (NaN where it has no breakdown)."""
-    measured = [float(target.get(name, math.nan)) for name in MEASURED_COMPUTE]
+    measured = [float(target.get(name, math.nan)) for name in PHASES]
     return {
         "compute_predicted_s": sum(found.terms[name] for name in COMPUTE_TERMS),
         "compute_measured_s": sum(measured) if all(map(math.isfinite, measured)) else math.nan,

@@ -153,9 +153,11 @@ def _predicted(group: pd.DataFrame, goal: dict[str, Any], fabric: Any) -> list[d
 
 def _ledger_error(ledger: pd.DataFrame, model: str, device: str) -> float:
     """The physics model's median |error| (%) on this study's own runs of that model and device (NaN: none)."""
-    mine = ledger[(ledger["method"] == "physics") & (ledger["model"] == model) & (ledger["device"] == device)]
-    errors = mine["error_pct"].dropna().abs()
-    return float(errors.median()) if not errors.empty else math.nan
+    from scaleprof.analysis.prediction import PHYSICS, ledger_summary
+
+    summary = ledger_summary(ledger[(ledger["model"] == model) & (ledger["device"] == device)])
+    physics = summary[summary["method"] == PHYSICS]["median_abs_error_pct"]
+    return float(physics.iloc[0]) if not physics.empty else math.nan
 
 
 def _margin(r: dict[str, Any], goal: dict[str, Any]) -> str:
