@@ -21,7 +21,9 @@ from scaleprof.records import RunKind, RunStatus
 @dataclass
 class Findings:
     best_run_id: str | None = None  # the fixed-split run with the highest macro F1
-    cheapest: dict[str, Any] | None = None  # model, placement, cost_per_sample_usd (steady state)
+    # model, placement, cost_per_sample_usd (steady state) among placements whose quality held;
+    # cheaper_but_fell: the same for a cheaper one whose quality fell (analysis/quality_shift.py), else None
+    cheapest: dict[str, Any] | None = None
     fastest: dict[str, Any] | None = None  # model, placement, throughput
     largest_divergence: dict[str, Any] | None = None  # run_id, loss_divergence
     fixed_cost: dict[str, float] | None = None  # medians of the wall-time phases; runs; training_share
@@ -31,7 +33,7 @@ class Findings:
     # The report's opening summary: each backed by a table or chart further down.
     top_throughput: dict[str, Any] | None = None  # model, placement, workers, throughput
     largest_scale: dict[str, Any] | None = None  # model, placement, workers, speedup, scaling_efficiency
-    law_peak: dict[str, Any] | None = None  # model, device, peak_workers, max_measured_workers, caveats
+    law_peak: dict[str, Any] | None = None  # model, device, peak_workers, max_measured_workers, caveats, within_reach
     invalid_laws: list[dict[str, Any]] = field(default_factory=list)  # model, device, law, reason: fits not used
     bottleneck: dict[str, Any] | None = None  # see step_bottleneck
     negative_scaling: list[dict[str, Any]] = field(default_factory=list)  # model, placement, workers, speedup
@@ -90,12 +92,17 @@ def quality_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+# How far past the largest measured worker count a fitted law is read: its curves are drawn up to this
+# multiple (at least 16 workers), and a peak beyond it is not stated as a worker count.
+LAW_REACH = 4
+
+
 def law_curves(runs: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
-    """The fitted laws on a grid of worker counts up to 4x the largest measured (at least 16); a law
-    whose parameters are outside their meaning is not drawn."""
+    """The fitted laws on a grid of worker counts up to LAW_REACH x the largest measured (at least 16); a
+    law whose parameters are outside their meaning is not drawn."""
     if fits.empty or not fits["valid"].any():
         return pd.DataFrame()
-    top = max(16, 4 * int(fits.loc[fits["valid"], "max_measured_workers"].max()))
+    top = max(16, LAW_REACH * int(fits.loc[fits["valid"], "max_measured_workers"].max()))
     grid = sorted({int(round(v)) for v in np.geomspace(1, top, 40)})
     curves = predictions(runs, grid)
     return curves[curves["valid"]].reset_index(drop=True)
@@ -183,6 +190,8 @@ def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, place
         if not valid.empty:
             fit = valid.iloc[0]
             out.law_peak = {k: fit[k] for k in ("model", "device", "peak_workers", "max_measured_workers", "caveats")}
+            # A peak far past the measured counts is the fit's arithmetic, not something these points place.
+            out.law_peak["within_reach"] = bool(fit["peak_workers"] <= LAW_REACH * fit["max_measured_workers"])
         invalid = fits[~fits["valid"]].itertuples()
         out.invalid_laws = [
             {"model": f.model, "device": f.device, "law": f.law, "reason": f.invalid_reason} for f in invalid
@@ -203,6 +212,23 @@ def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, place
              "outside_cpu_share": float(r.outside_cpu_share), "gpu_other_processes": float(r.gpu_other_processes)}
             for r in busy.itertuples()
         ]  # fmt: skip
+
+
+def cheapest(priced: pd.DataFrame, fell: set[tuple[str, str]]) -> dict[str, Any] | None:
+    """The run with the lowest steady-state cost per sample among placements whose quality held; a cheaper
+    one whose quality fell is named beside it (a low price for a different result is not a saving)."""
+    fields = ("model", "placement", "cost_per_sample_usd", *CAVEAT_FIELDS)
+    lost = [(m, p) in fell for m, p in zip(priced["model"], priced["placement"], strict=True)]
+    held, fallen = priced[~np.array(lost, dtype=bool)], priced[np.array(lost, dtype=bool)]
+    if held.empty:
+        return None
+    cheap = held.loc[held["cost_per_sample_usd"].idxmin()]
+    out = {k: cheap.get(k, np.nan) for k in fields}
+    out["cheaper_but_fell"] = None
+    if not fallen.empty and fallen["cost_per_sample_usd"].min() < cheap["cost_per_sample_usd"]:
+        other = fallen.loc[fallen["cost_per_sample_usd"].idxmin()]
+        out["cheaper_but_fell"] = {k: other[k] for k in ("model", "placement", "cost_per_sample_usd")}
+    return out
 
 
 def findings(
@@ -226,8 +252,8 @@ def findings(
     headline(out, runs, fits, placements)
     priced = _scaling_points(runs).dropna(subset=["cost_per_sample_usd"])
     if not priced.empty:
-        cheap, fast = priced.loc[priced["cost_per_sample_usd"].idxmin()], priced.loc[priced["throughput"].idxmax()]
-        out.cheapest = {k: cheap.get(k, np.nan) for k in ("model", "placement", "cost_per_sample_usd", *CAVEAT_FIELDS)}
+        out.cheapest = cheapest(priced, fell)
+        fast = priced.loc[priced["throughput"].idxmax()]
         out.fastest = {k: fast[k] for k in ("model", "placement", "throughput")}
     if runs["loss_divergence"].notna().any():
         worst = runs.loc[runs["loss_divergence"].idxmax()]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaleprof.analysis.findings import Findings
+from scaleprof.analysis.findings import LAW_REACH, Findings
 from scaleprof.analysis.language import perplexity
 from scaleprof.analysis.phases import WALL_PHASES
 from scaleprof.analysis.quality import RUN_METRICS
@@ -384,12 +384,16 @@ def findings_sentences(tables: StudyTables) -> list[str]:
         )
     if found.law_peak:
         p = found.law_peak
-        peak = float(p["peak_workers"])
-        where = (
-            f"puts {p['model']}'s ({p['device']}) peak throughput at about {peak:.0f} workers"
-            if np.isfinite(peak)
-            else f"has no peak for {p['model']} ({p['device']}): throughput keeps rising with workers"
-        )
+        peak, reach = float(p["peak_workers"]), LAW_REACH * int(p["max_measured_workers"])
+        if not np.isfinite(peak):
+            where = f"has no peak for {p['model']} ({p['device']}): throughput keeps rising with workers"
+        elif p.get("within_reach", True):
+            where = f"puts {p['model']}'s ({p['device']}) peak throughput at about {peak:,.0f} workers"
+        else:
+            where = (
+                f"places no peak for {p['model']} ({p['device']}) within {reach} workers ({LAW_REACH}x the largest "
+                "measured count); further out than that the curve is arithmetic, not a measurement"
+            )
         out.append(
             f"The fitted scaling law {where}; measured up to {int(p['max_measured_workers'])} workers "
             f"[{p['caveats']}] (Scaling law table)."
@@ -406,9 +410,16 @@ def findings_sentences(tables: StudyTables) -> list[str]:
         out.append(_bottleneck_sentence(found.bottleneck))
     if found.cheapest:
         c = found.cheapest
+        fell = c.get("cheaper_but_fell")
+        also = (
+            f"; {fell['model']} on {fell['placement']} costs less (${1e6 * fell['cost_per_sample_usd']:.4f}) but its "
+            "quality fell (see Quality above)"
+            if fell
+            else ""
+        )
         out.append(
             f"Cheapest per sample: {c['model']} on {c['placement']} at ${1e6 * c['cost_per_sample_usd']:.4f} per "
-            f"1M samples{_caveat(c)} (cost chart)."
+            f"1M samples{_caveat(c)}{also} (cost chart)."
         )
     advice = describe(found.recommendation, tables.manifest["experiment"].get("goal"))
     if advice:

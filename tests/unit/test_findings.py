@@ -1,9 +1,12 @@
 """What the report points out, computed by analysis: checked on the hand-made study's known figures."""
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
-from scaleprof.analysis.findings import step_bottleneck
+from scaleprof.analysis.findings import LAW_REACH, Findings, cheapest, headline, step_bottleneck
+from scaleprof.report.render import findings_sentences
 
 
 def test_best_cheapest_fastest_and_fixed_cost(study):
@@ -72,3 +75,39 @@ def test_the_law_peak_carries_the_fits_caveats(study):
     assert peak["model"] == "mlp" and tables.findings.invalid_laws == []
     # both runs measured 8 steady steps, under the default floor of 30
     assert "from 2 worker counts" in peak["caveats"] and "low confidence" in peak["caveats"]
+
+
+def _priced(rows: list[tuple[str, float]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"model": "m", "placement": p, "cost_per_sample_usd": c, "low_confidence": False, "steady_steps": 40,
+          "contended": False, "outside_cpu_share": 0.0} for p, c in rows]
+    )  # fmt: skip
+
+
+def test_the_cheapest_is_among_placements_whose_quality_held():
+    """cpu-4 is cheapest per sample but its accuracy fell: cpu-2 is named, cpu-4 beside it with why."""
+    priced = _priced([("cpu-1", 3e-6), ("cpu-2", 2e-6), ("cpu-4", 1e-6)])
+    found = cheapest(priced, {("m", "cpu-4")})
+    assert found["placement"] == "cpu-2" and found["cost_per_sample_usd"] == pytest.approx(2e-6)
+    assert found["cheaper_but_fell"]["placement"] == "cpu-4"
+    held = cheapest(priced, set())
+    assert held["placement"] == "cpu-4" and held["cheaper_but_fell"] is None
+    assert cheapest(priced, {("m", "cpu-1")})["cheaper_but_fell"] is None  # the fallen one costs more
+    assert cheapest(priced.iloc[[2]], {("m", "cpu-4")}) is None  # nothing whose quality held
+
+
+def test_a_law_peak_far_past_the_measured_counts_is_not_stated_as_a_worker_count(study):
+    """A USL with tiny β peaks at millions of workers: the fit's arithmetic, which the report does not quote."""
+    _, tables, _ = study
+    fits = tables.fits.copy()
+    fits.loc[0, "peak_workers"] = 80_583_090.0
+    out = Findings()
+    headline(out, tables.runs, fits, None)
+    assert out.law_peak["within_reach"] is False
+    text = " ".join(findings_sentences(dataclasses.replace(tables, findings=out)))
+    assert "80583090" not in text and "80,583,090" not in text
+    assert f"places no peak for mlp (cpu) within {LAW_REACH * 2} workers" in text
+    fits.loc[0, "peak_workers"] = 6.4
+    headline(out, tables.runs, fits, None)
+    text = " ".join(findings_sentences(dataclasses.replace(tables, findings=out)))
+    assert out.law_peak["within_reach"] is True and "peak throughput at about 6 workers" in text
