@@ -21,10 +21,10 @@ from scaleprof.records import RunKind, RunStatus
 @dataclass
 class Findings:
     best_run_id: str | None = None  # the fixed-split run with the highest macro F1
-    # model, placement, cost_per_sample_usd (steady state) among placements whose quality held;
+    # run_id, model, placement, cost_per_sample_usd (steady state) among placements whose quality held;
     # cheaper_but_fell: the same for a cheaper one whose quality fell (analysis/quality_shift.py), else None
     cheapest: dict[str, Any] | None = None
-    fastest: dict[str, Any] | None = None  # model, placement, throughput
+    fastest: dict[str, Any] | None = None  # run_id, model, placement, throughput
     largest_divergence: dict[str, Any] | None = None  # run_id, loss_divergence
     fixed_cost: dict[str, float] | None = None  # medians of the wall-time phases; runs; training_share
     restarted: list[dict[str, Any]] = field(default_factory=list)  # run_id, attempts
@@ -217,7 +217,7 @@ def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, place
 def cheapest(priced: pd.DataFrame, fell: set[tuple[str, str]]) -> dict[str, Any] | None:
     """The run with the lowest steady-state cost per sample among placements whose quality held; a cheaper
     one whose quality fell is named beside it (a low price for a different result is not a saving)."""
-    fields = ("model", "placement", "cost_per_sample_usd", *CAVEAT_FIELDS)
+    fields = ("run_id", "model", "placement", "cost_per_sample_usd", *CAVEAT_FIELDS)
     lost = [(m, p) in fell for m, p in zip(priced["model"], priced["placement"], strict=True)]
     held, fallen = priced[~np.array(lost, dtype=bool)], priced[np.array(lost, dtype=bool)]
     if held.empty:
@@ -254,7 +254,7 @@ def findings(
     if not priced.empty:
         out.cheapest = cheapest(priced, fell)
         fast = priced.loc[priced["throughput"].idxmax()]
-        out.fastest = {k: fast[k] for k in ("model", "placement", "throughput")}
+        out.fastest = {k: fast[k] for k in ("run_id", "model", "placement", "throughput")}
     if runs["loss_divergence"].notna().any():
         worst = runs.loc[runs["loss_divergence"].idxmax()]
         out.largest_divergence = {"run_id": worst["run_id"], "loss_divergence": float(worst["loss_divergence"])}

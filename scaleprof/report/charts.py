@@ -411,16 +411,14 @@ def wall_time_phases(runs: pd.DataFrame) -> alt.Chart | None:
     )
 
 
-def cost_vs_throughput(runs: pd.DataFrame) -> alt.Chart | None:
-    """Steady-state cost per million samples against throughput; the cheapest and the fastest are marked."""
+def cost_vs_throughput(runs: pd.DataFrame, marks: dict[str, str] | None = None) -> alt.Chart | None:
+    """Steady-state cost per million samples against throughput; `marks` labels runs by run id (the
+    findings' cheapest and fastest: analysis decides which they are)."""
     ok = _ok(runs).dropna(subset=["cost_per_sample_usd"]) if "cost_per_sample_usd" in runs else pd.DataFrame()
     if ok.empty:
         return None
     ok["usd_per_1m_samples"] = ok["cost_per_sample_usd"] * 1e6
-    ok["mark"] = ""
-    ok.loc[ok["usd_per_1m_samples"].idxmin(), "mark"] = "cheapest"
-    fastest = ok["throughput"].idxmax()
-    ok.loc[fastest, "mark"] = (ok.loc[fastest, "mark"] + " + fastest").strip(" +") or "fastest"
+    ok["mark"] = ok["run_id"].map(marks or {}).fillna("")
     ok["label"] = ok["placement"] + (" (" + ok["mark"] + ")").where(ok["mark"] != "", "")
     base = alt.Chart(ok).encode(
         x=alt.X("throughput:Q", title="throughput (samples/s, steady state)"),
@@ -641,6 +639,7 @@ def all_charts(
     inference: pd.DataFrame | None = None,
     steps: pd.DataFrame | None = None,
     ledger: pd.DataFrame | None = None,
+    cost_marks: dict[str, str] | None = None,
 ) -> dict[str, alt.TopLevelMixin]:
     """The report's charts by file stem, in reading order; charts with no data are left out."""
     charts = {
@@ -655,7 +654,7 @@ def all_charts(
         "epoch_time": epoch_time_by_placement(epochs),
         "memory": memory_per_worker(timeline),
         "utilisation": utilisation_over_time(timeline),
-        "cost": cost_vs_throughput(runs),
+        "cost": cost_vs_throughput(runs, cost_marks),
         "learning_curves": learning_curves(epochs),
         "confusion_matrix": confusion_matrix(quality, best_run) if quality is not None and best_run else None,
         "inference_latency": inference_latency(inference) if inference is not None else None,

@@ -1161,6 +1161,15 @@ def render_summary_md(tables: StudyTables) -> str:
     return "\n".join(lines).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def _cost_marks(found: Findings) -> dict[str, str]:
+    """The cost chart's labels by run id: the findings' cheapest (quality held) and fastest."""
+    marks: dict[str, str] = {}
+    for name, run in (("cheapest", found.cheapest), ("fastest", found.fastest)):
+        if run:
+            marks[run["run_id"]] = " + ".join(filter(None, [marks.get(run["run_id"]), name]))
+    return marks
+
+
 def render_report(study_dir: Path, tables: StudyTables, image_format: str = "png") -> Path:
     """Write report.html, charts/<name>.<png|svg> and summary.md; return the report's path."""
     charts = all_charts(
@@ -1173,6 +1182,7 @@ def render_report(study_dir: Path, tables: StudyTables, image_format: str = "png
         tables.inference,
         tables.steps,
         tables.ledger,
+        _cost_marks(tables.findings),
     )
     specs = {name: chart.to_dict() for name, chart in charts.items()}  # validated once, used twice
     chart_dir = study_dir / "charts"

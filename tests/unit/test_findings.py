@@ -1,6 +1,7 @@
 """What the report points out, computed by analysis: checked on the hand-made study's known figures."""
 
 import dataclasses
+import json
 
 import pandas as pd
 import pytest
@@ -111,3 +112,14 @@ def test_a_law_peak_far_past_the_measured_counts_is_not_stated_as_a_worker_count
     headline(out, tables.runs, fits, None)
     text = " ".join(findings_sentences(dataclasses.replace(tables, findings=out)))
     assert out.law_peak["within_reach"] is True and "peak throughput at about 6 workers" in text
+
+
+def test_the_cost_chart_marks_the_findings_cheapest_and_fastest(study):
+    """The chart labels what analysis chose (not a minimum of its own, which could name a fallen placement)."""
+    from scaleprof.report.charts import cost_vs_throughput
+    from scaleprof.report.render import _cost_marks
+
+    _, tables, _ = study
+    spec = json.dumps(cost_vs_throughput(tables.runs, _cost_marks(tables.findings)).to_dict())
+    assert "cpu-2 (cheapest + fastest)" in spec and "cpu-1 (" not in spec
+    assert "(cheapest" not in json.dumps(cost_vs_throughput(tables.runs, {}).to_dict())
