@@ -418,7 +418,7 @@ def cost_vs_throughput(runs: pd.DataFrame, marks: dict[str, str] | None = None) 
     if ok.empty:
         return None
     ok["usd_per_1m_samples"] = ok["cost_per_sample_usd"] * 1e6
-    ok["mark"] = ok["run_id"].map(marks or {}).fillna("")
+    ok["mark"] = [(marks or {}).get(run, "") for run in ok["run_id"]]
     ok["label"] = ok["placement"] + (" (" + ok["mark"] + ")").where(ok["mark"] != "", "")
     base = alt.Chart(ok).encode(
         x=alt.X("throughput:Q", title="throughput (samples/s, steady state)"),
