@@ -15,7 +15,7 @@ from typing import Any
 from scaleprof.config import Experiment, ModelSpec
 from scaleprof.plan import PlannedRun
 from scaleprof.workloads.data import Dataset, cv_split, load_dataset, run_split, shipped_arrays
-from scaleprof.workloads.imports import WorkloadError, add_code_dirs, import_object
+from scaleprof.workloads.imports import WorkloadError, import_object, user_code
 
 
 @dataclass
@@ -55,10 +55,15 @@ class StudyInputs:
 def prepare(experiment: Experiment, measure: bool = True) -> StudyInputs:
     """Import the user's code, open the data, check and measure every model; a WorkloadError names the
     experiment field at fault (`data.path`, `models.1.factory`, `train.loop`, ...). Without `measure` the
-    models are checked but their FLOPs not counted (`plan` shows none; counting a large one takes seconds)."""
+    models are checked but their FLOPs not counted (`plan` shows none; counting a large one takes seconds).
+    The user's code directories are on sys.path only while this runs (workloads/imports.user_code)."""
+    with user_code(experiment.code_dirs):
+        return _prepare(experiment, measure)
+
+
+def _prepare(experiment: Experiment, measure: bool) -> StudyInputs:
     from scaleprof.workloads.models import build_model, check_model, model_info
 
-    add_code_dirs(experiment.code_dirs)
     if experiment.train.loop is not None:
         check_loop(experiment.train.loop)
     if experiment.data is None:  # the loop brings its data: a model factory can only be built, not run

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import threading
 import time
@@ -31,6 +30,7 @@ from scaleprof.execution.lifecycle import RunLifecycle
 from scaleprof.execution.manifest import collect_manifest
 from scaleprof.execution.prepare import StudyInputs, prepare
 from scaleprof.execution.ray_session import GcsWatch, connect_ray, job_runtime_env
+from scaleprof.execution.scope import study_scope
 from scaleprof.plan import PlannedRun, bundle, expand, unsupported
 from scaleprof.records import FINISHED, NO_STEPS, RunRecord, RunStatus
 from scaleprof.telemetry.aggregator import Aggregators, start_aggregators
@@ -408,6 +408,20 @@ def run_study(
     `inputs` is what `prepare(experiment)` found, when the caller has already checked it; `verbose`
     shows the Ray workers' logs.
     """
+    with study_scope(experiment):
+        return _run_study(experiment, out_dir, observer, pricing, study_dir, resume, inputs, verbose)
+
+
+def _run_study(
+    experiment: Experiment,
+    out_dir: Path,
+    observer: Observer | None,
+    pricing: dict[str, Any] | None,
+    study_dir: Path | None,
+    resume: bool,
+    inputs: StudyInputs | None,
+    verbose: bool,
+) -> StudyResult:
     import ray
 
     observer = observer or QuietObserver()
@@ -415,9 +429,6 @@ def run_study(
     study_dir = (study_dir or new_study_dir(out_dir, experiment.name)).resolve()
     study_id = study_dir.name
     runs = expand(experiment)
-    # A restart after a worker or node loss waits this long for its resources, then the run fails
-    # (Ray Train's default is 60 s); read by Ray Train's controller, propagated from this environment.
-    os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"] = str(experiment.ray.placement_timeout_s)
     inputs = inputs or prepare(experiment)
     code = job_runtime_env(experiment)
     started_ray = connect_ray(code, log_to_driver=verbose)  # before the study directory exists: a refusal leaves none

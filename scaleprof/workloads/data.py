@@ -138,8 +138,8 @@ def _torchvision(spec: DataSpec) -> torch.utils.data.Dataset:
         raise WorkloadError("data.root", f"{root}: torchvision.datasets.{name} cannot read it ({exc})") from None
 
 
-def _from_factory(spec: DataSpec, seed: int, code_dirs: list[str] | None) -> Source:
-    factory = import_object(str(spec.factory), "data.factory", code_dirs)
+def _from_factory(spec: DataSpec, seed: int) -> Source:
+    factory = import_object(str(spec.factory), "data.factory")
     seed_everything(seed)
     made = call_user(factory, "data.factory", **spec.kwargs)
     if isinstance(made, dict):
@@ -173,12 +173,10 @@ def size(dataset: Any) -> int:
     return len(dataset)
 
 
-def open_source(
-    spec: DataSpec, seed: int, shipped: tuple[np.ndarray, np.ndarray] | None = None, code_dirs: list[str] | None = None
-) -> Source:
+def open_source(spec: DataSpec, seed: int, shipped: tuple[np.ndarray, np.ndarray] | None = None) -> Source:
     """The data set as one indexed torch Dataset (driver and workers alike)."""
     if spec.factory:
-        return _from_factory(spec, seed, code_dirs)
+        return _from_factory(spec, seed)
     if spec.name == "image-folder":
         return Source(_image_folder(spec))
     if spec.name and spec.name.startswith("torchvision:"):
@@ -257,11 +255,11 @@ def _first_item(dataset: torch.utils.data.Dataset, field: str) -> tuple[torch.Te
     return x, label
 
 
-def load_dataset(spec: DataSpec, seed: int, code_dirs: list[str] | None = None) -> Dataset:
+def load_dataset(spec: DataSpec, seed: int) -> Dataset:
     """The data set's labels, input shape and stratified train/val/test split, identical for a seed."""
     from sklearn.model_selection import train_test_split
 
-    source = open_source(spec, seed, code_dirs=code_dirs)
+    source = open_source(spec, seed)
     if spec.is_tokens:
         return _token_dataset(spec, source, seed)
     field = spec.field

@@ -7,12 +7,16 @@ where the user's modules arrive through the run's runtime environment (`py_modul
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+# The user's code directories on sys.path now, outermost scope first (see user_code); named in import errors.
+_ACTIVE: list[str] = []
 
 
 class WorkloadError(Exception):
@@ -34,22 +38,39 @@ def optional_package(module: str, extra: str, field: str) -> Any:
         raise WorkloadError(field, f"needs the {top} package: pip install 'scaleprof[{extra}]'") from None
 
 
-def add_code_dirs(code_dirs: list[str] | None) -> None:
-    """Put the user's code directories first on sys.path (driver side; workers get them from Ray)."""
-    for directory in reversed(code_dirs or []):
-        if directory not in sys.path:
-            sys.path.insert(0, directory)
+@contextlib.contextmanager
+def user_code(code_dirs: list[str] | None) -> Iterator[None]:
+    """The user's code directories first on sys.path for as long as the block runs (driver side; workers
+    get the code from Ray's `py_modules`). On the way out the directories this scope added leave sys.path
+    and the modules imported from them leave sys.modules, so a second study in the same process (a
+    notebook) imports its own code, even under the same module names. A module the program had imported
+    before is left alone; a nested scope over the same directories changes nothing."""
+    added = [d for d in dict.fromkeys(code_dirs or []) if d not in sys.path]
+    before = set(sys.modules)
+    sys.path[:0] = added
+    _ACTIVE.extend(added)
+    try:
+        yield
+    finally:
+        for directory in added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(directory)
+            _ACTIVE.remove(directory)
+        roots = [Path(d).resolve() for d in added]
+        for name in set(sys.modules) - before:
+            file = getattr(sys.modules.get(name), "__file__", None)
+            if file and any(Path(file).resolve().is_relative_to(root) for root in roots):
+                del sys.modules[name]
 
 
-def import_object(path: str, field: str, code_dirs: list[str] | None = None) -> Callable[..., Any]:
+def import_object(path: str, field: str) -> Callable[..., Any]:
     """The callable `module:function` names, or a WorkloadError saying why not."""
-    add_code_dirs(code_dirs)
     module_name, _, attr = path.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            where = f" (looked in {', '.join(code_dirs)} and the Python path)" if code_dirs else ""
+            where = f" (looked in {', '.join(_ACTIVE)} and the Python path)" if _ACTIVE else ""
             raise WorkloadError(field, f"cannot import {module_name!r}: no module named {exc.name!r}{where}") from None
         raise WorkloadError(field, f"importing {module_name!r} failed: {_last_line(exc)}") from None
     except Exception as exc:  # the user's module raised while it was imported

@@ -143,15 +143,13 @@ class _ToRGB(nn.Module):
         return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
 
 
-def build_model(
-    spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, seed: int, code_dirs: list[str] | None = None
-) -> nn.Module:
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nn.Module:
     """The same weights for the same seed, on every worker and every placement."""
     from scaleprof.workloads.imports import seed_everything
 
     seed_everything(seed)
     if spec.factory:
-        return _from_factory(spec, code_dirs)
+        return _from_factory(spec)
     if spec.built_by_loop:
         raise ValueError(f"model {spec.label!r} is built by the training loop, not by scaleprof")
     if spec.name == "mlp":
@@ -170,10 +168,10 @@ def build_model(
     return model
 
 
-def _from_factory(spec: ModelSpec, code_dirs: list[str] | None) -> nn.Module:
+def _from_factory(spec: ModelSpec) -> nn.Module:
     from scaleprof.workloads.imports import WorkloadError, call_user, import_object
 
-    model = call_user(import_object(str(spec.factory), "factory", code_dirs), "factory", **spec.kwargs)
+    model = call_user(import_object(str(spec.factory), "factory"), "factory", **spec.kwargs)
     if not isinstance(model, nn.Module):
         raise WorkloadError("factory", f"{spec.factory} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -200,7 +198,6 @@ def check_model(
     spec: ModelSpec,
     input_shape: tuple[int, ...],
     num_classes: int,
-    code_dirs: list[str] | None = None,
     task: str = "classification",
 ) -> str | None:
     """Why this model cannot be built and run on this input, or None (checked before Ray starts).
@@ -216,7 +213,7 @@ def check_model(
     want = expected_output(task, 2, input_shape, num_classes)
     if spec.factory:
         try:
-            model = build_model(spec, input_shape, num_classes, seed=0, code_dirs=code_dirs)
+            model = build_model(spec, input_shape, num_classes, seed=0)
             with torch.no_grad():
                 out = model.eval()(batch)
         except WorkloadError as exc:
@@ -283,7 +280,6 @@ def model_info(
     input_shape: tuple[int, ...],
     num_classes: int,
     seed: int,
-    code_dirs: list[str] | None = None,
     task: str = "classification",
 ) -> dict[str, float]:
     """FLOPs per training sample and parameter count of one model, as built for a study (empty for a
@@ -291,7 +287,7 @@ def model_info(
     `session.prepare_model`)."""
     if spec.built_by_loop:
         return {}
-    model = build_model(spec, input_shape, num_classes, seed, code_dirs)
+    model = build_model(spec, input_shape, num_classes, seed)
     info: dict[str, float] = {"parameters": sum(p.numel() for p in model.parameters())}
     try:
         info["flops_per_sample"] = train_flops_per_sample(model, example_batch(task, input_shape, num_classes))

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from scaleprof.analysis.language import perplexity, six_n_flops, tokens_per_s
 from scaleprof.config import DataSpec, ModelSpec
 from scaleprof.workloads.data import load_dataset
-from scaleprof.workloads.imports import WorkloadError
+from scaleprof.workloads.imports import WorkloadError, user_code
 from scaleprof.workloads.models import build_model, check_model, model_info
 from scaleprof.workloads.tokens import chain_entropy, token_arrays
 
@@ -111,7 +111,7 @@ def test_a_users_language_model_factory_is_checked_for_next_token_logits(tmp_pat
         "def pooled(vocab=32):\n"
         "    return nn.Sequential(nn.Embedding(vocab, 8), nn.Flatten(), nn.LazyLinear(vocab))  # [B, vocab]\n"
     )
-    code = [str(tmp_path)]
-    assert check_model(ModelSpec(factory="my_lm:bigram"), (12,), 32, code, task=LM) is None
-    wrong = check_model(ModelSpec(factory="my_lm:pooled"), (12,), 32, code, task=LM)
+    with user_code([str(tmp_path)]):
+        assert check_model(ModelSpec(factory="my_lm:bigram"), (12,), 32, task=LM) is None
+        wrong = check_model(ModelSpec(factory="my_lm:pooled"), (12,), 32, task=LM)
     assert wrong.startswith("factory:") and "next-token logits of shape [2, 12, 32]" in wrong

@@ -235,15 +235,46 @@ NOT_CALLABLE = 3
 
 @pytest.fixture
 def user_code(tmp_path):
+    from scaleprof.workloads.imports import user_code as scope
+
     (tmp_path / "user_things.py").write_text(USER_CODE)
-    return [str(tmp_path)]
+    with scope([str(tmp_path)]):
+        yield [str(tmp_path)]
+
+
+def test_user_code_is_importable_only_inside_its_scope_and_each_scope_gets_its_own(tmp_path):
+    """A notebook running two studies whose code directories hold a module of the same name gets each
+    study's own module, and the process's sys.path is as it was after each."""
+    import sys
+
+    from scaleprof.workloads.imports import WorkloadError, import_object
+    from scaleprof.workloads.imports import user_code as scope
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for where, value in ((first, 1), (second, 2)):
+        where.mkdir()
+        (where / "same_name.py").write_text(f"def which():\n    return {value}\n")
+    path = list(sys.path)
+    with scope([str(first)]):
+        assert import_object("same_name:which", "model.factory")() == 1
+        with scope([str(first)]):  # nested over the same directory: nothing added, nothing taken away
+            pass
+        assert import_object("same_name:which", "model.factory")() == 1
+    assert sys.path == path and "same_name" not in sys.modules
+    with scope([str(second)]):
+        assert import_object("same_name:which", "model.factory")() == 2
+        with pytest.raises(WorkloadError, match=f"looked in {second}"):
+            import_object("missing_module:f", "model.factory")
+    assert sys.path == path and "same_name" not in sys.modules
+    with pytest.raises(WorkloadError, match="no module named 'same_name'"):
+        import_object("same_name:which", "model.factory")
 
 
 def test_factory_data_set_is_split_by_scaleprof_or_used_as_given(user_code):
-    data = load_dataset(DataSpec(factory="user_things:blobs", kwargs={"n": 90}), seed=0, code_dirs=user_code)
+    data = load_dataset(DataSpec(factory="user_things:blobs", kwargs={"n": 90}), seed=0)
     assert data.samples == 90 and data.input_shape == (6,) and data.num_classes == 3 and not data.given_split
     assert len(data.test_idx) == 14 and sorted(np.bincount(data.y[data.test_idx]).tolist()) == [4, 5, 5]
-    given = load_dataset(DataSpec(factory="user_things:given_splits"), seed=0, code_dirs=user_code)
+    given = load_dataset(DataSpec(factory="user_things:given_splits"), seed=0)
     assert given.given_split and [len(given.train_idx), len(given.val_idx), len(given.test_idx)] == [30, 10, 10]
     assert given.test_idx.tolist() == list(range(40, 50))  # the factory's own test set, in the concatenated index
 
@@ -264,23 +295,23 @@ def test_bad_data_factories_name_the_field(user_code, factory, words):
     from scaleprof.workloads.imports import WorkloadError
 
     with pytest.raises(WorkloadError) as err:
-        load_dataset(DataSpec(factory=factory), seed=0, code_dirs=user_code)
+        load_dataset(DataSpec(factory=factory), seed=0)
     assert err.value.field == "data.factory" and words in err.value.message
 
 
 def test_model_factory_is_seeded_and_checked_against_the_data(user_code):
     spec = ModelSpec(factory="user_things:net", kwargs={"width": 16})
-    a, b = (build_model(spec, (6,), 3, seed=5, code_dirs=user_code) for _ in range(2))
+    a, b = (build_model(spec, (6,), 3, seed=5) for _ in range(2))
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb)
     assert spec.label == "user_things-net"
-    assert check_model(spec, (6,), 3, user_code) is None
-    wrong = check_model(ModelSpec(factory="user_things:wrong_output"), (6,), 3, user_code)
+    assert check_model(spec, (6,), 3) is None
+    wrong = check_model(ModelSpec(factory="user_things:wrong_output"), (6,), 3)
     assert wrong.startswith("factory:") and "shape [2, 5]" in wrong and "[2, 3]" in wrong
-    assert "not a torch.nn.Module" in check_model(ModelSpec(factory="user_things:not_a_module"), (6,), 3, user_code)
-    assert "cannot run on inputs" in check_model(spec, (7,), 3, user_code)
+    assert "not a torch.nn.Module" in check_model(ModelSpec(factory="user_things:not_a_module"), (6,), 3)
+    assert "cannot run on inputs" in check_model(spec, (7,), 3)
     assert "calling it with kwargs ['depth']" in check_model(
-        ModelSpec(factory="user_things:net", kwargs={"depth": 2}), (6,), 3, user_code
+        ModelSpec(factory="user_things:net", kwargs={"depth": 2}), (6,), 3
     )
 
 
@@ -300,5 +331,5 @@ def test_a_factory_drawing_from_global_generators_gets_the_same_data_every_time(
     """The factory runs on the driver and in every worker: each call is seeded with the experiment's
     seed first, so np.random in it draws the same data set everywhere (and another seed, another one)."""
     spec = DataSpec(factory="user_things:unseeded")
-    a, b, c = (load_dataset(spec, seed=s, code_dirs=user_code) for s in (4, 4, 5))
+    a, b, c = (load_dataset(spec, seed=s) for s in (4, 4, 5))
     assert a.labels_hash() == b.labels_hash() != c.labels_hash()
