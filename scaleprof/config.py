@@ -517,6 +517,13 @@ class ProfileSpec(_Strict):
         "reduce-scatter and all-gather) from 4 KiB to beyond the gradient's size over its own process group, "
         "well under a second on small models: the links `scaleprof predict` and the prediction ledger use",
     )
+    arrivals: bool = Field(
+        default=True,
+        description="with 2 or more DDP workers, record when each rank's gradients were ready for the all-reduce "
+        "(a DDP communication hook; a user loop with its own collective calls session.arrive()) on clocks aligned "
+        "at start-up: the report names the rank that kept the others waiting, the phase that made it late and "
+        "any stalls",
+    )
 
 
 class RaySpec(_Strict):

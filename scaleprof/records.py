@@ -31,6 +31,7 @@ class Lifecycle(StrEnum):
     LOADER_INFO = "loader_info"
     GPU_UNAVAILABLE = "gpu_unavailable"
     WORKER_END = "worker_end"
+    CLOCK_SYNC = "clock_sync"
 
 
 class RunStatus(StrEnum):
@@ -180,6 +181,12 @@ class StepEvent(Event):
     backward_s: float | None = None
     optimizer_s: float | None = None
     profiled: bool | None = None  # traced by torch.profiler: slowed by it, left out of throughput
+    # Arrival at the gradient exchange (scaleprof/arrivals.py), on this rank's own wall clock (time.time();
+    # ClockSync says how it stands against rank 0's): when the step started (the previous step's end) and
+    # when this rank's gradients were all ready for the collective; then how long it waited in the exchange.
+    start_t: float | None = None
+    arrive_t: float | None = None
+    sync_wait_s: float | None = None
 
 
 @dataclass
@@ -313,6 +320,19 @@ class GpuUnavailable(Event):
     kind: ClassVar[EventKind] = EventKind.LIFECYCLE
     event: ClassVar[Lifecycle | None] = Lifecycle.GPU_UNAVAILABLE
     reason: str | None = None
+
+
+@dataclass
+class ClockSync(Event):
+    """How this rank's wall clock stands against rank 0's, measured at start-up (scaleprof/arrivals.py):
+    `offset_s` = this rank's time.time() - rank 0's at the same moment, the median over `rounds` barrier
+    round trips; `error_s` = half their spread (what the offset cannot tell apart)."""
+
+    kind: ClassVar[EventKind] = EventKind.LIFECYCLE
+    event: ClassVar[Lifecycle | None] = Lifecycle.CLOCK_SYNC
+    offset_s: float = 0.0
+    error_s: float = 0.0
+    rounds: int = 0
 
 
 @dataclass

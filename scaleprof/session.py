@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from scaleprof.arrivals import arrival_hook, measure_clock_offset
 from scaleprof.config import ProfileSpec, TrainSpec
 from scaleprof.records import (
     EpochEvent,
@@ -229,6 +230,9 @@ class WorkerSession:
         self._profile, self._store_trace = profile, store_trace
         # decided once: the training step checks one attribute when no trace is asked for
         self._may_trace = bool(profile and profile.torch_profiler and (profile.ranks == "all" or rank == 0))
+        # arrival at the gradient exchange (scaleprof/arrivals.py): only where there is an exchange
+        self._arrivals = world_size > 1 and (profile is None or profile.arrivals)
+        self._wall_base = time.time() - time.perf_counter()  # perf_counter readings as wall-clock time
         self._profiler: Any = None
         self._step_range: Any = None
         self._traced = 0  # steps traced so far (at most profile.steps, once per run)
@@ -290,12 +294,16 @@ class WorkerSession:
                 prepared, self._sharded = shard(prepared), True
         else:
             prepared = ray.train.torch.prepare_model(model, **ray_kwargs)  # to the device; DDP when world > 1
+            if self._arrivals and isinstance(prepared, torch.nn.parallel.DistributedDataParallel):
+                prepared.register_comm_hook(None, arrival_hook(self.arrive))
         self._synced.append(prepared)
         prepared = compile_model(prepared, self.train)
         if first:
             # The CPU peak is measured by every rank at once, after all have finished setting up: a rank
             # measuring while another still builds its model or DDP shares the cores (seen: a peak 4x low).
             barrier()
+            if self._arrivals and _distributed():
+                self._emit_now(measure_clock_offset())
             dtype = self.precision.dtype or torch.float32
             peak = measured_cpu_peak_flops(self.threads, dtype=dtype) if self.device.type == "cpu" else None
             if info is not None:
@@ -474,6 +482,8 @@ class WorkerSession:
         )
         if traced:
             event.profiled = True
+        if self._arrivals:
+            event.start_t = self._wall_base + t_prev
         if self.clock.cuda:  # read later, once the device has passed the step's end
             self._pending.append(_PendingStep(event, dict(self._marks), self._previous_mark, end_mark, hold))
             self._previous_mark = end_mark
@@ -534,6 +544,10 @@ class WorkerSession:
             for phase in PHASES:
                 setattr(event, f"{phase}_s", self.clock.seconds(previous, marks[phase]))
                 previous = marks[phase]
+        if "arrive" in marks and event.start_t is not None:
+            event.arrive_t = event.start_t + event.data_s + self.clock.seconds(marks["start"], marks["arrive"])
+            if "backward" in marks:
+                event.sync_wait_s = max(0.0, self.clock.seconds(marks["arrive"], marks["backward"]))
         self._hold(event) if hold else self._emit_now(event)
 
     def _drain(self, wait: bool = False) -> None:
@@ -593,6 +607,12 @@ class WorkerSession:
     def evaluates_here(self) -> bool:
         """Rank 0 evaluates a replicated model; a sharded one needs every rank in its forward passes."""
         return self.rank == 0 or self._sharded
+
+    def arrive(self) -> None:
+        """This rank's gradients are ready and it enters the exchange (the DDP hook calls it; a loop with
+        its own collective calls session.arrive() just before it). The step's last call counts."""
+        if self._arrivals:
+            self._marks.append(("arrive", self.clock.mark()))
 
     def mark(self, phase: str) -> None:
         if phase not in PHASES:
@@ -862,6 +882,13 @@ def steps(loader: Any, samples: int | Callable[[Any], int] | None = None) -> Ite
 def mark(phase: str) -> None:
     """Inside a step: the end of `forward`, `backward` or `optimizer` (all three give the step breakdown)."""
     _session().mark(phase)
+
+
+def arrive() -> None:
+    """Inside a step: this rank is about to enter its gradient exchange (call it just before your own
+    collective; DDP models from prepare_model record it themselves). The report names the rank that
+    kept the others waiting from these times."""
+    _session().arrive()
 
 
 def report_loss(loss: Any) -> None:

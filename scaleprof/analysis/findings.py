@@ -15,6 +15,7 @@ from scaleprof.analysis.quality import RUN_METRICS
 from scaleprof.analysis.quality_shift import DEFAULT_TOLERANCE, QualityShift, quality_shifts
 from scaleprof.analysis.recommend import recommend
 from scaleprof.analysis.scaling import predictions
+from scaleprof.analysis.stragglers import Stall, Straggler
 from scaleprof.records import RunKind, RunStatus
 
 
@@ -42,6 +43,8 @@ class Findings:
     low_confidence: list[dict[str, Any]] = field(default_factory=list)  # run_id, placement, steady_steps
     contended: list[dict[str, Any]] = field(default_factory=list)  # run_id, placement, outside_cpu_*, gpu_other_*
     quality_shifts: list[QualityShift] = field(default_factory=list)  # placements whose quality one worker's is not
+    stragglers: list[Straggler] = field(default_factory=list)  # ranks that kept the others waiting
+    stalls: list[Stall] = field(default_factory=list)  # steps in which a rank was far later than usual
 
 
 # What a headline run's caveats are made of (the report words them: report/render.caveats).

@@ -27,6 +27,7 @@ from scaleprof.analysis.quality_shift import DEFAULT_TOLERANCE
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
 from scaleprof.analysis.steady import time_span
+from scaleprof.analysis.stragglers import rank_tables
 from scaleprof.analysis.throughput import global_epochs, percentile, steady_state_throughput
 from scaleprof.records import NO_STEPS, EventKind, Lifecycle, RunKind, RunStatus
 from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
@@ -39,6 +40,7 @@ FITS_TABLE = "scaling_fits.parquet"
 INFERENCE_TABLE = "inference.parquet"
 HARDWARE_TABLE = "hardware.parquet"
 LEDGER_TABLE = "predictions.parquet"  # the prediction ledger (held-out samples' predictions are under predictions/)
+RANKS_TABLE = "ranks.parquet"  # per run x rank: arrival at the gradient exchange (analysis/stragglers.py)
 
 RUN_COLUMNS = [
     "run_id", "index", "model", "model_name", "placement", "device", "workers", "gpus", "cpus", "kind", "fold",
@@ -99,6 +101,8 @@ class StudyTables:
     traces: list[str] = field(default_factory=list)  # torch.profiler traces in the study, relative paths
     ledger: pd.DataFrame = field(default_factory=pd.DataFrame)  # each multi-worker run predicted from smaller ones
     fabric: pd.DataFrame | None = None  # the study's fabric sweep (fabric.parquet, else its runs' own sweeps)
+    ranks: pd.DataFrame = field(default_factory=pd.DataFrame)  # per run x rank: arrival at the exchange
+    lateness: pd.DataFrame = field(default_factory=pd.DataFrame)  # per run x rank x step bin: lateness (ms)
 
 
 def _seq_gaps(events: pd.DataFrame) -> int:
@@ -376,6 +380,18 @@ def summarize(store: StudyStore) -> StudyTables:
     ledger = prediction_ledger(runs, fabric, scaling)  # type: ignore[arg-type]
     goal = manifest["experiment"].get("goal")
     placements = spread_table(runs, noisy_cv)
+    workers = workers_table(events)
+    ranks = rank_tables(_rank_inputs(records, events, by_run), workers, protocol.warmup_steps)
+    found = findings(
+        runs,
+        goal,
+        fits,
+        placements,
+        fabric,
+        ledger,
+        float(manifest["experiment"]["evaluation"].get("quality_tolerance", DEFAULT_TOLERANCE)),
+    )
+    found.stragglers, found.stalls = ranks.stragglers, ranks.stalls
     return StudyTables(
         runs=runs,
         epochs=epochs,
@@ -387,26 +403,39 @@ def summarize(store: StudyStore) -> StudyTables:
         quality=per_class,
         placements=placements,
         cv=cv_table(runs),
-        workers=workers_table(events),
+        workers=workers,
         fits=fits,
         inference=inference,
         hardware=hardware_table(runs, inference),
         quality_summary=quality_summary(runs),
         law_curves=law_curves(runs, fits),
-        findings=findings(
-            runs,
-            goal,
-            fits,
-            placements,
-            fabric,
-            ledger,
-            float(manifest["experiment"]["evaluation"].get("quality_tolerance", DEFAULT_TOLERANCE)),
-        ),  # fmt: skip
+        findings=found,
         damage=store.damage.lines(),
         traces=sorted(str(p.relative_to(store.root)) for p in store.root.glob("traces/*/*.json.gz")),
         ledger=ledger,
         fabric=sweep,
+        ranks=ranks.ranks,
+        lateness=ranks.lateness,
     )
+
+
+def _rank_inputs(
+    records: dict[str, dict[str, Any]], events: pd.DataFrame, by_run: Any
+) -> dict[str, tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """Per finished run with events: (placement, its last attempt's steps, its last attempt's clock syncs)."""
+    out = {}
+    for run_id, record in records.items():
+        if record.get("status") != RunStatus.OK or run_id not in by_run:
+            continue
+        mine = _last_attempt(events.iloc[by_run[run_id]])
+        lifecycle = of_kind(mine, EventKind.LIFECYCLE)
+        clocks = (
+            lifecycle[lifecycle["event"] == Lifecycle.CLOCK_SYNC]
+            if not lifecycle.empty and "event" in lifecycle
+            else pd.DataFrame()
+        )
+        out[run_id] = (str(record.get("placement", "")), of_kind(mine, EventKind.STEP), clocks)
+    return out
 
 
 def write_tables(store: StudyStore, tables: StudyTables) -> None:
@@ -430,3 +459,5 @@ def write_tables(store: StudyStore, tables: StudyTables) -> None:
         write(INFERENCE_TABLE, tables.inference)
     write(HARDWARE_TABLE, tables.hardware)
     write(LEDGER_TABLE, tables.ledger)
+    if not tables.ranks.empty:
+        write(RANKS_TABLE, tables.ranks)
