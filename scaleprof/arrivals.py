@@ -48,7 +48,9 @@ def arrival_hook(record: Callable[[], None]) -> Callable[[Any, Any], Any]:
     DDP's default all-reduce of every bucket."""
     from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-    def hook(process_group: Any, bucket: Any) -> Any:
+    # No annotations: DDP refuses a hook whose annotations are not exactly dist.GradBucket and
+    # Future[Tensor], and under `from __future__ import annotations` they would be strings.
+    def hook(process_group, bucket):
         if bucket.is_last():
             record()
         return allreduce_hook(process_group, bucket)

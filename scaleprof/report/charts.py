@@ -174,6 +174,33 @@ def step_times(steps: pd.DataFrame, runs: pd.DataFrame) -> alt.Chart | None:
     )
 
 
+def rank_lateness(lateness: pd.DataFrame, ranks: pd.DataFrame, most: int = 6) -> alt.Chart | None:
+    """Rank x step: how late each rank arrived at the gradient exchange against the others' median
+    (analysis/stragglers.py), for the multi-worker runs whose other ranks lost the most time waiting."""
+    if lateness is None or lateness.empty or ranks is None or ranks.empty:
+        return None
+    worst = ranks.groupby("run_id")["others_lost_share"].max().sort_values(ascending=False).index[:most]
+    data = lateness[lateness["run_id"].isin(worst)].assign(rank=lambda f: "rank " + f["rank"].astype(int).astype(str))
+    top = float(data["late_ms"].abs().quantile(0.99)) or 1.0
+    return (
+        alt.Chart(data)
+        .mark_rect()
+        .encode(
+            x=alt.X("step_index:O", title="step (means of consecutive steps)", axis=alt.Axis(labelOverlap=True)),
+            y=alt.Y("rank:N", title=None),
+            color=alt.Color(
+                "late_ms:Q",
+                title="late (ms)",
+                scale=alt.Scale(scheme="redblue", reverse=True, domain=[-top, top], clamp=True),
+            ),  # fmt: skip
+            tooltip=["run_id", "rank", "step_index", alt.Tooltip("late_ms:Q", format=".2f")],
+        )
+        .properties(width=WIDTH, height=alt.Step(14))
+        .facet(row=alt.Row("run_id:N", title=None))
+        .properties(title="Arrival at the gradient exchange: how late each rank was (red: the others waited for it)")
+    )
+
+
 def epoch_time_by_placement(epochs: pd.DataFrame) -> alt.Chart | None:
     """Each epoch's time per run; the warm-up epoch is marked apart from steady state."""
     if epochs.empty:
@@ -640,6 +667,8 @@ def all_charts(
     steps: pd.DataFrame | None = None,
     ledger: pd.DataFrame | None = None,
     cost_marks: dict[str, str] | None = None,
+    lateness: pd.DataFrame | None = None,
+    ranks: pd.DataFrame | None = None,
 ) -> dict[str, alt.TopLevelMixin]:
     """The report's charts by file stem, in reading order; charts with no data are left out."""
     charts = {
@@ -648,6 +677,7 @@ def all_charts(
         "scaling_law": scaling_law(runs, law_curves) if law_curves is not None else None,
         "step_breakdown": step_breakdown(runs),
         "step_times": step_times(steps, runs) if steps is not None else None,
+        "rank_lateness": rank_lateness(lateness, ranks) if lateness is not None and ranks is not None else None,
         "wall_time": wall_time_phases(runs),
         "batch_size": throughput_vs_batch(runs),
         "memory_vs_throughput": memory_vs_throughput(runs),

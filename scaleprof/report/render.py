@@ -406,6 +406,8 @@ def findings_sentences(tables: StudyTables) -> list[str]:
     out += _ledger_sentences(tables.ledger)
     tolerance = float(tables.manifest["experiment"].get("evaluation", {}).get("quality_tolerance", 0.02))
     out += [_quality_shift_sentence(shift, tolerance) for shift in found.quality_shifts]
+    out += [_straggler_sentence(late) for late in found.stragglers]
+    out += _stall_sentences(found.stalls)
     if found.bottleneck:
         out.append(_bottleneck_sentence(found.bottleneck))
     if found.cheapest:
@@ -1034,6 +1036,40 @@ def workers_display(workers: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _rank_where(rank: int, node: str, host: str) -> str:
+    where = ", ".join(part for part in (f"node {node}" if node else "", f"host {host}" if host else "") if part)
+    return f"rank {rank}" + (f" ({where})" if where else "")
+
+
+def _straggler_sentence(late: Any) -> str:
+    """A rank that kept the others waiting (analysis/stragglers.Straggler)."""
+    return (
+        f"Slow rank: in {late.run_id} ({late.placement}) {_rank_where(late.rank, late.node, late.host)} arrived last "
+        f"at the gradient exchange in {late.last_share:.0%} of {late.steps} steps, {1e3 * late.late_s:.2f} ms late on "
+        f"average, from {late.cause} ({1e3 * late.cause_s:.2f} ms more than the other ranks); the other ranks lost "
+        f"{late.others_lost_share:.0%} of their step time waiting for it (clocks aligned to within "
+        f"{1e3 * late.clock_error_s:.2f} ms; rank lateness chart)."
+    )
+
+
+def _stall_sentences(stalls: list[Any], most: int = 5) -> list[str]:
+    """Steps in which a rank was far later than usual (analysis/stragglers.Stall), the first `most` listed."""
+    if not stalls:
+        return []
+    listed = []
+    for stall in stalls[:most]:
+        when = f", {stall.at_s:.1f} s into its steps" if np.isfinite(stall.at_s) else ""
+        listed.append(
+            f"{_rank_where(stall.rank, stall.node, stall.host)} of {stall.run_id} for {stall.lasted_s:.2f} s at step "
+            f"{stall.step} of epoch {stall.epoch + 1}{when}"
+        )
+    more = f" and {len(stalls) - most} more" if len(stalls) > most else ""
+    return [
+        f"Stalls: {len(stalls)} step(s) in which a rank was far later than its usual step (paused, swapping or "
+        f"descheduled?): {'; '.join(listed)}{more}. The others waited for it; those steps are in the run's figures."
+    ]
+
+
 def _quality_shift_sentence(shift: Any, tolerance: float) -> str:
     """A placement whose held-out quality is not one worker's (analysis/quality_shift.QualityShift)."""
     what = "test accuracy" if shift.metric == "accuracy" else "test perplexity"
@@ -1183,6 +1219,8 @@ def render_report(study_dir: Path, tables: StudyTables, image_format: str = "png
         tables.steps,
         tables.ledger,
         _cost_marks(tables.findings),
+        tables.lateness,
+        tables.ranks,
     )
     specs = {name: chart.to_dict() for name, chart in charts.items()}  # validated once, used twice
     chart_dir = study_dir / "charts"
