@@ -20,7 +20,8 @@ spread of the offset measurement, 2 x the run's largest `error_s`: a balanced ru
 measured rank 1 "late" by 0.14 ms with a 0.26 ms clock error, which is the offset's bias, not a rank).
 
 A stall is a step in which a rank was late (or, with one rank or no arrivals, took) more than
-max(STALL_MIN_S, STALL_FACTOR x the run's median step time): paused, swapping, descheduled. Pure functions over the stored events; the report only words what is here.
+max(STALL_MIN_S, STALL_FACTOR x the run's median step time): paused, swapping, descheduled.
+Pure functions over the stored events; the report only words what is here.
 """
 
 from __future__ import annotations

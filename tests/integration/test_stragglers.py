@@ -57,7 +57,8 @@ def train_func(config):
         for step, (xb, yb) in enumerate(session.steps(batches)):
             if fault == "pause" and late and step == PAUSE_AT:
                 # stopped from outside, as SIGSTOP/SIGCONT would hit a real worker, while it computes
-                subprocess.Popen(["sh", "-c", f"sleep 0.05; kill -STOP {os.getpid()}; sleep 2; kill -CONT {os.getpid()}"])
+                me = os.getpid()
+                subprocess.Popen(["sh", "-c", f"sleep 0.05; kill -STOP {me}; sleep 2; kill -CONT {me}"])
                 spin(0.3)
             out = model(xb)
             if fault == "forward" and late:
