@@ -36,6 +36,16 @@ def spin(seconds):
         pass
 
 
+def until_stopped(most=10.0):
+    # compute until the clock jumps (this process was stopped and continued), so the pause lands here
+    start = last = time.perf_counter()
+    while last - start < most:
+        now = time.perf_counter()
+        if now - last > 1.0:
+            return
+        last = now
+
+
 def delayed(loader, seconds):
     for batch in loader:
         time.sleep(seconds)
@@ -58,8 +68,8 @@ def train_func(config):
             if fault == "pause" and late and step == PAUSE_AT:
                 # stopped from outside, as SIGSTOP/SIGCONT would hit a real worker, while it computes
                 me = os.getpid()
-                subprocess.Popen(["sh", "-c", f"sleep 0.05; kill -STOP {me}; sleep 2; kill -CONT {me}"])
-                spin(0.3)
+                subprocess.Popen(["sh", "-c", f"kill -STOP {me}; sleep 2; kill -CONT {me}"])
+                until_stopped()
             out = model(xb)
             if fault == "forward" and late:
                 spin(0.02)
@@ -90,6 +100,7 @@ def test_the_late_rank_is_named_with_its_phase_and_a_pause_as_a_stall(ray_cluste
     (study,) = (tmp_path / "out").iterdir()
     tables = summarize(StudyStore(study))
     late = {s.run_id.split("-")[1]: s for s in tables.findings.stragglers}
+    print(pd.read_parquet(study / "ranks.parquet").to_string())  # shown when an assertion fails
     stalls = {s.run_id.split("-")[1]: s for s in tables.findings.stalls}
     text = " ".join(findings_sentences(tables))
     ranks = pd.read_parquet(study / "ranks.parquet")
