@@ -520,7 +520,7 @@ class ProfileSpec(_Strict):
     arrivals: bool = Field(
         default=True,
         description="with 2 or more DDP workers, record when each rank's gradients were ready for the all-reduce "
-        "(a DDP communication hook; a user loop with its own collective calls session.arrive()) on clocks aligned "
+        "(a gradient hook; a user loop with its own collective calls session.arrive()) on clocks aligned "
         "at start-up: the report names the rank that kept the others waiting, the phase that made it late and "
         "any stalls",
     )

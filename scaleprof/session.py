@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scaleprof.arrivals import arrival_hook, measure_clock_offset
+from scaleprof.arrivals import measure_clock_offset, watch_arrival
 from scaleprof.config import ProfileSpec, TrainSpec
 from scaleprof.records import (
     EpochEvent,
@@ -295,7 +295,7 @@ class WorkerSession:
         else:
             prepared = ray.train.torch.prepare_model(model, **ray_kwargs)  # to the device; DDP when world > 1
             if self._arrivals and isinstance(prepared, torch.nn.parallel.DistributedDataParallel):
-                prepared.register_comm_hook(None, arrival_hook(self.arrive))
+                watch_arrival(prepared.module, self.arrive)
         self._synced.append(prepared)
         prepared = compile_model(prepared, self.train)
         if first:
@@ -609,8 +609,9 @@ class WorkerSession:
         return self.rank == 0 or self._sharded
 
     def arrive(self) -> None:
-        """This rank's gradients are ready and it enters the exchange (the DDP hook calls it; a loop with
-        its own collective calls session.arrive() just before it). The step's last call counts."""
+        """This rank's gradients are ready and it enters the exchange (a DDP model's gradient hook calls
+        it; a loop with its own collective calls session.arrive() just before it). The step's last call
+        counts."""
         if self._arrivals:
             self._marks.append(("arrive", self.clock.mark()))
 
