@@ -1141,6 +1141,7 @@ def main() -> None:
             "report-1000",
             "footprint",
             "prediction",
+            "arrivals",
             "all",
         ],
     )
@@ -1156,6 +1157,10 @@ def main() -> None:
         from prediction import bench_prediction
 
         _write("prediction", bench_prediction(rounds=args.repeats))
+    if args.which in ("arrivals", "all"):
+        from arrivals import bench_arrivals
+
+        _write("arrivals", bench_arrivals(rounds=12, steps=300))
     if args.which in ("overhead", "all"):
         _write("overhead", bench_overhead(args.pairs, args.epochs))
     if args.which in ("monitor-cpu", "all"):
