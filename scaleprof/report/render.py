@@ -1155,12 +1155,29 @@ def ledger_display(ledger: pd.DataFrame) -> pd.DataFrame:
     })  # fmt: skip
 
 
+def ranks_display(ranks: pd.DataFrame) -> pd.DataFrame:
+    """Each multi-worker run's ranks at the gradient exchange (analysis/stragglers.py), as shown."""
+    if ranks.empty:
+        return pd.DataFrame()
+    ms = lambda values: [f"{1e3 * v:,.2f}" if np.isfinite(v) else "–" for v in values]
+    return pd.DataFrame({
+        "run": ranks["run_id"], "rank": ranks["rank"], "node": ranks["node"], "host": ranks["host"],
+        "arrived last": [f"{v:.0%}" for v in ranks["last_share"]], "late when last (ms)": ms(ranks["late_s"]),
+        "kept others waiting (s)": [f"{v:,.2f}" for v in ranks["kept_waiting_s"]],
+        "waited (s)": [f"{v:,.2f}" for v in ranks["waited_s"]],
+        "others' step time lost": [f"{v:.1%}" if np.isfinite(v) else "–" for v in ranks["others_lost_share"]],
+        "late from": [f"{c} (+{1e3 * v:,.2f} ms)" if c else "–" for c, v in zip(ranks["cause"], ranks["cause_s"])],
+        "clock ± (ms)": ms(ranks["error_s"]) if "error_s" in ranks else "–",
+    })  # fmt: skip
+
+
 def _extra_tables(tables: StudyTables) -> list[tuple[str, pd.DataFrame]]:
     candidates = [
         (
             "Prediction ledger: each multi-worker run predicted from the smaller runs only",
             ledger_display(tables.ledger),
         ),  # fmt: skip
+        ("Ranks at the gradient exchange: who arrived last, and from what", ranks_display(tables.ranks)),
         ("Hardware comparison", hardware_display(tables.hardware)),
         ("Quality on the held-out test split (median over repeats)", quality_table(tables.quality_summary)),
         ("Repeats: spread and noise", spread_display(tables.placements)),
