@@ -27,7 +27,8 @@ class Findings:
     cheapest: dict[str, Any] | None = None
     fastest: dict[str, Any] | None = None  # run_id, model, placement, throughput
     largest_divergence: dict[str, Any] | None = None  # run_id, loss_divergence
-    fixed_cost: dict[str, float] | None = None  # medians of the wall-time phases; runs; training_share
+    fixed_cost: dict[str, float] | None = None  # medians of the wall-time phases; runs; training_share; fixed_s
+    busy_but_idle: list[dict[str, Any]] = field(default_factory=list)  # GPU runs busy to NVML, idle to their SMs
     restarted: list[dict[str, Any]] = field(default_factory=list)  # run_id, attempts
     throughput_bases: list[str] = field(default_factory=list)  # which part of the runs counted as steady state
     recommendation: dict[str, Any] | None = None  # see analysis/recommend.py
@@ -71,7 +72,26 @@ def fixed_cost(runs: pd.DataFrame) -> dict[str, float] | None:
         return None
     medians = {k: float(v) for k, v in done[columns].median().items()}
     share = float((done["training_s"] / done[columns].sum(axis=1)).median())
-    return {**medians, "runs": float(len(done)), "training_share": share}
+    fixed = sum(medians[k] for k in columns) - medians["training_s"]  # every phase but training, at its median
+    return {**medians, "runs": float(len(done)), "training_share": share, "fixed_s": fixed}
+
+
+def busy_but_idle(runs: pd.DataFrame) -> list[dict[str, Any]]:
+    """Runs whose GPU looked busy to `utilization.gpu` (a kernel running, 50% or more) while its SMs were
+    mostly idle (GPM's SM activity under half of it): ranks waiting in NCCL, or kernels too small to fill
+    the GPU. Each: placement, gpu_util_pct, gpu_sm_active_pct."""
+    if "gpu_sm_active_pct" not in runs or "gpu_util_pct" not in runs:
+        return []
+    both = runs.dropna(subset=["gpu_util_pct", "gpu_sm_active_pct"])
+    idle = both[(both["gpu_util_pct"] >= 50) & (both["gpu_sm_active_pct"] < 0.5 * both["gpu_util_pct"])]
+    return [
+        {
+            "placement": r.placement,
+            "gpu_util_pct": float(r.gpu_util_pct),
+            "gpu_sm_active_pct": float(r.gpu_sm_active_pct),
+        }
+        for r in idle.itertuples()
+    ]
 
 
 LANGUAGE_METRICS = ["test_loss", "perplexity", "token_accuracy"]
@@ -253,6 +273,7 @@ def findings(
         recommendation=recommend(runs, goal, fabric, ledger, fell),
     )  # fmt: skip
     headline(out, runs, fits, placements)
+    out.busy_but_idle = busy_but_idle(runs)
     priced = _scaling_points(runs).dropna(subset=["cost_per_sample_usd"])
     if not priced.empty:
         out.cheapest = cheapest(priced, fell)

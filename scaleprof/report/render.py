@@ -19,7 +19,6 @@ import pandas as pd
 
 from scaleprof.analysis.findings import LAW_REACH, Findings
 from scaleprof.analysis.language import perplexity
-from scaleprof.analysis.phases import WALL_PHASES
 from scaleprof.analysis.quality import RUN_METRICS
 from scaleprof.analysis.recommend import describe
 from scaleprof.analysis.steady import INTERVAL_COLUMNS, relative_half_width
@@ -494,7 +493,7 @@ def study_notes(tables: StudyTables) -> list[str]:
         + _measurement_notes(tables)
         + _fixed_cost_notes(found.fixed_cost)
         + _wait_notes(tables.runs)
-        + _gpu_activity_notes(tables.runs)
+        + _gpu_activity_notes(found.busy_but_idle)
         + _trace_notes(tables.traces)
         + _cost_notes(tables.manifest, found)
         + _inference_notes(tables)
@@ -711,8 +710,7 @@ def _fixed_cost_notes(med: dict[str, float] | None) -> list[str]:
     """The fixed cost every run pays around its training, as medians over finished runs."""
     if med is None:
         return []
-    fixed = sum(med[k] for k in WALL_PHASES) - med["training_s"]
-    share = med["training_share"]
+    fixed, share = med["fixed_s"], med["training_share"]
     return [
         f"Fixed cost per run (median over {int(med['runs'])} finished runs): launch {med['launch_s']:.1f} s (Ray Train "
         f"controller, worker processes, torch.distributed, and any failed attempts), setup {med['setup_s']:.1f} s "
@@ -730,22 +728,11 @@ def _fixed_cost_notes(med: dict[str, float] | None) -> list[str]:
     ]
 
 
-def busy_but_idle(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs whose GPU looked busy to `utilization.gpu` (a kernel running) while its SMs were mostly idle
-    (GPM's SM activity under half of it): ranks waiting in NCCL, or kernels too small to fill the GPU."""
-    if "gpu_sm_active_pct" not in runs:
-        return runs.iloc[0:0]
-    both = runs.dropna(subset=["gpu_util_pct", "gpu_sm_active_pct"])
-    return both[(both["gpu_util_pct"] >= 50) & (both["gpu_sm_active_pct"] < 0.5 * both["gpu_util_pct"])]
-
-
-def _gpu_activity_notes(runs: pd.DataFrame) -> list[str]:
-    idle = busy_but_idle(runs)
-    if idle.empty:
+def _gpu_activity_notes(idle: list[dict[str, Any]]) -> list[str]:
+    """The runs analysis found busy to NVML but idle to their SMs (analysis/findings.busy_but_idle)."""
+    if not idle:
         return []
-    listed = _listed(
-        [f"{r.placement} ({r.gpu_util_pct:.0f}% vs {r.gpu_sm_active_pct:.0f}%)" for r in idle.itertuples()]
-    )
+    listed = _listed([f"{r['placement']} ({r['gpu_util_pct']:.0f}% vs {r['gpu_sm_active_pct']:.0f}%)" for r in idle])
     return [
         f"Busy but idle: NVML's GPU utilisation (a kernel was running) and the SMs' measured activity (GPM) "
         f"disagree widely in {len(idle)} run(s): {listed}. The GPU was mostly waiting (in NCCL collectives, or "
