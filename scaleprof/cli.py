@@ -862,6 +862,18 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--version", action="version", version=f"scaleprof {scaleprof_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub, raw)
+    _add_plan(sub, raw)
+    _add_report(sub, raw)
+    _add_predict(sub, raw)
+    _add_compare(sub, raw)
+    _add_export(sub, raw)
+    _add_ls(sub, raw)
+    _add_fabric(sub, raw)
+    return parser
+
+
+def _add_run(sub: Any, raw: Any) -> None:
     run = sub.add_parser(
         "run", help="run a scaling study and write its report", formatter_class=raw,
         epilog="examples:\n  scaleprof run experiments/smoke.yaml\n"
@@ -877,6 +889,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="STUDY_DIR", help="finish an interrupted study: keep its ok/skipped runs")
     _mlflow_arguments(run, required=False)
     run.set_defaults(func=cmd_run)
+
+
+def _add_plan(sub: Any, raw: Any) -> None:
     plan = sub.add_parser(
         "plan", help="validate an experiment and list its runs, without Ray", formatter_class=raw,
         epilog="example:\n  scaleprof plan experiments/smoke.yaml --json",
@@ -885,6 +900,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override fields, e.g. train.epochs=5")
     plan.add_argument("--json", action="store_true", help="the runs as JSON")
     plan.set_defaults(func=cmd_plan)
+
+
+def _add_report(sub: Any, raw: Any) -> None:
     report = sub.add_parser(
         "report", help="re-render a study's report from its files (no Ray)", formatter_class=raw,
         epilog="example:\n  scaleprof report reports/smoke-20261129-120000",
@@ -896,6 +914,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(a damaged event segment): without it they are kept and the re-render goes to STUDY_DIR/partial-render/",
     )  # fmt: skip
     report.set_defaults(func=cmd_report)
+
+
+def _add_predict(sub: Any, raw: Any) -> None:
     predict = sub.add_parser(
         "predict", help="predict throughput at placements not measured: physics model and scaling law",
         formatter_class=raw,
@@ -920,6 +941,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     predict.add_argument("--json", action="store_true", help="the predictions as JSON")
     predict.set_defaults(func=cmd_predict)
+
+
+def _add_compare(sub: Any, raw: Any) -> None:
     compare = sub.add_parser(
         "compare", help="two studies side by side, changes flagged beyond measured noise", formatter_class=raw,
         epilog="example:\n  scaleprof compare reports/before-20261129-120000 reports/after-20261130-090000",
@@ -932,6 +956,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", action="store_true", help="the comparison as JSON")
     compare.add_argument("--html", metavar="FILE", help="also write the comparison as a page (offline, sortable)")
     compare.set_defaults(func=cmd_compare)
+
+
+def _add_export(sub: Any, raw: Any) -> None:
     export = sub.add_parser(
         "export", help="log a finished study to MLflow (a parent run, a child run per scaleprof run), or write "
         "its events to one file", formatter_class=raw,
@@ -942,6 +969,9 @@ def build_parser() -> argparse.ArgumentParser:
     _mlflow_arguments(export, required=False)
     export.add_argument("--events", metavar="FILE", help="write every event to FILE: .jsonl, .csv or .parquet")
     export.set_defaults(func=cmd_export)
+
+
+def _add_ls(sub: Any, raw: Any) -> None:
     ls = sub.add_parser(
         "ls", help="list the studies under a directory and write its index.html", formatter_class=raw,
         epilog="example:\n  scaleprof ls reports --json",
@@ -949,6 +979,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("dir", nargs="?", default="reports", help="where the studies are (default: reports)")
     ls.add_argument("--json", action="store_true", help="the list as JSON")
     ls.set_defaults(func=cmd_ls)
+
+
+def _add_fabric(sub: Any, raw: Any) -> None:
     fabric = sub.add_parser(
         "fabric", help="measure the links between workers: all-reduce latency and bus bandwidth, fitted",
         formatter_class=raw,
@@ -972,7 +1005,6 @@ def build_parser() -> argparse.ArgumentParser:
     fabric.add_argument("--force", action="store_true", help="replace --out if it exists")
     fabric.add_argument("--json", action="store_true", help="the fits as JSON")
     fabric.set_defaults(func=cmd_fabric)
-    return parser
 
 
 # Where a study is planned, run or reported (not on the training workers): scaleprof[driver].

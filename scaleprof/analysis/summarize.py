@@ -42,6 +42,7 @@ HARDWARE_TABLE = "hardware.parquet"
 LEDGER_TABLE = "predictions.parquet"  # the prediction ledger (held-out samples' predictions are under predictions/)
 RANKS_TABLE = "ranks.parquet"  # per run x rank: arrival at the gradient exchange (analysis/stragglers.py)
 
+STEP_CHART_COLUMNS = ["run_id", "placement", "step", "step_ms", "steady"]
 RUN_COLUMNS = [
     "run_id", "index", "model", "model_name", "placement", "device", "workers", "gpus", "cpus", "kind", "fold",
     "per_worker_batch", "global_batch", "repeat", "status", "reason", "throughput", "throughput_basis", "speedup",
@@ -129,20 +130,7 @@ def summarize_run(
 ) -> dict[str, Any]:
     """One run's row of the runs table; its step-time series for the chart goes to `step_charts`."""
     protocol = protocol or Protocol()
-    row: dict[str, Any] = {k: record.get(k) for k in RUN_COLUMNS if k in record}
-    row["gpus"] = record["workers"] * record.get("gpus_per_worker", 0)
-    row["cpus"] = record["workers"] * record.get("cpus_per_worker", 1)
-    row["reason"] = record.get("reason") or ""
-    row["kind"] = record.get("kind", RunKind.FIXED_SPLIT)  # studies written before cross-validation existed
-    row["wall_s"] = record.get("wall_s", float("nan"))
-    row["wait_s"] = record.get("wait_s", 0.0)  # studies from before the wait was recorded: none measured
-    landed = record.get("ray_node_types") or {}
-    row["ray_node_types"] = ", ".join(f"{kind} x{n}" for kind, n in sorted(landed.items()))
-    row["model_label"] = record.get("model_label") or record["model"]  # studies from before sweeps
-    row["batch_series"] = record.get("batch_series") or row["model_label"]
-    for key, value in (record.get("settings") or {}).items():
-        if key not in OWN_COLUMNS:  # e.g. train.lr, train.optimizer, model.kwargs.width
-            row[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value, sort_keys=True)
+    row = _record_columns(record)
     row["events"] = len(events)
     if events.empty:
         return _measured_or_not(row, events)
@@ -151,36 +139,11 @@ def summarize_run(
     events = _last_attempt(events)
     steps, epochs = of_kind(events, EventKind.STEP), of_kind(events, EventKind.EPOCH)
     system, lifecycle = of_kind(events, EventKind.SYSTEM), of_kind(events, EventKind.LIFECYCLE)
-
-    per_epoch = global_epochs(epochs) if not epochs.empty else None
     tp = steady_state_throughput(steps, protocol.warmup_steps)
-    row["throughput"], row["throughput_basis"] = tp.samples_per_s, tp.basis
-    row["throughput_low"], row["throughput_high"] = tp.low, tp.high
-    window = tp.window
-    row["warmup_steps"] = window.start if window else np.nan
-    row["steady_steps"] = window.steps if window else 0
-    row["first_steady_epoch"] = window.first_epoch + 1 if window and window.steps else np.nan
-    if step_charts is not None and tp.series is not None and window is not None:
-        step_charts.append(step_chart_series(record, tp.series, window.start))
-    few = row["steady_steps"] < protocol.min_steady_steps
-    row["low_confidence"] = bool(record.get("status") == RunStatus.OK and few)
+    _add_steady(row, record, tp, protocol, step_charts)
     span = time_span(tp.steady) if tp.steady is not None else None
-    if per_epoch is not None:
-        steady = window.epochs(per_epoch) if window else per_epoch.iloc[0:0]
-        row["epoch_time_s"] = float((steady if not steady.empty else per_epoch)["epoch_time_s"].mean())
-        row["first_epoch_time_s"] = float(per_epoch.loc[per_epoch["epoch"] == 0, "epoch_time_s"].max())
-        row["train_time_s"] = float(per_epoch["epoch_time_s"].sum())
-        row["samples_total"] = int(per_epoch["samples"].sum())
-        last = epochs[epochs["epoch"] == epochs["epoch"].max()]
-        row["final_train_loss"] = weighted_mean(last, "train_loss", "samples")
-        row["final_val_accuracy"] = max_of(last, "val_accuracy")
-        row["final_lr"] = max_of(last, "lr")
-        row["final_val_loss"] = max_of(last, "val_loss")
-        row["gpu_mem_peak_mb"] = max_of(epochs, "gpu_mem_peak_mb")
-        row["host_mem_peak_mb"] = max_of(epochs, "host_mem_peak_mb")
-        row["state_mem_mb"] = max_of(epochs, "state_mem_mb")
-        row["mem_peak_mb"] = rank_memory_peak(row)
-        row["startup_s"] = row["wall_s"] - row["train_time_s"]
+    if not epochs.empty:
+        _add_epochs(row, epochs, tp.window)
     probe, breakdown = of_kind(events, EventKind.PROBE), {}
     if tp.steady is not None and not tp.steady.empty:
         steady = tp.steady
@@ -190,15 +153,7 @@ def summarize_run(
         breakdown = step_breakdown(steady, probe, int(record["workers"]))
         row.update(breakdown)
     if not system.empty:
-        row["peak_rss_mb"] = max_of(system, "rss_mb")
-        # Percent of the cores this worker was given (process CPU% counts 100 per busy core).
-        row["cpu_util_pct"] = float(column(system, "cpu_pct").mean() / record.get("cpus_per_worker", 1))
-        row["gpu_util_pct"] = float(column(system, "gpu_util_pct").mean()) if "gpu_util_pct" in system else float("nan")
-        row["cpu_util_peak_pct"] = float(column(system, "cpu_pct").max() / record.get("cpus_per_worker", 1))
-        row["gpu_util_peak_pct"] = max_of(system, "gpu_util_pct")
-        row["gpu_sm_active_pct"] = (
-            float(column(system, "gpu_sm_active_pct").mean()) if "gpu_sm_active_pct" in system else float("nan")
-        )
+        _add_system(row, record, system)
     starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START] if "event" in lifecycle else lifecycle
     if not starts.empty:
         row["nodes_realized"] = int(starts["node_id"].nunique())
@@ -222,6 +177,74 @@ def summarize_run(
         row.update(model_input_columns(tp.steady, probe, breakdown, int(record["workers"]), parameters or 0))
         row.update(core_demand(row, starts))
     return _measured_or_not(row, steps)
+
+
+def _record_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """What a run's row takes from its final run record (with the defaults of older studies)."""
+    row: dict[str, Any] = {k: record.get(k) for k in RUN_COLUMNS if k in record}
+    row["gpus"] = record["workers"] * record.get("gpus_per_worker", 0)
+    row["cpus"] = record["workers"] * record.get("cpus_per_worker", 1)
+    row["reason"] = record.get("reason") or ""
+    row["kind"] = record.get("kind", RunKind.FIXED_SPLIT)  # studies written before cross-validation existed
+    row["wall_s"] = record.get("wall_s", float("nan"))
+    row["wait_s"] = record.get("wait_s", 0.0)  # studies from before the wait was recorded: none measured
+    landed = record.get("ray_node_types") or {}
+    row["ray_node_types"] = ", ".join(f"{kind} x{n}" for kind, n in sorted(landed.items()))
+    row["model_label"] = record.get("model_label") or record["model"]  # studies from before sweeps
+    row["batch_series"] = record.get("batch_series") or row["model_label"]
+    for key, value in (record.get("settings") or {}).items():
+        if key not in OWN_COLUMNS:  # e.g. train.lr, train.optimizer, model.kwargs.width
+            row[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value, sort_keys=True)
+    return row
+
+
+def _add_steady(
+    row: dict[str, Any], record: dict[str, Any], tp: Any, protocol: Protocol, step_charts: list[pd.DataFrame] | None
+) -> None:
+    """Steady-state throughput with its interval, the window it came from and whether it rests on too few steps."""
+    row["throughput"], row["throughput_basis"] = tp.samples_per_s, tp.basis
+    row["throughput_low"], row["throughput_high"] = tp.low, tp.high
+    window = tp.window
+    row["warmup_steps"] = window.start if window else np.nan
+    row["steady_steps"] = window.steps if window else 0
+    row["first_steady_epoch"] = window.first_epoch + 1 if window and window.steps else np.nan
+    if step_charts is not None and tp.series is not None and window is not None:
+        step_charts.append(step_chart_series(record, tp.series, window.start))
+    few = row["steady_steps"] < protocol.min_steady_steps
+    row["low_confidence"] = bool(record.get("status") == RunStatus.OK and few)
+
+
+def _add_epochs(row: dict[str, Any], epochs: pd.DataFrame, window: Any) -> None:
+    """Epoch times (steady epochs where there are any), totals, the last epoch's figures, memory peaks."""
+    per_epoch = global_epochs(epochs)
+    steady = window.epochs(per_epoch) if window else per_epoch.iloc[0:0]
+    row["epoch_time_s"] = float((steady if not steady.empty else per_epoch)["epoch_time_s"].mean())
+    row["first_epoch_time_s"] = float(per_epoch.loc[per_epoch["epoch"] == 0, "epoch_time_s"].max())
+    row["train_time_s"] = float(per_epoch["epoch_time_s"].sum())
+    row["samples_total"] = int(per_epoch["samples"].sum())
+    last = epochs[epochs["epoch"] == epochs["epoch"].max()]
+    row["final_train_loss"] = weighted_mean(last, "train_loss", "samples")
+    row["final_val_accuracy"] = max_of(last, "val_accuracy")
+    row["final_lr"] = max_of(last, "lr")
+    row["final_val_loss"] = max_of(last, "val_loss")
+    row["gpu_mem_peak_mb"] = max_of(epochs, "gpu_mem_peak_mb")
+    row["host_mem_peak_mb"] = max_of(epochs, "host_mem_peak_mb")
+    row["state_mem_mb"] = max_of(epochs, "state_mem_mb")
+    row["mem_peak_mb"] = rank_memory_peak(row)
+    row["startup_s"] = row["wall_s"] - row["train_time_s"]
+
+
+def _add_system(row: dict[str, Any], record: dict[str, Any], system: pd.DataFrame) -> None:
+    """Memory and utilisation from the system samples."""
+    row["peak_rss_mb"] = max_of(system, "rss_mb")
+    # Percent of the cores this worker was given (process CPU% counts 100 per busy core).
+    row["cpu_util_pct"] = float(column(system, "cpu_pct").mean() / record.get("cpus_per_worker", 1))
+    row["gpu_util_pct"] = float(column(system, "gpu_util_pct").mean()) if "gpu_util_pct" in system else float("nan")
+    row["cpu_util_peak_pct"] = float(column(system, "cpu_pct").max() / record.get("cpus_per_worker", 1))
+    row["gpu_util_peak_pct"] = max_of(system, "gpu_util_pct")
+    row["gpu_sm_active_pct"] = (
+        float(column(system, "gpu_sm_active_pct").mean()) if "gpu_sm_active_pct" in system else float("nan")
+    )
 
 
 # A run's steady-state figures: shown only for a run that finished and recorded steps.
@@ -378,27 +401,18 @@ def summarize(store: StudyStore) -> StudyTables:
     scaling = str(manifest["experiment"].get("train", {}).get("scaling", "weak"))
     fabric = fabric_of(sweep, "the study")
     ledger = prediction_ledger(runs, fabric, scaling)  # type: ignore[arg-type]
-    goal = manifest["experiment"].get("goal")
     placements = spread_table(runs, noisy_cv)
     workers = workers_table(events)
     ranks = rank_tables(_rank_inputs(records, events, by_run), workers, protocol.warmup_steps)
-    found = findings(
-        runs,
-        goal,
-        fits,
-        placements,
-        fabric,
-        ledger,
-        float(manifest["experiment"]["evaluation"].get("quality_tolerance", DEFAULT_TOLERANCE)),
-    )
+    evaluation = manifest["experiment"]["evaluation"]
+    tolerance = float(evaluation.get("quality_tolerance", DEFAULT_TOLERANCE))
+    found = findings(runs, manifest["experiment"].get("goal"), fits, placements, fabric, ledger, tolerance)
     found.stragglers, found.stalls = ranks.stragglers, ranks.stalls
     return StudyTables(
         runs=runs,
         epochs=epochs,
         timeline=timeline_table(records, events),
-        steps=pd.concat(step_charts, ignore_index=True)
-        if step_charts
-        else pd.DataFrame(columns=["run_id", "placement", "step", "step_ms", "steady"]),  # fmt: skip
+        steps=pd.concat(step_charts, ignore_index=True) if step_charts else pd.DataFrame(columns=STEP_CHART_COLUMNS),
         manifest=manifest,
         quality=per_class,
         placements=placements,

@@ -309,39 +309,7 @@ def run_one(
     observer: Observer | None = None,
     watch: GcsWatch | None = None,
 ) -> dict[str, Any]:
-    train = run.experiment.train
-    record = RunRecord(
-        run_id=run.run_id,
-        index=run.index,
-        model=run.series,
-        model_name=run.model.name or run.model.factory or f"built by {experiment.train.loop}",
-        kind=run.kind,
-        fold=run.fold,
-        placement=run.placement.name,
-        device=run.placement.device,
-        workers=run.placement.workers,
-        cpus_per_worker=run.placement.cpus_per_worker,
-        gpus_per_worker=run.placement.gpus_per_worker,
-        per_worker_batch=run.per_worker_batch,
-        global_batch=run.global_batch,
-        repeat=run.repeat,
-        strategy=run.placement.strategy,
-        nodes_requested=run.placement.expected_nodes,
-        node_type=experiment.node_type(run.placement),
-        model_label=run.model.label,
-        batch_series=run.batch_series,
-        settings=run.point,
-        task=experiment.task,
-        train_precision=train.precision,
-        parallelism=train.parallelism,
-        compile=train.compile_label,
-        grad_accumulation=train.grad_accumulation,
-        optimizer=train.optimizer.name,
-        tokens_per_sample=experiment.data.seq_len
-        if experiment.data is not None and experiment.data.is_tokens
-        else None,
-    )
-    life = RunLifecycle(store, record)
+    life = RunLifecycle(store, planned_record(run, experiment))
     life.to(RunStatus.PLANNED)
 
     reason, wait_s = unsupported(run), 0.0
@@ -388,6 +356,42 @@ def run_one(
         status, **outcome, started_at=started, ended_at=ended, wall_s=ended - started,
         attempts=_attempts(aggregator, run), wait_s=wait_s, ray_node_types=_landed_on(aggregator, run.run_id),
     )  # fmt: skip
+
+
+def planned_record(run: PlannedRun, experiment: Experiment) -> RunRecord:
+    """The run record a planned run starts with: what it is, where it is to run, with which settings."""
+    train = run.experiment.train
+    return RunRecord(
+        run_id=run.run_id,
+        index=run.index,
+        model=run.series,
+        model_name=run.model.name or run.model.factory or f"built by {experiment.train.loop}",
+        kind=run.kind,
+        fold=run.fold,
+        placement=run.placement.name,
+        device=run.placement.device,
+        workers=run.placement.workers,
+        cpus_per_worker=run.placement.cpus_per_worker,
+        gpus_per_worker=run.placement.gpus_per_worker,
+        per_worker_batch=run.per_worker_batch,
+        global_batch=run.global_batch,
+        repeat=run.repeat,
+        strategy=run.placement.strategy,
+        nodes_requested=run.placement.expected_nodes,
+        node_type=experiment.node_type(run.placement),
+        model_label=run.model.label,
+        batch_series=run.batch_series,
+        settings=run.point,
+        task=experiment.task,
+        train_precision=train.precision,
+        parallelism=train.parallelism,
+        compile=train.compile_label,
+        grad_accumulation=train.grad_accumulation,
+        optimizer=train.optimizer.name,
+        tokens_per_sample=experiment.data.seq_len
+        if experiment.data is not None and experiment.data.is_tokens
+        else None,
+    )
 
 
 def run_study(

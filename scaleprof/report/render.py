@@ -382,21 +382,7 @@ def findings_sentences(tables: StudyTables) -> list[str]:
             f"{_between(s, 'scaling_efficiency', '{:.0%}')} (scaling efficiency chart)."
         )
     if found.law_peak:
-        p = found.law_peak
-        peak, reach = float(p["peak_workers"]), LAW_REACH * int(p["max_measured_workers"])
-        if not np.isfinite(peak):
-            where = f"has no peak for {p['model']} ({p['device']}): throughput keeps rising with workers"
-        elif p.get("within_reach", True):
-            where = f"puts {p['model']}'s ({p['device']}) peak throughput at about {peak:,.0f} workers"
-        else:
-            where = (
-                f"places no peak for {p['model']} ({p['device']}) within {reach} workers ({LAW_REACH}x the largest "
-                "measured count); further out than that the curve is arithmetic, not a measurement"
-            )
-        out.append(
-            f"The fitted scaling law {where}; measured up to {int(p['max_measured_workers'])} workers "
-            f"[{p['caveats']}] (Scaling law table)."
-        )
+        out.append(_law_peak_sentence(found.law_peak))
     for bad in found.invalid_laws:
         out.append(
             f"No scaling law for {bad['model']} ({bad['device']}), so nothing is extrapolated from one: the fitted "
@@ -410,21 +396,50 @@ def findings_sentences(tables: StudyTables) -> list[str]:
     if found.bottleneck:
         out.append(_bottleneck_sentence(found.bottleneck))
     if found.cheapest:
-        c = found.cheapest
-        fell = c.get("cheaper_but_fell")
-        also = (
-            f"; {fell['model']} on {fell['placement']} costs less (${1e6 * fell['cost_per_sample_usd']:.4f}) but its "
-            "quality fell (see Quality above)"
-            if fell
-            else ""
-        )
-        out.append(
-            f"Cheapest per sample: {c['model']} on {c['placement']} at ${1e6 * c['cost_per_sample_usd']:.4f} per "
-            f"1M samples{_caveat(c)}{also} (cost chart)."
-        )
+        out.append(_cheapest_sentence(found.cheapest))
     advice = describe(found.recommendation, tables.manifest["experiment"].get("goal"))
     if advice:
         out.append(advice)
+    return out + _warning_sentences(tables)
+
+
+def _law_peak_sentence(p: dict[str, Any]) -> str:
+    """Where the fitted law puts the peak, or that it places none within the curves' reach."""
+    peak, reach = float(p["peak_workers"]), LAW_REACH * int(p["max_measured_workers"])
+    if not np.isfinite(peak):
+        where = f"has no peak for {p['model']} ({p['device']}): throughput keeps rising with workers"
+    elif p.get("within_reach", True):
+        where = f"puts {p['model']}'s ({p['device']}) peak throughput at about {peak:,.0f} workers"
+    else:
+        where = (
+            f"places no peak for {p['model']} ({p['device']}) within {reach} workers ({LAW_REACH}x the largest "
+            "measured count); further out than that the curve is arithmetic, not a measurement"
+        )
+    return (
+        f"The fitted scaling law {where}; measured up to {int(p['max_measured_workers'])} workers "
+        f"[{p['caveats']}] (Scaling law table)."
+    )
+
+
+def _cheapest_sentence(c: dict[str, Any]) -> str:
+    """The cheapest placement whose quality held, and a cheaper one whose quality fell beside it."""
+    fell = c.get("cheaper_but_fell")
+    also = (
+        f"; {fell['model']} on {fell['placement']} costs less (${1e6 * fell['cost_per_sample_usd']:.4f}) but its "
+        "quality fell (see Quality above)"
+        if fell
+        else ""
+    )
+    return (
+        f"Cheapest per sample: {c['model']} on {c['placement']} at ${1e6 * c['cost_per_sample_usd']:.4f} per "
+        f"1M samples{_caveat(c)}{also} (cost chart)."
+    )
+
+
+def _warning_sentences(tables: StudyTables) -> list[str]:
+    """What went wrong or is less firm than it looks: slower than one worker, noise, too few steps,
+    contention, skipped runs."""
+    found, out = tables.findings, []
     for slow in found.negative_scaling:
         out.append(
             f"Warning: {slow['model']} on {slow['placement']} ({slow['workers']} workers) is slower than on one "
