@@ -173,7 +173,8 @@ def _summarize(store: Any) -> Any:
 def _render(study_dir: Path, console: Console, accept_loss: bool = False) -> tuple[Any, Any]:
     """Tables and report written (beside those in place when they would lose measurements: see
     report/write.py), the headline shown; (what was written, the study's tables)."""
-    from scaleprof.report.render import TERMINAL, findings_sentences, headline_table
+    from scaleprof.report.findings_text import findings_sentences
+    from scaleprof.report.tables import TERMINAL, headline_table
     from scaleprof.report.write import write_study
     from scaleprof.telemetry.store import StudyStore
 

@@ -48,7 +48,7 @@ class Findings:
     stalls: list[Stall] = field(default_factory=list)  # steps in which a rank was far later than usual
 
 
-# What a headline run's caveats are made of (the report words them: report/render.caveats).
+# What a headline run's caveats are made of (the report words them: report/tables.caveats).
 CAVEAT_FIELDS = ("low_confidence", "steady_steps", "contended", "outside_cpu_share")
 
 

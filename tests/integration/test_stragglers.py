@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from scaleprof.analysis.summarize import summarize
-from scaleprof.report.render import findings_sentences
+from scaleprof.report.findings_text import findings_sentences
 from scaleprof.telemetry.store import StudyStore
 from tests.integration.cli import run_cli
 

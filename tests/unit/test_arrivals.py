@@ -9,7 +9,7 @@ import pytest
 
 from .gloo_ranks import run_ranks
 
-SLOW_S = 0.03  # rank 1's extra forward time each step
+SLOW_S = 0.05  # rank 1's extra forward time each step
 
 
 def _rank(rank: int, world: int, port: int, queue) -> None:
@@ -71,7 +71,8 @@ def test_the_session_records_arrivals_and_the_analysis_names_the_slow_forward():
     inside = (steps["arrive_t"] - steps["start_t"]).between(steps["data_s"] + steps["forward_s"], steps["step_s"])
     assert inside.all()
     later = steps[steps["step"] >= 2]  # past the first steps (DDP's bucket rebuild)
-    assert later.loc[later["rank"] == 0, "sync_wait_s"].median() == pytest.approx(SLOW_S, abs=0.015)
+    waits = later.groupby("rank")["sync_wait_s"].median()
+    assert waits[0] > SLOW_S / 2 and waits[0] > waits[1] + SLOW_S / 4, waits  # (loose: a busy machine stretches both)
     table = rank_table(aligned(later, clocks), clocks)
     (late,) = stragglers(table, 2, "r", "cpu-2", pd.DataFrame())
-    assert late.rank == 1 and late.cause == "forward" and late.cause_s == pytest.approx(SLOW_S, abs=0.01)
+    assert late.rank == 1 and late.cause == "forward" and late.cause_s == pytest.approx(SLOW_S, rel=0.4)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from scaleprof.report.render import study_notes
+from scaleprof.report.notes import study_notes
 
 
 def test_cost_follows_from_the_pricing_rows(study):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from scaleprof.analysis.findings import LAW_REACH, Findings, cheapest, headline, step_bottleneck
-from scaleprof.report.render import findings_sentences
+from scaleprof.report.findings_text import findings_sentences
 
 
 def test_best_cheapest_fastest_and_fixed_cost(study):

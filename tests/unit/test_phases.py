@@ -37,7 +37,7 @@ def test_compile_time_is_a_phase_of_its_own_taken_out_of_training():
 def test_a_runs_wait_for_resources_is_its_own_phase_outside_the_wall_time(tmp_path):
     from scaleprof.analysis.summarize import summarize
     from scaleprof.report.charts import wall_time_phases
-    from scaleprof.report.render import study_notes
+    from scaleprof.report.notes import study_notes
     from tests.unit.study_data import make_study
 
     store = make_study(tmp_path / "study")

@@ -15,7 +15,8 @@ from scaleprof.analysis.model_inputs import host_sharing_columns, measured_run, 
 from scaleprof.analysis.prediction import fabric_of, physics_predictions, prediction_ledger, study_sweep
 from scaleprof.analysis.summarize import summarize
 from scaleprof.records import FABRIC_COLUMNS
-from scaleprof.report.render import findings_sentences, ledger_display
+from scaleprof.report.findings_text import findings_sentences
+from scaleprof.report.tables import ledger_display
 
 from .study_data import make_study
 

@@ -67,7 +67,7 @@ def test_no_goal_recommends_a_placement_whose_quality_fell():
 def test_the_report_says_what_scaling_did_to_the_result(tmp_path):
     from scaleprof.analysis.quality_shift import QualityShift
     from scaleprof.analysis.summarize import summarize
-    from scaleprof.report.render import findings_sentences
+    from scaleprof.report.findings_text import findings_sentences
     from tests.unit.study_data import make_study
 
     tables = summarize(make_study(tmp_path / "study"))

@@ -104,7 +104,7 @@ def _swept_runs() -> pd.DataFrame:
 
 def test_batch_size_and_memory_charts_appear_for_a_sweep_and_settings_show_only_when_they_vary():
     from scaleprof.report.charts import memory_vs_throughput, throughput_vs_batch
-    from scaleprof.report.render import headline_table
+    from scaleprof.report.tables import headline_table
 
     runs = _swept_runs()
     chart = throughput_vs_batch(runs).to_dict()
@@ -120,7 +120,7 @@ def test_batch_size_and_memory_charts_appear_for_a_sweep_and_settings_show_only_
 
 
 def test_the_report_opens_with_findings_backed_by_its_figures(study):
-    from scaleprof.report.render import findings_sentences
+    from scaleprof.report.findings_text import findings_sentences
 
     _, tables, report = study
     found = findings_sentences(tables)
@@ -152,7 +152,7 @@ def test_utilisation_stays_one_readable_chart_with_many_runs():
 
 
 def test_gpu_nodes_interconnect_is_shown_once_per_node():
-    from scaleprof.report.render import node_facts
+    from scaleprof.report.notes import node_facts
 
     topo = "\tGPU0\tGPU1\nGPU0\t X \tNV18\nGPU1\tNV18\t X "
     workers = pd.DataFrame(
@@ -167,7 +167,7 @@ def test_gpu_nodes_interconnect_is_shown_once_per_node():
 
 def test_a_gpu_busy_to_nvml_but_idle_to_its_sms_gets_a_note():
     from scaleprof.analysis.findings import busy_but_idle
-    from scaleprof.report.render import _gpu_activity_notes
+    from scaleprof.report.notes import _gpu_activity_notes
 
     runs = pd.DataFrame(
         {"placement": ["gpu-1", "gpu-8"], "gpu_util_pct": [95.0, 97.0], "gpu_sm_active_pct": [80.0, 30.0]}
@@ -181,7 +181,7 @@ def test_a_gpu_busy_to_nvml_but_idle_to_its_sms_gets_a_note():
 def test_a_skipped_run_has_no_caveats():
     import numpy as np
 
-    from scaleprof.report.render import caveats
+    from scaleprof.report.tables import caveats
 
     assert caveats(pd.Series({"contended": np.nan, "low_confidence": np.nan, "steady_steps": np.nan})) == ""
     assert caveats(pd.Series({"contended": None, "low_confidence": False, "steady_steps": 900})) == ""
@@ -192,7 +192,8 @@ def test_a_skipped_run_has_no_caveats():
 
 def test_findings_give_no_advice_the_measurements_contradict(slower_study):
     """cpu-2's 2 workers run 0.4x as fast as cpu-1's one: no 'more devices', no law, no peak."""
-    from scaleprof.report.render import findings_sentences, fits_display
+    from scaleprof.report.findings_text import findings_sentences
+    from scaleprof.report.tables import fits_display
 
     _, tables = slower_study
     found = findings_sentences(tables)
@@ -207,7 +208,8 @@ def test_findings_give_no_advice_the_measurements_contradict(slower_study):
 
 
 def test_the_law_sentence_and_fits_table_say_what_the_fit_rests_on(study):
-    from scaleprof.report.render import findings_sentences, fits_display
+    from scaleprof.report.findings_text import findings_sentences
+    from scaleprof.report.tables import fits_display
 
     _, tables, _ = study
     law = next(s for s in findings_sentences(tables) if s.startswith("The fitted scaling law"))
