@@ -42,6 +42,18 @@ def write_error(kind: str, where: Path | str) -> OSError:
     return OSError(code, os.strerror(code), str(where))
 
 
+class UnsupportedSettings(RuntimeError):
+    """The run's settings cannot be measured on this worker's device (e.g. bf16 on a pre-Ampere GPU): raised in
+    the worker, found by type in Ray Train's WorkerGroupError (execution/failures.py), and the run is skipped."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"unsupported on this device: {reason}")
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:  # it crosses from the worker to the driver pickled
+        return (type(self), (self.reason,))
+
+
 class StoreError(Exception):
     """A study file that cannot be used at all: which file, and what is wrong with it."""
 

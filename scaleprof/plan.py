@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from scaleprof.config import Experiment, ModelSpec, PlacementSpec, point_label
+from scaleprof.precision import precision_problem
 from scaleprof.records import RunKind
 
 
@@ -93,18 +94,6 @@ def expand(experiment: Experiment) -> list[PlannedRun]:
             for fold in range(k):
                 add(i, point, run_exp, experiment.cv_reference, 0, f"cv{fold + 1}of{k}", fold=fold, folds=k)
     return runs
-
-
-def precision_problem(precision: str, device_kind: str, bf16_capable: bool = True, gpu: str = "") -> str | None:
-    """Why a device cannot train in this precision, or None."""
-    if precision == "fp16" and device_kind == "cpu":
-        return (
-            "fp16 training needs a GPU: on CPU, float16 autocast is emulated, so its speed says nothing about "
-            "the hardware (train in bf16 or fp32 on CPU)"
-        )
-    if precision == "bf16" and device_kind == "gpu" and not bf16_capable:
-        return f"{gpu or 'this GPU'} has no bf16 tensor cores (compute capability 8.0 or newer needed); try fp16"
-    return None
 
 
 def unsupported(run: PlannedRun) -> str | None:

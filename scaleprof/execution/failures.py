@@ -7,7 +7,7 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
-from scaleprof.errors import write_failure
+from scaleprof.errors import UnsupportedSettings, write_failure
 
 
 @dataclass(frozen=True)
@@ -28,22 +28,26 @@ def decide(exc: BaseException, lost: str = "") -> FailureDecision:
         return FailureDecision("interrupted", stop_study=True)
     if isinstance(exc, SystemExit):
         return FailureDecision("terminated", stop_study=True)
-    unsupported = _unsupported(exc)
-    if unsupported:
-        return FailureDecision(unsupported, stop_study=False, skip=True)
-    cannot_write = write_failure(exc)
+    errors = worker_errors(exc)
+    unsupported = next((e for e in errors if isinstance(e, UnsupportedSettings)), None)
+    if unsupported is not None:
+        return FailureDecision(unsupported.reason[:500], stop_study=False, skip=True)
+    # A worker's OSError by its errno; else the driver's own exception (its errno, or the remote text Ray gives).
+    cannot_write = next((kind for e in errors if (kind := write_failure(e)) is not None), None)
     return FailureDecision(lost + failure_reason(exc), stop_study=cannot_write is not None, write_failure=cannot_write)
 
 
-# The worker's UnsupportedSettings (workloads/training.py) arrives as text inside Ray's exception.
-UNSUPPORTED_MARK = "scaleprof: unsupported on this device: "
-
-
-def _unsupported(exc: BaseException) -> str | None:
-    text = str(exc)
-    if UNSUPPORTED_MARK not in text:
-        return None
-    return text.split(UNSUPPORTED_MARK, 1)[1].strip().splitlines()[0][:500]
+def worker_errors(exc: BaseException) -> list[BaseException]:
+    """What the workers raised, by type: Ray Train's WorkerGroupError keeps each failed rank's exception
+    (`worker_failures`, each wrapped with its traceback text); then `exc` itself and its causes."""
+    out: list[BaseException] = []
+    for failure in (getattr(exc, "worker_failures", None) or {}).values():
+        out.append(getattr(failure, "_base_exc", failure))  # ray.train's UserExceptionWithTraceback
+    seen: BaseException | None = exc
+    while seen is not None and len(out) < 32:
+        out.append(seen)
+        seen = seen.__cause__
+    return out
 
 
 def failure_reason(exc: BaseException) -> str:

@@ -25,17 +25,10 @@ import torch
 from torch import nn
 
 from scaleprof.config import DataSpec, TrainSpec
-from scaleprof.execution.failures import UNSUPPORTED_MARK
-from scaleprof.plan import precision_problem
+from scaleprof.errors import UnsupportedSettings
+from scaleprof.precision import precision_problem
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class UnsupportedSettings(RuntimeError):
-    """The run's settings cannot be measured on this worker's device (e.g. bf16 on a pre-Ampere GPU)."""
-
-    def __init__(self, reason: str):
-        super().__init__(UNSUPPORTED_MARK + reason)  # failures.decide turns it into a skipped run
 
 
 def check_device(train: TrainSpec, device: torch.device) -> None:

@@ -56,3 +56,29 @@ def test_failure_policy_stops_the_study_only_for_interrupts_and_full_disks():
         not ordinary.stop_study
         and ordinary.reason == "node(s) abc lost during the run; then RuntimeError: ValueError: bad batch"
     )
+
+
+def _worker_group_error(*failures: BaseException):
+    """Ray Train's own exception for failed workers, pickled as it reaches the driver."""
+    import pickle
+
+    from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    wrapped = {rank: UserExceptionWithTraceback(e, f"Traceback ...\n{e!r}") for rank, e in enumerate(failures)}
+    return pickle.loads(pickle.dumps(WorkerGroupError("rank failures", wrapped)))
+
+
+def test_worker_failures_are_read_by_type_not_by_their_text():
+    """A worker's UnsupportedSettings skips the run with its reason; a worker's OSError is classified by its
+    errno (a read-only study is not told to free space), whatever the exception's text says."""
+    from scaleprof.errors import UnsupportedSettings
+
+    skipped = decide(_worker_group_error(RuntimeError("other rank"), UnsupportedSettings("fp16 training needs a GPU")))
+    assert skipped.skip and not skipped.stop_study and skipped.reason == "fp16 training needs a GPU"
+    read_only = decide(_worker_group_error(OSError(errno.EROFS, "cannot", "/s/events")))
+    assert read_only.stop_study and read_only.write_failure == NOT_WRITABLE
+    full = decide(_worker_group_error(OSError(errno.ENOSPC, "disk")))
+    assert full.write_failure == NO_SPACE
+    plain = decide(_worker_group_error(ValueError("bad batch")))
+    assert not plain.stop_study and not plain.skip
