@@ -23,6 +23,15 @@ COST_COLUMNS = [
 ]  # fmt: skip
 
 
+# Cost per sample is quoted per million samples (USD per 1M): the one place that scaling lives.
+QUOTED_SAMPLES = 1_000_000
+
+
+def usd_per_million(cost_per_sample_usd: float) -> float:
+    """A cost per sample as USD per QUOTED_SAMPLES samples."""
+    return cost_per_sample_usd * QUOTED_SAMPLES
+
+
 def cost_per_sample_usd(cost_per_hour_usd: float, throughput: float) -> float:
     """USD per training sample at a steady throughput: USD per second / samples per second."""
     if not throughput or not np.isfinite(throughput):

@@ -34,7 +34,7 @@ def required_throughput(goal: dict[str, Any], cost_per_hour_usd: float) -> float
     inf when a budget is set and the price is unknown)."""
     from scaleprof.analysis.cost import throughput_for_cost
 
-    needs = [_speed_needed(goal)]
+    needs = [speed_needed(goal)]
     if goal.get("max_cost_per_sample_usd") is not None:
         hourly = float(cost_per_hour_usd)
         needs.append(
@@ -43,7 +43,7 @@ def required_throughput(goal: dict[str, Any], cost_per_hour_usd: float) -> float
     return max(needs)
 
 
-def _speed_needed(goal: dict[str, Any]) -> float:
+def speed_needed(goal: dict[str, Any]) -> float:
     """The throughput the goal asks outright: `min_throughput`, and `samples` in `deadline_hours` (0: neither)."""
     needs = [0.0]
     if goal.get("min_throughput") is not None:
@@ -54,7 +54,7 @@ def _speed_needed(goal: dict[str, Any]) -> float:
 
 
 def _meets(throughput: float, cost: float, goal: dict[str, Any]) -> bool:
-    if not throughput >= _speed_needed(goal):
+    if not throughput >= speed_needed(goal):
         return False
     return goal.get("max_cost_per_sample_usd") is None or cost <= goal["max_cost_per_sample_usd"]
 
@@ -158,68 +158,3 @@ def _ledger_error(ledger: pd.DataFrame, model: str, device: str) -> float:
     summary = ledger_summary(ledger[(ledger["model"] == model) & (ledger["device"] == device)])
     physics = summary[summary["method"] == PHYSICS]["median_abs_error_pct"]
     return float(physics.iloc[0]) if not physics.empty else math.nan
-
-
-def _margin(r: dict[str, Any], goal: dict[str, Any]) -> str:
-    """A caveat when the goal is met by the point figure but not by its whole 95% interval."""
-    misses = []
-    low = r.get("throughput_low", np.nan)
-    if goal.get("min_throughput") is not None and np.isfinite(low) and low < _speed_needed(goal):
-        misses.append(f"its throughput's 95% interval reaches down to {low:,.0f} samples/s")
-    high = r.get("cost_per_sample_high_usd", np.nan)
-    budget = goal.get("max_cost_per_sample_usd")
-    if budget is not None and np.isfinite(high) and high > budget:
-        misses.append(f"its cost's 95% interval reaches up to ${high * 1e6:.4f} per 1M samples")
-    return f", but only just: {' and '.join(misses)}" if misses else ""
-
-
-def describe(recommendation: dict[str, Any] | None, goal: dict[str, Any] | None) -> str | None:
-    if recommendation is None or not goal:
-        return None
-    wants = []
-    if goal.get("min_throughput") is not None:
-        wants.append(f"at least {goal['min_throughput']:,.0f} samples/s")
-    if goal.get("samples") is not None and goal.get("deadline_hours") is not None:
-        wants.append(
-            f"{goal['samples']:,.0f} samples in {goal['deadline_hours']:g} h "
-            f"({float(goal['samples']) / (float(goal['deadline_hours']) * 3600):,.0f} samples/s)"
-        )
-    if goal.get("max_cost_per_sample_usd") is not None:
-        wants.append(f"at most ${goal['max_cost_per_sample_usd'] * 1e6:.4f} per 1M samples")
-    head = "Goal (" + " and ".join(wants) + "): "
-    r = recommendation
-    cost = r.get("cost_per_sample_usd", np.nan)
-    cost_text = f", ${cost * 1e6:.4f} per 1M samples" if cost is not None and np.isfinite(cost) else ""
-    if r["basis"] == "measured":
-        return (
-            head
-            + f"met cheapest by {r['model']} on {r['placement']} "
-            + f"({r['throughput']:,.0f} samples/s{cost_text}, measured){_margin(r, goal)}."
-        )
-    if r["basis"] == "predicted":
-        return head + _predicted_text(r, cost_text)
-    return head + "neither a measured placement nor a prediction up to 4x the largest measured count meets it."
-
-
-def _predicted_text(r: dict[str, Any], cost_text: str) -> str:
-    physics = r.get("method") == "physics"
-    where = f" on {int(r['nodes'])} node(s)" if physics and np.isfinite(r.get("nodes", np.nan)) else ""
-    low, high = r.get("throughput_low", np.nan), r.get("throughput_high", np.nan)
-    interval = f", 95% interval {low:,.0f}–{high:,.0f}" if np.isfinite(low) and np.isfinite(high) and high > low else ""
-    chance = r.get("chance", np.nan)
-    if interval and chance >= SURE:
-        sure = "its whole 95% interval meets the goal"
-    elif interval:
-        sure = f"no predicted placement meets it with its whole interval; this one about {chance:.0%} of the time"
-    else:
-        sure = "it has no interval to say how sure"
-    said = (
-        f"no measured placement meets it; the {METHOD_NAMES.get(r.get('method', ''), 'scaling law')} predicts "
-        f"{r['workers']} "
-        f"{r['device']} worker(s){where} of {r['model']} would ({r['throughput']:,.0f} samples/s{interval}"
-        f"{cost_text}): {sure}"
-    )
-    error = r.get("ledger_error_pct", np.nan)
-    if physics and np.isfinite(error):
-        said += f"; on this study's own multi-worker runs the physics model was off by {error:.0f}% (median)"
-    return said + f"; a prediction, not a measurement{'; ' + r['caveats'] if r.get('caveats') else ''}."

@@ -6,6 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from scaleprof.analysis.cost import usd_per_million
 from scaleprof.analysis.phases import WAIT_PHASE, WALL_PHASES
 from scaleprof.records import RunKind, RunStatus
 
@@ -444,7 +445,7 @@ def cost_vs_throughput(runs: pd.DataFrame, marks: dict[str, str] | None = None) 
     ok = _ok(runs).dropna(subset=["cost_per_sample_usd"]) if "cost_per_sample_usd" in runs else pd.DataFrame()
     if ok.empty:
         return None
-    ok["usd_per_1m_samples"] = ok["cost_per_sample_usd"] * 1e6
+    ok["usd_per_1m_samples"] = usd_per_million(ok["cost_per_sample_usd"])
     ok["mark"] = [(marks or {}).get(run, "") for run in ok["run_id"]]
     ok["label"] = ok["placement"] + (" (" + ok["mark"] + ")").where(ok["mark"] != "", "")
     base = alt.Chart(ok).encode(

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.findings import LAW_REACH
-from scaleprof.analysis.recommend import describe
 from scaleprof.analysis.summarize import StudyTables
-from scaleprof.report.tables import caveats, known_verdict, short_list
+from scaleprof.report.goal_text import describe
+from scaleprof.report.tables import caveats, known_verdict, per_million, short_list
 
 # What to try when one part dominates the largest run's step time.
 SUGGESTIONS = {
@@ -115,14 +115,14 @@ def _cheapest_sentence(c: dict[str, Any]) -> str:
     """The cheapest placement whose quality held, and a cheaper one whose quality fell beside it."""
     fell = c.get("cheaper_but_fell")
     also = (
-        f"; {fell['model']} on {fell['placement']} costs less (${1e6 * fell['cost_per_sample_usd']:.4f}) but its "
+        f"; {fell['model']} on {fell['placement']} costs less ({per_million(fell['cost_per_sample_usd'])}) but its "
         "quality fell (see Quality above)"
         if fell
         else ""
     )
     return (
-        f"Cheapest per sample: {c['model']} on {c['placement']} at ${1e6 * c['cost_per_sample_usd']:.4f} per "
-        f"1M samples{_caveat(c)}{also} (cost chart)."
+        f"Cheapest per sample: {c['model']} on {c['placement']} at {per_million(c['cost_per_sample_usd'])}"
+        f"{_caveat(c)}{also} (cost chart)."
     )
 
 

@@ -10,10 +10,10 @@ import pandas as pd
 
 from scaleprof.analysis.findings import Findings
 from scaleprof.analysis.language import perplexity
-from scaleprof.analysis.recommend import describe
 from scaleprof.analysis.summarize import StudyTables
 from scaleprof.records import RunStatus
-from scaleprof.report.tables import short_list
+from scaleprof.report.goal_text import describe
+from scaleprof.report.tables import per_million, short_list
 
 
 def study_notes(tables: StudyTables) -> list[str]:
@@ -311,8 +311,8 @@ def _cost_notes(manifest: dict[str, Any], found: Findings) -> list[str]:
     cheap, fast = found.cheapest, found.fastest
     if cheap and fast:
         notes.append(
-            f"Cheapest: {cheap['model']} on {cheap['placement']} (${cheap['cost_per_sample_usd'] * 1e6:.4f} per 1M "
-            f"samples); fastest: {fast['model']} on {fast['placement']} ({fast['throughput']:,.0f} samples/s)."
+            f"Cheapest: {cheap['model']} on {cheap['placement']} ({per_million(cheap['cost_per_sample_usd'])}); "
+            f"fastest: {fast['model']} on {fast['placement']} ({fast['throughput']:,.0f} samples/s)."
         )
     if cost.get("target_accuracy"):
         notes.append(

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaleprof.analysis.cost import usd_per_million
 from scaleprof.analysis.quality import RUN_METRICS
 from scaleprof.analysis.steady import INTERVAL_COLUMNS, relative_half_width
 from scaleprof.analysis.summarize import StudyTables
@@ -302,6 +303,11 @@ def fits_display(fits: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def per_million(cost_per_sample_usd: float) -> str:
+    """'$0.0123 per 1M samples': a cost per sample as the report quotes it (analysis/cost.usd_per_million)."""
+    return f"${usd_per_million(cost_per_sample_usd):.4f} per 1M samples"
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     def cell(value: Any) -> str:
         return str(value).replace("|", "\\|").replace("\n", " ")
@@ -340,7 +346,7 @@ def hardware_display(hardware: pd.DataFrame) -> pd.DataFrame:
             "p50 latency, batch 1 (ms)": [fmt(1000 * v, ".3f") for v in col("inference_latency_p50_s_batch1")],
             "training epoch (s)": [fmt(v, ".2f") for v in col("train_epoch_time_s")],
             "peak utilisation (%)": [fmt(v, ".0f") for v in col("peak_util_pct")],
-            "USD per 1M training samples": [fmt(1e6 * v, ".4f") for v in col("cost_per_sample_usd")],
+            "USD per 1M training samples": [fmt(usd_per_million(v), ".4f") for v in col("cost_per_sample_usd")],
             "J per training sample": [fmt(v, ".4g") for v in col("energy_per_sample_j")],
         }
     )

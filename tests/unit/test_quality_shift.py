@@ -45,7 +45,8 @@ def test_a_language_model_is_judged_by_perplexity_where_higher_is_worse():
 
 
 def test_no_goal_recommends_a_placement_whose_quality_fell():
-    from scaleprof.analysis.recommend import describe, recommend
+    from scaleprof.analysis.recommend import recommend
+    from scaleprof.report.goal_text import describe
 
     table = runs([("cpu-1", 1, 0.996, None, 64, 0.05), ("cpu-2", 2, 0.418, None, 128, 0.05),
                   ("cpu-4", 4, 0.99, None, 256, 0.05)])  # fmt: skip

@@ -16,7 +16,8 @@ def scaling_runs():
 
 
 def test_recommend_measured_cheapest_then_predicted_then_none():
-    from scaleprof.analysis.recommend import describe, recommend
+    from scaleprof.analysis.recommend import recommend
+    from scaleprof.report.goal_text import describe
 
     runs = scaling_runs()  # 100, 181.8, 307.7 samples/s
     measured = recommend(runs, {"min_throughput": 150})
@@ -29,7 +30,8 @@ def test_recommend_measured_cheapest_then_predicted_then_none():
 
 
 def test_a_goal_met_only_by_the_point_figure_says_so():
-    from scaleprof.analysis.recommend import describe, recommend
+    from scaleprof.analysis.recommend import recommend
+    from scaleprof.report.goal_text import describe
 
     runs = scaling_runs().assign(throughput_low=lambda f: f["throughput"] * 0.95)  # cpu-2: 181.8, down to 172.7
     goal = {"min_throughput": 175}
@@ -40,7 +42,8 @@ def test_a_goal_met_only_by_the_point_figure_says_so():
 
 
 def test_a_predicted_recommendation_says_what_its_law_rests_on():
-    from scaleprof.analysis.recommend import describe, recommend
+    from scaleprof.analysis.recommend import recommend
+    from scaleprof.report.goal_text import describe
 
     runs = scaling_runs().assign(contended=[False, False, True])
     goal = {"min_throughput": 400}
@@ -67,7 +70,8 @@ def test_a_predicted_recommendation_is_the_cheapest_its_whole_interval_meets_els
     """At 9 workers the law predicts 643 samples/s (622-665), at 10, 690 (648-733). For 640, 9 meets it by its
     figure only: 10 is named, its whole interval above. For 680 no count's interval is wholly above: the cheapest
     count whose figure meets it is named with its chance."""
-    from scaleprof.analysis.recommend import SURE, describe, recommend
+    from scaleprof.analysis.recommend import SURE, recommend
+    from scaleprof.report.goal_text import describe
 
     runs = noisy_runs()
     goal = {"min_throughput": 640}
@@ -82,7 +86,8 @@ def test_a_predicted_recommendation_is_the_cheapest_its_whole_interval_meets_els
 
 def test_a_deadline_and_a_budget_are_throughputs_the_placement_must_reach():
     from scaleprof.analysis.cost import cost_per_sample_usd
-    from scaleprof.analysis.recommend import describe, recommend, required_throughput
+    from scaleprof.analysis.recommend import recommend, required_throughput
+    from scaleprof.report.goal_text import describe
 
     assert required_throughput({"samples": 3.6e6, "deadline_hours": 2}, 3.6) == 500
     needed = required_throughput({"min_throughput": 100, "max_cost_per_sample_usd": 1e-6}, 3.6)
@@ -98,8 +103,9 @@ def test_the_physics_model_recommends_where_the_fabric_reaches_and_says_how_far_
     """The hand-made study (cpu-1 176 samples/s, cpu-2 300 measured) with an exact intra-node sweep and a stated
     inter-node link: 3 workers go over two nodes (cpu-2 had 2 to a node). The ledger's error on cpu-2 is said."""
     from scaleprof.analysis.prediction import fabric_of, prediction_ledger
-    from scaleprof.analysis.recommend import describe, recommend
+    from scaleprof.analysis.recommend import recommend
     from scaleprof.analysis.summarize import summarize
+    from scaleprof.report.goal_text import describe
     from tests.unit.study_data import make_study
     from tests.unit.test_prediction import exact_sweep
 
