@@ -237,10 +237,9 @@ def _add_epochs(row: dict[str, Any], epochs: pd.DataFrame, window: Any) -> None:
 def _add_system(row: dict[str, Any], record: dict[str, Any], system: pd.DataFrame) -> None:
     """Memory and utilisation from the system samples."""
     row["peak_rss_mb"] = max_of(system, "rss_mb")
-    # Percent of the cores this worker was given (process CPU% counts 100 per busy core).
-    row["cpu_util_pct"] = float(column(system, "cpu_pct").mean() / record.get("cpus_per_worker", 1))
+    row["cpu_util_pct"] = float(cpu_util_pct(column(system, "cpu_pct"), record).mean())
     row["gpu_util_pct"] = float(column(system, "gpu_util_pct").mean()) if "gpu_util_pct" in system else float("nan")
-    row["cpu_util_peak_pct"] = float(column(system, "cpu_pct").max() / record.get("cpus_per_worker", 1))
+    row["cpu_util_peak_pct"] = float(cpu_util_pct(column(system, "cpu_pct"), record).max())
     row["gpu_util_peak_pct"] = max_of(system, "gpu_util_pct")
     row["gpu_sm_active_pct"] = (
         float(column(system, "gpu_sm_active_pct").mean()) if "gpu_sm_active_pct" in system else float("nan")
@@ -323,13 +322,22 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame, runs:
     return pd.DataFrame(rows)
 
 
+def cpu_util_pct(cpu_pct: pd.Series, record: dict[str, Any]) -> pd.Series:
+    """CPU utilisation as the report means it: percent of the CPUs the worker was given (a process's CPU%
+    counts 100 per busy core, so a 2-CPU worker at 150% is at 75%)."""
+    return cpu_pct / float(record.get("cpus_per_worker", 1) or 1)
+
+
 def timeline_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
+    """System samples per run and rank over time; `cpu_util_pct` as in the runs table (cpu_util_pct)."""
     system = of_kind(events, EventKind.SYSTEM)
     if system.empty:
-        return pd.DataFrame(columns=["run_id", "placement", "rank", "t_s", "cpu_pct", "rss_mb"])
+        return pd.DataFrame(columns=["run_id", "placement", "rank", "t_s", "cpu_pct", "cpu_util_pct", "rss_mb"])
     system = system.copy()
     system["t_s"] = system["time"] - system.groupby("run_id")["time"].transform("min")
     system["placement"] = system["run_id"].map(lambda r: records.get(r, {}).get("placement"))
+    cpus = [float(records.get(r, {}).get("cpus_per_worker", 1) or 1) for r in system["run_id"]]  # ids: categorical
+    system["cpu_util_pct"] = column(system, "cpu_pct") / cpus
     keep = [
         "run_id",
         "placement",
@@ -337,6 +345,7 @@ def timeline_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> 
         "attempt",
         "t_s",
         "cpu_pct",
+        "cpu_util_pct",
         "rss_mb",
         "gpu_util_pct",
         "gpu_mem_used_mb",

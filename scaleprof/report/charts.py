@@ -257,7 +257,11 @@ def downsample(timeline: pd.DataFrame, max_points: int = 200, total: int = TIMEL
         return timeline
     series = timeline.groupby(["run_id", "rank"]).ngroups
     max_points = max(10, min(max_points, total // max(series, 1)))
-    numeric = [c for c in ("cpu_pct", "rss_mb", "gpu_util_pct", "gpu_mem_used_mb", "gpu_power_w") if c in timeline]
+    numeric = [
+        c
+        for c in ("cpu_pct", "cpu_util_pct", "rss_mb", "gpu_util_pct", "gpu_mem_used_mb", "gpu_power_w")
+        if c in timeline
+    ]
     frames = []
     for (run_id, rank), group in timeline.groupby(["run_id", "rank"], sort=False):
         if len(group) <= max_points:
@@ -290,15 +294,21 @@ def utilisation_by_run(long: pd.DataFrame) -> alt.Chart:
     return (bars + ticks).properties(title="Utilisation per run", width=WIDTH, height=alt.Step(12))
 
 
+# The utilisation chart's series, named as the runs table's columns mean them.
+UTILISATION = {"cpu_util_pct": "CPU (% of the worker's CPUs)", "gpu_util_pct": "GPU (%)"}
+
+
 def utilisation_over_time(timeline: pd.DataFrame) -> alt.Chart | None:
-    """Process CPU% (100 = one core) and GPU utilisation of every worker over each run."""
-    if timeline.empty or "cpu_pct" not in timeline:
+    """CPU utilisation (percent of the CPUs each worker was given, as in the runs table) and GPU utilisation
+    of every worker over each run."""
+    if timeline.empty or "cpu_util_pct" not in timeline:
         return None
     timeline = downsample(timeline)
-    value_vars = ["cpu_pct"] + (["gpu_util_pct"] if "gpu_util_pct" in timeline else [])
+    value_vars = [c for c in UTILISATION if c in timeline]
     long = timeline.melt(
         id_vars=["run_id", "rank", "t_s"], value_vars=value_vars, var_name="metric", value_name="pct"
     ).dropna(subset=["pct"])
+    long["metric"] = long["metric"].map(UTILISATION)
     long["worker"] = "rank " + long["rank"].astype(str)
     if long["run_id"].nunique() > MAX_FACETS:  # many runs: one bar per run, not a panel per run
         return utilisation_by_run(long)

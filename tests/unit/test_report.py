@@ -143,7 +143,11 @@ def test_utilisation_stays_one_readable_chart_with_many_runs():
 
     def timeline(runs: int) -> pd.DataFrame:
         return pd.DataFrame(
-            [{"run_id": f"r{i:03d}", "rank": 0, "t_s": t, "cpu_pct": 50.0 + t} for i in range(runs) for t in range(3)]
+            [
+                {"run_id": f"r{i:03d}", "rank": 0, "t_s": t, "cpu_util_pct": 50.0 + t}
+                for i in range(runs)
+                for t in range(3)
+            ]
         )
 
     few, many = utilisation_over_time(timeline(2)).to_dict(), utilisation_over_time(timeline(MAX_FACETS + 40)).to_dict()
