@@ -24,7 +24,7 @@ def _throughput_text(progress: dict[str, Any], run: PlannedRun | None = None) ->
     if value:
         data = run.experiment.data if run is not None else None
         tokens = f" ({value * data.seq_len:,.0f} tokens/s)" if data is not None and data.is_tokens else ""
-        return f"{value:,.0f} samples/s{tokens}"
+        return f"{value:,.0f} samples/s this epoch{tokens}"
     return "measuring" if progress.get("ranks") else "starting workers"
 
 

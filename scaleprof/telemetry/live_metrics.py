@@ -10,9 +10,14 @@ from typing import Any
 
 TAGS = ("study_id", "run_id", "placement", "model")
 GAUGES = {
-    "throughput": ("scaleprof_throughput_samples_per_s", "global training samples/s of the running run"),
+    # Not the report's steady-state throughput (analysis/throughput.py): the latest whole epoch, warm-up included.
+    "throughput": (
+        "scaleprof_epoch_throughput_samples_per_s",
+        "global training samples/s over the running run's latest epoch (all ranks' samples over the slowest rank's "
+        "time; warm-up included, so not the report's steady-state throughput)",
+    ),
     "step_s": ("scaleprof_step_time_s", "latest step time of the run's slowest rank (s)"),
-    "cpu_pct": ("scaleprof_cpu_util_pct", "mean CPU utilisation of the run's workers (% of their cores)"),
+    "cpu_pct": ("scaleprof_process_cpu_pct", "mean process CPU of the run's workers (100 = one busy core)"),
     "gpu_util_pct": ("scaleprof_gpu_util_pct", "mean GPU utilisation of the run's workers (%)"),
     "epoch": ("scaleprof_epoch", "the epoch the run is in (from 1)"),
 }

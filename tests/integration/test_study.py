@@ -197,7 +197,7 @@ def test_live_figures_reach_rays_metrics_endpoint(ray_session, tmp_path):
     study.start()
     ports = [n["MetricsExportPort"] for n in ray_session.nodes() if n["Alive"]]
     pattern = re.compile(
-        r'^ray_scaleprof_throughput_samples_per_s{[^}]*run_id="001-mlp-cpu-1-r0"[^}]*} ([0-9.e+]+)$', re.M
+        r'^ray_scaleprof_epoch_throughput_samples_per_s{[^}]*run_id="001-mlp-cpu-1-r0"[^}]*} ([0-9.e+]+)$', re.M
     )
     found, text, ended = None, "", None
     # Ray exports a gauge every few seconds: keep looking a while after a short run ends
