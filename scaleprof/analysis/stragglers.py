@@ -26,6 +26,7 @@ Pure functions over the stored events; the report only words what is here.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,13 +102,20 @@ def aligned(steps: pd.DataFrame, clocks: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def _others_median(frame: pd.DataFrame, column: str) -> pd.Series:
-    """Per row, the median of `column` over the other ranks of the same step."""
-    out = pd.Series(np.nan, index=frame.index)
-    for _, group in frame.groupby(["epoch", "step"]):
-        values = group[column].to_numpy()
-        for position, index in enumerate(group.index):
-            out[index] = np.median(np.delete(values, position))
-    return out
+    """Per row, the median of `column` over the other ranks of the same step (a steps x ranks matrix, one
+    column left out at a time: a loop over the ranks, not over the rows)."""
+    table = frame.pivot_table(index=["epoch", "step"], columns="rank", values=column, aggfunc="first", dropna=False)
+    values = table.to_numpy(dtype=float)
+    others = np.full(values.shape, np.nan)
+    for position in range(values.shape[1]):
+        rest = np.delete(values, position, axis=1)
+        if rest.shape[1]:
+            with warnings.catch_warnings():  # a step where no other rank has the figure stays NaN, silently
+                warnings.simplefilter("ignore", RuntimeWarning)
+                others[:, position] = np.nanmedian(rest, axis=1)
+    wide = pd.DataFrame(others, index=table.index, columns=table.columns).stack(future_stack=True)
+    keys = pd.MultiIndex.from_arrays([frame["epoch"], frame["step"], frame["rank"]])
+    return pd.Series(wide.reindex(keys).to_numpy(), index=frame.index)
 
 
 def rank_table(frame: pd.DataFrame, clocks: pd.DataFrame | None = None) -> pd.DataFrame:
