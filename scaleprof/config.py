@@ -519,8 +519,9 @@ class ProfileSpec(_Strict):
     )
     arrivals: bool = Field(
         default=True,
-        description="with 2 or more DDP workers, record when each rank's gradients were ready for the all-reduce "
-        "(a gradient hook; a user loop with its own collective calls session.arrive()) on clocks aligned "
+        description="with 2 or more workers, record when each rank's gradients were ready for the exchange (DDP: a "
+        "gradient hook; FSDP: entering session.backward; a user loop with its own collective calls "
+        "session.arrive()) on clocks aligned "
         "at start-up: the report names the rank that kept the others waiting, the phase that made it late and "
         "any stalls",
     )

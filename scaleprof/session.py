@@ -592,6 +592,11 @@ class WorkerSession:
         return self.precision.autocast()
 
     def backward(self, loss: torch.Tensor) -> None:
+        if self._sharded and self._boundary:
+            # FSDP exchanges gradients layer by layer through the backward pass, so there is no one moment its
+            # gradients are all ready (a gradient hook would fire after the exchange): its arrival is taken as it
+            # enters backward. A rank late from data or forward is named; one late from backward compute is not.
+            self.arrive()
         self.precision.backward(loss / self._group if self._group > 1 else loss)
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> bool:

@@ -69,6 +69,9 @@ def test_fsdp_shards_model_state_and_bf16_runs_while_fp16_is_skipped_on_cpu(ray_
     # the same seeded model and data: sharding changes where the state lives, not what is learned
     assert fsdp["test_loss"] == pytest.approx(ddp["test_loss"], rel=0.02)
     assert pd.notna(ddp["step_allreduce_s"]) and pd.isna(fsdp["step_allreduce_s"])  # no no_sync to probe
+    # Both record each rank's arrival at the gradient exchange (DDP: its gradients ready; FSDP: entering backward)
+    ranks = tables.ranks.set_index("run_id")
+    assert {ddp["run_id"], fsdp["run_id"]} <= set(ranks.index) and (ranks["steps"] > 0).all()
     report = (study_dir / "report.html").read_text()
     assert "model state / rank (MiB)" in report and "test perplexity" in report and "F1 (macro)" not in report
     assert (study_dir / "charts" / "memory_vs_throughput.png").exists()
