@@ -21,11 +21,12 @@ WRITE_FAILURES = {
 _WRITE_ONLY_TEXT = {NO_SPACE: (errno.ENOSPC, errno.EDQUOT), NOT_WRITABLE: (errno.EROFS,)}
 
 
-def write_failure(exc: BaseException) -> str | None:
+def write_failure(exc: BaseException, remote: bool = False) -> str | None:
     """NO_SPACE, NOT_WRITABLE or None for any other failure: a local OSError by its errno, a remote one by
-    its message (strerror) in the text of Ray's exception."""
+    its message (strerror) in the text of Ray's exception. `remote`: the OSError was raised in a worker,
+    where EACCES and EPERM can be a read of the user's data, so only the write-only codes count."""
     code = getattr(exc, "errno", None)
-    for kind, codes in WRITE_FAILURES.items():
+    for kind, codes in (_WRITE_ONLY_TEXT if remote else WRITE_FAILURES).items():
         if code in codes:
             return kind
     if code is None:

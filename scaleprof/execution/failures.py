@@ -28,25 +28,33 @@ def decide(exc: BaseException, lost: str = "") -> FailureDecision:
         return FailureDecision("interrupted", stop_study=True)
     if isinstance(exc, SystemExit):
         return FailureDecision("terminated", stop_study=True)
-    errors = worker_errors(exc)
-    unsupported = next((e for e in errors if isinstance(e, UnsupportedSettings)), None)
+    workers = worker_errors(exc)
+    unsupported = next((e for e in [*workers, *causes(exc)] if isinstance(e, UnsupportedSettings)), None)
     if unsupported is not None:
         return FailureDecision(unsupported.reason[:500], stop_study=False, skip=True)
-    # A worker's OSError by its errno; else the driver's own exception (its errno, or the remote text Ray gives).
-    cannot_write = next((kind for e in errors if (kind := write_failure(e)) is not None), None)
+    # A worker's OSError by its write-only errno (its EACCES may be a read of the user's data); the driver's own
+    # by any write errno, or by the remote text Ray gives.
+    found = [write_failure(e, remote=True) for e in workers] + [write_failure(e) for e in causes(exc)]
+    cannot_write = next((kind for kind in found if kind is not None), None)
     return FailureDecision(lost + failure_reason(exc), stop_study=cannot_write is not None, write_failure=cannot_write)
 
 
 def worker_errors(exc: BaseException) -> list[BaseException]:
     """What the workers raised, by type: Ray Train's WorkerGroupError keeps each failed rank's exception
-    (`worker_failures`, each wrapped with its traceback text); then `exc` itself and its causes."""
+    (`worker_failures`, each wrapped with its traceback text), with the exceptions each was raised from."""
     out: list[BaseException] = []
     for failure in (getattr(exc, "worker_failures", None) or {}).values():
-        out.append(getattr(failure, "_base_exc", failure))  # ray.train's UserExceptionWithTraceback
+        out += causes(getattr(failure, "_base_exc", failure))  # ray.train's UserExceptionWithTraceback
+    return out
+
+
+def causes(exc: BaseException, most: int = 16) -> list[BaseException]:
+    """`exc` and what it was raised from (`__cause__`, else `__context__`), outermost first."""
+    out: list[BaseException] = []
     seen: BaseException | None = exc
-    while seen is not None and len(out) < 32:
+    while seen is not None and len(out) < most:
         out.append(seen)
-        seen = seen.__cause__
+        seen = seen.__cause__ or seen.__context__
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 # The user's code directories on sys.path now, outermost scope first (see user_code); named in import errors.
 _ACTIVE: list[str] = []
+_DEPTH = [0]  # user_code scopes open now: the outermost one forgets the user's modules on its way out
 
 
 class WorkloadError(Exception):
@@ -44,23 +45,32 @@ def user_code(code_dirs: list[str] | None) -> Iterator[None]:
     get the code from Ray's `py_modules`). On the way out the directories this scope added leave sys.path
     and the modules imported from them leave sys.modules, so a second study in the same process (a
     notebook) imports its own code, even under the same module names. A module the program had imported
-    before is left alone; a nested scope over the same directories changes nothing."""
+    before is left alone, and so is any library below a code directory (a .venv inside the project)."""
     added = [d for d in dict.fromkeys(code_dirs or []) if d not in sys.path]
     before = set(sys.modules)
     sys.path[:0] = added
     _ACTIVE.extend(added)
+    _DEPTH[0] += 1
     try:
         yield
     finally:
+        _DEPTH[0] -= 1
         for directory in added:
             with contextlib.suppress(ValueError):
                 sys.path.remove(directory)
             _ACTIVE.remove(directory)
-        roots = [Path(d).resolve() for d in added]
-        for name in set(sys.modules) - before:
-            file = getattr(sys.modules.get(name), "__file__", None)
-            if file and any(Path(file).resolve().is_relative_to(root) for root in roots):
-                del sys.modules[name]
+        if _DEPTH[0] == 0:
+            _forget_own_modules(code_dirs, before)
+
+
+def _forget_own_modules(code_dirs: list[str] | None, before: set[str]) -> None:
+    """Drop the modules imported since `before` that are the user's own: what code_modules ships (the code
+    directories' top-level files and packages) and their submodules, never a library that happens to live
+    below a code directory (a project's .venv)."""
+    own = {Path(path).stem if path.endswith(".py") else Path(path).name for path in code_modules(code_dirs)}
+    for name in set(sys.modules) - before:
+        if name.partition(".")[0] in own:
+            del sys.modules[name]
 
 
 def import_object(path: str, field: str) -> Callable[..., Any]:

@@ -82,3 +82,14 @@ def test_worker_failures_are_read_by_type_not_by_their_text():
     assert full.write_failure == NO_SPACE
     plain = decide(_worker_group_error(ValueError("bad batch")))
     assert not plain.stop_study and not plain.skip
+    # A worker's EACCES can be a read of the user's data: that run fails, the study goes on.
+    unreadable = decide(_worker_group_error(PermissionError(errno.EACCES, "Permission denied", "/data/x.csv")))
+    assert not unreadable.stop_study and unreadable.write_failure is None
+    # A user loop that wraps the worker's UnsupportedSettings still skips the run.
+    try:
+        try:
+            raise UnsupportedSettings("bf16 needs compute capability 8.0")
+        except UnsupportedSettings as inner:
+            raise RuntimeError("my loop failed") from inner
+    except RuntimeError as wrapped:
+        assert decide(_worker_group_error(wrapped)).skip

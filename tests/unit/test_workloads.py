@@ -333,3 +333,24 @@ def test_a_factory_drawing_from_global_generators_gets_the_same_data_every_time(
     spec = DataSpec(factory="user_things:unseeded")
     a, b, c = (load_dataset(spec, seed=s) for s in (4, 4, 5))
     assert a.labels_hash() == b.labels_hash() != c.labels_hash()
+
+
+def test_a_library_below_a_code_directory_is_not_forgotten(tmp_path):
+    """A project's own .venv sits below its code directory: its packages stay imported after the study."""
+    import sys
+
+    from scaleprof.workloads.imports import import_object
+    from scaleprof.workloads.imports import user_code as scope
+
+    site = tmp_path / ".venv" / "site"
+    (site / "a_library_pkg").mkdir(parents=True)
+    (site / "a_library_pkg" / "__init__.py").write_text("VALUE = 1\n")
+    (tmp_path / "mine.py").write_text("import a_library_pkg\ndef f():\n    return a_library_pkg.VALUE\n")
+    sys.path.insert(0, str(site))
+    try:
+        with scope([str(tmp_path)]):
+            assert import_object("mine:f", "model.factory")() == 1
+        assert "a_library_pkg" in sys.modules and "mine" not in sys.modules
+    finally:
+        sys.path.remove(str(site))
+        sys.modules.pop("a_library_pkg", None)
