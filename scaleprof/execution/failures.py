@@ -29,9 +29,10 @@ def decide(exc: BaseException, lost: str = "") -> FailureDecision:
     if isinstance(exc, SystemExit):
         return FailureDecision("terminated", stop_study=True)
     workers = worker_errors(exc)
-    unsupported = next((e for e in [*workers, *causes(exc)] if isinstance(e, UnsupportedSettings)), None)
+    unsupported = next((e.reason for e in [*workers, *causes(exc)] if isinstance(e, UnsupportedSettings)), None)
+    unsupported = unsupported or _wrapped_unsupported(exc)
     if unsupported is not None:
-        return FailureDecision(unsupported.reason[:500], stop_study=False, skip=True)
+        return FailureDecision(unsupported[:500], stop_study=False, skip=True)
     # A worker's OSError by its write-only errno (its EACCES may be a read of the user's data); the driver's own
     # by any write errno, or by the remote text Ray gives.
     found = [write_failure(e, remote=True) for e in workers] + [write_failure(e) for e in causes(exc)]
@@ -46,6 +47,17 @@ def worker_errors(exc: BaseException) -> list[BaseException]:
     for failure in (getattr(exc, "worker_failures", None) or {}).values():
         out += causes(getattr(failure, "_base_exc", failure))  # ray.train's UserExceptionWithTraceback
     return out
+
+
+def _wrapped_unsupported(exc: BaseException) -> str | None:
+    """The reason of an UnsupportedSettings a user's loop wrapped in an exception of its own: pickling drops
+    `__cause__` on the way from the worker, so only the worker's traceback text still names it."""
+    mark = f"{UnsupportedSettings.__name__}: unsupported on this device: "
+    for failure in (getattr(exc, "worker_failures", None) or {}).values():
+        text = str(getattr(failure, "_traceback_str", ""))
+        if mark in text:
+            return text.split(mark, 1)[1].splitlines()[0].strip()
+    return None
 
 
 def causes(exc: BaseException, most: int = 16) -> list[BaseException]:

@@ -1,6 +1,7 @@
 """A run's life cycle and the one failure policy (no Ray: the store is real files)."""
 
 import errno
+import traceback
 
 import pytest
 
@@ -65,7 +66,8 @@ def _worker_group_error(*failures: BaseException):
     from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
     from ray.train.v2.api.exceptions import WorkerGroupError
 
-    wrapped = {rank: UserExceptionWithTraceback(e, f"Traceback ...\n{e!r}") for rank, e in enumerate(failures)}
+    text = lambda e: "".join(traceback.format_exception(e))
+    wrapped = {rank: UserExceptionWithTraceback(e, text(e)) for rank, e in enumerate(failures)}
     return pickle.loads(pickle.dumps(WorkerGroupError("rank failures", wrapped)))
 
 
@@ -92,4 +94,5 @@ def test_worker_failures_are_read_by_type_not_by_their_text():
         except UnsupportedSettings as inner:
             raise RuntimeError("my loop failed") from inner
     except RuntimeError as wrapped:
-        assert decide(_worker_group_error(wrapped)).skip
+        wrapped_decision = decide(_worker_group_error(wrapped))
+    assert wrapped_decision.skip and wrapped_decision.reason == "bf16 needs compute capability 8.0"
