@@ -411,7 +411,7 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     import pandas as pd
 
     from scaleprof.analysis.prediction import physics_predictions
-    from scaleprof.analysis.scaling import predictions
+    from scaleprof.analysis.scaling import law_reach, predictions
 
     tables = _study_tables(args.study_dir)
     fabric = _predict_fabric(args, tables.fabric)
@@ -443,8 +443,11 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         rows = [_prediction_row(r) for _, r in curve.iterrows()]
         console.print(_table(rows, f"scaling law: predictions from {name}"))
         for _, f in tables.fits.iterrows():
-            peak = (f"throughput peaks at N* = {f['peak_workers']:.1f}" if f["valid"]
-                    else f"not used: {f['invalid_reason']}")  # fmt: skip
+            peak = (
+                f"not used: {f['invalid_reason']}" if not f["valid"]
+                else f"throughput peaks at N* = {f['peak_workers']:.1f}" if f.get("peak_placed", True)
+                else f"no peak within {law_reach(int(f['max_measured_workers']))} workers"
+            )  # fmt: skip
             console.print(
                 f"{f['model']} / {f['device']}: alpha {f['alpha']:.4f}, beta {f['beta']:.2e}, gamma {f['gamma']:,.0f} "
                 f"samples/s from {f['points']} runs; {peak}",

@@ -185,6 +185,7 @@ class StepEvent(Event):
     # ClockSync says how it stands against rank 0's): when the step started (the previous step's end) and
     # when this rank's gradients were all ready for the collective; then how long it waited in the exchange.
     start_t: float | None = None
+    enter_t: float | None = None  # when its forward entered an exchange (DDP's buffer broadcast, FSDP's all-gather)
     arrive_t: float | None = None
     sync_wait_s: float | None = None
 

@@ -230,8 +230,9 @@ class WorkerSession:
         self._profile, self._store_trace = profile, store_trace
         # decided once: the training step checks one attribute when no trace is asked for
         self._may_trace = bool(profile and profile.torch_profiler and (profile.ranks == "all" or rank == 0))
-        # arrival at the gradient exchange (scaleprof/arrivals.py): only where there is an exchange
-        self._arrivals = world_size > 1 and (profile is None or profile.arrivals)
+        # Arrival at the exchange (scaleprof/arrivals.py): only where there is one, and not yet on GPUs (there a step's
+        # marks are device events and its start a host time: one timeline for both is not built yet).
+        self._arrivals = world_size > 1 and (profile is None or profile.arrivals) and device.type != "cuda"
         self._wall_base = time.time() - time.perf_counter()  # perf_counter readings as wall-clock time
         self._profiler: Any = None
         self._step_range: Any = None
@@ -292,10 +293,14 @@ class WorkerSession:
             prepared = ray.train.torch.prepare_model(model, parallel_strategy=None, **ray_kwargs)  # to the device
             if _distributed():
                 prepared, self._sharded = shard(prepared), True
+                if self._arrivals:  # FSDP all-gathers the root's parameters as forward starts: ranks meet there
+                    prepared.register_forward_pre_hook(lambda *_: self._enter())
         else:
             prepared = ray.train.torch.prepare_model(model, **ray_kwargs)  # to the device; DDP when world > 1
             if self._arrivals and isinstance(prepared, torch.nn.parallel.DistributedDataParallel):
-                watch_arrival(prepared.module, self.arrive)
+                watch_arrival(prepared.module, self._arrive_at_boundary)
+                if prepared.will_sync_module_buffers():  # DDP broadcasts buffers (BatchNorm's) as forward starts
+                    prepared.register_forward_pre_hook(lambda *_: self._enter())
         self._synced.append(prepared)
         prepared = compile_model(prepared, self.train)
         if first:
@@ -544,6 +549,8 @@ class WorkerSession:
             for phase in PHASES:
                 setattr(event, f"{phase}_s", self.clock.seconds(previous, marks[phase]))
                 previous = marks[phase]
+        if "enter" in marks and event.start_t is not None:
+            event.enter_t = event.start_t + event.data_s + self.clock.seconds(marks["start"], marks["enter"])
         if "arrive" in marks and event.start_t is not None:
             event.arrive_t = event.start_t + event.data_s + self.clock.seconds(marks["start"], marks["arrive"])
             if "backward" in marks:
@@ -592,11 +599,6 @@ class WorkerSession:
         return self.precision.autocast()
 
     def backward(self, loss: torch.Tensor) -> None:
-        if self._sharded and self._boundary:
-            # FSDP exchanges gradients layer by layer through the backward pass, so there is no one moment its
-            # gradients are all ready (a gradient hook would fire after the exchange): its arrival is taken as it
-            # enters backward. A rank late from data or forward is named; one late from backward compute is not.
-            self.arrive()
         self.precision.backward(loss / self._group if self._group > 1 else loss)
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> bool:
@@ -612,6 +614,17 @@ class WorkerSession:
     def evaluates_here(self) -> bool:
         """Rank 0 evaluates a replicated model; a sharded one needs every rank in its forward passes."""
         return self.rank == 0 or self._sharded
+
+    def _arrive_at_boundary(self) -> None:
+        """The DDP gradient hook: a micro-batch that accumulates without syncing has no exchange to arrive at."""
+        if self._boundary:
+            self.arrive()
+
+    def _enter(self) -> None:
+        """The step's forward starts with an exchange (DDP's buffer broadcast, FSDP's all-gather): the first
+        forward of the step counts."""
+        if self._arrivals and not any(name == "enter" for name, _ in self._marks):
+            self._marks.append(("enter", self.clock.mark()))
 
     def arrive(self) -> None:
         """This rank's gradients are ready and it enters the exchange (a DDP model's gradient hook calls

@@ -14,7 +14,7 @@ from scaleprof.analysis.phases import WALL_PHASES
 from scaleprof.analysis.quality import RUN_METRICS
 from scaleprof.analysis.quality_shift import DEFAULT_TOLERANCE, QualityShift, quality_shifts
 from scaleprof.analysis.recommend import recommend
-from scaleprof.analysis.scaling import predictions
+from scaleprof.analysis.scaling import law_reach, predictions
 from scaleprof.analysis.stragglers import Stall, Straggler
 from scaleprof.records import RunKind, RunStatus
 
@@ -115,17 +115,12 @@ def quality_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-# How far past the largest measured worker count a fitted law is read: its curves are drawn up to this
-# multiple (at least 16 workers), and a peak beyond it is not stated as a worker count.
-LAW_REACH = 4
-
-
 def law_curves(runs: pd.DataFrame, fits: pd.DataFrame) -> pd.DataFrame:
     """The fitted laws on a grid of worker counts up to LAW_REACH x the largest measured (at least 16); a
     law whose parameters are outside their meaning is not drawn."""
     if fits.empty or not fits["valid"].any():
         return pd.DataFrame()
-    top = max(16, LAW_REACH * int(fits.loc[fits["valid"], "max_measured_workers"].max()))
+    top = law_reach(int(fits.loc[fits["valid"], "max_measured_workers"].max()))
     grid = sorted({int(round(v)) for v in np.geomspace(1, top, 40)})
     curves = predictions(runs, grid)
     return curves[curves["valid"]].reset_index(drop=True)
@@ -214,7 +209,8 @@ def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, place
             fit = valid.iloc[0]
             out.law_peak = {k: fit[k] for k in ("model", "device", "peak_workers", "max_measured_workers", "caveats")}
             # A peak far past the measured counts is the fit's arithmetic, not something these points place.
-            out.law_peak["within_reach"] = bool(fit["peak_workers"] <= LAW_REACH * fit["max_measured_workers"])
+            out.law_peak["within_reach"] = bool(fit.get("peak_placed", True))
+            out.law_peak["reach"] = law_reach(int(fit["max_measured_workers"]))
         invalid = fits[~fits["valid"]].itertuples()
         out.invalid_laws = [
             {"model": f.model, "device": f.device, "law": f.law, "reason": f.invalid_reason} for f in invalid

@@ -124,6 +124,17 @@ def fit_basis(group: pd.DataFrame, fit: USLFit, refused: str) -> dict[str, Any]:
     }
 
 
+# How far past the largest measured worker count a fitted law is read: its curves are drawn up to this multiple
+# (at least 16 workers), and a peak beyond that is not stated as a worker count (the fit's arithmetic, not
+# something the measured points place).
+LAW_REACH = 4
+
+
+def law_reach(max_measured_workers: int) -> int:
+    """The largest worker count a fitted law is read at."""
+    return max(16, LAW_REACH * int(max_measured_workers))
+
+
 def scaling_fits(runs: pd.DataFrame) -> pd.DataFrame:
     """One scaling-law fit per (model, device) over its ok fixed-split runs (repeats are separate
     points), with a hold-out check: refit without the largest worker count and predict it. A fit
@@ -140,6 +151,7 @@ def scaling_fits(runs: pd.DataFrame) -> pd.DataFrame:
             "alpha": fit.alpha, "alpha_se": fit.alpha_se, "beta": fit.beta, "beta_se": fit.beta_se,
             "gamma": fit.gamma, "gamma_se": fit.gamma_se,
             "peak_workers": fit.peak_workers if fit.valid else float("nan"),
+            "peak_placed": bool(fit.valid and fit.peak_workers <= law_reach(int(counts[-1]))),
             "max_measured_workers": int(counts[-1]), **fit_basis(group, fit, "not used"),
         }  # fmt: skip
         if len(counts) >= 3 and fit.valid:

@@ -53,6 +53,7 @@ class Straggler:
     late_s: float  # mean lateness (against the others' median arrival) over the steps it arrived last
     cause: str  # one of PARTS
     cause_s: float  # that part's mean excess over the other ranks' median, over the steps it arrived last
+    exchange: str  # where the ranks first meet in a step (EXCHANGES)
     others_lost_share: float  # the other ranks' waiting for it, as a share of their step time
     clock_error_s: float  # the largest clock-offset error of the run's ranks
 
@@ -67,20 +68,37 @@ class Stall:
     epoch: int
     step: int
     at_s: float  # since the run's first step started
-    lasted_s: float  # how late the rank was (or, without arrivals, how long its step took)
+    lasted_s: float  # how late the rank was (or, without arrivals, how long the step took)
+    late: bool = True  # late for the exchange (named by its arrival); False: a step far longer than usual
+    # rank -1: every rank of a run without arrivals took that long (they wait for each other: none can be named)
+
+
+# Where ranks first meet in a step: at forward entry when the step's forward starts with an exchange (DDP's
+# buffer broadcast, FSDP's all-gather: `enter_t`), else where their gradients are exchanged (`arrive_t`).
+EXCHANGES = {"enter_t": "the exchange at forward entry", "arrive_t": "the gradient exchange"}
+
+
+def first_exchange(steps: pd.DataFrame) -> str:
+    """The step events' column of the first point the ranks meet in each step (a key of EXCHANGES)."""
+    return "enter_t" if "enter_t" in steps and steps["enter_t"].notna().any() else "arrive_t"
 
 
 def aligned(steps: pd.DataFrame, clocks: pd.DataFrame | None) -> pd.DataFrame:
     """One row per (epoch, step, rank) for the steps every rank arrived at, times on rank 0's clock, with
     `late_s` (against the others' median arrival), `wait_s` (until the last arrival), `last` and each
-    part's time before arrival (PARTS)."""
-    need = {"rank", "epoch", "step", "start_t", "arrive_t", "data_s"}
+    part's time before arrival (PARTS). The arrival is at the step's first exchange (first_exchange): a
+    rank late there kept the others waiting; after it they leave together."""
+    need = {"rank", "epoch", "step", "start_t", "data_s"}
     if steps.empty or not need <= set(steps) or steps["rank"].nunique() < 2:
         return pd.DataFrame()
-    frame = steps.dropna(subset=["arrive_t", "start_t"]).copy()
+    point = first_exchange(steps)
+    if point not in steps:
+        return pd.DataFrame()
+    frame = steps.dropna(subset=[point, "start_t"]).copy()
     offsets = clocks.set_index("rank")["offset_s"] if clocks is not None and not clocks.empty else {}
     shift = frame["rank"].map(offsets).fillna(0.0)
-    frame["start"], frame["arrive"] = frame["start_t"] - shift, frame["arrive_t"] - shift
+    frame["start"], frame["arrive"] = frame["start_t"] - shift, frame[point] - shift
+    frame["exchange"] = EXCHANGES[point]
     world = frame["rank"].nunique()
     frame = frame[frame.groupby(["epoch", "step"])["rank"].transform("nunique") == world]
     if frame.empty:
@@ -93,11 +111,15 @@ def aligned(steps: pd.DataFrame, clocks: pd.DataFrame | None) -> pd.DataFrame:
     before = frame["arrive"] - frame["start"]
     frame["starting the step"] = frame["start"]
     frame["loading data"] = frame["data_s"]
-    forward = frame["forward_s"] if "forward_s" in frame else pd.Series(np.nan, index=frame.index)
+    forward = (
+        frame["forward_s"] if "forward_s" in frame and point == "arrive_t" else pd.Series(np.nan, index=frame.index)
+    )
     marked = forward.notna()
     frame["forward"] = forward
     frame["backward compute"] = np.where(marked, before - frame["data_s"] - forward, np.nan)
-    frame["forward and backward"] = np.where(marked, np.nan, before - frame["data_s"])
+    frame["forward and backward"] = (
+        np.where(marked, np.nan, before - frame["data_s"]) if point == "arrive_t" else np.nan
+    )  # forward entry comes before both
     return frame.reset_index(drop=True)
 
 
@@ -138,7 +160,7 @@ def rank_table(frame: pd.DataFrame, clocks: pd.DataFrame | None = None) -> pd.Da
             "late_s": float(last["late_s"].mean()) if len(last) else 0.0,
             "kept_waiting_s": lost / max(1, frame["rank"].nunique() - 1),
             "waited_s": float(mine["wait_s"].sum()), "others_lost_share": lost / total if total else np.nan,
-            "cause": cause, "cause_s": cause_s,
+            "cause": cause, "cause_s": cause_s, "exchange": str(frame["exchange"].iloc[0]),
         })  # fmt: skip
     table = pd.DataFrame(rows)
     if clocks is not None and not clocks.empty:
@@ -166,18 +188,20 @@ def _cause(frame: pd.DataFrame, last: pd.DataFrame) -> tuple[str, float]:
 
 
 def stragglers(ranks: pd.DataFrame, world: int, run_id: str, placement: str, hosts: pd.DataFrame) -> list[Straggler]:
-    """The ranks of one run that arrived last far beyond their share while the others lost time to them."""
-    if ranks.empty:
+    """The ranks of one run that arrived last far beyond their share while the others lost time to them. A
+    run whose clocks were not compared (no ClockSync: a loop that skipped session.prepare_model) names nobody:
+    its ranks' clocks may differ by more than any lateness."""
+    if ranks.empty or "error_s" not in ranks or ranks["error_s"].isna().any():
         return []
-    error = float(ranks["error_s"].max()) if "error_s" in ranks else 0.0
+    error = float(ranks["error_s"].max())
     out = []
     for row in ranks.itertuples():
         often = row.last_share >= min(1.0, STRAGGLER_LAST_FACTOR / world)
         if often and row.others_lost_share >= STRAGGLER_WAIT_SHARE and row.late_s > 2 * error:
             node, host = _where(hosts, int(row.rank))
             out.append(Straggler(run_id, placement, int(row.rank), node, host, int(row.steps), float(row.last_share),
-                                 float(row.late_s), str(row.cause), float(row.cause_s), float(row.others_lost_share),
-                                 error))  # fmt: skip
+                                 float(row.late_s), str(row.cause), float(row.cause_s), str(row.exchange),
+                                 float(row.others_lost_share), error))  # fmt: skip
     return out
 
 
@@ -192,14 +216,17 @@ def stalls(
     limit = max(STALL_MIN_S, STALL_FACTOR * usual)
     if not frame.empty:
         late = frame[frame["late_s"] > limit]
-        found = [(r, float(r.late_s), float(r.start) - origin) for r in late.itertuples()]
-    else:
-        slow = steps[steps["step_s"] > limit]
-        found = [(r, float(r.step_s), np.nan) for r in slow.itertuples()]
+        found = [(int(r.rank), int(r.epoch), int(r.step), float(r.late_s), float(r.start) - origin, True)
+                 for r in late.itertuples()]  # fmt: skip
+    else:  # no arrivals: the step's slowest time, one stall per step (with several ranks, none can be named)
+        slowest = steps.groupby(["epoch", "step"], as_index=False).agg(step_s=("step_s", "max"), rank=("rank", "min"))
+        many = steps["rank"].nunique() > 1
+        found = [(-1 if many else int(r.rank), int(r.epoch), int(r.step), float(r.step_s), np.nan, False)
+                 for r in slowest[slowest["step_s"] > limit].itertuples()]  # fmt: skip
     out = []
-    for row, lasted, at in found:
-        node, host = _where(hosts, int(row.rank))
-        out.append(Stall(run_id, placement, int(row.rank), node, host, int(row.epoch), int(row.step), at, lasted))
+    for rank, epoch, step, lasted, at, late_for_it in found:
+        node, host = _where(hosts, rank) if rank >= 0 else ("", "")
+        out.append(Stall(run_id, placement, rank, node, host, epoch, step, at, lasted, late_for_it))
     return out
 
 

@@ -482,5 +482,4 @@ def write_tables(store: StudyStore, tables: StudyTables) -> None:
         write(INFERENCE_TABLE, tables.inference)
     write(HARDWARE_TABLE, tables.hardware)
     write(LEDGER_TABLE, tables.ledger)
-    if not tables.ranks.empty:
-        write(RANKS_TABLE, tables.ranks)
+    write(RANKS_TABLE, tables.ranks)  # empty too: a re-render must not leave an older study's rows behind

@@ -4,6 +4,7 @@ the study has nothing to show for it, e.g. no GPU run)."""
 from __future__ import annotations
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.cost import usd_per_million
@@ -182,7 +183,8 @@ def rank_lateness(lateness: pd.DataFrame, ranks: pd.DataFrame, most: int = 6) ->
         return None
     worst = ranks.groupby("run_id")["others_lost_share"].max().sort_values(ascending=False).index[:most]
     data = lateness[lateness["run_id"].isin(worst)].assign(rank=lambda f: "rank " + f["rank"].astype(int).astype(str))
-    top = float(data["late_ms"].abs().quantile(0.99)) or 1.0
+    top = float(data["late_ms"].abs().quantile(0.99))
+    top = top if np.isfinite(top) and top > 0 else 1.0
     return (
         alt.Chart(data)
         .mark_rect()

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaleprof.analysis.findings import LAW_REACH
 from scaleprof.analysis.summarize import StudyTables
 from scaleprof.report.goal_text import describe
 from scaleprof.report.tables import caveats, known_verdict, per_million, short_list
@@ -95,15 +94,15 @@ def findings_sentences(tables: StudyTables) -> list[str]:
 
 def _law_peak_sentence(p: dict[str, Any]) -> str:
     """Where the fitted law puts the peak, or that it places none within the curves' reach."""
-    peak, reach = float(p["peak_workers"]), LAW_REACH * int(p["max_measured_workers"])
+    peak, reach = float(p["peak_workers"]), int(p["reach"])
     if not np.isfinite(peak):
         where = f"has no peak for {p['model']} ({p['device']}): throughput keeps rising with workers"
     elif p.get("within_reach", True):
         where = f"puts {p['model']}'s ({p['device']}) peak throughput at about {peak:,.0f} workers"
     else:
         where = (
-            f"places no peak for {p['model']} ({p['device']}) within {reach} workers ({LAW_REACH}x the largest "
-            "measured count); further out than that the curve is arithmetic, not a measurement"
+            f"places no peak for {p['model']} ({p['device']}) within {reach} workers (as far as its curve is "
+            "drawn); further out than that the curve is arithmetic, not a measurement"
         )
     return (
         f"The fitted scaling law {where}; measured up to {int(p['max_measured_workers'])} workers "
@@ -204,7 +203,7 @@ def _straggler_sentence(late: Any) -> str:
     """A rank that kept the others waiting (analysis/stragglers.Straggler)."""
     return (
         f"Slow rank: in {late.run_id} ({late.placement}) {_rank_where(late.rank, late.node, late.host)} arrived last "
-        f"at the gradient exchange in {late.last_share:.0%} of {late.steps} steps, {1e3 * late.late_s:.2f} ms late on "
+        f"at {late.exchange} in {late.last_share:.0%} of {late.steps} steps, {1e3 * late.late_s:.2f} ms late on "
         f"average, from {late.cause} ({1e3 * late.cause_s:.2f} ms more than the other ranks); the other ranks lost "
         f"{late.others_lost_share:.0%} of their step time waiting for it (clocks aligned to within "
         f"{1e3 * late.clock_error_s:.2f} ms; rank lateness chart)."
@@ -218,14 +217,17 @@ def _stall_sentences(stalls: list[Any], most: int = 5) -> list[str]:
     listed = []
     for stall in stalls[:most]:
         when = f", {stall.at_s:.1f} s into its steps" if np.isfinite(stall.at_s) else ""
+        who = "every rank" if stall.rank < 0 else _rank_where(stall.rank, stall.node, stall.host)
+        what = "late by" if stall.late else "a step of"
         listed.append(
-            f"{_rank_where(stall.rank, stall.node, stall.host)} of {stall.run_id} for {stall.lasted_s:.2f} s at step "
-            f"{stall.step} of epoch {stall.epoch + 1}{when}"
+            f"{who} of {stall.run_id}: {what} {stall.lasted_s:.2f} s at step {stall.step + 1} of epoch "
+            f"{stall.epoch + 1}{when}"
         )
     more = f" and {len(stalls) - most} more" if len(stalls) > most else ""
+    waited = " A rank late for the exchange kept the others waiting." if any(s.late for s in stalls) else ""
     return [
-        f"Stalls: {len(stalls)} step(s) in which a rank was far later than its usual step (paused, swapping or "
-        f"descheduled?): {'; '.join(listed)}{more}. The others waited for it; those steps are in the run's figures."
+        f"Stalls: {len(stalls)} step(s) far longer than the run's usual step (paused, swapping, descheduled, or "
+        f"recompiling?): {'; '.join(listed)}{more}.{waited} Those steps are in the run's figures."
     ]
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from scaleprof.analysis.cost import usd_per_million
 from scaleprof.analysis.quality import RUN_METRICS
+from scaleprof.analysis.scaling import law_reach
 from scaleprof.analysis.steady import INTERVAL_COLUMNS, relative_half_width
 from scaleprof.analysis.summarize import StudyTables
 
@@ -286,9 +287,20 @@ def fits_display(fits: pd.DataFrame) -> pd.DataFrame:
             "β (coherency)": [pm(b, s, ".2e") for b, s in zip(fits["beta"], fits["beta_se"])],
             "γ (1-worker samples/s)": [pm(g, s, ",.0f") for g, s in zip(fits["gamma"], fits["gamma_se"])],
             "peak at N*": [
-                "–" if not valid else "never (β = 0)" if not np.isfinite(p) else f"{p:.1f}"
-                for p, valid in zip(fits["peak_workers"], fits["valid"])
-            ],
+                "–"
+                if not valid
+                else "never (β = 0)"
+                if not np.isfinite(p)
+                else f"{p:.1f}"
+                if placed
+                else f"beyond {law_reach(int(top))}"
+                for p, valid, placed, top in zip(
+                    fits["peak_workers"],
+                    fits["valid"],
+                    fits.get("peak_placed", fits["valid"]),
+                    fits["max_measured_workers"],
+                )
+            ],  # fmt: skip
             "rests on": fits["caveats"],
         }
     )
@@ -416,7 +428,8 @@ def ranks_display(ranks: pd.DataFrame) -> pd.DataFrame:
         "kept others waiting (s)": [f"{v:,.2f}" for v in ranks["kept_waiting_s"]],
         "waited (s)": [f"{v:,.2f}" for v in ranks["waited_s"]],
         "others' step time lost": [f"{v:.1%}" if np.isfinite(v) else "–" for v in ranks["others_lost_share"]],
-        "late from": [f"{c} (+{1e3 * v:,.2f} ms)" if c else "–" for c, v in zip(ranks["cause"], ranks["cause_s"])],
+        "late from": [f"{c} ({1e3 * v:+,.2f} ms)" if c else "–" for c, v in zip(ranks["cause"], ranks["cause_s"])],
+        "ranks meet at": ranks.get("exchange", "–"),
         "clock ± (ms)": ms(ranks["error_s"]) if "error_s" in ranks else "–",
     })  # fmt: skip
 

@@ -119,3 +119,23 @@ def test_one_worker_has_no_rank_figures_but_a_slow_step_is_still_a_stall():
     tables = rank_tables({"r": ("cpu-1", steps.drop(columns=["arrive_t"]), pd.DataFrame())}, pd.DataFrame())
     assert tables.ranks.empty and tables.stragglers == []
     assert [(s.rank, s.step, s.lasted_s) for s in tables.stalls] == [(0, 20, 2.0)]
+
+
+def test_where_the_forward_starts_with_an_exchange_ranks_meet_there_first():
+    """DDP broadcasting BatchNorm buffers (or FSDP all-gathering) as forward starts: a rank slow in data is late
+    there, and after it the ranks leave together, so its gradients are not late. The forward entry is the arrival."""
+    steps, clocks = timeline(extra={"data": 0.02})
+    steps["enter_t"] = steps["start_t"] + steps["data_s"]  # on each rank's own clock, as arrive_t
+    (late,) = _only_straggler(steps, clocks)[1]
+    assert late.rank == 2 and late.cause == "loading data" and late.exchange == "the exchange at forward entry"
+    assert late.late_s == pytest.approx(0.02, abs=1e-9)
+    plain = _only_straggler(steps.drop(columns="enter_t"), clocks)[1]
+    assert plain[0].exchange == "the gradient exchange"
+
+
+def test_without_the_clocks_compared_nobody_is_named():
+    """A loop that skipped session.prepare_model recorded no ClockSync: its ranks' clocks may differ by more than
+    any lateness, so the run's ranks are tabled but no straggler is named."""
+    steps, clocks = timeline(extra={"data": 0.02})
+    table = rank_table(aligned(steps, clocks), None)
+    assert not table.empty and stragglers(table, 3, "r", "cpu-3", pd.DataFrame()) == []
