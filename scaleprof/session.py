@@ -58,6 +58,7 @@ from scaleprof.workloads.training import (
     model_state_mb,
     set_gradient_sync,
     shard,
+    unwrap,
 )
 
 PHASES = ("forward", "backward", "optimizer")
@@ -779,14 +780,17 @@ class WorkerSession:
         if turns < 2:
             return {}
 
+        # The plain model, not DDP's wrapper: one rank computes while the others wait at a barrier, and a DDP
+        # forward may be a collective itself (it broadcasts buffers such as BatchNorm's: a rank alone would hang).
+        plain = unwrap(model)
+
         def timed() -> list[float]:
             seconds = []
             for batch in batches:
-                model.zero_grad(set_to_none=True)
-                with model.no_sync():
-                    start = self.clock.mark()
-                    loss_fn(model, batch).backward()
-                    end = self.clock.mark()
+                plain.zero_grad(set_to_none=True)
+                start = self.clock.mark()
+                loss_fn(plain, batch).backward()
+                end = self.clock.mark()
                 if self.clock.cuda:
                     torch.cuda.synchronize(self.device)
                 seconds.append(self.clock.seconds(start, end))

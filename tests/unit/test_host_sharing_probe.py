@@ -24,7 +24,10 @@ def _probe_rank(rank: int, world: int, port: int, queue) -> None:
         try:
             session_module.socket.gethostname = lambda: HOSTS[rank]  # this process only
             torch.manual_seed(0)
-            model = DistributedDataParallel(torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Linear(64, 2)))
+            # BatchNorm: DDP broadcasts its buffers at every forward, a collective the ranks timing alone must not
+            # enter (it hung before the probe timed the plain model)
+            layers = (torch.nn.Linear(32, 64), torch.nn.BatchNorm1d(64), torch.nn.Linear(64, 2))
+            model = DistributedDataParallel(torch.nn.Sequential(*layers))
             before = [p.detach().clone() for p in model.parameters()]
             events: list = []
             s = session_module.WorkerSession(
