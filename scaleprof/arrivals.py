@@ -29,14 +29,15 @@ from scaleprof.records import ClockSync
 CLOCK_ROUNDS = 9
 
 
-def measure_clock_offset(rounds: int = CLOCK_ROUNDS) -> ClockSync:
-    """This rank's wall clock against rank 0's (every rank of the default process group calls it)."""
+def measure_clock_offset(rounds: int = CLOCK_ROUNDS, clock: Callable[[], float] = time.time) -> ClockSync:
+    """This rank's wall clock against rank 0's (every rank of the default process group calls it); `clock`:
+    the one the rank's step times are read on (the session's), so a clock step in between cannot split them."""
     import torch.distributed as dist
 
     differences = []
     for _ in range(rounds):
         dist.barrier()
-        now = time.time()
+        now = clock()
         seen: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(seen, now)  # works on gloo and NCCL alike (NCCL: the rank's current device)
         differences.append(now - float(seen[0]))

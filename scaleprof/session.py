@@ -309,7 +309,7 @@ class WorkerSession:
             # measuring while another still builds its model or DDP shares the cores (seen: a peak 4x low).
             barrier()
             if self._arrivals and _distributed():
-                self._emit_now(measure_clock_offset())
+                self._emit_now(measure_clock_offset(clock=lambda: self._wall_base + time.perf_counter()))
             dtype = self.precision.dtype or torch.float32
             peak = measured_cpu_peak_flops(self.threads, dtype=dtype) if self.device.type == "cpu" else None
             if info is not None:

@@ -13,11 +13,12 @@ became ready (`arrive_t`, scaleprof/arrivals.py) can. Per step with every rank's
   backward as one part where the loop does not mark them) - each compared with the other ranks' median
   in the same step; the part with the largest excess over the steps it arrived last is the cause.
 
-A straggler is a rank that arrived last in at least STRAGGLER_LAST_FACTOR / world of the steps (1.5x
-its fair share: 75% of steps with 2 ranks) while the others lost at least STRAGGLER_WAIT_SHARE of
-their step time waiting for it, by more than the clocks can resolve (its mean lateness above the
-spread of the offset measurement, 2 x the run's largest `error_s`: a balanced run on one machine
-measured rank 1 "late" by 0.14 ms with a 0.26 ms clock error, which is the offset's bias, not a rank).
+A straggler is a rank that arrived last in at least STRAGGLER_LAST_FACTOR / world of the steps (1.5x its fair
+share: 75% of steps with 2 ranks), more often than chance allows (a binomial test against 1 / world at 1%: with 16
+ranks and 20 steps 1.5x the share is 2 of 20, which luck gives often), while the others lost at least
+STRAGGLER_WAIT_SHARE of their step time waiting for it, by more than the clocks can resolve (its mean lateness
+above the spread of the offset measurement, 2 x the run's largest `error_s`: a balanced run on one machine measured
+rank 1 "late" by 0.14 ms with a 0.26 ms clock error, which is the offset's bias, not a rank).
 
 A stall is a step in which a rank was late (or, with one rank or no arrivals, took) more than
 max(STALL_MIN_S, STALL_FACTOR x the run's median step time): paused, swapping, descheduled.
@@ -28,12 +29,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 STRAGGLER_LAST_FACTOR = 1.5
 STRAGGLER_WAIT_SHARE = 0.05
+STRAGGLER_CHANCE = 0.01  # and arriving last that often is not chance (binomial test against 1 / world)
 STALL_FACTOR = 10.0
 STALL_MIN_S = 0.5
 
@@ -196,13 +199,23 @@ def stragglers(ranks: pd.DataFrame, world: int, run_id: str, placement: str, hos
     error = float(ranks["error_s"].max())
     out = []
     for row in ranks.itertuples():
-        often = row.last_share >= min(1.0, STRAGGLER_LAST_FACTOR / world)
+        often = row.last_share >= min(1.0, STRAGGLER_LAST_FACTOR / world) and not _by_chance(row, world)
         if often and row.others_lost_share >= STRAGGLER_WAIT_SHARE and row.late_s > 2 * error:
             node, host = _where(hosts, int(row.rank))
             out.append(Straggler(run_id, placement, int(row.rank), node, host, int(row.steps), float(row.last_share),
                                  float(row.late_s), str(row.cause), float(row.cause_s), str(row.exchange),
                                  float(row.others_lost_share), error))  # fmt: skip
     return out
+
+
+def _by_chance(row: Any, world: int) -> bool:
+    """Whether arriving last this often could be chance among `world` alike ranks (a one-sided binomial test
+    at STRAGGLER_CHANCE): with many ranks and few steps some rank passes 1.5x its share by luck."""
+    from scipy.stats import binomtest
+
+    steps = int(row.steps)
+    last = round(float(row.last_share) * steps)
+    return bool(binomtest(last, steps, 1 / world, alternative="greater").pvalue >= STRAGGLER_CHANCE)
 
 
 def stalls(

@@ -139,3 +139,15 @@ def test_without_the_clocks_compared_nobody_is_named():
     steps, clocks = timeline(extra={"data": 0.02})
     table = rank_table(aligned(steps, clocks), None)
     assert not table.empty and stragglers(table, 3, "r", "cpu-3", pd.DataFrame()) == []
+
+
+def test_arriving_last_often_by_luck_among_many_ranks_names_nobody():
+    """16 ranks, 20 steps: a rank last in 3 of them is twice its share, which chance gives 1 time in 6 or so."""
+    from scaleprof.analysis.stragglers import _by_chance
+
+    class Row:
+        steps, last_share = 20, 3 / 20
+
+    assert _by_chance(Row, 16)
+    Row.last_share = 12 / 20
+    assert not _by_chance(Row, 16)
