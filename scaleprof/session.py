@@ -294,14 +294,10 @@ class WorkerSession:
             prepared = ray.train.torch.prepare_model(model, parallel_strategy=None, **ray_kwargs)  # to the device
             if _distributed():
                 prepared, self._sharded = shard(prepared), True
-                if self._arrivals:  # FSDP all-gathers the root's parameters as forward starts: ranks meet there
-                    prepared.register_forward_pre_hook(lambda *_: self._enter())
         else:
             prepared = ray.train.torch.prepare_model(model, **ray_kwargs)  # to the device; DDP when world > 1
-            if self._arrivals and isinstance(prepared, torch.nn.parallel.DistributedDataParallel):
-                watch_arrival(prepared.module, self._arrive_at_boundary)
-                if prepared.will_sync_module_buffers():  # DDP broadcasts buffers (BatchNorm's) as forward starts
-                    prepared.register_forward_pre_hook(lambda *_: self._enter())
+        if self._arrivals:
+            self.watch_exchanges(prepared)
         self._synced.append(prepared)
         prepared = compile_model(prepared, self.train)
         if first:
@@ -615,6 +611,18 @@ class WorkerSession:
     def evaluates_here(self) -> bool:
         """Rank 0 evaluates a replicated model; a sharded one needs every rank in its forward passes."""
         return self.rank == 0 or self._sharded
+
+    def watch_exchanges(self, prepared: torch.nn.Module) -> None:
+        """Where this rank meets the others in a step (scaleprof/arrivals.py): FSDP all-gathers the root's
+        parameters as forward starts; DDP broadcasts buffers (BatchNorm's) as forward starts when it has any,
+        and exchanges gradients once its last one is ready. The forward hooks go first, before FSDP's own
+        pre-forward hook (which waits for the all-gather)."""
+        if self._sharded:
+            prepared.register_forward_pre_hook(lambda *_: self._enter(), prepend=True)
+        elif isinstance(prepared, torch.nn.parallel.DistributedDataParallel):
+            watch_arrival(prepared.module, self._arrive_at_boundary)
+            if prepared.will_sync_module_buffers():
+                prepared.register_forward_pre_hook(lambda *_: self._enter(), prepend=True)
 
     def _arrive_at_boundary(self) -> None:
         """The DDP gradient hook: a micro-batch that accumulates without syncing has no exchange to arrive at."""
