@@ -4,9 +4,9 @@ A rank that is late for the all-reduce makes every other rank wait inside it, so
 cannot name it (its backward looks as long as everyone's); the time each rank's gradients became ready
 can (DeepSpeed's straggler effect, HTA's straggler analysis). Worker side, two pieces:
 
-- `watch_arrival(model, record)`: calls `record()` when backward has accumulated the gradient of the
-  model's first parameter, the last one it computes: this rank's backward compute is done and it waits
-  only for the others (DDP launches the last bucket's all-reduce then).
+- `watch_arrival(model, record)`: calls `record()` when backward has accumulated the model's last gradient
+  (which one is learned on the first backward): this rank's backward compute is done and it waits only for
+  the others (DDP launches the last bucket's all-reduce then).
 - `measure_clock_offset()`: at start-up, every rank reads its wall clock right after each of a few
   barriers; this rank's offset against rank 0 is the median difference, the error half their spread
   (the barrier's own exit skew is in it). analysis/stragglers.py subtracts the offset.
@@ -46,14 +46,44 @@ def measure_clock_offset(rounds: int = CLOCK_ROUNDS, clock: Callable[[], float] 
     )
 
 
-def watch_arrival(model: torch.nn.Module, record: Callable[[], None]) -> Any:
-    """Call `record()` each time the backward pass accumulates the gradient of the model's first parameter
-    (in forward order): the last gradient backward computes, so this rank is ready for the exchange and
-    from here on only waits for the others. One Python call per backward; DDP's own C++ all-reduce path is
+class ArrivalWatch:
+    """Calls `record()` when backward has accumulated the model's last gradient. Which parameter's gradient comes
+    last is learned on the first backward (every trainable parameter hooked, each call recorded: the last one
+    wins) and fixed at the next forward, when only that parameter's hook is kept: one Python call per backward
+    from then on. Declaration order is no guide: a model may register its head before its body."""
+
+    def __init__(self, model: torch.nn.Module, record: Callable[[], None]):
+        self._record = record
+        self._params = [p for p in model.parameters() if p.requires_grad]
+        self._order: list[int] = []
+        self.watched: int | None = None  # the index (in model.parameters() order, trainable ones) kept
+        self._handles = [p.register_post_accumulate_grad_hook(self._learning(i)) for i, p in enumerate(self._params)]
+        self._settle = model.register_forward_pre_hook(lambda *_: self._fix()) if self._params else None
+
+    def _learning(self, index: int) -> Callable[[Any], None]:
+        def hook(_: Any) -> None:
+            if self.watched is None:
+                self._order.append(index)
+            if self.watched is None or self.watched == index:
+                self._record()
+
+        return hook
+
+    def _fix(self) -> None:
+        """After the first backward: keep the hook of the parameter whose gradient came last."""
+        if not self._order or self.watched is not None:
+            return
+        self.watched = self._order[-1]
+        for index, handle in enumerate(self._handles):
+            if index != self.watched:
+                handle.remove()
+        if self._settle is not None:
+            self._settle.remove()
+
+
+def watch_arrival(model: torch.nn.Module, record: Callable[[], None]) -> ArrivalWatch:
+    """Call `record()` each time backward accumulates the model's last gradient (ArrivalWatch): this rank is
+    then ready for the exchange and from here on only waits for the others. DDP's own C++ all-reduce path is
     left as it is (a DDP comm hook in Python replaces it: a first try read a median +2.7% on a 2 ms step,
-    rounds from -5% to +13%, benchmarks/arrivals.py, against the 1% this may cost). Returns the hook's
-    handle (None for a model without trainable parameters)."""
-    first = next((p for p in model.parameters() if p.requires_grad), None)
-    if first is None:
-        return None
-    return first.register_post_accumulate_grad_hook(lambda _: record())
+    rounds from -5% to +13%, benchmarks/arrivals.py, against the 1% this may cost)."""
+    return ArrivalWatch(model, record)

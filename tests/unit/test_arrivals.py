@@ -117,3 +117,30 @@ def test_where_forward_starts_with_an_exchange_a_data_slow_rank_is_named_there(t
     (late,) = named
     assert late.rank == 1 and late.cause == "loading data" and late.exchange == "the exchange at forward entry"
     assert late.late_s == pytest.approx(SLOW_S, rel=0.4)
+
+
+def test_the_watched_gradient_is_the_last_backward_computes_whatever_the_declaration_order():
+    """A model that declares its head before its body: the head's gradient comes first in backward, the body's
+    first layer's last. After one backward and the next forward only that one is watched: one call a backward."""
+    import torch
+
+    from scaleprof.arrivals import watch_arrival
+
+    class HeadFirst(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(8, 2)  # declared first, used last
+            self.body = torch.nn.Linear(4, 8)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)))
+
+    model, calls = HeadFirst(), []
+    watch = watch_arrival(model, lambda: calls.append(1))
+    model(torch.randn(3, 4)).sum().backward()
+    assert watch.watched is None and len(calls) == 4  # learning: every gradient recorded, the last one wins
+    calls.clear()
+    for _ in range(3):
+        model(torch.randn(3, 4)).sum().backward()
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable[watch.watched].startswith("body.") and len(calls) == 3
