@@ -95,6 +95,9 @@ def assert_no_gaps_or_duplicates(events: list[dict[str, Any]]) -> None:
         assert sorted(seq) == list(range(len(seq))), f"a gap in the stored events of {key}"
 
 
+EPOCHS = 60
+
+
 def test_killed_workers_restart_or_fail_and_the_study_goes_on(ray_session, tmp_path):
     """max_failures: 1. Run 0: killed in both attempts -> failed with the reason, its events kept.
     Run 1 then runs: rank 0 killed once -> restarted, finishes ok with 2 attempts, its figures from the
@@ -103,7 +106,9 @@ def test_killed_workers_restart_or_fail_and_the_study_goes_on(ray_session, tmp_p
         {
             **BASE,
             "name": "killed",
-            "train": {"epochs": 25, "batch_size": 16, "max_failures": 1},
+            # 60 epochs of ~1 ms steps (~5 s): long enough that a kill sent once the store shows epoch 1 lands
+            # mid-training; with 25 a fast machine finished the run before its events were visible (seen once)
+            "train": {"epochs": EPOCHS, "batch_size": 16, "max_failures": 1},
             "placements": [{"name": "cpu-1", "workers": 1, "repeats": 2}],
         }
     )
@@ -129,7 +134,7 @@ def test_killed_workers_restart_or_fail_and_the_study_goes_on(ray_session, tmp_p
     by_id = summarize(StudyStore(study.study_dir)).runs.set_index("run_id")
     train = json.loads((study.study_dir / "manifest.json").read_text())["data"]["split_sizes"]["train"]
     assert by_id.loc[restarted, "attempts"] == 2 and by_id.loc[restarted, "seq_gaps"] == 0
-    assert by_id.loc[restarted, "samples_total"] == 25 * train  # the finished attempt only
+    assert by_id.loc[restarted, "samples_total"] == EPOCHS * train  # the finished attempt only
     assert by_id.loc[restarted, "throughput"] > 0
 
 

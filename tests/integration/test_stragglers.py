@@ -36,9 +36,10 @@ def spin(seconds):
         pass
 
 
-def until_stopped(most=10.0):
-    # compute until the clock jumps (this process was stopped and continued), so the pause lands here
-    start = last = time.perf_counter()
+def until_stopped(last, most=10.0):
+    # compute until the clock jumps (this process was stopped and continued), so the pause lands in this step;
+    # `last` was read before the stop was asked for, so a stop that landed at once is seen too
+    start = last
     while last - start < most:
         now = time.perf_counter()
         if now - last > 1.0:
@@ -67,9 +68,9 @@ def train_func(config):
         for step, (xb, yb) in enumerate(session.steps(batches)):
             if fault == "pause" and late and step == PAUSE_AT:
                 # stopped from outside, as SIGSTOP/SIGCONT would hit a real worker, while it computes
-                me = os.getpid()
+                me, before = os.getpid(), time.perf_counter()
                 subprocess.Popen(["sh", "-c", f"kill -STOP {me}; sleep 2; kill -CONT {me}"])
-                until_stopped()
+                until_stopped(before)
             out = model(xb)
             if fault == "forward" and late:
                 spin(0.02)
