@@ -34,6 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaleprof.analysis.throughput import without_traced_steps
+
 STRAGGLER_LAST_FACTOR = 1.5
 STRAGGLER_WAIT_SHARE = 0.05
 STRAGGLER_CHANCE = 0.01  # and arriving last that often is not chance (binomial test against 1 / world)
@@ -280,8 +282,7 @@ def settled(steps: pd.DataFrame, warmup: int) -> pd.DataFrame:
     if steps.empty or not {"epoch", "step"} <= set(steps):
         return steps
     order = steps.groupby(["epoch", "step"], sort=True).ngroup()
-    kept = steps[order >= warmup]
-    return kept[~kept["profiled"].eq(True)] if "profiled" in kept else kept
+    return without_traced_steps(steps[order >= warmup])  # every rank's events of a traced step, as throughput does
 
 
 def rank_tables(
