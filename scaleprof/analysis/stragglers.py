@@ -256,12 +256,18 @@ def _where(hosts: pd.DataFrame, rank: int) -> tuple[str, str]:
     return str(row.get("node_id") or "")[:8], str(row.get("hostname") or "")
 
 
-def lateness_series(frame: pd.DataFrame, points: int = 120) -> pd.DataFrame:
-    """For the rank x step chart: each rank's lateness (ms) in at most `points` means of consecutive steps."""
+def lateness_series(frame: pd.DataFrame, all_steps: pd.DataFrame | None = None, points: int = 120) -> pd.DataFrame:
+    """For the rank x step chart: each rank's lateness (ms) in at most `points` means of consecutive steps;
+    `step_index` counts the run's steps from its first (`all_steps`: the warm-up included), as the step-time
+    chart does."""
     if frame.empty:
         return pd.DataFrame(columns=["rank", "step_index", "late_ms"])
     ordered = frame.sort_values(["epoch", "step"])
-    index = ordered.groupby(["epoch", "step"], sort=False).ngroup()
+    keys = all_steps if all_steps is not None and not all_steps.empty else ordered
+    ordinal = {key: i for i, key in enumerate(sorted(set(zip(keys["epoch"], keys["step"], strict=True))))}
+    index = pd.Series(
+        [ordinal[key] for key in zip(ordered["epoch"], ordered["step"], strict=True)], index=ordered.index
+    )
     size = max(1, int(np.ceil((index.max() + 1) / points)))
     ordered = ordered.assign(step_index=(index // size) * size)
     series = ordered.groupby(["rank", "step_index"], as_index=False)["late_s"].mean()
@@ -306,7 +312,7 @@ def rank_tables(
         where = [_where(hosts, int(r)) for r in table["rank"]]
         ranks.append(table.assign(run_id=run_id, placement=placement, node=[w[0] for w in where],
                                   host=[w[1] for w in where]))  # fmt: skip
-        lateness.append(lateness_series(frame).assign(run_id=run_id, placement=placement))
+        lateness.append(lateness_series(frame, all_steps).assign(run_id=run_id, placement=placement))
         late += stragglers(table, int(frame["rank"].nunique()), run_id, placement, hosts)
     first = ["run_id", "placement", "rank", "node", "host"]
     ranks_frame = pd.concat(ranks, ignore_index=True) if ranks else pd.DataFrame(columns=first)

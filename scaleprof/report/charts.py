@@ -199,8 +199,8 @@ def rank_lateness(lateness: pd.DataFrame, ranks: pd.DataFrame, most: int = 6) ->
             tooltip=["run_id", "rank", "step_index", alt.Tooltip("late_ms:Q", format=".2f")],
         )
         .properties(width=WIDTH, height=alt.Step(14))
-        .facet(row=alt.Row("run_id:N", title=None))
-        .properties(title="Arrival at the gradient exchange: how late each rank was (red: the others waited for it)")
+        .facet(row=alt.Row("run_id:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")))
+        .properties(title="Arrival at the exchange: how late each rank was (red: the others waited for it)")
     )
 
 

@@ -111,6 +111,8 @@ def test_a_pause_is_a_stall_with_its_rank_step_and_length():
     assert stall.at_s == pytest.approx(30 * 0.065, abs=1e-6)  # 30 ordinary steps after the run's first
     assert tables.stragglers == []  # one stall is not a straggler: last once in 55 steps
     assert set(tables.lateness["rank"]) == {0, 1, 2} and tables.lateness["late_ms"].max() > 1000
+    worst = tables.lateness.loc[tables.lateness["late_ms"].idxmax()]
+    assert worst["step_index"] == 30  # counted from the run's first step, warm-up included (as the step-time chart)
 
 
 def test_one_worker_has_no_rank_figures_but_a_slow_step_is_still_a_stall():
