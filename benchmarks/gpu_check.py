@@ -6,7 +6,12 @@ every step (`loss.item()`, a host sync), and the loop instrumented by `scaleprof
 read lazily) — in fp32 and bf16; the NVML sampler on the same GPU (UUID, name, utilisation, SM activity
 from GPM, the energy counter, processes), the math mode and MFU, the node's topology. Part 2, where Ray
 is installed, runs `experiments/gpu-check.yaml` (1 GPU worker + the GPU inference benchmark) through
-`scaleprof run` and checks what its tables carry. Everything goes to OUT/summary.json and summary.md.
+`scaleprof run` and checks what its tables carry. Part 3, on a machine with 2 or more GPUs and Ray, is the
+prediction's GPU path: `scaleprof fabric` sweeps NCCL's all-reduce between the machine's GPUs (the intra-node
+link: NVLink or PCIe, as the topology in part 1 says) and `experiments/gpu-check-multi.yaml` runs 1 and 2 GPU
+workers, whose prediction ledger predicts the 2-GPU run from the 1-GPU run and its NCCL sweep (predicted,
+interval, measured, error); with one GPU it says it did not run. Everything goes to OUT/summary.json and
+summary.md.
 
     python benchmarks/gpu_check.py --out DIR            # on a GPU machine
     python benchmarks/gpu_check.py --out DIR --device cpu --steps 8 --batch 8   # the script's own dry run
@@ -221,6 +226,43 @@ def part_two(args, out: dict[str, Any], where: Path) -> None:
         out["study"]["inference"] = pd.read_parquet(study / "inference.parquet").to_dict("records")
 
 
+def part_three(args, out: dict[str, Any], where: Path) -> None:
+    """The prediction's GPU path: NCCL swept between this machine's GPUs, and the 2-GPU run predicted."""
+    gpus = torch.cuda.device_count() if args.device == "cuda" and torch.cuda.is_available() else 0
+    if gpus < 2:
+        out["multi_gpu"] = f"not run: NCCL's sweep and a 2-GPU run need 2 or more GPUs on the machine ({gpus} here)"
+        return
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        out["multi_gpu"] = "not run: Ray is not installed on this machine"
+        return
+    import pandas as pd
+
+    cli = [sys.executable, "-m", "scaleprof.cli"]
+    sweep = where / "fabric.parquet"
+    done = subprocess.run(
+        [*cli, "fabric", "--workers", str(gpus), "--gpus-per-worker", "1", "--strategy", "STRICT_PACK",
+         "--out", str(sweep), "--force", "--json"], capture_output=True, text=True, timeout=args.study_timeout,
+        check=False,
+    )  # fmt: skip
+    result: dict[str, Any] = {"gpus": gpus, "fabric_rc": done.returncode, "fabric_tail": done.stderr[-2000:]}
+    out["multi_gpu"] = result
+    if done.returncode == 0:
+        result["fabric"] = json.loads(done.stdout)
+    done = subprocess.run(
+        [*cli, "run", str(REPO / "experiments" / "gpu-check-multi.yaml"), "--out", str(where)],
+        capture_output=True, text=True, timeout=args.study_timeout, check=False,
+    )  # fmt: skip
+    result["study_rc"], result["study_tail"] = done.returncode, (done.stdout + done.stderr)[-3000:]
+    studies = sorted(where.glob("gpu-check-multi-*"))
+    if studies and (studies[-1] / "predictions.parquet").exists():
+        ledger = pd.read_parquet(studies[-1] / "predictions.parquet")
+        keep = ["placement", "method", "base", "predicted", "low", "high", "measured", "error_pct", "covered",
+                "reason", "caveat"]  # fmt: skip
+        result["ledger"] = ledger[[c for c in keep if c in ledger]].to_dict("records")
+
+
 def markdown(out: dict[str, Any]) -> str:
     lines = [f"# GPU check on {out.get('device')} ({out.get('measured_at')})", ""]
     for precision in ("fp32", "bf16"):
@@ -241,8 +283,10 @@ def markdown(out: dict[str, Any]) -> str:
         synced = ", ".join(f"{v:.3f}" for v in r["ratio_sync_over_nosync"])
         lines.append(f"scaleprof / no sync: {ours}; sync / no sync: {synced}")
         lines.append("")
-    lines += ["## NVML", "```", json.dumps(out.get("nvml"), indent=1, default=str), "```", "", "## Study",
-              "```", json.dumps(out.get("study"), indent=1, default=str)[:6000], "```"]  # fmt: skip
+    sections = [("NVML", out.get("nvml")), ("Study", out.get("study")),
+                ("Multi-GPU: NCCL sweep and the prediction ledger", out.get("multi_gpu"))]  # fmt: skip
+    for title, value in sections:
+        lines += [f"## {title}", "```", json.dumps(value, indent=1, default=str)[:6000], "```", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -271,6 +315,10 @@ def main() -> int:
             part_two(args, out, where / "studies")
         except Exception as exc:
             out["part_two_error"] = f"{type(exc).__name__}: {exc}"
+        try:
+            part_three(args, out, where / "multi")
+        except Exception as exc:
+            out["part_three_error"] = f"{type(exc).__name__}: {exc}"
     (where / "summary.json").write_text(json.dumps(out, indent=2, default=str))
     (where / "summary.md").write_text(markdown(out))
     print(markdown(out))

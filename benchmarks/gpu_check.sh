@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The GPU check, in one go (under 8 minutes on one GPU): see benchmarks/gpu_check.py for what it measures.
+# The GPU check, in one go (under 8 minutes on one GPU; part 3, with 2 or more GPUs, adds about 3: set
+# GPU_CHECK_TIMEOUT=700 there): see benchmarks/gpu_check.py for what it measures.
 #   bash benchmarks/gpu_check.sh [OUT_DIR]     # default: $OUT when set (the device machine), else benchmarks/results/gpu_check
 # Where scaleprof's dependencies are missing (a bare GPU image: PyTorch and NVML but no pydantic or Ray), carry
 # wheels in .whl/ (see the device tool's notes): they are installed to /tmp/site first. Part 2 (the Ray study) runs
@@ -16,5 +17,5 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
-timeout 470 "$py" benchmarks/gpu_check.py --out "$out" "${@:2}" 2>&1 | tee "$out/log.txt"
+timeout "${GPU_CHECK_TIMEOUT:-470}" "$py" benchmarks/gpu_check.py --out "$out" "${@:2}" 2>&1 | tee "$out/log.txt"
 exit "${PIPESTATUS[0]}"
