@@ -88,13 +88,17 @@ def study_sweep(stored: pd.DataFrame | None, fabric_events: pd.DataFrame) -> pd.
     return fabric_events[list(FABRIC_COLUMNS)].reset_index(drop=True)
 
 
+# Why a ledger row has no prediction when its run is its model's smallest: nothing to predict it from.
+NO_SMALLER_RUN = "no finished run with fewer workers"
+
+
 def base_run(group: pd.DataFrame, below: int | None = None) -> tuple[pd.Series, MeasuredRun] | str:
     """The run whose inputs the model takes (see the module's docstring), or why there is none."""
     ok = group[(group["status"] == RunStatus.OK) & (group["kind"] == RunKind.FIXED_SPLIT)]
     if below is not None:
         ok = ok[ok["workers"] < below]
     if ok.empty:
-        return "no finished run with fewer workers" if below is not None else "no finished run"
+        return NO_SMALLER_RUN if below is not None else "no finished run"
     reasons: list[str] = []
     contended = ok["contended"].eq(True) if "contended" in ok else pd.Series(False, index=ok.index)
     order = ok.assign(_quiet=~contended).sort_values(["_quiet", "workers", "steady_steps"], ascending=False)

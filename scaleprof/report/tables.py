@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.cost import usd_per_million
+from scaleprof.analysis.prediction import NO_SMALLER_RUN
 from scaleprof.analysis.quality import RUN_METRICS
 from scaleprof.analysis.scaling import law_reach
 from scaleprof.analysis.steady import INTERVAL_COLUMNS, relative_half_width
@@ -396,7 +397,11 @@ def known_verdict(value: Any) -> bool:
 
 
 def ledger_display(ledger: pd.DataFrame) -> pd.DataFrame:
-    """The prediction ledger as shown: predicted with its interval, measured, error, or why none."""
+    """The prediction ledger as shown: predicted with its interval, measured, error, or why none. A run with no
+    smaller run of its model to be predicted from (the smallest placement of a study without 1-worker runs)
+    is left out: each of its rows would only say so."""
+    smallest = ledger.loc[ledger["reason"] == NO_SMALLER_RUN, "run_id"] if not ledger.empty else []
+    ledger = ledger[~ledger["run_id"].isin(smallest)] if len(smallest) else ledger
     if ledger.empty:
         return pd.DataFrame()
 

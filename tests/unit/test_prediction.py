@@ -79,6 +79,17 @@ def test_the_ledger_predicts_the_two_worker_run_from_the_one_worker_run_and_the_
     assert list(shown["inside"]) == ["no", "–"] and shown["error"].iloc[0].startswith("+33")
 
 
+def test_a_run_with_no_smaller_run_to_be_predicted_from_is_kept_but_not_shown(tables):
+    """A study of multi-worker placements only: its smallest has nothing to be predicted from. The ledger keeps
+    the row (with why); the report's table leaves it out rather than list "–" and the reason for each method."""
+    ledger = prediction_ledger(tables.runs[tables.runs["placement"] != "cpu-1"], fabric_of(exact_sweep(), "test"))
+    assert list(ledger["placement"]) == ["cpu-2", "cpu-2"] and ledger["predicted"].isna().all()
+    assert ledger.set_index("method").loc["physics", "reason"] == "no finished run with fewer workers"
+    assert ledger_display(ledger).empty
+    shown = ledger_display(prediction_ledger(tables.runs, fabric_of(exact_sweep(), "test")))
+    assert list(shown["placement"]) == ["cpu-2", "cpu-2"]  # with cpu-1 measured, cpu-2's rows are shown
+
+
 def test_without_a_fabric_the_ledger_names_the_missing_link(tables):
     ledger = prediction_ledger(tables.runs, fabric_of(None))
     assert "intra-node link, which has no fit" in ledger.iloc[0]["reason"]
