@@ -22,8 +22,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from scaleprof.config import Experiment
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -35,7 +39,11 @@ def _local_ray(runtime_env: dict | None = None) -> Iterator[None]:
     import ray
 
     ray.init(
-        address="local", include_dashboard=False, log_to_driver=False, logging_level="warning", runtime_env=runtime_env
+        address="local",
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="warning",  # type: ignore[arg-type]  # Ray's own default is a level name ("info"), not int
+        runtime_env=runtime_env,
     )
     try:
         yield
@@ -43,7 +51,7 @@ def _local_ray(runtime_env: dict | None = None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _experiment(name: str, monitor: bool, epochs: int = 6, workers: int = 1) -> object:
+def _experiment(name: str, monitor: bool, epochs: int = 6, workers: int = 1) -> Experiment:
     from scaleprof.config import Experiment
 
     return Experiment.model_validate(
@@ -140,7 +148,7 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int, flush_int
             ids = {"study_id": "bench", "run_id": f"r-{time.time_ns()}", "attempt": 0, "rank": 0, "node_id": "n"}
             before = proc.cpu_times()
             monitored = flush_s is not None
-            if monitored:
+            if flush_s is not None:
                 to = aggregator.for_node("n")
                 sink = EventSink(ids, lambda batch: to.ingest.remote(batch), flush_interval_s=flush_s).start()
                 monitor = Monitor(sink, [SystemSampler(), GpuSampler(None)], interval_s=1.0).start()
@@ -170,7 +178,7 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int, flush_int
         study = Path(tempfile.mkdtemp(prefix="bench-monitor-cpu-")) / "study"
         StudyStore(study).create()
         aggregator = start_aggregators(str(study))
-        worker = Worker.remote()
+        worker = Worker.remote()  # type: ignore[attr-defined]  # mypy keeps a decorated class's own type
         ray.get(worker.run.remote(aggregator, flush_intervals[0], 2.0, steps_per_s))  # warm-up: imports, first calls
         for i in range(rounds):
             for flush_s in arms[i % len(arms) :] + arms[: i % len(arms)]:
@@ -206,6 +214,7 @@ def _plain_loop(epochs: int, batch: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     data = load_dataset(DataSpec(name="digits"), 0)
+    assert data.x is not None  # digits are held in memory
     model = build_model(ModelSpec(name="small-cnn"), data.input_shape, data.num_classes, 0)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     train = TensorDataset(torch.from_numpy(data.x[data.train_idx]), torch.from_numpy(data.y[data.train_idx]))
@@ -264,7 +273,9 @@ def _ddp_rank(rank: int, world: int, experiment, epochs: int) -> dict:
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=experiment.train.lr, momentum=experiment.train.momentum)
-    sampler = DistributedSampler(train, num_replicas=world, rank=rank, shuffle=True, seed=experiment.seed)
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        train, num_replicas=world, rank=rank, shuffle=True, seed=experiment.seed
+    )
     loader = DataLoader(train, batch_size=experiment.train.batch_size, sampler=sampler)
 
     def step(xb, yb):
@@ -302,7 +313,7 @@ def bench_ddp(repeats: int, epochs: int) -> dict:
         for i in range(repeats):
             arms = {"plain": plain_ddp, "scaleprof": lambda: run_study(experiment, out).study_dir}
             order = list(arms) if i % 2 == 0 else list(arms)[::-1]  # rotate which goes first
-            done = {name: arms[name]() for name in order}
+            done: dict[str, Any] = {name: arms[name]() for name in order}
             plain, study_dir = done["plain"], done["scaleprof"]
             recorded = _recorded_counts(study_dir)
             rows.append({
@@ -481,12 +492,14 @@ def _plain_user_model(experiment, epochs: int) -> dict:
     from torch.utils.data import DataLoader
 
     from scaleprof.workloads.data import load_dataset, open_source, subset
+    from scaleprof.workloads.imports import user_code
     from scaleprof.workloads.models import build_model
 
     torch.set_num_threads(1)
-    data = load_dataset(experiment.data, experiment.seed, experiment.code_dirs)
-    train = subset(open_source(experiment.data, experiment.seed).dataset, data.train_idx)
-    model = build_model(experiment.model_list[0], data.input_shape, data.num_classes, experiment.seed)
+    with user_code(experiment.code_dirs):  # the factories' modules, importable while they are built
+        data = load_dataset(experiment.data, experiment.seed)
+        train = subset(open_source(experiment.data, experiment.seed).dataset, data.train_idx)
+        model = build_model(experiment.model_list[0], data.input_shape, data.num_classes, experiment.seed)
     opt = torch.optim.SGD(model.parameters(), lr=experiment.train.lr, momentum=experiment.train.momentum)
     loader = DataLoader(
         train, batch_size=experiment.train.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)
@@ -597,6 +610,7 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
     out = Path(tempfile.mkdtemp(prefix="bench-user-"))
     one_worker = [{"name": "cpu-1", "workers": 1}]
     model_exp = load_experiment(REPO / "examples" / "custom-model" / "experiment.yaml")
+    assert model_exp.models is not None
     model_exp = model_exp.model_copy(update={
         "models": model_exp.models[:1], "placements": [p for p in model_exp.placements if p.workers == 1],
         "train": model_exp.train.model_copy(update={"epochs": epochs}),
@@ -607,7 +621,9 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
         "train": loop_exp.train.model_copy(update={"epochs": epochs}),
     })  # fmt: skip
     assert [p.workers for p in model_exp.placements + loop_exp.placements] == [1, 1], one_worker
-    modules = sorted(set(job_runtime_env(model_exp)["py_modules"] + job_runtime_env(loop_exp)["py_modules"]))
+    model_env, loop_env = job_runtime_env(model_exp), job_runtime_env(loop_exp)
+    assert model_env is not None and loop_env is not None  # both examples bring their own code
+    modules = sorted(set(model_env["py_modules"] + loop_env["py_modules"]))
     rows = []
     with _local_ray({"py_modules": modules}):
         for i in range(repeats):
@@ -630,14 +646,14 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
     for name in ("custom-model", "custom-loop"):
         mine = [r for r in rows if r["workload"] == name]
         ratios = [r["scaleprof"] / r["plain"] for r in mine]
-        in_ray = [r["scaleprof"] / r["plain_in_ray"] for r in mine]
+        over_in_ray = [r["scaleprof"] / r["plain_in_ray"] for r in mine]
         ray_cost = [r["plain_in_ray"] / r["plain"] for r in mine]
         spread = {side: statistics.pstdev([r[side] for r in mine]) / statistics.mean([r[side] for r in mine])
                   for side in ("plain", "plain_in_ray", "scaleprof")}  # fmt: skip
         summary[name] = {
             "ratios_scaleprof_over_plain": ratios, "median_ratio": statistics.median(ratios),
-            "ratios_scaleprof_over_plain_in_ray_worker": in_ray,
-            "median_ratio_vs_ray_worker": statistics.median(in_ray),
+            "ratios_scaleprof_over_plain_in_ray_worker": over_in_ray,
+            "median_ratio_vs_ray_worker": statistics.median(over_in_ray),
             "ratios_plain_in_ray_worker_over_plain": ray_cost, "median_ray_worker_cost": statistics.median(ray_cost),
             "cv_over_repeats": spread, "counts_equal": all(r["counts_equal"] for r in mine),
         }  # fmt: skip
@@ -838,7 +854,7 @@ def bench_telemetry(
             if relays:  # the simulated nodes are names: their relays run here, each forwarding its workers' batches
                 aggs = aggs.with_relays(str(study), [f"node-{i}" for i in range(workers // per_node)], place=False)
             before = [usage(a) for a in aggs.actors]
-            actors = [Sender.remote() for _ in range(senders)]
+            actors = [Sender.remote() for _ in range(senders)]  # type: ignore[attr-defined]  # as Worker's above
             per = workers // senders
             start = time.monotonic()
             sent = ray.get([a.run.remote(aggs, i * per, per, events_per_s, seconds, flush_s, prebuilt)
@@ -985,6 +1001,7 @@ def bench_language_model(repeats: int, epochs: int) -> dict:
         "sweep": {}, "placements": [p for p in base.placements if p.workers == 1],
         "train": base.train.model_copy(update={"epochs": epochs}),
     })  # fmt: skip
+    assert base.data is not None
     tokens = base.data.seq_len
     rows = []
     with _local_ray():
@@ -999,7 +1016,7 @@ def bench_language_model(repeats: int, epochs: int) -> dict:
                     "scaleprof": lambda e=experiment: run_study(e, out).study_dir,
                 }
                 order = list(arms)[i % 3 :] + list(arms)[: i % 3]  # each arm goes first once: no order bias
-                done = {name: arms[name]() for name in order}
+                done: dict[str, Any] = {name: arms[name]() for name in order}
                 plain, in_ray, study_dir = done["plain"], done["plain_in_ray"], done["scaleprof"]
                 rows.append({
                     "precision": precision, "repeat": i, "order": order,

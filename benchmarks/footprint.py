@@ -79,7 +79,8 @@ class CpuLedger:
             try:
                 role = role_of(proc, self._driver)
                 times = proc.cpu_times()
-                cpu, threads = times.user + times.system, {}
+                cpu = times.user + times.system
+                threads: dict[str, float] = {}
                 if role == "training worker":
                     for thread in proc.threads():
                         try:

@@ -79,6 +79,7 @@ def plain(model, batches, device, precision: str, per_step_sync: bool, warmup: i
             loss.item()
         samples += len(y)
     _sync(device)
+    assert start is not None, f"{warmup} warm-up steps take every batch"
     return samples / (time.perf_counter() - start)
 
 
@@ -93,8 +94,11 @@ def instrumented(model, batches, device, precision: str, warmup: int) -> dict[st
     from scaleprof.session import WorkerSession
 
     events: list[Any] = []
-    train = TrainSpec(precision=precision, warmup_steps=warmup, epochs=1)
-    s = WorkerSession(events.append, [].append, rank=0, world_size=1, device=device, threads=1, epochs=1, train=train)
+    stored: list[Any] = []
+    train = TrainSpec.model_validate({"precision": precision, "warmup_steps": warmup, "epochs": 1})
+    s = WorkerSession(
+        events.append, stored.append, rank=0, world_size=1, device=device, threads=1, epochs=1, train=train
+    )
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     start = None
     for _ in s.epochs():
@@ -110,6 +114,7 @@ def instrumented(model, batches, device, precision: str, warmup: int) -> dict[st
             s.optimizer_step(opt)
             s.mark("optimizer")
             s.report_loss(loss)
+    assert start is not None, f"{warmup} warm-up steps take every batch"
     wall = time.perf_counter() - start  # the session's steps() ends with one sync
     steps = pd.DataFrame([{"rank": 0, **vars(e)} for e in events if isinstance(e, StepEvent)])
     tp = steady_state_throughput(steps, warmup)

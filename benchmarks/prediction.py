@@ -19,7 +19,7 @@ from typing import Any
 
 # Many parameters and little compute (an MLP of 1.1 M parameters on 8x8 inputs: 4.4 MB all-reduced per ~2 ms
 # step) and the opposite (the small CNN on digits: 0.6 MB per ~10 ms step).
-MODELS = {
+MODELS: dict[str, tuple[dict[str, Any], dict[str, Any], int]] = {
     "communication-bound": (
         {"name": "mlp", "kwargs": {"hidden_sizes": [1024, 1024]}},
         {"name": "synthetic-images", "shape": [1, 8, 8], "size": 16_000},
@@ -27,7 +27,7 @@ MODELS = {
     ),
     "compute-bound": ({"name": "small-cnn"}, {"name": "digits"}, 12),
 }
-NODE = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
+NODE: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
 
 
 def experiment(name: str, model: dict, data: dict, epochs: int) -> Any:
@@ -85,7 +85,7 @@ def bench_prediction(rounds: int) -> dict[str, Any]:
 
     cluster = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
     cluster.add_node(**NODE)
-    ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")  # type: ignore[arg-type]
     cluster.wait_for_nodes()
     out = Path(tempfile.mkdtemp(prefix="bench-prediction-"))
     rows = []

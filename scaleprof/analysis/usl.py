@@ -14,10 +14,11 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import optimize, stats
 
 
-def usl(n: np.ndarray, alpha: float, beta: float, gamma: float) -> np.ndarray:
+def usl(n: ArrayLike, alpha: float, beta: float, gamma: float) -> np.ndarray:
     n = np.asarray(n, dtype=float)
     return gamma * n / (1 + alpha * (n - 1) + beta * n * (n - 1))
 
@@ -79,7 +80,7 @@ class USLFit:
     def predict(self, n: float | np.ndarray) -> np.ndarray:
         return usl(np.asarray(n, dtype=float), self.alpha, self.beta, self.gamma)
 
-    def interval(self, n: float | np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    def interval(self, n: ArrayLike, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """A confidence band for X(N) (delta method, t quantile); NaN when the fit is exact."""
         n = np.atleast_1d(np.asarray(n, dtype=float))
         x = self.predict(n)

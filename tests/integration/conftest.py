@@ -4,6 +4,7 @@ study run on it, shared by the tests."""
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,7 +43,7 @@ STUDY = {
 # runs end within a fifth of a second of their last step instead of up to two (every CLI subprocess inherits it).
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
 
-NODE = {"num_cpus": 1, "object_store_memory": 100 * 2**20}  # two 1-CPU nodes on this 2-core machine
+NODE: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 100 * 2**20}  # two 1-CPU nodes on this 2-core machine
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +54,8 @@ def ray_cluster():
 
     cluster = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
     cluster.add_node(**NODE)
-    ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")
+    # Ray's own default is a level name ("info"), which its `int` hint leaves out
+    ray.init(address=cluster.address, log_to_driver=False, logging_level="warning")  # type: ignore[arg-type]
     cluster.wait_for_nodes()
     yield cluster
     ray.shutdown()

@@ -47,7 +47,7 @@ def stop_tree(proc: subprocess.Popen, grace_s: float = 3) -> None:
     """Stop this head and everything it started (the autoscaler's nodes too: they are its children):
     SIGTERM, then SIGKILL for whatever is left after `grace_s` (some of Ray's processes wait out 15 s)."""
     try:
-        family = [proc, *psutil.Process(proc.pid).children(recursive=True)]
+        family: list[subprocess.Popen | psutil.Process] = [proc, *psutil.Process(proc.pid).children(recursive=True)]
     except psutil.NoSuchProcess:
         return
     for p in family:

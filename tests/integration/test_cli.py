@@ -97,6 +97,7 @@ def test_predict_and_compare_on_a_real_study(study):
 def _run_until(cmd: list[str], env: dict[str, str], line: str, sig: int) -> tuple[int, str]:
     """Start `scaleprof run`, send `sig` once `line` shows up in its output; (exit code, output)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    assert proc.stdout is not None  # stdout=PIPE
     seen = []
     for out in proc.stdout:
         seen.append(out)

@@ -20,6 +20,7 @@ def test_metrics_equal_sklearn_on_the_stored_predictions(study):
     store = StudyStore(result.study_dir)
     for _, run in tables.runs[tables.runs["status"] == "ok"].iterrows():
         pred = store.predictions(run["run_id"])
+        assert pred is not None
         y, proba = pred["y_true"].to_numpy(), np.stack(pred["proba"].to_numpy())
         assert run["accuracy"] == metrics.accuracy_score(y, proba.argmax(1))
         assert run["f1"] == pytest.approx(metrics.f1_score(y, proba.argmax(1), average="macro"))
@@ -33,6 +34,7 @@ def test_fixed_split_runs_predict_on_the_manifest_test_split(study):
     data = load_dataset(_data_spec(tables), tables.manifest["seed"])
     assert data.split_hashes() == tables.manifest["data"]["split_sha256"]
     pred = store.predictions(fixed(tables, "cpu-2")["run_id"].iloc[0])
+    assert pred is not None
     np.testing.assert_array_equal(pred["sample_index"], data.test_idx)
     np.testing.assert_array_equal(pred["y_true"], data.y[data.test_idx])
     assert (pred["split"] == "test").all()
@@ -49,6 +51,7 @@ def test_same_seed_same_placement_reproduces_exactly_on_cpu(study):
     store = StudyStore(result.study_dir)
     first, second = fixed(tables, "cpu-1").sort_values("repeat")["run_id"]
     a, b = store.predictions(first), store.predictions(second)
+    assert a is not None and b is not None
     np.testing.assert_array_equal(np.stack(a["proba"]), np.stack(b["proba"]))  # bit for bit
     runs = tables.runs.set_index("run_id")
     for metric in ("accuracy", "precision", "recall", "f1", "specificity", "roc_auc"):

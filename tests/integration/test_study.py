@@ -193,7 +193,12 @@ def test_live_figures_reach_rays_metrics_endpoint(ray_session, tmp_path):
     done, results = threading.Event(), []
     # A neighbour burns a core all through the run: the run must come out flagged contended (below).
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    study = threading.Thread(target=lambda: (results.append(run_study(experiment, tmp_path)), done.set()), daemon=True)
+
+    def run_in_background() -> None:
+        results.append(run_study(experiment, tmp_path))
+        done.set()
+
+    study = threading.Thread(target=run_in_background, daemon=True)
     study.start()
     ports = [n["MetricsExportPort"] for n in ray_session.nodes() if n["Alive"]]
     pattern = re.compile(

@@ -40,8 +40,9 @@ def _rank(rank: int, world: int, port: int, queue, kind: str = "plain") -> None:
             norm = [torch.nn.BatchNorm1d(32)] if kind == "batchnorm" else []
             layers = torch.nn.Sequential(torch.nn.Linear(16, 32), *norm, torch.nn.Linear(32, 2))
             events: list = []
+            stored: list = []
             s = session_module.WorkerSession(
-                events.append, [].append, rank=rank, world_size=world, device=torch.device("cpu"), threads=1,
+                events.append, stored.append, rank=rank, world_size=world, device=torch.device("cpu"), threads=1,
                 epochs=1,
             )  # fmt: skip
             if kind == "fsdp":
@@ -143,4 +144,5 @@ def test_the_watched_gradient_is_the_last_backward_computes_whatever_the_declara
     for _ in range(3):
         model(torch.randn(3, 4)).sum().backward()
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert watch.watched is not None
     assert trainable[watch.watched].startswith("body.") and len(calls) == 3

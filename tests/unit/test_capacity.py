@@ -1,5 +1,7 @@
 """Fits now, once the autoscaler adds nodes, or never: the decision, on the shapes real clusters have."""
 
+from typing import Any
+
 from scaleprof.capacity import NodeType, Outlook, nodes_to_add, verdict
 from scaleprof.config import PlacementSpec
 from scaleprof.execution.runner import waiting_text
@@ -93,6 +95,10 @@ def test_the_shipped_cluster_files_read_as_node_types():
 def test_the_cluster_wide_worker_limit_caps_every_type():
     from scaleprof.execution.cluster import _node_types
 
-    types = {"head": {"resources": {"CPU": 1}}, "a": {"resources": {"CPU": 2}, "max_workers": 5}, "b": {}}
+    types: dict[str, dict[str, Any]] = {
+        "head": {"resources": {"CPU": 1}},
+        "a": {"resources": {"CPU": 2}, "max_workers": 5},
+        "b": {},
+    }
     out = _node_types(types, "head", max_workers=3, have={"head": 1, "a": 2})
     assert [(t.name, t.can_add) for t in out] == [("head", 0), ("a", 1), ("b", 1)]

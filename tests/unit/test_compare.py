@@ -1,3 +1,5 @@
+from typing import Any
+
 import pandas as pd
 import pytest
 
@@ -93,7 +95,7 @@ def test_studies_whose_settings_differ_say_which_fields_beside_every_change(tmp_
 def test_many_differing_settings_are_shortened_and_another_placement_is_not_this_rows_caveat():
     a = {"train": {"epochs": 4, "lr": 0.1, "batch_size": 64, "momentum": 0.9, "precision": "fp32"},
          "placements": [{"name": "cpu-1", "workers": 1}]}  # fmt: skip
-    b = {"train": {"epochs": 40, "lr": 0.2, "batch_size": 32, "momentum": 0.5, "precision": "bf16"},
+    b: dict[str, Any] = {"train": {"epochs": 40, "lr": 0.2, "batch_size": 32, "momentum": 0.5, "precision": "bf16"},
          "placements": [{"name": "cpu-1", "workers": 1}, {"name": "cpu-4", "workers": 4}]}  # fmt: skip
     row = compare_runs(runs({"cpu-1": [100]}), runs({"cpu-1": [100]}), experiments=(a, b)).iloc[0]
     assert row["caveats"] == (

@@ -159,6 +159,7 @@ placements:
 def test_shipped_language_model_experiments_load_and_sweep():
     for name in ("lm-cpu.yaml", "lm-gpu.yaml"):
         exp = load_experiment(REPO / "experiments" / name)
+        assert exp.data is not None
         assert exp.task == "language-modeling" and exp.data.is_tokens
         assert set(exp.sweep) >= {"train.parallelism", "train.precision", "train.batch_size"}
         assert len(exp.points()) == 8
@@ -203,6 +204,7 @@ def test_sweep_points_are_the_cross_product_each_a_valid_experiment(tmp_path):
     points = exp.points()
     assert len(points) == 8 and points[0] == {"train.batch_size": 8, "model.kwargs.width": 32, "train.compile": False}
     at = exp.at(points[-1])
+    assert at.model is not None and at.train.compile is not None
     assert at.train.batch_size == 32 and at.model.kwargs == {"width": 64}
     assert at.train.compile.backend == "aot_eager" and at.train.compile_label == "aot_eager" and not at.sweep
     assert exp.at({}) is exp

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -45,17 +46,23 @@ def _largest_run(speedup: float, workers: int = 2, contended: bool = False, allr
     })  # fmt: skip
 
 
+def _bottleneck(run: pd.Series) -> dict[str, Any]:
+    found = step_bottleneck(run)
+    assert found is not None
+    return found
+
+
 def test_the_bottleneck_says_whether_adding_workers_helped():
-    slower = step_bottleneck(_largest_run(speedup=0.37, contended=True))
+    slower = _bottleneck(_largest_run(speedup=0.37, contended=True))
     assert slower["part"] == "compute" and slower["share"] == pytest.approx(0.87)
     assert slower["verdict"] == "slower" and slower["speedup"] == pytest.approx(0.37)
     assert slower["cause"] == "contended"
-    assert step_bottleneck(_largest_run(speedup=0.8))["cause"] == "shared hardware"
-    assert step_bottleneck(_largest_run(speedup=0.8, allreduce_s=1.0))["cause"] == "communication"
-    assert step_bottleneck(_largest_run(speedup=1.2, workers=4))["verdict"] == "poor"  # 30% efficiency
-    assert step_bottleneck(_largest_run(speedup=1.9))["verdict"] == "scales"  # 95% efficiency
+    assert _bottleneck(_largest_run(speedup=0.8))["cause"] == "shared hardware"
+    assert _bottleneck(_largest_run(speedup=0.8, allreduce_s=1.0))["cause"] == "communication"
+    assert _bottleneck(_largest_run(speedup=1.2, workers=4))["verdict"] == "poor"  # 30% efficiency
+    assert _bottleneck(_largest_run(speedup=1.9))["verdict"] == "scales"  # 95% efficiency
     unknown = _largest_run(speedup=float("nan"))
-    assert step_bottleneck(unknown)["verdict"] == "unknown"
+    assert _bottleneck(unknown)["verdict"] == "unknown"
 
 
 def test_a_law_outside_its_meaning_is_not_drawn_nor_used_for_the_peak(slower_study):
@@ -89,11 +96,15 @@ def test_the_cheapest_is_among_placements_whose_quality_held():
     """cpu-4 is cheapest per sample but its accuracy fell: cpu-2 is named, cpu-4 beside it with why."""
     priced = _priced([("cpu-1", 3e-6), ("cpu-2", 2e-6), ("cpu-4", 1e-6)])
     found = cheapest(priced, {("m", "cpu-4")})
+    assert found is not None
     assert found["placement"] == "cpu-2" and found["cost_per_sample_usd"] == pytest.approx(2e-6)
     assert found["cheaper_but_fell"]["placement"] == "cpu-4"
     held = cheapest(priced, set())
+    assert held is not None
     assert held["placement"] == "cpu-4" and held["cheaper_but_fell"] is None
-    assert cheapest(priced, {("m", "cpu-1")})["cheaper_but_fell"] is None  # the fallen one costs more
+    fallen_costs_more = cheapest(priced, {("m", "cpu-1")})
+    assert fallen_costs_more is not None
+    assert fallen_costs_more["cheaper_but_fell"] is None  # the fallen one costs more
     assert cheapest(priced.iloc[[2]], {("m", "cpu-4")}) is None  # nothing whose quality held
 
 
@@ -104,6 +115,7 @@ def test_a_law_peak_far_past_the_measured_counts_is_not_stated_as_a_worker_count
     fits.loc[0, ["peak_workers", "peak_placed"]] = [80_583_090.0, False]
     out = Findings()
     headline(out, tables.runs, fits, None)
+    assert out.law_peak is not None
     assert out.law_peak["within_reach"] is False
     text = " ".join(findings_sentences(dataclasses.replace(tables, findings=out)))
     assert "80583090" not in text and "80,583,090" not in text
@@ -111,6 +123,7 @@ def test_a_law_peak_far_past_the_measured_counts_is_not_stated_as_a_worker_count
     fits.loc[0, ["peak_workers", "peak_placed"]] = [6.4, True]
     headline(out, tables.runs, fits, None)
     text = " ".join(findings_sentences(dataclasses.replace(tables, findings=out)))
+    assert out.law_peak is not None
     assert out.law_peak["within_reach"] is True and "peak throughput at about 6 workers" in text
 
 
@@ -120,6 +133,10 @@ def test_the_cost_chart_marks_the_findings_cheapest_and_fastest(study):
     from scaleprof.report.render import _cost_marks
 
     _, tables, _ = study
-    spec = json.dumps(cost_vs_throughput(tables.runs, _cost_marks(tables.findings)).to_dict())
+    marked = cost_vs_throughput(tables.runs, _cost_marks(tables.findings))
+    assert marked is not None
+    spec = json.dumps(marked.to_dict())
     assert "cpu-2 (cheapest + fastest)" in spec and "cpu-1 (" not in spec
-    assert "(cheapest" not in json.dumps(cost_vs_throughput(tables.runs, {}).to_dict())
+    unmarked = cost_vs_throughput(tables.runs, {})
+    assert unmarked is not None
+    assert "(cheapest" not in json.dumps(unmarked.to_dict())

@@ -30,8 +30,9 @@ def _probe_rank(rank: int, world: int, port: int, queue) -> None:
             model = DistributedDataParallel(torch.nn.Sequential(*layers))
             before = [p.detach().clone() for p in model.parameters()]
             events: list = []
+            stored: list = []
             s = session_module.WorkerSession(
-                events.append, [].append, rank=rank, world_size=world, device=torch.device("cpu"), threads=1,
+                events.append, stored.append, rank=rank, world_size=world, device=torch.device("cpu"), threads=1,
                 epochs=1,
             )  # fmt: skip
             data = DataLoader(TensorDataset(torch.randn(256, 32), torch.arange(256) % 2), batch_size=32)

@@ -1,12 +1,14 @@
 """The inference probe on the CPU with real timing (the Ray actor wraps this same class)."""
 
+from typing import Any
+
 import pytest
 
 from scaleprof.config import Experiment
 from scaleprof.execution.inference import InferenceProbe
 from scaleprof.execution.prepare import prepare
 
-EXPERIMENT = {
+EXPERIMENT: dict[str, Any] = {
     "name": "inf",
     "model": {"name": "mlp"},
     "data": {"name": "digits"},
@@ -38,10 +40,10 @@ def test_throughput_grows_with_batch_size_for_small_batches(rows):
 
 
 def test_amp_is_ignored_on_cpu_and_channels_last_recorded():
-    exp = {**EXPERIMENT, "model": {"name": "small-cnn"}}
-    exp["evaluation"] = {
+    settings = {**EXPERIMENT, "model": {"name": "small-cnn"}}
+    settings["evaluation"] = {
         "inference": {"batch_sizes": [4], "warmup": 1, "iterations": 3, "amp": True, "channels_last": True}
     }
-    exp = Experiment.model_validate(exp)
+    exp = Experiment.model_validate(settings)
     (row,) = InferenceProbe(exp.resolved(), "small-cnn", "cpu", prepare(exp).for_inference()).run()
     assert row["status"] == "ok" and row["amp"] is False and row["channels_last"] is True

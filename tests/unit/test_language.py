@@ -72,7 +72,9 @@ def test_the_built_in_transformer_is_causal_and_shaped_by_the_data():
     # initialised as GPT-2 is: the first loss on random targets is near log(vocab), not far above it
     targets = torch.randint(0, 40, (2, 10), generator=torch.Generator().manual_seed(1))
     assert F.cross_entropy(logits.flatten(0, 1), targets.flatten()).item() == pytest.approx(math.log(40), abs=0.3)
-    assert check_model(ModelSpec(name="transformer", kwargs={"width": 30}), (10,), 40, task=LM).startswith("kwargs:")
+    width_fault = check_model(ModelSpec(name="transformer", kwargs={"width": 30}), (10,), 40, task=LM)
+    assert width_fault is not None
+    assert width_fault.startswith("kwargs:")
 
 
 def test_hugging_face_models_are_built_from_a_config_with_random_weights():
@@ -85,8 +87,10 @@ def test_hugging_face_models_are_built_from_a_config_with_random_weights():
     )  # seeded: the same weights everywhere
     assert model_info(spec, (16,), 64, seed=0, task=LM)["flops_per_sample"] > 0
     unknown = check_model(ModelSpec(name="hf:nosuchmodel"), (16,), 64, task=LM)
+    assert unknown is not None
     assert unknown.startswith("name:") and "no model type 'nosuchmodel'" in unknown
     bad = check_model(ModelSpec(name="hf:gpt2", config={"n_embd": 30, "n_head": 4}), (16,), 64, task=LM)
+    assert bad is not None
     assert bad.startswith("config:")
 
 
@@ -114,4 +118,5 @@ def test_a_users_language_model_factory_is_checked_for_next_token_logits(tmp_pat
     with user_code([str(tmp_path)]):
         assert check_model(ModelSpec(factory="my_lm:bigram"), (12,), 32, task=LM) is None
         wrong = check_model(ModelSpec(factory="my_lm:pooled"), (12,), 32, task=LM)
+    assert wrong is not None
     assert wrong.startswith("factory:") and "next-token logits of shape [2, 12, 32]" in wrong

@@ -67,7 +67,7 @@ def _worker_group_error(*failures: BaseException):
     from ray.train.v2.api.exceptions import WorkerGroupError
 
     text = lambda e: "".join(traceback.format_exception(e))
-    wrapped = {rank: UserExceptionWithTraceback(e, text(e)) for rank, e in enumerate(failures)}
+    wrapped: dict[int, Exception] = {rank: UserExceptionWithTraceback(e, text(e)) for rank, e in enumerate(failures)}
     return pickle.loads(pickle.dumps(WorkerGroupError("rank failures", wrapped)))
 
 

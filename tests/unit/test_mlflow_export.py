@@ -24,6 +24,7 @@ def test_a_study_lands_in_mlflow_once_with_the_reports_figures(tmp_path, capsys)
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("scaleprof/handmade")
+    assert experiment is not None
     runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {"handmade", "001-mlp-cpu-1-r0", "002-mlp-cpu-2-r0", "003-mlp-gpu-1-r0"}
     parent = runs["handmade"]

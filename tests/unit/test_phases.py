@@ -56,8 +56,12 @@ def test_a_runs_wait_for_resources_is_its_own_phase_outside_the_wall_time(tmp_pa
         "finish_s": 1.0,
         "teardown_s": 2.0,
     }  # fmt: skip  (the handmade workers record no exit)
-    spec = wall_time_phases(tables.runs.assign(**measured)).to_json()
+    chart = wall_time_phases(tables.runs.assign(**measured))
+    assert chart is not None
+    spec = chart.to_json()
     assert "resource wait" in spec and "the wait for resources, then" in spec
     assert "001-mlp-cpu-1-r0 42 s (then ran on cpu2 x1)" in " ".join(study_notes(tables))
     plain = summarize(make_study(tmp_path / "plain")).runs.assign(**measured)
-    assert "resource wait" not in wall_time_phases(plain).to_json()  # nobody waited: no such phase
+    plain_chart = wall_time_phases(plain)
+    assert plain_chart is not None
+    assert "resource wait" not in plain_chart.to_json()  # nobody waited: no such phase

@@ -1,5 +1,7 @@
+from typing import cast
+
 from scaleprof.config import Experiment, PlacementSpec
-from scaleprof.plan import describe, expand, missing_resources
+from scaleprof.plan import DataSize, describe, expand, missing_resources
 
 
 def experiment(**overrides) -> Experiment:
@@ -35,6 +37,7 @@ def test_missing_resources_names_what_is_missing():
     reason = missing_resources(gpu2, {"CPU": 8.0})
     assert reason == "needs 2 GPU(s), the cluster has 0"
     both = missing_resources(gpu2, {"CPU": 1.0, "GPU": 1.0})
+    assert both is not None
     assert "needs 2 GPU(s), the cluster has 1" in both and "needs 2 CPU(s), the cluster has 1" in both
 
 
@@ -94,9 +97,12 @@ def test_missing_nodes_are_named():
     reason = missing_resources(spread3, {"CPU": 2.0}, two_nodes)  # totals would not even do
     assert reason == "needs 3 CPU(s), the cluster has 2"
     reason = missing_resources(spread3, {"CPU": 4.0}, [NODE, {"CPU": 3.0}])
+    assert reason is not None
     assert reason.startswith("needs 3 node(s) that can each hold a worker")
     pack2 = PlacementSpec(name="a", workers=2, strategy="STRICT_PACK")
-    assert "STRICT_PACK needs one node with 2 x" in missing_resources(pack2, {"CPU": 2.0}, two_nodes)
+    pack_reason = missing_resources(pack2, {"CPU": 2.0}, two_nodes)
+    assert pack_reason is not None
+    assert "STRICT_PACK needs one node with 2 x" in pack_reason
     assert (
         missing_resources(PlacementSpec(name="a", workers=2, strategy="STRICT_SPREAD"), {"CPU": 2.0}, two_nodes) is None
     )
@@ -121,10 +127,14 @@ def test_sweep_points_expand_per_placement_with_the_series_in_the_run_id():
     assert first.per_worker_batch == 8 and first.global_batch == 8 * 2 * 2  # micro-batch x workers x accumulation
     assert first.experiment.train.precision == "bf16" and runs[2].experiment.train.precision == "fp16"
     # fp16 on CPU is refused before it starts; on a GPU only the worker can tell
-    assert "fp16 training needs a GPU" in unsupported(runs[2]) and unsupported(runs[0]) is None
+    fp16_on_cpu = unsupported(runs[2])
+    assert fp16_on_cpu is not None
+    assert "fp16 training needs a GPU" in fp16_on_cpu and unsupported(runs[0]) is None
     assert unsupported(runs[6]) is None and runs[6].placement.name == "gpu-1"
     rows = describe(exp, runs)
-    assert rows[2]["precision"] == "fp16" and "fp16 training needs a GPU" in rows[2]["skipped"]
+    skipped = rows[2]["skipped"]
+    assert isinstance(skipped, str)
+    assert rows[2]["precision"] == "fp16" and "fp16 training needs a GPU" in skipped
 
 
 def test_a_language_model_study_is_not_charged_for_class_probabilities_it_never_stores():
@@ -139,7 +149,8 @@ def test_a_language_model_study_is_not_charged_for_class_probabilities_it_never_
         samples, num_classes = 16_384, 32_768
 
     # 32 runs: events and reports only (class probabilities over the vocabulary would be ~1 GB a run)
-    assert study_bytes_estimate(exp, expand(exp), Tokens()) < 200 * 2**20
+    tokens = cast(DataSize, Tokens())  # only the two sizes the estimate reads
+    assert study_bytes_estimate(exp, expand(exp), tokens) < 200 * 2**20
 
 
 def test_sweep_points_that_would_share_a_label_are_refused_and_long_labels_stay_apart():
@@ -212,8 +223,10 @@ def test_every_shipped_experiment_measures_enough_steady_steps():
 
     for path in sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.yaml")):
         exp = load_experiment(path)
+        assert exp.data is not None and exp.data.name is not None
         generated = exp.data.name.startswith("synthetic")
-        data = Generated(exp.data) if generated else load_dataset(exp.data, exp.seed)
+        # Generated has only the two split sizes train_samples_of reads
+        data = cast(DataSize, Generated(exp.data)) if generated else load_dataset(exp.data, exp.seed)
         floor = exp.evaluation.min_steady_steps
         for run in expand(exp):
             steps = planned_steady_steps(run, train_samples_of(run, data))

@@ -53,15 +53,22 @@ def test_each_run_records_the_model_inputs_with_intervals(tables):
     assert measured.exposed_comm_s is None and measured.other_s.value == pytest.approx(0.025)
     assert measured.data_s.value + measured.forward_s.value + measured.backward_compute_s.value == pytest.approx(0.2)
     measured_two = measured_run(two)
-    assert not isinstance(measured_two, str) and measured_two.exposed_comm_s.value == pytest.approx(0.05)
+    assert not isinstance(measured_two, str) and measured_two.exposed_comm_s is not None
+    assert measured_two.exposed_comm_s.value == pytest.approx(0.05)
 
 
 def test_a_run_without_the_inputs_says_why(tables):
     two = row(tables, "cpu-2")
-    assert "FSDP" in measured_run(two | {"parallelism": "fsdp"})
-    assert "sync probe" in measured_run(two | {"step_allreduce_s": math.nan})
-    assert "re-render" in measured_run(two | {"inputs_reason": math.nan})  # a study summarised by an older scaleprof
-    assert "did not finish" in measured_run(two | {"status": "failed"})
+
+    def reason(changes: dict) -> str:
+        said = measured_run(two | changes)
+        assert isinstance(said, str), said
+        return said
+
+    assert "FSDP" in reason({"parallelism": "fsdp"})
+    assert "sync probe" in reason({"step_allreduce_s": math.nan})
+    assert "re-render" in reason({"inputs_reason": math.nan})  # a study summarised by an older scaleprof
+    assert "did not finish" in reason({"status": "failed"})
 
 
 def test_the_ledger_predicts_the_two_worker_run_from_the_one_worker_run_and_the_fabric(tables):
@@ -99,7 +106,7 @@ def test_the_report_opens_with_the_self_check(tmp_path):
     store = make_study(tmp_path / "study")
     store.write_fabric(exact_sweep())
     tables = summarize(store)
-    assert len(tables.fabric) == len(exact_sweep())  # the stored sweep is the study's fabric
+    assert tables.fabric is not None and len(tables.fabric) == len(exact_sweep())  # the stored sweep is the fabric
     said = [s for s in findings_sentences(tables) if s.startswith("Self-check")]
     assert len(said) == 1 and "from cpu-1 and the measured fabric alone" in said[0]
     assert "outside the interval" in said[0]
@@ -112,8 +119,9 @@ def test_the_report_opens_with_the_self_check(tmp_path):
 
 def test_a_stored_sweep_wins_over_the_runs_own(tables):
     own = exact_sweep().assign(time_s=1.0)
-    assert study_sweep(exact_sweep(), own)["time_s"].max() < 1.0
-    assert study_sweep(None, own.assign(kind="fabric"))["time_s"].eq(1.0).all()
+    stored, runs_own = study_sweep(exact_sweep(), own), study_sweep(None, own.assign(kind="fabric"))
+    assert stored is not None and stored["time_s"].max() < 1.0
+    assert runs_own is not None and runs_own["time_s"].eq(1.0).all()
     assert study_sweep(None, pd.DataFrame()) is None
 
 
@@ -175,9 +183,11 @@ def test_the_throughput_chart_draws_the_ledger_beside_the_measured_points(tables
     from scaleprof.report.charts import throughput_vs_workers
 
     ledger = prediction_ledger(tables.runs, fabric_of(exact_sweep(), "test"))
-    spec = json.dumps(throughput_vs_workers(tables.runs, ledger).to_dict())
+    with_ledger, without = throughput_vs_workers(tables.runs, ledger), throughput_vs_workers(tables.runs)
+    assert with_ledger is not None and without is not None
+    spec = json.dumps(with_ledger.to_dict())
     assert "physics (from smaller runs)" in spec and "diamond" in spec
-    assert "physics (from smaller runs)" not in json.dumps(throughput_vs_workers(tables.runs).to_dict())
+    assert "physics (from smaller runs)" not in json.dumps(without.to_dict())
 
 
 def test_the_host_sharing_probe_gives_the_median_ratio_over_ranks_within_their_range():

@@ -53,16 +53,24 @@ def test_no_goal_recommends_a_placement_whose_quality_fell():
     table = table.assign(throughput=[100.0, 190.0, 350.0], cost_per_sample_usd=[1e-5, 1.05e-5, 1.14e-5])
     fell = {(s.model, s.placement) for s in quality_shifts(table) if s.worse}
     goal = {"min_throughput": 150}
-    assert fell == {("m", "cpu-2")} and recommend(table, goal)["placement"] == "cpu-2"  # the cheapest, by speed
+    unfiltered = recommend(table, goal)
+    assert unfiltered is not None
+    assert fell == {("m", "cpu-2")} and unfiltered["placement"] == "cpu-2"  # the cheapest, by speed
     best = recommend(table, goal, fell=fell)
+    assert best is not None
     assert best["placement"] == "cpu-4"  # cpu-2 is fast enough and cheaper, but learned less
-    assert "met cheapest by m on cpu-4" in describe(best, goal)
+    best_text = describe(best, goal)
+    assert best_text is not None
+    assert "met cheapest by m on cpu-4" in best_text
     # Beyond every measured placement: predicted from all three runs (cpu-2 still measured its speed), never at
     # a measured count, and saying where quality fell.
     more = {"min_throughput": 400}
     predicted = recommend(table, more, fell=fell)
+    assert predicted is not None
     assert predicted["basis"] == "predicted" and predicted["workers"] > 4
-    assert "quality fell on cpu-2" in describe(predicted, more)
+    predicted_text = describe(predicted, more)
+    assert predicted_text is not None
+    assert "quality fell on cpu-2" in predicted_text
 
 
 def test_the_report_says_what_scaling_did_to_the_result(tmp_path):

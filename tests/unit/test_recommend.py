@@ -21,10 +21,14 @@ def test_recommend_measured_cheapest_then_predicted_then_none():
 
     runs = scaling_runs()  # 100, 181.8, 307.7 samples/s
     measured = recommend(runs, {"min_throughput": 150})
+    assert measured is not None
     assert measured["basis"] == "measured" and measured["placement"] == "cpu-2"  # cheaper than cpu-4
     predicted = recommend(runs, {"min_throughput": 400})
+    assert predicted is not None
     assert predicted["basis"] == "predicted" and predicted["workers"] == 6  # 100*6/(1+0.5) = 400
-    assert "a prediction, not a measurement" in describe(predicted, {"min_throughput": 400})
+    text = describe(predicted, {"min_throughput": 400})
+    assert text is not None
+    assert "a prediction, not a measurement" in text
     assert recommend(runs, {"min_throughput": 10_000}) == {"basis": "none"}
     assert recommend(runs, None) is None
 
@@ -36,9 +40,12 @@ def test_a_goal_met_only_by_the_point_figure_says_so():
     runs = scaling_runs().assign(throughput_low=lambda f: f["throughput"] * 0.95)  # cpu-2: 181.8, down to 172.7
     goal = {"min_throughput": 175}
     text = describe(recommend(runs, goal), goal)
+    assert text is not None
     assert "met cheapest by m on cpu-2" in text and "only just" in text and "down to 173 samples/s" in text
     firm = {"min_throughput": 150}
-    assert "only just" not in describe(recommend(runs, firm), firm)
+    firm_text = describe(recommend(runs, firm), firm)
+    assert firm_text is not None
+    assert "only just" not in firm_text
 
 
 def test_a_predicted_recommendation_says_what_its_law_rests_on():
@@ -48,6 +55,7 @@ def test_a_predicted_recommendation_says_what_its_law_rests_on():
     runs = scaling_runs().assign(contended=[False, False, True])
     goal = {"min_throughput": 400}
     text = describe(recommend(runs, goal), goal)
+    assert text is not None
     assert "a prediction, not a measurement; from 3 worker counts (3 runs)" in text and "cpu-4 contended" in text
 
 
@@ -76,12 +84,18 @@ def test_a_predicted_recommendation_is_the_cheapest_its_whole_interval_meets_els
     runs = noisy_runs()
     goal = {"min_throughput": 640}
     sure = recommend(runs, goal)
+    assert sure is not None
     assert sure["workers"] == 10 and sure["chance"] >= SURE and sure["method"] == "scaling law"
-    assert "its whole 95% interval meets the goal" in describe(sure, goal)
+    sure_text = describe(sure, goal)
+    assert sure_text is not None
+    assert "its whole 95% interval meets the goal" in sure_text
     goal = {"min_throughput": 680}
     likely = recommend(runs, goal)
+    assert likely is not None
     assert likely["workers"] == 10 and 0.5 < likely["chance"] < SURE
-    assert f"this one about {likely['chance']:.0%} of the time" in describe(likely, goal)
+    likely_text = describe(likely, goal)
+    assert likely_text is not None
+    assert f"this one about {likely['chance']:.0%} of the time" in likely_text
 
 
 def test_a_deadline_and_a_budget_are_throughputs_the_placement_must_reach():
@@ -95,8 +109,11 @@ def test_a_deadline_and_a_budget_are_throughputs_the_placement_must_reach():
     assert cost_per_sample_usd(3.6, needed) == pytest.approx(1e-6)  # the budget's throughput costs the budget
     goal = {"samples": 150 * 3600 * 10, "deadline_hours": 10}  # 150 samples/s
     measured = recommend(scaling_runs(), goal)
+    assert measured is not None
     assert measured["basis"] == "measured" and measured["placement"] == "cpu-2"
-    assert "Goal (5,400,000 samples in 10 h (150 samples/s)): met cheapest by m on cpu-2" in describe(measured, goal)
+    text = describe(measured, goal)
+    assert text is not None
+    assert "Goal (5,400,000 samples in 10 h (150 samples/s)): met cheapest by m on cpu-2" in text
 
 
 def test_the_physics_model_recommends_where_the_fabric_reaches_and_says_how_far_it_was_off_here(tmp_path):
@@ -113,9 +130,13 @@ def test_the_physics_model_recommends_where_the_fabric_reaches_and_says_how_far_
     fabric = fabric_of(exact_sweep(), "test", {"inter-node": "1GB/s,50us"})
     goal = {"min_throughput": 500}
     best = recommend(runs, goal, fabric, prediction_ledger(runs, fabric))
+    assert best is not None
     assert (best["method"], best["workers"], best["nodes"]) == ("physics", 3, 2)
     text = describe(best, goal)
+    assert text is not None
     assert "the physics model predicts 3 cpu worker(s) on 2 node(s) of mlp" in text
     assert "the physics model was off by 33% (median)" in text and "it has no interval to say how sure" in text
     # Without a fabric the scaling law is all there is: two worker counts fit nothing here.
-    assert recommend(runs, goal)["basis"] == "none"
+    without_fabric = recommend(runs, goal)
+    assert without_fabric is not None
+    assert without_fabric["basis"] == "none"

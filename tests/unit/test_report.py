@@ -107,7 +107,9 @@ def test_batch_size_and_memory_charts_appear_for_a_sweep_and_settings_show_only_
     from scaleprof.report.tables import headline_table
 
     runs = _swept_runs()
-    chart = throughput_vs_batch(runs).to_dict()
+    drawn = throughput_vs_batch(runs)
+    assert drawn is not None
+    chart = drawn.to_dict()
     assert chart["facet"]["column"]["field"] == "batch_series"  # one column per model and setting
     values = chart["datasets"][chart["data"]["name"]]
     assert {v["metric"] for v in values} == {"throughput (samples/s)", "memory (MiB per rank)"}
@@ -150,7 +152,9 @@ def test_utilisation_stays_one_readable_chart_with_many_runs():
             ]
         )
 
-    few, many = utilisation_over_time(timeline(2)).to_dict(), utilisation_over_time(timeline(MAX_FACETS + 40)).to_dict()
+    few_chart, many_chart = utilisation_over_time(timeline(2)), utilisation_over_time(timeline(MAX_FACETS + 40))
+    assert few_chart is not None and many_chart is not None
+    few, many = few_chart.to_dict(), many_chart.to_dict()
     assert "facet" in few  # a panel per run over time
     assert "facet" not in many and many["title"] == "Utilisation per run"  # 48 runs: one bar (mean, peak tick) each
 
@@ -227,7 +231,9 @@ def test_throughput_legend_draws_measured_and_ideal_as_different_lines(study):
     from scaleprof.report.charts import throughput_vs_workers
 
     _, tables, _ = study
-    layers = throughput_vs_workers(tables.runs).to_dict()["layer"]
+    chart = throughput_vs_workers(tables.runs)
+    assert chart is not None
+    layers = chart.to_dict()["layer"]
     lines = [layer for layer in layers if layer["mark"] == {"type": "line"} or layer["mark"] == "line"]
     assert len(lines) == 1
     dash = lines[0]["encoding"]["strokeDash"]
@@ -244,5 +250,7 @@ def test_step_breakdown_legend_sits_below_with_whole_labels(study):
     from scaleprof.report.charts import step_breakdown
 
     _, tables, _ = study
-    legend = step_breakdown(tables.runs).to_dict()["encoding"]["color"]["legend"]
+    chart = step_breakdown(tables.runs)
+    assert chart is not None
+    legend = chart.to_dict()["encoding"]["color"]["legend"]
     assert legend["orient"] == "bottom" and legend["labelLimit"] == 0

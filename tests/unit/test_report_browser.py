@@ -17,6 +17,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 def test_every_chart_renders_in_chromium_without_console_messages(study, tmp_path):
     _, _, report = study
+    assert CHROMIUM is not None  # pytestmark skips the module without it
     proc = subprocess.run(
         [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report.as_uri()],
         capture_output=True, text=True, timeout=120,

@@ -1,6 +1,7 @@
 """The worker-side session API on its own (no Ray): what a loop's calls turn into, event by event."""
 
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -8,12 +9,13 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from scaleprof import session
-from scaleprof.records import EpochEvent, EvalEvent, StepEvent
-from scaleprof.session import SessionError, WorkerSession, batch_size_of
+from scaleprof.records import EpochEvent, EvalEvent, Event, StepEvent
+from scaleprof.session import SessionError, StepClock, WorkerSession, batch_size_of
 
 
 def make_session(epochs=2, **kwargs):
-    events, stored = [], []
+    events: list[Event] = []
+    stored: list[dict[str, Any]] = []
     s = WorkerSession(events.append, stored.append, rank=0, world_size=1, device=torch.device("cpu"), threads=1,
                       epochs=epochs, **kwargs)  # fmt: skip
     return s, events, stored
@@ -79,6 +81,7 @@ def test_marks_split_the_step_into_phases():
             s.mark("backward")
             s.mark("optimizer")
     step = next(e for e in events if isinstance(e, StepEvent))
+    assert step.forward_s is not None and step.backward_s is not None and step.optimizer_s is not None
     assert 0.009 < step.forward_s < step.backward_s and step.optimizer_s < 0.005
     with pytest.raises(SessionError, match="the phases are"):
         s.mark("loss")
@@ -171,6 +174,7 @@ def test_gradient_accumulation_steps_every_k_micro_batches_and_at_the_end_of_the
         for i in group:
             x, y = batches[i]
             ((plain(x).squeeze(1) - y).pow(2).mean() / k).backward()
+        assert plain.weight.grad is not None
         with torch.no_grad():
             plain.weight -= plain.weight.grad
     torch.testing.assert_close(model.weight, plain.weight)
@@ -178,14 +182,14 @@ def test_gradient_accumulation_steps_every_k_micro_batches_and_at_the_end_of_the
 
 
 def test_bf16_autocast_on_cpu_and_model_state_counted_tensor_by_tensor():
-    from scaleprof.config import TrainSpec
+    from scaleprof.config import OptimizerSpec, TrainSpec
     from scaleprof.workloads.training import make_optimizer, model_state_mb
 
     s, _, _ = make_session(epochs=1, train=TrainSpec(precision="bf16"))
     model = torch.nn.Linear(64, 32)
     with s.autocast():
         assert model(torch.randn(2, 64)).dtype == torch.bfloat16
-    optimizer = make_optimizer(model.parameters(), TrainSpec(optimizer="adamw"))
+    optimizer = make_optimizer(model.parameters(), TrainSpec(optimizer=OptimizerSpec(name="adamw")))
     assert isinstance(optimizer, torch.optim.AdamW)
     model(torch.randn(2, 64)).sum().backward()
     optimizer.step()
@@ -205,8 +209,9 @@ def test_accumulation_over_a_loader_without_a_length_drops_an_unfinished_group_a
     s._synced.append(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     synced, stepped = [], []
-    stream = torch.utils.data.DataLoader(
-        [(torch.randn(3), 0.0) for _ in range(6)], batch_size=1
+    stream: DataLoader[tuple[torch.Tensor, float]] = torch.utils.data.DataLoader(
+        [(torch.randn(3), 0.0) for _ in range(6)],  # type: ignore[arg-type]  # any list is a map-style data set
+        batch_size=1,
     )  # a generator would do too: no boundary is known before the end
     for _ in s.epochs():
         for x, _ in s.steps(iter(list(stream))):
@@ -232,6 +237,7 @@ def test_the_last_short_group_of_an_epoch_is_averaged_over_its_own_micro_batches
         for x, _ in s.steps(batches):
             s.backward(model(x).sum())  # d/dw = 1 per micro-batch
             if s._boundary:
+                assert model.weight.grad is not None
                 grads.append(float(model.weight.grad))
             s.optimizer_step(optimizer)
     assert grads == [pytest.approx(1.0), pytest.approx(1.0)]  # means over 4 and over 2, not 2/4
@@ -279,7 +285,7 @@ def test_steps_per_epoch_on_an_empty_loader_ends_instead_of_spinning():
     assert [e.steps for e in events if isinstance(e, EpochEvent)] == [0]
 
 
-class FakeDeviceClock:
+class FakeDeviceClock(StepClock):
     """A stand-in for CUDA events where there is no GPU (kept thin: the real StepClock is the same four
     methods over torch.cuda.Event): marks carry a device time and complete when the test says so."""
 
@@ -317,8 +323,9 @@ class FakeDeviceClock:
 
 def test_gpu_steps_are_read_lazily_without_a_host_sync_per_step():
     clock = FakeDeviceClock()
-    events = []
-    s = WorkerSession(events.append, [].append, rank=0, world_size=1, device=torch.device("cpu"), threads=1,
+    events: list[Event] = []
+    stored: list[dict[str, Any]] = []
+    s = WorkerSession(events.append, stored.append, rank=0, world_size=1, device=torch.device("cpu"), threads=1,
                       epochs=1, clock=clock)  # fmt: skip
     emitted_during = []
     for _ in s.epochs():
@@ -350,8 +357,9 @@ def test_an_opt_in_profiler_trace_covers_steady_steps_that_throughput_then_leave
     from scaleprof.config import ProfileSpec
 
     traces = []
-    events = []
-    s = WorkerSession(events.append, [].append, rank=0, world_size=1, device=torch.device("cpu"), threads=1,
+    events: list[Event] = []
+    stored: list[dict[str, Any]] = []
+    s = WorkerSession(events.append, stored.append, rank=0, world_size=1, device=torch.device("cpu"), threads=1,
                       epochs=2, profile=ProfileSpec(torch_profiler=True, steps=3),
                       store_trace=lambda name, data: traces.append((name, data, last_step(events))))  # fmt: skip
     model = torch.nn.Linear(3, 2)
@@ -366,4 +374,5 @@ def test_an_opt_in_profiler_trace_covers_steady_steps_that_throughput_then_leave
     assert [(e.epoch, e.step) for e in steps if e.profiled] == [(1, 2), (1, 3), (1, 4)]  # epoch 2, from its 3rd
     frame = pd.DataFrame([{"rank": 0, **vars(e)} for e in steps])
     tp = steady_state_throughput(frame, warmup_steps=5)
+    assert tp.window is not None
     assert tp.window.steps == 7  # epoch 2's 10 steps less the 3 traced

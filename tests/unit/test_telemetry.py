@@ -3,6 +3,7 @@
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,7 @@ from scaleprof.telemetry.aggregator import Aggregator
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, NodeSampler, SystemSampler
 from scaleprof.telemetry.store import StudyStore
 
-IDS = {"study_id": "s", "run_id": "r", "attempt": 0, "rank": 0, "node_id": "n"}
+IDS: dict[str, Any] = {"study_id": "s", "run_id": "r", "attempt": 0, "rank": 0, "node_id": "n"}
 
 
 def _step(i: int) -> StepEvent:
@@ -25,8 +26,10 @@ def test_system_sampler_reads_this_process():
     while time.process_time() < end:  # keep a core busy so CPU% is measurably above zero
         pass
     sample = sampler.sample()
+    cpus = os.cpu_count()
+    assert cpus is not None
     assert sample["rss_mb"] > 10
-    assert 0 < sample["cpu_pct"] <= 100 * os.cpu_count() + 5
+    assert 0 < sample["cpu_pct"] <= 100 * cpus + 5
 
 
 def test_node_sampler_counts_the_tree_under_the_workers_parent_as_rays():
@@ -39,7 +42,9 @@ def test_node_sampler_counts_the_tree_under_the_workers_parent_as_rays():
     while time.process_time() < end:
         pass
     sample = sampler.sample()
-    cpus = 100 * os.cpu_count()
+    count = os.cpu_count()
+    assert count is not None
+    cpus = 100 * count
     assert 0 < sample["node_cpu_pct"] <= cpus + 5 and 30 < sample["ray_cpu_pct"] <= cpus + 5
     sampler.stop()
 
@@ -51,14 +56,20 @@ def test_gpu_sampler_without_gpu_records_why_and_never_raises():
     broken = GpuSampler(0)  # no CUDA device here: torch or NVML fails, the sampler says so
     broken.start()
     assert broken.sample() == {}
+    assert broken.unavailable_reason is not None
     assert broken.unavailable_reason.startswith("NVML unavailable")
     broken.stop()
 
 
 def test_sink_numbers_events_gap_free_across_threads_and_delivers_all():
-    batches = []
+    batches: list[dict[str, Any]] = []
     sink = EventSink(IDS, lambda batch: batches.append(batch), flush_interval_s=0.01).start()
-    threads = [threading.Thread(target=lambda: [sink.emit(_step(i)) for i in range(500)]) for _ in range(4)]
+
+    def emit_500() -> None:
+        for i in range(500):
+            sink.emit(_step(i))
+
+    threads = [threading.Thread(target=emit_500) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
@@ -75,7 +86,7 @@ def test_sink_numbers_events_gap_free_across_threads_and_delivers_all():
 
 
 def test_monitor_emits_system_samples_at_interval():
-    batches = []
+    batches: list[dict[str, Any]] = []
     sink = EventSink(IDS, batches.append, flush_interval_s=0.05).start()
     monitor = Monitor(sink, [SystemSampler(), NodeSampler()], interval_s=0.05).start()
     time.sleep(0.3)
@@ -312,7 +323,7 @@ def test_a_sampler_that_breaks_mid_run_is_recorded_once_and_the_table_keeps_the_
         def stop(self):
             pass
 
-    batches = []
+    batches: list[dict[str, Any]] = []
     sink = EventSink(IDS, batches.append, flush_interval_s=0.01).start()
     sink.emit(WorkerStart())
     monitor = Monitor(sink, [BreaksAfterTwo()], interval_s=10).start()
@@ -388,7 +399,7 @@ def test_gpu_sampler_reads_energy_gpm_and_processes_through_the_real_binding(mon
     import pynvml
     import torch
 
-    calls = {"gpm_get": 0}
+    calls: dict[str, Any] = {"gpm_get": 0}
 
     def metrics_get(query):
         calls["metrics"] = (query.numMetrics, query.metrics[0].metricId, bool(query.sample1), bool(query.sample2))

@@ -28,6 +28,7 @@ def test_steady_state_excludes_first_epoch_and_takes_the_slowest_rank():
     rows += [(r, e, s, 10, 0.1 if r == 0 else 0.125) for r in (0, 1) for e in (1, 2) for s in range(10)]
     tp = steady_state_throughput(steps_frame(rows), warmup_steps=5)
     assert tp.samples_per_s == pytest.approx(400 / (20 * 0.125))  # all samples over rank 1's 20 steps
+    assert tp.window is not None
     assert tp.window.start == 10 and tp.window.steps == 20 and tp.window.first_epoch == 1
     assert "after epoch 1" in tp.basis
     assert tp.low == pytest.approx(tp.samples_per_s) and tp.high == pytest.approx(tp.samples_per_s)  # no noise
@@ -49,6 +50,7 @@ def test_a_transient_that_outlasts_epoch_one_is_cut_too():
         for s in range(60)
     ]
     tp = steady_state_throughput(steps_frame(rows), warmup_steps=5)
+    assert tp.window is not None
     assert tp.window.floor == 60 and tp.window.start == 80
     assert "settled 20 steps later" in tp.basis
     assert tp.samples_per_s == pytest.approx(100, rel=0.02)  # 10 samples per ~0.101 s

@@ -11,7 +11,7 @@ from scaleprof.analysis.usl import usl
 # SPEC SDM91 on a Sun SPARCcenter 2000 (Gunther, Guerrilla Capacity Planning; the R package `usl`'s
 # `specsdm91` data set). Published fit, `summary(usl(throughput ~ load, specsdm91))`:
 #   alpha 0.0277285 (SE 0.0091217), beta 0.0001044 (SE 0.0000199), gamma 89.9952330 (SE 14.2134894).
-SPECSDM91_LOAD = [1, 18, 36, 72, 108, 144, 216]
+SPECSDM91_LOAD: list[float] = [1, 18, 36, 72, 108, 144, 216]
 SPECSDM91_THROUGHPUT = [64.9, 995.9, 1652.4, 1853.2, 1828.9, 1775.0, 1702.2]
 
 

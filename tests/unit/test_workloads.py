@@ -11,6 +11,7 @@ def test_digits_split_is_disjoint_complete_and_seeded():
     a = load_dataset(DataSpec(name="digits"), seed=0)
     b = load_dataset(DataSpec(name="digits"), seed=0)
     c = load_dataset(DataSpec(name="digits"), seed=1)
+    assert a.x is not None
     assert a.x.shape == (1797, 1, 8, 8) and a.x.dtype == np.float32 and a.x.max() <= 1.0
     together = np.concatenate([a.train_idx, a.val_idx, a.test_idx])
     assert len(together) == len(set(together)) == 1797
@@ -21,6 +22,7 @@ def test_digits_split_is_disjoint_complete_and_seeded():
 def test_synthetic_images_any_shape_deterministic():
     spec = DataSpec(name="synthetic-images", shape=(3, 16, 12), num_classes=4, size=200)
     a, b = load_dataset(spec, 7), load_dataset(spec, 7)
+    assert a.x is not None
     assert a.x.shape == (200, 3, 16, 12) and a.num_classes == 4
     np.testing.assert_array_equal(a.x, b.x)
     assert set(np.unique(a.y)) == {0, 1, 2, 3}
@@ -40,10 +42,17 @@ def test_torchvision_model_on_grey_images():
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
+def _fault(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> str:
+    """check_model's reason for a model that is at fault (None would mean it is not)."""
+    reason = check_model(spec, input_shape, num_classes)
+    assert reason is not None
+    return reason
+
+
 def test_check_model_names_the_field_at_fault():
     assert check_model(ModelSpec(name="torchvision:resnet18"), (1, 8, 8), 10) is None
-    assert "no classification model 'nosuchnet'" in check_model(ModelSpec(name="torchvision:nosuchnet"), (3, 8, 8), 10)
-    assert check_model(ModelSpec(name="mlp", kwargs={"depth": 3}), (1, 8, 8), 10).startswith("kwargs:")
+    assert "no classification model 'nosuchnet'" in _fault(ModelSpec(name="torchvision:nosuchnet"), (3, 8, 8), 10)
+    assert _fault(ModelSpec(name="mlp", kwargs={"depth": 3}), (1, 8, 8), 10).startswith("kwargs:")
 
 
 def test_cv_folds_partition_train_and_val_and_never_touch_test():
@@ -67,6 +76,7 @@ def test_training_workers_never_import_sklearn_and_get_the_drivers_data():
     import sys
 
     import numpy as np
+    from torch.utils.data import TensorDataset
 
     from scaleprof.workloads.data import open_source, run_split, shipped_arrays
 
@@ -76,12 +86,16 @@ def test_training_workers_never_import_sklearn_and_get_the_drivers_data():
 
     digits = DataSpec(name="digits")
     data = load_dataset(digits, 0)
-    x, y = open_source(digits, 0, shipped_arrays(data, digits)).dataset.tensors
+    opened = open_source(digits, 0, shipped_arrays(data, digits)).dataset
+    assert isinstance(opened, TensorDataset)
+    x, y = opened.tensors
     assert np.shares_memory(x.numpy(), data.x) and np.shares_memory(y.numpy(), data.y)
     synthetic = DataSpec(name="synthetic-images", size=200, shape=(1, 4, 4), num_classes=2)
     driver = load_dataset(synthetic, 3)
     assert shipped_arrays(driver, synthetic) is None
-    x, y = open_source(synthetic, 3, None).dataset.tensors
+    regenerated = open_source(synthetic, 3, None).dataset
+    assert isinstance(regenerated, TensorDataset) and driver.x is not None
+    x, y = regenerated.tensors
     assert np.array_equal(x.numpy(), driver.x) and np.array_equal(y.numpy(), driver.y)
     fixed, fold = run_split(data, 0), run_split(data, 0, fold=1, folds=3)
     assert fixed["held_name"] == "test" and np.array_equal(fixed["held"], data.test_idx)
@@ -306,11 +320,11 @@ def test_model_factory_is_seeded_and_checked_against_the_data(user_code):
         torch.testing.assert_close(pa, pb)
     assert spec.label == "user_things-net"
     assert check_model(spec, (6,), 3) is None
-    wrong = check_model(ModelSpec(factory="user_things:wrong_output"), (6,), 3)
+    wrong = _fault(ModelSpec(factory="user_things:wrong_output"), (6,), 3)
     assert wrong.startswith("factory:") and "shape [2, 5]" in wrong and "[2, 3]" in wrong
-    assert "not a torch.nn.Module" in check_model(ModelSpec(factory="user_things:not_a_module"), (6,), 3)
-    assert "cannot run on inputs" in check_model(spec, (7,), 3)
-    assert "calling it with kwargs ['depth']" in check_model(
+    assert "not a torch.nn.Module" in _fault(ModelSpec(factory="user_things:not_a_module"), (6,), 3)
+    assert "cannot run on inputs" in _fault(spec, (7,), 3)
+    assert "calling it with kwargs ['depth']" in _fault(
         ModelSpec(factory="user_things:net", kwargs={"depth": 2}), (6,), 3
     )
 
