@@ -1159,6 +1159,7 @@ def main() -> None:
             "footprint",
             "prediction",
             "arrivals",
+            "shared-cores",
             "all",
         ],
     )
@@ -1178,6 +1179,10 @@ def main() -> None:
         from arrivals import bench_arrivals
 
         _write("arrivals", bench_arrivals(rounds=12, steps=300))
+    if args.which in ("shared-cores", "all"):
+        from shared_cores import bench_shared_cores
+
+        _write("shared_cores", bench_shared_cores(rounds=3, iterations=200))
     if args.which in ("overhead", "all"):
         _write("overhead", bench_overhead(args.pairs, args.epochs))
     if args.which in ("monitor-cpu", "all"):

@@ -241,15 +241,22 @@ class FabricEvent(Event):
 class ProbeEvent(Event):
     """The gradient-sync probe: backward with and without DDP's all-reduce on the same batches; where
     ranks share a machine, the host-sharing probe too: this rank's forward + backward (no sync) alone on
-    its machine and with the machine's other ranks computing at once (`host_ranks` ranks on it)."""
+    its machine and with the machine's other ranks computing at once (`host_ranks` ranks on it). With one
+    worker, the wrapper probe instead: forward + backward through the bare model (`bare_s`) and through DDP
+    over the run's one-rank group (`wrapped_s`), medians; `wrapper_low_s`..`wrapper_high_s` the range of
+    the rounds' differences."""
 
     kind: ClassVar[EventKind] = EventKind.PROBE
-    backward_sync_s: float
-    backward_nosync_s: float
-    allreduce_s: float
+    backward_sync_s: float | None = None
+    backward_nosync_s: float | None = None
+    allreduce_s: float | None = None
     compute_alone_s: float | None = None
     compute_together_s: float | None = None
     host_ranks: int | None = None
+    bare_s: float | None = None
+    wrapped_s: float | None = None
+    wrapper_low_s: float | None = None
+    wrapper_high_s: float | None = None
 
 
 @dataclass

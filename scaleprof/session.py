@@ -113,6 +113,7 @@ class _PendingStep:
 
 # The host-sharing probe's batches per pass (of the sync probe's): its cost is (ranks per machine + 1) x 2 passes.
 SHARING_BATCHES = 4
+WRAPPER_ROUNDS = 4  # the wrapper probe's interleaved rounds: its range is that of the rounds' figures
 MAX_PENDING_STEPS = 256  # the host may run this far ahead of the device before a step's end is waited for
 
 
@@ -728,16 +729,15 @@ class WorkerSession:
         """The gradient all-reduce cost per step, by the sync probe: the same batches' backward with and
         without DDP's gradient sync (`no_sync()`), interleaved, without an optimiser step, so the trained
         weights are untouched. Call it after training on every rank (the sync steps are collectives);
-        `loss_fn(model, batch)` returns the loss of one batch. Nothing to measure with one worker."""
-        if self.world_size < 2 or not hasattr(model, "no_sync"):
+        `loss_fn(model, batch)` returns the loss of one batch. With one worker, the wrapper probe instead."""
+        if self.world_size < 2:
+            self._measure_wrapper(model, loader, loss_fn, steps)
+            return
+        if not hasattr(model, "no_sync"):
             return
         import torch.distributed as dist
 
-        batches = []
-        for i, batch in enumerate(loader):
-            if i >= steps:
-                break
-            batches.append(batch)
+        batches = _first_batches(loader, steps)
         # Every rank must run as many synced backwards (collectives) as the others: agree on the fewest batches.
         count = torch.tensor([len(batches)], device=self.device)
         dist.all_reduce(count, op=dist.ReduceOp.MIN)
@@ -772,6 +772,63 @@ class WorkerSession:
                 **sharing,
             )
         )  # fmt: skip
+
+    def _measure_wrapper(
+        self, model: torch.nn.Module, loader: Any, loss_fn: Callable[[Any, Any], Any], steps: int
+    ) -> None:
+        """The wrapper probe, a one-worker run's part of the sync probe: what DDP's wrapper itself costs a step
+        (its hooks, the gradients copied into buckets and back, a one-rank all-reduce), which every step pays
+        with 2 or more workers and a one-worker run never does (Ray Train wraps only then). The same batches'
+        forward + backward through the bare model and through DDP over the run's one-rank process group,
+        interleaved over `WRAPPER_ROUNDS` rounds, without an optimiser step; BatchNorm's statistics are put
+        back. Nothing is measured without a process group (a loop outside Ray Train), for an FSDP model, or
+        where DDP cannot wrap the model as it is (parameters without gradients: DDP raises on them)."""
+        import torch.distributed as dist
+
+        plain = unwrap(model)
+        if not (dist.is_available() and dist.is_initialized()) or "FSDP" in type(plain).__name__:
+            return
+        batches = _first_batches(loader, steps)
+        if not batches:
+            return
+        saved = {name: b.detach().clone() for name, b in plain.named_buffers()}
+        devices = None
+        if self.clock.cuda:
+            devices = [self.device.index if self.device.index is not None else torch.cuda.current_device()]
+        rounds: list[tuple[list[float], list[float]]] = []
+        try:
+            wrapped = torch.nn.parallel.DistributedDataParallel(plain, device_ids=devices)
+            for _ in range(WRAPPER_ROUNDS):
+                bare = self._timed_steps(plain, batches, loss_fn)
+                rounds.append((bare, self._timed_steps(wrapped, batches, loss_fn)))
+        except RuntimeError:
+            return  # DDP refused the model (e.g. a parameter with no gradient): no figure, the run goes on
+        finally:
+            plain.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for name, buffer in plain.named_buffers():
+                    buffer.copy_(saved[name])
+        each = [float(np.median(r[1]) - np.median(r[0])) for r in rounds]
+        self._emit_now(
+            ProbeEvent(
+                bare_s=float(np.median([t for r in rounds for t in r[0]])),
+                wrapped_s=float(np.median([t for r in rounds for t in r[1]])),
+                wrapper_low_s=min(each), wrapper_high_s=max(each),
+            )
+        )  # fmt: skip
+
+    def _timed_steps(self, model: Any, batches: list[Any], loss_fn: Callable[[Any, Any], Any]) -> list[float]:
+        """Each batch's forward + backward through `model`, timed on the step clock."""
+        seconds = []
+        for batch in batches:
+            model.zero_grad(set_to_none=True)
+            start = self.clock.mark()
+            loss_fn(model, batch).backward()
+            end = self.clock.mark()
+            if self.clock.cuda:
+                torch.cuda.synchronize(self.device)
+            seconds.append(self.clock.seconds(start, end))
+        return seconds
 
     def _host_sharing(self, model: Any, batches: list[Any], loss_fn: Callable[[Any, Any], Any]) -> dict[str, Any]:
         """The host-sharing probe (part of the sync probe; every rank calls it): where ranks share a machine
@@ -829,6 +886,16 @@ class WorkerSession:
             "compute_together_s": float(np.median(together)),
             "host_ranks": len(mates),
         }
+
+
+def _first_batches(loader: Any, steps: int) -> list[Any]:
+    """The loader's first `steps` batches (fewer where it has fewer)."""
+    batches = []
+    for i, batch in enumerate(loader):
+        if i >= steps:
+            break
+        batches.append(batch)
+    return batches
 
 
 def loss_and_accuracy(proba: np.ndarray, y: np.ndarray) -> dict[str, float]:

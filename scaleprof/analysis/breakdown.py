@@ -32,8 +32,9 @@ def step_breakdown(steps: pd.DataFrame, probe: pd.DataFrame, workers: int) -> di
         "step_allreduce_s": nan,
         "step_backward_unsplit_s": nan,
     }
-    if "allreduce_s" in probe or workers == 1:
-        allreduce = float(probe["allreduce_s"].median()) if "allreduce_s" in probe else 0.0
+    probed = probe["allreduce_s"].dropna() if "allreduce_s" in probe else pd.Series(dtype=float)
+    if workers == 1 or not probed.empty:  # one worker: nothing to synchronise (its probe is the wrapper's)
+        allreduce = float(probed.median()) if workers > 1 else 0.0
         allreduce = min(allreduce, float(mean["backward_s"]))
         out.update(step_backward_compute_s=float(mean["backward_s"]) - allreduce, step_allreduce_s=allreduce)
     else:

@@ -14,6 +14,10 @@ each figure with its 95% interval, stored as runs-table columns so a prediction 
   rank's forward + backward with its machine's ranks computing at once to the same alone, the median
   over ranks; its interval runs from the lowest rank's ratio to the highest's (one rank: none). Only
   where a run's ranks share machines (physics.HostSharing).
+- **DDP's own cost** (`step_wrapper_s`, one-worker runs only): the wrapper probe's forward + backward
+  through DDP over the run's one-rank group less the same through the bare model (hooks, gradients copied
+  into buckets and back): what every step pays from 2 workers on, on top of the all-reduce itself; its
+  interval is the range of the probe's rounds. A run with several workers measured under the wrapper already.
 - **Gradient bytes**: the parameters × 4 bytes, the float32 gradient DDP all-reduces (scaleprof's
   bf16 and fp16 are autocast: parameters and their gradients stay float32).
 
@@ -49,6 +53,7 @@ INPUT_COLUMNS = [
     "step_allreduce_s_low", "step_allreduce_s_high", "rank_step_sd_s", "rank_step_sd_s_low", "rank_step_sd_s_high",
     "gradient_bytes", "inputs_reason", "worker_cores_busy", "node_cpus", "hosts_realized",
     "host_sharing", "host_sharing_low", "host_sharing_high", "host_ranks",
+    "step_wrapper_s", "step_wrapper_s_low", "step_wrapper_s_high",
 ]  # fmt: skip
 # A CPU placement whose workers on one node would keep this share of its cores busy or more has none to spare
 # for the collectives, Ray and the OS: its compute is no longer what one worker alone measured.
@@ -79,6 +84,8 @@ def model_input_columns(
     sd, low, high = _rank_spread(steady, workers)
     out.update(rank_step_sd_s=sd, rank_step_sd_s_low=low, rank_step_sd_s_high=high)
     out.update(host_sharing_columns(probe))
+    if workers == 1:
+        out.update(wrapper_columns(probe))
     out["gradient_bytes"] = float(parameters) * GRADIENT_BYTES_PER_PARAMETER if parameters else math.nan
     return out
 
@@ -140,6 +147,7 @@ def measured_run(row: Mapping[str, Any]) -> MeasuredRun | str:
         other_s=_figure(row, "step_other_s"), gradient_bytes=float(row["gradient_bytes"]),
         exposed_comm_s=_figure(row, "step_allreduce_s") if workers > 1 else None, step_cv=cv,
         ranks_per_host=ranks_per_host(row),
+        wrapper_s=_figure(row, "step_wrapper_s") if workers == 1 and finite(row.get("step_wrapper_s")) else None,
     )  # fmt: skip
 
 
@@ -154,6 +162,23 @@ def host_sharing_columns(probe: pd.DataFrame) -> dict[str, float]:
     low, high = (float(ratio.min()), float(ratio.max())) if len(ratio) > 1 else (math.nan, math.nan)
     return {"host_sharing": float(ratio.median()), "host_sharing_low": low, "host_sharing_high": high,
             "host_ranks": float(ranks["host_ranks"].max())}  # fmt: skip
+
+
+def wrapper_columns(probe: pd.DataFrame) -> dict[str, float]:
+    """DDP's own cost per step from a one-worker run's wrapper probe: through the wrapper less bare (never
+    below 0), its range over the probe's rounds; {} without the probe (an older study, a loop outside Ray Train)."""
+    if not {"bare_s", "wrapped_s"} <= set(probe.columns):
+        return {}
+    found = probe.dropna(subset=["bare_s", "wrapped_s"])
+    if found.empty:
+        return {}
+    first = found.iloc[0]
+    value = max(float(first["wrapped_s"]) - float(first["bare_s"]), 0.0)
+    low, high = float(first.get("wrapper_low_s", math.nan)), float(first.get("wrapper_high_s", math.nan))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return {"step_wrapper_s": value}
+    return {"step_wrapper_s": value, "step_wrapper_s_low": min(max(low, 0.0), value),
+            "step_wrapper_s_high": max(high, value)}  # fmt: skip
 
 
 def host_sharing(row: Mapping[str, Any]) -> HostSharing | None:

@@ -1,11 +1,18 @@
 """The physics of data-parallel training: a step's time at N workers on M nodes, with compute taken
 from a real run's measured profile and communication from a fitted fabric (analysis/fabric.py).
 
-    step = data + forward + backward compute + optimizer + other + exposed all-reduce + slowest-of-N wait
+    step = data + forward + backward compute + optimizer + other + DDP's own cost + exposed all-reduce
+           + slowest-of-N wait
 
 - **Other**: the part of a measured step outside its marked phases (the loop's own bookkeeping, loss
   logging): a fixed cost per step, kept as measured at every placement.
 
+- **DDP's own cost** (`wrapper_s`): from 2 workers on every step runs under DDP's wrapper, whose hooks
+  and copies of the gradient into buckets and back cost time beyond the all-reduce itself. A one-worker
+  run never ran under it (Ray Train wraps only with several): its wrapper probe measured it over a
+  one-rank group, and it is added at 2 or more workers (not scaled with the batch: it works on the
+  parameters). A run with several workers measured its phases and its sync probe under the wrapper
+  already: nothing is added. Not measured (an older study): 0, and the basis says so.
 - **All-reduce**: DDP all-reduces the gradient every step; its time is the ring model's over the
   bottleneck link class: intra-node on one node, inter-node on several (a ring is as slow as its
   slowest hop). One worker, or a model with no gradient, has nothing to send. Modelled as one
@@ -57,7 +64,8 @@ LEVEL = 0.95
 Z95 = float(stats.norm.ppf(0.5 + LEVEL / 2))
 # The terms a step's time is the sum of (Prediction.terms also has "comm_s", the whole all-reduce).
 STEP_TERMS = (
-    "data_s", "forward_s", "backward_compute_s", "optimizer_s", "other_s", "exposed_comm_s", "straggler_s",
+    "data_s", "forward_s", "backward_compute_s", "optimizer_s", "other_s", "wrapper_s", "exposed_comm_s",
+    "straggler_s",
 )  # fmt: skip
 
 
@@ -124,6 +132,7 @@ class MeasuredRun:
     step_cv: Figure = NO_SPREAD  # spread of per-rank compute times, std / mean
     other_s: Figure = NO_SPREAD  # the rest of a step, outside the marked phases
     ranks_per_host: int = 1  # ranks that computed at once on each machine while it was measured
+    wrapper_s: Figure | None = None  # DDP's own cost per step, by a one-worker run's wrapper probe
 
     def __post_init__(self) -> None:
         if self.batch_per_worker < 1 or self.workers < 1 or not 1 <= self.nodes <= self.workers:
@@ -133,6 +142,8 @@ class MeasuredRun:
             )
         if self.exposed_comm_s is not None and self.workers < 2:
             raise ValueError("exposed communication is measured by the sync probe, which needs 2 or more workers")
+        if self.wrapper_s is not None and self.workers > 1:
+            raise ValueError("DDP's own cost is measured by a one-worker run; a run with more ran under DDP")
         if self.gradient_bytes < 0:
             raise ValueError(f"gradient bytes {self.gradient_bytes} is negative")
         if not 1 <= self.ranks_per_host <= self.workers:
@@ -306,6 +317,7 @@ class _Inputs:
     exposed_measured_s: np.ndarray | None
     links: dict[str, tuple[np.ndarray, np.ndarray]]  # link class -> (α seconds, β seconds per byte)
     slowdown: np.ndarray  # the host-sharing probe's slowdown at its count of ranks (1 without one)
+    wrapper_s: np.ndarray  # DDP's own cost per step (0 where none was measured or it is in the phases)
 
 
 def _point(measured: MeasuredRun, links: dict[str, LinkFit], sharing: HostSharing | None) -> _Inputs:
@@ -317,6 +329,7 @@ def _point(measured: MeasuredRun, links: dict[str, LinkFit], sharing: HostSharin
         None if exposed is None else one(exposed.value),
         {name: (one(link.alpha_s), one(link.beta_s_per_byte)) for name, link in links.items()},
         one(1.0 if sharing is None else sharing.slowdown.value),
+        one(0.0 if measured.wrapper_s is None else measured.wrapper_s.value),
     )  # fmt: skip
 
 
@@ -334,7 +347,8 @@ def _sample(
         drawn[name] = (alpha, Figure(link.beta_s_per_byte, link.beta_low, link.beta_high).draw(rng, draws))
     other = measured.other_s.draw(rng, draws)  # drawn after the rest: adding it left their draws as they were
     slowdown = (Figure.exact(1.0) if sharing is None else sharing.slowdown).draw(rng, draws)  # and so on
-    return _Inputs(data, forward, backward, optimizer, other, cv, exposed, drawn, slowdown)
+    wrapper = (measured.wrapper_s or NO_SPREAD).draw(rng, draws)
+    return _Inputs(data, forward, backward, optimizer, other, cv, exposed, drawn, slowdown, wrapper)
 
 
 def _allreduce_s(inputs: _Inputs, link_class: str, gradient_bytes: float, workers: int) -> np.ndarray:
@@ -405,6 +419,7 @@ def _terms(
         "backward_compute_s": backward,
         "optimizer_s": optimizer,
         "other_s": other,
+        "wrapper_s": inputs.wrapper_s * (workers > 1),
         "exposed_comm_s": exposed_comm(comm, backward, overlap),
         "straggler_s": straggler_s(compute, inputs.cv, workers),
         "comm_s": comm,
@@ -423,7 +438,12 @@ def compute_factor(
 
 
 def _step_s(terms: dict[str, np.ndarray]) -> np.ndarray:
-    return np.sum([terms[name] for name in STEP_TERMS], axis=0)
+    """The terms added one after another, in one order for the point and every draw (np.sum over stacked
+    terms sums a single column pairwise and many columns row by row: the point would differ in its last bit)."""
+    total = np.zeros(np.shape(terms[STEP_TERMS[0]]))
+    for name in STEP_TERMS:
+        total = total + terms[name]
+    return total
 
 
 def _throughput_interval(samples: float, drawn_step_s: np.ndarray) -> tuple[float, float]:
@@ -480,6 +500,12 @@ def _basis(
     if per_worker != measured.batch_per_worker:
         compute += f", data/forward/backward scaled to batch {per_worker:g} ({scaling} scaling), optimizer as measured"
     parts = [compute, _sharing_basis(sharing, measured.ranks_per_host, per_host)]
+    if link_class and measured.workers == 1:
+        wrapper = measured.wrapper_s
+        parts.append(
+            "DDP's own cost not measured (the 1-worker run has no wrapper probe): 0 added" if wrapper is None
+            else f"DDP's own cost {wrapper.value * 1e3:.3g} ms per step, by the 1-worker run's wrapper probe"
+        )  # fmt: skip
     if link_class:
         link = links[link_class]
         comm = (

@@ -186,7 +186,7 @@ def _parts(found: Prediction, target: pd.Series) -> dict[str, float]:
     return {
         "compute_predicted_s": sum(found.terms[name] for name in COMPUTE_TERMS),
         "compute_measured_s": sum(measured) if all(map(math.isfinite, measured)) else math.nan,
-        "sync_predicted_s": found.terms["exposed_comm_s"] + found.terms["straggler_s"],
+        "sync_predicted_s": found.terms["wrapper_s"] + found.terms["exposed_comm_s"] + found.terms["straggler_s"],
         "sync_measured_s": float(target.get("step_allreduce_s", math.nan)),
     }
 

@@ -219,3 +219,22 @@ def test_the_chance_a_figure_reaches_a_threshold_follows_its_two_piece_interval(
     assert figure.share_above(80.0) == pytest.approx(0.975)  # its interval's lower end
     assert figure.share_above(130.0) == pytest.approx(0.025)  # and its upper end, on the wider side
     assert exact(100.0).share_above(99.0) == 1.0 and exact(100.0).share_above(101.0) == 0.0
+
+
+def test_ddps_own_cost_from_a_one_worker_run_is_added_from_two_workers_on():
+    """A one-worker run never ran under DDP: its wrapper probe's cost (1 ms per step) is added to every step
+    at 2 or more workers, not at 1, whatever the batch (it works on the parameters); with it, the interval
+    widens by its own."""
+    measured = dataclasses.replace(run(gradient_bytes=4e6), wrapper_s=exact(0.001))
+    one, two, strong = (
+        predict(measured, LINKS, 1, 1), predict(measured, LINKS, 2, 1), predict(measured, LINKS, 2, 1, "strong")
+    )  # fmt: skip
+    comm = ring_all_reduce_s(FAST.alpha_s, FAST.beta_s_per_byte, 4e6, 2)
+    assert one.terms["wrapper_s"] == 0 and one.step_s == pytest.approx(0.11)
+    assert two.terms["wrapper_s"] == 0.001 and two.step_s == pytest.approx(0.11 + 0.001 + comm, rel=1e-12)
+    assert strong.terms["wrapper_s"] == 0.001 and "DDP's own cost 1 ms per step" in two.basis
+    assert "DDP's own cost not measured" in predict(run(gradient_bytes=4e6), LINKS, 2, 1).basis
+    wide = dataclasses.replace(measured, wrapper_s=Figure(0.001, 0.0005, 0.003))
+    assert predict(wide, LINKS, 2, 1).low < two.low == two.throughput
+    with pytest.raises(ValueError, match="one-worker run"):
+        dataclasses.replace(run(workers=2, exposed=0.0), wrapper_s=exact(0.001))
