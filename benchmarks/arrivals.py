@@ -1,6 +1,6 @@
 """What recording each rank's arrival at the gradient exchange costs (scaleprof/arrivals.py; #30 asks at most 1%
 of step time). Two gloo ranks (spawned processes, 1 torch thread each, no Ray) train two copies of the same
-model under DDP, one plain and one watched for arrival (scaleprof.arrivals.watch_arrival, whose `record` does
+model under DDP, one plain and one watched for arrival (scaleprof.worker.arrivals.watch_arrival, whose `record` does
 what session.arrive does on a CPU: append a perf_counter mark), in alternated rounds of the same batches; a
 round's cost is its hooked step
 time over its plain one. Models: the built-in MLP on digits (a ~1 ms step, the worst case for a per-step cost)
@@ -29,8 +29,8 @@ def _rank(rank: int, world: int, name: str, rounds: int, steps: int) -> dict[str
     import torch
     import torch.nn.functional as F
 
-    from scaleprof.arrivals import measure_clock_offset, watch_arrival
     from scaleprof.config import ModelSpec
+    from scaleprof.worker.arrivals import measure_clock_offset, watch_arrival
     from scaleprof.workloads.models import build_model
 
     shape = MODELS[name]
@@ -70,7 +70,7 @@ def hook_call_us(rounds: int = 15, calls: int = 3000) -> dict[str, Any]:
     without watch_arrival, alternated rounds; the difference of the medians per backward, in microseconds."""
     import torch
 
-    from scaleprof.arrivals import watch_arrival
+    from scaleprof.worker.arrivals import watch_arrival
 
     torch.set_num_threads(1)
     marks: list[tuple[str, float]] = []

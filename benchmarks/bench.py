@@ -675,8 +675,8 @@ def bench_session_step_cost(rounds: int, epochs: int) -> dict:
     from ray.train.torch.train_loop_utils import _WrappedDataLoader
     from torch.utils.data import DataLoader, TensorDataset
 
-    from scaleprof.session import WorkerSession
     from scaleprof.telemetry.monitor import EventSink
+    from scaleprof.worker.session import WorkerSession
 
     torch.set_num_threads(1)
     loader = DataLoader(TensorDataset(torch.randn(4800, 32), torch.arange(4800) % 5), batch_size=64, shuffle=True)
@@ -1087,8 +1087,8 @@ def _memory_rank(rank: int, world: int, mode: str) -> dict:
     import torch.nn.functional as F
 
     from scaleprof.config import ModelSpec
+    from scaleprof.worker.training import shard
     from scaleprof.workloads.models import build_model
-    from scaleprof.workloads.training import shard
 
     model = build_model(ModelSpec(name="transformer", kwargs={"layers": 4, "width": 768, "heads": 8}), (32,), 256, 0)
     built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -91,7 +91,7 @@ def instrumented(model, batches, device, precision: str, warmup: int) -> dict[st
     from scaleprof.analysis.throughput import steady_state_throughput
     from scaleprof.config import TrainSpec
     from scaleprof.records import StepEvent
-    from scaleprof.session import WorkerSession
+    from scaleprof.worker.session import WorkerSession
 
     events: list[Any] = []
     stored: list[Any] = []
@@ -144,9 +144,9 @@ def part_one(args, out: dict[str, Any]) -> None:
     from scaleprof.analysis.energy import energy
     from scaleprof.analysis.mfu import mfu
     from scaleprof.analysis.peaks import gpu_peak_flops
-    from scaleprof.session import math_mode
     from scaleprof.versions import gpu_node_facts, toolchain
-    from scaleprof.workloads.models import train_flops_per_sample
+    from scaleprof.worker.flops import train_flops_per_sample
+    from scaleprof.worker.session import math_mode
 
     device = torch.device(args.device)
     count = args.steps + args.warmup

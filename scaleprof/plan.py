@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from scaleprof.config import Experiment, ModelSpec, PlacementSpec, point_label
-from scaleprof.precision import precision_problem
 from scaleprof.records import RunKind
+from scaleprof.worker.precision import precision_problem
 
 
 class DataSize(Protocol):

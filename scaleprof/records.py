@@ -181,7 +181,7 @@ class StepEvent(Event):
     backward_s: float | None = None
     optimizer_s: float | None = None
     profiled: bool | None = None  # traced by torch.profiler: slowed by it, left out of throughput
-    # Arrival at the gradient exchange (scaleprof/arrivals.py), on this rank's own wall clock (time.time();
+    # Arrival at the gradient exchange (scaleprof/worker/arrivals.py), on this rank's own wall clock (time.time();
     # ClockSync says how it stands against rank 0's): when the step started (the previous step's end) and
     # when this rank's gradients were all ready for the collective; then how long it waited in the exchange.
     start_t: float | None = None
@@ -332,7 +332,7 @@ class GpuUnavailable(Event):
 
 @dataclass
 class ClockSync(Event):
-    """How this rank's wall clock stands against rank 0's, measured at start-up (scaleprof/arrivals.py):
+    """How this rank's wall clock stands against rank 0's, measured at start-up (scaleprof/worker/arrivals.py):
     `offset_s` = this rank's time.time() - rank 0's at the same moment, the median over `rounds` barrier
     round trips; `error_s` = half their spread (what the offset cannot tell apart)."""
 

@@ -2,7 +2,7 @@
 
 Under DDP every rank's step lasts as long as the slowest rank's, because the all-reduce waits for the
 last one to arrive: per-rank step or backward times cannot name it. The time each rank's gradients
-became ready (`arrive_t`, scaleprof/arrivals.py) can. Per step with every rank's arrival:
+became ready (`arrive_t`, scaleprof/worker/arrivals.py) can. Per step with every rank's arrival:
 
 - each rank's clock is put on rank 0's by its measured offset (ClockSync; `error_s` is what it cannot
   resolve, reported with the figures);

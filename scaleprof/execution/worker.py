@@ -16,8 +16,8 @@ import torch
 
 from scaleprof.config import Experiment, ModelSpec
 from scaleprof.records import Event, FabricEvent, WorkerEnd
-from scaleprof.session import WorkerSession, activate, worker_start_event
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, NodeSampler, SystemSampler
+from scaleprof.worker.session import WorkerSession, activate, worker_start_event
 from scaleprof.workloads.data import index_hash, listed_labels, open_source, size, subset
 from scaleprof.workloads.imports import WorkloadError, import_object
 from scaleprof.workloads.models import build_model

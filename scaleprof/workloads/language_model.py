@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from scaleprof import session
+from scaleprof.worker.training import unwrap
 from scaleprof.workloads.loop import set_up, train_epochs
-from scaleprof.workloads.training import unwrap
 
 EVAL_BATCH = 64  # sequences
 

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from scaleprof import session
 from scaleprof.config import DataSpec, TrainSpec
-from scaleprof.workloads.training import loader_kwargs, lr_factor, lr_schedule, make_optimizer
+from scaleprof.worker.training import loader_kwargs, lr_factor, lr_schedule, make_optimizer
 
 LossFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 

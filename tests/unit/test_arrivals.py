@@ -30,8 +30,8 @@ def _rank(rank: int, world: int, port: int, queue, kind: str = "plain") -> None:
     from torch.nn.parallel import DistributedDataParallel
 
     from scaleprof import session as session_module
-    from scaleprof.arrivals import measure_clock_offset
-    from scaleprof.workloads.training import shard
+    from scaleprof.worker.arrivals import measure_clock_offset
+    from scaleprof.worker.training import shard
 
     try:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -125,7 +125,7 @@ def test_the_watched_gradient_is_the_last_backward_computes_whatever_the_declara
     first layer's last. After one backward and the next forward only that one is watched: one call a backward."""
     import torch
 
-    from scaleprof.arrivals import watch_arrival
+    from scaleprof.worker.arrivals import watch_arrival
 
     class HeadFirst(torch.nn.Module):
         def __init__(self):

@@ -18,7 +18,7 @@ class Block:
             raise ImportError(f"blocked: {name}")
 sys.meta_path.insert(0, Block())
 import torch
-import scaleprof.execution.worker, scaleprof.session, scaleprof.execution.inference
+import scaleprof.execution.worker, scaleprof.worker.session, scaleprof.execution.inference
 import scaleprof.workloads.classification, scaleprof.workloads.language_model
 from scaleprof.config import ModelSpec
 from scaleprof.workloads.models import build_model

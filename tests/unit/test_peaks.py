@@ -22,7 +22,7 @@ def test_each_math_mode_has_its_own_peak_and_a_missing_one_gives_none():
 
 
 def test_math_mode_follows_precision_and_pytorchs_tf32_switches():
-    from scaleprof.session import math_mode
+    from scaleprof.worker.session import math_mode
 
     cnn = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.LazyLinear(10))
     mlp = torch.nn.Sequential(torch.nn.Linear(8, 8))

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from scaleprof import session
 from scaleprof.records import EpochEvent, EvalEvent, Event, StepEvent
-from scaleprof.session import SessionError, StepClock, WorkerSession, batch_size_of
+from scaleprof.worker.session import SessionError, StepClock, WorkerSession, batch_size_of
 
 
 def make_session(epochs=2, **kwargs):
@@ -183,7 +183,7 @@ def test_gradient_accumulation_steps_every_k_micro_batches_and_at_the_end_of_the
 
 def test_bf16_autocast_on_cpu_and_model_state_counted_tensor_by_tensor():
     from scaleprof.config import OptimizerSpec, TrainSpec
-    from scaleprof.workloads.training import make_optimizer, model_state_mb
+    from scaleprof.worker.training import make_optimizer, model_state_mb
 
     s, _, _ = make_session(epochs=1, train=TrainSpec(precision="bf16"))
     model = torch.nn.Linear(64, 32)
@@ -246,7 +246,7 @@ def test_the_last_short_group_of_an_epoch_is_averaged_over_its_own_micro_batches
 def test_fsdp_shards_the_outermost_module_lists_only():
     from torch import nn
 
-    from scaleprof.workloads.training import _blocks
+    from scaleprof.worker.training import _blocks
 
     class Expert(nn.Module):
         def __init__(self):

@@ -26,7 +26,7 @@ from torch import nn
 
 from scaleprof.config import DataSpec, TrainSpec
 from scaleprof.errors import UnsupportedSettings
-from scaleprof.precision import precision_problem
+from scaleprof.worker.precision import precision_problem
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

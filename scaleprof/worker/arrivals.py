@@ -11,7 +11,7 @@ can (DeepSpeed's straggler effect, HTA's straggler analysis). Worker side, two p
   barriers; this rank's offset against rank 0 is the median difference, the error half their spread
   (the barrier's own exit skew is in it). analysis/stragglers.py subtracts the offset.
 
-The session (scaleprof/session.py) registers the hook in `prepare_model` and stores the times on each
+The session (scaleprof/worker/session.py) registers the hook in `prepare_model` and stores the times on each
 step's event; a loop with its own collective calls `session.arrive()` where it is about to enter it.
 """
 
