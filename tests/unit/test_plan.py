@@ -78,7 +78,7 @@ def test_models_placements_repeats_and_cv_folds_expand_in_study_order():
 
 
 def test_linear_lr_rule_and_warmup_ramp():
-    from scaleprof.workloads.training import lr_factor, lr_schedule
+    from scaleprof.worker.training import lr_factor, lr_schedule
 
     weak = experiment(train={"batch_size": 32, "lr_scaling": "linear"})
     assert lr_factor(weak.train, 64) == 2.0
