@@ -133,7 +133,7 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int, flush_int
     wall time is the monitor's cost as a fraction of one core: a bound on what it takes from a CPU-bound step."""
     import ray
 
-    from scaleprof.telemetry.aggregator import start_aggregators
+    from scaleprof.telemetry.handle import start_aggregators
     from scaleprof.telemetry.store import StudyStore
 
     @ray.remote(num_cpus=1)
@@ -738,7 +738,7 @@ def bench_telemetry(
     segment on disk, each aggregator's CPU time and peak memory, and bytes per event on disk."""
     import ray
 
-    from scaleprof.telemetry.aggregator import start_aggregators
+    from scaleprof.telemetry.handle import start_aggregators
     from scaleprof.telemetry.segments import disk_bytes
     from scaleprof.telemetry.store import StudyStore
 

@@ -80,7 +80,7 @@ def failure_reason(exc: BaseException) -> str:
 
 def lost_nodes(aggregator: Any, run_id: str) -> str:
     """'node(s) ... lost during the run; ' when a node the run's workers used is no longer alive
-    (`aggregator`: the study's telemetry.aggregator.Aggregators)."""
+    (`aggregator`: the study's telemetry.handle.Aggregators)."""
     import ray
 
     try:

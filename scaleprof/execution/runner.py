@@ -33,7 +33,7 @@ from scaleprof.execution.ray_session import GcsWatch, connect_ray, job_runtime_e
 from scaleprof.execution.scope import study_scope
 from scaleprof.plan import PlannedRun, bundle, expand, unsupported
 from scaleprof.records import FINISHED, NO_STEPS, RunRecord, RunStatus
-from scaleprof.telemetry.aggregator import Aggregators, start_aggregators
+from scaleprof.telemetry.handle import Aggregators, start_aggregators
 from scaleprof.telemetry.live_metrics import LiveMetrics
 from scaleprof.telemetry.monitor import name_os_thread
 from scaleprof.telemetry.store import StudyStore

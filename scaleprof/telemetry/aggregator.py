@@ -1,24 +1,24 @@
-"""The aggregator: a Ray actor that stores every worker's events as columnar segments.
+"""The aggregator's core: what stores every worker's events as columnar segments, as a plain class (no Ray,
+no event loop) so its logic is testable alone.
 
 It checks per-worker sequence numbers as batches arrive: a resent event is dropped as a duplicate,
 a late one (resent after a restart, out of order) still fills its hole, and only a hole that is never
-filled counts as a gap. It keeps a small live view of each run for the progress display.
-`Aggregator` is a plain class so its logic is testable without Ray: `ingest` writes one segment per
-call. `AggregatorActor` wraps it for Ray with group commit: the calls that arrive while a segment is
-being written are written together as the next one, and each call returns only once its events
-are on disk, so an acknowledged event is never lost. Killed, the actor comes back (Ray restarts it),
-rebuilds its state from the store, and Ray retries the calls that were in flight (at-least-once; the
-sequence check makes it exactly-once on disk). A study may run several aggregators (shards), each
-writing its own segment directory; the store's reader merges them.
+filled counts as a gap. It keeps a small live view of each run for the progress display. `ingest`
+writes one segment per call; `accept` + `write` + `committed` are the same in steps, for the actor's
+group commit (telemetry/actors.py). Killed, the actor comes back and this core rebuilds its state from
+the store. A study may run several aggregators (shards), each writing its own segment directory; the
+store's reader merges them. Ray's side: telemetry/handle.py.
+
+    telemetry/aggregator.py   this core, and the pure merges of several aggregators' stats and live views
+    telemetry/gathering.py    the batching the actor and the node relay share
+    telemetry/actors.py       AggregatorActor (group commit) and NodeRelay (one call per node per interval)
+    telemetry/handle.py       the study's actors as Ray starts, names, asks and closes them
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-import zlib
 from collections import defaultdict, deque
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,7 @@ from scaleprof.telemetry.store import StudyStore, read_jsonl
 WorkerKey = tuple[str, int, int]  # run_id, attempt, rank
 Batch = dict[str, Any]  # records.event_batch: one worker's ids and its events as columns
 MAX_AHEAD = 10_000  # events held past a hole per worker before the hole is declared lost
-MAX_RESTARTS = 5
-FORWARD_S = 0.25  # a node relay forwards what arrived this often (it adds at most this to the lag)
 COMPACT_EVERY = 64  # small segments merged into one file
-LINGER_S = 0.05  # the actor waits this long after a call for others to join its segment
 KEY = ["run_id", "attempt", "rank"]
 # What a restarted aggregator reads back: the ids, and the fields the live view follows.
 REBUILD_COLUMNS = [*KEY, "node_id", "seq", "time", "kind", "event", "epoch", "samples", "step_s", "epoch_time_s",
@@ -381,263 +378,3 @@ def progress_of(
         "cpu_pct": float(np.mean(cpu)) if cpu else None,  # mean over ranks of their latest sample
         "gpu_util_pct": float(np.mean(gpu)) if gpu else None,
     }
-
-
-class AggregatorActor:
-    """The aggregator as a Ray actor (asyncio): calls are accepted as they arrive and committed together.
-
-    While one segment is being written (in a thread, off the event loop), the calls that arrive wait
-    and become the next segment: at 50,000 events/s from hundreds of senders the disk sees a few
-    writes a second, not hundreds. A call returns when its events are on disk; if the write fails,
-    every call waiting on it fails and its sender resends."""
-
-    def __init__(self, study_dir: str, shard: str = "0", linger_s: float = LINGER_S):
-        self.core = Aggregator(study_dir, shard)
-        self._linger_s = linger_s
-        self._group: list[tuple[list[pa.Table], asyncio.Future[int]]] = []
-        self._wake: asyncio.Event | None = None
-        self._flusher: asyncio.Task[None] | None = None
-        self._writing: asyncio.Lock | None = None  # one write at a time: segments are numbered in order
-
-    async def ingest(self, batch: Batch | list[dict[str, Any]]) -> int:
-        tables = self.core.accept(batch)
-        if not tables:
-            return 0
-        if self._flusher is None or self._flusher.done():  # made here: they need the actor's running loop
-            self._wake, self._writing = asyncio.Event(), asyncio.Lock()
-            self._flusher = asyncio.create_task(self._flush_forever())
-        assert self._wake is not None
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._group.append((tables, done))
-        self._wake.set()
-        return await done
-
-    async def ingest_many(self, batches: list[Batch]) -> list[int]:
-        """Several workers' batches in one call (from a node relay): each committed as if sent alone."""
-        return list(await asyncio.gather(*(self.ingest(batch) for batch in batches)))
-
-    async def _flush_forever(self) -> None:
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await asyncio.sleep(self._linger_s)
-            await self._flush()
-
-    async def _flush(self) -> None:
-        assert self._writing is not None
-        async with self._writing:
-            await self._write_group()
-
-    async def _write_group(self) -> None:
-        group, self._group = self._group, []
-        if not group:
-            return
-        try:
-            table = await asyncio.to_thread(self.core.write, [t for tables, _ in group for t in tables])
-        except OSError as exc:
-            self.core.recover(exc)  # the disk is the truth: what waits unwritten is forgotten and resent
-            stranded, self._group = self._group, []
-            for _, done in group + stranded:
-                done.set_exception(exc)
-            return
-        self.core.committed(table)
-        for tables, done in group:
-            done.set_result(sum(t.num_rows for t in tables))
-
-    async def close(self) -> dict[str, Any]:
-        """Write what waits, merge the small segments; the final stats."""
-        while self._group:
-            await self._flush()
-        if self._writing is None:
-            await asyncio.to_thread(self.core.compact)
-        else:
-            async with self._writing:
-                await asyncio.to_thread(self.core.compact)
-        return self.core.stats()
-
-    # The rest answers from the aggregator's state.
-    def register_worker(self, run_id: str, rank: int) -> int:
-        return self.core.register_worker(run_id, rank)
-
-    def attempts(self, run_id: str) -> int:
-        return self.core.attempts(run_id)
-
-    def nodes(self, run_id: str) -> list[str]:
-        return self.core.nodes(run_id)
-
-    def live(self, run_id: str) -> Any:
-        return self.core.live(run_id)
-
-    def progress(self, run_id: str) -> dict[str, Any]:
-        return self.core.progress(run_id)
-
-    def stats(self, lags: bool = False) -> dict[str, Any]:
-        return self.core.stats(lags)
-
-    def store_predictions(self, run_id: str, predictions: dict[str, Any]) -> int:
-        return self.core.store_predictions(run_id, predictions)
-
-    def store_trace(self, run_id: str, name: str, data: bytes) -> str:
-        return self.core.store_trace(run_id, name, data)
-
-
-class NodeRelay:
-    """One per node, when asked (`monitor.node_relays`): the node's workers send their batches here, and
-    every `forward_s` it forwards all that arrived to the study's aggregator in one call, answering each
-    worker once that call returns (so once its events are on disk). An aggregator's cost is mostly per
-    call (README Performance): a node's workers then cost it one call per interval, not one each. It
-    holds nothing that matters: killed, its callers' calls fail or are retried and their sinks resend.
-    `target` is the aggregator actor (or, in tests, an AggregatorActor itself)."""
-
-    def __init__(self, target: Any, forward_s: float = FORWARD_S):
-        self._target = target
-        self._forward_s = forward_s
-        self._pending: list[tuple[Batch, asyncio.Future[int]]] = []
-        self._wake: asyncio.Event | None = None
-        self._forwarder: asyncio.Task[None] | None = None
-        self._calls: set[asyncio.Task[None]] = set()  # forwards in flight (the loop keeps only weak references)
-        self.forwarded_calls = 0
-
-    async def ingest(self, batch: Batch) -> int:
-        if self._forwarder is None or self._forwarder.done():
-            self._wake = asyncio.Event()
-            self._forwarder = asyncio.create_task(self._forward_forever())
-        assert self._wake is not None
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append((batch, done))
-        self._wake.set()
-        return await done
-
-    async def _forward_forever(self) -> None:
-        assert self._wake is not None
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await asyncio.sleep(self._forward_s)
-            group, self._pending = self._pending, []
-            if group:  # the next interval's batches do not wait for this call
-                call = asyncio.create_task(self._forward(group))
-                self._calls.add(call)
-                call.add_done_callback(self._calls.discard)
-
-    async def _forward(self, group: list[tuple[Batch, asyncio.Future[int]]]) -> None:
-        remote = getattr(self._target.ingest_many, "remote", None)
-        batches = [batch for batch, _ in group]
-        try:
-            counts = await (remote(batches) if remote is not None else self._target.ingest_many(batches))
-        except Exception as exc:  # the aggregator failed or is restarting: every sender resends
-            for _, done in group:
-                done.set_exception(exc)
-            return
-        self.forwarded_calls += 1
-        for (_, done), count in zip(group, counts, strict=True):
-            done.set_result(count)
-
-    def stats(self) -> dict[str, int]:
-        return {"forwarded_calls": self.forwarded_calls}
-
-
-def relay_name(study_id: str, node_id: str) -> str:
-    return f"scaleprof-relay-{study_id}-{node_id[:16]}"
-
-
-def aggregator_name(study_id: str, shard: str = "0") -> str:
-    """The actor's name: `ray list actors` shows which study it serves; tests find it by name."""
-    return f"scaleprof-aggregator-{study_id}" + ("" if shard == "0" else f"-{shard}")
-
-
-@dataclass(frozen=True)
-class Aggregators:
-    """A study's aggregators: the first one also numbers attempts and stores predictions and traces;
-    every one takes events, each worker sending to one chosen by its node (`for_node`), so a node's
-    workers share an aggregator and ingest grows with the aggregators. Picklable: workers get it."""
-
-    actors: tuple[Any, ...]
-    relays: tuple[tuple[str, Any], ...] = ()  # (node id, its relay), with `monitor.node_relays`
-
-    @property
-    def first(self) -> Any:
-        return self.actors[0]
-
-    def aggregator_for(self, node_id: str) -> Any:
-        """The aggregator a node's events go to (through its relay, if it has one)."""
-        return self.actors[zlib.crc32(str(node_id).encode()) % len(self.actors)]
-
-    def for_node(self, node_id: str) -> Any:
-        """Where a worker on this node sends its events: the node's relay, or its aggregator."""
-        return dict(self.relays).get(node_id) or self.aggregator_for(node_id)
-
-    def with_relays(self, study_dir: str, node_ids: list[str], place: bool = True) -> Aggregators:
-        """These aggregators plus a relay on each of `node_ids` that has none yet (placed on that node;
-        `place=False` for a simulation whose nodes are names only)."""
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        have = dict(self.relays)
-        relay_cls = ray.remote(NodeRelay)
-        for node_id in node_ids:
-            if node_id in have:
-                continue
-            options: dict[str, Any] = {"name": relay_name(Path(study_dir).name, node_id), "num_cpus": 0,
-                                       "max_restarts": MAX_RESTARTS, "max_task_retries": -1}  # fmt: skip
-            if place:
-                options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
-            have[node_id] = relay_cls.options(**options).remote(self.aggregator_for(node_id))
-        return Aggregators(self.actors, tuple(have.items()))
-
-    def progress(self, run_id: str, timeout_s: float) -> dict[str, Any]:
-        import ray
-
-        if len(self.actors) == 1:
-            return ray.get(self.first.progress.remote(run_id), timeout=timeout_s)
-        return progress_of(ray.get([a.live.remote(run_id) for a in self.actors], timeout=timeout_s))
-
-    def nodes(self, run_id: str, timeout_s: float) -> list[str]:
-        import ray
-
-        return sorted(set().union(*ray.get([a.nodes.remote(run_id) for a in self.actors], timeout=timeout_s)))
-
-    def close(self) -> dict[str, Any]:
-        """Flush and merge every aggregator's segments; the study's telemetry stats."""
-        import ray
-
-        finals = ray.get([a.close.remote() for a in self.actors])
-        relayed = ray.get([relay.stats.remote() for _, relay in self.relays])
-        relays = {"relays": len(relayed), "relay_calls": sum(r["forwarded_calls"] for r in relayed)} if relayed else {}
-        if len(self.actors) == 1:
-            return finals[0] | relays
-        lags = ray.get([a.stats.remote(lags=True) for a in self.actors])
-        return stats_of(finals, [np.asarray(s["lags"]) for s in lags]) | {"aggregators": len(self.actors)} | relays
-
-    def kill(self) -> None:
-        import ray
-
-        for actor in (*self.actors, *(relay for _, relay in self.relays)):
-            ray.kill(actor)
-
-
-def start_aggregators(study_dir: str, count: int = 1) -> Aggregators:
-    """Start the study's aggregator actors on this (the driver's) node, so the store is on the driver's
-    disk (several: each writes its own segment directory; past one node's disk they need a shared
-    file system, see README Performance).
-
-    Killed, Ray restarts one (up to MAX_RESTARTS times) and retries the calls it had not answered;
-    every call is safe to repeat (ingest drops duplicates, the rest read or overwrite)."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    actor_cls = ray.remote(AggregatorActor)
-    node_id = ray.get_runtime_context().get_node_id()
-    return Aggregators(
-        tuple(
-            actor_cls.options(
-                name=aggregator_name(Path(study_dir).name, str(shard)),
-                num_cpus=0,  # it must never take a CPU that a placement asked for
-                scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-                max_restarts=MAX_RESTARTS,
-                max_task_retries=-1,  # retried until the actor is back (or out of restarts)
-            ).remote(study_dir, str(shard))
-            for shard in range(count)
-        )
-    )

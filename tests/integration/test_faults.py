@@ -141,7 +141,7 @@ def test_killed_workers_restart_or_fail_and_the_study_goes_on(ray_session, tmp_p
 def test_killed_aggregator_restarts_and_no_event_is_lost_or_stored_twice(ray_session, tmp_path):
     """SIGKILL the aggregator twice while two workers (one per node) stream events: it restarts, rebuilds
     from the store, the sinks' unanswered calls are retried, and every worker's stored seq is 0..n-1."""
-    from scaleprof.telemetry.aggregator import aggregator_name
+    from scaleprof.telemetry.handle import aggregator_name
 
     experiment = Experiment.model_validate(
         {

@@ -10,7 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from scaleprof.records import StepEvent, SystemEvent, batch_rows, event_batch, stamped
-from scaleprof.telemetry.aggregator import Aggregator, AggregatorActor, batch_table, progress_of
+from scaleprof.telemetry.actors import AggregatorActor
+from scaleprof.telemetry.aggregator import Aggregator, batch_table, progress_of
 from scaleprof.telemetry.segments import SegmentWriter, list_segments, read_segments
 from scaleprof.telemetry.store import StudyStore
 
@@ -206,7 +207,7 @@ def test_export_writes_every_event_once_as_json_lines_csv_or_parquet(tmp_path, c
 
 
 def test_a_node_relay_forwards_its_workers_batches_as_one_call_and_answers_each_once_on_disk(tmp_path):
-    from scaleprof.telemetry.aggregator import NodeRelay
+    from scaleprof.telemetry.actors import NodeRelay
 
     store = _study(tmp_path)
 
@@ -224,7 +225,7 @@ def test_a_node_relay_forwards_its_workers_batches_as_one_call_and_answers_each_
 
 def test_when_the_aggregator_fails_every_batch_a_relay_holds_fails_and_is_resent(tmp_path, monkeypatch):
     import scaleprof.telemetry.segments as segments
-    from scaleprof.telemetry.aggregator import NodeRelay
+    from scaleprof.telemetry.actors import NodeRelay
 
     store = _study(tmp_path)
     real_write = segments.pq.write_table
