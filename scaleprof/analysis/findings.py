@@ -1,9 +1,11 @@
 """What the report points out, computed here so the report only formats: the best, cheapest and fastest
 runs, the largest learning-curve divergence, the fixed cost per run, restarted runs, the goal's
-recommendation, per-placement quality medians and the scaling law's curves."""
+recommendation, per-placement quality medians and the scaling law's curves. Each figure is a small frozen
+dataclass defined beside the function that computes it; `Findings` gathers them."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +15,7 @@ import pandas as pd
 from scaleprof.analysis.phases import WALL_PHASES
 from scaleprof.analysis.quality import RUN_METRICS
 from scaleprof.analysis.quality_shift import DEFAULT_TOLERANCE, QualityShift, quality_shifts
-from scaleprof.analysis.recommend import recommend
+from scaleprof.analysis.recommend import Recommendation, recommend
 from scaleprof.analysis.scaling import law_reach, predictions
 from scaleprof.analysis.stragglers import Stall, Straggler
 from scaleprof.records import RunKind, RunStatus
@@ -22,34 +24,56 @@ from scaleprof.records import RunKind, RunStatus
 @dataclass
 class Findings:
     best_run_id: str | None = None  # the fixed-split run with the highest macro F1
-    # run_id, model, placement, cost_per_sample_usd (steady state) among placements whose quality held;
-    # cheaper_but_fell: the same for a cheaper one whose quality fell (analysis/quality_shift.py), else None
-    cheapest: dict[str, Any] | None = None
-    fastest: dict[str, Any] | None = None  # run_id, model, placement, throughput
-    largest_divergence: dict[str, Any] | None = None  # run_id, loss_divergence
-    fixed_cost: dict[str, float] | None = None  # medians of the wall-time phases; runs; training_share; fixed_s
-    busy_but_idle: list[dict[str, Any]] = field(default_factory=list)  # GPU runs busy to NVML, idle to their SMs
-    restarted: list[dict[str, Any]] = field(default_factory=list)  # run_id, attempts
+    cheapest: Cheapest | None = None  # among placements whose quality held (analysis/quality_shift.py)
+    fastest: Fastest | None = None
+    largest_divergence: Divergence | None = None
+    fixed_cost: FixedCost | None = None
+    busy_but_idle: list[BusyButIdle] = field(default_factory=list)  # GPU runs busy to NVML, idle to their SMs
+    restarted: list[RestartedRun] = field(default_factory=list)
     throughput_bases: list[str] = field(default_factory=list)  # which part of the runs counted as steady state
-    recommendation: dict[str, Any] | None = None  # see analysis/recommend.py
+    recommendation: Recommendation | None = None  # see analysis/recommend.py
     # The report's opening summary: each backed by a table or chart further down.
-    top_throughput: dict[str, Any] | None = None  # model, placement, workers, throughput
-    largest_scale: dict[str, Any] | None = None  # model, placement, workers, speedup, scaling_efficiency
-    law_peak: dict[str, Any] | None = None  # model, device, peak_workers, max_measured_workers, caveats, within_reach
-    invalid_laws: list[dict[str, Any]] = field(default_factory=list)  # model, device, law, reason: fits not used
-    bottleneck: dict[str, Any] | None = None  # see step_bottleneck
-    negative_scaling: list[dict[str, Any]] = field(default_factory=list)  # model, placement, workers, speedup
-    noisy: list[dict[str, Any]] = field(default_factory=list)  # model, placement
+    top_throughput: TopThroughput | None = None
+    largest_scale: LargestScale | None = None
+    law_peak: LawPeak | None = None
+    invalid_laws: list[InvalidLaw] = field(default_factory=list)  # fits not used
+    bottleneck: Bottleneck | None = None  # see step_bottleneck
+    negative_scaling: list[NegativeScaling] = field(default_factory=list)
+    noisy: list[NoisyPlacement] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> runs
-    low_confidence: list[dict[str, Any]] = field(default_factory=list)  # run_id, placement, steady_steps
-    contended: list[dict[str, Any]] = field(default_factory=list)  # run_id, placement, outside_cpu_*, gpu_other_*
+    low_confidence: list[LowConfidence] = field(default_factory=list)
+    contended: list[ContendedRun] = field(default_factory=list)
     quality_shifts: list[QualityShift] = field(default_factory=list)  # placements whose quality one worker's is not
     stragglers: list[Straggler] = field(default_factory=list)  # ranks that kept the others waiting
     stalls: list[Stall] = field(default_factory=list)  # steps in which a rank was far later than usual
 
 
-# What a headline run's caveats are made of (the report words them: report/tables.caveats).
-CAVEAT_FIELDS = ("low_confidence", "steady_steps", "contended", "outside_cpu_share")
+def is_set(value: Any) -> bool:
+    """A flag column's value: True only when set (a run without the figure, e.g. skipped, has NaN or None)."""
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and bool(value)
+
+
+def _number(value: Any) -> float:
+    """A figure as a float: NaN where the run has none (None, NaN, NA, no such column)."""
+    return float(value) if value is not None and pd.notna(value) else math.nan
+
+
+@dataclass(frozen=True)
+class RunCaveats:
+    """What makes a headline run's figures less firm than they look (report/tables.caveat_words says it)."""
+
+    low_confidence: bool  # fewer steady steps than evaluation.min_steady_steps
+    steady_steps: float  # NaN: not measured
+    contended: bool  # something outside the study competed for the hardware
+    outside_cpu_share: float  # of the node's CPU, used outside Ray (NaN: not measured)
+
+    @classmethod
+    def of(cls, run: pd.Series) -> RunCaveats:
+        """A run's caveats from its row of the runs table (a flag that is NaN or None was not measured: unset)."""
+        return cls(
+            low_confidence=is_set(run.get("low_confidence")), steady_steps=_number(run.get("steady_steps")),
+            contended=is_set(run.get("contended")), outside_cpu_share=_number(run.get("outside_cpu_share")),
+        )  # fmt: skip
 
 
 def _scaling_points(runs: pd.DataFrame) -> pd.DataFrame:
@@ -64,32 +88,57 @@ def best_run(runs: pd.DataFrame) -> str | None:
     return str(ok.sort_values(["f1", "index"], ascending=[False, True]).iloc[0]["run_id"])
 
 
-def fixed_cost(runs: pd.DataFrame) -> dict[str, float] | None:
+@dataclass(frozen=True)
+class FixedCost:
+    """The fixed cost every run pays around its training: each wall-time phase (analysis/phases.WALL_PHASES)
+    at its median over finished runs, in seconds."""
+
+    launch_s: float
+    setup_s: float
+    compile_phase_s: float
+    training_s: float
+    finish_s: float
+    teardown_s: float
+    runs: int  # finished runs the medians are over
+    training_share: float  # median of training_s over the run's wall phases
+    fixed_s: float  # every phase but training, at its median
+
+
+def fixed_cost(runs: pd.DataFrame) -> FixedCost | None:
     """The fixed cost every run pays around its training: medians over finished runs."""
     columns = list(WALL_PHASES)
     done = runs[runs["status"] == RunStatus.OK].dropna(subset=columns)
     if done.empty:
         return None
-    medians = {k: float(v) for k, v in done[columns].median().items()}
+    medians = {str(k): float(v) for k, v in done[columns].median().items()}
     share = float((done["training_s"] / done[columns].sum(axis=1)).median())
     fixed = sum(medians[k] for k in columns) - medians["training_s"]  # every phase but training, at its median
-    return {**medians, "runs": float(len(done)), "training_share": share, "fixed_s": fixed}
+    return FixedCost(**medians, runs=len(done), training_share=share, fixed_s=fixed)
 
 
-def busy_but_idle(runs: pd.DataFrame) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class BusyButIdle:
+    """A GPU run busy to NVML (`utilization.gpu`) while its SMs were mostly idle (GPM's SM activity)."""
+
+    placement: str
+    gpu_util_pct: float
+    gpu_sm_active_pct: float
+
+
+def busy_but_idle(runs: pd.DataFrame) -> list[BusyButIdle]:
     """Runs whose GPU looked busy to `utilization.gpu` (a kernel running, 50% or more) while its SMs were
     mostly idle (GPM's SM activity under half of it): ranks waiting in NCCL, or kernels too small to fill
-    the GPU. Each: placement, gpu_util_pct, gpu_sm_active_pct."""
+    the GPU."""
     if "gpu_sm_active_pct" not in runs or "gpu_util_pct" not in runs:
         return []
     both = runs.dropna(subset=["gpu_util_pct", "gpu_sm_active_pct"])
     idle = both[(both["gpu_util_pct"] >= 50) & (both["gpu_sm_active_pct"] < 0.5 * both["gpu_util_pct"])]
     return [
-        {
-            "placement": r.placement,
-            "gpu_util_pct": float(r.gpu_util_pct),
-            "gpu_sm_active_pct": float(r.gpu_sm_active_pct),
-        }
+        BusyButIdle(
+            placement=str(r.placement),
+            gpu_util_pct=float(r.gpu_util_pct),
+            gpu_sm_active_pct=float(r.gpu_sm_active_pct),
+        )
         for r in idle.itertuples()
     ]
 
@@ -141,7 +190,22 @@ POOR_EFFICIENCY = 0.5
 COMMUNICATION_SHARE = 0.25
 
 
-def step_bottleneck(run: pd.Series) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class Bottleneck:
+    """Where one run's mean step time goes, and whether adding workers helped (see step_bottleneck)."""
+
+    run_id: str
+    placement: str
+    workers: int
+    part: str  # the largest part: a key of STEP_PARTS
+    share: float  # of the mean step time
+    speedup: float  # NaN: no 1-worker baseline
+    scaling_efficiency: float
+    verdict: str  # "slower", "poor", "scales" or "unknown"
+    cause: str  # when it did not help: "contended", "communication" or "shared hardware"; else ""
+
+
+def step_bottleneck(run: pd.Series) -> Bottleneck | None:
     """The part of one run's mean step time that is largest, its share, and whether adding workers
     helped (`verdict`): "slower" (speedup below 1), "poor" (efficiency below POOR_EFFICIENCY),
     "scales", or "unknown" (no 1-worker baseline). When it did not help, `cause` names the likely
@@ -166,17 +230,140 @@ def step_bottleneck(run: pd.Series) -> dict[str, Any] | None:
             cause = "communication"
         else:
             cause = "shared hardware"
-    return {
-        "run_id": run["run_id"],
-        "placement": run["placement"],
-        "workers": int(run["workers"]),
-        "part": part,
-        "share": parts[part] / total,
-        "speedup": gain,
-        "scaling_efficiency": efficiency,
-        "verdict": verdict,
-        "cause": cause,
-    }
+    return Bottleneck(
+        run_id=str(run["run_id"]), placement=str(run["placement"]), workers=int(run["workers"]), part=part,
+        share=parts[part] / total, speedup=gain, scaling_efficiency=efficiency, verdict=verdict, cause=cause,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TopThroughput:
+    """The fixed-split run with the highest steady-state throughput."""
+
+    model: str
+    placement: str
+    workers: int
+    throughput: float  # samples/s in steady state
+    throughput_low: float  # its 95% interval (NaN: none)
+    throughput_high: float
+    caveats: RunCaveats
+
+
+@dataclass(frozen=True)
+class LargestScale:
+    """Scaling at the largest worker count: its fastest run against one worker."""
+
+    model: str
+    placement: str
+    workers: int
+    speedup: float
+    scaling_efficiency: float
+    scaling_efficiency_low: float  # its 95% interval (NaN: none)
+    scaling_efficiency_high: float
+
+
+@dataclass(frozen=True)
+class NegativeScaling:
+    """A (model, placement) of more than one worker that ran slower than on one."""
+
+    model: str
+    placement: str
+    workers: int
+    speedup: float  # below 1
+
+
+def _speed_headline(out: Findings, ok: pd.DataFrame) -> None:
+    """The fastest run, scaling at the largest worker count and where its step time goes, and the
+    placements slower than one worker; `ok`: the fixed-split runs that finished with a throughput."""
+    top = ok.loc[ok["throughput"].idxmax()]
+    out.top_throughput = TopThroughput(
+        model=str(top["model"]), placement=str(top["placement"]), workers=int(top["workers"]),
+        throughput=float(top["throughput"]), throughput_low=_number(top.get("throughput_low")),
+        throughput_high=_number(top.get("throughput_high")), caveats=RunCaveats.of(top),
+    )  # fmt: skip
+    scaled = ok.dropna(subset=["scaling_efficiency"])
+    scaled = scaled[scaled["workers"] == scaled["workers"].max()] if not scaled.empty else scaled
+    if not scaled.empty and int(scaled["workers"].max()) > 1:
+        big = scaled.loc[scaled["throughput"].idxmax()]
+        out.largest_scale = LargestScale(
+            model=str(big["model"]), placement=str(big["placement"]), workers=int(big["workers"]),
+            speedup=_number(big.get("speedup")), scaling_efficiency=float(big["scaling_efficiency"]),
+            scaling_efficiency_low=_number(big.get("scaling_efficiency_low")),
+            scaling_efficiency_high=_number(big.get("scaling_efficiency_high")),
+        )  # fmt: skip
+        out.bottleneck = step_bottleneck(big)
+    worse = ok[(ok["workers"] > 1) & (ok["speedup"] < 1)]
+    out.negative_scaling = [
+        NegativeScaling(
+            model=str(r.model), placement=str(r.placement), workers=int(r.workers), speedup=float(r.speedup)
+        )
+        for r in worse.drop_duplicates(["model", "placement"]).itertuples()
+    ]
+
+
+@dataclass(frozen=True)
+class LawPeak:
+    """Where the first valid scaling law puts the peak throughput."""
+
+    model: str
+    device: str
+    peak_workers: float  # inf: throughput keeps rising with workers
+    max_measured_workers: int
+    caveats: str  # what the fit rests on (analysis/scaling.py)
+    within_reach: bool  # False: a peak far past the measured counts, the fit's arithmetic
+    reach: int  # how far the law's curve is drawn (scaling.law_reach)
+
+
+@dataclass(frozen=True)
+class InvalidLaw:
+    """A fitted law whose parameters are outside their meaning: it is not used."""
+
+    model: str
+    device: str
+    law: str
+    reason: str
+
+
+def law_peak(fits: pd.DataFrame) -> LawPeak | None:
+    """The first valid law's peak (None: no law is valid)."""
+    valid = fits[fits["valid"]]
+    if valid.empty:
+        return None
+    fit = valid.iloc[0]
+    return LawPeak(
+        model=str(fit["model"]), device=str(fit["device"]), peak_workers=float(fit["peak_workers"]),
+        max_measured_workers=int(fit["max_measured_workers"]), caveats=str(fit["caveats"]),
+        # A peak far past the measured counts is the fit's arithmetic, not something these points place.
+        within_reach=bool(fit.get("peak_placed", True)), reach=law_reach(int(fit["max_measured_workers"])),
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class NoisyPlacement:
+    """A (model, placement) whose repeats disagree beyond the noise threshold."""
+
+    model: str
+    placement: str
+
+
+@dataclass(frozen=True)
+class LowConfidence:
+    """A run that measured fewer steady steps per worker than evaluation.min_steady_steps."""
+
+    run_id: str
+    placement: str
+    steady_steps: int
+
+
+@dataclass(frozen=True)
+class ContendedRun:
+    """A run during which something outside the study competed for the hardware (analysis/contention.py)."""
+
+    run_id: str
+    placement: str
+    outside_cpu_pct: float  # CPU busy outside Ray, % of one core (NaN: not measured)
+    outside_cpu_share: float  # the same as a share of the node's CPU
+    gpu_other_processes: float  # other processes on its GPU
 
 
 def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, placements: pd.DataFrame | None) -> None:
@@ -184,70 +371,105 @@ def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, place
     where the largest run's step time goes, and what went wrong (negative scaling, noise, skips)."""
     ok = _scaling_points(runs).dropna(subset=["throughput"])
     if not ok.empty:
-        top = ok.loc[ok["throughput"].idxmax()]
-        out.top_throughput = {
-            k: top.get(k, np.nan) for k in ("model", "placement", "workers", "throughput", "throughput_low",
-                                             "throughput_high", *CAVEAT_FIELDS)
-        }  # fmt: skip
-        scaled = ok.dropna(subset=["scaling_efficiency"])
-        scaled = scaled[scaled["workers"] == scaled["workers"].max()] if not scaled.empty else scaled
-        if not scaled.empty and int(scaled["workers"].max()) > 1:
-            big = scaled.loc[scaled["throughput"].idxmax()]
-            out.largest_scale = {
-                k: big.get(k, np.nan) for k in ("model", "placement", "workers", "speedup", "scaling_efficiency",
-                                                "scaling_efficiency_low", "scaling_efficiency_high")
-            }  # fmt: skip
-            out.bottleneck = step_bottleneck(big)
-        worse = ok[(ok["workers"] > 1) & (ok["speedup"] < 1)]
-        out.negative_scaling = [
-            {"model": r.model, "placement": r.placement, "workers": int(r.workers), "speedup": float(r.speedup)}
-            for r in worse.drop_duplicates(["model", "placement"]).itertuples()
-        ]
+        _speed_headline(out, ok)
     if fits is not None and not fits.empty:
-        valid = fits[fits["valid"]]
-        if not valid.empty:
-            fit = valid.iloc[0]
-            out.law_peak = {k: fit[k] for k in ("model", "device", "peak_workers", "max_measured_workers", "caveats")}
-            # A peak far past the measured counts is the fit's arithmetic, not something these points place.
-            out.law_peak["within_reach"] = bool(fit.get("peak_placed", True))
-            out.law_peak["reach"] = law_reach(int(fit["max_measured_workers"]))
+        out.law_peak = law_peak(fits)
         invalid = fits[~fits["valid"]].itertuples()
         out.invalid_laws = [
-            {"model": f.model, "device": f.device, "law": f.law, "reason": f.invalid_reason} for f in invalid
+            InvalidLaw(model=str(f.model), device=str(f.device), law=str(f.law), reason=str(f.invalid_reason))
+            for f in invalid
         ]
     if placements is not None and not placements.empty and "noisy" in placements:
-        out.noisy = [{"model": r.model, "placement": r.placement} for r in placements[placements["noisy"]].itertuples()]
+        out.noisy = [
+            NoisyPlacement(model=str(r.model), placement=str(r.placement))
+            for r in placements[placements["noisy"]].itertuples()
+        ]
     skipped = runs[runs["status"] == RunStatus.SKIPPED]
     out.skipped = {str(k): int(v) for k, v in skipped["reason"].value_counts().items()}
     done = runs[runs["status"] == RunStatus.OK]
     if "low_confidence" in done:
         few = done[done["low_confidence"].eq(True)]
-        out.low_confidence = [{"run_id": r.run_id, "placement": r.placement, "steady_steps": int(r.steady_steps)}
-                              for r in few.itertuples()]  # fmt: skip
+        out.low_confidence = [
+            LowConfidence(run_id=str(r.run_id), placement=str(r.placement), steady_steps=int(r.steady_steps))
+            for r in few.itertuples()
+        ]
     if "contended" in done:
         busy = done[done["contended"].eq(True)]
         out.contended = [
-            {"run_id": r.run_id, "placement": r.placement, "outside_cpu_pct": float(r.outside_cpu_pct),
-             "outside_cpu_share": float(r.outside_cpu_share), "gpu_other_processes": float(r.gpu_other_processes)}
+            ContendedRun(run_id=str(r.run_id), placement=str(r.placement), outside_cpu_pct=float(r.outside_cpu_pct),
+                         outside_cpu_share=float(r.outside_cpu_share),
+                         gpu_other_processes=float(r.gpu_other_processes))
             for r in busy.itertuples()
         ]  # fmt: skip
 
 
-def cheapest(priced: pd.DataFrame, fell: set[tuple[str, str]]) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class CheaperButFell:
+    """A placement cheaper per sample than the cheapest named, whose quality fell (analysis/quality_shift.py)."""
+
+    model: str
+    placement: str
+    cost_per_sample_usd: float  # steady state
+
+
+@dataclass(frozen=True)
+class Cheapest:
+    """The run with the lowest steady-state cost per sample among placements whose quality held."""
+
+    run_id: str
+    model: str
+    placement: str
+    cost_per_sample_usd: float  # steady state
+    caveats: RunCaveats
+    cheaper_but_fell: CheaperButFell | None  # a cheaper placement whose quality fell, named beside it
+
+
+def cheapest(priced: pd.DataFrame, fell: set[tuple[str, str]]) -> Cheapest | None:
     """The run with the lowest steady-state cost per sample among placements whose quality held; a cheaper
     one whose quality fell is named beside it (a low price for a different result is not a saving)."""
-    fields = ("run_id", "model", "placement", "cost_per_sample_usd", *CAVEAT_FIELDS)
     lost = [(m, p) in fell for m, p in zip(priced["model"], priced["placement"], strict=True)]
     held, fallen = priced[~np.array(lost, dtype=bool)], priced[np.array(lost, dtype=bool)]
     if held.empty:
         return None
     cheap = held.loc[held["cost_per_sample_usd"].idxmin()]
-    out = {k: cheap.get(k, np.nan) for k in fields}
-    out["cheaper_but_fell"] = None
+    cheaper = None
     if not fallen.empty and fallen["cost_per_sample_usd"].min() < cheap["cost_per_sample_usd"]:
         other = fallen.loc[fallen["cost_per_sample_usd"].idxmin()]
-        out["cheaper_but_fell"] = {k: other[k] for k in ("model", "placement", "cost_per_sample_usd")}
-    return out
+        cheaper = CheaperButFell(
+            model=str(other["model"]), placement=str(other["placement"]),
+            cost_per_sample_usd=float(other["cost_per_sample_usd"]),
+        )  # fmt: skip
+    return Cheapest(
+        run_id=str(cheap["run_id"]), model=str(cheap["model"]), placement=str(cheap["placement"]),
+        cost_per_sample_usd=float(cheap["cost_per_sample_usd"]), caveats=RunCaveats.of(cheap),
+        cheaper_but_fell=cheaper,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Fastest:
+    """The priced run with the highest steady-state throughput (beside the cheapest in the cost notes)."""
+
+    run_id: str
+    model: str
+    placement: str
+    throughput: float  # samples/s in steady state
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """The run whose learning curve is furthest from the 1-worker curve."""
+
+    run_id: str
+    loss_divergence: float  # mean train-loss distance from the 1-worker curve
+
+
+@dataclass(frozen=True)
+class RestartedRun:
+    """A run restarted after a worker or node failure (train.max_failures)."""
+
+    run_id: str
+    attempts: int
 
 
 def findings(
@@ -274,12 +496,17 @@ def findings(
     if not priced.empty:
         out.cheapest = cheapest(priced, fell)
         fast = priced.loc[priced["throughput"].idxmax()]
-        out.fastest = {k: fast[k] for k in ("run_id", "model", "placement", "throughput")}
+        out.fastest = Fastest(
+            run_id=str(fast["run_id"]), model=str(fast["model"]), placement=str(fast["placement"]),
+            throughput=float(fast["throughput"]),
+        )  # fmt: skip
     if runs["loss_divergence"].notna().any():
         worst = runs.loc[runs["loss_divergence"].idxmax()]
-        out.largest_divergence = {"run_id": worst["run_id"], "loss_divergence": float(worst["loss_divergence"])}
+        out.largest_divergence = Divergence(
+            run_id=str(worst["run_id"]), loss_divergence=float(worst["loss_divergence"])
+        )
     restarted = runs[runs["attempts"].fillna(1) > 1]
-    out.restarted = [{"run_id": r.run_id, "attempts": int(r.attempts)} for r in restarted.itertuples()]
+    out.restarted = [RestartedRun(run_id=str(r.run_id), attempts=int(r.attempts)) for r in restarted.itertuples()]
     bases = [b for b in runs["throughput_basis"].dropna() if b]
     out.throughput_bases = sorted({b.split("; ")[0] for b in bases})
     settling = sum("MSER-5" in b for b in bases)

@@ -18,7 +18,8 @@ chance. Beside a physics prediction stands how far the model was off on the stud
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,29 @@ from scaleprof.records import RunKind, RunStatus
 
 SURE = 0.975  # the whole 95% interval meets the goal
 METHOD_NAMES = {"physics": "physics model", "scaling law": "scaling law"}
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The placement named for the goal. `basis`: "measured" (a run met it), "predicted" (a worker count no
+    run measured, by `method`) or "none" (neither meets it); a figure its basis does not give is NaN, a name "".
+    """
+
+    basis: Literal["measured", "predicted", "none"]
+    model: str = ""
+    placement: str = ""  # measured
+    device: str = ""  # predicted
+    method: str = ""  # predicted: "physics" or "scaling law" (keys of METHOD_NAMES)
+    workers: int = 0
+    nodes: float = math.nan  # predicted: the nodes its workers span (NaN: by the scaling law, which has no nodes)
+    throughput: float = math.nan  # samples/s
+    throughput_low: float = math.nan  # its 95% interval
+    throughput_high: float = math.nan  # predicted
+    cost_per_sample_usd: float = math.nan
+    cost_per_sample_high_usd: float = math.nan  # measured: the top of its 95% interval
+    chance: float = math.nan  # predicted: that the throughput reaches the goal
+    caveats: str = ""  # predicted: what the prediction rests on, and where quality fell
+    ledger_error_pct: float = math.nan  # predicted by physics: its median |error| on this study's runs
 
 
 def required_throughput(goal: dict[str, Any], cost_per_hour_usd: float) -> float:
@@ -65,7 +89,7 @@ def recommend(
     fabric: Any = None,
     ledger: pd.DataFrame | None = None,
     fell: set[tuple[str, str]] | None = None,
-) -> dict[str, Any] | None:
+) -> Recommendation | None:
     """The recommendation for `goal` (see the module's docstring); `fabric` (analysis/prediction.Fabric) lets
     the physics model predict, `ledger` says how far it was off on this study's runs. Placements in `fell`
     ((model, placement) whose quality fell below one worker's, analysis/quality_shift.py) are never named, and
@@ -83,29 +107,31 @@ def recommend(
     if not meeting.empty:
         key = "cost_per_sample_usd" if meeting["cost_per_sample_usd"].notna().any() else "throughput"
         best = meeting.sort_values(key, ascending=key != "throughput").iloc[0]
-        return {"basis": "measured", "model": best["model"], "placement": best["placement"],
-                "workers": int(best["workers"]), "throughput": float(best["throughput"]),
-                "throughput_low": float(best.get("throughput_low", np.nan)),
-                "cost_per_sample_usd": float(best.get("cost_per_sample_usd", np.nan)),
-                "cost_per_sample_high_usd": float(best.get("cost_per_sample_high_usd", np.nan))}  # fmt: skip
+        return Recommendation(
+            basis="measured", model=str(best["model"]), placement=str(best["placement"]),
+            workers=int(best["workers"]), throughput=float(best["throughput"]),
+            throughput_low=float(best.get("throughput_low", np.nan)),
+            cost_per_sample_usd=float(best.get("cost_per_sample_usd", np.nan)),
+            cost_per_sample_high_usd=float(best.get("cost_per_sample_high_usd", np.nan)),
+        )  # fmt: skip
     # Predicted from every measured run (one whose quality fell still measured its speed), at counts none measured.
     candidates = [c for _, group in measured.groupby(["model", "device"]) for c in _predicted(group, goal, fabric)]
     if not candidates:
-        return {"basis": "none"}
-    frame = pd.DataFrame(candidates)
+        return Recommendation(basis="none")
+    frame = pd.DataFrame([asdict(c) for c in candidates])
     order = ["cost_per_sample_usd", "workers"] if frame["cost_per_sample_usd"].notna().any() else ["workers"]
     sure = frame[frame["chance"] >= SURE]
-    best = (sure if not sure.empty else frame).sort_values(order).iloc[0].to_dict()
-    if best["method"] == "physics" and ledger is not None and not ledger.empty:
-        best["ledger_error_pct"] = _ledger_error(ledger, best["model"], best["device"])
-    lost = sorted(placement for model, placement in fell if model == best["model"])
+    best = candidates[int((sure if not sure.empty else frame).sort_values(order).index[0])]
+    if best.method == "physics" and ledger is not None and not ledger.empty:
+        best = replace(best, ledger_error_pct=_ledger_error(ledger, best.model, best.device))
+    lost = sorted(placement for model, placement in fell if model == best.model)
     if lost:
         said = f"quality fell on {', '.join(lost)} (more workers than one may learn less, see the Quality finding)"
-        best["caveats"] = "; ".join(part for part in (best.get("caveats", ""), said) if part)
+        best = replace(best, caveats="; ".join(part for part in (best.caveats, said) if part))
     return best
 
 
-def _predicted(group: pd.DataFrame, goal: dict[str, Any], fabric: Any) -> list[dict[str, Any]]:
+def _predicted(group: pd.DataFrame, goal: dict[str, Any], fabric: Any) -> list[Recommendation]:
     """Each worker count of one (model, device) up to 4x its largest measured that meets the goal by its
     predicted figure: physics where it has one, else the scaling law; with its price and chance."""
     from scaleprof.analysis.cost import cost_per_sample_usd
@@ -142,12 +168,12 @@ def _predicted(group: pd.DataFrame, goal: dict[str, Any], fabric: Any) -> list[d
         interval = Figure(float(p["throughput"]), min(low, p["throughput"]), max(high, p["throughput"]))
         if not (np.isfinite(low) and np.isfinite(high)):
             interval = Figure(float(p["throughput"]), math.nan, math.nan)
-        out.append({
-            "basis": "predicted", "method": p["method"], "model": model, "device": device, "workers": workers,
-            "nodes": p["nodes"], "throughput": float(p["throughput"]), "throughput_low": low,
-            "throughput_high": high, "cost_per_sample_usd": float(cost_per_sample_usd(hourly, p["throughput"])),
-            "chance": interval.share_above(needed), "caveats": p.get("caveats", "") or "",
-        })  # fmt: skip
+        out.append(Recommendation(
+            basis="predicted", method=p["method"], model=str(model), device=str(device), workers=workers,
+            nodes=float(p["nodes"]), throughput=float(p["throughput"]), throughput_low=low, throughput_high=high,
+            cost_per_sample_usd=float(cost_per_sample_usd(hourly, p["throughput"])),
+            chance=interval.share_above(needed), caveats=p.get("caveats", "") or "",
+        ))  # fmt: skip
     return out
 
 

@@ -8,9 +8,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaleprof.analysis.findings import Bottleneck, Cheapest, ContendedRun, LawPeak, RunCaveats
 from scaleprof.analysis.summarize import StudyTables
 from scaleprof.report.goal_text import describe
-from scaleprof.report.tables import caveats, known_verdict, per_million, short_list
+from scaleprof.report.tables import caveat_words, known_verdict, per_million, short_list
 
 # What to try when one part dominates the largest run's step time.
 SUGGESTIONS = {
@@ -33,22 +34,21 @@ CAUSES = {
 }
 
 
-def _bottleneck_sentence(b: dict[str, Any]) -> str:
+def _bottleneck_sentence(b: Bottleneck) -> str:
     """Where the largest run's step goes, and advice that agrees with what adding workers did."""
-    head = f"Where the time goes: at {b['workers']} workers ({b['placement']}) {100 * b['share']:.0f}% of a step is "
-    verdict = b.get("verdict", "unknown")
-    if verdict == "slower":
+    head = f"Where the time goes: at {b.workers} workers ({b.placement}) {100 * b.share:.0f}% of a step is "
+    if b.verdict == "slower":
         advice = (
-            f"{b['part']}, but {b['workers']} workers ran slower than one (speedup {b['speedup']:.2f}), so more "
-            f"devices of this kind will not help: {CAUSES[b['cause']]}"
+            f"{b.part}, but {b.workers} workers ran slower than one (speedup {b.speedup:.2f}), so more "
+            f"devices of this kind will not help: {CAUSES[b.cause]}"
         )
-    elif verdict == "poor" and b["part"] == "compute":
+    elif b.verdict == "poor" and b.part == "compute":
         advice = (
-            f"compute, but scaling efficiency is only {b['scaling_efficiency']:.0%}: each worker computes more "
-            f"slowly beside the others, so more devices of this kind help little: {CAUSES[b['cause']]}"
+            f"compute, but scaling efficiency is only {b.scaling_efficiency:.0%}: each worker computes more "
+            f"slowly beside the others, so more devices of this kind help little: {CAUSES[b.cause]}"
         )
     else:
-        advice = f"{b['part']}; {SUGGESTIONS[b['part']]}"
+        advice = f"{b.part}; {SUGGESTIONS[b.part]}"
     return f"{head}{advice} (step time breakdown chart)."
 
 
@@ -56,35 +56,35 @@ def findings_sentences(tables: StudyTables) -> list[str]:
     """The report's opening: the answer in words and numbers, each backed by a table or chart below."""
     found, out = tables.findings, []
     out += _damage_notes(tables)
-    if found.top_throughput:
+    if found.top_throughput is not None:
         t = found.top_throughput
         out.append(
-            f"Fastest: {t['model']} on {t['placement']} ({int(t['workers'])} worker(s)) at "
-            f"{t['throughput']:,.0f} samples/s in steady state{_between(t, 'throughput', '{:,.0f}')}"
-            f"{_caveat(t)} (Runs table, throughput chart)."
+            f"Fastest: {t.model} on {t.placement} ({t.workers} worker(s)) at "
+            f"{t.throughput:,.0f} samples/s in steady state{_between(t.throughput_low, t.throughput_high, '{:,.0f}')}"
+            f"{_caveat(t.caveats)} (Runs table, throughput chart)."
         )
-    if found.largest_scale:
+    if found.largest_scale is not None:
         s = found.largest_scale
         out.append(
-            f"Scaling: at {int(s['workers'])} workers ({s['placement']}) {s['model']} runs {s['speedup']:.2f}x as fast "
-            f"as on one worker: scaling efficiency {100 * s['scaling_efficiency']:.0f}%"
-            f"{_between(s, 'scaling_efficiency', '{:.0%}')} (scaling efficiency chart)."
+            f"Scaling: at {s.workers} workers ({s.placement}) {s.model} runs {s.speedup:.2f}x as fast "
+            f"as on one worker: scaling efficiency {100 * s.scaling_efficiency:.0f}%"
+            f"{_between(s.scaling_efficiency_low, s.scaling_efficiency_high, '{:.0%}')} (scaling efficiency chart)."
         )
-    if found.law_peak:
+    if found.law_peak is not None:
         out.append(_law_peak_sentence(found.law_peak))
     for bad in found.invalid_laws:
         out.append(
-            f"No scaling law for {bad['model']} ({bad['device']}), so nothing is extrapolated from one: the fitted "
-            f"{bad['reason']} (Scaling law table)."
+            f"No scaling law for {bad.model} ({bad.device}), so nothing is extrapolated from one: the fitted "
+            f"{bad.reason} (Scaling law table)."
         )
     out += _ledger_sentences(tables.ledger)
     tolerance = float(tables.manifest["experiment"].get("evaluation", {}).get("quality_tolerance", 0.02))
     out += [_quality_shift_sentence(shift, tolerance) for shift in found.quality_shifts]
     out += [_straggler_sentence(late) for late in found.stragglers]
     out += _stall_sentences(found.stalls)
-    if found.bottleneck:
+    if found.bottleneck is not None:
         out.append(_bottleneck_sentence(found.bottleneck))
-    if found.cheapest:
+    if found.cheapest is not None:
         out.append(_cheapest_sentence(found.cheapest))
     advice = describe(found.recommendation, tables.manifest["experiment"].get("goal"))
     if advice:
@@ -92,36 +92,36 @@ def findings_sentences(tables: StudyTables) -> list[str]:
     return out + _warning_sentences(tables)
 
 
-def _law_peak_sentence(p: dict[str, Any]) -> str:
+def _law_peak_sentence(p: LawPeak) -> str:
     """Where the fitted law puts the peak, or that it places none within the curves' reach."""
-    peak, reach = float(p["peak_workers"]), int(p["reach"])
+    peak = p.peak_workers
     if not np.isfinite(peak):
-        where = f"has no peak for {p['model']} ({p['device']}): throughput keeps rising with workers"
-    elif p.get("within_reach", True):
-        where = f"puts {p['model']}'s ({p['device']}) peak throughput at about {peak:,.0f} workers"
+        where = f"has no peak for {p.model} ({p.device}): throughput keeps rising with workers"
+    elif p.within_reach:
+        where = f"puts {p.model}'s ({p.device}) peak throughput at about {peak:,.0f} workers"
     else:
         where = (
-            f"places no peak for {p['model']} ({p['device']}) within {reach} workers (as far as its curve is "
+            f"places no peak for {p.model} ({p.device}) within {p.reach} workers (as far as its curve is "
             "drawn); further out than that the curve is arithmetic, not a measurement"
         )
     return (
-        f"The fitted scaling law {where}; measured up to {int(p['max_measured_workers'])} workers "
-        f"[{p['caveats']}] (Scaling law table)."
+        f"The fitted scaling law {where}; measured up to {p.max_measured_workers} workers "
+        f"[{p.caveats}] (Scaling law table)."
     )
 
 
-def _cheapest_sentence(c: dict[str, Any]) -> str:
+def _cheapest_sentence(c: Cheapest) -> str:
     """The cheapest placement whose quality held, and a cheaper one whose quality fell beside it."""
-    fell = c.get("cheaper_but_fell")
+    fell = c.cheaper_but_fell
     also = (
-        f"; {fell['model']} on {fell['placement']} costs less ({per_million(fell['cost_per_sample_usd'])}) but its "
+        f"; {fell.model} on {fell.placement} costs less ({per_million(fell.cost_per_sample_usd)}) but its "
         "quality fell (see Quality above)"
-        if fell
+        if fell is not None
         else ""
     )
     return (
-        f"Cheapest per sample: {c['model']} on {c['placement']} at {per_million(c['cost_per_sample_usd'])}"
-        f"{_caveat(c)}{also} (cost chart)."
+        f"Cheapest per sample: {c.model} on {c.placement} at {per_million(c.cost_per_sample_usd)}"
+        f"{_caveat(c.caveats)}{also} (cost chart)."
     )
 
 
@@ -131,15 +131,15 @@ def _warning_sentences(tables: StudyTables) -> list[str]:
     found, out = tables.findings, []
     for slow in found.negative_scaling:
         out.append(
-            f"Warning: {slow['model']} on {slow['placement']} ({slow['workers']} workers) is slower than on one "
-            f"worker (speedup {slow['speedup']:.2f})."
+            f"Warning: {slow.model} on {slow.placement} ({slow.workers} workers) is slower than on one "
+            f"worker (speedup {slow.speedup:.2f})."
         )
     if found.noisy:
-        listed = ", ".join(f"{n['model']} on {n['placement']}" for n in found.noisy)
+        listed = ", ".join(f"{n.model} on {n.placement}" for n in found.noisy)
         out.append(f"Warning: repeats disagree beyond the noise threshold for {listed} (Repeats table).")
     if found.low_confidence:
         floor = tables.manifest["experiment"]["evaluation"].get("min_steady_steps", 30)
-        listed = short_list([f"{r['placement']} ({r['steady_steps']})" for r in found.low_confidence])
+        listed = short_list([f"{r.placement} ({r.steady_steps})" for r in found.low_confidence])
         out.append(
             f"Low confidence: {len(found.low_confidence)} run(s) measured fewer than {floor} steady steps per worker: "
             f"{listed}. Their figures rest on too few steps; set train.steps_per_epoch or more epochs "
@@ -158,28 +158,26 @@ def _warning_sentences(tables: StudyTables) -> list[str]:
     return out
 
 
-def _between(values: dict[str, Any], name: str, spec: str) -> str:
-    """' (95% interval LOW–HIGH)' when the figure has one, else nothing."""
-    low, high = values.get(f"{name}_low"), values.get(f"{name}_high")
-    if low is None or high is None or not (np.isfinite(low) and np.isfinite(high)):
+def _between(low: float, high: float, spec: str) -> str:
+    """' (95% interval LOW–HIGH)' when the figure has one (both ends finite), else nothing."""
+    if not (np.isfinite(low) and np.isfinite(high)):
         return ""
     return f" (95% interval {spec.format(low)}–{spec.format(high)})"
 
 
-def _caveat(values: dict[str, Any]) -> str:
+def _caveat(run: RunCaveats) -> str:
     """' [low confidence: 10 steady steps]' after a headline figure whose run has a caveat, else nothing."""
-    text = caveats(pd.Series(values))
+    text = caveat_words(run)
     return f" [{text}]" if text else ""
 
 
-def _contention_text(c: dict[str, Any]) -> str:
+def _contention_text(c: ContendedRun) -> str:
     parts = []
-    if np.isfinite(c.get("outside_cpu_pct", np.nan)):
-        share = c["outside_cpu_share"]
-        parts.append(f"{c['outside_cpu_pct'] / 100:.1f} cores, {share:.0%} of the node, busy outside Ray")
-    if (c.get("gpu_other_processes") or 0) > 0:
-        parts.append(f"{c['gpu_other_processes']:.0f} other process(es) on its GPU")
-    return f"{c['placement']} ({'; '.join(parts)})"
+    if np.isfinite(c.outside_cpu_pct):
+        parts.append(f"{c.outside_cpu_pct / 100:.1f} cores, {c.outside_cpu_share:.0%} of the node, busy outside Ray")
+    if c.gpu_other_processes > 0:  # NaN: not measured
+        parts.append(f"{c.gpu_other_processes:.0f} other process(es) on its GPU")
+    return f"{c.placement} ({'; '.join(parts)})"
 
 
 def _damage_notes(tables: StudyTables) -> list[str]:

@@ -7,24 +7,24 @@ from typing import Any
 
 import numpy as np
 
-from scaleprof.analysis.recommend import METHOD_NAMES, SURE, speed_needed
+from scaleprof.analysis.recommend import METHOD_NAMES, SURE, Recommendation, speed_needed
 from scaleprof.report.tables import per_million
 
 
-def _margin(r: dict[str, Any], goal: dict[str, Any]) -> str:
+def _margin(r: Recommendation, goal: dict[str, Any]) -> str:
     """A caveat when the goal is met by the point figure but not by its whole 95% interval."""
     misses = []
-    low = r.get("throughput_low", np.nan)
+    low = r.throughput_low
     if goal.get("min_throughput") is not None and np.isfinite(low) and low < speed_needed(goal):
         misses.append(f"its throughput's 95% interval reaches down to {low:,.0f} samples/s")
-    high = r.get("cost_per_sample_high_usd", np.nan)
+    high = r.cost_per_sample_high_usd
     budget = goal.get("max_cost_per_sample_usd")
     if budget is not None and np.isfinite(high) and high > budget:
         misses.append(f"its cost's 95% interval reaches up to {per_million(high)}")
     return f", but only just: {' and '.join(misses)}" if misses else ""
 
 
-def describe(recommendation: dict[str, Any] | None, goal: dict[str, Any] | None) -> str | None:
+def describe(recommendation: Recommendation | None, goal: dict[str, Any] | None) -> str | None:
     if recommendation is None or not goal:
         return None
     wants = []
@@ -39,25 +39,25 @@ def describe(recommendation: dict[str, Any] | None, goal: dict[str, Any] | None)
         wants.append(f"at most {per_million(goal['max_cost_per_sample_usd'])}")
     head = "Goal (" + " and ".join(wants) + "): "
     r = recommendation
-    cost = r.get("cost_per_sample_usd", np.nan)
-    cost_text = f", {per_million(cost)}" if cost is not None and np.isfinite(cost) else ""
-    if r["basis"] == "measured":
+    cost = r.cost_per_sample_usd
+    cost_text = f", {per_million(cost)}" if np.isfinite(cost) else ""
+    if r.basis == "measured":
         return (
             head
-            + f"met cheapest by {r['model']} on {r['placement']} "
-            + f"({r['throughput']:,.0f} samples/s{cost_text}, measured){_margin(r, goal)}."
+            + f"met cheapest by {r.model} on {r.placement} "
+            + f"({r.throughput:,.0f} samples/s{cost_text}, measured){_margin(r, goal)}."
         )
-    if r["basis"] == "predicted":
+    if r.basis == "predicted":
         return head + _predicted_text(r, cost_text)
     return head + "neither a measured placement nor a prediction up to 4x the largest measured count meets it."
 
 
-def _predicted_text(r: dict[str, Any], cost_text: str) -> str:
-    physics = r.get("method") == "physics"
-    where = f" on {int(r['nodes'])} node(s)" if physics and np.isfinite(r.get("nodes", np.nan)) else ""
-    low, high = r.get("throughput_low", np.nan), r.get("throughput_high", np.nan)
+def _predicted_text(r: Recommendation, cost_text: str) -> str:
+    physics = r.method == "physics"
+    where = f" on {int(r.nodes)} node(s)" if physics and np.isfinite(r.nodes) else ""
+    low, high = r.throughput_low, r.throughput_high
     interval = f", 95% interval {low:,.0f}–{high:,.0f}" if np.isfinite(low) and np.isfinite(high) and high > low else ""
-    chance = r.get("chance", np.nan)
+    chance = r.chance
     if interval and chance >= SURE:
         sure = "its whole 95% interval meets the goal"
     elif interval:
@@ -65,12 +65,12 @@ def _predicted_text(r: dict[str, Any], cost_text: str) -> str:
     else:
         sure = "it has no interval to say how sure"
     said = (
-        f"no measured placement meets it; the {METHOD_NAMES.get(r.get('method', ''), 'scaling law')} predicts "
-        f"{r['workers']} "
-        f"{r['device']} worker(s){where} of {r['model']} would ({r['throughput']:,.0f} samples/s{interval}"
+        f"no measured placement meets it; the {METHOD_NAMES.get(r.method, 'scaling law')} predicts "
+        f"{r.workers} "
+        f"{r.device} worker(s){where} of {r.model} would ({r.throughput:,.0f} samples/s{interval}"
         f"{cost_text}): {sure}"
     )
-    error = r.get("ledger_error_pct", np.nan)
+    error = r.ledger_error_pct
     if physics and np.isfinite(error):
         said += f"; on this study's own multi-worker runs the physics model was off by {error:.0f}% (median)"
-    return said + f"; a prediction, not a measurement{'; ' + r['caveats'] if r.get('caveats') else ''}."
+    return said + f"; a prediction, not a measurement{'; ' + r.caveats if r.caveats else ''}."

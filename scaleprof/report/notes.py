@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from scaleprof.analysis.findings import Findings
+from scaleprof.analysis.findings import BusyButIdle, Findings, FixedCost
 from scaleprof.analysis.language import perplexity
 from scaleprof.analysis.summarize import StudyTables
 from scaleprof.records import RunStatus
@@ -69,7 +69,7 @@ def _training_notes(exp: dict[str, Any], found: Findings, manifest_data: dict[st
         notes.append(f"Learning rate: {rule}{warm}; {how}; the built-in {task} loop{where}.")
     notes += _settings_notes(exp)
     if found.restarted:
-        listed = ", ".join(f"{r['run_id']} ({r['attempts']} attempts)" for r in found.restarted)
+        listed = ", ".join(f"{r.run_id} ({r.attempts} attempts)" for r in found.restarted)
         notes.append(
             f"Restarted after a worker or node failure (train.max_failures): {listed}. Their figures come from the "
             "last attempt, which trained from scratch; wall time and end-to-end cost include the failed attempts."
@@ -93,11 +93,11 @@ def _training_notes(exp: dict[str, Any], found: Findings, manifest_data: dict[st
             "test split (macro averages over classes; specificity is the true-negative rate; ROC AUC is one-vs-rest)."
         )
     notes.append(quality + (" Deterministic algorithms were on." if train.get("deterministic") else ""))
-    if found.largest_divergence:
+    if found.largest_divergence is not None:
         worst = found.largest_divergence
         notes.append(
             "Across worker counts the learning curves legitimately differ; the largest mean train-loss distance from "
-            f"the 1-worker curve is {worst['loss_divergence']:.4f} ({worst['run_id']})."
+            f"the 1-worker curve is {worst.loss_divergence:.4f} ({worst.run_id})."
         )
     return notes
 
@@ -228,33 +228,29 @@ def _inference_notes(tables: StudyTables) -> list[str]:
     return notes
 
 
-def _fixed_cost_notes(med: dict[str, float] | None) -> list[str]:
+def _fixed_cost_notes(med: FixedCost | None) -> list[str]:
     """The fixed cost every run pays around its training, as medians over finished runs."""
     if med is None:
         return []
-    fixed, share = med["fixed_s"], med["training_share"]
+    fixed, share = med.fixed_s, med.training_share
     return [
-        f"Fixed cost per run (median over {int(med['runs'])} finished runs): launch {med['launch_s']:.1f} s (Ray Train "
-        f"controller, worker processes, torch.distributed, and any failed attempts), setup {med['setup_s']:.1f} s "
+        f"Fixed cost per run (median over {med.runs} finished runs): launch {med.launch_s:.1f} s (Ray Train "
+        f"controller, worker processes, torch.distributed, and any failed attempts), setup {med.setup_s:.1f} s "
         f"(data, model, DDP or FSDP wrap, optimizer, CPU peak probe), "
-        + (
-            f"compile {med['compile_phase_s']:.1f} s (torch.compile, Dynamo's own count), "
-            if med["compile_phase_s"]
-            else ""
-        )
-        + f"finish {med['finish_s']:.1f} s "
+        + (f"compile {med.compile_phase_s:.1f} s (torch.compile, Dynamo's own count), " if med.compile_phase_s else "")
+        + f"finish {med.finish_s:.1f} s "
         "(all-reduce probe, held-out "
-        f"predictions), teardown {med['teardown_s']:.1f} s: {fixed:.1f} s in all, beside {med['training_s']:.1f} s "
+        f"predictions), teardown {med.teardown_s:.1f} s: {fixed:.1f} s in all, beside {med.training_s:.1f} s "
         f"of training (epochs with their validation passes), so training is {100 * share:.0f}% of a run's wall "
         "time. End-to-end cost per sample includes all of it; steady-state throughput and cost exclude it."
     ]
 
 
-def _gpu_activity_notes(idle: list[dict[str, Any]]) -> list[str]:
+def _gpu_activity_notes(idle: list[BusyButIdle]) -> list[str]:
     """The runs analysis found busy to NVML but idle to their SMs (analysis/findings.busy_but_idle)."""
     if not idle:
         return []
-    listed = short_list([f"{r['placement']} ({r['gpu_util_pct']:.0f}% vs {r['gpu_sm_active_pct']:.0f}%)" for r in idle])
+    listed = short_list([f"{r.placement} ({r.gpu_util_pct:.0f}% vs {r.gpu_sm_active_pct:.0f}%)" for r in idle])
     return [
         f"Busy but idle: NVML's GPU utilisation (a kernel was running) and the SMs' measured activity (GPM) "
         f"disagree widely in {len(idle)} run(s): {listed}. The GPU was mostly waiting (in NCCL collectives, or "
@@ -309,10 +305,10 @@ def _cost_notes(manifest: dict[str, Any], found: Findings) -> list[str]:
             f"({p['vcpus']:g} vCPU, {p['gpus']:g} GPU), source {p['source']}, retrieved {p['retrieved']}."
         )
     cheap, fast = found.cheapest, found.fastest
-    if cheap and fast:
+    if cheap is not None and fast is not None:
         notes.append(
-            f"Cheapest: {cheap['model']} on {cheap['placement']} ({per_million(cheap['cost_per_sample_usd'])}); "
-            f"fastest: {fast['model']} on {fast['placement']} ({fast['throughput']:,.0f} samples/s)."
+            f"Cheapest: {cheap.model} on {cheap.placement} ({per_million(cheap.cost_per_sample_usd)}); "
+            f"fastest: {fast.model} on {fast.placement} ({fast.throughput:,.0f} samples/s)."
         )
     if cost.get("target_accuracy"):
         notes.append(

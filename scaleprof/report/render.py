@@ -187,8 +187,8 @@ def _cost_marks(found: Findings) -> dict[str, str]:
     """The cost chart's labels by run id: the findings' cheapest (quality held) and fastest."""
     marks: dict[str, str] = {}
     for name, run in (("cheapest", found.cheapest), ("fastest", found.fastest)):
-        if run:
-            marks[run["run_id"]] = " + ".join(filter(None, [marks.get(run["run_id"]), name]))
+        if run is not None:
+            marks[run.run_id] = " + ".join(filter(None, [marks.get(run.run_id), name]))
     return marks
 
 

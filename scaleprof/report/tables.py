@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.cost import usd_per_million
+from scaleprof.analysis.findings import RunCaveats
 from scaleprof.analysis.prediction import NO_SMALLER_RUN
 from scaleprof.analysis.quality import RUN_METRICS
 from scaleprof.analysis.scaling import law_reach
@@ -208,18 +209,18 @@ def _cell(column: str, run: pd.Series) -> str:
     return f"{text} ±{100 * relative_half_width(value, low, high):.1f}%"
 
 
-def _flag(value: Any) -> bool:
-    """A flag column's value: True only when set (a run without the figure, e.g. skipped, has NaN or None)."""
-    return value is not None and not (isinstance(value, float) and math.isnan(value)) and bool(value)
-
-
 def caveats(run: pd.Series) -> str:
     """What makes a run's figures less firm than they look, in a few words (empty when nothing does)."""
+    return caveat_words(RunCaveats.of(run))
+
+
+def caveat_words(run: RunCaveats) -> str:
+    """A run's caveats in a few words (empty when it has none)."""
     out = []
-    if _flag(run.get("low_confidence")) and pd.notna(run.get("steady_steps")):
-        out.append(f"low confidence: {int(run['steady_steps'])} steady steps")
-    if _flag(run.get("contended")):
-        share = run.get("outside_cpu_share", np.nan)
+    if run.low_confidence and pd.notna(run.steady_steps):
+        out.append(f"low confidence: {int(run.steady_steps)} steady steps")
+    if run.contended:
+        share = run.outside_cpu_share
         out.append(f"contended: {share:.0%} of the node's CPU used outside Ray" if pd.notna(share) else "contended")
     return "; ".join(out)
 

@@ -2,12 +2,11 @@
 
 import dataclasses
 import json
-from typing import Any
 
 import pandas as pd
 import pytest
 
-from scaleprof.analysis.findings import Findings, cheapest, headline, step_bottleneck
+from scaleprof.analysis.findings import Bottleneck, Findings, cheapest, headline, step_bottleneck
 from scaleprof.report.findings_text import findings_sentences
 
 
@@ -15,8 +14,8 @@ def test_best_cheapest_fastest_and_fixed_cost(study):
     _, tables, _ = study
     found = tables.findings
     assert found.best_run_id == "001-mlp-cpu-1-r0"  # both runs have the same F1: the first in study order
-    assert found.cheapest["placement"] == "cpu-2" and found.fastest["placement"] == "cpu-2"
-    assert found.cheapest["cost_per_sample_usd"] == pytest.approx(0.001 / 300)  # $3.6/h over 300 samples/s
+    assert found.cheapest.placement == "cpu-2" and found.fastest.placement == "cpu-2"
+    assert found.cheapest.cost_per_sample_usd == pytest.approx(0.001 / 300)  # $3.6/h over 300 samples/s
     assert found.recommendation is None  # the experiment sets no goal
     assert found.restarted == []
     assert found.throughput_bases == ["steps after epoch 1 (warm-up)"]
@@ -46,7 +45,7 @@ def _largest_run(speedup: float, workers: int = 2, contended: bool = False, allr
     })  # fmt: skip
 
 
-def _bottleneck(run: pd.Series) -> dict[str, Any]:
+def _bottleneck(run: pd.Series) -> Bottleneck:
     found = step_bottleneck(run)
     assert found is not None
     return found
@@ -54,15 +53,15 @@ def _bottleneck(run: pd.Series) -> dict[str, Any]:
 
 def test_the_bottleneck_says_whether_adding_workers_helped():
     slower = _bottleneck(_largest_run(speedup=0.37, contended=True))
-    assert slower["part"] == "compute" and slower["share"] == pytest.approx(0.87)
-    assert slower["verdict"] == "slower" and slower["speedup"] == pytest.approx(0.37)
-    assert slower["cause"] == "contended"
-    assert _bottleneck(_largest_run(speedup=0.8))["cause"] == "shared hardware"
-    assert _bottleneck(_largest_run(speedup=0.8, allreduce_s=1.0))["cause"] == "communication"
-    assert _bottleneck(_largest_run(speedup=1.2, workers=4))["verdict"] == "poor"  # 30% efficiency
-    assert _bottleneck(_largest_run(speedup=1.9))["verdict"] == "scales"  # 95% efficiency
+    assert slower.part == "compute" and slower.share == pytest.approx(0.87)
+    assert slower.verdict == "slower" and slower.speedup == pytest.approx(0.37)
+    assert slower.cause == "contended"
+    assert _bottleneck(_largest_run(speedup=0.8)).cause == "shared hardware"
+    assert _bottleneck(_largest_run(speedup=0.8, allreduce_s=1.0)).cause == "communication"
+    assert _bottleneck(_largest_run(speedup=1.2, workers=4)).verdict == "poor"  # 30% efficiency
+    assert _bottleneck(_largest_run(speedup=1.9)).verdict == "scales"  # 95% efficiency
     unknown = _largest_run(speedup=float("nan"))
-    assert _bottleneck(unknown)["verdict"] == "unknown"
+    assert _bottleneck(unknown).verdict == "unknown"
 
 
 def test_a_law_outside_its_meaning_is_not_drawn_nor_used_for_the_peak(slower_study):
@@ -72,23 +71,23 @@ def test_a_law_outside_its_meaning_is_not_drawn_nor_used_for_the_peak(slower_stu
     assert tables.law_curves.empty
     found = tables.findings
     assert found.law_peak is None
-    assert [(b["model"], b["device"]) for b in found.invalid_laws] == [("mlp", "cpu")]
-    assert "α = 4.00" in found.invalid_laws[0]["reason"]
-    assert found.bottleneck["verdict"] == "slower"
+    assert [(b.model, b.device) for b in found.invalid_laws] == [("mlp", "cpu")]
+    assert "α = 4.00" in found.invalid_laws[0].reason
+    assert found.bottleneck.verdict == "slower"
 
 
 def test_the_law_peak_carries_the_fits_caveats(study):
     _, tables, _ = study
     peak = tables.findings.law_peak
-    assert peak["model"] == "mlp" and tables.findings.invalid_laws == []
+    assert peak.model == "mlp" and tables.findings.invalid_laws == []
     # both runs measured 8 steady steps, under the default floor of 30
-    assert "from 2 worker counts" in peak["caveats"] and "low confidence" in peak["caveats"]
+    assert "from 2 worker counts" in peak.caveats and "low confidence" in peak.caveats
 
 
 def _priced(rows: list[tuple[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"model": "m", "placement": p, "cost_per_sample_usd": c, "low_confidence": False, "steady_steps": 40,
-          "contended": False, "outside_cpu_share": 0.0} for p, c in rows]
+        [{"run_id": f"m-{p}", "model": "m", "placement": p, "cost_per_sample_usd": c, "low_confidence": False,
+          "steady_steps": 40, "contended": False, "outside_cpu_share": 0.0} for p, c in rows]
     )  # fmt: skip
 
 
@@ -97,14 +96,14 @@ def test_the_cheapest_is_among_placements_whose_quality_held():
     priced = _priced([("cpu-1", 3e-6), ("cpu-2", 2e-6), ("cpu-4", 1e-6)])
     found = cheapest(priced, {("m", "cpu-4")})
     assert found is not None
-    assert found["placement"] == "cpu-2" and found["cost_per_sample_usd"] == pytest.approx(2e-6)
-    assert found["cheaper_but_fell"]["placement"] == "cpu-4"
+    assert found.placement == "cpu-2" and found.cost_per_sample_usd == pytest.approx(2e-6)
+    assert found.cheaper_but_fell is not None and found.cheaper_but_fell.placement == "cpu-4"
     held = cheapest(priced, set())
     assert held is not None
-    assert held["placement"] == "cpu-4" and held["cheaper_but_fell"] is None
+    assert held.placement == "cpu-4" and held.cheaper_but_fell is None
     fallen_costs_more = cheapest(priced, {("m", "cpu-1")})
     assert fallen_costs_more is not None
-    assert fallen_costs_more["cheaper_but_fell"] is None  # the fallen one costs more
+    assert fallen_costs_more.cheaper_but_fell is None  # the fallen one costs more
     assert cheapest(priced.iloc[[2]], {("m", "cpu-4")}) is None  # nothing whose quality held
 
 
@@ -116,7 +115,7 @@ def test_a_law_peak_far_past_the_measured_counts_is_not_stated_as_a_worker_count
     out = Findings()
     headline(out, tables.runs, fits, None)
     assert out.law_peak is not None
-    assert out.law_peak["within_reach"] is False
+    assert out.law_peak.within_reach is False
     text = " ".join(findings_sentences(dataclasses.replace(tables, findings=out)))
     assert "80583090" not in text and "80,583,090" not in text
     assert "places no peak for mlp (cpu) within 16 workers" in text  # as far as the curve is drawn: max(16, 4 x 2)
@@ -124,7 +123,7 @@ def test_a_law_peak_far_past_the_measured_counts_is_not_stated_as_a_worker_count
     headline(out, tables.runs, fits, None)
     text = " ".join(findings_sentences(dataclasses.replace(tables, findings=out)))
     assert out.law_peak is not None
-    assert out.law_peak["within_reach"] is True and "peak throughput at about 6 workers" in text
+    assert out.law_peak.within_reach is True and "peak throughput at about 6 workers" in text
 
 
 def test_the_cost_chart_marks_the_findings_cheapest_and_fastest(study):

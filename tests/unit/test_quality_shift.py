@@ -55,10 +55,10 @@ def test_no_goal_recommends_a_placement_whose_quality_fell():
     goal = {"min_throughput": 150}
     unfiltered = recommend(table, goal)
     assert unfiltered is not None
-    assert fell == {("m", "cpu-2")} and unfiltered["placement"] == "cpu-2"  # the cheapest, by speed
+    assert fell == {("m", "cpu-2")} and unfiltered.placement == "cpu-2"  # the cheapest, by speed
     best = recommend(table, goal, fell=fell)
     assert best is not None
-    assert best["placement"] == "cpu-4"  # cpu-2 is fast enough and cheaper, but learned less
+    assert best.placement == "cpu-4"  # cpu-2 is fast enough and cheaper, but learned less
     best_text = describe(best, goal)
     assert best_text is not None
     assert "met cheapest by m on cpu-4" in best_text
@@ -67,7 +67,7 @@ def test_no_goal_recommends_a_placement_whose_quality_fell():
     more = {"min_throughput": 400}
     predicted = recommend(table, more, fell=fell)
     assert predicted is not None
-    assert predicted["basis"] == "predicted" and predicted["workers"] > 4
+    assert predicted.basis == "predicted" and predicted.workers > 4
     predicted_text = describe(predicted, more)
     assert predicted_text is not None
     assert "quality fell on cpu-2" in predicted_text

@@ -16,20 +16,20 @@ def scaling_runs():
 
 
 def test_recommend_measured_cheapest_then_predicted_then_none():
-    from scaleprof.analysis.recommend import recommend
+    from scaleprof.analysis.recommend import Recommendation, recommend
     from scaleprof.report.goal_text import describe
 
     runs = scaling_runs()  # 100, 181.8, 307.7 samples/s
     measured = recommend(runs, {"min_throughput": 150})
     assert measured is not None
-    assert measured["basis"] == "measured" and measured["placement"] == "cpu-2"  # cheaper than cpu-4
+    assert measured.basis == "measured" and measured.placement == "cpu-2"  # cheaper than cpu-4
     predicted = recommend(runs, {"min_throughput": 400})
     assert predicted is not None
-    assert predicted["basis"] == "predicted" and predicted["workers"] == 6  # 100*6/(1+0.5) = 400
+    assert predicted.basis == "predicted" and predicted.workers == 6  # 100*6/(1+0.5) = 400
     text = describe(predicted, {"min_throughput": 400})
     assert text is not None
     assert "a prediction, not a measurement" in text
-    assert recommend(runs, {"min_throughput": 10_000}) == {"basis": "none"}
+    assert recommend(runs, {"min_throughput": 10_000}) == Recommendation(basis="none")
     assert recommend(runs, None) is None
 
 
@@ -85,17 +85,17 @@ def test_a_predicted_recommendation_is_the_cheapest_its_whole_interval_meets_els
     goal = {"min_throughput": 640}
     sure = recommend(runs, goal)
     assert sure is not None
-    assert sure["workers"] == 10 and sure["chance"] >= SURE and sure["method"] == "scaling law"
+    assert sure.workers == 10 and sure.chance >= SURE and sure.method == "scaling law"
     sure_text = describe(sure, goal)
     assert sure_text is not None
     assert "its whole 95% interval meets the goal" in sure_text
     goal = {"min_throughput": 680}
     likely = recommend(runs, goal)
     assert likely is not None
-    assert likely["workers"] == 10 and 0.5 < likely["chance"] < SURE
+    assert likely.workers == 10 and 0.5 < likely.chance < SURE
     likely_text = describe(likely, goal)
     assert likely_text is not None
-    assert f"this one about {likely['chance']:.0%} of the time" in likely_text
+    assert f"this one about {likely.chance:.0%} of the time" in likely_text
 
 
 def test_a_deadline_and_a_budget_are_throughputs_the_placement_must_reach():
@@ -110,7 +110,7 @@ def test_a_deadline_and_a_budget_are_throughputs_the_placement_must_reach():
     goal = {"samples": 150 * 3600 * 10, "deadline_hours": 10}  # 150 samples/s
     measured = recommend(scaling_runs(), goal)
     assert measured is not None
-    assert measured["basis"] == "measured" and measured["placement"] == "cpu-2"
+    assert measured.basis == "measured" and measured.placement == "cpu-2"
     text = describe(measured, goal)
     assert text is not None
     assert "Goal (5,400,000 samples in 10 h (150 samples/s)): met cheapest by m on cpu-2" in text
@@ -131,7 +131,7 @@ def test_the_physics_model_recommends_where_the_fabric_reaches_and_says_how_far_
     goal = {"min_throughput": 500}
     best = recommend(runs, goal, fabric, prediction_ledger(runs, fabric))
     assert best is not None
-    assert (best["method"], best["workers"], best["nodes"]) == ("physics", 3, 2)
+    assert (best.method, best.workers, best.nodes) == ("physics", 3, 2)
     text = describe(best, goal)
     assert text is not None
     assert "the physics model predicts 3 cpu worker(s) on 2 node(s) of mlp" in text
@@ -139,4 +139,4 @@ def test_the_physics_model_recommends_where_the_fabric_reaches_and_says_how_far_
     # Without a fabric the scaling law is all there is: two worker counts fit nothing here.
     without_fabric = recommend(runs, goal)
     assert without_fabric is not None
-    assert without_fabric["basis"] == "none"
+    assert without_fabric.basis == "none"

@@ -180,7 +180,7 @@ def test_a_gpu_busy_to_nvml_but_idle_to_its_sms_gets_a_note():
     runs = pd.DataFrame(
         {"placement": ["gpu-1", "gpu-8"], "gpu_util_pct": [95.0, 97.0], "gpu_sm_active_pct": [80.0, 30.0]}
     )
-    assert [r["placement"] for r in busy_but_idle(runs)] == ["gpu-8"]
+    assert [r.placement for r in busy_but_idle(runs)] == ["gpu-8"]
     [note] = _gpu_activity_notes(busy_but_idle(runs))
     assert "gpu-8 (97% vs 30%)" in note and "NCCL" in note
     assert busy_but_idle(runs.drop(columns="gpu_sm_active_pct")) == []  # no GPM: nothing said
