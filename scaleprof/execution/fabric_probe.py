@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from scaleprof.execution.assignment import ASSIGNMENT, ProbeAssignment
 from scaleprof.records import FABRIC_COLUMNS, FabricRow, LinkClass
 
 if TYPE_CHECKING:
@@ -174,16 +175,18 @@ def run_sweep(device: torch.device, gradient_bytes: float | None, collectives: S
     )  # fmt: skip
 
 
-def probe_worker(config: dict[str, Any]) -> dict[str, Any]:
-    """What each Ray Train worker runs: agree with the others on the link class, then sweep. Returns the
+def probe_worker(config: dict[str, ProbeAssignment]) -> dict[str, Any]:
+    """What each Ray Train worker runs: agree with the others on the link class, then sweep the probe's
+    assignment (`config` is Ray Train's `train_loop_config`, the assignment under its one key). Returns the
     rows (rank 0's reach the driver as Ray Train's `Result.return_value`), the ranks' node ids and the
     sweep's seconds."""
     import ray
     import torch
     import torch.distributed as dist
 
+    probe = config[ASSIGNMENT]
     device = torch.device("cpu")
-    if config["backend"] == "nccl":
+    if probe.backend == "nccl":
         from ray.train.torch import get_device
 
         device = get_device()
@@ -192,9 +195,8 @@ def probe_worker(config: dict[str, Any]) -> dict[str, Any]:
     dist.all_gather_object(node_ids, ray.get_runtime_context().get_node_id())
     started = time.perf_counter()
     rows = sweep(
-        config["backend"], link_class_of(node_ids), config["sizes"], config["repeats"], config["warmup"],
-        config["collectives"], device,
-    )  # fmt: skip
+        probe.backend, link_class_of(node_ids), probe.sizes, probe.repeats, probe.warmup, probe.collectives, device
+    )
     return {"rows": rows, "node_ids": node_ids, "sweep_s": time.perf_counter() - started}
 
 
@@ -235,10 +237,14 @@ def probe_fabric(
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'placement'}: {e['msg']}" for e in exc.errors())
         raise ProbeRefused(problems) from None
     _reserve(placement, placement_timeout_s)
-    backend = "nccl" if gpus_per_worker > 0 else "gloo"
-    config = {"backend": backend, "sizes": [int(s) for s in sizes], "repeats": repeats, "warmup": warmup,
-              "collectives": list(collectives)}  # fmt: skip
-    out = _fit(placement, backend, config)
+    probe = ProbeAssignment(
+        backend="nccl" if gpus_per_worker > 0 else "gloo",
+        sizes=tuple(int(s) for s in sizes),
+        repeats=repeats,
+        warmup=warmup,
+        collectives=tuple(collectives),
+    )
+    out = _fit(placement, probe)
     frame = pd.DataFrame(out["rows"], columns=list(FABRIC_COLUMNS))
     frame.attrs.update(node_ids=list(out["node_ids"]), sweep_s=float(out["sweep_s"]))
     realised = len(set(out["node_ids"]))
@@ -274,7 +280,7 @@ def _reserve(placement: Any, timeout_s: float) -> None:
         remove_placement_group(group)
 
 
-def _fit(placement: Any, backend: str, config: dict[str, Any]) -> dict[str, Any]:
+def _fit(placement: Any, probe: ProbeAssignment) -> dict[str, Any]:
     """Rank 0's return value of one TorchTrainer run of `probe_worker`."""
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -284,8 +290,8 @@ def _fit(placement: Any, backend: str, config: dict[str, Any]) -> dict[str, Any]
     storage = tempfile.mkdtemp(prefix="scaleprof-fabric-")  # Ray Train's run directory: nothing of it is kept
     trainer = TorchTrainer(
         probe_worker,  # type: ignore[arg-type]  # its hint says None; Train V2 hands rank 0's value back
-        train_loop_config=config,
-        torch_config=TorchConfig(backend=backend),
+        train_loop_config={ASSIGNMENT: probe},
+        torch_config=TorchConfig(backend=probe.backend),
         scaling_config=ScalingConfig(
             num_workers=placement.workers, use_gpu=placement.gpus_per_worker > 0,
             resources_per_worker=bundle(placement), placement_strategy=placement.strategy,

@@ -10,12 +10,16 @@ before Ray starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scaleprof.config import Experiment, ModelSpec
+from scaleprof.execution.assignment import WorkerAssignment
 from scaleprof.plan import PlannedRun
 from scaleprof.workloads.data import Dataset, cv_split, load_dataset, run_split, shipped_arrays
 from scaleprof.workloads.imports import WorkloadError, import_object, user_code
+
+if TYPE_CHECKING:
+    from scaleprof.telemetry.handle import Aggregators
 
 
 @dataclass
@@ -34,14 +38,22 @@ class StudyInputs:
             "labels_sha256": self.data.labels_hash(),
         }
 
-    def for_run(self, run: PlannedRun) -> dict[str, Any]:
+    def assignment(self, run: PlannedRun, study_id: str, aggregator: Aggregators) -> WorkerAssignment:
+        """What each of the run's workers receives."""
         data, spec = self.data, self.experiment.data
-        return {
-            "split": run_split(data, self.experiment.seed, run.fold, run.folds) if data is not None else None,
-            "shipped": shipped_arrays(data, spec) if data is not None and spec is not None else None,
-            "data_info": self.data_info(),
-            "model_info": self.model_info.get(model_key(run.model), {}),
-        }
+        return WorkerAssignment(
+            experiment=run.experiment.resolved(),  # at the run's sweep point
+            study_id=study_id,
+            run_id=run.run_id,
+            model_label=run.model.label,
+            per_worker_batch=run.per_worker_batch,
+            cpus_per_worker=run.placement.cpus_per_worker,
+            aggregator=aggregator,
+            split=run_split(data, self.experiment.seed, run.fold, run.folds) if data is not None else None,
+            shipped=shipped_arrays(data, spec) if data is not None and spec is not None else None,
+            data_info=self.data_info(),
+            model_info=self.model_info.get(model_key(run.model), {}),
+        )
 
     def for_inference(self) -> dict[str, Any]:
         assert self.data is not None and self.experiment.data is not None  # the config requires data for inference

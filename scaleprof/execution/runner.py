@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from scaleprof.capacity import Outlook, Verdict, verdict
 from scaleprof.config import Experiment
 from scaleprof.errors import RayLost, write_error
+from scaleprof.execution.assignment import ASSIGNMENT, WorkerAssignment
 from scaleprof.execution.cluster import cluster_view, node_types_of, pending_nodes
 from scaleprof.execution.failures import decide, lost_nodes
 from scaleprof.execution.lifecycle import RunLifecycle
@@ -194,10 +195,8 @@ def worker_runtime_env(experiment: Experiment) -> dict[str, Any]:
 def _fit(
     run: PlannedRun,
     experiment: Experiment,
-    study_id: str,
-    aggregator: Aggregators,
+    assignment: WorkerAssignment,
     storage: Path,
-    inputs: dict[str, Any],
     watch: GcsWatch | None = None,
 ) -> None:
     from ray.train import FailureConfig, RunConfig, ScalingConfig
@@ -208,18 +207,7 @@ def _fit(
     p = run.placement
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "experiment": run.experiment.resolved(),  # at the run's sweep point
-            "study_id": study_id,
-            "aggregator": aggregator,
-            "run": {
-                "run_id": run.run_id,
-                "model_label": run.model.label,
-                "per_worker_batch": run.per_worker_batch,
-                "cpus_per_worker": p.cpus_per_worker,
-                **inputs,
-            },
-        },
+        train_loop_config={ASSIGNMENT: assignment},
         scaling_config=ScalingConfig(
             num_workers=p.workers,
             use_gpu=p.gpus_per_worker > 0,
@@ -331,7 +319,7 @@ def run_one(
     storage = store.root / "_ray_train"
     status, outcome = RunStatus.OK, {"reason": ""}
     try:
-        _fit(run, experiment, study_id, aggregator, storage, inputs.for_run(run), watch)
+        _fit(run, experiment, inputs.assignment(run, study_id, aggregator), storage, watch)
     except BaseException as exc:  # one policy decides what it means (execution/failures.py)
         lost = _ray_lost(exc, watch)
         if lost is not None:  # nothing more can run, nor be asked of Ray: record it and stop the study

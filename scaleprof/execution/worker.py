@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from scaleprof.config import Experiment, ModelSpec
+from scaleprof.execution.assignment import ASSIGNMENT, WorkerAssignment
 from scaleprof.records import Event, FabricEvent, WorkerEnd
 from scaleprof.telemetry.monitor import EventSink, GpuSampler, Monitor, NodeSampler, SystemSampler
 from scaleprof.worker.session import WorkerSession, activate, worker_start_event
@@ -26,15 +27,16 @@ from scaleprof.workloads.models import build_model
 class RunInputs:
     """The run's data and model as the experiment names them, opened on first use in this worker."""
 
-    def __init__(self, experiment: Experiment, run: dict[str, Any]):
-        self.experiment, self.run = experiment, run
+    def __init__(self, experiment: Experiment, assignment: WorkerAssignment):
+        self.experiment, self.assignment = experiment, assignment
 
     @cached_property
     def _source(self) -> Any:
         spec = self.experiment.data
         assert spec is not None
-        source = open_source(spec, self.experiment.seed, self.run["shipped"])
-        info, here = self.run["data_info"], size(source.dataset)
+        source = open_source(spec, self.experiment.seed, self.assignment.shipped)
+        info, here = self.assignment.data_info, size(source.dataset)
+        assert info is not None  # the driver sends it with the data set
         field = spec.field
         if here != info["samples"]:
             raise WorkloadError(
@@ -54,27 +56,31 @@ class RunInputs:
         return source.dataset
 
     def datasets(self) -> tuple[Any, Any, Any]:
-        split = self.run["split"]
+        split = self.assignment.split
+        assert split is not None  # the driver sends it with the data set
         return tuple(subset(self._source, split[name]) for name in ("train", "val", "held"))  # type: ignore[return-value]
 
     def build_model(self) -> torch.nn.Module:
         """The run's model: a factory needs nothing of the data; a built-in model its shape and classes."""
-        info = self.run["data_info"] or {"input_shape": (), "num_classes": 0}
+        info = self.assignment.data_info or {"input_shape": (), "num_classes": 0}
         return build_model(
-            run_model(self.experiment, self.run), tuple(info["input_shape"]), info["num_classes"], self.experiment.seed
+            run_model(self.experiment, self.assignment),
+            tuple(info["input_shape"]),
+            info["num_classes"],
+            self.experiment.seed,
         )
 
 
-def loop_config(experiment: Experiment, run: dict[str, Any], world_size: int) -> dict[str, Any]:
+def loop_config(experiment: Experiment, assignment: WorkerAssignment, world_size: int) -> dict[str, Any]:
     """What the loop receives: the documented keys, then the whole resolved experiment."""
-    spec = run_model(experiment, run)
+    spec = run_model(experiment, assignment)
     return {
         "seed": experiment.seed,
         "epochs": experiment.train.epochs,
-        "batch_size": run["per_worker_batch"],  # per worker, after the scaling rule
-        "global_batch_size": run["per_worker_batch"] * world_size * experiment.train.grad_accumulation,
+        "batch_size": assignment.per_worker_batch,  # per worker, after the scaling rule
+        "global_batch_size": assignment.per_worker_batch * world_size * experiment.train.grad_accumulation,
         "loop_config": dict(experiment.train.loop_config),
-        "run_id": run["run_id"],
+        "run_id": assignment.run_id,
         "model": spec.model_dump(mode="json", by_alias=True),
         "experiment": experiment.resolved(),
     }
@@ -93,33 +99,34 @@ def _the_loop(experiment: Experiment) -> Callable[[dict[str, Any]], Any]:
     return import_object(experiment.train.loop, "train.loop")
 
 
-def train_loop_per_worker(config: dict[str, Any]) -> None:
+def train_loop_per_worker(config: dict[str, WorkerAssignment]) -> None:
+    """`config` is Ray Train's `train_loop_config`: the run's assignment under its one key."""
     import ray
     import ray.train
     import ray.train.torch
 
-    experiment = Experiment.model_validate(config["experiment"])
-    run = config["run"]
+    assignment = config[ASSIGNMENT]
+    experiment = Experiment.model_validate(assignment.experiment)
     if experiment.train.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
-    aggregator = config["aggregator"]
+    aggregator = assignment.aggregator
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     node_id = ray.get_runtime_context().get_node_id()
-    attempt = ray.get(aggregator.first.register_worker.remote(run["run_id"], rank))
+    attempt = ray.get(aggregator.first.register_worker.remote(assignment.run_id, rank))
     events_to = aggregator.for_node(node_id)  # a node's workers share one of the study's aggregators
 
     ids = {
-        "study_id": config["study_id"],
-        "run_id": run["run_id"],
+        "study_id": assignment.study_id,
+        "run_id": assignment.run_id,
         "attempt": attempt,
         "rank": rank,
         "node_id": node_id,
     }
     sink = EventSink(ids, lambda batch: events_to.ingest.remote(batch)).start()
 
-    threads = max(1, int(run["cpus_per_worker"]))
+    threads = max(1, int(assignment.cpus_per_worker))
     torch.set_num_threads(threads)  # one Ray CPU = one torch thread: workers must not oversubscribe cores
     device = ray.train.torch.get_device()
     gpu_index = device.index if device.type == "cuda" else None
@@ -134,28 +141,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         gpu.start()  # still record which GPU this worker had
     sink.emit(worker_start_event(device, threads, world, gpu, node_facts=ctx.get_local_rank() == 0))
 
-    inputs = RunInputs(experiment, run)
+    inputs = RunInputs(experiment, assignment)
     session = WorkerSession(
         sink.emit,
-        lambda predictions: ray.get(aggregator.first.store_predictions.remote(run["run_id"], predictions)),
+        lambda predictions: ray.get(aggregator.first.store_predictions.remote(assignment.run_id, predictions)),
         rank=rank,
         world_size=world,
         device=device,
         threads=threads,
         epochs=experiment.train.epochs,
-        held_name=run["split"]["held_name"] if run.get("split") else "test",
-        held_index=run["split"]["held"] if run.get("split") else None,
-        flops_per_sample=run["model_info"].get("flops_per_sample"),
+        held_name=assignment.split["held_name"] if assignment.split else "test",
+        held_index=assignment.split["held"] if assignment.split else None,
+        flops_per_sample=assignment.model_info.get("flops_per_sample"),
         datasets=inputs.datasets if experiment.data is not None else None,
-        build_model=None if run_model(experiment, run).built_by_loop else inputs.build_model,
+        build_model=None if run_model(experiment, assignment).built_by_loop else inputs.build_model,
         train=experiment.train,
         profile=experiment.profile,
-        store_trace=lambda name, data: ray.get(aggregator.first.store_trace.remote(run["run_id"], name, data)),
+        store_trace=lambda name, data: ray.get(aggregator.first.store_trace.remote(assignment.run_id, name, data)),
     )
     activate(session)
     finished = False
     try:
-        _the_loop(experiment)(loop_config(experiment, run, world))
+        _the_loop(experiment)(loop_config(experiment, assignment, world))
         session.finish()
         if world > 1 and experiment.profile.fabric_probe:
             _sweep_fabric(sink.emit, session, device, rank)
@@ -194,6 +201,6 @@ def _sweep_fabric(emit: Callable[[Event], None], session: WorkerSession, device:
             emit(FabricEvent(**row))
 
 
-def run_model(experiment: Experiment, run: dict[str, Any]) -> ModelSpec:
+def run_model(experiment: Experiment, assignment: WorkerAssignment) -> ModelSpec:
     """The model spec this run trains."""
-    return next(m for m in experiment.model_list if m.label == run["model_label"])
+    return next(m for m in experiment.model_list if m.label == assignment.model_label)
