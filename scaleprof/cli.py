@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from scaleprof.config import ConfigError, Experiment, load_experiment, setting_differences
 from scaleprof.errors import NO_SPACE, NOT_WRITABLE, DestinationError, RayLost, StoreError, write_failure
@@ -79,15 +78,6 @@ def _check_writable(out_dir: Path, need_bytes: int) -> None:
         )
 
 
-def _table(rows: list[dict[str, object]], title: str) -> Table:
-    table = Table(title=title)
-    for column in rows[0]:
-        table.add_column(str(column), justify="right" if column != "run_id" else "left", no_wrap=column == "run_id")
-    for row in rows:
-        table.add_row(*[str(v) for v in row.values()])
-    return table
-
-
 def pd_json(rows: Any) -> str:
     """`--json`: rows as a JSON list of objects (NaN as null), for scripts and notebooks."""
     import json
@@ -108,6 +98,7 @@ def pd_json(rows: Any) -> str:
 
 def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.plan import describe, expand, few_steady_steps
+    from scaleprof.report.terminal import print_plan
 
     experiment, inputs = _load(args.file, args.overrides, measure=False)  # checked as `run` does; FLOPs not shown
     runs = expand(experiment)
@@ -118,7 +109,7 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         print(pd_json(rows))
         return 0
-    _print_plan(rows, f"{experiment.name}: {len(runs)} run(s)", console)
+    print_plan(rows, f"{experiment.name}: {len(runs)} run(s)", console)
     console.print(
         f"{experiment.train.scaling} scaling; runs whose resources the cluster lacks are skipped at run time. "
         f"steady steps: per worker, after the warm-up (epoch 1, or train.warmup_steps with one epoch); "
@@ -126,29 +117,6 @@ def cmd_plan(args: argparse.Namespace, console: Console) -> int:
         markup=False,
     )
     return 0
-
-
-def _print_plan(rows: list[dict[str, object]], title: str, console: Console) -> None:
-    """The runs as a table whose headers are never cut short: a setting every run shares is one line above
-    it, a header may wrap between its words; where even that is wider than the terminal, one line per run."""
-    same = {k: rows[0][k] for k in rows[0] if k not in ("run", "run_id") and all(r[k] == rows[0][k] for r in rows)}
-    if len(rows) > 1 and same:
-        console.print("every run: " + ", ".join(f"{k} {v}" for k, v in same.items()), markup=False, highlight=False)
-    rows = [{k: v for k, v in r.items() if k not in same} for r in rows] if len(rows) > 1 else rows
-    table = Table(title=title)
-    for column in rows[0]:
-        words = max(len(word) for word in str(column).split())
-        cells = max(len(str(r[column])) for r in rows)
-        table.add_column(str(column), justify="left" if column == "run_id" else "right", min_width=max(words, cells))
-    needed = sum((c.min_width or 0) + 3 for c in table.columns) + 1  # a column's padding and rule: 3 characters
-    if needed > console.width:
-        console.print(title, markup=False, highlight=False)
-        for r in rows:
-            console.print("  " + ", ".join(f"{k}: {v}" for k, v in r.items()), markup=False, highlight=False)
-        return
-    for row in rows:
-        table.add_row(*[str(v) for v in row.values()])
-    console.print(table)
 
 
 def _summarize(store: Any) -> Any:
@@ -175,6 +143,7 @@ def _render(study_dir: Path, console: Console, accept_loss: bool = False) -> tup
     report/write.py), the headline shown; (what was written, the study's tables)."""
     from scaleprof.report.findings_text import findings_sentences
     from scaleprof.report.tables import TERMINAL, headline_table
+    from scaleprof.report.terminal import table
     from scaleprof.report.write import write_study
     from scaleprof.telemetry.store import StudyStore
 
@@ -189,7 +158,7 @@ def _render(study_dir: Path, console: Console, accept_loss: bool = False) -> tup
     for line in tables.damage:
         print(f"warning: {study_dir.name}: {line}", file=sys.stderr)
     headline = headline_table(tables.runs, TERMINAL)
-    console.print(_table(headline.to_dict("records"), f"study {study_dir.name}"))
+    console.print(table(headline.to_dict("records"), f"study {study_dir.name}"))
     for _, run in tables.runs[tables.runs["status"] != "ok"].iterrows():
         console.print(f"{run['run_id']} {run['status']}: {run['reason']}", markup=False, highlight=False)
     for sentence in findings_sentences(tables):  # what makes figures less firm than they look, said here too
@@ -386,32 +355,12 @@ def _study_tables(path: str):
     return _summarize(_require_study(path))
 
 
-def _prediction_row(r: Any) -> dict[str, object]:
-    """One row of `predict`'s table, its caveats beside its figures; a law outside its meaning gives
-    no figure, only its reason."""
-    predicted = band = efficiency = "–"
-    if r["valid"]:
-        predicted = f"{r['throughput']:,.0f}"
-        band = f"{r['low']:,.0f} – {r['high']:,.0f}" if math.isfinite(r["low"]) else "exact fit: none"
-        efficiency = f"{100 * r['efficiency']:.0f}%" if math.isfinite(r["efficiency"]) else "– (no 1-worker run)"
-    return {
-        "model": r["model"],
-        "device": r["device"],
-        "workers": r["workers"],
-        "predicted samples/s": predicted,
-        "95% band": band,
-        "efficiency": efficiency,
-        "law": r["law"],
-        "extrapolated": "yes" if r["extrapolated"] else "no",
-        "caveats": r["caveats"],
-    }
-
-
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     import pandas as pd
 
     from scaleprof.analysis.prediction import physics_predictions
-    from scaleprof.analysis.scaling import law_reach, predictions
+    from scaleprof.analysis.scaling import predictions
+    from scaleprof.report.terminal import PREDICT_LEGEND, law_lines, physics_row, prediction_row, table
 
     tables = _study_tables(args.study_dir)
     fabric = _predict_fabric(args, tables.fabric)
@@ -435,50 +384,17 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         return 0
     name = Path(args.study_dir).name
     if not physics.empty:
-        rows = [_physics_row(r) for _, r in physics.iterrows()]
-        console.print(_table(rows, f"physics model: predictions from {name}"))
+        rows = [physics_row(r) for _, r in physics.iterrows()]
+        console.print(table(rows, f"physics model: predictions from {name}"))
         for line in dict.fromkeys(physics["basis"].dropna()) if "basis" in physics else []:
             console.print(f"rests on: {line}", markup=False, highlight=False)
     if not curve.empty:
-        rows = [_prediction_row(r) for _, r in curve.iterrows()]
-        console.print(_table(rows, f"scaling law: predictions from {name}"))
-        for _, f in tables.fits.iterrows():
-            peak = (
-                f"not used: {f['invalid_reason']}" if not f["valid"]
-                else f"throughput peaks at N* = {f['peak_workers']:.1f}" if f.get("peak_placed", True)
-                else f"no peak within {law_reach(int(f['max_measured_workers']))} workers"
-            )  # fmt: skip
-            console.print(
-                f"{f['model']} / {f['device']}: alpha {f['alpha']:.4f}, beta {f['beta']:.2e}, gamma {f['gamma']:,.0f} "
-                f"samples/s from {f['points']} runs; {peak}",
-                markup=False,
-                highlight=False,
-            )
-    console.print(
-        "physics: step = data + forward + backward + optimizer + other, as measured, + the all-reduce not hidden "
-        "under backward (ring model over the fabric) + the wait for the slowest rank; the scaling law knows only "
-        "the measured worker counts' throughput.",
-        markup=False, highlight=False,
-    )  # fmt: skip
+        rows = [prediction_row(r) for _, r in curve.iterrows()]
+        console.print(table(rows, f"scaling law: predictions from {name}"))
+        for line in law_lines(tables.fits):
+            console.print(line, markup=False, highlight=False)
+    console.print(PREDICT_LEGEND, markup=False, highlight=False)
     return 0
-
-
-def _physics_row(r: Any) -> dict[str, object]:
-    """One row of `predict`'s physics table: the figure and its interval, or why there is none."""
-    row: dict[str, object] = {"model": r["model"], "device": r["device"], "workers": r["workers"], "nodes": r["nodes"]}
-    if not math.isfinite(r["throughput"]):
-        return row | {"predicted samples/s": "–", "95% interval": "–", "efficiency": "–", "step (ms)": "–",
-                      "exposed all-reduce (ms)": "–", "link": "–", "from": r["reason"]}  # fmt: skip
-    efficiency = f"{100 * r['efficiency']:.0f}%" if math.isfinite(r["efficiency"]) else "– (no 1-worker run)"
-    link = r["link_class"] or "none (1 worker)"
-    if r["crosses_node_boundary"]:
-        link += " (crosses nodes)"
-    return row | {
-        "predicted samples/s": f"{r['throughput']:,.0f}", "95% interval": f"{r['low']:,.0f} – {r['high']:,.0f}",
-        "efficiency": efficiency, "step (ms)": f"{1e3 * r['step_s']:.3g}",
-        "exposed all-reduce (ms)": f"{1e3 * r['term_exposed_comm_s']:.3g}", "link": link,
-        "from": f"run {r['base']}" + (f"; {r['caveat']}" if r.get("caveat") else ""),
-    }  # fmt: skip
 
 
 def _predict_fabric(args: argparse.Namespace, own: Any) -> Any:
@@ -516,47 +432,21 @@ def _predict_fabric(args: argparse.Namespace, own: Any) -> Any:
 
 
 def cmd_compare(args: argparse.Namespace, console: Console) -> int:
-    from scaleprof.analysis.compare import METRICS, compare_runs
+    from scaleprof.analysis.compare import compare_runs
+    from scaleprof.report.terminal import compare_note, compare_rows, table
 
     a, b = _study_tables(args.a), _study_tables(args.b)
     experiments = (a.manifest["experiment"], b.manifest["experiment"])
-    table = compare_runs(a.runs, b.runs, noise_floor=args.noise, experiments=experiments)
-    if table.empty:
+    changes = compare_runs(a.runs, b.runs, noise_floor=args.noise, experiments=experiments)
+    if changes.empty:
         raise UserError("the two studies share no (model, placement) with a finished run")
     if args.json:
-        print(pd_json(table))
+        print(pd_json(changes))
         return 0
-    rows = []
-    for _, r in table.iterrows():
-        row = {"model": r["model"], "placement": r["placement"], "runs": f"{r['runs_a']} / {r['runs_b']}"}
-        for metric, label in METRICS.items():
-            if f"{metric}_change" in r and math.isfinite(r[f"{metric}_change"]):
-                basis = {"measured": "", "interval": "†"}.get(r[f"{metric}_noise_basis"], "*")
-                row[label] = f"{100 * r[metric + '_change']:+.1f}% (noise {100 * r[metric + '_noise']:.1f}%{basis})"
-            else:
-                row[label] = "–"
-        row["beyond noise"] = r["significant"] or "none"
-        if table["caveats"].astype(bool).any():  # other settings, or a contended or low-confidence side:
-            # its change is not the code's alone
-            row["caveats"] = r["caveats"]
-        rows.append(row)
-    # a metric neither study has (a classifier's perplexity, a language model's accuracy) is left out
-    empty = {label for label in METRICS.values() if all(row[label] == "–" for row in rows)}
-    rows = [{k: v for k, v in row.items() if k not in empty} for row in rows]
+    rows = compare_rows(changes)
     title = f"{Path(args.b).name} against {Path(args.a).name}"
-    note = (
-        f"Change = (B - A) / A of medians over repeats; noise = 2 x the larger coefficient of variation over repeats, "
-        "or † with single runs the runs' own 95% intervals (relative half widths added in quadrature), "
-        f"or * the {100 * args.noise:.0f}% floor where neither was measured. 'Beyond noise' is that rule "
-        "(|change| > noise), not a statistical test: with 2-3 repeats no test would have the power to say more."
-    )
-    differences = setting_differences(*experiments)
-    if differences:
-        note += (
-            f" The studies ran different experiments ({'; '.join(differences)}): their changes measure those "
-            "settings too, not the code alone."
-        )
-    console.print(_table(rows, title))
+    note = compare_note(args.noise, setting_differences(*experiments))
+    console.print(table(rows, title))
     console.print(note, markup=False, highlight=False)
     if args.html:
         from scaleprof.report.compare_page import render_compare
@@ -631,6 +521,7 @@ def _export_events(store: Any, path: Path, console: Console) -> None:
 def cmd_ls(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.analysis.catalog import list_studies
     from scaleprof.report.index import render_index
+    from scaleprof.report.terminal import ls_rows, table
 
     root = Path(args.dir)
     if not root.is_dir():
@@ -642,25 +533,7 @@ def cmd_ls(args: argparse.Namespace, console: Console) -> int:
     if not rows:
         console.print(f"No scaleprof studies in {root}", markup=False, highlight=False)
         return 0
-    shown = [
-        {
-            "study": r["study"],
-            "experiment": r.get("experiment", "–"),
-            "created": r.get("created", "–"),
-            "ok/skipped/failed": f"{r.get('ok', 0)}/{r.get('skipped', 0)}/{r.get('failed', 0)}"
-            + (f" (+{r['unmeasured']} unmeasured)" if r.get("unmeasured") else "")
-            + (f" (+{r['unfinished']} unfinished)" if r.get("unfinished") else ""),
-            "fastest (samples/s)": f"{r['best_throughput']:,.0f} ({r['best_placement']})"
-            if "best_throughput" in r
-            else "–",
-            "efficiency at most workers": f"{100 * r['efficiency']:.0f}% at {r['efficiency_workers']}"
-            if "efficiency" in r
-            else "–",
-            "note": r.get("problem", "") or ("" if r.get("report") else "no report yet (scaleprof report DIR)"),
-        }
-        for r in rows
-    ]
-    console.print(_table(shown, f"{len(rows)} studies in {root}"))
+    console.print(table(ls_rows(rows), f"{len(rows)} studies in {root}"))
     try:
         index = render_index(root, rows)
         console.print(f"Index: {index}", markup=False, highlight=False)
@@ -695,47 +568,6 @@ def _fabric_out(args: argparse.Namespace) -> Path:
     return path
 
 
-def _fabric_row(fit: Any) -> dict[str, object]:
-    """One link's fit for `fabric`'s table: α in µs, 1/β as nccl-tests' bus bandwidth in GB/s (10⁹ B/s)."""
-
-    def shown(value: float, low: float, high: float, digits: int) -> str:
-        if not math.isfinite(value):
-            return "–"
-        top = f"{high:.{digits}f}" if math.isfinite(high) else "∞"
-        return f"{value:.{digits}f} ({low:.{digits}f} – {top})"
-
-    gb = 1e-9
-    bandwidth_low = 1 / fit.beta_high if fit.beta_high > 0 else math.nan
-    bandwidth_high = 1 / fit.beta_low if fit.beta_low > 0 else math.inf
-    return {
-        "backend": fit.backend,
-        "link": fit.link_class,
-        "alpha µs (95%)": shown(fit.alpha_s * 1e6, fit.alpha_low * 1e6, fit.alpha_high * 1e6, 1),
-        "bus bandwidth GB/s (95%)": shown(fit.bandwidth_bytes_per_s * gb, bandwidth_low * gb, bandwidth_high * gb, 3),
-        "points": fit.points,
-        "worlds": ", ".join(map(str, fit.worlds)) or "–",
-        "worst error": f"{100 * fit.max_relative_error:.0f}%" if math.isfinite(fit.max_relative_error) else "–",
-    }
-
-
-def _fabric_json(fit: Any, out: Path) -> dict[str, object]:
-    """One link's fit for `fabric --json`, in the table's units; a figure that is not finite is null."""
-
-    def number(value: float) -> float | None:
-        return float(value) if math.isfinite(value) else None
-
-    return {
-        "backend": fit.backend, "link_class": fit.link_class,
-        "alpha_us": number(fit.alpha_s * 1e6), "alpha_low_us": number(fit.alpha_low * 1e6),
-        "alpha_high_us": number(fit.alpha_high * 1e6),
-        "bus_bandwidth_gb_s": number(fit.bandwidth_bytes_per_s / 1e9),
-        "bus_bandwidth_low_gb_s": number(1e-9 / fit.beta_high) if fit.beta_high > 0 else None,
-        "bus_bandwidth_high_gb_s": number(1e-9 / fit.beta_low) if fit.beta_low > 0 else None,
-        "points": fit.points, "worlds": list(fit.worlds), "max_relative_error": number(fit.max_relative_error),
-        "valid": fit.valid, "invalid_reason": fit.invalid_reason, "sweep": str(out),
-    }  # fmt: skip
-
-
 def cmd_fabric(args: argparse.Namespace, console: Console) -> int:
     import io
     import time
@@ -749,6 +581,7 @@ def cmd_fabric(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.analysis.fabric import fit_fabric
     from scaleprof.execution.fabric_probe import DEFAULT_REPEATS, DEFAULT_SIZES_BYTES, ProbeRefused, probe_fabric
     from scaleprof.execution.ray_session import connect_ray
+    from scaleprof.report.terminal import FABRIC_LEGEND, fabric_json, fabric_row, table
     from scaleprof.telemetry.store import atomic_write_bytes
 
     def say(text: str) -> None:  # progress on stderr: stdout holds the table (or the JSON) alone
@@ -784,17 +617,13 @@ def cmd_fabric(args: argparse.Namespace, console: Console) -> int:
         raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     fits = fit_fabric(frame)
     if args.json:
-        print(json.dumps([_fabric_json(fit, out) for fit in fits], indent=2))
+        print(json.dumps([fabric_json(fit, out) for fit in fits], indent=2))
         return 0
-    console.print(_table([_fabric_row(fit) for fit in fits], f"fabric: {len(frame)} timed calls in {out}"))
+    console.print(table([fabric_row(fit) for fit in fits], f"fabric: {len(frame)} timed calls in {out}"))
     for fit in fits:
         if not fit.valid:
             console.print(f"{fit.backend} {fit.link_class}: not valid: {fit.invalid_reason}", markup=False)
-    console.print(
-        "alpha: latency of one ring step; bus bandwidth: nccl-tests' (all-reduce bytes x 2(n-1)/n / time), the "
-        "inverse of the fitted time per byte; worst error: the fitted model against the worst timed call.",
-        markup=False, highlight=False,
-    )  # fmt: skip
+    console.print(FABRIC_LEGEND, markup=False, highlight=False)
     return 0
 
 

@@ -11,7 +11,7 @@ from scaleprof.report.render import SORT_JS
 from scaleprof.telemetry.store import atomic_write_text
 
 
-def render_compare(path: Path, title: str, rows: list[dict[str, str]], note: str, a: Path, b: Path) -> Path:
+def render_compare(path: Path, title: str, rows: list[dict[str, object]], note: str, a: Path, b: Path) -> Path:
     esc = html.escape
     table = pd.DataFrame(rows).to_html(index=False, escape=True, border=0, classes="runs sortable")
     links = " · ".join(

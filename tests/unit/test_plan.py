@@ -237,7 +237,7 @@ def test_plan_headers_are_whole_on_a_narrow_terminal():
     """On 80 columns a header wraps between its words or the runs are listed one per line: never `placeme…`."""
     from rich.console import Console
 
-    from scaleprof.cli import _print_plan
+    from scaleprof.report.terminal import print_plan
 
     rows = [
         {"run": i, "run_id": f"00{i}-conv1d-{w}-cpu-{n}-r0", "model": f"conv1d-{w}", "kind": "fixed-split",
@@ -248,7 +248,7 @@ def test_plan_headers_are_whole_on_a_narrow_terminal():
     ]  # fmt: skip
     for width, shown in ((80, rows), (80, [{**r, "precision": f"p{r['run']}"} for r in rows]), (40, rows)):
         console = Console(width=width, record=True)
-        _print_plan(shown, "custom-model: 4 run(s)", console)
+        print_plan(shown, "custom-model: 4 run(s)", console)
         text = console.export_text()
         assert "…" not in text, text
         words = {w for line in text.splitlines() for w in line.replace("┃", " ").replace("│", " ").split()}
