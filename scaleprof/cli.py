@@ -581,6 +581,7 @@ def cmd_fabric(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.analysis.fabric import fit_fabric
     from scaleprof.execution.fabric_probe import DEFAULT_REPEATS, DEFAULT_SIZES_BYTES, ProbeRefused, probe_fabric
     from scaleprof.execution.ray_session import connect_ray
+    from scaleprof.execution.scope import sigterm_handler_kept
     from scaleprof.report.terminal import FABRIC_LEGEND, fabric_json, fabric_row, table
     from scaleprof.telemetry.store import atomic_write_bytes
 
@@ -592,18 +593,19 @@ def cmd_fabric(args: argparse.Namespace, console: Console) -> int:
     each = f"{args.cpus_per_worker:g} CPU" + (f", {args.gpus_per_worker:g} GPU" if args.gpus_per_worker else "")
     say(f"{args.workers} workers ({args.strategy}, {each} each), {backend}, {sizes}, {DEFAULT_REPEATS} repeats")
     started = time.monotonic()
-    started_ray = connect_ray()
-    try:
-        say("starting Ray Train's workers")
-        frame = probe_fabric(
-            args.workers, strategy=args.strategy, gpus_per_worker=args.gpus_per_worker,
-            cpus_per_worker=args.cpus_per_worker,
-        )  # fmt: skip
-    except ProbeRefused as exc:
-        raise UserError(f"fabric: {exc}") from None
-    finally:
-        if started_ray:
-            ray.shutdown()
+    with sigterm_handler_kept():  # connect_ray puts a SIGTERM handler over Ray's: for the probe only
+        started_ray = connect_ray()
+        try:
+            say("starting Ray Train's workers")
+            frame = probe_fabric(
+                args.workers, strategy=args.strategy, gpus_per_worker=args.gpus_per_worker,
+                cpus_per_worker=args.cpus_per_worker,
+            )  # fmt: skip
+        except ProbeRefused as exc:
+            raise UserError(f"fabric: {exc}") from None
+        finally:
+            if started_ray:
+                ray.shutdown()
     nodes = len(set(frame.attrs["node_ids"]))
     say(
         f"{args.workers} workers, {frame['link_class'].iloc[0]} ({nodes} node(s)), {sizes}: {len(frame)} timed "
