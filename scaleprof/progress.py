@@ -20,7 +20,7 @@ from scaleprof.records import RunStatus
 
 
 def _throughput_text(progress: dict[str, Any], run: PlannedRun | None = None) -> str:
-    value = progress.get("throughput")
+    value = progress.get("epoch_throughput")
     if value:
         data = run.experiment.data if run is not None else None
         tokens = f" ({value * data.seq_len:,.0f} tokens/s)" if data is not None and data.is_tokens else ""

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.cost import usd_per_million
+from scaleprof.analysis.memory import worker_memory_peaks
 from scaleprof.analysis.phases import WAIT_PHASE, WALL_PHASES
 from scaleprof.records import RunKind, RunStatus
 
@@ -226,16 +227,11 @@ def epoch_time_by_placement(epochs: pd.DataFrame) -> alt.Chart | None:
 
 
 def memory_per_worker(timeline: pd.DataFrame) -> alt.Chart | None:
-    """Peak resident memory of each worker process (and GPU memory used, where there was a GPU)."""
-    if timeline.empty or "rss_mb" not in timeline:
+    """Peak resident memory of each worker process (and GPU memory used, where there was a GPU):
+    analysis/memory.worker_memory_peaks."""
+    data = worker_memory_peaks(timeline)
+    if data.empty:
         return None
-    keys = ["run_id", "placement", "rank"]
-    peaks = timeline.groupby(keys, as_index=False)["rss_mb"].max()
-    frames = [peaks.assign(memory="host RSS", mb=peaks["rss_mb"])[keys + ["memory", "mb"]]]
-    if "gpu_mem_used_mb" in timeline and timeline["gpu_mem_used_mb"].notna().any():
-        gpu = timeline.groupby(keys, as_index=False)["gpu_mem_used_mb"].max()
-        frames.append(gpu.assign(memory="GPU used", mb=gpu["gpu_mem_used_mb"])[keys + ["memory", "mb"]])
-    data = pd.concat(frames)
     data["worker"] = "rank " + data["rank"].astype(str)
     return (
         alt.Chart(data)

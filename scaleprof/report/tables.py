@@ -138,7 +138,7 @@ def _fmt(column: str, value: Any) -> str:
     if column == "perplexity":
         return f"{value:.3f}"
     if column in ("cost_per_sample_usd", "cost_per_sample_e2e_usd"):
-        return f"{value * 1e6:.4f}"
+        return f"{usd_per_million(value):.4f}"
     if column == "cost_to_target_usd":
         return f"{value:.5f}"
     if column in ("mfu", "mfu_6n"):

@@ -373,7 +373,7 @@ def progress_of(
         "ranks": len(ranks),
         "epoch": epoch,
         "epochs_done": min(int(r.get("epochs_done", 0)) for r in ranks.values()),
-        "throughput": throughput,
+        "epoch_throughput": throughput,  # the latest whole epoch, warm-up included: not the steady-state figure
         "step_s": max(steps) if steps else None,  # the slowest rank's latest step: the one the others wait for
         "cpu_pct": float(np.mean(cpu)) if cpu else None,  # mean over ranks of their latest sample
         "gpu_util_pct": float(np.mean(gpu)) if gpu else None,

@@ -11,7 +11,7 @@ from typing import Any
 TAGS = ("study_id", "run_id", "placement", "model")
 GAUGES = {
     # Not the report's steady-state throughput (analysis/throughput.py): the latest whole epoch, warm-up included.
-    "throughput": (
+    "epoch_throughput": (
         "scaleprof_epoch_throughput_samples_per_s",
         "global training samples/s over the running run's latest epoch (all ranks' samples over the slowest rank's "
         "time; warm-up included, so not the report's steady-state throughput)",

@@ -131,7 +131,7 @@ def test_aggregator_attempts_and_live_progress(tmp_path):
     agg.ingest(steps)
     progress = agg.progress("r")
     # 2 ranks x 4 steps x 50 samples over 4 s (first step started at t=9)
-    assert progress == {"ranks": 2, "epoch": 0, "epochs_done": 0, "throughput": 100.0, "step_s": 1.0,
+    assert progress == {"ranks": 2, "epoch": 0, "epochs_done": 0, "epoch_throughput": 100.0, "step_s": 1.0,
                         "cpu_pct": None, "gpu_util_pct": None}  # fmt: skip
     system = [{**IDS, "rank": rank, "seq": 4, "time": 14.0, "kind": "system", "cpu_pct": 80.0 + 10 * rank}
               for rank in (0, 1)]  # fmt: skip
@@ -347,12 +347,12 @@ def test_live_throughput_uses_the_latest_epoch_all_ranks_finished_and_follows_re
                 "epoch": n, "samples": 600, "epoch_time_s": seconds}  # fmt: skip
 
     agg.ingest([epoch(0, 0, 0, 1.0), epoch(1, 0, 0, 2.0), epoch(0, 1, 1, 0.5)])  # rank 1 has not sent epoch 1 yet
-    assert agg.progress("r")["throughput"] == 1200 / 2.0  # epoch 0: both ranks' samples over the slowest rank
+    assert agg.progress("r")["epoch_throughput"] == 1200 / 2.0  # epoch 0: both ranks' samples over the slowest rank
     agg.ingest([epoch(1, 1, 1, 0.6)])
-    assert agg.progress("r")["throughput"] == 1200 / 0.6
+    assert agg.progress("r")["epoch_throughput"] == 1200 / 0.6
     agg.ingest([epoch(0, 0, 0, 3.0, attempt=1)])  # restarted: the live view follows attempt 1 only
-    assert agg.progress("r") == {"ranks": 1, "epoch": 0, "epochs_done": 1, "throughput": 600 / 3.0, "step_s": None,
-                                 "cpu_pct": None, "gpu_util_pct": None}  # fmt: skip
+    assert agg.progress("r") == {"ranks": 1, "epoch": 0, "epochs_done": 1, "epoch_throughput": 600 / 3.0,
+                                 "step_s": None, "cpu_pct": None, "gpu_util_pct": None}  # fmt: skip
 
 
 def test_a_restarted_aggregator_still_knows_each_runs_nodes_and_progress(tmp_path):
@@ -363,7 +363,7 @@ def test_a_restarted_aggregator_still_knows_each_runs_nodes_and_progress(tmp_pat
     Aggregator(str(store.root)).ingest([start, epoch])
     again = Aggregator(str(store.root))
     assert again.nodes("r") == ["n"]
-    assert again.progress("r")["throughput"] == 200.0
+    assert again.progress("r")["epoch_throughput"] == 200.0
 
 
 def test_after_the_disk_fills_nothing_is_written_past_a_hole(tmp_path, monkeypatch):
