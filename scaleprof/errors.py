@@ -22,10 +22,15 @@ _WRITE_ONLY_TEXT = {NO_SPACE: (errno.ENOSPC, errno.EDQUOT), NOT_WRITABLE: (errno
 
 
 def write_failure(exc: BaseException, remote: bool = False) -> str | None:
-    """NO_SPACE, NOT_WRITABLE or None for any other failure: a local OSError by its errno, a remote one by
-    its message (strerror) in the text of Ray's exception. `remote`: the OSError was raised in a worker,
-    where EACCES and EPERM can be a read of the user's data, so only the write-only codes count."""
+    """NO_SPACE, NOT_WRITABLE or None for any other failure: an OSError by its errno, also where Ray hands it
+    over as the `cause` of its RayTaskError (an actor's or a task's OSError, unpickled with its errno). Only
+    where no typed OSError survived (a remote exception wrapped in another: pickling drops `__cause__`) is
+    it found by its message (strerror) in the text. `remote`: the OSError was raised in a worker, where
+    EACCES and EPERM can be a read of the user's data, so only the write-only codes count."""
     code = getattr(exc, "errno", None)
+    cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError keeps the remote exception itself
+    if code is None and isinstance(cause, OSError):
+        code = cause.errno
     for kind, codes in (_WRITE_ONLY_TEXT if remote else WRITE_FAILURES).items():
         if code in codes:
             return kind

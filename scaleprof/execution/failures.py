@@ -61,12 +61,14 @@ def _wrapped_unsupported(exc: BaseException) -> str | None:
 
 
 def causes(exc: BaseException, most: int = 16) -> list[BaseException]:
-    """`exc` and what it was raised from (`__cause__`, else `__context__`), outermost first."""
+    """`exc` and what it was raised from (`__cause__`, else `__context__`, else the remote exception a Ray
+    RayTaskError carries as `cause`), outermost first."""
     out: list[BaseException] = []
     seen: BaseException | None = exc
     while seen is not None and len(out) < most:
         out.append(seen)
-        seen = seen.__cause__ or seen.__context__
+        remote = getattr(seen, "cause", None)
+        seen = seen.__cause__ or seen.__context__ or (remote if isinstance(remote, BaseException) else None)
     return out
 
 

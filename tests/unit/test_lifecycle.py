@@ -60,9 +60,8 @@ def test_failure_policy_stops_the_study_only_for_interrupts_and_full_disks():
 
 
 def _worker_group_error(*failures: BaseException):
-    """Ray Train's own exception for failed workers, pickled as it reaches the driver."""
-    import pickle
-
+    """Ray Train's own exception for failed workers, pickled as it reaches the driver (by Ray's cloudpickle)."""
+    from ray import cloudpickle as pickle
     from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
     from ray.train.v2.api.exceptions import WorkerGroupError
 
@@ -96,3 +95,21 @@ def test_worker_failures_are_read_by_type_not_by_their_text():
     except RuntimeError as wrapped:
         wrapped_decision = decide(_worker_group_error(wrapped))
     assert wrapped_decision.skip and wrapped_decision.reason == "bf16 needs compute capability 8.0"
+
+
+def test_an_oserror_ray_hands_over_is_read_by_its_errno_not_its_text():
+    """An actor's or a task's OSError reaches the caller as Ray's RayTaskError, the OSError itself (errno kept)
+    as its `cause`: classified by that errno even where the text says nothing of it (a custom message)."""
+    from ray.exceptions import RayTaskError
+
+    from scaleprof.errors import write_failure
+
+    def from_ray(error: OSError) -> BaseException:
+        return RayTaskError("ingest", "Traceback: (the aggregator's)", error).as_instanceof_cause()
+
+    full = from_ray(OSError(errno.ENOSPC, "segment write cut short"))
+    assert write_failure(full, remote=True) == NO_SPACE and write_failure(full) == NO_SPACE
+    assert write_failure(from_ray(OSError(errno.EROFS, "no"))) == NOT_WRITABLE
+    assert write_failure(from_ray(OSError(errno.EACCES, "no")), remote=True) is None  # maybe a read
+    # in a worker: the RayTaskError it raised, by type through its cause
+    assert decide(_worker_group_error(full)).write_failure == NO_SPACE
