@@ -303,9 +303,9 @@ def _resumable(path: str, experiment: Experiment) -> Path:
     one is refused naming the fields that differ (its name included: the study was made under it)."""
     store = _require_study(path)
     manifest = store.manifest()
-    stored = manifest.get("experiment_sha256")
+    stored = manifest.experiment_sha256
     if stored != experiment.digest():
-        differences = setting_differences(manifest["experiment"], experiment.resolved(), ignore=())
+        differences = setting_differences(manifest.raw["experiment"], experiment.resolved(), ignore=())
         what = (
             "; the study's settings vs this file's:\n" + "\n".join(f"  {line}" for line in differences)
             if differences  # none: the same settings written by another scaleprof (a default added since)
@@ -367,8 +367,8 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     placements = [(w, n) for w in args.workers for n in args.nodes if n <= w]
     if not placements:
         raise UserError(f"--nodes {' '.join(map(str, args.nodes))}: a placement needs at least one worker per node")
-    scaling = str(tables.manifest["experiment"].get("train", {}).get("scaling", "weak"))
-    physics = physics_predictions(tables.runs, placements, fabric, scaling)  # type: ignore[arg-type]
+    scaling = tables.manifest.experiment.train.scaling
+    physics = physics_predictions(tables.runs, placements, fabric, scaling)
     curve = predictions(tables.runs, args.workers) if not tables.fits.empty else pd.DataFrame()
     if (curve.empty or not curve["valid"].any()) and (physics.empty or physics["throughput"].isna().all()):
         if tables.fits.empty:
@@ -436,7 +436,7 @@ def cmd_compare(args: argparse.Namespace, console: Console) -> int:
     from scaleprof.report.terminal import compare_note, compare_rows, table
 
     a, b = _study_tables(args.a), _study_tables(args.b)
-    experiments = (a.manifest["experiment"], b.manifest["experiment"])
+    experiments = (a.manifest.experiment.resolved(), b.manifest.experiment.resolved())
     changes = compare_runs(a.runs, b.runs, noise_floor=args.noise, experiments=experiments)
     if changes.empty:
         raise UserError("the two studies share no (model, placement) with a finished run")

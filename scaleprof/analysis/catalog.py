@@ -43,9 +43,9 @@ def study_row(directory: Path) -> dict[str, Any]:
         manifest = store.manifest()
     except StoreError as err:
         return {**row, "problem": err.problem}
-    created = manifest.get("created_at")
-    row["experiment"] = manifest["experiment"].get("name", "")
-    row["created"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if isinstance(created, float) else ""
+    created = manifest.created_at
+    row["experiment"] = manifest.experiment.name
+    row["created"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created is not None else ""
     statuses = Counter(str(r.get("status")) for r in store.final_run_records().values())
     row["runs"] = sum(statuses.values())
     for status in (RunStatus.OK, RunStatus.SKIPPED, RunStatus.FAILED, RunStatus.UNMEASURED):

@@ -11,10 +11,14 @@ time, start-up included, over every sample it trained.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from scaleprof.config import CostSpec
+    from scaleprof.pricing import NodePrice
 
 COST_COLUMNS = [
     "node_type", "price_per_hour_usd", "billed_nodes", "cost_per_hour_usd", "cost_per_sample_usd",
@@ -45,17 +49,18 @@ def throughput_for_cost(cost_per_hour_usd: float, max_cost_per_sample_usd: float
     return cost_per_hour_usd / 3600 / max_cost_per_sample_usd
 
 
-def hourly_rate(run: pd.Series, price: dict[str, Any], billing: str) -> tuple[float, float]:
-    """(billed nodes, USD per hour) for one run."""
+def hourly_rate(run: pd.Series, price: NodePrice, billing: str) -> tuple[float, float]:
+    """(billed nodes, USD per hour) for one run (NaN per hour on a node type with no price)."""
     if billing == "share":
-        shares = [run["cpus"] / price["vcpus"]]
-        if price["gpus"]:
-            shares.append(run["gpus"] / price["gpus"])
+        shares = [run["cpus"] / price.vcpus]
+        if price.gpus:
+            shares.append(run["gpus"] / price.gpus)
         billed = max(shares)
     else:
         realized = run.get("nodes_realized")
         billed = float(realized) if realized is not None and np.isfinite(realized) else 1.0
-    return billed, billed * price["price_per_hour_usd"]
+    per_hour = price.price_per_hour_usd
+    return billed, billed * per_hour if per_hour is not None else math.nan
 
 
 def time_to_target_s(epochs: pd.DataFrame, target: float) -> float:
@@ -67,20 +72,22 @@ def time_to_target_s(epochs: pd.DataFrame, target: float) -> float:
     return float(epochs[epochs["epoch"] <= first]["epoch_time_s"].sum())
 
 
-def add_cost_columns(runs: pd.DataFrame, epochs: pd.DataFrame, manifest: dict[str, Any]) -> pd.DataFrame:
+def add_cost_columns(
+    runs: pd.DataFrame, epochs: pd.DataFrame, pricing: dict[str, NodePrice], cost: CostSpec
+) -> pd.DataFrame:
+    """The cost columns of each finished run priced by the study's `pricing` rows (its manifest's), billed as
+    the experiment's `cost` says."""
     runs = runs.copy()
     for column in COST_COLUMNS[1:]:  # node_type comes from the run record
         runs[column] = np.nan
-    pricing = manifest.get("pricing") or {}
-    cost = manifest["experiment"].get("cost") or {}
-    billing, target = cost.get("billing", "node"), cost.get("target_accuracy")
+    target = cost.target_accuracy
     for i, run in runs.iterrows():
         price = pricing.get(run.get("node_type") or "")
-        if not price or price.get("price_per_hour_usd") is None or run["status"] != "ok":
+        if price is None or price.price_per_hour_usd is None or run["status"] != "ok":
             continue
-        billed, per_hour = hourly_rate(run, price, billing)
+        billed, per_hour = hourly_rate(run, price, cost.billing)
         per_s = per_hour / 3600
-        runs.at[i, "price_per_hour_usd"] = price["price_per_hour_usd"]
+        runs.at[i, "price_per_hour_usd"] = price.price_per_hour_usd
         runs.at[i, "billed_nodes"] = billed
         runs.at[i, "cost_per_hour_usd"] = per_hour
         runs.at[i, "cost_per_sample_usd"] = cost_per_sample_usd(per_hour, run["throughput"])

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from scaleprof.records import RunKind, RunStatus
+
+if TYPE_CHECKING:
+    from scaleprof.config import Experiment
 
 SURE = 0.975  # the whole 95% interval meets the goal
 METHOD_NAMES = {"physics": "physics model", "scaling law": "scaling law"}
@@ -51,6 +54,11 @@ class Recommendation:
     chance: float = math.nan  # predicted: that the throughput reaches the goal
     caveats: str = ""  # predicted: what the prediction rests on, and where quality fell
     ledger_error_pct: float = math.nan  # predicted by physics: its median |error| on this study's runs
+
+
+def goal_of(experiment: Experiment) -> dict[str, Any] | None:
+    """The experiment's goal as the functions here read it (GoalSpec's fields); None when it sets none."""
+    return experiment.goal.model_dump(mode="json") if experiment.goal is not None else None
 
 
 def required_throughput(goal: dict[str, Any], cost_per_hour_usd: float) -> float:

@@ -23,12 +23,14 @@ from scaleprof.analysis.phases import WALL_PHASES, wall_phases
 from scaleprof.analysis.placement import placement_warning, workers_table
 from scaleprof.analysis.prediction import fabric_of, prediction_ledger, study_sweep
 from scaleprof.analysis.quality import RUN_METRICS, quality_tables
-from scaleprof.analysis.quality_shift import DEFAULT_TOLERANCE
+from scaleprof.analysis.recommend import goal_of
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
 from scaleprof.analysis.steady import time_span
 from scaleprof.analysis.stragglers import rank_tables
 from scaleprof.analysis.throughput import global_epochs, percentile, steady_state_throughput
+from scaleprof.config import Experiment
+from scaleprof.manifest import Manifest
 from scaleprof.records import NO_STEPS, EventKind, Lifecycle, RunKind, RunStatus
 from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
 
@@ -73,11 +75,11 @@ class Protocol:
     contention_share: float = 0.10
 
     @classmethod
-    def of(cls, experiment: dict[str, Any]) -> Protocol:
+    def of(cls, experiment: Experiment) -> Protocol:
         return cls(
-            int(experiment["train"]["warmup_steps"]),
-            int(experiment["evaluation"].get("min_steady_steps", cls.min_steady_steps)),
-            float(experiment["monitor"].get("contention_share", cls.contention_share)),
+            experiment.train.warmup_steps,
+            experiment.evaluation.min_steady_steps,
+            experiment.monitor.contention_share,
         )
 
 
@@ -87,7 +89,7 @@ class StudyTables:
     epochs: pd.DataFrame
     timeline: pd.DataFrame  # system samples: run_id, placement, rank, t_s, cpu_pct, rss_mb, gpu_*
     steps: pd.DataFrame  # per run, its step times in at most 200 means of consecutive steps, warm-up or steady
-    manifest: dict[str, Any]
+    manifest: Manifest
     quality: pd.DataFrame  # one row per run x class: precision, recall, f1, specificity, roc_auc, confusion row
     placements: pd.DataFrame  # one row per model x placement: spread over repeats, noisy flags
     cv: pd.DataFrame  # one row per model: k-fold mean and std beside the fixed split
@@ -354,23 +356,11 @@ def timeline_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> 
     return system[[c for c in keep if c in system]].reset_index(drop=True)
 
 
-def _with_defaults(experiment: dict[str, Any]) -> dict[str, Any]:
-    """The stored experiment with today's defaults for fields added since it was written."""
-    from pydantic import ValidationError
-
-    from scaleprof.config import Experiment
-
-    try:
-        return Experiment.model_validate(experiment).resolved()
-    except ValidationError:
-        return experiment
-
-
 def summarize(store: StudyStore) -> StudyTables:
     """Build the runs, epochs and timeline tables from the store alone."""
     manifest = store.manifest()
-    manifest["experiment"] = _with_defaults(manifest["experiment"])
-    protocol = Protocol.of(manifest["experiment"])
+    experiment = manifest.experiment
+    protocol = Protocol.of(experiment)
     records = store.final_run_records()
     events = store.events()
     by_run = events.groupby("run_id").indices if not events.empty else {}  # positions: one run's copy at a time
@@ -401,21 +391,20 @@ def summarize(store: StudyStore) -> StudyTables:
             run_quality, on="run_id", how="left"
         )
     runs, epochs = add_loss_divergence(runs, epochs_table(records, events, runs))
-    runs = add_cost_columns(runs, epochs, manifest)
+    runs = add_cost_columns(runs, epochs, manifest.pricing, experiment.cost)
     runs = runs[RUN_COLUMNS + [c for c in runs.columns if c not in RUN_COLUMNS]]
-    noisy_cv = float(manifest["experiment"]["evaluation"]["noisy_cv"])
+    noisy_cv = experiment.evaluation.noisy_cv
     inference = inference_table(store.inference_records())
     fits = scaling_fits(runs)
     sweep = study_sweep(store.fabric(), of_kind(events, EventKind.FABRIC) if not events.empty else events)
-    scaling = str(manifest["experiment"].get("train", {}).get("scaling", "weak"))
+    scaling = experiment.train.scaling
     fabric = fabric_of(sweep, "the study")
-    ledger = prediction_ledger(runs, fabric, scaling)  # type: ignore[arg-type]
+    ledger = prediction_ledger(runs, fabric, scaling)
     placements = spread_table(runs, noisy_cv)
     workers = workers_table(events)
     ranks = rank_tables(_rank_inputs(records, events, by_run), workers, protocol.warmup_steps)
-    evaluation = manifest["experiment"]["evaluation"]
-    tolerance = float(evaluation.get("quality_tolerance", DEFAULT_TOLERANCE))
-    found = findings(runs, manifest["experiment"].get("goal"), fits, placements, fabric, ledger, tolerance)
+    tolerance = experiment.evaluation.quality_tolerance
+    found = findings(runs, goal_of(experiment), fits, placements, fabric, ledger, tolerance)
     found.stragglers, found.stalls = ranks.stragglers, ranks.stalls
     return StudyTables(
         runs=runs,
@@ -464,7 +453,7 @@ def _rank_inputs(
 def write_tables(store: StudyStore, tables: StudyTables) -> None:
     """Every table with the study's id as its first column, so many studies' tables concatenate
     (`pd.concat`, or duckdb over `reports/*/runs.parquet`) and each row still says where it came from."""
-    study_id = str(tables.manifest.get("study_id") or store.root.name)
+    study_id = tables.manifest.study_id or store.root.name
 
     def write(name: str, frame: pd.DataFrame) -> None:
         store.write_table(name, frame if "study_id" in frame else frame.assign(study_id=study_id)[

@@ -70,9 +70,10 @@ def export_study(
     from mlflow.entities import Metric, Param
 
     manifest = tables.manifest
-    study_id = str(manifest.get("study_id") or study_dir.name)
+    exp = manifest.experiment
+    study_id = manifest.study_id or study_dir.name
     client = MlflowClient(tracking_uri=tracking_uri)
-    name = experiment_name or f"scaleprof/{manifest['experiment'].get('name', 'study')}"
+    name = experiment_name or f"scaleprof/{exp.name}"
     experiment = client.get_experiment_by_name(name)
     experiment_id = (
         experiment.experiment_id
@@ -84,12 +85,10 @@ def export_study(
         return {"experiment_id": experiment_id, "parent_run_id": found[0].info.run_id, "runs": 0, "existed": True}
 
     parent = client.create_run(experiment_id, run_name=study_id, tags={STUDY_TAG: study_id, "scaleprof.kind": "study"})
-    exp = manifest["experiment"]
     facts = {
-        "experiment": exp.get("name"), "seed": manifest.get("seed"), "data": (manifest.get("data") or {}).get("name"),
-        "epochs": (exp.get("train") or {}).get("epochs"), "scaling": (exp.get("train") or {}).get("scaling"),
-        "experiment_sha256": manifest.get("experiment_sha256"), "git_revision": manifest.get("git_revision"),
-        "scaleprof": (manifest.get("packages") or {}).get("scaleprof"),
+        "experiment": exp.name, "seed": manifest.seed, "data": manifest.data.name, "epochs": exp.train.epochs,
+        "scaling": exp.train.scaling, "experiment_sha256": manifest.experiment_sha256,
+        "git_revision": manifest.git_revision, "scaleprof": manifest.packages.get("scaleprof"),
     }  # fmt: skip
     client.log_batch(
         parent.info.run_id, params=[Param(k, v) for k, raw in facts.items() if (v := _param(raw)) is not None]

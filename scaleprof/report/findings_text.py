@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.findings import Bottleneck, Cheapest, ContendedRun, LawPeak, RunCaveats
+from scaleprof.analysis.recommend import goal_of
 from scaleprof.analysis.summarize import StudyTables
 from scaleprof.report.goal_text import describe
 from scaleprof.report.tables import caveat_words, known_verdict, per_million, short_list
@@ -78,7 +79,7 @@ def findings_sentences(tables: StudyTables) -> list[str]:
             f"{bad.reason} (Scaling law table)."
         )
     out += _ledger_sentences(tables.ledger)
-    tolerance = float(tables.manifest["experiment"].get("evaluation", {}).get("quality_tolerance", 0.02))
+    tolerance = tables.manifest.experiment.evaluation.quality_tolerance
     out += [_quality_shift_sentence(shift, tolerance) for shift in found.quality_shifts]
     out += [_straggler_sentence(late) for late in found.stragglers]
     out += _stall_sentences(found.stalls)
@@ -86,7 +87,7 @@ def findings_sentences(tables: StudyTables) -> list[str]:
         out.append(_bottleneck_sentence(found.bottleneck))
     if found.cheapest is not None:
         out.append(_cheapest_sentence(found.cheapest))
-    advice = describe(found.recommendation, tables.manifest["experiment"].get("goal"))
+    advice = describe(found.recommendation, goal_of(tables.manifest.experiment))
     if advice:
         out.append(advice)
     return out + _warning_sentences(tables)
@@ -138,7 +139,7 @@ def _warning_sentences(tables: StudyTables) -> list[str]:
         listed = ", ".join(f"{n.model} on {n.placement}" for n in found.noisy)
         out.append(f"Warning: repeats disagree beyond the noise threshold for {listed} (Repeats table).")
     if found.low_confidence:
-        floor = tables.manifest["experiment"]["evaluation"].get("min_steady_steps", 30)
+        floor = tables.manifest.experiment.evaluation.min_steady_steps
         listed = short_list([f"{r.placement} ({r.steady_steps})" for r in found.low_confidence])
         out.append(
             f"Low confidence: {len(found.low_confidence)} run(s) measured fewer than {floor} steady steps per worker: "

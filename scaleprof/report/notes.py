@@ -4,13 +4,15 @@ inference) and the environment it ran in, in plain sentences for the HTML page a
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pandas as pd
 
 from scaleprof.analysis.findings import BusyButIdle, Findings, FixedCost
 from scaleprof.analysis.language import perplexity
+from scaleprof.analysis.recommend import goal_of
 from scaleprof.analysis.summarize import StudyTables
+from scaleprof.config import Experiment
+from scaleprof.manifest import Manifest
 from scaleprof.records import RunStatus
 from scaleprof.report.goal_text import describe
 from scaleprof.report.tables import per_million, short_list
@@ -19,11 +21,11 @@ from scaleprof.report.tables import per_million, short_list
 def study_notes(tables: StudyTables) -> list[str]:
     """Plain sentences that say how the numbers were obtained (shown in HTML and markdown); the goal's
     recommendation first when the experiment sets one."""
-    exp, found = tables.manifest["experiment"], tables.findings
-    advice = describe(found.recommendation, exp.get("goal"))
+    exp, found = tables.manifest.experiment, tables.findings
+    advice = describe(found.recommendation, goal_of(exp))
     return (
         ([advice] if advice else [])
-        + _training_notes(exp, found, tables.manifest.get("data", {}))
+        + _training_notes(exp, found, tables.manifest.data.loss_floor_nats)
         + _measurement_notes(tables)
         + _fixed_cost_notes(found.fixed_cost)
         + _wait_notes(tables.runs)
@@ -34,37 +36,35 @@ def study_notes(tables: StudyTables) -> list[str]:
     )
 
 
-def _training_notes(exp: dict[str, Any], found: Findings, manifest_data: dict[str, Any]) -> list[str]:
+def _training_notes(exp: Experiment, found: Findings, loss_floor_nats: float | None) -> list[str]:
     """How the runs trained: scaling rule, loop and learning rate, restarts, quality, curve divergence."""
-    train = exp["train"]
+    train = exp.train
     notes = []
-    swept_batch = "train.batch_size" in (exp.get("sweep") or {})
-    batch = "the swept batch sizes" if swept_batch else f"batches of {train['batch_size']}"
-    if train["scaling"] == "weak":
+    swept_batch = "train.batch_size" in exp.sweep
+    batch = "the swept batch sizes" if swept_batch else f"batches of {train.batch_size}"
+    if train.scaling == "weak":
         notes.append(f"Weak scaling: each worker trains on {batch}, so the global batch grows with the workers.")
     else:
         notes.append(
-            f"Strong scaling: the global batch is fixed at {train['batch_size']} and split evenly over the workers."
+            f"Strong scaling: the global batch is fixed at {train.batch_size} and split evenly over the workers."
         )
-    if train.get("loop"):
+    if train.loop:
         notes.append(
-            f"Training loop: {train['loop']}, the user's own (its optimizer, learning rate and loss are its own), "
+            f"Training loop: {train.loop}, the user's own (its optimizer, learning rate and loss are its own), "
             "measured through scaleprof.session."
         )
     else:
-        if train["lr_scaling"] == "linear":
-            rule = f"the linear scaling rule (lr {train['lr']:g} x global batch / {train['batch_size']})"
+        if train.lr_scaling == "linear":
+            rule = f"the linear scaling rule (lr {train.lr:g} x global batch / {train.batch_size})"
         else:
-            rule = f"a fixed learning rate {train['lr']:g} on every placement (no scaling rule)"
-        warm = f", ramped up over {train['lr_warmup_epochs']:g} epoch(s)" if train["lr_warmup_epochs"] else ""
-        optimizer = train.get("optimizer", {"name": "sgd"})
+            rule = f"a fixed learning rate {train.lr:g} on every placement (no scaling rule)"
+        warm = f", ramped up over {train.lr_warmup_epochs:g} epoch(s)" if train.lr_warmup_epochs else ""
+        optimizer = train.optimizer
         how = (
-            f"SGD, momentum {train['momentum']:g}"
-            if optimizer["name"] == "sgd"
-            else f"AdamW, betas {optimizer['betas']}"
+            f"SGD, momentum {train.momentum:g}" if optimizer.name == "sgd" else f"AdamW, betas {list(optimizer.betas)}"
         )
-        task = "language-modeling" if exp.get("task") == "language-modeling" else "classification"
-        swept = [k for k in exp.get("sweep") or {} if k in ("train.lr", "train.optimizer")]
+        task = "language-modeling" if exp.task == "language-modeling" else "classification"
+        swept = [k for k in exp.sweep if k in ("train.lr", "train.optimizer")]
         where = f" (where not swept: {', '.join(swept)} vary, see the sweep note)" if swept else ""
         notes.append(f"Learning rate: {rule}{warm}; {how}; the built-in {task} loop{where}.")
     notes += _settings_notes(exp)
@@ -74,14 +74,15 @@ def _training_notes(exp: dict[str, Any], found: Findings, manifest_data: dict[st
             f"Restarted after a worker or node failure (train.max_failures): {listed}. Their figures come from the "
             "last attempt, which trained from scratch; wall time and end-to-end cost include the failed attempts."
         )
-    if exp.get("task") == "language-modeling":
+    if exp.task == "language-modeling":
         quality = (
             "Quality is the mean next-token cross-entropy (nats per token) on the held-out test split, perplexity its "
             "exp, and top-1 next-token accuracy, evaluated in fp32 whatever the training precision; validation "
-            "perplexity after each epoch is in the learning curves. Throughput in tokens/s is samples/s x "
-            f"{exp['data']['seq_len']} tokens per sequence."
+            "perplexity after each epoch is in the learning curves."
         )
-        floor = manifest_data.get("loss_floor_nats")
+        if exp.data is not None:  # a training loop that brings its own tokens says nothing of their length
+            quality += f" Throughput in tokens/s is samples/s x {exp.data.seq_len} tokens per sequence."
+        floor = loss_floor_nats
         if floor is not None:
             quality += (
                 f" The synthetic chain's own entropy, the loss a model that knew it exactly would have, is "
@@ -92,7 +93,7 @@ def _training_notes(exp: dict[str, Any], found: Findings, manifest_data: dict[st
             "Quality metrics are computed with sklearn.metrics from each run's stored predictions on the held-out "
             "test split (macro averages over classes; specificity is the true-negative rate; ROC AUC is one-vs-rest)."
         )
-    notes.append(quality + (" Deterministic algorithms were on." if train.get("deterministic") else ""))
+    notes.append(quality + (" Deterministic algorithms were on." if train.deterministic else ""))
     if found.largest_divergence is not None:
         worst = found.largest_divergence
         notes.append(
@@ -102,20 +103,20 @@ def _training_notes(exp: dict[str, Any], found: Findings, manifest_data: dict[st
     return notes
 
 
-def _settings_notes(exp: dict[str, Any]) -> list[str]:
+def _settings_notes(exp: Experiment) -> list[str]:
     """The training settings every run shared, and the sweep's axes."""
-    train = exp["train"]
-    compiled, precision = train.get("compile"), train.get("precision", "fp32")
+    train = exp.train
+    compiled, precision = train.compile, train.precision
     how = {"fp16": " (autocast, GradScaler)", "bf16": " (autocast)"}.get(precision, "")
-    fsdp = train.get("parallelism") == "fsdp"
+    fsdp = train.parallelism == "fsdp"
     parts = [
         f"precision {precision}{how}",
         "parallelism " + ("FSDP (PyTorch FSDP2 fully_shard per block)" if fsdp else "DDP"),
-        "torch.compile " + (json.dumps(compiled) if compiled else "off"),
-        f"gradient accumulation over {train.get('grad_accumulation', 1)} micro-batch(es)",
+        "torch.compile " + (json.dumps(compiled.model_dump(mode="json")) if compiled is not None else "off"),
+        f"gradient accumulation over {train.grad_accumulation} micro-batch(es)",
     ]
     notes = ["Training settings: " + ", ".join(parts) + "."]
-    sweep = exp.get("sweep") or {}
+    sweep = exp.sweep
     if sweep:
         axes = "; ".join(f"{key} in {values}" for key, values in sweep.items())
         notes[0] = "Training settings (where not swept): " + notes[0].removeprefix("Training settings: ")
@@ -124,7 +125,7 @@ def _settings_notes(exp: dict[str, Any]) -> list[str]:
             "speedup, efficiency and the scaling law compare each point only with itself (never across batch sizes "
             "or precisions)."
         )
-    if any(key != "train.batch_size" for key in sweep) or train.get("grad_accumulation", 1) > 1:
+    if any(key != "train.batch_size" for key in sweep) or train.grad_accumulation > 1:
         notes.append(
             "The global batch is batch per worker x workers x gradient accumulation; throughput counts every sample "
             "of every micro-batch."
@@ -134,12 +135,12 @@ def _settings_notes(exp: dict[str, Any]) -> list[str]:
 
 def _measurement_notes(tables: StudyTables) -> list[str]:
     """How the numbers were measured, and what went wrong in which run."""
-    exp, found, runs = tables.manifest["experiment"], tables.findings, tables.runs
+    exp, found, runs = tables.manifest.experiment, tables.findings, tables.runs
     notes = []
     placements = tables.placements
     if not placements.empty and placements["noisy"].any():
         noisy = placements[placements["noisy"]]
-        threshold = exp["evaluation"]["noisy_cv"]
+        threshold = exp.evaluation.noisy_cv
         for _, r in noisy.iterrows():
             notes.append(
                 f"Noisy: {r['model']} on {r['placement']} varies by more than CV {100 * threshold:g}% over its "
@@ -154,19 +155,19 @@ def _measurement_notes(tables: StudyTables) -> list[str]:
         "Speedup and efficiency compare each run with the median 1-worker run of the same model and device kind: "
         "S(N) = X(N)/X(1), E(N) = S(N)/N."
     )
-    monitor = exp["monitor"]
-    if monitor["enabled"]:
+    monitor = exp.monitor
+    if monitor.enabled:
         notes.append(
-            f"Monitors sampled every {monitor['interval_s']:g}s. CPU utilisation is the worker process's CPU time as a "
+            f"Monitors sampled every {monitor.interval_s:g}s. CPU utilisation is the worker process's CPU time as a "
             "percentage of the cores it was given."
         )
     else:
         notes.append("Monitors were off: no CPU, memory or GPU samples.")
-    telemetry = tables.manifest.get("telemetry")
-    if telemetry:
+    telemetry = tables.manifest.telemetry
+    if telemetry is not None:
         notes.append(
-            f"Telemetry as written: {telemetry['events_written']} events stored from {telemetry['workers']} workers, "
-            f"{telemetry['gaps']} sequence gaps, {telemetry['duplicates']} resent events dropped by the aggregator."
+            f"Telemetry as written: {telemetry.events_written} events stored from {telemetry.workers} workers, "
+            f"{telemetry.gaps} sequence gaps, {telemetry.duplicates} resent events dropped by the aggregator."
         )
     if not tables.damage:
         gaps = int(runs["seq_gaps"].fillna(0).sum()) if "seq_gaps" in runs else 0
@@ -212,12 +213,14 @@ def _inference_notes(tables: StudyTables) -> list[str]:
     inference = tables.inference
     if inference.empty:
         return []
-    spec = tables.manifest["experiment"]["evaluation"]["inference"]
-    notes = [
-        f"Inference: a Ray actor per model and device kind ({spec['cpus']:g} CPU), {spec['warmup']} warm-up and "
-        f"{spec['iterations']} timed iterations per batch size under torch.inference_mode(), the device synchronised "
-        "before each clock read; the model is the seeded initial one (same weights everywhere)."
-    ]
+    spec = tables.manifest.experiment.evaluation.inference
+    notes = []
+    if spec is not None:  # always, where there are inference records
+        notes.append(
+            f"Inference: a Ray actor per model and device kind ({spec.cpus:g} CPU), {spec.warmup} warm-up and "
+            f"{spec.iterations} timed iterations per batch size under torch.inference_mode(), the device "
+            "synchronised before each clock read; the model is the seeded initial one (same weights everywhere)."
+        )
     ok = inference[inference["status"] == RunStatus.OK]
     if not ok.empty:
         on = [o for o in ("channels_last", "amp", "compile") if o in ok and ok[o].any()]
@@ -285,24 +288,24 @@ def _wait_notes(runs: pd.DataFrame) -> list[str]:
     ]
 
 
-def _cost_notes(manifest: dict[str, Any], found: Findings) -> list[str]:
-    pricing = manifest.get("pricing") or {}
+def _cost_notes(manifest: Manifest, found: Findings) -> list[str]:
+    pricing = manifest.pricing
     if not pricing:
         return ["No node type was priced (set cost.node_type): no cost figures."]
-    cost = manifest["experiment"]["cost"]
+    cost = manifest.experiment.cost
     billing = (
         "every node a run touched billed whole"
-        if cost["billing"] == "node"
+        if cost.billing == "node"
         else "each run billed its share of a node (CPUs or GPUs over the node's, the larger)"
     )
     notes = [f"Cost: {billing}; steady-state cost bills samples/throughput, end-to-end cost bills the run's wall time."]
     for name, p in pricing.items():
-        if p["price_per_hour_usd"] is None:
-            notes.append(f"Not priced: {name} ({p['provider']} {p['instance']}): {p['source']}; its runs show no cost.")
+        if p.price_per_hour_usd is None:
+            notes.append(f"Not priced: {name} ({p.provider} {p.instance}): {p.source}; its runs show no cost.")
             continue
         notes.append(
-            f"Priced as {name}: {p['provider']} {p['instance']} in {p['region']}, ${p['price_per_hour_usd']:g}/h "
-            f"({p['vcpus']:g} vCPU, {p['gpus']:g} GPU), source {p['source']}, retrieved {p['retrieved']}."
+            f"Priced as {name}: {p.provider} {p.instance} in {p.region}, ${p.price_per_hour_usd:g}/h "
+            f"({p.vcpus:g} vCPU, {p.gpus:g} GPU), source {p.source}, retrieved {p.retrieved}."
         )
     cheap, fast = found.cheapest, found.fastest
     if cheap is not None and fast is not None:
@@ -310,34 +313,26 @@ def _cost_notes(manifest: dict[str, Any], found: Findings) -> list[str]:
             f"Cheapest: {cheap.model} on {cheap.placement} ({per_million(cheap.cost_per_sample_usd)}); "
             f"fastest: {fast.model} on {fast.placement} ({fast.throughput:,.0f} samples/s)."
         )
-    if cost.get("target_accuracy"):
+    if cost.target_accuracy:
         notes.append(
-            "Cost to target: start-up plus training until validation accuracy first reached "
-            f"{cost['target_accuracy']:g}."
+            f"Cost to target: start-up plus training until validation accuracy first reached {cost.target_accuracy:g}."
         )
     return notes
 
 
-def environment_lines(manifest: dict[str, Any]) -> list[str]:
-    host = manifest.get("driver_host", {})
-    pkgs = manifest.get("packages", {})
-    resources = manifest.get("ray", {}).get("cluster_resources", {})
+def environment_lines(manifest: Manifest) -> list[str]:
+    resources = manifest.ray.cluster_resources  # by Ray's resource names
     lines = [
-        f"CPU: {host.get('cpu_model')}",
+        f"CPU: {manifest.driver_host.cpu_model}",
         f"Ray cluster: {resources.get('CPU', 0):g} CPU, {resources.get('GPU', 0):g} GPU, "
-        f"{resources.get('memory', 0) / 2**30:.1f} GiB memory "
-        f"on {len(manifest.get('ray', {}).get('nodes', []))} node(s)",
-        "Packages: " + ", ".join(f"{k} {v}" for k, v in pkgs.items() if v),
-        f"Experiment sha256: {manifest.get('experiment_sha256', '')[:16]}; split sha256: "
-        + ", ".join(f"{k} {v}" for k, v in manifest.get("data", {}).get("split_sha256", {}).items()),
+        f"{resources.get('memory', 0) / 2**30:.1f} GiB memory on {len(manifest.ray.nodes)} node(s)",
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in manifest.packages.items() if v),
+        f"Experiment sha256: {(manifest.experiment_sha256 or '')[:16]}; split sha256: "
+        + ", ".join(f"{k} {v}" for k, v in manifest.data.split_sha256.items()),
     ]
-    gpu = manifest.get("gpu")
-    if gpu and gpu.get("gpus"):
-        lines.append(
-            "GPUs: "
-            + ", ".join(g["name"] for g in gpu["gpus"])
-            + f" (driver {gpu.get('driver')}, CUDA {gpu.get('cuda_torch')})"
-        )
+    gpu = manifest.gpu
+    if gpu is not None and gpu.gpus:
+        lines.append("GPUs: " + ", ".join(g.name for g in gpu.gpus) + f" (driver {gpu.driver}, CUDA {gpu.cuda_torch})")
     return lines
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from scaleprof.analysis.findings import Findings
 from scaleprof.analysis.summarize import StudyTables
+from scaleprof.manifest import Manifest
 from scaleprof.report.charts import all_charts
 from scaleprof.report.findings_text import findings_sentences
 from scaleprof.report.notes import environment_lines, node_facts, study_notes
@@ -59,15 +60,13 @@ def _vega_bundle() -> str:
     return bundle
 
 
-def _models(manifest: dict[str, Any]) -> str:
-    from scaleprof.config import Experiment
-
-    models = Experiment.model_validate(manifest["experiment"]).model_list
+def _models(manifest: Manifest) -> str:
+    models = manifest.experiment.model_list
     return ", ".join(m.label if not m.factory else f"{m.label} ({m.factory})" for m in models)
 
 
-def _splits(manifest: dict[str, Any]) -> str:
-    sizes = manifest["data"].get("split_sizes", {})
+def _splits(manifest: Manifest) -> str:
+    sizes = manifest.data.split_sizes
     if not sizes:
         return "split by the training loop"
     return ", ".join(f"{name} {n}" for name, n in sizes.items()) + " samples"
@@ -97,7 +96,7 @@ def render_html(tables: StudyTables, charts: dict[str, dict[str, Any]]) -> str:
     """The report page; `charts` are Vega-Lite specs (chart.to_dict()) in reading order."""
     m = tables.manifest
     esc = html.escape
-    title = f"scaleprof study {m['study_id']}"
+    title = f"scaleprof study {m.study_id}"
     found = "".join(f"<li>{esc(n)}</li>" for n in findings_sentences(tables))
     notes = "".join(f"<li>{esc(n)}</li>" for n in study_notes(tables))
     env = "".join(f"<li>{esc(line)}</li>" for line in environment_lines(m))
@@ -137,8 +136,8 @@ table.sortable th:hover {{ text-decoration: underline; }}
 <script type="text/javascript">{_vega_bundle()}</script>
 </head><body>
 <h1>{esc(title)}</h1>
-<p>Experiment <b>{esc(m["experiment"]["name"])}</b>, seed {esc(str(m["seed"]))}, model(s) {esc(_models(m))},
-data {esc(m["data"]["name"])} ({esc(_splits(m))}).</p>
+<p>Experiment <b>{esc(m.experiment.name)}</b>, seed {esc(str(m.seed))}, model(s) {esc(_models(m))},
+data {esc(str(m.data.name))} ({esc(_splits(m))}).</p>
 <nav>{toc}</nav>
 <h2 id="findings">Findings</h2><ul id="findings-list">{found}</ul>
 <h2 id="runs">Runs</h2>
@@ -160,7 +159,7 @@ specs.forEach((spec, i) => vegaEmbed('#chart-' + i, spec, {{"actions": false}}).
 def render_summary_md(tables: StudyTables) -> str:
     m = tables.manifest
     lines = [
-        f"# scaleprof study {m['study_id']}",
+        f"# scaleprof study {m.study_id}",
         "",
         "## Findings",
         "",

@@ -17,13 +17,17 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from scaleprof.errors import DestinationError, StoreError, StudyBusy
 from scaleprof.records import FABRIC_COLUMNS
 from scaleprof.telemetry.segments import EVENTS_DIR, read_segments
+from scaleprof.versions import scaleprof_version
+
+if TYPE_CHECKING:  # imported where read: the aggregator actors import this module and never read it
+    from scaleprof.manifest import Manifest
 
 __all__ = ["DestinationError", "StoreError", "StudyBusy"]  # defined in scaleprof.errors, raised here
 
@@ -247,6 +251,7 @@ class StudyStore:
 
     # -- writers ---------------------------------------------------------------------------
     def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """Write the manifest as given (a dict: collect_manifest's, or a read one's `raw` changed)."""
         atomic_write_text(self.root / MANIFEST, json.dumps(manifest, indent=2, default=_json_default) + "\n")
 
     def append_run_record(self, record: dict[str, Any]) -> None:
@@ -329,20 +334,37 @@ class StudyStore:
             return None
         return frame
 
-    def manifest(self) -> dict[str, Any]:
-        """The manifest; a StoreError when it is missing, not JSON or not a scaleprof manifest."""
+    def manifest(self) -> Manifest:
+        """The manifest; a StoreError when it is missing, not JSON or not a scaleprof manifest (a field of the
+        wrong type or an experiment that does not validate: damaged, naming the first such field)."""
+        from pydantic import ValidationError
+
+        from scaleprof.manifest import Manifest
+
         path = self.root / MANIFEST
         try:
-            manifest = json.loads(path.read_bytes().decode("utf-8"))
+            stored = json.loads(path.read_bytes().decode("utf-8"))
         except FileNotFoundError:
             raise StoreError(path, "missing: not a scaleprof study directory, or a study that never started") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise StoreError(path, f"damaged: not valid JSON ({exc})") from None
         except OSError as exc:
             raise StoreError(path, f"cannot be read ({exc.strerror or exc})") from None
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("experiment"), dict):
+        if not isinstance(stored, dict) or not isinstance(stored.get("experiment"), dict):
             raise StoreError(path, "damaged: it holds no experiment (not a scaleprof manifest)")
-        return manifest
+        try:
+            return Manifest.model_validate(stored)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+            if first["type"] == "extra_forbidden":  # a setting this version lacks: maybe a newer scaleprof's study
+                packages = stored.get("packages")
+                writer = packages.get("scaleprof") if isinstance(packages, dict) else None
+                raise StoreError(
+                    path, f"{where}: a setting scaleprof {scaleprof_version()} does not know (the study was written "
+                    f"by scaleprof {writer or 'of another version'}: read it with that version)",
+                ) from None  # fmt: skip
+            raise StoreError(path, f"damaged: {where}: {first['msg'].removeprefix('Value error, ')}") from None
 
     def events(self, columns: list[str] | None = None) -> pd.DataFrame:
         """Every readable event once, from every aggregator's segments (and the JSON lines of a study

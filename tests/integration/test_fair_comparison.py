@@ -31,8 +31,8 @@ def test_metrics_equal_sklearn_on_the_stored_predictions(study):
 def test_fixed_split_runs_predict_on_the_manifest_test_split(study):
     result, tables = study
     store = StudyStore(result.study_dir)
-    data = load_dataset(_data_spec(tables), tables.manifest["seed"])
-    assert data.split_hashes() == tables.manifest["data"]["split_sha256"]
+    data = load_dataset(_data_spec(tables), tables.manifest.seed)
+    assert data.split_hashes() == tables.manifest.data.split_sha256
     pred = store.predictions(fixed(tables, "cpu-2")["run_id"].iloc[0])
     assert pred is not None
     np.testing.assert_array_equal(pred["sample_index"], data.test_idx)
@@ -41,9 +41,7 @@ def test_fixed_split_runs_predict_on_the_manifest_test_split(study):
 
 
 def _data_spec(tables):
-    from scaleprof.config import DataSpec
-
-    return DataSpec.model_validate(tables.manifest["experiment"]["data"])
+    return tables.manifest.experiment.data
 
 
 def test_same_seed_same_placement_reproduces_exactly_on_cpu(study):
@@ -86,7 +84,7 @@ def test_k_fold_produces_k_results_beside_the_fixed_split(study):
     result, tables = study
     cv_runs = tables.runs[tables.runs["kind"] == "cv"]
     assert sorted(cv_runs["eval_split"]) == ["fold 1 of 2", "fold 2 of 2"]
-    train_val = sum(tables.manifest["data"]["split_sizes"][s] for s in ("train", "val"))
+    train_val = sum(tables.manifest.data.split_sizes[s] for s in ("train", "val"))
     assert cv_runs["eval_samples"].sum() == train_val  # the held-out folds cover train+val exactly once
     cv = pd.read_parquet(result.study_dir / "cv.parquet").iloc[0]
     assert cv["folds"] == 2 and cv["placement"] == "cpu-1"

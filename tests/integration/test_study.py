@@ -39,7 +39,7 @@ def test_gpu_placement_on_gpu_less_cluster_is_skipped_with_reason_not_run_on_cpu
     events = StudyStore(result.study_dir).events()
     assert not (events["run_id"] == gpu["run_id"]).any()  # no worker ever started for it
     # Ray's read-only monitor (every head without an autoscaling config) is not an autoscaler.
-    assert tables.manifest["ray"]["autoscaler"] == {"autoscaling": False, "nodes_by_type": {}, "node_types": None}
+    assert tables.manifest.ray.autoscaler == {"autoscaling": False, "nodes_by_type": {}, "node_types": None}
 
 
 def test_two_worker_run_has_events_from_both_ranks_without_gaps(study):
@@ -52,7 +52,7 @@ def test_two_worker_run_has_events_from_both_ranks_without_gaps(study):
         assert sorted(seq) == list(range(len(seq)))  # gap-free, no duplicates
     assert result.aggregator_stats["gaps"] == 0 and result.aggregator_stats["duplicates"] == 0
     # DistributedSampler splits the training set: the ranks' epoch samples add up to it (padded to even)
-    train_size = tables.manifest["data"]["split_sizes"]["train"]
+    train_size = tables.manifest.data.split_sizes["train"]
     per_epoch = cpu2[cpu2["kind"] == "epoch"].groupby("epoch")["samples"].sum()
     assert all(train_size <= s <= train_size + 1 for s in per_epoch)
 
@@ -88,15 +88,15 @@ def test_quiet_runs_are_not_flagged_contended_and_carry_their_window_and_interva
 def test_manifest_records_experiment_splits_and_cluster(study):
     result, tables = study
     m = tables.manifest
-    assert m["experiment"]["name"] == "itest" and len(m["experiment_sha256"]) == 64
-    assert set(m["data"]["split_sha256"]) == {"train", "val", "test"}
-    assert m["ray"]["cluster_resources"]["CPU"] == 2.0 and len(m["ray"]["nodes"]) == 2
-    assert m["packages"]["torch"] and m["packages"]["ray"] == "2.60.0"
-    assert m["telemetry"]["events_written"] == len(StudyStore(result.study_dir).events())
+    assert m.experiment.name == "itest" and len(m.experiment_sha256 or "") == 64
+    assert set(m.data.split_sha256) == {"train", "val", "test"}
+    assert m.ray.cluster_resources["CPU"] == 2.0 and len(m.ray.nodes) == 2
+    assert m.packages["torch"] and m.packages["ray"] == "2.60.0"
+    assert m.telemetry is not None and m.telemetry.events_written == len(StudyStore(result.study_dir).events())
     # Two aggregators, a relay on each of the 2 nodes, every event through them once (seq_gaps below are 0).
-    assert m["telemetry"]["aggregators"] == 2 and m["telemetry"]["relays"] == 2 and m["telemetry"]["relay_calls"] > 0
-    assert m["telemetry"]["gaps"] == 0 and m["telemetry"]["duplicates"] == 0
-    assert m["gpu"] is None  # no GPU here: nothing probed, nothing claimed
+    assert m.telemetry.aggregators == 2 and m.telemetry.relays == 2 and m.telemetry.relay_calls > 0
+    assert m.telemetry.gaps == 0 and m.telemetry.duplicates == 0
+    assert m.gpu is None  # no GPU here: nothing probed, nothing claimed
 
 
 def test_report_command_reproduces_the_report_from_disk_without_ray(study, tmp_path):
@@ -136,7 +136,7 @@ def test_strict_spread_lands_on_two_nodes_and_says_so(study):
     workers = pd.read_parquet(result.study_dir / "workers.parquet")
     cpu2_workers = workers[workers["run_id"] == cpu2["run_id"]]
     assert list(cpu2_workers["rank"]) == [0, 1] and cpu2_workers["node_id"].nunique() == 2
-    assert set(cpu2_workers["node_id"]) == {n["node_id"] for n in tables.manifest["ray"]["nodes"]}
+    assert set(cpu2_workers["node_id"]) == {n.node_id for n in tables.manifest.ray.nodes}
 
 
 def test_placement_no_node_can_hold_is_skipped_at_once_with_reason(study):
@@ -148,10 +148,10 @@ def test_placement_no_node_can_hold_is_skipped_at_once_with_reason(study):
 
 def test_cost_figures_follow_from_the_pricing_table(study):
     _, tables = study
-    price = tables.manifest["pricing"]["aws-t3.large"]
-    assert price["price_per_hour_usd"] == 0.0832 and price["source"].startswith("https://")
+    price = tables.manifest.pricing["aws-t3.large"]
+    assert price.price_per_hour_usd == 0.0832 and price.source.startswith("https://")
     for _, run in tables.runs[tables.runs["status"] == "ok"].iterrows():
-        per_s = run["nodes_realized"] * price["price_per_hour_usd"] / 3600  # billing: whole nodes
+        per_s = run["nodes_realized"] * price.price_per_hour_usd / 3600  # billing: whole nodes
         assert run["cost_per_sample_usd"] == pytest.approx(per_s / run["throughput"])
         assert run["cost_per_sample_e2e_usd"] == pytest.approx(per_s * run["wall_s"] / run["samples_total"])
         assert run["cost_per_sample_e2e_usd"] > run["cost_per_sample_usd"]  # start-up costs money too

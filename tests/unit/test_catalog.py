@@ -12,7 +12,7 @@ from tests.unit.study_data import make_study
 def two_studies(root):
     for name in ("alpha", "beta"):
         store = make_study(root / name)
-        manifest = store.manifest()
+        manifest = store.manifest().raw
         manifest["study_id"] = name
         store.write_manifest(manifest)
         write_tables(store, summarize(store))

@@ -73,14 +73,15 @@ def test_studies_whose_settings_differ_say_which_fields_beside_every_change(tmp_
     from tests.unit.study_data import make_study
 
     a, b = make_study(tmp_path / "a"), make_study(tmp_path / "b")
-    manifest = b.manifest()
+    manifest = b.manifest().raw
     manifest["experiment"]["train"]["epochs"] = 40
     manifest["experiment"]["name"] = "other"  # a study's name measures nothing: not a caveat
     b.write_manifest(manifest)
     ta, tb = summarize(a), summarize(b)
-    same = compare_runs(ta.runs, ta.runs, experiments=(ta.manifest["experiment"], ta.manifest["experiment"]))
+    resolved_a, resolved_b = ta.manifest.experiment.resolved(), tb.manifest.experiment.resolved()
+    same = compare_runs(ta.runs, ta.runs, experiments=(resolved_a, resolved_a))
     assert (same["settings_differ"] == "").all() and not same["caveats"].str.contains("settings").any()
-    table = compare_runs(ta.runs, tb.runs, experiments=(ta.manifest["experiment"], tb.manifest["experiment"]))
+    table = compare_runs(ta.runs, tb.runs, experiments=(resolved_a, resolved_b))
     settings = "settings differ (train.epochs: 3 vs 40)"  # then the handmade runs' own: too few steady steps
     assert list(table["caveats"]) == [f"{settings}; A low-confidence; B low-confidence"] * 2
     assert cli.main(["compare", str(a.root), str(b.root), "--json"]) == 0

@@ -27,7 +27,7 @@ def test_a_node_type_without_a_public_price_gets_no_cost_and_says_why(tmp_path):
     from tests.unit.study_data import make_study
 
     store = make_study(tmp_path / "study")
-    manifest = store.manifest()
+    manifest = store.manifest().raw
     manifest["pricing"]["test-node"].update(price_per_hour_usd=None, source="no public list price was found")
     store.write_manifest(manifest)
     tables = summarize(store)

@@ -83,7 +83,7 @@ def test_a_resume_while_another_process_holds_the_study_is_refused_before_ray_st
 
     study = tmp_path / "study"
     store = make_study(study)
-    manifest = store.manifest()
+    manifest = store.manifest().raw
     manifest["experiment_sha256"] = load_experiment(experiment).digest()  # as if made from this file
     store.write_manifest(manifest)
     holder = hold_lock(study)
@@ -151,7 +151,8 @@ def test_a_read_only_location_is_not_a_full_disk_and_gets_no_resume_hint(handmad
 @pytest.mark.parametrize(
     ("content", "message"),
     [(b"{not json", "manifest.json: damaged: not valid JSON"), (b"{}", "damaged: it holds no experiment"),
-     (b"\xff\xfe", "manifest.json: damaged: not valid JSON"), (b"[1, 2]", "it holds no experiment")],
+     (b"\xff\xfe", "manifest.json: damaged: not valid JSON"), (b"[1, 2]", "it holds no experiment"),
+     (b'{"experiment": {"name": "x", "placements": []}}', "manifest.json: damaged: experiment.placements: List")],
 )  # fmt: skip
 def test_a_damaged_manifest_is_one_message_for_every_command(handmade, tmp_path, capsys, content, message):
     (handmade.root / "manifest.json").write_bytes(content)
@@ -273,7 +274,7 @@ def test_a_resume_with_a_changed_file_names_the_fields_before_importing_torch_or
     from tests.unit.study_data import EXPERIMENT
 
     store = make_study(tmp_path / "study")
-    manifest = store.manifest()
+    manifest = store.manifest().raw
     manifest["experiment_sha256"] = Experiment.model_validate(EXPERIMENT).digest()
     store.write_manifest(manifest)
     same, changed = tmp_path / "same.yaml", tmp_path / "changed.yaml"
