@@ -188,8 +188,9 @@ class _ProgressPoller:
 
 
 def worker_runtime_env(experiment: Experiment) -> dict[str, Any]:
-    # cuBLAS reads this when CUDA starts, so it must be in the worker's environment from the outset.
-    return {"env_vars": {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"} if experiment.train.deterministic else {}}
+    # cuBLAS reads this when CUDA starts, so it must be in the worker's environment from the outset. Nothing
+    # otherwise: a runtime env of its own (even empty env_vars) can keep Ray from using a worker it has ready.
+    return {"env_vars": {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}} if experiment.train.deterministic else {}
 
 
 def _fit(
@@ -442,7 +443,7 @@ def _run_study(
             store.create()
         observer.study_started(study_dir, len(runs), ray.get_runtime_context().gcs_address)
         if resume:
-            manifest = store.manifest()
+            manifest = store.manifest().raw  # as stored: what this run adds is written back with it
             manifest.setdefault("resumed_at", []).append(time.time())
         else:
             manifest = collect_manifest(experiment, study_id, pricing, inputs.data, inputs.model_info)
