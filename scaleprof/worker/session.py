@@ -113,7 +113,11 @@ class _PendingStep:
 
 # The host-sharing probe's batches per pass (of the sync probe's): its cost is (ranks per machine + 1) x 2 passes.
 SHARING_BATCHES = 4
-WRAPPER_ROUNDS = 4  # the wrapper probe's interleaved rounds: its range is that of the rounds' figures
+# The wrapper probe: rounds of SHARING_BATCHES batches bare then wrapped, 2 at least and 4 at most, fewer where
+# the first ones took over WRAPPER_BUDGET_S (a model whose step takes a second pays 16 steps, not an epoch);
+# its range is that of the rounds' figures.
+WRAPPER_ROUNDS = (2, 4)
+WRAPPER_BUDGET_S = 2.0
 MAX_PENDING_STEPS = 256  # the host may run this far ahead of the device before a step's end is waited for
 
 
@@ -780,7 +784,7 @@ class WorkerSession:
         (its hooks, the gradients copied into buckets and back, a one-rank all-reduce), which every step pays
         with 2 or more workers and a one-worker run never does (Ray Train wraps only then). The same batches'
         forward + backward through the bare model and through DDP over the run's one-rank process group,
-        interleaved over `WRAPPER_ROUNDS` rounds, without an optimiser step; BatchNorm's statistics are put
+        interleaved over `WRAPPER_ROUNDS` rounds (see there), without an optimiser step; BatchNorm's statistics are put
         back. Nothing is measured without a process group (a loop outside Ray Train), for an FSDP model, or
         where DDP cannot wrap the model as it is (parameters without gradients: DDP raises on them)."""
         import torch.distributed as dist
@@ -788,7 +792,7 @@ class WorkerSession:
         plain = unwrap(model)
         if not (dist.is_available() and dist.is_initialized()) or "FSDP" in type(plain).__name__:
             return
-        batches = _first_batches(loader, steps)
+        batches = _first_batches(loader, min(steps, SHARING_BATCHES))
         if not batches:
             return
         saved = {name: b.detach().clone() for name, b in plain.named_buffers()}
@@ -798,7 +802,8 @@ class WorkerSession:
         rounds: list[tuple[list[float], list[float]]] = []
         try:
             wrapped = torch.nn.parallel.DistributedDataParallel(plain, device_ids=devices)
-            for _ in range(WRAPPER_ROUNDS):
+            started, fewest, most = time.perf_counter(), *WRAPPER_ROUNDS
+            while len(rounds) < fewest or (len(rounds) < most and time.perf_counter() - started < WRAPPER_BUDGET_S):
                 bare = self._timed_steps(plain, batches, loss_fn)
                 rounds.append((bare, self._timed_steps(wrapped, batches, loss_fn)))
         except RuntimeError:
