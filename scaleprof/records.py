@@ -8,7 +8,7 @@ test that depends on it instead of leaving them green.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, ClassVar
 
@@ -100,6 +100,61 @@ class RunRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What happened to a run: its latest state and what the states after `planned` added to its record
+    (execution/runner.py run_one). A field a run never reached is None (times) or its default."""
+
+    status: RunStatus
+    reason: str = ""
+    detail: str = ""  # the traceback's tail of a failed run
+    started_at: float | None = None  # time.time() at running
+    ended_at: float | None = None
+    wall_s: float = float("nan")  # ended_at - started_at, for a run that ended
+    attempts: int | None = None  # Ray Train's attempts (None where the aggregator could not say)
+    wait_s: float = 0.0  # the wait for the run's placement group, before its wall time
+    ray_node_types: dict[str, int] = field(default_factory=dict)  # Ray node type -> workers that landed there
+
+    def times(self) -> dict[str, float]:
+        """started_at and ended_at, those the run reached (what analysis/phases.py wall_phases reads)."""
+        marks = {"started_at": self.started_at, "ended_at": self.ended_at}
+        return {name: mark for name, mark in marks.items() if mark is not None}
+
+
+@dataclass(frozen=True)
+class FinalRun:
+    """A run's final record as the store reads it back: what it is and what happened. `raw` is the record's
+    lines merged as they are on disk (the runner's resume hands it on as it would a run it ran)."""
+
+    record: RunRecord
+    outcome: RunOutcome
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_stored(cls, line: dict[str, Any]) -> FinalRun:
+        """A run's lines from run_records.jsonl merged, with the defaults of studies written before a field
+        existed: the one place that knows them. A field this version does not know stays only in `raw`.
+        The line needs run_id, model, workers and a RunStatus status (else KeyError or ValueError)."""
+        stored = {k: v for k, v in line.items() if v is not None}  # JSON null: not known
+        model = stored["model"]
+        before = {
+            # Every study wrote these; a damaged line may lack one (then: unknown, or nothing).
+            "index": 0, "placement": "", "device": "", "per_worker_batch": 0, "global_batch": 0, "repeat": 0,
+            "cpus_per_worker": 1, "gpus_per_worker": 0,
+            # Before cross-validation: every run trained on the fixed split; before model sweeps, the model's
+            # name was its label and its series; before placement strategies, Ray Train's default, PACK.
+            "kind": RunKind.FIXED_SPLIT, "fold": None, "model_name": model, "strategy": "PACK",
+            "nodes_requested": None, "node_type": None,
+        }  # fmt: skip
+        record = RunRecord(**{**before, **{k: stored[k] for k in RunRecord.__dataclass_fields__ if k in stored}})
+        label = record.model_label or model
+        record = replace(
+            record, kind=RunKind(record.kind), model_label=label, batch_series=record.batch_series or label
+        )
+        outcome = RunOutcome(**{k: stored[k] for k in RunOutcome.__dataclass_fields__ if k in stored})
+        return cls(record, replace(outcome, status=RunStatus(outcome.status)), dict(line))
 
 
 # Fields every stored event carries (stamped by the sink), before its own fields.

@@ -46,7 +46,7 @@ def study_row(directory: Path) -> dict[str, Any]:
     created = manifest.created_at
     row["experiment"] = manifest.experiment.name
     row["created"] = time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created is not None else ""
-    statuses = Counter(str(r.get("status")) for r in store.final_run_records().values())
+    statuses = Counter(str(final.outcome.status) for final in store.final_run_records().values())
     row["runs"] = sum(statuses.values())
     for status in (RunStatus.OK, RunStatus.SKIPPED, RunStatus.FAILED, RunStatus.UNMEASURED):
         row[str(status)] = statuses.pop(str(status), 0)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from scaleprof.analysis.breakdown import BREAKDOWN_COLUMNS, step_breakdown
+from scaleprof.analysis.breakdown import step_breakdown
 from scaleprof.analysis.contention import contention
 from scaleprof.analysis.cost import add_cost_columns
 from scaleprof.analysis.energy import energy
@@ -18,20 +18,21 @@ from scaleprof.analysis.frames import column, max_of, of_kind, weighted_mean
 from scaleprof.analysis.hardware import hardware_table, inference_table
 from scaleprof.analysis.language import language_columns, perplexity
 from scaleprof.analysis.mfu import utilisation_of_peak
-from scaleprof.analysis.model_inputs import INPUT_COLUMNS, core_demand, model_input_columns
-from scaleprof.analysis.phases import WALL_PHASES, wall_phases
+from scaleprof.analysis.model_inputs import core_demand, model_input_columns
+from scaleprof.analysis.phases import wall_phases
 from scaleprof.analysis.placement import placement_warning, workers_table
 from scaleprof.analysis.prediction import fabric_of, prediction_ledger, study_sweep
-from scaleprof.analysis.quality import RUN_METRICS, quality_tables
+from scaleprof.analysis.quality import quality_tables
 from scaleprof.analysis.recommend import goal_of
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
+from scaleprof.analysis.run_row import RUN_COLUMNS, SETTING_PREFIXES
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
 from scaleprof.analysis.steady import time_span
 from scaleprof.analysis.stragglers import rank_tables
 from scaleprof.analysis.throughput import global_epochs, percentile, steady_state_throughput
 from scaleprof.config import Experiment
 from scaleprof.manifest import Manifest
-from scaleprof.records import NO_STEPS, EventKind, Lifecycle, RunKind, RunStatus
+from scaleprof.records import NO_STEPS, EventKind, FinalRun, Lifecycle, RunKind, RunRecord, RunStatus
 from scaleprof.telemetry.store import EPOCHS_TABLE, RUNS_TABLE, StudyStore
 
 QUALITY_TABLE = "quality.parquet"
@@ -45,25 +46,6 @@ LEDGER_TABLE = "predictions.parquet"  # the prediction ledger (held-out samples'
 RANKS_TABLE = "ranks.parquet"  # per run x rank: arrival at the gradient exchange (analysis/stragglers.py)
 
 STEP_CHART_COLUMNS = ["run_id", "placement", "step", "step_ms", "steady"]
-RUN_COLUMNS = [
-    "run_id", "index", "model", "model_name", "placement", "device", "workers", "gpus", "cpus", "kind", "fold",
-    "per_worker_batch", "global_batch", "repeat", "status", "reason", "throughput", "throughput_basis", "speedup",
-    "scaling_efficiency", "epoch_time_s", "first_epoch_time_s", "step_time_p50_s", "step_time_p95_s",
-    "data_wait_frac", "peak_rss_mb", "cpu_util_pct", "gpu_util_pct", "gpu_mem_peak_mb", "nodes_realized",
-    "node_ids", "gpu_uuids", "wall_s", "train_time_s", "startup_s", "samples_total", "final_lr", "final_train_loss",
-    "final_val_accuracy", "eval_split", "eval_samples", *RUN_METRICS, "precision_weighted", "recall_weighted",
-    "balanced_accuracy", "loss_divergence", "strategy", "nodes_requested", "placement_warning", "node_type",
-    *BREAKDOWN_COLUMNS, "flops_per_sample", "parameters", "peak_flops_per_worker", "peak_flops_basis", "math_mode",
-    "mfu", "gpu_power_w", "energy_basis", "energy_run_j", "energy_per_sample_j", "cpu_util_peak_pct",
-    "gpu_util_peak_pct",
-    "events", "seq_gaps", "attempts", "loader_num_workers", "loader_pin_memory", *WALL_PHASES,
-    "model_label", "batch_series", "task", "train_precision", "parallelism", "compile", "grad_accumulation",
-    "optimizer", "tokens_per_sample", "tokens_per_s", "test_loss", "perplexity", "token_accuracy",
-    "final_val_loss", "host_mem_peak_mb", "mem_peak_mb", "state_mem_mb", "flops_6n_per_sample", "mfu_6n",
-    "wait_s", "ray_node_types", "throughput_low", "throughput_high", "warmup_steps", "steady_steps",
-    "first_steady_epoch", "low_confidence", "contended", "outside_cpu_pct", "outside_cpu_share",
-    "gpu_other_processes", "gpu_sm_active_pct", *INPUT_COLUMNS,
-]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -125,14 +107,15 @@ OWN_COLUMNS = ("train.batch_size", "train.precision", "train.parallelism", "trai
 
 
 def summarize_run(
-    record: dict[str, Any],
+    final: FinalRun,
     events: pd.DataFrame,
     protocol: Protocol | None = None,
     step_charts: list[pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
     """One run's row of the runs table; its step-time series for the chart goes to `step_charts`."""
     protocol = protocol or Protocol()
-    row = _record_columns(record)
+    record, outcome = final.record, final.outcome
+    row = _record_columns(final)
     row["events"] = len(events)
     if events.empty:
         return _measured_or_not(row, events)
@@ -142,7 +125,7 @@ def summarize_run(
     steps, epochs = of_kind(events, EventKind.STEP), of_kind(events, EventKind.EPOCH)
     system, lifecycle = of_kind(events, EventKind.SYSTEM), of_kind(events, EventKind.LIFECYCLE)
     tp = steady_state_throughput(steps, protocol.warmup_steps)
-    _add_steady(row, record, tp, protocol, step_charts)
+    _add_steady(row, final, tp, protocol, step_charts)
     span = time_span(tp.steady) if tp.steady is not None else None
     if not epochs.empty:
         _add_epochs(row, epochs, tp.window)
@@ -152,7 +135,7 @@ def summarize_run(
         row["step_time_p50_s"] = percentile(steady["step_s"], 50)
         row["step_time_p95_s"] = percentile(steady["step_s"], 95)
         row["data_wait_frac"] = float(steady["data_s"].sum() / steady["step_s"].sum())
-        breakdown = step_breakdown(steady, probe, int(record["workers"]))
+        breakdown = step_breakdown(steady, probe, record.workers)
         row.update(breakdown)
     if not system.empty:
         _add_system(row, record, system)
@@ -162,7 +145,7 @@ def summarize_run(
         row["node_ids"] = ",".join(sorted(starts["node_id"].unique()))
         uuids = column(starts, "gpu_uuid").dropna()
         row["gpu_uuids"] = ",".join(sorted(uuids.unique()))
-        row["placement_warning"] = placement_warning(record, starts)
+        row["placement_warning"] = placement_warning(record.to_dict(), starts)
         row.update(utilisation_of_peak(row, lifecycle, starts))
     loaders = lifecycle[lifecycle["event"] == Lifecycle.LOADER_INFO] if "event" in lifecycle else lifecycle
     if not loaders.empty:  # the training loader as rank 0 built it (every rank builds the same)
@@ -173,35 +156,33 @@ def summarize_run(
         row.update(energy(row, system, span))
     row.update(contention(system, starts, span, protocol.contention_share))
     row.update(language_columns(row, of_kind(events, EventKind.EVAL)))
-    row.update(wall_phases(record, lifecycle, epochs))
+    row.update(wall_phases(outcome.times(), lifecycle, epochs))
     if tp.steady is not None and not tp.steady.empty:  # after utilisation_of_peak: it reads the parameters
         parameters = row.get("parameters")
-        row.update(model_input_columns(tp.steady, probe, breakdown, int(record["workers"]), parameters or 0))
+        row.update(model_input_columns(tp.steady, probe, breakdown, record.workers, parameters or 0))
         row.update(core_demand(row, starts))
     return _measured_or_not(row, steps)
 
 
-def _record_columns(record: dict[str, Any]) -> dict[str, Any]:
-    """What a run's row takes from its final run record (with the defaults of older studies)."""
-    row: dict[str, Any] = {k: record.get(k) for k in RUN_COLUMNS if k in record}
-    row["gpus"] = record["workers"] * record.get("gpus_per_worker", 0)
-    row["cpus"] = record["workers"] * record.get("cpus_per_worker", 1)
-    row["reason"] = record.get("reason") or ""
-    row["kind"] = record.get("kind", RunKind.FIXED_SPLIT)  # studies written before cross-validation existed
-    row["wall_s"] = record.get("wall_s", float("nan"))
-    row["wait_s"] = record.get("wait_s", 0.0)  # studies from before the wait was recorded: none measured
-    landed = record.get("ray_node_types") or {}
-    row["ray_node_types"] = ", ".join(f"{kind} x{n}" for kind, n in sorted(landed.items()))
-    row["model_label"] = record.get("model_label") or record["model"]  # studies from before sweeps
-    row["batch_series"] = record.get("batch_series") or row["model_label"]
-    for key, value in (record.get("settings") or {}).items():
+def _record_columns(final: FinalRun) -> dict[str, Any]:
+    """What a run's row takes from its final run record: what the run is, then what happened to it."""
+    record, outcome = final.record, final.outcome
+    row: dict[str, Any] = {k: v for k, v in record.to_dict().items() if k in RUN_COLUMNS}
+    row["gpus"] = record.workers * record.gpus_per_worker
+    row["cpus"] = record.workers * record.cpus_per_worker
+    row["status"], row["reason"] = outcome.status, outcome.reason
+    row["wall_s"], row["wait_s"] = outcome.wall_s, outcome.wait_s
+    if outcome.attempts is not None:  # from the events where there are any (summarize_run)
+        row["attempts"] = outcome.attempts
+    row["ray_node_types"] = ", ".join(f"{kind} x{n}" for kind, n in sorted(outcome.ray_node_types.items()))
+    for key, value in record.settings.items():
         if key not in OWN_COLUMNS:  # e.g. train.lr, train.optimizer, model.kwargs.width
             row[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value, sort_keys=True)
     return row
 
 
 def _add_steady(
-    row: dict[str, Any], record: dict[str, Any], tp: Any, protocol: Protocol, step_charts: list[pd.DataFrame] | None
+    row: dict[str, Any], final: FinalRun, tp: Any, protocol: Protocol, step_charts: list[pd.DataFrame] | None
 ) -> None:
     """Steady-state throughput with its interval, the window it came from and whether it rests on too few steps."""
     row["throughput"], row["throughput_basis"] = tp.samples_per_s, tp.basis
@@ -211,9 +192,9 @@ def _add_steady(
     row["steady_steps"] = window.steps if window else 0
     row["first_steady_epoch"] = window.first_epoch + 1 if window and window.steps else np.nan
     if step_charts is not None and tp.series is not None and window is not None:
-        step_charts.append(step_chart_series(record, tp.series, window.start))
+        step_charts.append(step_chart_series(final.record, tp.series, window.start))
     few = row["steady_steps"] < protocol.min_steady_steps
-    row["low_confidence"] = bool(record.get("status") == RunStatus.OK and few)
+    row["low_confidence"] = bool(final.outcome.status == RunStatus.OK and few)
 
 
 def _add_epochs(row: dict[str, Any], epochs: pd.DataFrame, window: Any) -> None:
@@ -236,7 +217,7 @@ def _add_epochs(row: dict[str, Any], epochs: pd.DataFrame, window: Any) -> None:
     row["startup_s"] = row["wall_s"] - row["train_time_s"]
 
 
-def _add_system(row: dict[str, Any], record: dict[str, Any], system: pd.DataFrame) -> None:
+def _add_system(row: dict[str, Any], record: RunRecord, system: pd.DataFrame) -> None:
     """Memory and utilisation from the system samples."""
     row["peak_rss_mb"] = max_of(system, "rss_mb")
     row["cpu_util_pct"] = float(cpu_util_pct(column(system, "cpu_pct"), record).mean())
@@ -268,7 +249,7 @@ def _measured_or_not(row: dict[str, Any], steps: pd.DataFrame) -> dict[str, Any]
     return row
 
 
-def step_chart_series(record: dict[str, Any], series: pd.DataFrame, warmup: int, points: int = 200) -> pd.DataFrame:
+def step_chart_series(record: RunRecord, series: pd.DataFrame, warmup: int, points: int = 200) -> pd.DataFrame:
     """A run's step times for the step-time chart: the slowest rank's, in at most `points` means of
     consecutive steps, each marked warm-up or steady."""
     index = np.arange(len(series))
@@ -278,7 +259,7 @@ def step_chart_series(record: dict[str, Any], series: pd.DataFrame, warmup: int,
     )
     out = frame.groupby(["bin", "steady"], sort=True).agg(step=("step", "max"), step_s=("step_s", "mean")).reset_index()
     return out.drop(columns="bin").assign(
-        run_id=record["run_id"], placement=record.get("placement"), step_ms=lambda f: f["step_s"] * 1000
+        run_id=record.run_id, placement=record.placement, step_ms=lambda f: f["step_s"] * 1000
     )
 
 
@@ -289,7 +270,7 @@ def rank_memory_peak(row: dict[str, Any]) -> float:
     return float("nan") if value is None else float(value)
 
 
-def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+def epochs_table(records: dict[str, FinalRun], events: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     first_steady = runs.set_index("run_id")["first_steady_epoch"].to_dict() if not runs.empty else {}
     rows = []
     for run_id, group in events.groupby("run_id") if not events.empty else []:
@@ -298,17 +279,18 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame, runs:
             continue
         per_epoch = global_epochs(epochs)
         first = first_steady.get(run_id, np.nan)
-        record = records.get(run_id, {})
-        language = bool(record.get("tokens_per_sample"))
+        final = records.get(run_id)  # None: events of a run whose record is lost
+        record = final.record if final is not None else None
+        language = bool(record and record.tokens_per_sample)
         for _, e in per_epoch.iterrows():
             ranks = epochs[epochs["epoch"] == e["epoch"]]
             rows.append(
                 {
                     "run_id": run_id,
-                    "model": record.get("model"),
-                    "placement": record.get("placement"),
-                    "kind": record.get("kind", RunKind.FIXED_SPLIT),
-                    "workers": record.get("workers"),
+                    "model": record.model if record else None,
+                    "placement": record.placement if record else None,
+                    "kind": record.kind if record else RunKind.FIXED_SPLIT,
+                    "workers": record.workers if record else None,
                     "epoch": int(e["epoch"]) + 1,  # 1-based for people
                     "steady": bool(np.isfinite(first) and int(e["epoch"]) + 1 >= first),
                     "epoch_time_s": float(e["epoch_time_s"]),
@@ -324,21 +306,22 @@ def epochs_table(records: dict[str, dict[str, Any]], events: pd.DataFrame, runs:
     return pd.DataFrame(rows)
 
 
-def cpu_util_pct(cpu_pct: pd.Series, record: dict[str, Any]) -> pd.Series:
+def cpu_util_pct(cpu_pct: pd.Series, record: RunRecord) -> pd.Series:
     """CPU utilisation as the report means it: percent of the CPUs the worker was given (a process's CPU%
     counts 100 per busy core, so a 2-CPU worker at 150% is at 75%)."""
-    return cpu_pct / float(record.get("cpus_per_worker", 1) or 1)
+    return cpu_pct / float(record.cpus_per_worker or 1)
 
 
-def timeline_table(records: dict[str, dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
+def timeline_table(records: dict[str, FinalRun], events: pd.DataFrame) -> pd.DataFrame:
     """System samples per run and rank over time; `cpu_util_pct` as in the runs table (cpu_util_pct)."""
     system = of_kind(events, EventKind.SYSTEM)
     if system.empty:
         return pd.DataFrame(columns=["run_id", "placement", "rank", "t_s", "cpu_pct", "cpu_util_pct", "rss_mb"])
     system = system.copy()
     system["t_s"] = system["time"] - system.groupby("run_id")["time"].transform("min")
-    system["placement"] = system["run_id"].map(lambda r: records.get(r, {}).get("placement"))
-    cpus = [float(records.get(r, {}).get("cpus_per_worker", 1) or 1) for r in system["run_id"]]  # ids: categorical
+    known = {run_id: final.record for run_id, final in records.items()}
+    system["placement"] = system["run_id"].map(lambda r: known[r].placement if r in known else None)
+    cpus = [float(known[r].cpus_per_worker or 1) if r in known else 1.0 for r in system["run_id"]]  # ids: categorical
     system["cpu_util_pct"] = column(system, "cpu_pct") / cpus
     keep = [
         "run_id",
@@ -370,7 +353,7 @@ def summarize(store: StudyStore) -> StudyTables:
         for run_id, rec in records.items()
     ]
     runs = pd.DataFrame(rows)
-    silent = sum(1 for run_id, rec in records.items() if rec.get("status") == RunStatus.OK and run_id not in by_run)
+    silent = sum(1 for run_id, rec in records.items() if rec.outcome.status == RunStatus.OK and run_id not in by_run)
     label = store.events_label
     store.damage.set(label, "run(s) recorded ok have no events at all (their figures are missing)", silent)
     if store.damage.of(label) and not runs.empty:  # steps lost to damage, not a loop that records none
@@ -378,12 +361,12 @@ def summarize(store: StudyStore) -> StudyTables:
         runs.loc[lost, "reason"] = f"none of its steps could be read ({'; '.join(store.damage.of(label))})"
     missing = [name for name in RUN_COLUMNS if name not in runs]  # added at once: column by column fragments
     runs = pd.concat([runs, pd.DataFrame(np.nan, index=runs.index, columns=missing)], axis=1)
-    settings = [c for c in runs.columns if c.startswith(("train.", "model."))]  # the sweep's other axes
+    settings = [c for c in runs.columns if c.startswith(SETTING_PREFIXES)]  # the sweep's other axes
     runs = add_scaling_columns(runs[RUN_COLUMNS + settings]) if not runs.empty else runs
     predictions = {
         run_id: frame
         for run_id, rec in records.items()
-        if rec.get("status") == RunStatus.OK and (frame := store.predictions(run_id)) is not None
+        if rec.outcome.status == RunStatus.OK and (frame := store.predictions(run_id)) is not None
     }
     run_quality, per_class = quality_tables(predictions)
     if not run_quality.empty:
@@ -432,12 +415,12 @@ def summarize(store: StudyStore) -> StudyTables:
 
 
 def _rank_inputs(
-    records: dict[str, dict[str, Any]], events: pd.DataFrame, by_run: Any
+    records: dict[str, FinalRun], events: pd.DataFrame, by_run: Any
 ) -> dict[str, tuple[str, pd.DataFrame, pd.DataFrame]]:
     """Per finished run with events: (placement, its last attempt's steps, its last attempt's clock syncs)."""
     out = {}
-    for run_id, record in records.items():
-        if record.get("status") != RunStatus.OK or run_id not in by_run:
+    for run_id, final in records.items():
+        if final.outcome.status != RunStatus.OK or run_id not in by_run:
             continue
         mine = _last_attempt(events.iloc[by_run[run_id]])
         lifecycle = of_kind(mine, EventKind.LIFECYCLE)
@@ -446,7 +429,7 @@ def _rank_inputs(
             if not lifecycle.empty and "event" in lifecycle
             else pd.DataFrame()
         )
-        out[run_id] = (str(record.get("placement", "")), of_kind(mine, EventKind.STEP), clocks)
+        out[run_id] = (final.record.placement, of_kind(mine, EventKind.STEP), clocks)
     return out
 
 

@@ -438,7 +438,7 @@ def _run_study(
         done: dict[str, dict[str, Any]] = {}
         if resume:
             store.repair()  # a driver killed mid-append leaves half a line: cut it before appending more
-            done = {k: r for k, r in store.final_run_records().items() if r.get("status") in FINISHED}
+            done = {k: f.raw for k, f in store.final_run_records().items() if f.outcome.status in FINISHED}
         else:
             store.create()
         observer.study_started(study_dir, len(runs), ray.get_runtime_context().gcs_address)

@@ -15,24 +15,12 @@ from typing import Any
 
 import pandas as pd
 
+from scaleprof.analysis.run_row import Mlflow, logged_as
 from scaleprof.analysis.summarize import StudyTables
 
 STUDY_TAG = "scaleprof.study_id"
-PARAMS = [
-    "model", "model_label", "placement", "device", "workers", "cpus", "gpus", "strategy", "nodes_realized",
-    "per_worker_batch", "global_batch", "train_precision", "parallelism", "compile", "grad_accumulation",
-    "optimizer", "task", "kind", "fold", "repeat", "node_type", "ray_node_types", "reason",
-]  # fmt: skip
-METRICS = [
-    "throughput", "tokens_per_s", "speedup", "scaling_efficiency", "epoch_time_s", "first_epoch_time_s",
-    "step_time_p50_s", "step_time_p95_s", "data_wait_frac", "mfu", "mfu_6n", "peak_rss_mb", "mem_peak_mb",
-    "state_mem_mb", "gpu_mem_peak_mb", "cpu_util_pct", "gpu_util_pct", "gpu_power_w", "energy_per_sample_j",
-    "accuracy", "precision", "recall", "f1", "specificity", "roc_auc", "test_loss", "perplexity", "token_accuracy",
-    "final_train_loss", "final_val_accuracy", "cost_per_sample_usd", "cost_per_sample_e2e_usd", "cost_run_usd",
-    "wall_s", "wait_s", "startup_s", "train_time_s", "samples_total", "attempts", "seq_gaps",
-    "throughput_low", "throughput_high", "scaling_efficiency_low", "scaling_efficiency_high", "warmup_steps",
-    "steady_steps", "low_confidence", "contended", "outside_cpu_share", "gpu_other_processes",
-]  # fmt: skip
+PARAMS = logged_as(Mlflow.PARAM)  # the runs table's columns logged for each run (analysis/run_row.py)
+METRICS = logged_as(Mlflow.METRIC)
 EPOCH_METRICS = ["epoch_time_s", "train_loss", "val_loss", "val_accuracy", "lr"]
 ARTIFACTS = ["report.html", "summary.md", "runs.parquet", "epochs.parquet", "manifest.json"]
 STATUS = {"ok": "FINISHED", "failed": "FAILED", "skipped": "KILLED"}

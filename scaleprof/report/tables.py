@@ -14,6 +14,7 @@ from scaleprof.analysis.cost import usd_per_million
 from scaleprof.analysis.findings import RunCaveats
 from scaleprof.analysis.prediction import NO_SMALLER_RUN
 from scaleprof.analysis.quality import RUN_METRICS
+from scaleprof.analysis.run_row import declared
 from scaleprof.analysis.scaling import law_reach
 from scaleprof.analysis.steady import INTERVAL_COLUMNS, relative_half_width
 from scaleprof.analysis.summarize import StudyTables
@@ -69,18 +70,20 @@ HEADLINE = {
 }
 
 
-# The runs, split by topic so no table is 25 columns wide; each repeats who the run is.
-IDENTITY = ("placement", "model", *SETTINGS, "device", "workers", "nodes_realized")
+# The runs, split by topic so no table is 25 columns wide; each repeats who the run is. Columns of the runs table
+# (declared in analysis/run_row.py, in the order shown here), and the report's own `caveats` (caveats()).
+IDENTITY = declared("placement", "model", *SETTINGS, "device", "workers", "nodes_realized")
+CAVEATS = "caveats"
 
 
 TOPICS = {
-    "Speed": (*IDENTITY, "status", "throughput", "tokens_per_s", "speedup", "scaling_efficiency", "epoch_time_s",
-              "step_time_p50_s", "step_time_p95_s", "mfu", "mfu_6n", "compile_phase_s", "wall_s", "steady_steps",
-              "caveats"),
-    "Resources": (*IDENTITY, "peak_rss_mb", "cpu_util_pct", "gpu_util_pct", "gpu_sm_active_pct", "gpu_mem_peak_mb",
-                  "mem_peak_mb", "state_mem_mb", "energy_per_sample_j"),
-    "Quality": (*IDENTITY, "eval_split", "accuracy", "f1", "perplexity"),
-    "Cost": (*IDENTITY, "cost_per_sample_usd", "cost_per_sample_e2e_usd", "cost_to_target_usd"),
+    "Speed": (*IDENTITY, *declared("status", "throughput", "tokens_per_s", "speedup", "scaling_efficiency",
+              "epoch_time_s", "step_time_p50_s", "step_time_p95_s", "mfu", "mfu_6n", "compile_phase_s", "wall_s",
+              "steady_steps"), CAVEATS),
+    "Resources": (*IDENTITY, *declared("peak_rss_mb", "cpu_util_pct", "gpu_util_pct", "gpu_sm_active_pct",
+                  "gpu_mem_peak_mb", "mem_peak_mb", "state_mem_mb", "energy_per_sample_j")),
+    "Quality": (*IDENTITY, *declared("eval_split", "accuracy", "f1", "perplexity")),
+    "Cost": (*IDENTITY, *declared("cost_per_sample_usd", "cost_per_sample_e2e_usd", "cost_to_target_usd")),
 }  # fmt: skip
 
 
@@ -156,7 +159,7 @@ def _fmt(column: str, value: Any) -> str:
     return str(value)
 
 
-TERMINAL = (
+TERMINAL = declared(
     "model", "placement", "workers", "nodes_realized", "status", "throughput", "scaling_efficiency", "epoch_time_s",
     "tokens_per_s", "accuracy", "perplexity", "cost_per_sample_usd", "wall_s",
 )  # fmt: skip
@@ -189,7 +192,7 @@ def headline_table(runs: pd.DataFrame, columns: tuple[str, ...] = tuple(HEADLINE
             return bool((runs[c].fillna(0) > 0).any())
         return bool(runs[c].replace("", None).notna().any())
 
-    runs = runs.assign(caveats=[caveats(r) for _, r in runs.iterrows()]) if "caveats" in columns else runs
+    runs = runs.assign(caveats=[caveats(r) for _, r in runs.iterrows()]) if CAVEATS in columns else runs
     shown = [c for c in columns if c in runs and informative(c)]
     table = pd.DataFrame({HEADLINE[c]: [_cell(c, r) for _, r in runs.iterrows()] for c in shown})
     return table

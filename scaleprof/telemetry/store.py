@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from scaleprof.errors import DestinationError, StoreError, StudyBusy
-from scaleprof.records import FABRIC_COLUMNS
+from scaleprof.records import FABRIC_COLUMNS, FinalRun
 from scaleprof.telemetry.segments import EVENTS_DIR, read_segments
 from scaleprof.versions import scaleprof_version
 
@@ -407,22 +407,28 @@ class StudyStore:
     def run_records(self) -> list[dict[str, Any]]:
         return read_jsonl(self.run_records_path, self.damage)
 
-    def final_run_records(self) -> dict[str, dict[str, Any]]:
-        """The latest state of each run, in study order (a later record supersedes an earlier one). A
-        record without a run_id is skipped, and a run whose first record (what it is) is missing too."""
+    def final_run_records(self) -> dict[str, FinalRun]:
+        """The latest state of each run, in study order (a later line supersedes an earlier one's fields), typed
+        (FinalRun.from_stored holds the defaults of older studies). A line without a run_id is skipped, and a
+        run whose first line (what it is) is missing or damaged too."""
         latest: dict[str, dict[str, Any]] = {}
         orphans = 0
-        for record in self.run_records():
-            if not isinstance(record.get("run_id"), str):
+        for line in self.run_records():
+            if not isinstance(line.get("run_id"), str):
                 orphans += 1
                 continue
-            latest.setdefault(record["run_id"], {}).update(record)
-        incomplete = [k for k, r in latest.items() if not isinstance(r.get("workers"), int) or "model" not in r]
-        for key in incomplete:
-            del latest[key]
+            latest.setdefault(line["run_id"], {}).update(line)
+        final, incomplete = {}, 0
+        for run_id, merged in latest.items():
+            try:
+                if not isinstance(merged.get("workers"), int):
+                    raise KeyError("workers")
+                final[run_id] = FinalRun.from_stored(merged)
+            except (KeyError, ValueError, TypeError):
+                incomplete += 1
         self.damage.set(RUN_RECORDS, "record(s) without a run_id skipped", orphans)
-        self.damage.set(RUN_RECORDS, "run(s) whose planned record is missing or damaged left out", len(incomplete))
-        return latest
+        self.damage.set(RUN_RECORDS, "run(s) whose planned record is missing or damaged left out", incomplete)
+        return final
 
     def append_inference(self, rows: list[dict[str, Any]]) -> None:
         append_jsonl(self.root / INFERENCE_RECORDS, rows)

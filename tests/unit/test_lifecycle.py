@@ -33,7 +33,7 @@ def test_transitions_are_checked_and_each_is_recorded(tmp_path):
     assert [set(r) for r in store.run_records()][1:3] == [{"run_id", "status"}, {"run_id", "status", "started_at"}]
     with pytest.raises(RuntimeError, match="ok -> failed"):
         life.to(RunStatus.FAILED)
-    assert store.final_run_records()["r1"]["status"] == "ok"
+    assert store.final_run_records()["r1"].outcome.status == RunStatus.OK
     skipped = RunLifecycle(store, record("r2"))
     skipped.to(RunStatus.PLANNED)
     assert skipped.to(RunStatus.SKIPPED, reason="no GPU")["reason"] == "no GPU"

@@ -41,7 +41,7 @@ def test_a_runs_wait_for_resources_is_its_own_phase_outside_the_wall_time(tmp_pa
     from tests.unit.study_data import make_study
 
     store = make_study(tmp_path / "study")
-    first = store.final_run_records()["001-mlp-cpu-1-r0"]
+    first = store.final_run_records()["001-mlp-cpu-1-r0"].raw
     store.append_run_record({**first, "wait_s": 42.0, "ray_node_types": {"cpu2": 1}})
     tables = summarize(store)
     runs = tables.runs.set_index("placement")

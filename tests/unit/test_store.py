@@ -1,5 +1,8 @@
+import json
+import math
 import os
 
+from scaleprof.records import FinalRun, RunKind, RunOutcome, RunRecord, RunStatus
 from scaleprof.telemetry.store import StudyStore, append_jsonl, atomic_write_text, read_jsonl
 
 
@@ -30,11 +33,83 @@ def test_final_run_records_merge_transitions_in_order(tmp_path):
     store.append_run_record({"run_id": "c", "status": "ok"})  # its planned record was lost
     final = store.final_run_records()
     assert list(final) == ["a", "b"]
-    assert final["a"] == {"run_id": "a", "status": "ok", "model": "m", "workers": 1}
+    assert final["a"].raw == {"run_id": "a", "status": "ok", "model": "m", "workers": 1}
+    assert final["a"].outcome.status == RunStatus.OK and final["b"].outcome.reason == "no GPU"
     assert store.damage.lines() == [
         "run_records.jsonl: 1 record(s) without a run_id skipped",
         "run_records.jsonl: 1 run(s) whose planned record is missing or damaged left out",
     ]
+
+
+# A run's lines as the first scaleprof wrote them (53d7b05): no kind, model_name, strategy, sweep settings,
+# wait_s or ray_node_types; the final line carries the whole record again with its outcome.
+OLD_STUDY_LINES = [
+    '{"run_id": "001-mlp-cpu-2-r0", "index": 1, "model": "mlp", "placement": "cpu-2", "device": "cpu", "workers": 2, '
+    '"cpus_per_worker": 2, "gpus_per_worker": 0, "per_worker_batch": 32, "global_batch": 64, "repeat": 0, '
+    '"status": "planned"}',
+    '{"run_id": "001-mlp-cpu-2-r0", "status": "placed"}',
+    '{"run_id": "001-mlp-cpu-2-r0", "status": "running", "started_at": 100.0}',
+    '{"run_id": "001-mlp-cpu-2-r0", "index": 1, "model": "mlp", "placement": "cpu-2", "device": "cpu", "workers": 2, '
+    '"cpus_per_worker": 2, "gpus_per_worker": 0, "per_worker_batch": 32, "global_batch": 64, "repeat": 0, '
+    '"status": "ok", "reason": "", "started_at": 100.0, "ended_at": 130.0, "wall_s": 30.0}',
+]
+
+
+def test_an_old_studys_run_records_read_typed_with_their_defaults(tmp_path):
+    store = StudyStore(tmp_path / "s")
+    store.create()
+    store.run_records_path.write_text("\n".join(OLD_STUDY_LINES) + "\n")
+    final = store.final_run_records()["001-mlp-cpu-2-r0"]
+    assert final.record == RunRecord(
+        run_id="001-mlp-cpu-2-r0", index=1, model="mlp", model_name="mlp", kind=RunKind.FIXED_SPLIT, fold=None,
+        placement="cpu-2", device="cpu", workers=2, cpus_per_worker=2, gpus_per_worker=0, per_worker_batch=32,
+        global_batch=64, repeat=0, strategy="PACK", nodes_requested=None, node_type=None, model_label="mlp",
+        batch_series="mlp",
+    )  # fmt: skip
+    outcome = final.outcome
+    assert (outcome.status, outcome.reason, outcome.started_at, outcome.ended_at) == (RunStatus.OK, "", 100.0, 130.0)
+    assert (outcome.wall_s, outcome.wait_s, outcome.attempts, outcome.ray_node_types) == (30.0, 0.0, None, {})
+    assert final.raw == json.loads(OLD_STUDY_LINES[-1])  # the lines as stored
+    assert store.damage.lines() == []
+
+
+def test_a_run_record_reads_back_what_the_runner_wrote_and_ignores_fields_it_does_not_know():
+    record = RunRecord(run_id="r", index=2, model="lm-w2", model_name="tiny", kind=RunKind.CV, fold=1,
+                       placement="gpu-4",
+                       device="gpu", workers=4, cpus_per_worker=4, gpus_per_worker=1, per_worker_batch=8,
+                       global_batch=32, repeat=1, strategy="SPREAD", nodes_requested=2, node_type="g5",
+                       model_label="lm", batch_series="lm/8", settings={"model.kwargs.width": 2}, task="language",
+                       train_precision="bf16", parallelism="fsdp", compile="default", grad_accumulation=2,
+                       optimizer="adamw", tokens_per_sample=128)  # fmt: skip
+    line = {**record.to_dict(), "status": "failed", "reason": "boom", "detail": "Traceback", "started_at": 1.0,
+            "ended_at": 4.0, "wall_s": 3.0, "attempts": 2, "wait_s": 0.5, "ray_node_types": {"g5": 2},
+            "from_a_newer_scaleprof": True}  # fmt: skip
+    final = FinalRun.from_stored(json.loads(json.dumps(line)))  # through JSON: enums come back as strings
+    assert final.record == record and isinstance(final.record.kind, RunKind)
+    assert final.outcome == RunOutcome(
+        status=RunStatus.FAILED,
+        reason="boom",
+        detail="Traceback",
+        started_at=1.0,
+        ended_at=4.0,
+        wall_s=3.0,
+        attempts=2,
+        wait_s=0.5,
+        ray_node_types={"g5": 2},
+    )
+    assert final.raw["from_a_newer_scaleprof"] is True
+    assert final.outcome.times() == {"started_at": 1.0, "ended_at": 4.0}
+    assert math.isnan(
+        FinalRun.from_stored({"model": "m", "run_id": "x", "workers": 1, "status": "planned"}).outcome.wall_s
+    )
+
+
+def test_a_run_with_an_unknown_status_is_left_out_as_damaged(tmp_path):
+    store = StudyStore(tmp_path / "s")
+    store.create()
+    store.append_run_record({"run_id": "a", "status": "exploded", "model": "m", "workers": 1})
+    assert store.final_run_records() == {}
+    assert store.damage.lines() == ["run_records.jsonl: 1 run(s) whose planned record is missing or damaged left out"]
 
 
 def test_repair_torn_tail_cuts_only_the_incomplete_line(tmp_path):

@@ -3,7 +3,7 @@
 import math
 
 from scaleprof.analysis.summarize import summarize
-from scaleprof.records import NO_STEPS, RunStatus
+from scaleprof.records import NO_STEPS, RunKind, RunStatus
 from scaleprof.telemetry.aggregator import Aggregator
 
 from .study_data import _worker_events, make_study
@@ -27,7 +27,8 @@ def test_a_failed_run_shows_no_steady_state_figure_and_is_no_scaling_point(tmp_p
 def test_a_run_that_recorded_no_step_is_unmeasured_with_how_to_record_them(tmp_path):
     store = make_study(tmp_path / "s")
     store.append_run_record({"run_id": "004-mlp-cpu-1-r0", "index": 4, "model": "mlp", "placement": "cpu-1b",
-                             "device": "cpu", "workers": 1, "kind": "fixed_split", "status": RunStatus.OK})  # fmt: skip
+                             "device": "cpu", "workers": 1, "kind": RunKind.FIXED_SPLIT,
+                             "status": RunStatus.OK})  # fmt: skip
     silent = [e for e in _worker_events("004-mlp-cpu-1-r0", 0, epoch_time=1.0) if e["kind"] not in ("step", "epoch")]
     Aggregator(str(store.root), shard="1").ingest(silent)  # its worker started and evaluated, but timed no step
     runs = summarize(store).runs.set_index("run_id")
