@@ -13,6 +13,7 @@ caveats name the settings that differ (config.setting_differences), so a change 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,21 @@ def settings_caveat(differences: list[str]) -> str:
     if len(differences) > SHOWN_DIFFERENCES:
         shown.append(f"and {len(differences) - SHOWN_DIFFERENCES} more")
     return f"settings differ ({'; '.join(shown)})"
+
+
+@dataclass(frozen=True)
+class RowCaveats:
+    """Why one row's change is not the code's alone: the settings its two studies ran differently, and the
+    flags (keys of FLAGS) of either side's runs."""
+
+    differences: tuple[str, ...]  # config.setting_differences of the row's settings, in the file's order
+    flagged: tuple[tuple[str, str], ...]  # (side "a" or "b", flag), a's first
+
+    def words(self) -> str:
+        """The row's `caveats` column: the differing settings (the first few), then each side's flags."""
+        parts = [settings_caveat(list(self.differences))] if self.differences else []
+        parts += [f"{side.upper()} {FLAGS[flag]}" for side, flag in self.flagged]
+        return "; ".join(parts)
 
 
 def _row_settings(experiment: dict[str, Any], placement: str) -> dict[str, Any]:
@@ -106,11 +122,8 @@ def compare_runs(
         if experiments is not None:
             ea, eb = experiments
             differences = setting_differences(_row_settings(ea, str(placement)), _row_settings(eb, str(placement)))
-        caveats = [settings_caveat(differences)] if differences else []
-        caveats += [
-            f"{side.upper()} {label}" for side in ("a", "b") for flag, label in FLAGS.items() if r.get(f"{flag}_{side}")
-        ]
-        row["caveats"] = "; ".join(caveats)
+        flagged = tuple((side, flag) for side in ("a", "b") for flag in FLAGS if r.get(f"{flag}_{side}"))
+        row["caveats"] = RowCaveats(tuple(differences), flagged).words()
         row["settings_differ"] = "; ".join(differences)
         rows.append(row)
     return pd.DataFrame(rows)

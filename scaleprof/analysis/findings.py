@@ -1,7 +1,7 @@
 """What the report points out, computed here so the report only formats: the best, cheapest and fastest
-runs, the largest learning-curve divergence, the fixed cost per run, restarted runs, the goal's
-recommendation, per-placement quality medians and the scaling law's curves. Each figure is a small frozen
-dataclass defined beside the function that computes it; `Findings` gathers them."""
+runs, the largest learning-curve divergence, the fixed cost per run, restarted runs, a language study's loss
+floor, the goal's recommendation, per-placement quality medians and the scaling law's curves. Each figure is
+a small frozen dataclass defined beside the function that computes it; `Findings` gathers them."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from scaleprof.analysis.language import LossFloor, loss_floor
 from scaleprof.analysis.phases import WALL_PHASES
 from scaleprof.analysis.quality import RUN_METRICS
 from scaleprof.analysis.quality_shift import DEFAULT_TOLERANCE, QualityShift, quality_shifts
 from scaleprof.analysis.recommend import Recommendation, recommend
-from scaleprof.analysis.scaling import law_reach, predictions
+from scaleprof.analysis.scaling import FitBasis, law_reach, predictions
 from scaleprof.analysis.stragglers import Stall, Straggler
 from scaleprof.records import RunKind, RunStatus
 
@@ -31,6 +32,7 @@ class Findings:
     busy_but_idle: list[BusyButIdle] = field(default_factory=list)  # GPU runs busy to NVML, idle to their SMs
     restarted: list[RestartedRun] = field(default_factory=list)
     throughput_bases: list[str] = field(default_factory=list)  # which part of the runs counted as steady state
+    loss_floor: LossFloor | None = None  # synthetic tokens: the loss of a model that knew the chain exactly
     recommendation: Recommendation | None = None  # see analysis/recommend.py
     # The report's opening summary: each backed by a table or chart further down.
     top_throughput: TopThroughput | None = None
@@ -309,7 +311,7 @@ class LawPeak:
     device: str
     peak_workers: float  # inf: throughput keeps rising with workers
     max_measured_workers: int
-    caveats: str  # what the fit rests on (analysis/scaling.py)
+    basis: FitBasis  # what the fit rests on (analysis/scaling.py)
     within_reach: bool  # False: a peak far past the measured counts, the fit's arithmetic
     reach: int  # how far the law's curve is drawn (scaling.law_reach)
 
@@ -332,7 +334,7 @@ def law_peak(fits: pd.DataFrame) -> LawPeak | None:
     fit = valid.iloc[0]
     return LawPeak(
         model=str(fit["model"]), device=str(fit["device"]), peak_workers=float(fit["peak_workers"]),
-        max_measured_workers=int(fit["max_measured_workers"]), caveats=str(fit["caveats"]),
+        max_measured_workers=int(fit["max_measured_workers"]), basis=FitBasis.of(fit),
         # A peak far past the measured counts is the fit's arithmetic, not something these points place.
         within_reach=bool(fit.get("peak_placed", True)), reach=law_reach(int(fit["max_measured_workers"])),
     )  # fmt: skip
@@ -480,15 +482,16 @@ def findings(
     fabric: Any = None,
     ledger: pd.DataFrame | None = None,
     quality_tolerance: float = DEFAULT_TOLERANCE,
+    loss_floor_nats: float | None = None,
 ) -> Findings:
     """`fabric` (analysis/prediction.Fabric) and `ledger` let the recommendation predict by the physics model
     and say how far it was off on this study; a placement whose quality fell (analysis/quality_shift.py) is
-    never recommended."""
+    never recommended. `loss_floor_nats`: the synthetic chain's entropy (the manifest's), for `loss_floor`."""
     shifts = quality_shifts(runs, quality_tolerance)
     fell = {(shift.model, shift.placement) for shift in shifts if shift.worse}
     out = Findings(
         best_run_id=best_run(runs), fixed_cost=fixed_cost(runs), quality_shifts=shifts,
-        recommendation=recommend(runs, goal, fabric, ledger, fell),
+        recommendation=recommend(runs, goal, fabric, ledger, fell), loss_floor=loss_floor(loss_floor_nats),
     )  # fmt: skip
     headline(out, runs, fits, placements)
     out.busy_but_idle = busy_but_idle(runs)

@@ -1,4 +1,4 @@
-"""Language-model figures: tokens per second, perplexity, and the 6·N·tokens FLOPs estimate.
+"""Language-model figures: tokens per second, perplexity, the loss floor, and the 6·N·tokens FLOPs estimate.
 
 Throughput is counted in samples (sequences) everywhere; a language-modeling run also knows its tokens
 per sample (the sequence length), so tokens/s is that product, never measured apart.
@@ -7,6 +7,7 @@ per sample (the sequence length), so tokens/s is that product, never measured ap
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,22 @@ def perplexity(loss_nats: float) -> float:
     if loss_nats is None or not np.isfinite(loss_nats):
         return float("nan")
     return math.exp(min(loss_nats, 700.0))  # past e^700 a float overflows: the model has diverged anyway
+
+
+@dataclass(frozen=True)
+class LossFloor:
+    """A synthetic chain's own entropy: the loss (and perplexity) of a model that knew the chain exactly."""
+
+    nats: float  # per token
+    perplexity: float
+
+
+def loss_floor(entropy_nats: float | None) -> LossFloor | None:
+    """The study's loss floor from its chain's entropy (the manifest's `loss_floor_nats`, synthetic tokens
+    only); None for data with no known floor."""
+    if entropy_nats is None:
+        return None
+    return LossFloor(nats=float(entropy_nats), perplexity=perplexity(entropy_nats))
 
 
 def tokens_per_s(samples_per_s: float, tokens_per_sample: float | None) -> float:

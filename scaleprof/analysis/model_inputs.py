@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -103,19 +104,38 @@ def core_demand(row: Mapping[str, Any], starts: pd.DataFrame) -> dict[str, float
             "hosts_realized": hosts}  # fmt: skip
 
 
-def oversubscribed(base: Mapping[str, Any], workers: int, hosts: int) -> str:
-    """Why a CPU placement's compute would not be the base run's (its workers per machine would keep the
-    machine's cores busy, at the base run's per-worker CPU), or "" when it would. `hosts`: the machines
-    the placement spreads over (for a placement not measured, its nodes)."""
+@dataclass(frozen=True)
+class Oversubscription:
+    """A CPU placement whose workers per machine would keep the machine's cores busy at the base run's
+    per-worker CPU: its compute would not be the base run's, as the physics model takes it."""
+
+    workers_per_machine: int
+    cores_busy: float  # per worker, in the base run
+    machine_cores: float  # the smallest node's logical CPUs
+    base_placement: str
+
+    def words(self) -> str:
+        """The caveat as the prediction tables store it (their `caveat` column)."""
+        n, busy = self.workers_per_machine, self.cores_busy
+        return (
+            f"{n} workers on one machine would keep about {n * busy:.1f} of its {self.machine_cores:.0f} cores "
+            f"busy ({busy:.2f} each in {self.base_placement}): they would share cores, which the model does not "
+            "include"
+        )
+
+
+def oversubscribed(base: Mapping[str, Any], workers: int, hosts: int) -> Oversubscription | None:
+    """Whether a CPU placement's compute would not be the base run's (its workers per machine would keep the
+    machine's cores busy, at the base run's per-worker CPU); None when it would. `hosts`: the machines the
+    placement spreads over (for a placement not measured, its nodes)."""
     if not (finite(base.get("worker_cores_busy")) and finite(base.get("node_cpus"))):
-        return ""
+        return None
     busy, cpus = float(base["worker_cores_busy"]), float(base["node_cpus"])
     per_node = math.ceil(workers / hosts)
     if per_node * busy < FULL_NODE * cpus:
-        return ""
-    return (
-        f"{per_node} workers on one machine would keep about {per_node * busy:.1f} of its {cpus:.0f} cores busy "
-        f"({busy:.2f} each in {base.get('placement')}): they would share cores, which the model does not include"
+        return None
+    return Oversubscription(
+        workers_per_machine=per_node, cores_busy=busy, machine_cores=cpus, base_placement=str(base.get("placement"))
     )
 
 

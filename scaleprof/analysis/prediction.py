@@ -31,7 +31,15 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.fabric import LinkFit, fit_fabric, stated_link
-from scaleprof.analysis.model_inputs import PHASES, finite, host_sharing, measured_run, oversubscribed, ranks_per_host
+from scaleprof.analysis.model_inputs import (
+    PHASES,
+    Oversubscription,
+    finite,
+    host_sharing,
+    measured_run,
+    oversubscribed,
+    ranks_per_host,
+)
 from scaleprof.analysis.physics import HostSharing, MeasuredRun, Prediction, Scaling, predict
 from scaleprof.analysis.scaling import baselines, scaling_efficiency, speedup
 from scaleprof.records import FABRIC_COLUMNS, RunKind, RunStatus
@@ -177,7 +185,7 @@ def _physics_entry(
     hosts = int(target["hosts_realized"]) if finite(target.get("hosts_realized")) else nodes
     caveat = _caveat(base[0], workers, hosts, sharing, per_host)
     return {"predicted": found.throughput, "low": found.low, "high": found.high, "base": str(base[0]["placement"]),
-            "reason": "", "caveat": caveat} | _parts(found, target)  # fmt: skip
+            "reason": "", "caveat": _words(caveat)} | _parts(found, target)  # fmt: skip
 
 
 def _parts(found: Prediction, target: pd.Series) -> dict[str, float]:
@@ -198,11 +206,18 @@ def probed_sharing(group: pd.DataFrame) -> HostSharing | None:
     return max(probed, key=lambda sharing: sharing.ranks) if probed else None
 
 
-def _caveat(base: pd.Series, workers: int, hosts: int, sharing: HostSharing | None, per_host: int) -> str:
+def _caveat(
+    base: pd.Series, workers: int, hosts: int, sharing: HostSharing | None, per_host: int
+) -> Oversubscription | None:
     """The oversubscription caveat, unless the host-sharing probe measured as many ranks on a machine."""
     if sharing is not None and sharing.ranks >= per_host:
-        return ""
+        return None
     return oversubscribed(base, workers, hosts)
+
+
+def _words(caveat: Oversubscription | None) -> str:
+    """A caveat as the tables' `caveat` column holds it ("" for none)."""
+    return caveat.words() if caveat is not None else ""
 
 
 def _curve_entry(smaller: pd.DataFrame, workers: int) -> dict[str, Any]:
@@ -276,5 +291,5 @@ def _figures(found: Prediction, base: pd.Series, fabric: Fabric, sharing: HostSh
         "overlap": found.overlap, "crosses_node_boundary": found.crosses_node_boundary, "link_class": link,
         "link_source": fabric.source.get(link, "") if link else "", "base": str(base["placement"]),
         "basis": found.basis, "reason": "", "compute_factor": found.compute_factor,
-        "caveat": _caveat(base, found.workers, found.nodes, sharing, found.ranks_per_host),
+        "caveat": _words(_caveat(base, found.workers, found.nodes, sharing, found.ranks_per_host)),
     }  # fmt: skip

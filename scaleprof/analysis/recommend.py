@@ -52,7 +52,8 @@ class Recommendation:
     cost_per_sample_usd: float = math.nan
     cost_per_sample_high_usd: float = math.nan  # measured: the top of its 95% interval
     chance: float = math.nan  # predicted: that the throughput reaches the goal
-    caveats: str = ""  # predicted: what the prediction rests on, and where quality fell
+    rests_on: str = ""  # predicted: its prediction's caveat as its table says it (the law's basis, oversubscription)
+    quality_fell_on: tuple[str, ...] = ()  # predicted: the model's placements whose quality fell, sorted
     ledger_error_pct: float = math.nan  # predicted by physics: its median |error| on this study's runs
 
 
@@ -132,11 +133,8 @@ def recommend(
     best = candidates[int((sure if not sure.empty else frame).sort_values(order).index[0])]
     if best.method == "physics" and ledger is not None and not ledger.empty:
         best = replace(best, ledger_error_pct=_ledger_error(ledger, best.model, best.device))
-    lost = sorted(placement for model, placement in fell if model == best.model)
-    if lost:
-        said = f"quality fell on {', '.join(lost)} (more workers than one may learn less, see the Quality finding)"
-        best = replace(best, caveats="; ".join(part for part in (best.caveats, said) if part))
-    return best
+    lost = tuple(sorted(placement for model, placement in fell if model == best.model))
+    return replace(best, quality_fell_on=lost)
 
 
 def _predicted(group: pd.DataFrame, goal: dict[str, Any], fabric: Any) -> list[Recommendation]:
@@ -180,7 +178,7 @@ def _predicted(group: pd.DataFrame, goal: dict[str, Any], fabric: Any) -> list[R
             basis="predicted", method=p["method"], model=str(model), device=str(device), workers=workers,
             nodes=float(p["nodes"]), throughput=float(p["throughput"]), throughput_low=low, throughput_high=high,
             cost_per_sample_usd=float(cost_per_sample_usd(hourly, p["throughput"])),
-            chance=interval.share_above(needed), caveats=p.get("caveats", "") or "",
+            chance=interval.share_above(needed), rests_on=p.get("caveats", "") or "",
         ))  # fmt: skip
     return out
 

@@ -6,6 +6,8 @@ or strong scaling (global batch fixed); the report says which.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -97,31 +99,70 @@ def _flagged(group: pd.DataFrame, column: str) -> list[str]:
     return list(dict.fromkeys(str(n) for n in names))
 
 
-def fit_basis(group: pd.DataFrame, fit: USLFit, refused: str) -> dict[str, Any]:
-    """What a fit rests on, for every figure drawn from it: whether its parameters keep their meaning,
-    its worker counts and runs, whether it is exact (no band), and which of its placements had a
-    contended or a low-confidence run. `caveats` says all of it in one line, starting with
-    `refused` and the reason when the law is outside its meaning."""
-    counts = int(group["workers"].nunique())
-    contended, low_confidence = _flagged(group, "contended"), _flagged(group, "low_confidence")
-    parts = [f"from {counts} worker counts ({fit.points} runs)" + (", exact fit (no band)" if fit.dof == 0 else "")]
-    flags: dict[str, list[str]] = {}
-    for placements, label in ((contended, "contended"), (low_confidence, "low confidence")):
-        for placement in placements:
-            flags.setdefault(placement, []).append(label)
-    parts += [f"{placement} {', '.join(labels)}" for placement, labels in flags.items()]
-    if not fit.valid:
-        parts.insert(0, f"{refused}: {fit.invalid_reason}")
-    return {
-        "valid": fit.valid,
-        "invalid_reason": fit.invalid_reason,
-        "worker_counts": counts,
-        "points": fit.points,
-        "exact_fit": fit.dof == 0,
-        "contended_placements": ", ".join(contended),
-        "low_confidence_placements": ", ".join(low_confidence),
-        "caveats": "; ".join(parts),
-    }
+@dataclass(frozen=True)
+class FitBasis:
+    """What a fitted law rests on, for every figure drawn from it: whether its parameters keep their meaning,
+    its worker counts and runs, whether it is exact (no band), and which of its placements had a contended
+    or a low-confidence run."""
+
+    valid: bool
+    invalid_reason: str  # "" when valid
+    worker_counts: int
+    points: int  # runs
+    exact_fit: bool  # as many parameters as points: no band
+    contended: tuple[str, ...]  # placements with a contended run, in study order
+    low_confidence: tuple[str, ...]  # placements with a low-confidence run, in study order
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> FitBasis:
+        """From a row of the fits or predictions table (its `columns`)."""
+        return cls(
+            valid=bool(row["valid"]), invalid_reason=str(row["invalid_reason"] or ""),
+            worker_counts=int(row["worker_counts"]), points=int(row["points"]), exact_fit=bool(row["exact_fit"]),
+            contended=_placements(row["contended_placements"]),
+            low_confidence=_placements(row["low_confidence_placements"]),
+        )  # fmt: skip
+
+    def columns(self, refused: str) -> dict[str, Any]:
+        """As the fits and predictions tables store it; `caveats` (`words`) says all of it in one line."""
+        return {
+            "valid": self.valid,
+            "invalid_reason": self.invalid_reason,
+            "worker_counts": self.worker_counts,
+            "points": self.points,
+            "exact_fit": self.exact_fit,
+            "contended_placements": ", ".join(self.contended),
+            "low_confidence_placements": ", ".join(self.low_confidence),
+            "caveats": self.words(refused),
+        }
+
+    def words(self, refused: str) -> str:
+        """All of it in one line, starting with `refused` ("not used", "no prediction") and the reason when the
+        law is outside its meaning: the tables' `caveats` column, and the report's."""
+        parts = [f"from {self.worker_counts} worker counts ({self.points} runs)"
+                 + (", exact fit (no band)" if self.exact_fit else "")]  # fmt: skip
+        flags: dict[str, list[str]] = {}
+        for placements, label in ((self.contended, "contended"), (self.low_confidence, "low confidence")):
+            for placement in placements:
+                flags.setdefault(placement, []).append(label)
+        parts += [f"{placement} {', '.join(labels)}" for placement, labels in flags.items()]
+        if not self.valid:
+            parts.insert(0, f"{refused}: {self.invalid_reason}")
+        return "; ".join(parts)
+
+
+def _placements(listed: Any) -> tuple[str, ...]:
+    """A `, `-separated column of placement names (names have no commas: config.NAME_PATTERN) as a tuple."""
+    return tuple(name for name in str(listed or "").split(", ") if name)
+
+
+def fit_basis(group: pd.DataFrame, fit: USLFit) -> FitBasis:
+    """What a fit to `group` rests on."""
+    return FitBasis(
+        valid=fit.valid, invalid_reason=fit.invalid_reason, worker_counts=int(group["workers"].nunique()),
+        points=fit.points, exact_fit=fit.dof == 0, contended=tuple(_flagged(group, "contended")),
+        low_confidence=tuple(_flagged(group, "low_confidence")),
+    )  # fmt: skip
 
 
 # How far past the largest measured worker count a fitted law is read: its curves are drawn up to this multiple
@@ -152,7 +193,7 @@ def scaling_fits(runs: pd.DataFrame) -> pd.DataFrame:
             "gamma": fit.gamma, "gamma_se": fit.gamma_se,
             "peak_workers": fit.peak_workers if fit.valid else float("nan"),
             "peak_placed": bool(fit.valid and fit.peak_workers <= law_reach(int(counts[-1]))),
-            "max_measured_workers": int(counts[-1]), **fit_basis(group, fit, "not used"),
+            "max_measured_workers": int(counts[-1]), **fit_basis(group, fit).columns("not used"),
         }  # fmt: skip
         if len(counts) >= 3 and fit.valid:
             row.update(_holdout(group, int(counts[-1])))
@@ -190,7 +231,7 @@ def predictions(runs: pd.DataFrame, workers: list[int], level: float = 0.95) -> 
     one_worker = baselines(runs)
     for model, device, group in _fittable_groups(runs):
         fit = fit_usl(group["workers"], group["throughput"])
-        basis = fit_basis(group, fit, "no prediction")
+        basis = fit_basis(group, fit).columns("no prediction")
         counts = np.asarray(workers, dtype=float)
         low, high = fit.interval(counts, level)
         predicted = fit.predict(counts) if fit.valid else np.full(len(counts), np.nan)

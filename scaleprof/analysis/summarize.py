@@ -387,7 +387,9 @@ def summarize(store: StudyStore) -> StudyTables:
     workers = workers_table(events)
     ranks = rank_tables(_rank_inputs(records, events, by_run), workers, protocol.warmup_steps)
     tolerance = experiment.evaluation.quality_tolerance
-    found = findings(runs, goal_of(experiment), fits, placements, fabric, ledger, tolerance)
+    found = findings(
+        runs, goal_of(experiment), fits, placements, fabric, ledger, tolerance, manifest.data.loss_floor_nats
+    )
     found.stragglers, found.stalls = ranks.stragglers, ranks.stalls
     return StudyTables(
         runs=runs,

@@ -107,7 +107,7 @@ def _law_peak_sentence(p: LawPeak) -> str:
         )
     return (
         f"The fitted scaling law {where}; measured up to {p.max_measured_workers} workers "
-        f"[{p.caveats}] (Scaling law table)."
+        f"[{p.basis.words('not used')}] (Scaling law table)."
     )
 
 
@@ -276,7 +276,10 @@ def _ledger_sentences(ledger: pd.DataFrame) -> list[str]:
 
 def _miss(r: pd.Series) -> str:
     """Where a ledger row's miss came from: per step, compute and sync measured against predicted."""
-    pairs = [("compute", "compute"), ("sync", "the all-reduce with the wait for the slowest rank")]
+    pairs = [
+        ("compute", "compute"),
+        ("sync", "the gradient sync (DDP's own cost, the all-reduce, the wait for the slowest rank)"),
+    ]
     said = []
     for part, what in pairs:
         measured, predicted = r.get(f"{part}_measured_s", np.nan), r.get(f"{part}_predicted_s", np.nan)

@@ -73,4 +73,10 @@ def _predicted_text(r: Recommendation, cost_text: str) -> str:
     error = r.ledger_error_pct
     if physics and np.isfinite(error):
         said += f"; on this study's own multi-worker runs the physics model was off by {error:.0f}% (median)"
-    return said + f"; a prediction, not a measurement{'; ' + r.caveats if r.caveats else ''}."
+    caveats = [r.rests_on] if r.rests_on else []
+    if r.quality_fell_on:
+        caveats.append(
+            f"quality fell on {', '.join(r.quality_fell_on)} (more workers than one may learn less, see the Quality "
+            "finding)"
+        )
+    return said + f"; a prediction, not a measurement{''.join('; ' + caveat for caveat in caveats)}."

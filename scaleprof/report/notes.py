@@ -8,7 +8,6 @@ import json
 import pandas as pd
 
 from scaleprof.analysis.findings import BusyButIdle, Findings, FixedCost
-from scaleprof.analysis.language import perplexity
 from scaleprof.analysis.recommend import goal_of
 from scaleprof.analysis.summarize import StudyTables
 from scaleprof.config import Experiment
@@ -25,7 +24,7 @@ def study_notes(tables: StudyTables) -> list[str]:
     advice = describe(found.recommendation, goal_of(exp))
     return (
         ([advice] if advice else [])
-        + _training_notes(exp, found, tables.manifest.data.loss_floor_nats)
+        + _training_notes(exp, found)
         + _measurement_notes(tables)
         + _fixed_cost_notes(found.fixed_cost)
         + _wait_notes(tables.runs)
@@ -36,7 +35,7 @@ def study_notes(tables: StudyTables) -> list[str]:
     )
 
 
-def _training_notes(exp: Experiment, found: Findings, loss_floor_nats: float | None) -> list[str]:
+def _training_notes(exp: Experiment, found: Findings) -> list[str]:
     """How the runs trained: scaling rule, loop and learning rate, restarts, quality, curve divergence."""
     train = exp.train
     notes = []
@@ -82,11 +81,11 @@ def _training_notes(exp: Experiment, found: Findings, loss_floor_nats: float | N
         )
         if exp.data is not None:  # a training loop that brings its own tokens says nothing of their length
             quality += f" Throughput in tokens/s is samples/s x {exp.data.seq_len} tokens per sequence."
-        floor = loss_floor_nats
+        floor = found.loss_floor
         if floor is not None:
             quality += (
                 f" The synthetic chain's own entropy, the loss a model that knew it exactly would have, is "
-                f"{floor:.3f} nats (perplexity {perplexity(floor):.3f})."
+                f"{floor.nats:.3f} nats (perplexity {floor.perplexity:.3f})."
             )
     else:
         quality = (

@@ -65,6 +65,14 @@ def test_a_contended_or_low_confidence_side_is_said_beside_the_change():
     assert compare_runs(runs({"cpu-1": [100]}), runs({"cpu-1": [60]})).iloc[0]["caveats"] == ""
 
 
+def test_a_rows_caveats_are_typed_and_worded_settings_first():
+    from scaleprof.analysis.compare import RowCaveats
+
+    said = RowCaveats(("train.lr: 0.1 vs 0.2",), (("a", "contended"), ("b", "low_confidence"))).words()
+    assert said == "settings differ (train.lr: 0.1 vs 0.2); A contended; B low-confidence"
+    assert RowCaveats((), ()).words() == ""
+
+
 def test_studies_whose_settings_differ_say_which_fields_beside_every_change(tmp_path, capsys):
     import json
 

@@ -2,11 +2,14 @@
 
 import dataclasses
 import json
+import math
 
 import pandas as pd
 import pytest
 
-from scaleprof.analysis.findings import Bottleneck, Findings, cheapest, headline, step_bottleneck
+from scaleprof.analysis.findings import Bottleneck, Findings, cheapest, findings, headline, step_bottleneck
+from scaleprof.analysis.language import LossFloor
+from scaleprof.analysis.scaling import FitBasis
 from scaleprof.report.findings_text import findings_sentences
 
 
@@ -81,7 +84,34 @@ def test_the_law_peak_carries_the_fits_caveats(study):
     peak = tables.findings.law_peak
     assert peak.model == "mlp" and tables.findings.invalid_laws == []
     # both runs measured 8 steady steps, under the default floor of 30
-    assert "from 2 worker counts" in peak.caveats and "low confidence" in peak.caveats
+    assert (peak.basis.worker_counts, peak.basis.points, peak.basis.exact_fit) == (2, 2, True)
+    assert peak.basis.low_confidence == ("cpu-1", "cpu-2") and peak.basis.contended == ()
+    assert peak.basis.words("not used") == (
+        "from 2 worker counts (2 runs), exact fit (no band); cpu-1 low confidence; cpu-2 low confidence"
+    )
+    assert FitBasis.of(tables.fits.iloc[0]) == peak.basis  # the stored columns hold all of it
+
+
+def test_a_language_study_gets_its_loss_floor_with_its_perplexity(study):
+    """The floor is the chain's entropy (the manifest's); its perplexity is e to it: e^ln(4) = 4 (a uniform
+    choice among 4 tokens)."""
+    _, tables, _ = study
+    assert tables.findings.loss_floor is None  # digits: no chain, no floor
+    found = findings(tables.runs, None, loss_floor_nats=math.log(4))
+    assert isinstance(found.loss_floor, LossFloor)
+    assert found.loss_floor.nats == pytest.approx(1.386294) and found.loss_floor.perplexity == pytest.approx(4.0)
+
+
+def test_the_study_hands_its_manifests_floor_to_the_findings(tmp_path):
+    from scaleprof.analysis.summarize import summarize
+    from tests.unit.study_data import make_study
+
+    store = make_study(tmp_path / "study")
+    stored = json.loads((store.root / "manifest.json").read_text())
+    stored["data"]["loss_floor_nats"] = math.log(4)
+    (store.root / "manifest.json").write_text(json.dumps(stored))
+    floor = summarize(store).findings.loss_floor
+    assert floor is not None and floor.perplexity == pytest.approx(4.0)
 
 
 def _priced(rows: list[tuple[str, float]]) -> pd.DataFrame:

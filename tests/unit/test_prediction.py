@@ -11,7 +11,7 @@ import pytest
 
 from scaleprof import cli
 from scaleprof.analysis.fabric import ring_time
-from scaleprof.analysis.model_inputs import host_sharing_columns, measured_run, oversubscribed
+from scaleprof.analysis.model_inputs import Oversubscription, host_sharing_columns, measured_run, oversubscribed
 from scaleprof.analysis.prediction import fabric_of, physics_predictions, prediction_ledger, study_sweep
 from scaleprof.analysis.summarize import summarize
 from scaleprof.records import FABRIC_COLUMNS
@@ -112,7 +112,8 @@ def test_the_report_opens_with_the_self_check(tmp_path):
     assert "outside the interval" in said[0]
     # cpu-2's sync probe saw 50 ms; the fabric's 2-rank all-reduce of 4,000 bytes takes 2 x 0.1 ms + 4 us
     assert (
-        "the all-reduce with the wait for the slowest rank 50 ms measured against 0.204 ms predicted (245x)" in said[0]
+        "the gradient sync (DDP's own cost, the all-reduce, the wait for the slowest rank) 50 ms measured against "
+        "0.204 ms predicted (245x)" in said[0]
     )
     assert "Per step: compute " in said[0]
 
@@ -172,11 +173,12 @@ def test_predict_names_the_option_at_fault(tmp_path, capsys, extra, said):
 def test_a_cpu_placement_that_would_fill_its_node_says_so():
     """Each worker of the base run kept 0.96 cores busy on a 2-core node: 2 on a node leave none to spare."""
     base = {"placement": "w1", "worker_cores_busy": 0.96, "node_cpus": 2.0}
-    assert oversubscribed(base, 1, 1) == ""
+    assert oversubscribed(base, 1, 1) is None
     said = oversubscribed(base, 2, 1)
-    assert "2 workers on one machine would keep about 1.9 of its 2 cores busy (0.96 each in w1)" in said
-    assert oversubscribed(base, 4, 2) != "" and oversubscribed(base, 4, 4) == ""  # 2 per node, then 1
-    assert oversubscribed({"placement": "g1", "worker_cores_busy": math.nan, "node_cpus": 2.0}, 8, 1) == ""  # a GPU run
+    assert said == Oversubscription(workers_per_machine=2, cores_busy=0.96, machine_cores=2.0, base_placement="w1")
+    assert "2 workers on one machine would keep about 1.9 of its 2 cores busy (0.96 each in w1)" in said.words()
+    assert oversubscribed(base, 4, 2) is not None and oversubscribed(base, 4, 4) is None  # 2 per node, then 1
+    assert oversubscribed({"placement": "g1", "worker_cores_busy": math.nan, "node_cpus": 2.0}, 8, 1) is None  # GPU
 
 
 def test_the_throughput_chart_draws_the_ledger_beside_the_measured_points(tables):

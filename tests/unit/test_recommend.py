@@ -59,6 +59,23 @@ def test_a_predicted_recommendation_says_what_its_law_rests_on():
     assert "a prediction, not a measurement; from 3 worker counts (3 runs)" in text and "cpu-4 contended" in text
 
 
+def test_a_predicted_recommendation_names_where_quality_fell_and_the_report_says_it():
+    from scaleprof.analysis.recommend import recommend
+    from scaleprof.report.goal_text import describe
+
+    runs = scaling_runs().assign(contended=[False, False, True])
+    goal = {"min_throughput": 400}
+    best = recommend(runs, goal, fell={("m", "cpu-4"), ("m", "cpu-2"), ("other", "cpu-1")})
+    assert best is not None and best.basis == "predicted"
+    assert best.quality_fell_on == ("cpu-2", "cpu-4") and best.rests_on.startswith("from 3 worker counts")
+    text = describe(best, goal)
+    assert text is not None
+    assert text.endswith(
+        "; cpu-4 contended; quality fell on cpu-2, cpu-4 (more workers than one may learn less, see the Quality "
+        "finding)."
+    )
+
+
 def noisy_runs():
     """1, 2, 4, 8 workers a little off Amdahl's law (serial 5%): the law's band is narrow near 8 and widens."""
     import numpy as np
