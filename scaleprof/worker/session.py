@@ -853,18 +853,7 @@ class WorkerSession:
         # The plain model, not DDP's wrapper: one rank computes while the others wait at a barrier, and a DDP
         # forward may be a collective itself (it broadcasts buffers such as BatchNorm's: a rank alone would hang).
         plain = unwrap(model)
-
-        def timed() -> list[float]:
-            seconds = []
-            for batch in batches:
-                plain.zero_grad(set_to_none=True)
-                start = self.clock.mark()
-                loss_fn(plain, batch).backward()
-                end = self.clock.mark()
-                if self.clock.cuda:
-                    torch.cuda.synchronize(self.device)
-                seconds.append(self.clock.seconds(start, end))
-            return seconds
+        timed = lambda: self._timed_steps(plain, batches, loss_fn)
 
         def barrier() -> None:
             if self.clock.cuda:
