@@ -61,8 +61,12 @@ def _rank(rank: int, world: int, name: str, rounds: int, steps: int) -> dict[str
         rows.append({"round": r, "plain_ms": 1e3 * times[id(plain)], "hooked_ms": 1e3 * times[id(hooked)]})
     start = time.perf_counter()
     clock = measure_clock_offset()
-    return {"rank": rank, "rows": rows, "clock_sync_ms": 1e3 * (time.perf_counter() - start),
-            "clock_error_ms": 1e3 * clock.error_s}  # fmt: skip
+    return {
+        "rank": rank,
+        "rows": rows,
+        "clock_sync_ms": 1e3 * (time.perf_counter() - start),
+        "clock_error_ms": 1e3 * clock.error_s,
+    }
 
 
 def hook_call_us(rounds: int = 15, calls: int = 3000) -> dict[str, Any]:
@@ -102,18 +106,24 @@ def bench_arrivals(rounds: int, steps: int) -> dict[str, Any]:
         ranks = _gloo_ranks(_rank, name, rounds, steps)
         # A step lasts as long as the slower rank's: each round's figure is the slower rank's.
         per_round = [
-            {"plain_ms": max(r["rows"][i]["plain_ms"] for r in ranks),
-             "hooked_ms": max(r["rows"][i]["hooked_ms"] for r in ranks)}
+            {
+                "plain_ms": max(r["rows"][i]["plain_ms"] for r in ranks),
+                "hooked_ms": max(r["rows"][i]["hooked_ms"] for r in ranks),
+            }
             for i in range(rounds)
-        ]  # fmt: skip
+        ]
         costs = [row["hooked_ms"] / row["plain_ms"] - 1 for row in per_round]
-        out.append({
-            "model": name, "rounds": per_round, "median_cost": statistics.median(costs),
-            "cost_range": [min(costs), max(costs)],
-            "plain_step_ms": statistics.median(r["plain_ms"] for r in per_round),
-            "clock_sync_ms": max(r["clock_sync_ms"] for r in ranks),
-            "clock_error_ms": max(r["clock_error_ms"] for r in ranks),
-        })  # fmt: skip
+        out.append(
+            {
+                "model": name,
+                "rounds": per_round,
+                "median_cost": statistics.median(costs),
+                "cost_range": [min(costs), max(costs)],
+                "plain_step_ms": statistics.median(r["plain_ms"] for r in per_round),
+                "clock_sync_ms": max(r["clock_sync_ms"] for r in ranks),
+                "clock_error_ms": max(r["clock_error_ms"] for r in ranks),
+            }
+        )
     call = hook_call_us()
     for row in out:
         row["hook_share_of_step"] = call["hook_us"] / (1e3 * row["plain_step_ms"])

@@ -156,9 +156,19 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int, flush_int
             start = time.monotonic()
             while time.monotonic() - start < seconds:
                 if monitored:
-                    sink.emit(StepEvent(epoch=0, step=steps, samples=64, data_s=0.0001, compute_s=period,
-                                        forward_s=period / 3, backward_s=period / 2, optimizer_s=period / 6,
-                                        step_s=period))  # fmt: skip
+                    sink.emit(
+                        StepEvent(
+                            epoch=0,
+                            step=steps,
+                            samples=64,
+                            data_s=0.0001,
+                            compute_s=period,
+                            forward_s=period / 3,
+                            backward_s=period / 2,
+                            optimizer_s=period / 6,
+                            step_s=period,
+                        )
+                    )
                 steps += 1
                 time.sleep(max(0.0, start + steps * period - time.monotonic()))
             if monitored:
@@ -182,16 +192,24 @@ def bench_monitor_cpu(seconds: float, steps_per_s: float, rounds: int, flush_int
         ray.get(worker.run.remote(aggregator, flush_intervals[0], 2.0, steps_per_s))  # warm-up: imports, first calls
         for i in range(rounds):
             for flush_s in arms[i % len(arms) :] + arms[: i % len(arms)]:
-                rows.append({"round": i, "flush_s": flush_s,
-                             **ray.get(worker.run.remote(aggregator, flush_s, seconds, steps_per_s))})  # fmt: skip
+                rows.append(
+                    {
+                        "round": i,
+                        "flush_s": flush_s,
+                        **ray.get(worker.run.remote(aggregator, flush_s, seconds, steps_per_s)),
+                    }
+                )
     cost = {
         str(flush_s): [
-            (next(r for r in rows if r["round"] == i and r["flush_s"] == flush_s)["cpu_s"]
-             - next(r for r in rows if r["round"] == i and r["flush_s"] is None)["cpu_s"]) / seconds
+            (
+                next(r for r in rows if r["round"] == i and r["flush_s"] == flush_s)["cpu_s"]
+                - next(r for r in rows if r["round"] == i and r["flush_s"] is None)["cpu_s"]
+            )
+            / seconds
             for i in range(rounds)
         ]
         for flush_s in flush_intervals
-    }  # fmt: skip
+    }
     return {
         "what": f"CPU time of the monitor (1 Hz sampler thread) and event sink (column batches to a real aggregator "
         f"every flush_s) in a Ray worker emitting {steps_per_s:g} step events/s, minus the same loop without them; "
@@ -316,12 +334,16 @@ def bench_ddp(repeats: int, epochs: int) -> dict:
             done: dict[str, Any] = {name: arms[name]() for name in order}
             plain, study_dir = done["plain"], done["scaleprof"]
             recorded = _recorded_counts(study_dir)
-            rows.append({
-                "repeat": i, "order": order, "plain": plain["throughput"],
-                "plain_epoch_times_s_per_rank": plain["epoch_times_s"],
-                **{f"scaleprof_{k}": v for k, v in _throughput(study_dir).items()},
-                "counts_equal": recorded == {k: plain[k] for k in recorded},
-            })  # fmt: skip
+            rows.append(
+                {
+                    "repeat": i,
+                    "order": order,
+                    "plain": plain["throughput"],
+                    "plain_epoch_times_s_per_rank": plain["epoch_times_s"],
+                    **{f"scaleprof_{k}": v for k, v in _throughput(study_dir).items()},
+                    "counts_equal": recorded == {k: plain[k] for k in recorded},
+                }
+            )
     ratios = [r["scaleprof_throughput"] / r["plain"] for r in rows]
     return {
         "what": "steady-state throughput: scaleprof 2-worker run (2 Ray Train workers, 1 CPU and 1 torch thread "
@@ -359,8 +381,12 @@ def _steady(ranks: list[dict]) -> dict:
     steps = pd.DataFrame([{**row, "rank": r["rank"]} for r in ranks for row in r["step_rows"]])
     result = steady_state_throughput(steps, warmup_steps=0)
     steady = result.steady if result.steady is not None else steps
-    return {"throughput": result.samples_per_s, "throughput_low": result.low, "throughput_high": result.high,
-            "step_s": float(steady["step_s"].mean())}  # fmt: skip
+    return {
+        "throughput": result.samples_per_s,
+        "throughput_low": result.low,
+        "throughput_high": result.high,
+        "step_s": float(steady["step_s"].mean()),
+    }
 
 
 def _plain_in_ray_train(experiment, epochs: int, workers: int, out: Path) -> dict:
@@ -434,10 +460,13 @@ def bench_footprint(pairs: int, epochs: int, only: list[str] | None = None, work
                 continue
             for workers in worker_counts:
                 experiment = experiment_for(model, data, workers, epochs)
-                arms = {"plain": functools.partial(_ledgered, _plain_ranks, experiment, epochs, workers),
-                        "plain in Ray Train": functools.partial(_ledgered, _plain_in_ray_train, experiment, epochs,
-                                                                workers, out),
-                        "scaleprof": functools.partial(_ledgered, _scaleprof_arm, experiment, out)}  # fmt: skip
+                arms = {
+                    "plain": functools.partial(_ledgered, _plain_ranks, experiment, epochs, workers),
+                    "plain in Ray Train": functools.partial(
+                        _ledgered, _plain_in_ray_train, experiment, epochs, workers, out
+                    ),
+                    "scaleprof": functools.partial(_ledgered, _scaleprof_arm, experiment, out),
+                }
                 for i in range(pairs):
                     order = FOOTPRINT_ARMS[i % 3 :] + FOOTPRINT_ARMS[: i % 3]  # each arm goes first once in 3
                     done = {name: arms[name]() for name in order}
@@ -445,11 +474,17 @@ def bench_footprint(pairs: int, epochs: int, only: list[str] | None = None, work
                     for name, (result, cores) in done.items():
                         row[name] = {**result, "cores_by_role": cores}
                     plain, in_ray, ours = (row[name]["throughput"] for name in FOOTPRINT_ARMS)
-                    row |= {"ratio_over_plain": ours / plain, "ratio_over_plain_in_ray": ours / in_ray,
-                            "ray_over_plain": in_ray / plain}  # fmt: skip
+                    row |= {
+                        "ratio_over_plain": ours / plain,
+                        "ratio_over_plain_in_ray": ours / in_ray,
+                        "ray_over_plain": in_ray / plain,
+                    }
                     rows.append(row)
-                    print(f"{step} x{workers} round {i}: plain {plain:,.0f}, in Ray Train {in_ray:,.0f}, "
-                          f"scaleprof {ours:,.0f} samples/s", flush=True)  # fmt: skip
+                    print(
+                        f"{step} x{workers} round {i}: plain {plain:,.0f}, in Ray Train {in_ray:,.0f}, "
+                        f"scaleprof {ours:,.0f} samples/s",
+                        flush=True,
+                    )
     return {
         "what": bench_footprint.__doc__,
         "target": "scaleprof / plain >= 0.97 at 2 workers on ~100 ms steps, >= 0.95 on ~1 ms steps",
@@ -471,16 +506,22 @@ def _footprint_summary(rows: list[dict]) -> list[dict]:
         cores = [r["scaleprof"]["steady_cores_by_role"] for r in cell]
         roles = sorted({k for c in cores for k in c})
         median = {k: statistics.median(c.get(k, 0.0) for c in cores) for k in roles}
-        summary.append({
-            "step": step, "workers": workers, "rounds": len(cell),
-            "plain_step_s": statistics.median(r["plain"]["step_s"] for r in cell),
-            **{f"median_{k}": statistics.median(r[k] for r in cell)
-               for k in ("ratio_over_plain", "ratio_over_plain_in_ray", "ray_over_plain")},
-            "ratios_over_plain": [r["ratio_over_plain"] for r in cell],
-            "ratios_over_plain_in_ray": [r["ratio_over_plain_in_ray"] for r in cell],
-            "scaleprof_own_cores": sum(median.get(k, 0.0) for k in OWN_ROLES),
-            "steady_cores_by_role_median": median,
-        })  # fmt: skip
+        summary.append(
+            {
+                "step": step,
+                "workers": workers,
+                "rounds": len(cell),
+                "plain_step_s": statistics.median(r["plain"]["step_s"] for r in cell),
+                **{
+                    f"median_{k}": statistics.median(r[k] for r in cell)
+                    for k in ("ratio_over_plain", "ratio_over_plain_in_ray", "ray_over_plain")
+                },
+                "ratios_over_plain": [r["ratio_over_plain"] for r in cell],
+                "ratios_over_plain_in_ray": [r["ratio_over_plain_in_ray"] for r in cell],
+                "scaleprof_own_cores": sum(median.get(k, 0.0) for k in OWN_ROLES),
+                "steady_cores_by_role_median": median,
+            }
+        )
     return summary
 
 
@@ -562,8 +603,13 @@ def _timed_epochs(loader, epochs: int, step, before_epoch=None) -> dict:
         samples.append(n)
         steps.append(k)
     throughput = steady_state_throughput(pd.DataFrame(step_rows), warmup_steps=0).samples_per_s
-    return {"throughput": throughput, "epoch_times_s": times, "samples_per_epoch": samples, "steps_per_epoch": steps,
-            "step_rows": step_rows}  # fmt: skip
+    return {
+        "throughput": throughput,
+        "epoch_times_s": times,
+        "samples_per_epoch": samples,
+        "steps_per_epoch": steps,
+        "step_rows": step_rows,
+    }
 
 
 def _in_ray_train_worker(plain_fn, out: Path) -> dict:
@@ -611,15 +657,20 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
     one_worker = [{"name": "cpu-1", "workers": 1}]
     model_exp = load_experiment(REPO / "examples" / "custom-model" / "experiment.yaml")
     assert model_exp.models is not None
-    model_exp = model_exp.model_copy(update={
-        "models": model_exp.models[:1], "placements": [p for p in model_exp.placements if p.workers == 1],
-        "train": model_exp.train.model_copy(update={"epochs": epochs}),
-    })  # fmt: skip
+    model_exp = model_exp.model_copy(
+        update={
+            "models": model_exp.models[:1],
+            "placements": [p for p in model_exp.placements if p.workers == 1],
+            "train": model_exp.train.model_copy(update={"epochs": epochs}),
+        }
+    )
     loop_exp = load_experiment(REPO / "examples" / "custom-loop" / "experiment.yaml")
-    loop_exp = loop_exp.model_copy(update={
-        "placements": [p for p in loop_exp.placements if p.workers == 1],
-        "train": loop_exp.train.model_copy(update={"epochs": epochs}),
-    })  # fmt: skip
+    loop_exp = loop_exp.model_copy(
+        update={
+            "placements": [p for p in loop_exp.placements if p.workers == 1],
+            "train": loop_exp.train.model_copy(update={"epochs": epochs}),
+        }
+    )
     assert [p.workers for p in model_exp.placements + loop_exp.placements] == [1, 1], one_worker
     model_env, loop_env = job_runtime_env(model_exp), job_runtime_env(loop_exp)
     assert model_env is not None and loop_env is not None  # both examples bring their own code
@@ -629,34 +680,48 @@ def bench_user_workloads(repeats: int, epochs: int) -> dict:
         for i in range(repeats):
             for name, experiment, plain_fn in (
                 ("custom-model", model_exp, lambda: _plain_user_model(model_exp, epochs)),
-                ("custom-loop", loop_exp,
-                 lambda: _plain_user_loop(loop_exp.train.loop_config, epochs, loop_exp.train.batch_size)),
-            ):  # fmt: skip
+                (
+                    "custom-loop",
+                    loop_exp,
+                    lambda: _plain_user_loop(loop_exp.train.loop_config, epochs, loop_exp.train.batch_size),
+                ),
+            ):
                 plain = plain_fn()
                 in_ray = _in_ray_train_worker(plain_fn, out)
                 result = run_study(experiment, out)
                 recorded = _recorded_counts(result.study_dir)
-                rows.append({
-                    "workload": name, "repeat": i, "plain": plain["throughput"], "plain_in_ray": in_ray["throughput"],
-                    "scaleprof": _throughput(result.study_dir)["throughput"],
-                    "counts_equal": recorded == {k: plain[k] for k in recorded},
-                    "recorded": recorded, "plain_counts": {k: plain[k] for k in recorded},
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "workload": name,
+                        "repeat": i,
+                        "plain": plain["throughput"],
+                        "plain_in_ray": in_ray["throughput"],
+                        "scaleprof": _throughput(result.study_dir)["throughput"],
+                        "counts_equal": recorded == {k: plain[k] for k in recorded},
+                        "recorded": recorded,
+                        "plain_counts": {k: plain[k] for k in recorded},
+                    }
+                )
     summary = {}
     for name in ("custom-model", "custom-loop"):
         mine = [r for r in rows if r["workload"] == name]
         ratios = [r["scaleprof"] / r["plain"] for r in mine]
         over_in_ray = [r["scaleprof"] / r["plain_in_ray"] for r in mine]
         ray_cost = [r["plain_in_ray"] / r["plain"] for r in mine]
-        spread = {side: statistics.pstdev([r[side] for r in mine]) / statistics.mean([r[side] for r in mine])
-                  for side in ("plain", "plain_in_ray", "scaleprof")}  # fmt: skip
+        spread = {
+            side: statistics.pstdev([r[side] for r in mine]) / statistics.mean([r[side] for r in mine])
+            for side in ("plain", "plain_in_ray", "scaleprof")
+        }
         summary[name] = {
-            "ratios_scaleprof_over_plain": ratios, "median_ratio": statistics.median(ratios),
+            "ratios_scaleprof_over_plain": ratios,
+            "median_ratio": statistics.median(ratios),
             "ratios_scaleprof_over_plain_in_ray_worker": over_in_ray,
             "median_ratio_vs_ray_worker": statistics.median(over_in_ray),
-            "ratios_plain_in_ray_worker_over_plain": ray_cost, "median_ray_worker_cost": statistics.median(ray_cost),
-            "cv_over_repeats": spread, "counts_equal": all(r["counts_equal"] for r in mine),
-        }  # fmt: skip
+            "ratios_plain_in_ray_worker_over_plain": ray_cost,
+            "median_ray_worker_cost": statistics.median(ray_cost),
+            "cv_over_repeats": spread,
+            "counts_equal": all(r["counts_equal"] for r in mine),
+        }
     return {
         "what": f"examples/custom-model (conv1d-32 on sensors, built-in loop) and examples/custom-loop (AdamW, "
         f"clipping, label smoothing), 1 worker, 1 CPU / 1 thread, {epochs} epochs, each alternated with the same "
@@ -691,8 +756,9 @@ def bench_session_step_cost(rounds: int, epochs: int) -> dict:
         return (time.perf_counter() - start) / n
 
     def instrumented() -> float:
-        session = WorkerSession(sink.emit, lambda p: None, rank=0, world_size=1, device=torch.device("cpu"),
-                                threads=1, epochs=epochs)  # fmt: skip
+        session = WorkerSession(
+            sink.emit, lambda p: None, rank=0, world_size=1, device=torch.device("cpu"), threads=1, epochs=epochs
+        )
         start, n, loss = time.perf_counter(), 0, torch.tensor(1.0)
         for _ in session.epochs():
             for _batch in session.steps(loader):
@@ -703,8 +769,14 @@ def bench_session_step_cost(rounds: int, epochs: int) -> dict:
     rows = []
     for i in range(rounds):
         plain = bare(loader)
-        rows.append({"round": i, "bare_us": 1e6 * plain, "session_us": 1e6 * instrumented(),
-                     "ray_wrapped_us": 1e6 * bare(wrapped)})  # fmt: skip
+        rows.append(
+            {
+                "round": i,
+                "bare_us": 1e6 * plain,
+                "session_us": 1e6 * instrumented(),
+                "ray_wrapped_us": 1e6 * bare(wrapped),
+            }
+        )
     sink.close()
     session_cost = [r["session_us"] - r["bare_us"] for r in rows]
     ray_cost = [r["ray_wrapped_us"] - r["bare_us"] for r in rows]
@@ -772,9 +844,19 @@ def bench_telemetry(
                     owed[w] += per_tick
                     while owed[w] >= 1:
                         step_s = rng.gauss(1.0 / rate, 0.05 / rate)  # real step times jitter: they compress less
-                        sink.emit(StepEvent(epoch=steps[w] // 1000, step=steps[w], samples=64, data_s=step_s * 0.05,
-                                            compute_s=step_s * 0.95, step_s=step_s, forward_s=step_s * 0.3,
-                                            backward_s=step_s * 0.5, optimizer_s=step_s * 0.1))  # fmt: skip
+                        sink.emit(
+                            StepEvent(
+                                epoch=steps[w] // 1000,
+                                step=steps[w],
+                                samples=64,
+                                data_s=step_s * 0.05,
+                                compute_s=step_s * 0.95,
+                                step_s=step_s,
+                                forward_s=step_s * 0.3,
+                                backward_s=step_s * 0.5,
+                                optimizer_s=step_s * 0.1,
+                            )
+                        )
                         steps[w] += 1
                         owed[w] -= 1
                     if (tick + w) % ticks_per_flush == 0:  # staggered: workers do not flush in lockstep
@@ -783,8 +865,13 @@ def bench_telemetry(
                 time.sleep(max(0.0, start + tick * tick_s - time.monotonic()))
             for sink in sinks:
                 sink.close(timeout_s=120)
-            return {"emitted": sum(steps), "sent": sum(s.sent for s in sinks), "dropped": sum(s.dropped for s in sinks),
-                    "started": began, "finished": time.time()}  # fmt: skip
+            return {
+                "emitted": sum(steps),
+                "sent": sum(s.sent for s in sinks),
+                "dropped": sum(s.dropped for s in sinks),
+                "started": began,
+                "finished": time.time(),
+            }
 
         def send_prebuilt(self, aggs, first: int, n: int, rate: float, seconds: float, flush_s: float) -> dict:
             """The aggregator's side alone: each worker's batch (the sink's wire format) built once, then sent
@@ -799,14 +886,25 @@ def bench_telemetry(
 
             def step(i: int) -> StepEvent:
                 t = rng.gauss(1 / rate, 0.05 / rate)
-                return StepEvent(epoch=0, step=i, samples=64, data_s=t * 0.05, compute_s=t * 0.95, step_s=t,
-                                 forward_s=t * 0.3, backward_s=t * 0.5, optimizer_s=t * 0.1)  # fmt: skip
+                return StepEvent(
+                    epoch=0,
+                    step=i,
+                    samples=64,
+                    data_s=t * 0.05,
+                    compute_s=t * 0.95,
+                    step_s=t,
+                    forward_s=t * 0.3,
+                    backward_s=t * 0.5,
+                    optimizer_s=t * 0.1,
+                )
 
             template = {
-                r: event_batch({"study_id": "bench", "run_id": "r", "attempt": 0, "rank": r, "node_id": node[r]},
-                               [stamped(0, 0.0, step(i)) for i in range(k)])
+                r: event_batch(
+                    {"study_id": "bench", "run_id": "r", "attempt": 0, "rank": r, "node_id": node[r]},
+                    [stamped(0, 0.0, step(i)) for i in range(k)],
+                )
                 for r in ranks
-            }  # fmt: skip
+            }
             seqs = dict.fromkeys(ranks, 0)
             in_flight: dict[int, list] = {r: [] for r in ranks}
             start, sent, began = time.monotonic(), 0, time.time()
@@ -826,8 +924,9 @@ def bench_telemetry(
                     columns["time"] = [now - flush_s * (1 - i / k) for i in range(k)]
                     columns["step"] = columns["seq"]
                     seqs[r] += k
-                    in_flight[r].append(aggs.for_node(node[r]).ingest.remote(
-                        {"ids": template[r]["ids"], "columns": columns}))  # fmt: skip
+                    in_flight[r].append(
+                        aggs.for_node(node[r]).ingest.remote({"ids": template[r]["ids"], "columns": columns})
+                    )
                     sent += k
                 tick += 1
                 time.sleep(max(0.0, start + tick * 0.05 - time.monotonic()))
@@ -857,8 +956,12 @@ def bench_telemetry(
             actors = [Sender.remote() for _ in range(senders)]  # type: ignore[attr-defined]  # as Worker's above
             per = workers // senders
             start = time.monotonic()
-            sent = ray.get([a.run.remote(aggs, i * per, per, events_per_s, seconds, flush_s, prebuilt)
-                            for i, a in enumerate(actors)])  # fmt: skip
+            sent = ray.get(
+                [
+                    a.run.remote(aggs, i * per, per, events_per_s, seconds, flush_s, prebuilt)
+                    for i, a in enumerate(actors)
+                ]
+            )
             elapsed = time.monotonic() - start
             window = max(s["finished"] for s in sent) - min(s["started"] for s in sent)  # first send to last ack
             stats = aggs.close()  # relay stats included
@@ -868,26 +971,40 @@ def bench_telemetry(
                 (g.sort_values().to_numpy() == np.arange(len(g))).all() for _, g in stored.groupby("rank")["seq"]
             )
             emitted = sum(s["emitted"] for s in sent)
-            rows.append({
-                "aggregators": count, "senders": "prebuilt batches" if prebuilt else "EventSink",
-                "node_relays": (workers // per_node) if relays else 0, "workers_per_node": per_node,
-                "aggregator_calls_per_s": stats.get("relay_calls", 0) / window if relays else workers / flush_s,
-                "simulated_workers": workers, "events_per_s_per_worker": events_per_s,
-                "flush_s": flush_s, "offered_events_per_s": workers * events_per_s,
-                "emitted": emitted, "acknowledged": sum(s["sent"] for s in sent),
-                "dropped_by_senders": sum(s["dropped"] for s in sent), "stored": len(stored),
-                "every_seq_once": bool(seqs_ok and len(stored) == emitted), "gaps": stats["gaps"],
-                "duplicates": stats["duplicates"], "stored_events_per_s": len(stored) / window,
-                "sending_window_s": window, "elapsed_s": elapsed,
-                "lag_p50_s": stats["lag_p50_s"], "lag_p99_s": stats["lag_p99_s"],
-                "aggregator_cpu_s": [b["cpu_s"] - a["cpu_s"] for a, b in zip(before, after, strict=True)],
-                "aggregator_cpu_us_per_event": sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(before, after, strict=True))
-                / max(len(stored), 1) * 1e6,
-                "aggregator_peak_rss_mb": [b["peak_rss_mb"] for b in after],
-                "disk_bytes_per_event": disk_bytes(study) / max(len(stored), 1),
-                "segment_files": sum(1 for _ in study.glob("events/*/*.parquet")),
-
-            })  # fmt: skip
+            rows.append(
+                {
+                    "aggregators": count,
+                    "senders": "prebuilt batches" if prebuilt else "EventSink",
+                    "node_relays": (workers // per_node) if relays else 0,
+                    "workers_per_node": per_node,
+                    "aggregator_calls_per_s": stats.get("relay_calls", 0) / window if relays else workers / flush_s,
+                    "simulated_workers": workers,
+                    "events_per_s_per_worker": events_per_s,
+                    "flush_s": flush_s,
+                    "offered_events_per_s": workers * events_per_s,
+                    "emitted": emitted,
+                    "acknowledged": sum(s["sent"] for s in sent),
+                    "dropped_by_senders": sum(s["dropped"] for s in sent),
+                    "stored": len(stored),
+                    "every_seq_once": bool(seqs_ok and len(stored) == emitted),
+                    "gaps": stats["gaps"],
+                    "duplicates": stats["duplicates"],
+                    "stored_events_per_s": len(stored) / window,
+                    "sending_window_s": window,
+                    "elapsed_s": elapsed,
+                    "lag_p50_s": stats["lag_p50_s"],
+                    "lag_p99_s": stats["lag_p99_s"],
+                    "aggregator_cpu_s": [b["cpu_s"] - a["cpu_s"] for a, b in zip(before, after, strict=True)],
+                    "aggregator_cpu_us_per_event": sum(
+                        b["cpu_s"] - a["cpu_s"] for a, b in zip(before, after, strict=True)
+                    )
+                    / max(len(stored), 1)
+                    * 1e6,
+                    "aggregator_peak_rss_mb": [b["peak_rss_mb"] for b in after],
+                    "disk_bytes_per_event": disk_bytes(study) / max(len(stored), 1),
+                    "segment_files": sum(1 for _ in study.glob("events/*/*.parquet")),
+                }
+            )
             print(json.dumps(rows[-1]), file=sys.stderr)
             for a in actors:
                 ray.kill(a)
@@ -918,25 +1035,61 @@ def bench_report(runs: int, samples_per_worker: int, jsonl: bool = False) -> dic
     store: StudyStore = make_study(root, jsonl=jsonl)
     aggregator = Aggregator(str(root))
     write = (lambda rows: append_jsonl(store.events_path, rows)) if jsonl else aggregator.ingest
-    base = {"model": "mlp", "kind": "fixed-split", "node_type": "test-node", "cpus_per_worker": 1, "gpus_per_worker": 0,
-            "per_worker_batch": 50, "repeat": 0, "device": "cpu", "status": "ok", "reason": "",
-            "wall_s": 60.0}  # fmt: skip
+    base = {
+        "model": "mlp",
+        "kind": "fixed-split",
+        "node_type": "test-node",
+        "cpus_per_worker": 1,
+        "gpus_per_worker": 0,
+        "per_worker_batch": 50,
+        "repeat": 0,
+        "device": "cpu",
+        "status": "ok",
+        "reason": "",
+        "wall_s": 60.0,
+    }
     rng = np.random.default_rng(0)
     for i in range(runs):
         run_id, workers = f"{i + 10:04d}-mlp-w{i % 8 + 1}-r{i}", i % 8 + 1
-        store.append_run_record({**base, "run_id": run_id, "index": i + 10, "placement": f"p{i}", "workers": workers,
-                                 "global_batch": 50 * workers})  # fmt: skip
+        store.append_run_record(
+            {
+                **base,
+                "run_id": run_id,
+                "index": i + 10,
+                "placement": f"p{i}",
+                "workers": workers,
+                "global_batch": 50 * workers,
+            }
+        )
         events = []
         for rank in range(2):
             ids = {"study_id": "s", "run_id": run_id, "attempt": 0, "rank": rank, "node_id": "n"}
             for k in range(samples_per_worker):
-                events.append({**ids, "seq": k, "time": 1000.0 + k, "kind": "system",
-                               "cpu_pct": float(rng.uniform(50, 100)), "rss_mb": 500.0})  # fmt: skip
+                events.append(
+                    {
+                        **ids,
+                        "seq": k,
+                        "time": 1000.0 + k,
+                        "kind": "system",
+                        "cpu_pct": float(rng.uniform(50, 100)),
+                        "rss_mb": 500.0,
+                    }
+                )
             for epoch in range(3):
-                events.append({**ids, "seq": samples_per_worker + epoch, "time": 1000.0 + epoch, "kind": "epoch",
-                               "epoch": epoch, "epoch_time_s": 1.0, "epoch_start": 1000.0 + epoch,
-                               "samples": 200 * workers,
-                               "steps": 4, "train_loss": 1.0})  # fmt: skip
+                events.append(
+                    {
+                        **ids,
+                        "seq": samples_per_worker + epoch,
+                        "time": 1000.0 + epoch,
+                        "kind": "epoch",
+                        "epoch": epoch,
+                        "epoch_time_s": 1.0,
+                        "epoch_start": 1000.0 + epoch,
+                        "samples": 200 * workers,
+                        "steps": 4,
+                        "train_loss": 1.0,
+                    }
+                )
         write(events)
     aggregator.compact()
     start = time.perf_counter()
@@ -974,9 +1127,12 @@ def _plain_language_model(experiment, epochs: int) -> dict:
     model = build_model(experiment.model_list[0], data.input_shape, data.num_classes, experiment.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=experiment.train.lr, weight_decay=0.0)  # as the experiment's
     loader = DataLoader(
-        train, batch_size=experiment.train.batch_size, shuffle=True, drop_last=True,
+        train,
+        batch_size=experiment.train.batch_size,
+        shuffle=True,
+        drop_last=True,
         generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
+    )
     bf16 = experiment.train.precision == "bf16"
 
     def step(ids, targets):
@@ -997,10 +1153,13 @@ def bench_language_model(repeats: int, epochs: int) -> dict:
 
     out = Path(tempfile.mkdtemp(prefix="bench-lm-"))
     base = load_experiment(REPO / "experiments" / "lm-cpu.yaml")
-    base = base.model_copy(update={
-        "sweep": {}, "placements": [p for p in base.placements if p.workers == 1],
-        "train": base.train.model_copy(update={"epochs": epochs}),
-    })  # fmt: skip
+    base = base.model_copy(
+        update={
+            "sweep": {},
+            "placements": [p for p in base.placements if p.workers == 1],
+            "train": base.train.model_copy(update={"epochs": epochs}),
+        }
+    )
     assert base.data is not None
     tokens = base.data.seq_len
     rows = []
@@ -1018,28 +1177,33 @@ def bench_language_model(repeats: int, epochs: int) -> dict:
                 order = list(arms)[i % 3 :] + list(arms)[: i % 3]  # each arm goes first once: no order bias
                 done: dict[str, Any] = {name: arms[name]() for name in order}
                 plain, in_ray, study_dir = done["plain"], done["plain_in_ray"], done["scaleprof"]
-                rows.append({
-                    "precision": precision, "repeat": i, "order": order,
-                    "plain_tokens_per_s": plain["throughput"] * tokens,
-                    "plain_in_ray_tokens_per_s": in_ray["throughput"] * tokens,
-                    "scaleprof_tokens_per_s": _throughput(study_dir)["throughput"] * tokens,
-                    "counts_equal": _recorded_counts(study_dir)
-                    == {k: plain[k] for k in ("samples_per_epoch", "steps_per_epoch")},
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "precision": precision,
+                        "repeat": i,
+                        "order": order,
+                        "plain_tokens_per_s": plain["throughput"] * tokens,
+                        "plain_in_ray_tokens_per_s": in_ray["throughput"] * tokens,
+                        "scaleprof_tokens_per_s": _throughput(study_dir)["throughput"] * tokens,
+                        "counts_equal": _recorded_counts(study_dir)
+                        == {k: plain[k] for k in ("samples_per_epoch", "steps_per_epoch")},
+                    }
+                )
     summary = {}
     for precision in ("fp32", "bf16"):
         mine = [r for r in rows if r["precision"] == precision]
         ratios = [r["scaleprof_tokens_per_s"] / r["plain_tokens_per_s"] for r in mine]
         in_ray = [r["scaleprof_tokens_per_s"] / r["plain_in_ray_tokens_per_s"] for r in mine]
         summary[precision] = {
-            "ratios_scaleprof_over_plain": ratios, "median_ratio": statistics.median(ratios),
+            "ratios_scaleprof_over_plain": ratios,
+            "median_ratio": statistics.median(ratios),
             "ratios_scaleprof_over_plain_in_ray_worker": in_ray,
             "median_ratio_vs_ray_worker": statistics.median(in_ray),
             "median_plain_in_ray_tokens_per_s": statistics.median(r["plain_in_ray_tokens_per_s"] for r in mine),
             "median_plain_tokens_per_s": statistics.median(r["plain_tokens_per_s"] for r in mine),
             "median_scaleprof_tokens_per_s": statistics.median(r["scaleprof_tokens_per_s"] for r in mine),
             "counts_equal": all(r["counts_equal"] for r in mine),
-        }  # fmt: skip
+        }
     return {
         "what": f"the built-in transformer of experiments/lm-cpu.yaml (2 layers, width 128, seq 64, vocab 256), "
         f"1 worker, 1 CPU / 1 thread, batch 16, AdamW, {epochs} epochs, fp32 and bf16 autocast, each alternated "
@@ -1120,8 +1284,14 @@ def bench_fsdp_memory() -> dict:
             finally:
                 for k, v in saved.items():
                     os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-            rows.append({"allocator": allocator, "mode": mode, "ranks": ranks,
-                         "max_growth_mb": max(r["growth_mb"] for r in ranks)})  # fmt: skip
+            rows.append(
+                {
+                    "allocator": allocator,
+                    "mode": mode,
+                    "ranks": ranks,
+                    "max_growth_mb": max(r["growth_mb"] for r in ranks),
+                }
+            )
     return {
         "what": "a 28.6M-parameter transformer (4 layers, width 768), 2 gloo ranks, fp32, AdamW, 5 steps of batch 4 x "
         "32 tokens; resident high-water mark (ru_maxrss) growth over the post-build size, per rank",
@@ -1205,19 +1375,57 @@ def main() -> None:
         # The aggregator's side alone (senders send prebuilt batches in the sink's format): 256 fast workers
         # (200 steps/s) batching every 0.5 s through 1, 2 and 4 aggregators, and 1,024 GPU-like ones (30 steps/s)
         # at the sink's default 1 s. Then whole EventSinks (their emit cost on the same 2 cores too).
-        _write("telemetry", {"rows": [
-            *bench_telemetry(senders=4, workers=256, events_per_s=200, seconds=20, aggregators=[1, 2, 4],
-                             flush_s=0.5, prebuilt=True)["rows"],
-            *bench_telemetry(senders=4, workers=1024, events_per_s=30, seconds=20, aggregators=[1, 2],
-                             flush_s=1.0, prebuilt=True)["rows"],
-            *bench_telemetry(senders=4, workers=256, events_per_s=200, seconds=20, aggregators=[1, 4],
-                             flush_s=0.5)["rows"],
-            # Through node relays (one per simulated node, all on this machine): the aggregator's calls drop.
-            *bench_telemetry(senders=4, workers=256, events_per_s=200, seconds=20, aggregators=[1], flush_s=0.5,
-                             prebuilt=True, relays=True)["rows"],
-            *bench_telemetry(senders=4, workers=1024, events_per_s=30, seconds=20, aggregators=[1], flush_s=1.0,
-                             prebuilt=True, relays=True, per_node=32)["rows"],
-        ], "what": bench_telemetry.__doc__})  # fmt: skip
+        _write(
+            "telemetry",
+            {
+                "rows": [
+                    *bench_telemetry(
+                        senders=4,
+                        workers=256,
+                        events_per_s=200,
+                        seconds=20,
+                        aggregators=[1, 2, 4],
+                        flush_s=0.5,
+                        prebuilt=True,
+                    )["rows"],
+                    *bench_telemetry(
+                        senders=4,
+                        workers=1024,
+                        events_per_s=30,
+                        seconds=20,
+                        aggregators=[1, 2],
+                        flush_s=1.0,
+                        prebuilt=True,
+                    )["rows"],
+                    *bench_telemetry(
+                        senders=4, workers=256, events_per_s=200, seconds=20, aggregators=[1, 4], flush_s=0.5
+                    )["rows"],
+                    # Through node relays (one per simulated node, all on this machine): the aggregator's calls drop.
+                    *bench_telemetry(
+                        senders=4,
+                        workers=256,
+                        events_per_s=200,
+                        seconds=20,
+                        aggregators=[1],
+                        flush_s=0.5,
+                        prebuilt=True,
+                        relays=True,
+                    )["rows"],
+                    *bench_telemetry(
+                        senders=4,
+                        workers=1024,
+                        events_per_s=30,
+                        seconds=20,
+                        aggregators=[1],
+                        flush_s=1.0,
+                        prebuilt=True,
+                        relays=True,
+                        per_node=32,
+                    )["rows"],
+                ],
+                "what": bench_telemetry.__doc__,
+            },
+        )
     if args.which in ("report", "all"):
         # Side by side, each in a fresh process (imports and caches paid alike): JSON lines, then segments.
         _write("report", {"rows": [_in_process(bench_report, 100, 600, jsonl) for jsonl in (True, False)]})

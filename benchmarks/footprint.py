@@ -158,12 +158,15 @@ def experiment_for(model: dict[str, Any], data: dict[str, Any], workers: int, ep
     """A one-placement study of `model` on `data` at `workers` workers, `batch` per worker, monitors on."""
     from scaleprof.config import Experiment
 
-    return Experiment.model_validate({
-        "name": f"footprint-{str(model['name']).split(':')[-1]}-{workers}",
-        "model": model, "data": data,
-        "train": {"epochs": epochs, "batch_size": batch},
-        "placements": [{"name": f"cpu-{workers}", "workers": workers}],
-    })  # fmt: skip
+    return Experiment.model_validate(
+        {
+            "name": f"footprint-{str(model['name']).split(':')[-1]}-{workers}",
+            "model": model,
+            "data": data,
+            "train": {"epochs": epochs, "batch_size": batch},
+            "placements": [{"name": f"cpu-{workers}", "workers": workers}],
+        }
+    )
 
 
 def main() -> None:

@@ -40,9 +40,12 @@ def _model(device: torch.device) -> torch.nn.Module:
         model = torchvision.models.resnet18(num_classes=100)
     except ImportError:  # the dry run without torchvision: any conv net shows the mechanics
         model = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 16, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+            torch.nn.Conv2d(3, 16, 3, stride=2),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
             torch.nn.Linear(16, 100),
-        )  # fmt: skip
+        )
     torch.manual_seed(0)
     return model.to(device)
 
@@ -119,9 +122,17 @@ def instrumented(model, batches, device, precision: str, warmup: int) -> dict[st
     steps = pd.DataFrame([{"rank": 0, **vars(e)} for e in events if isinstance(e, StepEvent)])
     tp = steady_state_throughput(steps, warmup)
     clock = float(steps["samples"].iloc[warmup:].sum()) / wall
-    return {"throughput": tp.samples_per_s, "low": tp.low, "high": tp.high, "host_clock": clock,
-            "steps": len(steps), "basis": tp.basis, "phases_ms": {p: 1000 * float(steps[f"{p}_s"].median())
-            for p in ("forward", "backward", "optimizer") if f"{p}_s" in steps}}  # fmt: skip
+    return {
+        "throughput": tp.samples_per_s,
+        "low": tp.low,
+        "high": tp.high,
+        "host_clock": clock,
+        "steps": len(steps),
+        "basis": tp.basis,
+        "phases_ms": {
+            p: 1000 * float(steps[f"{p}_s"].median()) for p in ("forward", "backward", "optimizer") if f"{p}_s" in steps
+        },
+    }
 
 
 def sampler_readings(device: torch.device, seconds: float, work) -> dict[str, Any]:
@@ -174,9 +185,11 @@ def part_one(args, out: dict[str, Any]) -> None:
             "runs": rows,
             "ratio_scaleprof_over_nosync": [r["scaleprof"]["throughput"] / r["nosync"] for r in rows],
             "ratio_sync_over_nosync": [r["sync"] / r["nosync"] for r in rows],
-            "math_mode": mode, "peak_flops": peak, "flops_per_sample": flops,
+            "math_mode": mode,
+            "peak_flops": peak,
+            "flops_per_sample": flops,
             "mfu": mfu(flops or float("nan"), best, peak, 1),
-        }  # fmt: skip
+        }
     model, (x, y) = _model(device), batches[0]
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
@@ -208,18 +221,43 @@ def part_two(args, out: dict[str, Any], where: Path) -> None:
     import pandas as pd
 
     done = subprocess.run(
-        [sys.executable, "-m", "scaleprof.cli", "run", str(REPO / "experiments" / "gpu-check.yaml"), "--out",
-         str(where)], capture_output=True, text=True, timeout=args.study_timeout, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "scaleprof.cli",
+            "run",
+            str(REPO / "experiments" / "gpu-check.yaml"),
+            "--out",
+            str(where),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=args.study_timeout,
+        check=False,
+    )
     out["study_rc"], out["study_tail"] = done.returncode, (done.stdout + done.stderr)[-3000:]
     studies = sorted(where.glob("gpu-check-*"))
     if not studies:
         return
     study = studies[-1]
     runs, workers = pd.read_parquet(study / "runs.parquet"), pd.read_parquet(study / "workers.parquet")
-    keep = ["run_id", "status", "throughput", "throughput_low", "throughput_high", "gpu_util_pct", "gpu_sm_active_pct",
-            "energy_per_sample_j", "energy_basis", "math_mode", "mfu", "peak_flops_basis", "contended",
-            "gpu_other_processes", "steady_steps"]  # fmt: skip
+    keep = [
+        "run_id",
+        "status",
+        "throughput",
+        "throughput_low",
+        "throughput_high",
+        "gpu_util_pct",
+        "gpu_sm_active_pct",
+        "energy_per_sample_j",
+        "energy_basis",
+        "math_mode",
+        "mfu",
+        "peak_flops_basis",
+        "contended",
+        "gpu_other_processes",
+        "steady_steps",
+    ]
     out["study"] = {
         "dir": str(study),
         "runs": runs[[c for c in keep if c in runs]].to_dict("records"),
@@ -247,24 +285,53 @@ def part_three(args, out: dict[str, Any], where: Path) -> None:
     cli = [sys.executable, "-m", "scaleprof.cli"]
     sweep = where / "fabric.parquet"
     done = subprocess.run(
-        [*cli, "fabric", "--workers", str(gpus), "--gpus-per-worker", "1", "--strategy", "STRICT_PACK",
-         "--out", str(sweep), "--force", "--json"], capture_output=True, text=True, timeout=args.study_timeout,
+        [
+            *cli,
+            "fabric",
+            "--workers",
+            str(gpus),
+            "--gpus-per-worker",
+            "1",
+            "--strategy",
+            "STRICT_PACK",
+            "--out",
+            str(sweep),
+            "--force",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=args.study_timeout,
         check=False,
-    )  # fmt: skip
+    )
     result: dict[str, Any] = {"gpus": gpus, "fabric_rc": done.returncode, "fabric_tail": done.stderr[-2000:]}
     out["multi_gpu"] = result
     if done.returncode == 0:
         result["fabric"] = json.loads(done.stdout)
     done = subprocess.run(
         [*cli, "run", str(REPO / "experiments" / "gpu-check-multi.yaml"), "--out", str(where)],
-        capture_output=True, text=True, timeout=args.study_timeout, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=args.study_timeout,
+        check=False,
+    )
     result["study_rc"], result["study_tail"] = done.returncode, (done.stdout + done.stderr)[-3000:]
     studies = sorted(where.glob("gpu-check-multi-*"))
     if studies and (studies[-1] / "predictions.parquet").exists():
         ledger = pd.read_parquet(studies[-1] / "predictions.parquet")
-        keep = ["placement", "method", "base", "predicted", "low", "high", "measured", "error_pct", "covered",
-                "reason", "caveat"]  # fmt: skip
+        keep = [
+            "placement",
+            "method",
+            "base",
+            "predicted",
+            "low",
+            "high",
+            "measured",
+            "error_pct",
+            "covered",
+            "reason",
+            "caveat",
+        ]
         result["ledger"] = ledger[[c for c in keep if c in ledger]].to_dict("records")
 
 
@@ -288,8 +355,11 @@ def markdown(out: dict[str, Any]) -> str:
         synced = ", ".join(f"{v:.3f}" for v in r["ratio_sync_over_nosync"])
         lines.append(f"scaleprof / no sync: {ours}; sync / no sync: {synced}")
         lines.append("")
-    sections = [("NVML", out.get("nvml")), ("Study", out.get("study")),
-                ("Multi-GPU: NCCL sweep and the prediction ledger", out.get("multi_gpu"))]  # fmt: skip
+    sections = [
+        ("NVML", out.get("nvml")),
+        ("Study", out.get("study")),
+        ("Multi-GPU: NCCL sweep and the prediction ledger", out.get("multi_gpu")),
+    ]
     for title, value in sections:
         lines += [f"## {title}", "```", json.dumps(value, indent=1, default=str)[:6000], "```", ""]
     return "\n".join(lines) + "\n"

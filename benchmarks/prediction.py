@@ -33,10 +33,15 @@ NODE: dict[str, Any] = {"num_cpus": 1, "object_store_memory": 100 * 2**20}
 def experiment(name: str, model: dict, data: dict, epochs: int) -> Any:
     from scaleprof.config import Experiment
 
-    return Experiment.model_validate({
-        "name": f"predict-{name}", "model": model, "data": data, "train": {"epochs": epochs, "batch_size": 64},
-        "placements": [{"name": "w1", "workers": 1}, {"name": "w2", "workers": 2, "strategy": "STRICT_SPREAD"}],
-    })  # fmt: skip
+    return Experiment.model_validate(
+        {
+            "name": f"predict-{name}",
+            "model": model,
+            "data": data,
+            "train": {"epochs": epochs, "batch_size": 64},
+            "placements": [{"name": "w1", "workers": 1}, {"name": "w2", "workers": 2, "strategy": "STRICT_SPREAD"}],
+        }
+    )
 
 
 def one_round(name: str, out: Path) -> dict[str, Any]:
@@ -53,15 +58,22 @@ def one_round(name: str, out: Path) -> dict[str, Any]:
     one, two = float(runs.loc["w1", "throughput"]), float(runs.loc["w2", "throughput"])
     linear = 2 * one
     return {
-        "model": name, "study": str(result.study_dir), "w1": one, "w2_measured": two,
+        "model": name,
+        "study": str(result.study_dir),
+        "w1": one,
+        "w2_measured": two,
         "w2_measured_interval": [float(runs.loc["w2", "throughput_low"]), float(runs.loc["w2", "throughput_high"])],
         "w2_nodes": int(runs.loc["w2", "nodes_realized"]),
-        "physics_predicted": float(physics["predicted"]), "physics_interval": [float(physics["low"]),
-                                                                               float(physics["high"])],
-        "physics_error_pct": float(physics["error_pct"]), "physics_inside_interval": bool(physics["covered"]),
-        "physics_reason": str(physics["reason"]), "physics_caveat": str(physics["caveat"]),
-        "linear_predicted": linear, "linear_error_pct": 100 * (linear - two) / two,
-        "efficiency_measured": two / linear, "efficiency_predicted": float(physics["predicted"]) / linear,
+        "physics_predicted": float(physics["predicted"]),
+        "physics_interval": [float(physics["low"]), float(physics["high"])],
+        "physics_error_pct": float(physics["error_pct"]),
+        "physics_inside_interval": bool(physics["covered"]),
+        "physics_reason": str(physics["reason"]),
+        "physics_caveat": str(physics["caveat"]),
+        "linear_predicted": linear,
+        "linear_error_pct": 100 * (linear - two) / two,
+        "efficiency_measured": two / linear,
+        "efficiency_predicted": float(physics["predicted"]) / linear,
         "gradient_bytes": float(runs.loc["w1", "gradient_bytes"]),
         "w2_exposed_allreduce_s": float(runs.loc["w2", "step_allreduce_s"]),
         "step_s_w1": float(runs.loc["w1", "step_time_p50_s"]),
@@ -71,9 +83,12 @@ def one_round(name: str, out: Path) -> dict[str, Any]:
         "w2_host_sharing_range": [float(runs.loc["w2", f"host_sharing_{side}"]) for side in ("low", "high")],
         "w2_hosts": int(runs.loc["w2", "hosts_realized"]),
         # Where the miss came from, per step (the ledger's parts): compute, and the all-reduce with the wait.
-        **{f"{part}_{side}_s": float(physics[f"{part}_{side}_s"]) for part in ("compute", "sync")
-           for side in ("predicted", "measured")},
-    }  # fmt: skip
+        **{
+            f"{part}_{side}_s": float(physics[f"{part}_{side}_s"])
+            for part in ("compute", "sync")
+            for side in ("predicted", "measured")
+        },
+    }
 
 
 def bench_prediction(rounds: int) -> dict[str, Any]:
@@ -103,10 +118,11 @@ def bench_prediction(rounds: int) -> dict[str, Any]:
         summary[name] = {
             "median_abs_physics_error_pct": statistics.median(abs(r["physics_error_pct"]) for r in mine),
             "median_abs_linear_error_pct": statistics.median(abs(r["linear_error_pct"]) for r in mine),
-            "inside_interval": sum(r["physics_inside_interval"] for r in mine), "rounds": len(mine),
+            "inside_interval": sum(r["physics_inside_interval"] for r in mine),
+            "rounds": len(mine),
             "median_efficiency_measured": statistics.median(r["efficiency_measured"] for r in mine),
             "median_efficiency_predicted": statistics.median(r["efficiency_predicted"] for r in mine),
-        }  # fmt: skip
+        }
     measured_order = sorted(MODELS, key=lambda n: summary[n]["median_efficiency_measured"])
     predicted_order = sorted(MODELS, key=lambda n: summary[n]["median_efficiency_predicted"])
     return {

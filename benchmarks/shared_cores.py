@@ -49,9 +49,13 @@ def _rank(rank: int, world: int, port: int, rounds: int, iterations: int, result
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(64, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1024), torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 1024),
+        torch.nn.ReLU(),
+        torch.nn.Linear(1024, 1024),
+        torch.nn.ReLU(),
         torch.nn.Linear(1024, 10),
-    )  # fmt: skip
+    )
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     x, y = torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,))
     gradient = torch.zeros(sum(p.numel() for p in model.parameters()))

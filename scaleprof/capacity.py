@@ -123,8 +123,9 @@ def verdict(
     unstated = [t.name for t in node_types if t.resources is None and t.can_add != 0]
     if unstated:
         return Verdict(Outlook.SCALE, f"node type(s) {', '.join(unstated)} do not state their resources")
-    largest = nodes + [dict(t.resources or {}) for t in _addable(node_types, placement.workers)
-                       for _ in range(t.can_add or 0)]  # fmt: skip
+    largest = nodes + [
+        dict(t.resources or {}) for t in _addable(node_types, placement.workers) for _ in range(t.can_add or 0)
+    ]
     at_most = missing_resources(placement, totals(largest), largest) or reason
     kinds = "; ".join(t.describe() for t in node_types) or "none"
     return Verdict(

@@ -214,9 +214,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     with _locked(store, "scaleprof run --resume" if resume else "scaleprof run"):
         try:
             result = run_study(
-                experiment, study_dir.parent, observer=TerminalProgress(console), pricing=pricing,
-                study_dir=study_dir, resume=resume, inputs=inputs, verbose=args.verbose,
-            )  # fmt: skip
+                experiment,
+                study_dir.parent,
+                observer=TerminalProgress(console),
+                pricing=pricing,
+                study_dir=study_dir,
+                resume=resume,
+                inputs=inputs,
+                verbose=args.verbose,
+            )
             written, tables = _render(result.study_dir, console)
         except OSError as exc:
             stopped = _write_failure(exc, args.file, store)
@@ -236,18 +242,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return 1
     if args.mlflow:
         _export_mlflow(result.study_dir, args.mlflow, args.mlflow_experiment, console)
-    if remote:
-        from scaleprof.telemetry.store import publish
-
-        try:
-            uri = publish(result.study_dir, args.out)
-        except Exception as exc:  # the study itself is complete: say where it is
-            print(
-                f"error: copying the study to {args.out} failed ({exc}); the whole study is kept at {result.study_dir}",
-                file=sys.stderr,
-            )
-            return 1
-        console.print(f"Copied the study to {uri}", markup=False, highlight=False)
+    if remote and not _published(result.study_dir, args.out, console):
+        return 1
     failed = [r["run_id"] for r in result.records if r.get("status") == RunStatus.FAILED]
     if failed:
         print(f"error: {len(failed)} of {len(result.records)} run(s) failed: {', '.join(failed)}", file=sys.stderr)
@@ -259,6 +255,21 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             file=sys.stderr,
         )
     return EXIT_RUNS_FAILED if failed or unmeasured else 0
+
+
+def _published(study_dir: Path, uri: str, console: Console) -> bool:
+    """The finished study copied to `uri` (--out's remote destination); False, said, where the copy failed."""
+    from scaleprof.telemetry.store import publish
+
+    try:
+        copied = publish(study_dir, uri)
+    except Exception as exc:  # the study itself is complete: say where it is
+        print(
+            f"error: copying the study to {uri} failed ({exc}); the whole study is kept at {study_dir}", file=sys.stderr
+        )
+        return False
+    console.print(f"Copied the study to {copied}", markup=False, highlight=False)
+    return True
 
 
 def _write_failure(exc: OSError, experiment_file: str, store: Any) -> StudyStopped | None:
@@ -374,8 +385,11 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
         if tables.fits.empty:
             said = "no model and device was measured at two or more worker counts"
         else:
-            said = "the scaling law fitted is outside its meaning (" + "; ".join(
-                f"for {f.model} / {f.device}, {f.invalid_reason}" for f in tables.fits.itertuples()) + ")"  # fmt: skip
+            said = (
+                "the scaling law fitted is outside its meaning ("
+                + "; ".join(f"for {f.model} / {f.device}, {f.invalid_reason}" for f in tables.fits.itertuples())
+                + ")"
+            )
         why = "; ".join(dict.fromkeys(physics["reason"])) if not physics.empty else "no finished run"
         raise UserError(f"{args.study_dir}: no prediction: {said}; physics model: {why}")
     if args.json:
@@ -475,8 +489,9 @@ def _export_mlflow(study_dir: Path, uri: str, experiment: str | None, console: C
     said = "was already in" if out["existed"] else f"logged {out['runs']} run(s) to"
     console.print(
         f"MLflow: study {said} experiment {out['experiment_id']} at {uri} (parent run {out['parent_run_id']})",
-        markup=False, highlight=False,
-    )  # fmt: skip
+        markup=False,
+        highlight=False,
+    )
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
@@ -598,9 +613,11 @@ def cmd_fabric(args: argparse.Namespace, console: Console) -> int:
         try:
             say("starting Ray Train's workers")
             frame = probe_fabric(
-                args.workers, strategy=args.strategy, gpus_per_worker=args.gpus_per_worker,
+                args.workers,
+                strategy=args.strategy,
+                gpus_per_worker=args.gpus_per_worker,
                 cpus_per_worker=args.cpus_per_worker,
-            )  # fmt: skip
+            )
         except ProbeRefused as exc:
             raise UserError(f"fabric: {exc}") from None
         finally:
@@ -679,22 +696,26 @@ def _noise_floor(text: str) -> float:
 
 def _mlflow_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument(
-        "--mlflow", metavar="TRACKING_URI", required=required,
+        "--mlflow",
+        metavar="TRACKING_URI",
+        required=required,
         help="also log the study to MLflow: a tracking server (http://...) or a local database (sqlite:///mlflow.db)",
-    )  # fmt: skip
+    )
     parser.add_argument("--mlflow-experiment", metavar="NAME", help="MLflow experiment (default: scaleprof/<name>)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="scaleprof", description="Distributed scalability profiler on Ray.", formatter_class=raw,
+        prog="scaleprof",
+        description="Distributed scalability profiler on Ray.",
+        formatter_class=raw,
         epilog="exit codes: 0 done; 1 the study stopped (disk full, unwritable location, a failed copy: what was "
         "stored stays; a re-render that would lose measurements, which keeps the tables in place); 2 bad input "
         "(a file, field or argument named); 3 the report is written but some runs failed or measured nothing; "
         "130 / 143 interrupted (Ctrl-C / SIGTERM), resumable with run --resume\n\n"
         "examples:\n  scaleprof run experiments/smoke.yaml\n  scaleprof ls reports",
-    )  # fmt: skip
+    )
     parser.add_argument("--version", action="version", version=f"scaleprof {scaleprof_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub, raw)
@@ -710,13 +731,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run(sub: Any, raw: Any) -> None:
     run = sub.add_parser(
-        "run", help="run a scaling study and write its report", formatter_class=raw,
+        "run",
+        help="run a scaling study and write its report",
+        formatter_class=raw,
         epilog="examples:\n  scaleprof run experiments/smoke.yaml\n"
         "  scaleprof run experiments/resnet-gpu.yaml --out s3://bucket/studies\n"
         "  scaleprof run experiments/smoke.yaml --resume reports/smoke-20261129-120000\n"
         "  scaleprof run experiments/smoke.yaml train.epochs=10 placements.1.workers=4\n"
         "  RAY_ADDRESS=head:6379 scaleprof run study.yaml   (join a running cluster)",
-    )  # fmt: skip
+    )
     run.add_argument("file", help="experiment YAML file")
     run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override fields, e.g. train.epochs=5")
     run.add_argument("--out", default="reports", help="directory for study directories (default: reports)")
@@ -728,9 +751,11 @@ def _add_run(sub: Any, raw: Any) -> None:
 
 def _add_plan(sub: Any, raw: Any) -> None:
     plan = sub.add_parser(
-        "plan", help="validate an experiment and list its runs, without Ray", formatter_class=raw,
+        "plan",
+        help="validate an experiment and list its runs, without Ray",
+        formatter_class=raw,
         epilog="example:\n  scaleprof plan experiments/smoke.yaml --json",
-    )  # fmt: skip
+    )
     plan.add_argument("file")
     plan.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override fields, e.g. train.epochs=5")
     plan.add_argument("--json", action="store_true", help="the runs as JSON")
@@ -739,50 +764,62 @@ def _add_plan(sub: Any, raw: Any) -> None:
 
 def _add_report(sub: Any, raw: Any) -> None:
     report = sub.add_parser(
-        "report", help="re-render a study's report from its files (no Ray)", formatter_class=raw,
+        "report",
+        help="re-render a study's report from its files (no Ray)",
+        formatter_class=raw,
         epilog="example:\n  scaleprof report reports/smoke-20261129-120000",
-    )  # fmt: skip
+    )
     report.add_argument("study_dir")
     report.add_argument(
-        "--accept-loss", action="store_true",
+        "--accept-loss",
+        action="store_true",
         help="replace the tables in place even when the study's files now hold less than they were made from "
         "(a damaged event segment): without it they are kept and the re-render goes to STUDY_DIR/partial-render/",
-    )  # fmt: skip
+    )
     report.set_defaults(func=cmd_report)
 
 
 def _add_predict(sub: Any, raw: Any) -> None:
     predict = sub.add_parser(
-        "predict", help="predict throughput at placements not measured: physics model and scaling law",
+        "predict",
+        help="predict throughput at placements not measured: physics model and scaling law",
         formatter_class=raw,
         epilog="examples:\n  scaleprof predict reports/smoke-20261129-120000 --workers 8 16 64\n"
         "  scaleprof predict reports/smoke-20261129-120000 --workers 16 --nodes 2 --link inter-node=100Gbit/s,5us",
-    )  # fmt: skip
+    )
     predict.add_argument("study_dir")
     predict.add_argument("--workers", type=_worker_count, nargs="+", required=True, help="worker counts, e.g. 16 64")
     predict.add_argument(
-        "--nodes", type=_worker_count, nargs="+", default=[1],
+        "--nodes",
+        type=_worker_count,
+        nargs="+",
+        default=[1],
         help="node counts to spread each worker count over (default 1); more than 1 crosses the inter-node link",
-    )  # fmt: skip
+    )
     predict.add_argument(
-        "--fabric", metavar="FILE_OR_STUDY",
+        "--fabric",
+        metavar="FILE_OR_STUDY",
         help="the links' sweep: a fabric.parquet (scaleprof fabric --out) or a study holding one; default: the "
         "study's own, if it has one",
-    )  # fmt: skip
+    )
     predict.add_argument(
-        "--link", action="append", metavar="[CLASS=]BANDWIDTH,LATENCY",
+        "--link",
+        action="append",
+        metavar="[CLASS=]BANDWIDTH,LATENCY",
         help="state a link instead of measuring it, e.g. inter-node=100Gbit/s,5us or intra-node=10GB/s,20us "
         "(class defaults to inter-node); repeat for both",
-    )  # fmt: skip
+    )
     predict.add_argument("--json", action="store_true", help="the predictions as JSON")
     predict.set_defaults(func=cmd_predict)
 
 
 def _add_compare(sub: Any, raw: Any) -> None:
     compare = sub.add_parser(
-        "compare", help="two studies side by side, changes flagged beyond measured noise", formatter_class=raw,
+        "compare",
+        help="two studies side by side, changes flagged beyond measured noise",
+        formatter_class=raw,
         epilog="example:\n  scaleprof compare reports/before-20261129-120000 reports/after-20261130-090000",
-    )  # fmt: skip
+    )
     compare.add_argument("a", help="the baseline study directory")
     compare.add_argument("b", help="the study compared with it")
     compare.add_argument(
@@ -795,11 +832,13 @@ def _add_compare(sub: Any, raw: Any) -> None:
 
 def _add_export(sub: Any, raw: Any) -> None:
     export = sub.add_parser(
-        "export", help="log a finished study to MLflow (a parent run, a child run per scaleprof run), or write "
-        "its events to one file", formatter_class=raw,
+        "export",
+        help="log a finished study to MLflow (a parent run, a child run per scaleprof run), or write "
+        "its events to one file",
+        formatter_class=raw,
         epilog="examples:\n  scaleprof export reports/smoke-20261129-120000 --mlflow sqlite:///mlflow.db\n"
         "  scaleprof export reports/smoke-20261129-120000 --events events.jsonl",
-    )  # fmt: skip
+    )
     export.add_argument("study_dir")
     _mlflow_arguments(export, required=False)
     export.add_argument("--events", metavar="FILE", help="write every event to FILE: .jsonl, .csv or .parquet")
@@ -808,9 +847,11 @@ def _add_export(sub: Any, raw: Any) -> None:
 
 def _add_ls(sub: Any, raw: Any) -> None:
     ls = sub.add_parser(
-        "ls", help="list the studies under a directory and write its index.html", formatter_class=raw,
+        "ls",
+        help="list the studies under a directory and write its index.html",
+        formatter_class=raw,
         epilog="example:\n  scaleprof ls reports --json",
-    )  # fmt: skip
+    )
     ls.add_argument("dir", nargs="?", default="reports", help="where the studies are (default: reports)")
     ls.add_argument("--json", action="store_true", help="the list as JSON")
     ls.set_defaults(func=cmd_ls)
@@ -818,25 +859,30 @@ def _add_ls(sub: Any, raw: Any) -> None:
 
 def _add_fabric(sub: Any, raw: Any) -> None:
     fabric = sub.add_parser(
-        "fabric", help="measure the links between workers: all-reduce latency and bus bandwidth, fitted",
+        "fabric",
+        help="measure the links between workers: all-reduce latency and bus bandwidth, fitted",
         formatter_class=raw,
         epilog="examples:\n  scaleprof fabric\n"
         "  scaleprof fabric --strategy STRICT_SPREAD --out inter-node.parquet   (one worker per node)\n"
         "  RAY_ADDRESS=head:6379 scaleprof fabric --workers 8 --gpus-per-worker 1 --json",
-    )  # fmt: skip
+    )
     fabric.add_argument("--workers", type=_probe_workers, default=2, help="ranks, 2 or more (default 2)")
     fabric.add_argument(
-        "--strategy", choices=FABRIC_STRATEGIES, default="PACK",
+        "--strategy",
+        choices=FABRIC_STRATEGIES,
+        default="PACK",
         help="Ray placement strategy (default PACK); STRICT_SPREAD puts each worker on its own node",
-    )  # fmt: skip
+    )
     fabric.add_argument(
         "--gpus-per-worker", type=_gpus_per_worker, default=0.0, help="0: CPU workers over gloo (default); 1: nccl"
     )
     fabric.add_argument("--cpus-per-worker", type=_cpus_per_worker, default=1.0, help="CPUs per worker (default 1)")
     fabric.add_argument(
-        "--out", default="fabric.parquet", metavar="FILE.parquet",
+        "--out",
+        default="fabric.parquet",
+        metavar="FILE.parquet",
         help="where the sweep goes (default: fabric.parquet here); an existing file is replaced only with --force",
-    )  # fmt: skip
+    )
     fabric.add_argument("--force", action="store_true", help="replace --out if it exists")
     fabric.add_argument("--json", action="store_true", help="the fits as JSON")
     fabric.set_defaults(func=cmd_fabric)

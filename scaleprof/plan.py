@@ -73,9 +73,14 @@ def expand(experiment: Experiment) -> list[PlannedRun]:
     at = [(point, experiment.at(point)) for point in experiment.points()]
 
     def add(
-        i: int, point: dict[str, Any], run_exp: Experiment, placement: PlacementSpec, repeat: int, suffix: str,
+        i: int,
+        point: dict[str, Any],
+        run_exp: Experiment,
+        placement: PlacementSpec,
+        repeat: int,
+        suffix: str,
         **cv: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         model = run_exp.model_list[i]
         planned = PlannedRun(
             len(runs) + 1, "", model, placement, repeat, run_exp.per_worker_batch(placement), run_exp, point, **cv

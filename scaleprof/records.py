@@ -141,13 +141,23 @@ class FinalRun:
         model = stored["model"]
         before = {
             # Every study wrote these; a damaged line may lack one (then: unknown, or nothing).
-            "index": 0, "placement": "", "device": "", "per_worker_batch": 0, "global_batch": 0, "repeat": 0,
-            "cpus_per_worker": 1, "gpus_per_worker": 0,
+            "index": 0,
+            "placement": "",
+            "device": "",
+            "per_worker_batch": 0,
+            "global_batch": 0,
+            "repeat": 0,
+            "cpus_per_worker": 1,
+            "gpus_per_worker": 0,
             # Before cross-validation: every run trained on the fixed split; before model sweeps, the model's
             # name was its label and its series; before placement strategies, Ray Train's default, PACK.
-            "kind": RunKind.FIXED_SPLIT, "fold": None, "model_name": model, "strategy": "PACK",
-            "nodes_requested": None, "node_type": None,
-        }  # fmt: skip
+            "kind": RunKind.FIXED_SPLIT,
+            "fold": None,
+            "model_name": model,
+            "strategy": "PACK",
+            "nodes_requested": None,
+            "node_type": None,
+        }
         record = RunRecord(**{**before, **{k: stored[k] for k in RunRecord.__dataclass_fields__ if k in stored}})
         label = record.model_label or model
         record = replace(
@@ -187,9 +197,7 @@ def batch_rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
     """A batch's events as stored dicts (ids included; a field an event lacked left out)."""
     columns = batch["columns"]
     n = len(columns.get("seq", ()))
-    return [
-        {**batch["ids"], **{k: v[i] for k, v in columns.items() if v[i] is not None}} for i in range(n)
-    ]  # fmt: skip
+    return [{**batch["ids"], **{k: v[i] for k, v in columns.items() if v[i] is not None}} for i in range(n)]
 
 
 def batches_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -71,8 +71,10 @@ def gpu_node_facts() -> dict[str, Any]:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return out
-    for key, args in (("topology", [smi, "topo", "-m"]),
-                      ("driver", [smi, "--query-gpu=driver_version", "--format=csv,noheader"])):  # fmt: skip
+    for key, args in (
+        ("topology", [smi, "topo", "-m"]),
+        ("driver", [smi, "--query-gpu=driver_version", "--format=csv,noheader"]),
+    ):
         try:
             done = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
         except (OSError, subprocess.SubprocessError):

@@ -37,8 +37,11 @@ def _headline(runs: pd.DataFrame) -> dict[str, Any]:
 
 def study_row(directory: Path) -> dict[str, Any]:
     store = StudyStore(directory)
-    row: dict[str, Any] = {"study": directory.name, "path": str(directory),
-                           "report": (directory / "report.html").exists()}  # fmt: skip
+    row: dict[str, Any] = {
+        "study": directory.name,
+        "path": str(directory),
+        "report": (directory / "report.html").exists(),
+    }
     try:
         manifest = store.manifest()
     except StoreError as err:

@@ -115,14 +115,21 @@ def fit_link(sweep_rows: pd.DataFrame) -> LinkFit:
     (alpha, beta), (alpha_ci, beta_ci), reason = _fit_non_negative(regressors / weight[:, None], time_s / weight)
     model = regressors @ np.array([alpha, beta]) / time_s
     return LinkFit(
-        backend=backend, link_class=link_class,
-        alpha_s=alpha, alpha_low=alpha_ci[0], alpha_high=alpha_ci[1],
-        beta_s_per_byte=beta, beta_low=beta_ci[0], beta_high=beta_ci[1],
+        backend=backend,
+        link_class=link_class,
+        alpha_s=alpha,
+        alpha_low=alpha_ci[0],
+        alpha_high=alpha_ci[1],
+        beta_s_per_byte=beta,
+        beta_low=beta_ci[0],
+        beta_high=beta_ci[1],
         bandwidth_bytes_per_s=1 / beta if beta > 0 else math.inf,
-        points=len(rows), worlds=tuple(sorted(int(w) for w in rows["world"].unique())),
+        points=len(rows),
+        worlds=tuple(sorted(int(w) for w in rows["world"].unique())),
         max_relative_error=float(np.max(np.abs(model - 1))),
-        valid=not reason, invalid_reason=reason,
-    )  # fmt: skip
+        valid=not reason,
+        invalid_reason=reason,
+    )
 
 
 def fit_fabric(sweep: pd.DataFrame) -> list[LinkFit]:
@@ -181,11 +188,21 @@ def stated_link(spec: str, link_class: str = "inter-node") -> LinkFit:
         raise ValueError(f"cannot read the link {spec!r}: bandwidth {rate[0]!r} is not positive")
     alpha, beta = float(latency[1]) * _SECONDS[latency[2]], 1 / bytes_per_s
     return LinkFit(
-        backend="stated", link_class=link_class,
-        alpha_s=alpha, alpha_low=alpha, alpha_high=alpha,
-        beta_s_per_byte=beta, beta_low=beta, beta_high=beta, bandwidth_bytes_per_s=bytes_per_s,
-        points=0, worlds=(), max_relative_error=math.nan, valid=True, invalid_reason="",
-    )  # fmt: skip
+        backend="stated",
+        link_class=link_class,
+        alpha_s=alpha,
+        alpha_low=alpha,
+        alpha_high=alpha,
+        beta_s_per_byte=beta,
+        beta_low=beta,
+        beta_high=beta,
+        bandwidth_bytes_per_s=bytes_per_s,
+        points=0,
+        worlds=(),
+        max_relative_error=math.nan,
+        valid=True,
+        invalid_reason="",
+    )
 
 
 def _usable(rows: pd.DataFrame) -> pd.DataFrame:

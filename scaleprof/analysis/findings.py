@@ -73,9 +73,11 @@ class RunCaveats:
     def of(cls, run: pd.Series) -> RunCaveats:
         """A run's caveats from its row of the runs table (a flag that is NaN or None was not measured: unset)."""
         return cls(
-            low_confidence=is_set(run.get("low_confidence")), steady_steps=_number(run.get("steady_steps")),
-            contended=is_set(run.get("contended")), outside_cpu_share=_number(run.get("outside_cpu_share")),
-        )  # fmt: skip
+            low_confidence=is_set(run.get("low_confidence")),
+            steady_steps=_number(run.get("steady_steps")),
+            contended=is_set(run.get("contended")),
+            outside_cpu_share=_number(run.get("outside_cpu_share")),
+        )
 
 
 def _scaling_points(runs: pd.DataFrame) -> pd.DataFrame:
@@ -213,8 +215,10 @@ def step_bottleneck(run: pd.Series) -> Bottleneck | None:
     "scales", or "unknown" (no 1-worker baseline). When it did not help, `cause` names the likely
     reason: "contended" (something outside the study competed), "communication" (the all-reduce),
     or "shared hardware" (the workers compete for the same cores, memory or devices)."""
-    parts = {part: sum(float(run.get(c, np.nan) or 0.0) for c in cols if pd.notna(run.get(c))) for part, cols in
-             STEP_PARTS.items()}  # fmt: skip
+    parts = {
+        part: sum(float(run.get(c, np.nan) or 0.0) for c in cols if pd.notna(run.get(c)))
+        for part, cols in STEP_PARTS.items()
+    }
     total = sum(parts.values())
     if total <= 0:
         return None
@@ -233,9 +237,16 @@ def step_bottleneck(run: pd.Series) -> Bottleneck | None:
         else:
             cause = "shared hardware"
     return Bottleneck(
-        run_id=str(run["run_id"]), placement=str(run["placement"]), workers=int(run["workers"]), part=part,
-        share=parts[part] / total, speedup=gain, scaling_efficiency=efficiency, verdict=verdict, cause=cause,
-    )  # fmt: skip
+        run_id=str(run["run_id"]),
+        placement=str(run["placement"]),
+        workers=int(run["workers"]),
+        part=part,
+        share=parts[part] / total,
+        speedup=gain,
+        scaling_efficiency=efficiency,
+        verdict=verdict,
+        cause=cause,
+    )
 
 
 @dataclass(frozen=True)
@@ -279,20 +290,27 @@ def _speed_headline(out: Findings, ok: pd.DataFrame) -> None:
     placements slower than one worker; `ok`: the fixed-split runs that finished with a throughput."""
     top = ok.loc[ok["throughput"].idxmax()]
     out.top_throughput = TopThroughput(
-        model=str(top["model"]), placement=str(top["placement"]), workers=int(top["workers"]),
-        throughput=float(top["throughput"]), throughput_low=_number(top.get("throughput_low")),
-        throughput_high=_number(top.get("throughput_high")), caveats=RunCaveats.of(top),
-    )  # fmt: skip
+        model=str(top["model"]),
+        placement=str(top["placement"]),
+        workers=int(top["workers"]),
+        throughput=float(top["throughput"]),
+        throughput_low=_number(top.get("throughput_low")),
+        throughput_high=_number(top.get("throughput_high")),
+        caveats=RunCaveats.of(top),
+    )
     scaled = ok.dropna(subset=["scaling_efficiency"])
     scaled = scaled[scaled["workers"] == scaled["workers"].max()] if not scaled.empty else scaled
     if not scaled.empty and int(scaled["workers"].max()) > 1:
         big = scaled.loc[scaled["throughput"].idxmax()]
         out.largest_scale = LargestScale(
-            model=str(big["model"]), placement=str(big["placement"]), workers=int(big["workers"]),
-            speedup=_number(big.get("speedup")), scaling_efficiency=float(big["scaling_efficiency"]),
+            model=str(big["model"]),
+            placement=str(big["placement"]),
+            workers=int(big["workers"]),
+            speedup=_number(big.get("speedup")),
+            scaling_efficiency=float(big["scaling_efficiency"]),
             scaling_efficiency_low=_number(big.get("scaling_efficiency_low")),
             scaling_efficiency_high=_number(big.get("scaling_efficiency_high")),
-        )  # fmt: skip
+        )
         out.bottleneck = step_bottleneck(big)
     worse = ok[(ok["workers"] > 1) & (ok["speedup"] < 1)]
     out.negative_scaling = [
@@ -333,11 +351,15 @@ def law_peak(fits: pd.DataFrame) -> LawPeak | None:
         return None
     fit = valid.iloc[0]
     return LawPeak(
-        model=str(fit["model"]), device=str(fit["device"]), peak_workers=float(fit["peak_workers"]),
-        max_measured_workers=int(fit["max_measured_workers"]), basis=FitBasis.of(fit),
+        model=str(fit["model"]),
+        device=str(fit["device"]),
+        peak_workers=float(fit["peak_workers"]),
+        max_measured_workers=int(fit["max_measured_workers"]),
+        basis=FitBasis.of(fit),
         # A peak far past the measured counts is the fit's arithmetic, not something these points place.
-        within_reach=bool(fit.get("peak_placed", True)), reach=law_reach(int(fit["max_measured_workers"])),
-    )  # fmt: skip
+        within_reach=bool(fit.get("peak_placed", True)),
+        reach=law_reach(int(fit["max_measured_workers"])),
+    )
 
 
 @dataclass(frozen=True)
@@ -398,11 +420,15 @@ def headline(out: Findings, runs: pd.DataFrame, fits: pd.DataFrame | None, place
     if "contended" in done:
         busy = done[done["contended"].eq(True)]
         out.contended = [
-            ContendedRun(run_id=str(r.run_id), placement=str(r.placement), outside_cpu_pct=float(r.outside_cpu_pct),
-                         outside_cpu_share=float(r.outside_cpu_share),
-                         gpu_other_processes=float(r.gpu_other_processes))
+            ContendedRun(
+                run_id=str(r.run_id),
+                placement=str(r.placement),
+                outside_cpu_pct=float(r.outside_cpu_pct),
+                outside_cpu_share=float(r.outside_cpu_share),
+                gpu_other_processes=float(r.gpu_other_processes),
+            )
             for r in busy.itertuples()
-        ]  # fmt: skip
+        ]
 
 
 @dataclass(frozen=True)
@@ -438,14 +464,18 @@ def cheapest(priced: pd.DataFrame, fell: set[tuple[str, str]]) -> Cheapest | Non
     if not fallen.empty and fallen["cost_per_sample_usd"].min() < cheap["cost_per_sample_usd"]:
         other = fallen.loc[fallen["cost_per_sample_usd"].idxmin()]
         cheaper = CheaperButFell(
-            model=str(other["model"]), placement=str(other["placement"]),
+            model=str(other["model"]),
+            placement=str(other["placement"]),
             cost_per_sample_usd=float(other["cost_per_sample_usd"]),
-        )  # fmt: skip
+        )
     return Cheapest(
-        run_id=str(cheap["run_id"]), model=str(cheap["model"]), placement=str(cheap["placement"]),
-        cost_per_sample_usd=float(cheap["cost_per_sample_usd"]), caveats=RunCaveats.of(cheap),
+        run_id=str(cheap["run_id"]),
+        model=str(cheap["model"]),
+        placement=str(cheap["placement"]),
+        cost_per_sample_usd=float(cheap["cost_per_sample_usd"]),
+        caveats=RunCaveats.of(cheap),
         cheaper_but_fell=cheaper,
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -490,9 +520,12 @@ def findings(
     shifts = quality_shifts(runs, quality_tolerance)
     fell = {(shift.model, shift.placement) for shift in shifts if shift.worse}
     out = Findings(
-        best_run_id=best_run(runs), fixed_cost=fixed_cost(runs), quality_shifts=shifts,
-        recommendation=recommend(runs, goal, fabric, ledger, fell), loss_floor=loss_floor(loss_floor_nats),
-    )  # fmt: skip
+        best_run_id=best_run(runs),
+        fixed_cost=fixed_cost(runs),
+        quality_shifts=shifts,
+        recommendation=recommend(runs, goal, fabric, ledger, fell),
+        loss_floor=loss_floor(loss_floor_nats),
+    )
     headline(out, runs, fits, placements)
     out.busy_but_idle = busy_but_idle(runs)
     priced = _scaling_points(runs).dropna(subset=["cost_per_sample_usd"])
@@ -500,9 +533,11 @@ def findings(
         out.cheapest = cheapest(priced, fell)
         fast = priced.loc[priced["throughput"].idxmax()]
         out.fastest = Fastest(
-            run_id=str(fast["run_id"]), model=str(fast["model"]), placement=str(fast["placement"]),
+            run_id=str(fast["run_id"]),
+            model=str(fast["model"]),
+            placement=str(fast["placement"]),
             throughput=float(fast["throughput"]),
-        )  # fmt: skip
+        )
     if runs["loss_divergence"].notna().any():
         worst = runs.loc[runs["loss_divergence"].idxmax()]
         out.largest_divergence = Divergence(

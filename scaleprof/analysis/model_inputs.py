@@ -100,8 +100,11 @@ def core_demand(row: Mapping[str, Any], starts: pd.DataFrame) -> dict[str, float
         busy = float(row["cpu_util_pct"]) / 100 * float(row["cpus"]) / float(row["workers"])
     cpus = starts["node_cpus"].dropna() if "node_cpus" in starts else pd.Series(dtype=float)
     hosts = float(starts["hostname"].nunique()) if "hostname" in starts and not starts.empty else math.nan
-    return {"worker_cores_busy": busy, "node_cpus": float(cpus.min()) if not cpus.empty else math.nan,
-            "hosts_realized": hosts}  # fmt: skip
+    return {
+        "worker_cores_busy": busy,
+        "node_cpus": float(cpus.min()) if not cpus.empty else math.nan,
+        "hosts_realized": hosts,
+    }
 
 
 @dataclass(frozen=True)
@@ -160,15 +163,21 @@ def measured_run(row: Mapping[str, Any]) -> MeasuredRun | str:
     sd = _figure(row, "rank_step_sd_s")
     cv = Figure(sd.value / compute, sd.low / compute, sd.high / compute) if compute > 0 else Figure.exact(0.0)
     return MeasuredRun(
-        batch_per_worker=int(row["per_worker_batch"]), workers=workers, nodes=min(nodes, workers),
+        batch_per_worker=int(row["per_worker_batch"]),
+        workers=workers,
+        nodes=min(nodes, workers),
         link_class=link_class_for(nodes),
-        data_s=_figure(row, "step_data_s"), forward_s=_figure(row, "step_forward_s"),
-        backward_compute_s=_figure(row, "step_backward_compute_s"), optimizer_s=_figure(row, "step_optimizer_s"),
-        other_s=_figure(row, "step_other_s"), gradient_bytes=float(row["gradient_bytes"]),
-        exposed_comm_s=_figure(row, "step_allreduce_s") if workers > 1 else None, step_cv=cv,
+        data_s=_figure(row, "step_data_s"),
+        forward_s=_figure(row, "step_forward_s"),
+        backward_compute_s=_figure(row, "step_backward_compute_s"),
+        optimizer_s=_figure(row, "step_optimizer_s"),
+        other_s=_figure(row, "step_other_s"),
+        gradient_bytes=float(row["gradient_bytes"]),
+        exposed_comm_s=_figure(row, "step_allreduce_s") if workers > 1 else None,
+        step_cv=cv,
         ranks_per_host=ranks_per_host(row),
         wrapper_s=_figure(row, "step_wrapper_s") if workers == 1 and finite(row.get("step_wrapper_s")) else None,
-    )  # fmt: skip
+    )
 
 
 def host_sharing_columns(probe: pd.DataFrame) -> dict[str, float]:
@@ -180,8 +189,12 @@ def host_sharing_columns(probe: pd.DataFrame) -> dict[str, float]:
         return {}
     ratio = ranks["compute_together_s"] / ranks["compute_alone_s"]
     low, high = (float(ratio.min()), float(ratio.max())) if len(ratio) > 1 else (math.nan, math.nan)
-    return {"host_sharing": float(ratio.median()), "host_sharing_low": low, "host_sharing_high": high,
-            "host_ranks": float(ranks["host_ranks"].max())}  # fmt: skip
+    return {
+        "host_sharing": float(ratio.median()),
+        "host_sharing_low": low,
+        "host_sharing_high": high,
+        "host_ranks": float(ranks["host_ranks"].max()),
+    }
 
 
 def wrapper_columns(probe: pd.DataFrame) -> dict[str, float]:
@@ -197,8 +210,11 @@ def wrapper_columns(probe: pd.DataFrame) -> dict[str, float]:
     low, high = float(first.get("wrapper_low_s", math.nan)), float(first.get("wrapper_high_s", math.nan))
     if not (math.isfinite(low) and math.isfinite(high)):
         return {"step_wrapper_s": value}
-    return {"step_wrapper_s": value, "step_wrapper_s_low": min(max(low, 0.0), value),
-            "step_wrapper_s_high": max(high, value)}  # fmt: skip
+    return {
+        "step_wrapper_s": value,
+        "step_wrapper_s_low": min(max(low, 0.0), value),
+        "step_wrapper_s_high": max(high, value),
+    }
 
 
 def host_sharing(row: Mapping[str, Any]) -> HostSharing | None:

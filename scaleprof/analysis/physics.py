@@ -272,13 +272,23 @@ def predict(
     low, high = _throughput_interval(samples, drawn_step)
     link_class = link_class_for(nodes) if workers > 1 else ""
     return Prediction(
-        workers=workers, nodes=nodes, scaling=scaling, per_worker_batch=per_worker,
-        throughput=throughput, low=min(low, throughput), high=max(high, throughput), step_s=step,
+        workers=workers,
+        nodes=nodes,
+        scaling=scaling,
+        per_worker_batch=per_worker,
+        throughput=throughput,
+        low=min(low, throughput),
+        high=max(high, throughput),
+        step_s=step,
         terms={name: float(values[0]) for name, values in terms.items() if name != "compute_factor"},
-        overlap=float(overlap[0]), overlap_source=source, crosses_node_boundary=nodes > 1, link_class=link_class,
+        overlap=float(overlap[0]),
+        overlap_source=source,
+        crosses_node_boundary=nodes > 1,
+        link_class=link_class,
         basis=_basis(measured, links, link_class, scaling, per_worker, draws, source, sharing, per_host),
-        ranks_per_host=per_host, compute_factor=float(terms["compute_factor"][0]),
-    )  # fmt: skip
+        ranks_per_host=per_host,
+        compute_factor=float(terms["compute_factor"][0]),
+    )
 
 
 def predict_many(
@@ -297,11 +307,19 @@ def predict_many(
     placements differ by the model, not by chance."""
     return [
         predict(
-            measured, links, workers, nodes, scaling,
-            global_batch=global_batch, default_overlap=default_overlap, draws=draws, seed=seed, sharing=sharing,
+            measured,
+            links,
+            workers,
+            nodes,
+            scaling,
+            global_batch=global_batch,
+            default_overlap=default_overlap,
+            draws=draws,
+            seed=seed,
+            sharing=sharing,
         )
         for workers, nodes in placements
-    ]  # fmt: skip
+    ]
 
 
 @dataclass(frozen=True)
@@ -324,13 +342,17 @@ def _point(measured: MeasuredRun, links: dict[str, LinkFit], sharing: HostSharin
     one = lambda value: np.array([value], dtype=float)
     exposed = measured.exposed_comm_s
     return _Inputs(
-        one(measured.data_s.value), one(measured.forward_s.value), one(measured.backward_compute_s.value),
-        one(measured.optimizer_s.value), one(measured.other_s.value), one(measured.step_cv.value),
+        one(measured.data_s.value),
+        one(measured.forward_s.value),
+        one(measured.backward_compute_s.value),
+        one(measured.optimizer_s.value),
+        one(measured.other_s.value),
+        one(measured.step_cv.value),
         None if exposed is None else one(exposed.value),
         {name: (one(link.alpha_s), one(link.beta_s_per_byte)) for name, link in links.items()},
         one(1.0 if sharing is None else sharing.slowdown.value),
         one(0.0 if measured.wrapper_s is None else measured.wrapper_s.value),
-    )  # fmt: skip
+    )
 
 
 def _sample(
@@ -503,9 +525,10 @@ def _basis(
     if link_class and measured.workers == 1:
         wrapper = measured.wrapper_s
         parts.append(
-            "DDP's own cost not measured (the 1-worker run has no wrapper probe): 0 added" if wrapper is None
+            "DDP's own cost not measured (the 1-worker run has no wrapper probe): 0 added"
+            if wrapper is None
             else f"DDP's own cost {wrapper.value * 1e3:.3g} ms per step, by the 1-worker run's wrapper probe"
-        )  # fmt: skip
+        )
     if link_class:
         link = links[link_class]
         comm = (

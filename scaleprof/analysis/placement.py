@@ -30,9 +30,24 @@ def workers_table(events: pd.DataFrame) -> pd.DataFrame:
     if lifecycle.empty or "event" not in lifecycle:
         return pd.DataFrame()
     starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START]
-    keep = ["run_id", "attempt", "rank", "node_id", "hostname", "pid", "device", "torch_threads", "gpu_uuid",
-            "gpu_name",
-            "gpu_unavailable", "versions", "node_cpus", "gpu_driver", "gpu_topology", "nccl_env"]  # fmt: skip
+    keep = [
+        "run_id",
+        "attempt",
+        "rank",
+        "node_id",
+        "hostname",
+        "pid",
+        "device",
+        "torch_threads",
+        "gpu_uuid",
+        "gpu_name",
+        "gpu_unavailable",
+        "versions",
+        "node_cpus",
+        "gpu_driver",
+        "gpu_topology",
+        "nccl_env",
+    ]
     table = starts[[c for c in keep if c in starts]].set_index(["run_id", "attempt", "rank"])
     # A sampler that failed mid-run (NVML gone) says why in a later event: the latest reason wins.
     later = lifecycle[lifecycle["event"] == Lifecycle.GPU_UNAVAILABLE]

@@ -139,9 +139,13 @@ def physics_predictions(
                 rows.append(row | _no_figure(found))
                 continue
             baseline = float(one_worker.get((model, device), math.nan))
-            rows.append(row | _figures(found, base[0], fabric, sharing) | {
-                "efficiency": float(scaling_efficiency(speedup(found.throughput, baseline), workers)),
-            })  # fmt: skip
+            rows.append(
+                row
+                | _figures(found, base[0], fabric, sharing)
+                | {
+                    "efficiency": float(scaling_efficiency(speedup(found.throughput, baseline), workers)),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -153,11 +157,16 @@ def prediction_ledger(runs: pd.DataFrame, fabric: Fabric, scaling: Scaling = "we
         for _, target in ok[ok["workers"] >= 2].iterrows():
             workers, nodes = int(target["workers"]), _nodes(target)
             common = {
-                "run_id": target["run_id"], "model": model, "device": device, "placement": target["placement"],
-                "workers": workers, "nodes": nodes, "measured": float(target["throughput"]),
+                "run_id": target["run_id"],
+                "model": model,
+                "device": device,
+                "placement": target["placement"],
+                "workers": workers,
+                "nodes": nodes,
+                "measured": float(target["throughput"]),
                 "measured_low": float(target.get("throughput_low", math.nan)),
                 "measured_high": float(target.get("throughput_high", math.nan)),
-            }  # fmt: skip
+            }
             links = fabric.for_device(str(device))
             rows.append(common | {"method": PHYSICS} | _physics_entry(group, links, target, scaling))
             rows.append(common | {"method": CURVE} | _curve_entry(ok[ok["workers"] < workers], workers))
@@ -184,8 +193,14 @@ def _physics_entry(
         return _refused(found)
     hosts = int(target["hosts_realized"]) if finite(target.get("hosts_realized")) else nodes
     caveat = _caveat(base[0], workers, hosts, sharing, per_host)
-    return {"predicted": found.throughput, "low": found.low, "high": found.high, "base": str(base[0]["placement"]),
-            "reason": "", "caveat": _words(caveat)} | _parts(found, target)  # fmt: skip
+    return {
+        "predicted": found.throughput,
+        "low": found.low,
+        "high": found.high,
+        "base": str(base[0]["placement"]),
+        "reason": "",
+        "caveat": _words(caveat),
+    } | _parts(found, target)
 
 
 def _parts(found: Prediction, target: pd.Series) -> dict[str, float]:
@@ -230,8 +245,14 @@ def _curve_entry(smaller: pd.DataFrame, workers: int) -> dict[str, Any]:
     if not fit.valid:
         return _refused(f"the law fitted is outside its meaning: {fit.invalid_reason}")
     low, high = fit.interval(np.array([float(workers)]), 0.95)
-    return {"predicted": float(fit.predict(float(workers))), "low": float(low[0]), "high": float(high[0]),
-            "base": f"{fit.model} fit to {len(smaller)} runs", "reason": "", "caveat": ""}  # fmt: skip
+    return {
+        "predicted": float(fit.predict(float(workers))),
+        "low": float(low[0]),
+        "high": float(high[0]),
+        "base": f"{fit.model} fit to {len(smaller)} runs",
+        "reason": "",
+        "caveat": "",
+    }
 
 
 def ledger_summary(ledger: pd.DataFrame) -> pd.DataFrame:
@@ -240,11 +261,14 @@ def ledger_summary(ledger: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for method, group in made.groupby("method", sort=False) if not made.empty else []:
         covered = group["covered"].dropna()
-        rows.append({
-            "method": method, "predictions": len(group),
-            "median_abs_error_pct": float(group["error_pct"].abs().median()),
-            "coverage": float(covered.astype(bool).mean()) if len(covered) else math.nan,
-        })  # fmt: skip
+        rows.append(
+            {
+                "method": method,
+                "predictions": len(group),
+                "median_abs_error_pct": float(group["error_pct"].abs().median()),
+                "coverage": float(covered.astype(bool).mean()) if len(covered) else math.nan,
+            }
+        )
     return pd.DataFrame(rows, columns=["method", "predictions", "median_abs_error_pct", "coverage"])
 
 
@@ -286,10 +310,18 @@ def _no_figure(reason: str) -> dict[str, Any]:
 def _figures(found: Prediction, base: pd.Series, fabric: Fabric, sharing: HostSharing | None) -> dict[str, Any]:
     link = found.link_class
     return {
-        "throughput": found.throughput, "low": found.low, "high": found.high, "step_s": found.step_s,
+        "throughput": found.throughput,
+        "low": found.low,
+        "high": found.high,
+        "step_s": found.step_s,
         **{f"term_{name}": value for name, value in found.terms.items()},
-        "overlap": found.overlap, "crosses_node_boundary": found.crosses_node_boundary, "link_class": link,
-        "link_source": fabric.source.get(link, "") if link else "", "base": str(base["placement"]),
-        "basis": found.basis, "reason": "", "compute_factor": found.compute_factor,
+        "overlap": found.overlap,
+        "crosses_node_boundary": found.crosses_node_boundary,
+        "link_class": link,
+        "link_source": fabric.source.get(link, "") if link else "",
+        "base": str(base["placement"]),
+        "basis": found.basis,
+        "reason": "",
+        "compute_factor": found.compute_factor,
         "caveat": _words(_caveat(base, found.workers, found.nodes, sharing, found.ranks_per_host)),
-    }  # fmt: skip
+    }

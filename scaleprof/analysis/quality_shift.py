@@ -61,12 +61,22 @@ def quality_shifts(runs: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> 
                 continue
             if abs(value / base - 1) <= max(_noise(many[metric]), _noise(one[metric]), tolerance):
                 continue
-            out.append(QualityShift(
-                model=str(model), device=str(device), placement=str(placement), workers=int(many["workers"].iloc[0]),
-                metric=metric, value=value, base=base, global_batch=_median(many, "global_batch"),
-                base_global_batch=_median(one, "global_batch"), lr=_median(many, "final_lr"),
-                base_lr=_median(one, "final_lr"), worse=value < base if metric == "accuracy" else value > base,
-            ))  # fmt: skip
+            out.append(
+                QualityShift(
+                    model=str(model),
+                    device=str(device),
+                    placement=str(placement),
+                    workers=int(many["workers"].iloc[0]),
+                    metric=metric,
+                    value=value,
+                    base=base,
+                    global_batch=_median(many, "global_batch"),
+                    base_global_batch=_median(one, "global_batch"),
+                    lr=_median(many, "final_lr"),
+                    base_lr=_median(one, "final_lr"),
+                    worse=value < base if metric == "accuracy" else value > base,
+                )
+            )
     return out
 
 

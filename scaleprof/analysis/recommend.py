@@ -117,12 +117,15 @@ def recommend(
         key = "cost_per_sample_usd" if meeting["cost_per_sample_usd"].notna().any() else "throughput"
         best = meeting.sort_values(key, ascending=key != "throughput").iloc[0]
         return Recommendation(
-            basis="measured", model=str(best["model"]), placement=str(best["placement"]),
-            workers=int(best["workers"]), throughput=float(best["throughput"]),
+            basis="measured",
+            model=str(best["model"]),
+            placement=str(best["placement"]),
+            workers=int(best["workers"]),
+            throughput=float(best["throughput"]),
             throughput_low=float(best.get("throughput_low", np.nan)),
             cost_per_sample_usd=float(best.get("cost_per_sample_usd", np.nan)),
             cost_per_sample_high_usd=float(best.get("cost_per_sample_high_usd", np.nan)),
-        )  # fmt: skip
+        )
     # Predicted from every measured run (one whose quality fell still measured its speed), at counts none measured.
     candidates = [c for _, group in measured.groupby(["model", "device"]) for c in _predicted(group, goal, fabric)]
     if not candidates:
@@ -174,12 +177,22 @@ def _predicted(group: pd.DataFrame, goal: dict[str, Any], fabric: Any) -> list[R
         interval = Figure(float(p["throughput"]), min(low, p["throughput"]), max(high, p["throughput"]))
         if not (np.isfinite(low) and np.isfinite(high)):
             interval = Figure(float(p["throughput"]), math.nan, math.nan)
-        out.append(Recommendation(
-            basis="predicted", method=p["method"], model=str(model), device=str(device), workers=workers,
-            nodes=float(p["nodes"]), throughput=float(p["throughput"]), throughput_low=low, throughput_high=high,
-            cost_per_sample_usd=float(cost_per_sample_usd(hourly, p["throughput"])),
-            chance=interval.share_above(needed), rests_on=p.get("caveats", "") or "",
-        ))  # fmt: skip
+        out.append(
+            Recommendation(
+                basis="predicted",
+                method=p["method"],
+                model=str(model),
+                device=str(device),
+                workers=workers,
+                nodes=float(p["nodes"]),
+                throughput=float(p["throughput"]),
+                throughput_low=low,
+                throughput_high=high,
+                cost_per_sample_usd=float(cost_per_sample_usd(hourly, p["throughput"])),
+                chance=interval.share_above(needed),
+                rests_on=p.get("caveats", "") or "",
+            )
+        )
     return out
 
 

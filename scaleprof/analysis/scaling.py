@@ -117,11 +117,14 @@ class FitBasis:
     def of(cls, row: Mapping[str, Any]) -> FitBasis:
         """From a row of the fits or predictions table (its `columns`)."""
         return cls(
-            valid=bool(row["valid"]), invalid_reason=str(row["invalid_reason"] or ""),
-            worker_counts=int(row["worker_counts"]), points=int(row["points"]), exact_fit=bool(row["exact_fit"]),
+            valid=bool(row["valid"]),
+            invalid_reason=str(row["invalid_reason"] or ""),
+            worker_counts=int(row["worker_counts"]),
+            points=int(row["points"]),
+            exact_fit=bool(row["exact_fit"]),
             contended=_placements(row["contended_placements"]),
             low_confidence=_placements(row["low_confidence_placements"]),
-        )  # fmt: skip
+        )
 
     def columns(self, refused: str) -> dict[str, Any]:
         """As the fits and predictions tables store it; `caveats` (`words`) says all of it in one line."""
@@ -139,8 +142,10 @@ class FitBasis:
     def words(self, refused: str) -> str:
         """All of it in one line, starting with `refused` ("not used", "no prediction") and the reason when the
         law is outside its meaning: the tables' `caveats` column, and the report's."""
-        parts = [f"from {self.worker_counts} worker counts ({self.points} runs)"
-                 + (", exact fit (no band)" if self.exact_fit else "")]  # fmt: skip
+        parts = [
+            f"from {self.worker_counts} worker counts ({self.points} runs)"
+            + (", exact fit (no band)" if self.exact_fit else "")
+        ]
         flags: dict[str, list[str]] = {}
         for placements, label in ((self.contended, "contended"), (self.low_confidence, "low confidence")):
             for placement in placements:
@@ -159,10 +164,14 @@ def _placements(listed: Any) -> tuple[str, ...]:
 def fit_basis(group: pd.DataFrame, fit: USLFit) -> FitBasis:
     """What a fit to `group` rests on."""
     return FitBasis(
-        valid=fit.valid, invalid_reason=fit.invalid_reason, worker_counts=int(group["workers"].nunique()),
-        points=fit.points, exact_fit=fit.dof == 0, contended=tuple(_flagged(group, "contended")),
+        valid=fit.valid,
+        invalid_reason=fit.invalid_reason,
+        worker_counts=int(group["workers"].nunique()),
+        points=fit.points,
+        exact_fit=fit.dof == 0,
+        contended=tuple(_flagged(group, "contended")),
         low_confidence=tuple(_flagged(group, "low_confidence")),
-    )  # fmt: skip
+    )
 
 
 # How far past the largest measured worker count a fitted law is read: its curves are drawn up to this multiple
@@ -188,13 +197,22 @@ def scaling_fits(runs: pd.DataFrame) -> pd.DataFrame:
         counts = sorted(group["workers"].unique())
         fit = fit_usl(group["workers"], group["throughput"])
         row = {
-            "model": model, "device": device, "law": fit.model, "points": fit.points, "dof": fit.dof,
-            "alpha": fit.alpha, "alpha_se": fit.alpha_se, "beta": fit.beta, "beta_se": fit.beta_se,
-            "gamma": fit.gamma, "gamma_se": fit.gamma_se,
+            "model": model,
+            "device": device,
+            "law": fit.model,
+            "points": fit.points,
+            "dof": fit.dof,
+            "alpha": fit.alpha,
+            "alpha_se": fit.alpha_se,
+            "beta": fit.beta,
+            "beta_se": fit.beta_se,
+            "gamma": fit.gamma,
+            "gamma_se": fit.gamma_se,
             "peak_workers": fit.peak_workers if fit.valid else float("nan"),
             "peak_placed": bool(fit.valid and fit.peak_workers <= law_reach(int(counts[-1]))),
-            "max_measured_workers": int(counts[-1]), **fit_basis(group, fit).columns("not used"),
-        }  # fmt: skip
+            "max_measured_workers": int(counts[-1]),
+            **fit_basis(group, fit).columns("not used"),
+        }
         if len(counts) >= 3 and fit.valid:
             row.update(_holdout(group, int(counts[-1])))
         rows.append(row)
@@ -240,9 +258,17 @@ def predictions(runs: pd.DataFrame, workers: list[int], level: float = 0.95) -> 
         baseline = float(one_worker.get((model, device), float("nan")))
         for n, x, lo, hi in zip(workers, predicted, low, high):
             rows.append(
-                {"model": model, "device": device, "workers": n, "throughput": float(x),
-                 "low": max(float(lo), 0.0) if np.isfinite(lo) else float(lo), "high": float(hi),
-                 "efficiency": float(scaling_efficiency(speedup(float(x), baseline), n)), "law": fit.model,
-                 "extrapolated": n > group["workers"].max(), **basis}
-            )  # fmt: skip
+                {
+                    "model": model,
+                    "device": device,
+                    "workers": n,
+                    "throughput": float(x),
+                    "low": max(float(lo), 0.0) if np.isfinite(lo) else float(lo),
+                    "high": float(hi),
+                    "efficiency": float(scaling_efficiency(speedup(float(x), baseline), n)),
+                    "law": fit.model,
+                    "extrapolated": n > group["workers"].max(),
+                    **basis,
+                }
+            )
     return pd.DataFrame(rows)

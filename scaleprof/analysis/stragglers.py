@@ -155,18 +155,27 @@ def rank_table(frame: pd.DataFrame, clocks: pd.DataFrame | None = None) -> pd.Da
     rows = []
     for rank, mine in frame.groupby("rank"):
         last = mine[mine["last"]]
-        others = frame[(frame["rank"] != rank) & frame.set_index(["epoch", "step"]).index.isin(
-            last.set_index(["epoch", "step"]).index)]  # fmt: skip
+        others = frame[
+            (frame["rank"] != rank)
+            & frame.set_index(["epoch", "step"]).index.isin(last.set_index(["epoch", "step"]).index)
+        ]
         cause, cause_s = _cause(frame, last)
         lost = float(others["wait_s"].sum())
         total = float(step_time[frame["rank"] != rank].sum()) if step_time is not None else np.nan
-        rows.append({
-            "rank": int(rank), "steps": steps, "last_share": len(last) / steps,
-            "late_s": float(last["late_s"].mean()) if len(last) else 0.0,
-            "kept_waiting_s": lost / max(1, frame["rank"].nunique() - 1),
-            "waited_s": float(mine["wait_s"].sum()), "others_lost_share": lost / total if total else np.nan,
-            "cause": cause, "cause_s": cause_s, "exchange": str(frame["exchange"].iloc[0]),
-        })  # fmt: skip
+        rows.append(
+            {
+                "rank": int(rank),
+                "steps": steps,
+                "last_share": len(last) / steps,
+                "late_s": float(last["late_s"].mean()) if len(last) else 0.0,
+                "kept_waiting_s": lost / max(1, frame["rank"].nunique() - 1),
+                "waited_s": float(mine["wait_s"].sum()),
+                "others_lost_share": lost / total if total else np.nan,
+                "cause": cause,
+                "cause_s": cause_s,
+                "exchange": str(frame["exchange"].iloc[0]),
+            }
+        )
     table = pd.DataFrame(rows)
     if clocks is not None and not clocks.empty:
         table = table.merge(clocks[["rank", "offset_s", "error_s"]], on="rank", how="left")
@@ -184,8 +193,9 @@ def _cause(frame: pd.DataFrame, last: pd.DataFrame) -> tuple[str, float]:
         if in_steps[part].isna().all():
             continue
         others = _others_median(in_steps, part)
-        excess[part] = float((in_steps[part] - others)[in_steps["last"] & (in_steps["rank"] == last["rank"].iloc[0])]
-                             .mean())  # fmt: skip
+        excess[part] = float(
+            (in_steps[part] - others)[in_steps["last"] & (in_steps["rank"] == last["rank"].iloc[0])].mean()
+        )
     if not excess:
         return "", 0.0
     part = max(excess, key=lambda name: excess[name])
@@ -204,9 +214,23 @@ def stragglers(ranks: pd.DataFrame, world: int, run_id: str, placement: str, hos
         often = row.last_share >= min(1.0, STRAGGLER_LAST_FACTOR / world) and not _by_chance(row, world)
         if often and row.others_lost_share >= STRAGGLER_WAIT_SHARE and row.late_s > 2 * error:
             node, host = _where(hosts, int(row.rank))
-            out.append(Straggler(run_id, placement, int(row.rank), node, host, int(row.steps), float(row.last_share),
-                                 float(row.late_s), str(row.cause), float(row.cause_s), str(row.exchange),
-                                 float(row.others_lost_share), error))  # fmt: skip
+            out.append(
+                Straggler(
+                    run_id,
+                    placement,
+                    int(row.rank),
+                    node,
+                    host,
+                    int(row.steps),
+                    float(row.last_share),
+                    float(row.late_s),
+                    str(row.cause),
+                    float(row.cause_s),
+                    str(row.exchange),
+                    float(row.others_lost_share),
+                    error,
+                )
+            )
     return out
 
 
@@ -231,13 +255,17 @@ def stalls(
     limit = max(STALL_MIN_S, STALL_FACTOR * usual)
     if not frame.empty:
         late = frame[frame["late_s"] > limit]
-        found = [(int(r.rank), int(r.epoch), int(r.step), float(r.late_s), float(r.start) - origin, True)
-                 for r in late.itertuples()]  # fmt: skip
+        found = [
+            (int(r.rank), int(r.epoch), int(r.step), float(r.late_s), float(r.start) - origin, True)
+            for r in late.itertuples()
+        ]
     else:  # no arrivals: the step's slowest time, one stall per step (with several ranks, none can be named)
         slowest = steps.groupby(["epoch", "step"], as_index=False).agg(step_s=("step_s", "max"), rank=("rank", "min"))
         many = steps["rank"].nunique() > 1
-        found = [(-1 if many else int(r.rank), int(r.epoch), int(r.step), float(r.step_s), np.nan, False)
-                 for r in slowest[slowest["step_s"] > limit].itertuples()]  # fmt: skip
+        found = [
+            (-1 if many else int(r.rank), int(r.epoch), int(r.step), float(r.step_s), np.nan, False)
+            for r in slowest[slowest["step_s"] > limit].itertuples()
+        ]
     out = []
     for rank, epoch, step, lasted, at, late_for_it in found:
         node, host = _where(hosts, rank) if rank >= 0 else ("", "")
@@ -310,8 +338,9 @@ def rank_tables(
         if table.empty:
             continue
         where = [_where(hosts, int(r)) for r in table["rank"]]
-        ranks.append(table.assign(run_id=run_id, placement=placement, node=[w[0] for w in where],
-                                  host=[w[1] for w in where]))  # fmt: skip
+        ranks.append(
+            table.assign(run_id=run_id, placement=placement, node=[w[0] for w in where], host=[w[1] for w in where])
+        )
         lateness.append(lateness_series(frame, all_steps).assign(run_id=run_id, placement=placement))
         late += stragglers(table, int(frame["rank"].nunique()), run_id, placement, hosts)
     first = ["run_id", "placement", "rank", "node", "host"]

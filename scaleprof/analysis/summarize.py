@@ -441,8 +441,9 @@ def write_tables(store: StudyStore, tables: StudyTables) -> None:
     study_id = tables.manifest.study_id or store.root.name
 
     def write(name: str, frame: pd.DataFrame) -> None:
-        store.write_table(name, frame if "study_id" in frame else frame.assign(study_id=study_id)[
-            ["study_id", *frame.columns]])  # fmt: skip
+        store.write_table(
+            name, frame if "study_id" in frame else frame.assign(study_id=study_id)[["study_id", *frame.columns]]
+        )
 
     write(RUNS_TABLE, tables.runs)
     write(EPOCHS_TABLE, tables.epochs)

@@ -131,7 +131,14 @@ def _fit(n: np.ndarray, x: np.ndarray, gamma0: float) -> USLFit:
             cov = np.zeros((3, 3))
     se = np.sqrt(np.clip(np.diag(cov), 0, None))
     return USLFit(
-        alpha=float(alpha), beta=float(beta), gamma=float(gamma),
-        alpha_se=float(se[0]), beta_se=float(se[1]), gamma_se=float(se[2]),
-        covariance=cov, model=model, points=len(n), dof=max(dof, 0),
-    )  # fmt: skip
+        alpha=float(alpha),
+        beta=float(beta),
+        gamma=float(gamma),
+        alpha_se=float(se[0]),
+        beta_se=float(se[1]),
+        gamma_se=float(se[2]),
+        covariance=cov,
+        model=model,
+        points=len(n),
+        dof=max(dof, 0),
+    )

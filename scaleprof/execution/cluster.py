@@ -111,10 +111,13 @@ def _config_from_gcs() -> dict[str, dict[str, Any]] | None:
     if config is None or not config.node_group_configs:
         return None
     return {
-        g.name: {"resources": dict(g.resources), "min_workers": g.min_count,
-                 "max_workers": None if g.max_count == -1 else g.max_count}
+        g.name: {
+            "resources": dict(g.resources),
+            "min_workers": g.min_count,
+            "max_workers": None if g.max_count == -1 else g.max_count,
+        }
         for g in config.node_group_configs
-    }  # fmt: skip
+    }
 
 
 def _monitor_config_path(status: dict[str, Any] | None) -> str | None:

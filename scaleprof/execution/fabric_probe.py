@@ -170,9 +170,14 @@ def run_sweep(device: torch.device, gradient_bytes: float | None, collectives: S
     node_ids: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(node_ids, ray.get_runtime_context().get_node_id())
     return sweep(
-        str(dist.get_backend()), link_class_of(node_ids), study_sizes(gradient_bytes), STUDY_REPEATS, STUDY_WARMUP,
-        collectives, device,
-    )  # fmt: skip
+        str(dist.get_backend()),
+        link_class_of(node_ids),
+        study_sizes(gradient_bytes),
+        STUDY_REPEATS,
+        STUDY_WARMUP,
+        collectives,
+        device,
+    )
 
 
 def probe_worker(config: dict[str, ProbeAssignment]) -> dict[str, Any]:
@@ -230,9 +235,13 @@ def probe_fabric(
         raise ProbeRefused(f"gpus_per_worker: {gpus_per_worker:g}: nccl cannot run two ranks on one GPU")
     try:
         placement = PlacementSpec(
-            name="fabric", workers=workers, nodes=nodes, strategy=strategy,  # type: ignore[arg-type]
-            gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
-        )  # fmt: skip
+            name="fabric",
+            workers=workers,
+            nodes=nodes,
+            strategy=strategy,  # type: ignore[arg-type]
+            gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker,
+        )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'placement'}: {e['msg']}" for e in exc.errors())
         raise ProbeRefused(problems) from None
@@ -293,15 +302,18 @@ def _fit(placement: Any, probe: ProbeAssignment) -> dict[str, Any]:
         train_loop_config={ASSIGNMENT: probe},
         torch_config=TorchConfig(backend=probe.backend),
         scaling_config=ScalingConfig(
-            num_workers=placement.workers, use_gpu=placement.gpus_per_worker > 0,
-            resources_per_worker=bundle(placement), placement_strategy=placement.strategy,
+            num_workers=placement.workers,
+            use_gpu=placement.gpus_per_worker > 0,
+            resources_per_worker=bundle(placement),
+            placement_strategy=placement.strategy,
         ),
         run_config=RunConfig(
-            name=f"fabric-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
+            name=f"fabric-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=storage,
             # A failing controller would be retried forever by default (-1).
             failure_config=FailureConfig(max_failures=0, controller_failure_limit=0),  # type: ignore[call-arg]
         ),
-    )  # fmt: skip
+    )
     # On a helper thread, as the runner does: in the main thread Ray Train installs a SIGINT handler
     # of its own, and Ctrl-C would not reach the command.
     results: list[Any] = []

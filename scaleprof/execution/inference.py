@@ -152,10 +152,14 @@ def run_inference(experiment: Any, wait_timeout_s: float, data: dict[str, Any]) 
                 ready, _ = ray.wait([actor.__ray_ready__.remote()], timeout=wait_timeout_s)
                 if not ready:
                     rows.append(
-                        {**base, "status": RunStatus.SKIPPED,
-                         "reason": f"{spec.cpus:g} CPU(s)" + (" and 1 GPU" if gpus else "")
-                         + f" did not become available within {wait_timeout_s:g}s"}
-                    )  # fmt: skip
+                        {
+                            **base,
+                            "status": RunStatus.SKIPPED,
+                            "reason": f"{spec.cpus:g} CPU(s)"
+                            + (" and 1 GPU" if gpus else "")
+                            + f" did not become available within {wait_timeout_s:g}s",
+                        }
+                    )
                     continue
                 results = ray.get(actor.run.remote(), timeout=600)
                 rows += [{**base, **r} for r in results]

@@ -167,9 +167,10 @@ def check_loop(path: str) -> None:
     except (TypeError, ValueError):
         return  # a builtin or C function: Ray will call it; nothing more to check here
     required = [
-        p for p in signature.parameters.values()
+        p
+        for p in signature.parameters.values()
         if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]  # fmt: skip
+    ]
     if len(required) > 1:
         raise WorkloadError(
             "train.loop", f"{path} takes {len(required)} arguments; a Ray Train loop takes one (config)"

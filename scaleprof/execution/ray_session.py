@@ -71,9 +71,12 @@ def connect_ray(runtime_env: dict[str, Any] | None = None, log_to_driver: bool =
     else:
         # address="local": always a new Ray of our own, never whatever cluster happens to run on this machine
         ray.init(
-            address="local", logging_level=logging.WARNING, log_to_driver=log_to_driver, include_dashboard=False,
+            address="local",
+            logging_level=logging.WARNING,
+            log_to_driver=log_to_driver,
+            include_dashboard=False,
             runtime_env=runtime_env,
-        )  # fmt: skip
+        )
     if threading.current_thread() is threading.main_thread():
         # Ray's core worker installs a native SIGTERM handler over Python's, which can abort the process
         # on exit; Python's handler back on top makes SIGTERM (`ray job stop`) a SystemExit the study handles.

@@ -342,9 +342,15 @@ def run_one(
     if status == RunStatus.OK and not _recorded_steps(aggregator, run):
         status, outcome = RunStatus.UNMEASURED, {"reason": NO_STEPS}
     return life.to(
-        status, **outcome, started_at=started, ended_at=ended, wall_s=ended - started,
-        attempts=_attempts(aggregator, run), wait_s=wait_s, ray_node_types=_landed_on(aggregator, run.run_id),
-    )  # fmt: skip
+        status,
+        **outcome,
+        started_at=started,
+        ended_at=ended,
+        wall_s=ended - started,
+        attempts=_attempts(aggregator, run),
+        wait_s=wait_s,
+        ray_node_types=_landed_on(aggregator, run.run_id),
+    )
 
 
 def planned_record(run: PlannedRun, experiment: Experiment) -> RunRecord:
@@ -429,8 +435,9 @@ def _run_study(
         log.warning(
             "scaleprof: Ray was already initialised by this program, so scaleprof cannot ship your modules "
             "(%s) to the workers; start Ray with ray.init(runtime_env=%r) or let scaleprof start it",
-            ", ".join(experiment.code_dirs or []), code,
-        )  # fmt: skip
+            ", ".join(experiment.code_dirs or []),
+            code,
+        )
     result = StudyResult(study_dir)
     stack, ray_lost = contextlib.ExitStack(), False
     try:

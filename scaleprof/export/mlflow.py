@@ -74,10 +74,15 @@ def export_study(
 
     parent = client.create_run(experiment_id, run_name=study_id, tags={STUDY_TAG: study_id, "scaleprof.kind": "study"})
     facts = {
-        "experiment": exp.name, "seed": manifest.seed, "data": manifest.data.name, "epochs": exp.train.epochs,
-        "scaling": exp.train.scaling, "experiment_sha256": manifest.experiment_sha256,
-        "git_revision": manifest.git_revision, "scaleprof": manifest.packages.get("scaleprof"),
-    }  # fmt: skip
+        "experiment": exp.name,
+        "seed": manifest.seed,
+        "data": manifest.data.name,
+        "epochs": exp.train.epochs,
+        "scaling": exp.train.scaling,
+        "experiment_sha256": manifest.experiment_sha256,
+        "git_revision": manifest.git_revision,
+        "scaleprof": manifest.packages.get("scaleprof"),
+    }
     client.log_batch(
         parent.info.run_id, params=[Param(k, v) for k, raw in facts.items() if (v := _param(raw)) is not None]
     )
@@ -91,9 +96,13 @@ def export_study(
         child = client.create_run(
             experiment_id,
             run_name=str(run["run_id"]),
-            tags={"mlflow.parentRunId": parent.info.run_id, STUDY_TAG: study_id, "scaleprof.run_id": run["run_id"],
-                  "scaleprof.status": str(run["status"])},
-        )  # fmt: skip
+            tags={
+                "mlflow.parentRunId": parent.info.run_id,
+                STUDY_TAG: study_id,
+                "scaleprof.run_id": run["run_id"],
+                "scaleprof.status": str(run["status"]),
+            },
+        )
         params = [Param(k, p) for k in PARAMS if k in run and (p := _param(run[k])) is not None]
         metrics = [Metric(k, m, now_ms, 0) for k in METRICS if k in run and (m := _finite(run[k])) is not None]
         if not epochs.empty:

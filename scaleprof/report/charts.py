@@ -79,9 +79,15 @@ def _ledger_points(ledger: pd.DataFrame | None) -> alt.Chart | None:
     made["series"] = _series(made)
     made["at"] = made["workers"] + made["method"].map(LEDGER_OFFSETS).fillna(0.0)
     made["predicted by"] = made["method"] + " (from smaller runs)"
-    tooltip = ["series", "placement", "predicted by", alt.Tooltip("predicted:Q", format=",.0f"),
-               alt.Tooltip("low:Q", format=",.0f"), alt.Tooltip("high:Q", format=",.0f"),
-               alt.Tooltip("error_pct:Q", format="+.1f", title="error (%)")]  # fmt: skip
+    tooltip = [
+        "series",
+        "placement",
+        "predicted by",
+        alt.Tooltip("predicted:Q", format=",.0f"),
+        alt.Tooltip("low:Q", format=",.0f"),
+        alt.Tooltip("high:Q", format=",.0f"),
+        alt.Tooltip("error_pct:Q", format="+.1f", title="error (%)"),
+    ]
     base = alt.Chart(made[["series", "placement", "at", "predicted by", "predicted", "low", "high", "error_pct"]])
     shape = alt.Shape("predicted by:N", title="", scale=alt.Scale(range=["diamond", "triangle-up"]))
     marks = base.mark_point(filled=False, size=70).encode(
@@ -196,7 +202,7 @@ def rank_lateness(lateness: pd.DataFrame, ranks: pd.DataFrame, most: int = 6) ->
                 "late_ms:Q",
                 title="late (ms)",
                 scale=alt.Scale(scheme="redblue", reverse=True, domain=[-top, top], clamp=True),
-            ),  # fmt: skip
+            ),
             tooltip=["run_id", "rank", "step_index", alt.Tooltip("late_ms:Q", format=".2f")],
         )
         .properties(width=WIDTH, height=alt.Step(14))
@@ -461,10 +467,14 @@ def cost_vs_throughput(runs: pd.DataFrame, marks: dict[str, str] | None = None) 
         y=alt.Y("usd_per_1m_samples:Q", title="cost per 1M samples (USD, steady state)"),
         color=alt.Color("model:N", title="model"),
         tooltip=[
-            "run_id", "placement", "node_type", alt.Tooltip("throughput:Q", format=",.0f"),
-            alt.Tooltip("usd_per_1m_samples:Q", format=".4f"), "mark",
+            "run_id",
+            "placement",
+            "node_type",
+            alt.Tooltip("throughput:Q", format=",.0f"),
+            alt.Tooltip("usd_per_1m_samples:Q", format=".4f"),
+            "mark",
         ],
-    )  # fmt: skip
+    )
     points = base.mark_point(filled=True, size=80)
     labels = base.mark_text(align="left", dx=7, dy=-6).encode(text="label:N")
     return (points + labels).properties(title="Cost vs throughput", width=WIDTH, height=HEIGHT)
@@ -498,7 +508,7 @@ def throughput_vs_batch(runs: pd.DataFrame) -> alt.Chart | None:
             y=alt.Y("value:Q", title=None),
             color=alt.Color("placement:N", title="placement"),
             tooltip=["run_id", "placement", "per_worker_batch", "metric", alt.Tooltip("value:Q", format=",.1f")],
-        )  # fmt: skip
+        )
         .properties(width=WIDTH // 2, height=160)
         .facet(row=alt.Row("metric:N", title=None), column=alt.Column("batch_series:N", title=None))
         .resolve_scale(y="independent")
@@ -530,7 +540,7 @@ def memory_vs_throughput(runs: pd.DataFrame) -> alt.Chart | None:
                 alt.Tooltip(f"{column}:Q", format=",.1f"),
                 alt.Tooltip("throughput:Q", format=",.0f"),
             ],
-        )  # fmt: skip
+        )
         .properties(title="Memory per rank vs throughput", width=WIDTH, height=HEIGHT)
     )
 
@@ -606,9 +616,11 @@ def inference_latency(inference: pd.DataFrame) -> alt.Chart | None:
     if ok.empty:
         return None
     long = ok.melt(
-        id_vars=["series", "batch_size"], value_vars=["latency_p50_s", "latency_p95_s", "latency_p99_s"],
-        var_name="percentile", value_name="s",
-    )  # fmt: skip
+        id_vars=["series", "batch_size"],
+        value_vars=["latency_p50_s", "latency_p95_s", "latency_p99_s"],
+        var_name="percentile",
+        value_name="s",
+    )
     long["ms"] = 1000 * long["s"]
     long["percentile"] = long["percentile"].str.extract(r"(p\d+)")[0]
     return (

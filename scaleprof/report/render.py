@@ -25,8 +25,9 @@ from scaleprof.telemetry.store import atomic_write_bytes, atomic_write_text
 
 def _with_help(table_html: str) -> str:
     for label, text in COLUMN_HELP.items():
-        table_html = table_html.replace(f"<th>{html.escape(label)}</th>", f'<th title="{html.escape(text)}">'
-                                        f"{html.escape(label)}</th>")  # fmt: skip
+        table_html = table_html.replace(
+            f"<th>{html.escape(label)}</th>", f'<th title="{html.escape(text)}">{html.escape(label)}</th>'
+        )
     return table_html
 
 
@@ -100,9 +101,7 @@ def render_html(tables: StudyTables, charts: dict[str, dict[str, Any]]) -> str:
     found = "".join(f"<li>{esc(n)}</li>" for n in findings_sentences(tables))
     notes = "".join(f"<li>{esc(n)}</li>" for n in study_notes(tables))
     env = "".join(f"<li>{esc(line)}</li>" for line in environment_lines(m))
-    env += "".join(
-        f"<li>{esc(head)}<pre>{esc(body)}</pre></li>" for head, body in node_facts(tables.workers)
-    )  # fmt: skip
+    env += "".join(f"<li>{esc(head)}<pre>{esc(body)}</pre></li>" for head, body in node_facts(tables.workers))
     table = "".join(
         f'<h3 id="runs-{title.lower()}">{esc(title)}</h3>'
         + _with_help(frame.to_html(index=False, escape=True, border=0, classes="runs sortable"))

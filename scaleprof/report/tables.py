@@ -305,7 +305,7 @@ def fits_display(fits: pd.DataFrame) -> pd.DataFrame:
                     fits.get("peak_placed", fits["valid"]),
                     fits["max_measured_workers"],
                 )
-            ],  # fmt: skip
+            ],
             "rests on": fits["caveats"],
         }
     )
@@ -313,10 +313,12 @@ def fits_display(fits: pd.DataFrame) -> pd.DataFrame:
         out["hold-out check"] = [
             f"N={int(w)}: predicted {p:,.0f}, measured {m:,.0f} ({e:+.1f}%)" if np.isfinite(e) else "–"
             for w, p, m, e in zip(
-                fits["holdout_workers"].fillna(0), fits["holdout_predicted"], fits["holdout_measured"],
+                fits["holdout_workers"].fillna(0),
+                fits["holdout_predicted"],
+                fits["holdout_measured"],
                 fits["holdout_error_pct"],
             )
-        ]  # fmt: skip
+        ]
     return out
 
 
@@ -415,15 +417,20 @@ def ledger_display(ledger: pd.DataFrame) -> pd.DataFrame:
         interval = f" ({r['low']:,.0f}–{r['high']:,.0f})" if np.isfinite(r["low"]) else " (no interval)"
         return f"{r['predicted']:,.0f}{interval}"
 
-    return pd.DataFrame({
-        "model": ledger["model"], "placement": ledger["placement"], "workers": ledger["workers"],
-        "method": ledger["method"], "predicted samples/s (95%)": [figure(r) for _, r in ledger.iterrows()],
-        "measured": [f"{m:,.0f}" for m in ledger["measured"]],
-        "error": [f"{e:+.1f}%" if np.isfinite(e) else "–" for e in ledger["error_pct"]],
-        "inside": [("yes" if c else "no") if known_verdict(c) else "–" for c in ledger["covered"]],
-        "from": [b or w for b, w in zip(ledger["base"], ledger["reason"])],
-        "caveat": ledger["caveat"].fillna(""),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "model": ledger["model"],
+            "placement": ledger["placement"],
+            "workers": ledger["workers"],
+            "method": ledger["method"],
+            "predicted samples/s (95%)": [figure(r) for _, r in ledger.iterrows()],
+            "measured": [f"{m:,.0f}" for m in ledger["measured"]],
+            "error": [f"{e:+.1f}%" if np.isfinite(e) else "–" for e in ledger["error_pct"]],
+            "inside": [("yes" if c else "no") if known_verdict(c) else "–" for c in ledger["covered"]],
+            "from": [b or w for b, w in zip(ledger["base"], ledger["reason"])],
+            "caveat": ledger["caveat"].fillna(""),
+        }
+    )
 
 
 def ranks_display(ranks: pd.DataFrame) -> pd.DataFrame:
@@ -431,16 +438,22 @@ def ranks_display(ranks: pd.DataFrame) -> pd.DataFrame:
     if ranks.empty:
         return pd.DataFrame()
     ms = lambda values: [f"{1e3 * v:,.2f}" if np.isfinite(v) else "–" for v in values]
-    return pd.DataFrame({
-        "run": ranks["run_id"], "rank": ranks["rank"], "node": ranks["node"], "host": ranks["host"],
-        "arrived last": [f"{v:.0%}" for v in ranks["last_share"]], "late when last (ms)": ms(ranks["late_s"]),
-        "kept others waiting (s)": [f"{v:,.2f}" for v in ranks["kept_waiting_s"]],
-        "waited (s)": [f"{v:,.2f}" for v in ranks["waited_s"]],
-        "others' step time lost": [f"{v:.1%}" if np.isfinite(v) else "–" for v in ranks["others_lost_share"]],
-        "late from": [f"{c} ({1e3 * v:+,.2f} ms)" if c else "–" for c, v in zip(ranks["cause"], ranks["cause_s"])],
-        "ranks meet at": ranks.get("exchange", "–"),
-        "clock ± (ms)": ms(ranks["error_s"]) if "error_s" in ranks else "–",
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "run": ranks["run_id"],
+            "rank": ranks["rank"],
+            "node": ranks["node"],
+            "host": ranks["host"],
+            "arrived last": [f"{v:.0%}" for v in ranks["last_share"]],
+            "late when last (ms)": ms(ranks["late_s"]),
+            "kept others waiting (s)": [f"{v:,.2f}" for v in ranks["kept_waiting_s"]],
+            "waited (s)": [f"{v:,.2f}" for v in ranks["waited_s"]],
+            "others' step time lost": [f"{v:.1%}" if np.isfinite(v) else "–" for v in ranks["others_lost_share"]],
+            "late from": [f"{c} ({1e3 * v:+,.2f} ms)" if c else "–" for c, v in zip(ranks["cause"], ranks["cause_s"])],
+            "ranks meet at": ranks.get("exchange", "–"),
+            "clock ± (ms)": ms(ranks["error_s"]) if "error_s" in ranks else "–",
+        }
+    )
 
 
 def extra_tables(tables: StudyTables) -> list[tuple[str, pd.DataFrame]]:
@@ -448,7 +461,7 @@ def extra_tables(tables: StudyTables) -> list[tuple[str, pd.DataFrame]]:
         (
             "Prediction ledger: each multi-worker run predicted from the smaller runs only",
             ledger_display(tables.ledger),
-        ),  # fmt: skip
+        ),
         ("Ranks at the gradient exchange: who arrived last, and from what", ranks_display(tables.ranks)),
         ("Hardware comparison", hardware_display(tables.hardware)),
         ("Quality on the held-out test split (median over repeats)", quality_table(tables.quality_summary)),

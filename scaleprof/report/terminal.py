@@ -83,10 +83,12 @@ def law_lines(fits: pd.DataFrame) -> list[str]:
     lines = []
     for _, f in fits.iterrows():
         peak = (
-            f"not used: {f['invalid_reason']}" if not f["valid"]
-            else f"throughput peaks at N* = {f['peak_workers']:.1f}" if f.get("peak_placed", True)
+            f"not used: {f['invalid_reason']}"
+            if not f["valid"]
+            else f"throughput peaks at N* = {f['peak_workers']:.1f}"
+            if f.get("peak_placed", True)
             else f"no peak within {law_reach(int(f['max_measured_workers']))} workers"
-        )  # fmt: skip
+        )
         lines.append(
             f"{f['model']} / {f['device']}: alpha {f['alpha']:.4f}, beta {f['beta']:.2e}, gamma {f['gamma']:,.0f} "
             f"samples/s from {f['points']} runs; {peak}"
@@ -98,18 +100,28 @@ def physics_row(r: Any) -> dict[str, object]:
     """One row of `predict`'s physics table: the figure and its interval, or why there is none."""
     row: dict[str, object] = {"model": r["model"], "device": r["device"], "workers": r["workers"], "nodes": r["nodes"]}
     if not math.isfinite(r["throughput"]):
-        return row | {"predicted samples/s": "–", "95% interval": "–", "efficiency": "–", "step (ms)": "–",
-                      "exposed all-reduce (ms)": "–", "link": "–", "from": r["reason"]}  # fmt: skip
+        return row | {
+            "predicted samples/s": "–",
+            "95% interval": "–",
+            "efficiency": "–",
+            "step (ms)": "–",
+            "exposed all-reduce (ms)": "–",
+            "link": "–",
+            "from": r["reason"],
+        }
     efficiency = f"{100 * r['efficiency']:.0f}%" if math.isfinite(r["efficiency"]) else "– (no 1-worker run)"
     link = r["link_class"] or "none (1 worker)"
     if r["crosses_node_boundary"]:
         link += " (crosses nodes)"
     return row | {
-        "predicted samples/s": f"{r['throughput']:,.0f}", "95% interval": f"{r['low']:,.0f} – {r['high']:,.0f}",
-        "efficiency": efficiency, "step (ms)": f"{1e3 * r['step_s']:.3g}",
-        "exposed all-reduce (ms)": f"{1e3 * r['term_exposed_comm_s']:.3g}", "link": link,
+        "predicted samples/s": f"{r['throughput']:,.0f}",
+        "95% interval": f"{r['low']:,.0f} – {r['high']:,.0f}",
+        "efficiency": efficiency,
+        "step (ms)": f"{1e3 * r['step_s']:.3g}",
+        "exposed all-reduce (ms)": f"{1e3 * r['term_exposed_comm_s']:.3g}",
+        "link": link,
         "from": f"run {r['base']}" + (f"; {r['caveat']}" if r.get("caveat") else ""),
-    }  # fmt: skip
+    }
 
 
 def compare_rows(changes: pd.DataFrame) -> list[dict[str, object]]:
@@ -203,12 +215,18 @@ def fabric_json(fit: Any, out: Path) -> dict[str, object]:
         return float(value) if math.isfinite(value) else None
 
     return {
-        "backend": fit.backend, "link_class": fit.link_class,
-        "alpha_us": number(fit.alpha_s * 1e6), "alpha_low_us": number(fit.alpha_low * 1e6),
+        "backend": fit.backend,
+        "link_class": fit.link_class,
+        "alpha_us": number(fit.alpha_s * 1e6),
+        "alpha_low_us": number(fit.alpha_low * 1e6),
         "alpha_high_us": number(fit.alpha_high * 1e6),
         "bus_bandwidth_gb_s": number(fit.bandwidth_bytes_per_s / 1e9),
         "bus_bandwidth_low_gb_s": number(1e-9 / fit.beta_high) if fit.beta_high > 0 else None,
         "bus_bandwidth_high_gb_s": number(1e-9 / fit.beta_low) if fit.beta_low > 0 else None,
-        "points": fit.points, "worlds": list(fit.worlds), "max_relative_error": number(fit.max_relative_error),
-        "valid": fit.valid, "invalid_reason": fit.invalid_reason, "sweep": str(out),
-    }  # fmt: skip
+        "points": fit.points,
+        "worlds": list(fit.worlds),
+        "max_relative_error": number(fit.max_relative_error),
+        "valid": fit.valid,
+        "invalid_reason": fit.invalid_reason,
+        "sweep": str(out),
+    }

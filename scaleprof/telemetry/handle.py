@@ -58,8 +58,12 @@ class Aggregators:
         for node_id in node_ids:
             if node_id in have:
                 continue
-            options: dict[str, Any] = {"name": relay_name(Path(study_dir).name, node_id), "num_cpus": 0,
-                                       "max_restarts": MAX_RESTARTS, "max_task_retries": -1}  # fmt: skip
+            options: dict[str, Any] = {
+                "name": relay_name(Path(study_dir).name, node_id),
+                "num_cpus": 0,
+                "max_restarts": MAX_RESTARTS,
+                "max_task_retries": -1,
+            }
             if place:
                 options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
             have[node_id] = relay_cls.options(**options).remote(self.aggregator_for(node_id))

@@ -361,9 +361,10 @@ class StudyStore:
                 packages = stored.get("packages")
                 writer = packages.get("scaleprof") if isinstance(packages, dict) else None
                 raise StoreError(
-                    path, f"{where}: a setting scaleprof {scaleprof_version()} does not know (the study was written "
+                    path,
+                    f"{where}: a setting scaleprof {scaleprof_version()} does not know (the study was written "
                     f"by scaleprof {writer or 'of another version'}: read it with that version)",
-                ) from None  # fmt: skip
+                ) from None
             raise StoreError(path, f"damaged: {where}: {first['msg'].removeprefix('Value error, ')}") from None
 
     def events(self, columns: list[str] | None = None) -> pd.DataFrame:
@@ -373,8 +374,9 @@ class StudyStore:
         rank, seq) kept once — each counted in `damage`."""
         wanted = None if columns is None else list(dict.fromkeys(EVENT_KEY + ["kind", *columns]))
         segments = read_segments(self.root, wanted)
-        self.damage.set(EVENTS_DIR, f"unreadable segment(s) skipped: {', '.join(segments.unreadable)}",
-                        len(segments.unreadable))  # fmt: skip
+        self.damage.set(
+            EVENTS_DIR, f"unreadable segment(s) skipped: {', '.join(segments.unreadable)}", len(segments.unreadable)
+        )
         # One chunk per column (a chunk per segment makes every later row selection slow), the dense
         # string ids as categories (a selection takes their codes), and no second copy held.
         table = segments.table.combine_chunks()

@@ -772,10 +772,12 @@ class WorkerSession:
         with_sync, without = float(np.median(timings[True])), float(np.median(timings[False]))
         self._emit_now(
             ProbeEvent(
-                backward_sync_s=with_sync, backward_nosync_s=without, allreduce_s=max(0.0, with_sync - without),
+                backward_sync_s=with_sync,
+                backward_nosync_s=without,
+                allreduce_s=max(0.0, with_sync - without),
                 **sharing,
             )
-        )  # fmt: skip
+        )
 
     def _measure_wrapper(
         self, model: torch.nn.Module, loader: Any, loss_fn: Callable[[Any, Any], Any], steps: int
@@ -818,9 +820,10 @@ class WorkerSession:
             ProbeEvent(
                 bare_s=float(np.median([t for r in rounds for t in r[0]])),
                 wrapped_s=float(np.median([t for r in rounds for t in r[1]])),
-                wrapper_low_s=min(each), wrapper_high_s=max(each),
+                wrapper_low_s=min(each),
+                wrapper_high_s=max(each),
             )
-        )  # fmt: skip
+        )
 
     def _timed_steps(self, model: Any, batches: list[Any], loss_fn: Callable[[Any, Any], Any]) -> list[float]:
         """Each batch's forward + backward through `model`, timed on the step clock."""

@@ -46,9 +46,13 @@ def set_up(config: dict[str, Any], drop_last: bool = False) -> Setup:
     train_set, val_set, held_set = session.datasets()
     load = loader_kwargs(data, session.device())
     sampler: DistributedSampler = DistributedSampler(
-        train_set, num_replicas=session.world_size(), rank=session.world_rank(), shuffle=True, seed=config["seed"],
+        train_set,
+        num_replicas=session.world_size(),
+        rank=session.world_rank(),
+        shuffle=True,
+        seed=config["seed"],
         drop_last=drop_last,
-    )  # fmt: skip
+    )
     loader = session.prepare_data_loader(
         DataLoader(train_set, batch_size=config["batch_size"], sampler=sampler, drop_last=drop_last, **load),
         add_dist_sampler=False,

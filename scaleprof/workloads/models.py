@@ -73,8 +73,16 @@ class Transformer(nn.Module):
     blocks, a final LayerNorm and an output head tied to the token embedding. Input token ids [B, T];
     output next-token logits [B, T, vocab]."""
 
-    def __init__(self, vocab: int, context: int, layers: int = 2, width: int = 128, heads: int = 4,
-                 dropout: float = 0.0, tie_embeddings: bool = True):  # fmt: skip
+    def __init__(
+        self,
+        vocab: int,
+        context: int,
+        layers: int = 2,
+        width: int = 128,
+        heads: int = 4,
+        dropout: float = 0.0,
+        tie_embeddings: bool = True,
+    ):
         super().__init__()
         self.context = context
         self.tokens, self.positions = nn.Embedding(vocab, width), nn.Embedding(context, width)

@@ -23,11 +23,21 @@ def head_command(port: int, temp: str, *flags: str) -> list[str]:
     """`ray start --head --block` from this venv, 1 CPU, its own temp dir and every port its own: the
     session's test cluster runs beside it and holds Ray's defaults."""
     return [
-        str(VENV_BIN / "ray"), "start", "--head", "--block", "--num-cpus=1", f"--port={port}", "--disable-usage-stats",
-        f"--temp-dir={temp}", "--object-store-memory=100000000", *flags,
-        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-    ]  # fmt: skip
+        str(VENV_BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--num-cpus=1",
+        f"--port={port}",
+        "--disable-usage-stats",
+        f"--temp-dir={temp}",
+        "--object-store-memory=100000000",
+        *flags,
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+    ]
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout_s: float = 120, host: str = "127.0.0.1"):

@@ -39,8 +39,13 @@ def autoscaling_cluster():
     cluster = yaml.safe_load(CLUSTER.read_text())
     cluster["provider"]["gcs_address"] = f"{ip}:{port}"  # the shipped file assumes port 6379
     config.write_text(json.dumps(cluster))
-    env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "RAY_FAKE_CLUSTER": "1",
-           "AUTOSCALER_UPDATE_INTERVAL_S": "1", "RAY_AUTH_MODE": "disabled"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
+        "RAY_FAKE_CLUSTER": "1",
+        "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+        "RAY_AUTH_MODE": "disabled",
+    }
     env.pop("RAY_ADDRESS", None)
     cmd = head_command(port, temp, f"--autoscaling-config={config}", "--include-dashboard=false")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -65,8 +70,12 @@ def test_a_placement_waits_for_the_autoscaler_and_one_no_node_type_holds_is_skip
     started = time.monotonic()
     proc = subprocess.run(
         [sys.executable, "-m", "scaleprof.cli", "run", "autoscale.yaml", "--out", "out"],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=480,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=480,
+    )
     took = time.monotonic() - started
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]

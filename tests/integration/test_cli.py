@@ -82,8 +82,17 @@ def test_predict_and_compare_on_a_real_study(study):
     else:
         assert "inter-node link has no fitted figures" in physics["reason"], physics["reason"]
     # A stated link always gives the physics model a figure: 16 workers on 4 nodes, across the boundary.
-    proc = scaleprof("predict", str(result.study_dir), "--workers", "16", "--nodes", "4", "--json",
-                     "--link", "inter-node=10Gbit/s,20us")  # fmt: skip
+    proc = scaleprof(
+        "predict",
+        str(result.study_dir),
+        "--workers",
+        "16",
+        "--nodes",
+        "4",
+        "--json",
+        "--link",
+        "inter-node=10Gbit/s,20us",
+    )
     assert proc.returncode == 0, proc.stderr
     (row,) = [r for r in json.loads(proc.stdout) if r["method"] == "physics" and r["model"] == "mlp"]
     assert row["crosses_node_boundary"] and row["low"] <= row["throughput"] <= row["high"]

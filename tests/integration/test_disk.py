@@ -52,15 +52,20 @@ pytestmark = pytest.mark.skipif(
 def in_namespace(script: str, tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run a bash script in a fresh user + mount namespace, with $MNT a tmpfs that vanishes afterwards."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(SCALEPROF=f"{sys.executable} -m scaleprof.cli", MNT=str(tmp_path / "mnt"), OUT=str(tmp_path),
-               PY=sys.executable)  # fmt: skip
+    env.update(
+        SCALEPROF=f"{sys.executable} -m scaleprof.cli", MNT=str(tmp_path / "mnt"), OUT=str(tmp_path), PY=sys.executable
+    )
     (tmp_path / "steps_stored.py").write_text(STEPS_STORED)
     (tmp_path / "mnt").mkdir()
     (tmp_path / "exp.yaml").write_text(EXPERIMENT)
     return subprocess.run(
         ["unshare", "--user", "--map-root-user", "--mount", "bash", "-euo", "pipefail", "-c", textwrap.dedent(script)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_too_small_output_location_is_refused_before_ray_starts(tmp_path):

@@ -71,9 +71,20 @@ def test_ray_job_submit_runs_the_study_and_the_report_lands_at_the_uri(head, tmp
     (work / "study" / "my_models.py").write_text(MODELS)
     out = tmp_path / "published"
     cmd = [
-        str(VENV_BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(work), "--",
-        "scaleprof", "run", "study/jobtiny.yaml", "--out", f"file://{out}",
-    ]  # fmt: skip
+        str(VENV_BIN / "ray"),
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        str(work),
+        "--",
+        "scaleprof",
+        "run",
+        "study/jobtiny.yaml",
+        "--out",
+        f"file://{out}",
+    ]
     proc = submit(cmd, env)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]

@@ -45,8 +45,11 @@ def test_fsdp_shards_model_state_and_bf16_runs_while_fp16_is_skipped_on_cpu(ray_
     )
     runs = tables.runs.set_index("model")
     assert list(runs.index) == [
-        "transformer-ddp-bf16", "transformer-ddp-fp16", "transformer-fsdp-bf16", "transformer-fsdp-fp16"
-    ]  # fmt: skip
+        "transformer-ddp-bf16",
+        "transformer-ddp-fp16",
+        "transformer-fsdp-bf16",
+        "transformer-fsdp-fp16",
+    ]
     for series in ("transformer-ddp-fp16", "transformer-fsdp-fp16"):  # never silently run in fp32
         assert runs.at[series, "status"] == "skipped"
         assert "fp16 training needs a GPU" in runs.at[series, "reason"]
@@ -92,7 +95,7 @@ def test_compile_time_is_kept_out_of_steady_state_with_accumulation_on_a_hugging
                 "optimizer": "adamw",
                 "grad_accumulation": 2,
                 "compile": {"backend": "aot_eager"},  # Dynamo and AOTAutograd, without a C++ compiler's minutes
-            },  # fmt: skip
+            },
             "placements": [{"name": "cpu-1", "workers": 1}],
         },
     )

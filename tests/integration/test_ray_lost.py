@@ -30,8 +30,12 @@ def test_a_study_whose_ray_loses_its_gcs_stops_with_a_resume_command(tmp_path):
     env["RAY_gcs_rpc_server_reconnect_timeout_s"] = "20"  # Ray's own wait; scaleprof declares the loss at 5 s
     proc = subprocess.Popen(
         [sys.executable, "-m", "scaleprof.cli", "run", str(tmp_path / "lost.yaml"), "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=env,
+    )
     try:
         deadline = time.monotonic() + 180
         while not list(out.glob("*/events/*/*.parquet")):  # a step stored: the run is training

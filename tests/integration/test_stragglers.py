@@ -93,10 +93,11 @@ def test_the_late_rank_is_named_with_its_phase_and_a_pause_as_a_stall(ray_cluste
     (code / "faulty.py").write_text(textwrap.dedent(LOOP))
     models = "".join(f"  - {{label: {f}, kwargs: {{fault: {f}}}}}\n" for f in ("balanced", "data", "forward", "pause"))
     (code / "experiment.yaml").write_text(
-        "name: slow-rank\ntrain: {loop: 'faulty:train_func', epochs: 1, batch_size: 16}\nmodels:\n" + models
+        "name: slow-rank\ntrain: {loop: 'faulty:train_func', epochs: 1, batch_size: 16}\nmodels:\n"
+        + models
         + "placements:\n  - {name: two, workers: 2, strategy: STRICT_SPREAD}\nray: {placement_timeout_s: 10}\n"
         "profile: {fabric_probe: false}\nmonitor: {interval_s: 0.5}\n"
-    )  # fmt: skip
+    )
     proc = run_cli(
         ["run", str(code / "experiment.yaml"), "--out", str(tmp_path / "out")], ray_cluster.address, timeout=600
     )

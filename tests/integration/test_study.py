@@ -107,8 +107,11 @@ def test_report_command_reproduces_the_report_from_disk_without_ray(study, tmp_p
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(
         [sys.executable, "-m", "scaleprof.cli", "report", str(study_dir)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Report:" in proc.stdout
     assert "ray" not in proc.stderr.lower()  # no Ray started
@@ -187,9 +190,15 @@ def test_live_figures_reach_rays_metrics_endpoint(ray_session, tmp_path):
     from scaleprof.execution.runner import run_study
 
     experiment = Experiment.model_validate(
-        {"name": "live", "model": {"name": "mlp"}, "data": {"name": "digits"}, "train": {"epochs": 40},
-         "monitor": {"interval_s": 0.2}, "placements": [{"name": "cpu-1", "workers": 1}]}
-    )  # fmt: skip
+        {
+            "name": "live",
+            "model": {"name": "mlp"},
+            "data": {"name": "digits"},
+            "train": {"epochs": 40},
+            "monitor": {"interval_s": 0.2},
+            "placements": [{"name": "cpu-1", "workers": 1}],
+        }
+    )
     done, results = threading.Event(), []
     # A neighbour burns a core all through the run: the run must come out flagged contended (below).
     burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])

@@ -48,14 +48,27 @@ def _worker_events(run_id, rank, epoch_time, samples_per_step=50, steps=4, epoch
         step_s = epoch_time / steps
         for step in range(steps):
             t += step_s
-            event = StepEvent(epoch=epoch, step=step, samples=samples_per_step, data_s=0.1 * step_s,
-                              compute_s=0.9 * step_s, step_s=step_s, forward_s=0.3 * step_s,
-                              backward_s=0.4 * step_s, optimizer_s=0.1 * step_s)  # fmt: skip
+            event = StepEvent(
+                epoch=epoch,
+                step=step,
+                samples=samples_per_step,
+                data_s=0.1 * step_s,
+                compute_s=0.9 * step_s,
+                step_s=step_s,
+                forward_s=0.3 * step_s,
+                backward_s=0.4 * step_s,
+                optimizer_s=0.1 * step_s,
+            )
             out.append(stored(ids, next(seq), t, event))
             out.append(stored(ids, next(seq), t, SystemEvent(cpu_pct=90.0 + rank, rss_mb=500.0 + 10 * rank)))
-        epoch_event = EpochEvent(epoch=epoch, epoch_time_s=epoch_time, epoch_start=t - epoch_time,
-                                 samples=samples_per_step * steps, steps=steps,
-                                 train_loss=1.0 / (epoch + 1) if loss else None)  # fmt: skip
+        epoch_event = EpochEvent(
+            epoch=epoch,
+            epoch_time_s=epoch_time,
+            epoch_start=t - epoch_time,
+            samples=samples_per_step * steps,
+            steps=steps,
+            train_loss=1.0 / (epoch + 1) if loss else None,
+        )
         if rank == 0:
             epoch_event.val_loss, epoch_event.val_accuracy = 1.0, 0.5 + 0.1 * epoch
         out.append(stored(ids, next(seq), t, epoch_event))
@@ -81,18 +94,42 @@ def make_study(
     exp = Experiment.model_validate(EXPERIMENT)
     store = StudyStore(root)
     store.create()
-    store.write_manifest({
-        "study_id": "handmade", "experiment": exp.resolved(), "seed": 0,
-        "data": {"name": "digits", "split_sizes": {"train": 1257}, "split_sha256": {"train": "abc"}},
-        "packages": {"scaleprof": "test"}, "driver_host": {"cpu_model": "test cpu"},
-        "ray": {"cluster_resources": {"CPU": 2.0}, "nodes": [{}]},
-        "telemetry": {"events_written": 0, "workers": 3, "gaps": 0, "duplicates": 0},
-        "pricing": {"test-node": {"node_type": "test-node", "provider": "test", "region": "here", "instance": "t",
-                                  "price_per_hour_usd": 3.6, "vcpus": 2, "memory_gib": 8, "gpus": 0, "gpu_model": "",
-                                  "source": "made up for the test", "retrieved": "2026-11-29"}},
-    })  # fmt: skip
-    base = {"model": "mlp", "kind": RunKind.FIXED_SPLIT, "node_type": "test-node", "cpus_per_worker": 1,
-            "gpus_per_worker": 0, "per_worker_batch": 50, "repeat": 0}  # fmt: skip
+    store.write_manifest(
+        {
+            "study_id": "handmade",
+            "experiment": exp.resolved(),
+            "seed": 0,
+            "data": {"name": "digits", "split_sizes": {"train": 1257}, "split_sha256": {"train": "abc"}},
+            "packages": {"scaleprof": "test"},
+            "driver_host": {"cpu_model": "test cpu"},
+            "ray": {"cluster_resources": {"CPU": 2.0}, "nodes": [{}]},
+            "telemetry": {"events_written": 0, "workers": 3, "gaps": 0, "duplicates": 0},
+            "pricing": {
+                "test-node": {
+                    "node_type": "test-node",
+                    "provider": "test",
+                    "region": "here",
+                    "instance": "t",
+                    "price_per_hour_usd": 3.6,
+                    "vcpus": 2,
+                    "memory_gib": 8,
+                    "gpus": 0,
+                    "gpu_model": "",
+                    "source": "made up for the test",
+                    "retrieved": "2026-11-29",
+                }
+            },
+        }
+    )
+    base = {
+        "model": "mlp",
+        "kind": RunKind.FIXED_SPLIT,
+        "node_type": "test-node",
+        "cpus_per_worker": 1,
+        "gpus_per_worker": 0,
+        "per_worker_batch": 50,
+        "repeat": 0,
+    }
     store.append_run_record(
         {
             **base,
@@ -121,9 +158,20 @@ def make_study(
             "wall_s": 30.0,
         }
     )
-    store.append_run_record({**base, "run_id": "003-mlp-gpu-1-r0", "index": 3, "placement": "gpu-1", "device": "gpu",
-                             "workers": 1, "gpus_per_worker": 1, "global_batch": 50, "status": RunStatus.SKIPPED,
-                             "reason": reason})  # fmt: skip
+    store.append_run_record(
+        {
+            **base,
+            "run_id": "003-mlp-gpu-1-r0",
+            "index": 3,
+            "placement": "gpu-1",
+            "device": "gpu",
+            "workers": 1,
+            "gpus_per_worker": 1,
+            "global_batch": 50,
+            "status": RunStatus.SKIPPED,
+            "reason": reason,
+        }
+    )
     events = Aggregator(str(store.root)).ingest if not jsonl else lambda rows: append_jsonl(store.events_path, rows)
     events(_worker_events("001-mlp-cpu-1-r0", 0, epoch_time=1.0, loss=loss))
     y_true = np.arange(20) % 4

@@ -42,9 +42,14 @@ def _rank(rank: int, world: int, port: int, queue, kind: str = "plain") -> None:
             events: list = []
             stored: list = []
             s = session_module.WorkerSession(
-                events.append, stored.append, rank=rank, world_size=world, device=torch.device("cpu"), threads=1,
+                events.append,
+                stored.append,
+                rank=rank,
+                world_size=world,
+                device=torch.device("cpu"),
+                threads=1,
                 epochs=1,
-            )  # fmt: skip
+            )
             if kind == "fsdp":
                 model, s._sharded = shard(layers), True
             else:

@@ -39,5 +39,6 @@ def test_the_laptop_autoscaling_cluster_passes_rays_schema_and_reads_as_node_typ
     validate_config(yaml.safe_load(path.read_text()))  # complete as it is: Ray's wheel lacks this provider's defaults
     types, head, limit = _config_from_file(str(path))  # type: ignore[misc]
     assert [(t.name, t.can_add) for t in _node_types(types, head, limit, {"ray.head.default": 1})] == [
-        ("ray.head.default", 0), ("cpu2", 1)
-    ]  # fmt: skip
+        ("ray.head.default", 0),
+        ("cpu2", 1),
+    ]

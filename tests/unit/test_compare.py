@@ -10,9 +10,18 @@ def runs(throughputs_by_placement, accuracy=0.9):
     rows = []
     for placement, values in throughputs_by_placement.items():
         for v in values:
-            rows.append({"model": "m", "placement": placement, "kind": "fixed-split", "status": "ok",
-                         "throughput": v, "scaling_efficiency": 1.0, "cost_per_sample_usd": 1e-6 * 100 / v,
-                         "accuracy": accuracy})  # fmt: skip
+            rows.append(
+                {
+                    "model": "m",
+                    "placement": placement,
+                    "kind": "fixed-split",
+                    "status": "ok",
+                    "throughput": v,
+                    "scaling_efficiency": 1.0,
+                    "cost_per_sample_usd": 1e-6 * 100 / v,
+                    "accuracy": accuracy,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -102,10 +111,14 @@ def test_studies_whose_settings_differ_say_which_fields_beside_every_change(tmp_
 
 
 def test_many_differing_settings_are_shortened_and_another_placement_is_not_this_rows_caveat():
-    a = {"train": {"epochs": 4, "lr": 0.1, "batch_size": 64, "momentum": 0.9, "precision": "fp32"},
-         "placements": [{"name": "cpu-1", "workers": 1}]}  # fmt: skip
-    b: dict[str, Any] = {"train": {"epochs": 40, "lr": 0.2, "batch_size": 32, "momentum": 0.5, "precision": "bf16"},
-         "placements": [{"name": "cpu-1", "workers": 1}, {"name": "cpu-4", "workers": 4}]}  # fmt: skip
+    a = {
+        "train": {"epochs": 4, "lr": 0.1, "batch_size": 64, "momentum": 0.9, "precision": "fp32"},
+        "placements": [{"name": "cpu-1", "workers": 1}],
+    }
+    b: dict[str, Any] = {
+        "train": {"epochs": 40, "lr": 0.2, "batch_size": 32, "momentum": 0.5, "precision": "bf16"},
+        "placements": [{"name": "cpu-1", "workers": 1}, {"name": "cpu-4", "workers": 4}],
+    }
     row = compare_runs(runs({"cpu-1": [100]}), runs({"cpu-1": [100]}), experiments=(a, b)).iloc[0]
     assert row["caveats"] == (
         "settings differ (train.epochs: 4 vs 40; train.lr: 0.1 vs 0.2; train.batch_size: 64 vs 32; and 2 more)"

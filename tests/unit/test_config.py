@@ -248,8 +248,11 @@ def test_step_counts_are_whole_numbers_not_booleans():
         "data": {"name": "digits"},
         "placements": [{"name": "a", "workers": 1}],
     }
-    for bad in ({"train": {"steps_per_epoch": True}}, {"evaluation": {"min_steady_steps": True}},
-                {"train": {"steps_per_epoch": 0}}):  # fmt: skip
+    for bad in (
+        {"train": {"steps_per_epoch": True}},
+        {"evaluation": {"min_steady_steps": True}},
+        {"train": {"steps_per_epoch": 0}},
+    ):
         with pytest.raises(ValueError):
             Experiment.model_validate({**base, **bad})
     assert Experiment.model_validate({**base, "train": {"steps_per_epoch": 40}}).train.steps_per_epoch == 40

@@ -115,8 +115,11 @@ def test_stated_links_parse_into_latency_and_time_per_byte():
     link = stated_link("100Gbit/s,5us")
     assert link.beta_s_per_byte == pytest.approx(8e-11) and link.alpha_s == pytest.approx(5e-6)
     assert (link.alpha_low, link.alpha_high, link.beta_low, link.beta_high) == (
-        link.alpha_s, link.alpha_s, link.beta_s_per_byte, link.beta_s_per_byte,
-    )  # fmt: skip
+        link.alpha_s,
+        link.alpha_s,
+        link.beta_s_per_byte,
+        link.beta_s_per_byte,
+    )
     assert link.valid and link.backend == "stated" and link.link_class == "inter-node"
     assert stated_link("25GB/s,2us").beta_s_per_byte == pytest.approx(1 / 25e9)
     assert stated_link(" 2 us , 25 GB/s ").alpha_s == pytest.approx(2e-6)

@@ -79,9 +79,7 @@ def test_fabric_refuses_bad_arguments_naming_the_option(arguments, named, capsys
 
 
 def test_fabric_refuses_an_out_it_cannot_or_should_not_write_before_starting_ray(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(
-        "scaleprof.execution.ray_session.connect_ray", lambda *a, **k: pytest.fail("Ray started")
-    )  # fmt: skip
+    monkeypatch.setattr("scaleprof.execution.ray_session.connect_ray", lambda *a, **k: pytest.fail("Ray started"))
     existing = tmp_path / "fabric.parquet"
     existing.write_bytes(b"kept")
     for out, said in [

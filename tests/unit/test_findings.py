@@ -41,11 +41,20 @@ def test_law_curves_cover_four_times_the_largest_measured_count(study):
 
 def _largest_run(speedup: float, workers: int = 2, contended: bool = False, allreduce_s: float = 0.0) -> pd.Series:
     """A run whose step is 0.87 s compute (forward 0.4 + backward 0.47) and 0.13 s data loading."""
-    return pd.Series({
-        "run_id": "r", "placement": f"cpu-{workers}", "workers": workers, "speedup": speedup,
-        "scaling_efficiency": speedup / workers, "contended": contended, "step_data_s": 0.13, "step_forward_s": 0.4,
-        "step_backward_compute_s": 0.47, "step_allreduce_s": allreduce_s,
-    })  # fmt: skip
+    return pd.Series(
+        {
+            "run_id": "r",
+            "placement": f"cpu-{workers}",
+            "workers": workers,
+            "speedup": speedup,
+            "scaling_efficiency": speedup / workers,
+            "contended": contended,
+            "step_data_s": 0.13,
+            "step_forward_s": 0.4,
+            "step_backward_compute_s": 0.47,
+            "step_allreduce_s": allreduce_s,
+        }
+    )
 
 
 def _bottleneck(run: pd.Series) -> Bottleneck:
@@ -116,9 +125,20 @@ def test_the_study_hands_its_manifests_floor_to_the_findings(tmp_path):
 
 def _priced(rows: list[tuple[str, float]]) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"run_id": f"m-{p}", "model": "m", "placement": p, "cost_per_sample_usd": c, "low_confidence": False,
-          "steady_steps": 40, "contended": False, "outside_cpu_share": 0.0} for p, c in rows]
-    )  # fmt: skip
+        [
+            {
+                "run_id": f"m-{p}",
+                "model": "m",
+                "placement": p,
+                "cost_per_sample_usd": c,
+                "low_confidence": False,
+                "steady_steps": 40,
+                "contended": False,
+                "outside_cpu_share": 0.0,
+            }
+            for p, c in rows
+        ]
+    )
 
 
 def test_the_cheapest_is_among_placements_whose_quality_held():

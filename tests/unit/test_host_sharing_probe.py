@@ -32,9 +32,14 @@ def _probe_rank(rank: int, world: int, port: int, queue) -> None:
             events: list = []
             stored: list = []
             s = session_module.WorkerSession(
-                events.append, stored.append, rank=rank, world_size=world, device=torch.device("cpu"), threads=1,
+                events.append,
+                stored.append,
+                rank=rank,
+                world_size=world,
+                device=torch.device("cpu"),
+                threads=1,
                 epochs=1,
-            )  # fmt: skip
+            )
             data = DataLoader(TensorDataset(torch.randn(256, 32), torch.arange(256) % 2), batch_size=32)
             loss = lambda m, batch: torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
             s.measure_allreduce(model, data, loss)

@@ -13,10 +13,25 @@ from scaleprof.telemetry.store import StudyStore
 
 
 def record(run_id: str) -> RunRecord:
-    return RunRecord(run_id=run_id, index=1, model="m", model_name="mlp", kind=RunKind.FIXED_SPLIT, fold=None,
-                     placement="p", device="cpu", workers=2, cpus_per_worker=1, gpus_per_worker=0,
-                     per_worker_batch=8, global_batch=16, repeat=0, strategy="PACK", nodes_requested=None,
-                     node_type=None)  # fmt: skip
+    return RunRecord(
+        run_id=run_id,
+        index=1,
+        model="m",
+        model_name="mlp",
+        kind=RunKind.FIXED_SPLIT,
+        fold=None,
+        placement="p",
+        device="cpu",
+        workers=2,
+        cpus_per_worker=1,
+        gpus_per_worker=0,
+        per_worker_batch=8,
+        global_batch=16,
+        repeat=0,
+        strategy="PACK",
+        nodes_requested=None,
+        node_type=None,
+    )
 
 
 def test_transitions_are_checked_and_each_is_recorded(tmp_path):

@@ -126,10 +126,14 @@ def test_what_the_driver_writes_today_is_declared_by_the_model(spec):
     data = load_dataset(experiment.data, experiment.seed) if experiment.data is not None else None
     price = next(iter(load_pricing(Path(__file__).parents[2] / "clusters" / "pricing.csv").values()))
     stored = {
-        "experiment": experiment.resolved(), "experiment_sha256": experiment.digest(), "seed": experiment.seed,
-        "data": data_record(experiment, data), "packages": package_versions(), "toolchain": toolchain(),
+        "experiment": experiment.resolved(),
+        "experiment_sha256": experiment.digest(),
+        "seed": experiment.seed,
+        "data": data_record(experiment, data),
+        "packages": package_versions(),
+        "toolchain": toolchain(),
         "pricing": {price.node_type: price.model_dump()},  # as the command line hands them to the runner
-    }  # fmt: skip
+    }
     manifest = Manifest.model_validate(stored)
     assert manifest.experiment == experiment and manifest.data.model_extra == {} and not manifest.model_extra
     assert manifest.pricing[price.node_type] == price and manifest.raw == stored

@@ -28,8 +28,14 @@ def test_a_cpu_run_names_its_math_mode_as_a_gpu_run_does(reported, dtype, expect
     from scaleprof.analysis.mfu import utilisation_of_peak
     from scaleprof.records import Lifecycle
 
-    info = {"event": Lifecycle.MODEL_INFO, "flops_per_sample": 1e6, "parameters": 10, "cpu_peak_flops": 1e9,
-            "math_dtype": dtype, "math_mode": reported}  # fmt: skip
+    info = {
+        "event": Lifecycle.MODEL_INFO,
+        "flops_per_sample": 1e6,
+        "parameters": 10,
+        "cpu_peak_flops": 1e9,
+        "math_dtype": dtype,
+        "math_mode": reported,
+    }
     out = utilisation_of_peak({"gpus": 0, "workers": 1, "throughput": 100.0}, pd.DataFrame([info]), pd.DataFrame())
     assert out["math_mode"] == expected
     assert out["mfu"] == pytest.approx(1e6 * 100 / 1e9)

@@ -13,9 +13,13 @@ def test_wall_phases_cut_the_run_at_its_marks_and_add_up_to_wall_time():
     epochs = pd.DataFrame({"epoch_start": [113.0, 113.2, 125.0], "epoch_time_s": [10.0, 9.0, 12.0]})
     phases = wall_phases({"started_at": 100.0, "ended_at": 143.0}, lifecycle, epochs)
     assert phases == {
-        "launch_s": 10.0, "setup_s": 3.0, "compile_phase_s": 0.0, "training_s": 24.0, "finish_s": 4.5,
+        "launch_s": 10.0,
+        "setup_s": 3.0,
+        "compile_phase_s": 0.0,
+        "training_s": 24.0,
+        "finish_s": 4.5,
         "teardown_s": 1.5,
-    }  # fmt: skip
+    }
     assert list(phases) == list(WALL_PHASES) and sum(phases.values()) == 43.0
     assert wall_phases({"started_at": 100.0}, lifecycle, epochs) == {}  # a run still running has no end mark
 
@@ -26,9 +30,13 @@ def test_compile_time_is_a_phase_of_its_own_taken_out_of_training():
     lifecycle = pd.DataFrame({"event": ["worker_start", "worker_end"], "time": [110.0, 140.0]})
     # two ranks: the slowest rank's compile time per epoch counts (rank 1 compiled 6.5 s in epoch 0)
     epochs = pd.DataFrame(
-        {"epoch": [0, 0, 1, 1], "epoch_start": [113.0, 113.0, 125.0, 125.0], "epoch_time_s": [12.0, 12.0, 12.0, 12.0],
-         "compile_s": [6.0, 6.5, None, 0.5]}
-    )  # fmt: skip
+        {
+            "epoch": [0, 0, 1, 1],
+            "epoch_start": [113.0, 113.0, 125.0, 125.0],
+            "epoch_time_s": [12.0, 12.0, 12.0, 12.0],
+            "compile_s": [6.0, 6.5, None, 0.5],
+        }
+    )
     phases = wall_phases({"started_at": 100.0, "ended_at": 141.0}, lifecycle, epochs)
     assert phases["compile_phase_s"] == 7.0 and phases["training_s"] == 24.0 - 7.0
     assert sum(phases.values()) == 41.0
@@ -55,7 +63,7 @@ def test_a_runs_wait_for_resources_is_its_own_phase_outside_the_wall_time(tmp_pa
         "training_s": 25.0,
         "finish_s": 1.0,
         "teardown_s": 2.0,
-    }  # fmt: skip  (the handmade workers record no exit)
+    }  # the handmade workers record no exit
     chart = wall_time_phases(tables.runs.assign(**measured))
     assert chart is not None
     spec = chart.to_json()

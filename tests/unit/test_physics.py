@@ -26,17 +26,33 @@ exact = Figure.exact
 
 
 def run(
-    data=0.01, forward=0.03, backward=0.06, optimizer=0.01, gradient_bytes=0.0, workers=1, nodes=1, exposed=None,
-    cv=0.0, batch=32, link="intra-node",
-):  # fmt: skip
+    data=0.01,
+    forward=0.03,
+    backward=0.06,
+    optimizer=0.01,
+    gradient_bytes=0.0,
+    workers=1,
+    nodes=1,
+    exposed=None,
+    cv=0.0,
+    batch=32,
+    link="intra-node",
+):
     """A measured run with exact figures unless Figures are passed."""
     figure = lambda x: x if isinstance(x, Figure) else exact(x)
     return MeasuredRun(
-        batch_per_worker=batch, workers=workers, nodes=nodes, link_class=link,
-        data_s=figure(data), forward_s=figure(forward), backward_compute_s=figure(backward),
-        optimizer_s=figure(optimizer), gradient_bytes=gradient_bytes,
-        exposed_comm_s=None if exposed is None else figure(exposed), step_cv=figure(cv),
-    )  # fmt: skip
+        batch_per_worker=batch,
+        workers=workers,
+        nodes=nodes,
+        link_class=link,
+        data_s=figure(data),
+        forward_s=figure(forward),
+        backward_compute_s=figure(backward),
+        optimizer_s=figure(optimizer),
+        gradient_bytes=gradient_bytes,
+        exposed_comm_s=None if exposed is None else figure(exposed),
+        step_cv=figure(cv),
+    )
 
 
 def ring_all_reduce_s(alpha, beta, size, n):
@@ -227,8 +243,10 @@ def test_ddps_own_cost_from_a_one_worker_run_is_added_from_two_workers_on():
     widens by its own."""
     measured = dataclasses.replace(run(gradient_bytes=4e6), wrapper_s=exact(0.001))
     one, two, strong = (
-        predict(measured, LINKS, 1, 1), predict(measured, LINKS, 2, 1), predict(measured, LINKS, 2, 1, "strong")
-    )  # fmt: skip
+        predict(measured, LINKS, 1, 1),
+        predict(measured, LINKS, 2, 1),
+        predict(measured, LINKS, 2, 1, "strong"),
+    )
     comm = ring_all_reduce_s(FAST.alpha_s, FAST.beta_s_per_byte, 4e6, 2)
     assert one.terms["wrapper_s"] == 0 and one.step_s == pytest.approx(0.11)
     assert two.terms["wrapper_s"] == 0.001 and two.step_s == pytest.approx(0.11 + 0.001 + comm, rel=1e-12)

@@ -66,14 +66,22 @@ def test_models_placements_repeats_and_cv_folds_expand_in_study_order():
     runs = expand(exp)
     fixed = [(r.model.label, r.placement.name, r.repeat) for r in runs if r.fold is None]
     assert fixed == [
-        ("mlp", "cpu-1", 0), ("mlp", "cpu-1", 1), ("small-cnn", "cpu-1", 0), ("small-cnn", "cpu-1", 1),
-        ("mlp", "cpu-2", 0), ("small-cnn", "cpu-2", 0),
-    ]  # fmt: skip
+        ("mlp", "cpu-1", 0),
+        ("mlp", "cpu-1", 1),
+        ("small-cnn", "cpu-1", 0),
+        ("small-cnn", "cpu-1", 1),
+        ("mlp", "cpu-2", 0),
+        ("small-cnn", "cpu-2", 0),
+    ]
     cv = [r for r in runs if r.fold is not None]
     assert [(r.model.label, r.fold, r.placement.name) for r in cv] == [
-        ("mlp", 0, "cpu-1"), ("mlp", 1, "cpu-1"), ("mlp", 2, "cpu-1"),
-        ("small-cnn", 0, "cpu-1"), ("small-cnn", 1, "cpu-1"), ("small-cnn", 2, "cpu-1"),
-    ]  # fmt: skip
+        ("mlp", 0, "cpu-1"),
+        ("mlp", 1, "cpu-1"),
+        ("mlp", 2, "cpu-1"),
+        ("small-cnn", 0, "cpu-1"),
+        ("small-cnn", 1, "cpu-1"),
+        ("small-cnn", 2, "cpu-1"),
+    ]
     assert cv[0].run_id == "007-mlp-cpu-1-cv1of3" and cv[0].kind == "cv"
 
 
@@ -120,8 +128,11 @@ def test_sweep_points_expand_per_placement_with_the_series_in_the_run_id():
     runs = expand(exp)
     assert len(runs) == 8
     assert [r.run_id for r in runs[:4]] == [
-        "001-mlp-bf16-b8-cpu-2-r0", "002-mlp-bf16-b16-cpu-2-r0", "003-mlp-fp16-b8-cpu-2-r0", "004-mlp-fp16-b16-cpu-2-r0"
-    ]  # fmt: skip
+        "001-mlp-bf16-b8-cpu-2-r0",
+        "002-mlp-bf16-b16-cpu-2-r0",
+        "003-mlp-fp16-b8-cpu-2-r0",
+        "004-mlp-fp16-b16-cpu-2-r0",
+    ]
     first = runs[0]
     assert first.series == "mlp-bf16-b8" and first.batch_series == "mlp-bf16"
     assert first.per_worker_batch == 8 and first.global_batch == 8 * 2 * 2  # micro-batch x workers x accumulation
@@ -171,10 +182,15 @@ def test_steady_steps_per_worker_for_weak_and_strong_scaling():
     from scaleprof.plan import planned_steady_steps, steps_per_worker
 
     def exp(**train):
-        return Experiment.model_validate({
-            "name": "s", "model": {"name": "mlp"}, "data": {"name": "digits"}, "train": {"epochs": 3, **train},
-            "placements": [{"name": f"w{n}", "workers": n} for n in (1, 2, 4)],
-        })  # fmt: skip
+        return Experiment.model_validate(
+            {
+                "name": "s",
+                "model": {"name": "mlp"},
+                "data": {"name": "digits"},
+                "train": {"epochs": 3, **train},
+                "placements": [{"name": f"w{n}", "workers": n} for n in (1, 2, 4)],
+            }
+        )
 
     weak = expand(exp(batch_size=64, scaling="weak"))
     # 1,257 training samples: a shard of ceil(1257 / n), ceil(shard / 64) steps an epoch, 2 steady epochs
@@ -197,11 +213,15 @@ def test_plan_warns_about_runs_below_the_floor_of_steady_steps():
         samples, num_classes, train_samples, val_samples = 1797, 10, 1257, 270
 
     def exp(**train):
-        return Experiment.model_validate({
-            "name": "s", "model": {"name": "mlp"}, "data": {"name": "digits"},
-            "train": {"epochs": 3, "batch_size": 64, **train},
-            "placements": [{"name": f"w{n}", "workers": n} for n in (1, 2, 4)],
-        })  # fmt: skip
+        return Experiment.model_validate(
+            {
+                "name": "s",
+                "model": {"name": "mlp"},
+                "data": {"name": "digits"},
+                "train": {"epochs": 3, "batch_size": 64, **train},
+                "placements": [{"name": f"w{n}", "workers": n} for n in (1, 2, 4)],
+            }
+        )
 
     [warning] = few_steady_steps(exp(), expand(exp()), Digits())
     assert "2 run(s)" in warning and "002-mlp-w2-r0 (20)" in warning and "train.steps_per_epoch" in warning
@@ -240,12 +260,28 @@ def test_plan_headers_are_whole_on_a_narrow_terminal():
     from scaleprof.report.terminal import print_plan
 
     rows = [
-        {"run": i, "run_id": f"00{i}-conv1d-{w}-cpu-{n}-r0", "model": f"conv1d-{w}", "kind": "fixed-split",
-         "placement": f"cpu-{n}", "device": "cpu", "workers": n, "cpus/worker": 1, "gpus/worker": 0,
-         "strategy": "PACK", "nodes": "any", "batch/worker": 64, "global batch": 64 * n, "precision": "fp32",
-         "parallelism": "ddp", "epochs": 4, "steps/epoch": 45 // n, "steady steps": 135 // n}
+        {
+            "run": i,
+            "run_id": f"00{i}-conv1d-{w}-cpu-{n}-r0",
+            "model": f"conv1d-{w}",
+            "kind": "fixed-split",
+            "placement": f"cpu-{n}",
+            "device": "cpu",
+            "workers": n,
+            "cpus/worker": 1,
+            "gpus/worker": 0,
+            "strategy": "PACK",
+            "nodes": "any",
+            "batch/worker": 64,
+            "global batch": 64 * n,
+            "precision": "fp32",
+            "parallelism": "ddp",
+            "epochs": 4,
+            "steps/epoch": 45 // n,
+            "steady steps": 135 // n,
+        }
         for i, (w, n) in enumerate([(32, 1), (64, 1), (32, 2), (64, 2)], start=1)
-    ]  # fmt: skip
+    ]
     for width, shown in ((80, rows), (80, [{**r, "precision": f"p{r['run']}"} for r in rows]), (40, rows)):
         console = Console(width=width, record=True)
         print_plan(shown, "custom-model: 4 run(s)", console)

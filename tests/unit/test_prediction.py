@@ -25,10 +25,18 @@ ALPHA, BETA = 1e-4, 1e-9  # the sweep below is timed exactly by the ring model w
 
 def exact_sweep(link_class: str = "intra-node", worlds: tuple[int, ...] = (2, 4)) -> pd.DataFrame:
     rows = [
-        {"collective": "all_reduce", "backend": "gloo", "link_class": link_class, "world": world, "bytes": size,
-         "repeat": 0, "time_s": float(ring_time(ALPHA, BETA, "all_reduce", size, world))}
-        for world in worlds for size in (4**k for k in range(6, 12))
-    ]  # fmt: skip
+        {
+            "collective": "all_reduce",
+            "backend": "gloo",
+            "link_class": link_class,
+            "world": world,
+            "bytes": size,
+            "repeat": 0,
+            "time_s": float(ring_time(ALPHA, BETA, "all_reduce", size, world)),
+        }
+        for world in worlds
+        for size in (4**k for k in range(6, 12))
+    ]
     return pd.DataFrame(rows, columns=list(FABRIC_COLUMNS))
 
 
@@ -194,8 +202,14 @@ def test_the_throughput_chart_draws_the_ledger_beside_the_measured_points(tables
 
 def test_the_host_sharing_probe_gives_the_median_ratio_over_ranks_within_their_range():
     """Two ranks on one machine: together 1.2x and 1.3x their time alone."""
-    probe = pd.DataFrame({"allreduce_s": [0.05, 0.05], "compute_alone_s": [0.10, 0.20],
-                          "compute_together_s": [0.12, 0.26], "host_ranks": [2, 2]})  # fmt: skip
+    probe = pd.DataFrame(
+        {
+            "allreduce_s": [0.05, 0.05],
+            "compute_alone_s": [0.10, 0.20],
+            "compute_together_s": [0.12, 0.26],
+            "host_ranks": [2, 2],
+        }
+    )
     assert host_sharing_columns(probe) == pytest.approx(
         {"host_sharing": 1.25, "host_sharing_low": 1.2, "host_sharing_high": 1.3, "host_ranks": 2}
     )

@@ -34,10 +34,12 @@ def test_pricing_errors_name_file_line_and_field(tmp_path):
         load_pricing(bad)
     exp = Experiment.model_validate(
         {
-            "name": "t", "model": {"name": "mlp"}, "data": {"name": "digits"},
+            "name": "t",
+            "model": {"name": "mlp"},
+            "data": {"name": "digits"},
             "cost": {"pricing": str(REPO / "clusters" / "pricing.csv")},
             "placements": [{"name": "a", "workers": 1, "node_type": "aws-nope"}],
         }
-    )  # fmt: skip
+    )
     with pytest.raises(ConfigError, match="placements.0.node_type: no node type 'aws-nope'"):
         prices_for(exp)

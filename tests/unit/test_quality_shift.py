@@ -16,10 +16,16 @@ def runs(rows):
 
 def test_a_two_worker_run_that_learned_far_less_is_named_with_both_batches_and_learning_rates():
     """As a user's study found: 0.996 at 1 worker, 0.418 at 2 (weak scaling doubled the global batch)."""
-    (shift,) = quality_shifts(runs([
-        ("cpu-1", 1, 0.995, None, 64, 0.05), ("cpu-1", 1, 0.997, None, 64, 0.05),
-        ("cpu-2", 2, 0.418, None, 128, 0.05), ("cpu-4", 4, 0.99, None, 256, 0.05),  # cpu-4 within 2%
-    ]))  # fmt: skip
+    (shift,) = quality_shifts(
+        runs(
+            [
+                ("cpu-1", 1, 0.995, None, 64, 0.05),
+                ("cpu-1", 1, 0.997, None, 64, 0.05),
+                ("cpu-2", 2, 0.418, None, 128, 0.05),
+                ("cpu-4", 4, 0.99, None, 256, 0.05),  # cpu-4 within 2%
+            ]
+        )
+    )
     assert (shift.placement, shift.workers, shift.metric, shift.worse) == ("cpu-2", 2, "accuracy", True)
     assert (
         shift.value == 0.418 and shift.base == pytest.approx(0.996) and shift.change == pytest.approx(-0.58, abs=0.01)
@@ -28,8 +34,9 @@ def test_a_two_worker_run_that_learned_far_less_is_named_with_both_batches_and_l
 
 
 def test_differences_within_the_repeats_spread_or_the_tolerance_are_not_findings():
-    spread = runs([("cpu-1", 1, 0.90, None, 64, 0.05), ("cpu-1", 1, 0.99, None, 64, 0.05),
-                   ("cpu-2", 2, 0.91, None, 128, 0.05)])  # fmt: skip
+    spread = runs(
+        [("cpu-1", 1, 0.90, None, 64, 0.05), ("cpu-1", 1, 0.99, None, 64, 0.05), ("cpu-2", 2, 0.91, None, 128, 0.05)]
+    )
     assert quality_shifts(spread) == []  # 3.8% below, inside the 1-worker repeats' 9.5% range
     assert quality_shifts(spread, tolerance=0.0) == []  # the spread alone holds it
     smoke = runs([("cpu-1", 1, 0.9815, None, 64, 0.05), ("cpu-2", 2, 0.9852, None, 128, 0.05)])  # the smoke study
@@ -37,8 +44,9 @@ def test_differences_within_the_repeats_spread_or_the_tolerance_are_not_findings
 
 
 def test_a_language_model_is_judged_by_perplexity_where_higher_is_worse():
-    lm = runs([("cpu-1", 1, None, 3.56, 16, 0.003), ("cpu-2", 2, None, 4.1, 32, 0.003),
-               ("cpu-4", 4, None, 3.2, 64, 0.003)])  # fmt: skip
+    lm = runs(
+        [("cpu-1", 1, None, 3.56, 16, 0.003), ("cpu-2", 2, None, 4.1, 32, 0.003), ("cpu-4", 4, None, 3.2, 64, 0.003)]
+    )
     worse, better = quality_shifts(lm)
     assert (worse.placement, worse.metric, worse.worse) == ("cpu-2", "perplexity", True)
     assert (better.placement, better.worse) == ("cpu-4", False)
@@ -48,8 +56,9 @@ def test_no_goal_recommends_a_placement_whose_quality_fell():
     from scaleprof.analysis.recommend import recommend
     from scaleprof.report.goal_text import describe
 
-    table = runs([("cpu-1", 1, 0.996, None, 64, 0.05), ("cpu-2", 2, 0.418, None, 128, 0.05),
-                  ("cpu-4", 4, 0.99, None, 256, 0.05)])  # fmt: skip
+    table = runs(
+        [("cpu-1", 1, 0.996, None, 64, 0.05), ("cpu-2", 2, 0.418, None, 128, 0.05), ("cpu-4", 4, 0.99, None, 256, 0.05)]
+    )
     table = table.assign(throughput=[100.0, 190.0, 350.0], cost_per_sample_usd=[1e-5, 1.05e-5, 1.14e-5])
     fell = {(s.model, s.placement) for s in quality_shifts(table) if s.worse}
     goal = {"min_throughput": 150}

@@ -9,10 +9,17 @@ def scaling_runs():
 
     workers = [1, 2, 4]
     return pd.DataFrame(
-        {"model": "m", "placement": [f"cpu-{w}" for w in workers], "device": "cpu", "kind": "fixed-split",
-         "status": "ok", "workers": workers, "throughput": usl(workers, 0.1, 0.0, 100.0),
-         "cost_per_hour_usd": [3.6 * w for w in workers]}
-    ).assign(cost_per_sample_usd=lambda f: f["cost_per_hour_usd"] / 3600 / f["throughput"])  # fmt: skip
+        {
+            "model": "m",
+            "placement": [f"cpu-{w}" for w in workers],
+            "device": "cpu",
+            "kind": "fixed-split",
+            "status": "ok",
+            "workers": workers,
+            "throughput": usl(workers, 0.1, 0.0, 100.0),
+            "cost_per_hour_usd": [3.6 * w for w in workers],
+        }
+    ).assign(cost_per_sample_usd=lambda f: f["cost_per_hour_usd"] / 3600 / f["throughput"])
 
 
 def test_recommend_measured_cheapest_then_predicted_then_none():
@@ -84,11 +91,17 @@ def noisy_runs():
 
     workers = [1, 2, 4, 8]
     return pd.DataFrame(
-        {"model": "m", "placement": [f"cpu-{w}" for w in workers], "device": "cpu", "kind": "fixed-split",
-         "status": "ok", "workers": workers,
-         "throughput": usl(np.array(workers), 0.05, 0.0, 100.0) * np.array([1.0, 1.002, 0.998, 1.001]),
-         "cost_per_hour_usd": [3.6 * w for w in workers]}
-    ).assign(cost_per_sample_usd=lambda f: f["cost_per_hour_usd"] / 3600 / f["throughput"])  # fmt: skip
+        {
+            "model": "m",
+            "placement": [f"cpu-{w}" for w in workers],
+            "device": "cpu",
+            "kind": "fixed-split",
+            "status": "ok",
+            "workers": workers,
+            "throughput": usl(np.array(workers), 0.05, 0.0, 100.0) * np.array([1.0, 1.002, 0.998, 1.001]),
+            "cost_per_hour_usd": [3.6 * w for w in workers],
+        }
+    ).assign(cost_per_sample_usd=lambda f: f["cost_per_hour_usd"] / 3600 / f["throughput"])
 
 
 def test_a_predicted_recommendation_is_the_cheapest_its_whole_interval_meets_else_says_its_chance():

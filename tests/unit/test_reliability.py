@@ -156,8 +156,11 @@ def test_a_read_only_location_is_not_a_full_disk_and_gets_no_resume_hint(handmad
 )  # fmt: skip
 def test_a_damaged_manifest_is_one_message_for_every_command(handmade, tmp_path, capsys, content, message):
     (handmade.root / "manifest.json").write_bytes(content)
-    for args in (["report", handmade.root], ["predict", handmade.root, "--workers", "4"],
-                 ["compare", handmade.root, handmade.root]):  # fmt: skip
+    for args in (
+        ["report", handmade.root],
+        ["predict", handmade.root, "--workers", "4"],
+        ["compare", handmade.root, handmade.root],
+    ):
         code, text = scaleprof(*args, capsys=capsys)
         assert code == 2 and message in text and "Traceback" not in text, (args, text)
     experiment = tmp_path / "tiny.yaml"

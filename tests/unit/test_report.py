@@ -93,12 +93,23 @@ def _swept_runs() -> pd.DataFrame:
     for parallelism, memory in (("ddp", 900.0), ("fsdp", 700.0)):
         for batch, throughput in ((8, 100.0), (16, 150.0), (32, 160.0)):
             rows.append(
-                {"run_id": f"{parallelism}-{batch}", "model": f"lm-{parallelism}-b{batch}",
-                 "batch_series": f"lm-{parallelism}", "placement": "cpu-2", "device": "cpu", "workers": 2,
-                 "status": "ok", "kind": "fixed-split",
-                 "throughput": throughput, "per_worker_batch": batch, "mem_peak_mb": memory + batch,
-                 "train_precision": "bf16", "parallelism": parallelism, "compile_phase_s": 0.0}
-            )  # fmt: skip
+                {
+                    "run_id": f"{parallelism}-{batch}",
+                    "model": f"lm-{parallelism}-b{batch}",
+                    "batch_series": f"lm-{parallelism}",
+                    "placement": "cpu-2",
+                    "device": "cpu",
+                    "workers": 2,
+                    "status": "ok",
+                    "kind": "fixed-split",
+                    "throughput": throughput,
+                    "per_worker_batch": batch,
+                    "mem_peak_mb": memory + batch,
+                    "train_precision": "bf16",
+                    "parallelism": parallelism,
+                    "compile_phase_s": 0.0,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -164,10 +175,16 @@ def test_gpu_nodes_interconnect_is_shown_once_per_node():
 
     topo = "\tGPU0\tGPU1\nGPU0\t X \tNV18\nGPU1\tNV18\t X "
     workers = pd.DataFrame(
-        {"run_id": ["a", "a", "b"], "rank": [0, 1, 0], "node_id": ["n1", "n1", "n1"], "hostname": "h",
-         "gpu_topology": [topo, None, topo], "gpu_driver": ["560.35", None, "560.35"],
-         "nccl_env": ['{"NCCL_DEBUG": "INFO"}', None, '{"NCCL_DEBUG": "INFO"}']}
-    )  # fmt: skip
+        {
+            "run_id": ["a", "a", "b"],
+            "rank": [0, 1, 0],
+            "node_id": ["n1", "n1", "n1"],
+            "hostname": "h",
+            "gpu_topology": [topo, None, topo],
+            "gpu_driver": ["560.35", None, "560.35"],
+            "nccl_env": ['{"NCCL_DEBUG": "INFO"}', None, '{"NCCL_DEBUG": "INFO"}'],
+        }
+    )
     [(head, body)] = node_facts(workers)
     assert "node n1 (h): driver 560.35" in head and "NCCL_DEBUG" in head and "NV18" in body
     assert node_facts(pd.DataFrame({"run_id": ["a"], "node_id": ["n1"]})) == []  # CPU studies: nothing
@@ -193,8 +210,9 @@ def test_a_skipped_run_has_no_caveats():
 
     assert caveats(pd.Series({"contended": np.nan, "low_confidence": np.nan, "steady_steps": np.nan})) == ""
     assert caveats(pd.Series({"contended": None, "low_confidence": False, "steady_steps": 900})) == ""
-    flagged = caveats(pd.Series({"contended": np.True_, "outside_cpu_share": 0.4, "low_confidence": True,
-                                 "steady_steps": 12}))  # fmt: skip
+    flagged = caveats(
+        pd.Series({"contended": np.True_, "outside_cpu_share": 0.4, "low_confidence": True, "steady_steps": 12})
+    )
     assert flagged == "low confidence: 12 steady steps; contended: 40% of the node's CPU used outside Ray"
 
 

@@ -20,8 +20,10 @@ def test_every_chart_renders_in_chromium_without_console_messages(study, tmp_pat
     assert CHROMIUM is not None  # pytestmark skips the module without it
     proc = subprocess.run(
         [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", report.as_uri()],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     dom = proc.stdout
     charts = re.split(r'id="chart-(\d+)"', dom)[1:]

@@ -29,10 +29,16 @@ def test_efficiency_against_same_device_one_worker_median():
 def test_predicted_efficiency_is_against_the_measured_one_worker_baseline():
     """`predict`'s efficiency means what the runs table's means: X(N) / (N x measured X(1)), not the
     law's own fitted X(1). Amdahl-shaped points: X(1) = 100 measured, so E(4) = X_pred(4) / 400."""
-    runs = pd.DataFrame({
-        "model": ["m"] * 4, "device": ["cpu"] * 4, "workers": [1, 2, 3, 4], "status": ["ok"] * 4,
-        "kind": ["fixed-split"] * 4, "throughput": [100.0, 180.0, 240.0, 280.0],
-    })  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "model": ["m"] * 4,
+            "device": ["cpu"] * 4,
+            "workers": [1, 2, 3, 4],
+            "status": ["ok"] * 4,
+            "kind": ["fixed-split"] * 4,
+            "throughput": [100.0, 180.0, 240.0, 280.0],
+        }
+    )
     table = predictions(runs, [4, 8])
     at4 = table[table["workers"] == 4].iloc[0]
     assert at4["efficiency"] == pytest.approx(at4["throughput"] / 400)
@@ -41,10 +47,18 @@ def test_predicted_efficiency_is_against_the_measured_one_worker_baseline():
 
 
 def _two_counts(throughput_2: float, flags: dict[str, list[bool]] | None = None) -> pd.DataFrame:
-    return pd.DataFrame({
-        "model": ["m"] * 2, "device": ["cpu"] * 2, "placement": ["cpu-1", "cpu-2"], "workers": [1, 2],
-        "status": ["ok"] * 2, "kind": ["fixed-split"] * 2, "throughput": [200.0, throughput_2], **(flags or {}),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "model": ["m"] * 2,
+            "device": ["cpu"] * 2,
+            "placement": ["cpu-1", "cpu-2"],
+            "workers": [1, 2],
+            "status": ["ok"] * 2,
+            "kind": ["fixed-split"] * 2,
+            "throughput": [200.0, throughput_2],
+            **(flags or {}),
+        }
+    )
 
 
 def test_a_law_outside_its_meaning_is_kept_marked_and_predicts_nothing():
@@ -67,11 +81,17 @@ def test_predictions_say_in_their_own_row_which_points_they_rest_on():
     assert "from 2 worker counts" in row["caveats"] and "exact fit" in row["caveats"]
     assert "cpu-2 contended, low confidence" in row["caveats"]
     # repeats at 3 counts, nothing flagged: a band, and only the basis is said
-    runs = pd.DataFrame({
-        "model": ["m"] * 6, "device": ["cpu"] * 6, "placement": ["p1", "p1", "p2", "p2", "p4", "p4"],
-        "workers": [1, 1, 2, 2, 4, 4], "status": ["ok"] * 6, "kind": ["fixed-split"] * 6,
-        "throughput": [100.0, 102.0, 180.0, 183.0, 280.0, 290.0],
-    })  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "model": ["m"] * 6,
+            "device": ["cpu"] * 6,
+            "placement": ["p1", "p1", "p2", "p2", "p4", "p4"],
+            "workers": [1, 1, 2, 2, 4, 4],
+            "status": ["ok"] * 6,
+            "kind": ["fixed-split"] * 6,
+            "throughput": [100.0, 102.0, 180.0, 183.0, 280.0, 290.0],
+        }
+    )
     row = predictions(runs, [8]).iloc[0]
     assert (row["worker_counts"], row["points"], row["exact_fit"]) == (3, 6, False)
     assert row["contended_placements"] == "" and "contended" not in row["caveats"]

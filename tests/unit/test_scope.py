@@ -15,10 +15,15 @@ VAR = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
 def _experiment(timeout_s: float, code_dir: str) -> Experiment:
     return Experiment.model_validate(
-        {"name": "s", "model": {"name": "mlp"}, "data": {"name": "digits"}, "code_dirs": [code_dir],
-         "placements": [{"name": "cpu-1", "workers": 1}],
-         "ray": {"placement_timeout_s": timeout_s}}
-    )  # fmt: skip
+        {
+            "name": "s",
+            "model": {"name": "mlp"},
+            "data": {"name": "digits"},
+            "code_dirs": [code_dir],
+            "placements": [{"name": "cpu-1", "workers": 1}],
+            "ray": {"placement_timeout_s": timeout_s},
+        }
+    )
 
 
 def test_each_study_gets_its_own_settings_and_leaves_the_process_as_it_found_it(tmp_path, monkeypatch):

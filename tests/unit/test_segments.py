@@ -19,8 +19,11 @@ IDS = {"study_id": "s", "run_id": "r", "attempt": 0, "rank": 0, "node_id": "n"}
 
 
 def _batch(seqs, rank=0, **fields):
-    rows = [stamped(s, 100.0 + s, StepEvent(epoch=0, step=s, samples=8, data_s=0.001, compute_s=0.01, step_s=0.011))
-            | fields for s in seqs]  # fmt: skip
+    rows = [
+        stamped(s, 100.0 + s, StepEvent(epoch=0, step=s, samples=8, data_s=0.001, compute_s=0.01, step_s=0.011))
+        | fields
+        for s in seqs
+    ]
     return event_batch({**IDS, "rank": rank}, rows)
 
 
@@ -94,8 +97,11 @@ def test_segments_with_different_fields_read_as_one_table(tmp_path):
 
 
 def test_a_field_with_mixed_types_is_kept_as_text():
-    table = batch_table(event_batch(IDS, [{"seq": 0, "time": 1.0, "kind": "x", "odd": 1},
-                                          {"seq": 1, "time": 2.0, "kind": "x", "odd": "one"}]))  # fmt: skip
+    table = batch_table(
+        event_batch(
+            IDS, [{"seq": 0, "time": 1.0, "kind": "x", "odd": 1}, {"seq": 1, "time": 2.0, "kind": "x", "odd": "one"}]
+        )
+    )
     assert table["odd"].to_pylist() == ["1", "one"]
 
 
@@ -126,8 +132,9 @@ def test_a_failed_group_write_fails_every_waiting_call_and_their_resends_are_tak
     async def main():
         actor = AggregatorActor(str(store.root), linger_s=0.05)
         monkeypatch.setattr(segments.pq, "write_table", full)
-        failed = await asyncio.gather(*(actor.ingest(_batch(range(5), rank=r)) for r in range(4)),
-                                      return_exceptions=True)  # fmt: skip
+        failed = await asyncio.gather(
+            *(actor.ingest(_batch(range(5), rank=r)) for r in range(4)), return_exceptions=True
+        )
         monkeypatch.setattr(segments.pq, "write_table", real_write)
         resent = await asyncio.gather(*(actor.ingest(_batch(range(5), rank=r)) for r in range(4)))
         return failed, resent, await actor.close()
@@ -200,8 +207,10 @@ def test_export_writes_every_event_once_as_json_lines_csv_or_parquet(tmp_path, c
         .astype(str)
         .equals(stored[["run_id", "rank", "seq"]].astype(str))
     )
-    for args, message in ((["--events", str(tmp_path / "e.txt")], "name a file ending in .jsonl, .csv, .parquet"),
-                          ([], "say where to: --mlflow TRACKING_URI and/or --events FILE")):  # fmt: skip
+    for args, message in (
+        (["--events", str(tmp_path / "e.txt")], "name a file ending in .jsonl, .csv, .parquet"),
+        ([], "say where to: --mlflow TRACKING_URI and/or --events FILE"),
+    ):
         assert cli.main(["export", str(store.root), *args]) == 2
         assert message in capsys.readouterr().err
 
@@ -237,8 +246,9 @@ def test_when_the_aggregator_fails_every_batch_a_relay_holds_fails_and_is_resent
         aggregator = AggregatorActor(str(store.root), linger_s=0.01)
         relay = NodeRelay(aggregator, forward_s=0.05)
         monkeypatch.setattr(segments.pq, "write_table", full)
-        failed = await asyncio.gather(*(relay.ingest(_batch(range(5), rank=r)) for r in range(3)),
-                                      return_exceptions=True)  # fmt: skip
+        failed = await asyncio.gather(
+            *(relay.ingest(_batch(range(5), rank=r)) for r in range(3)), return_exceptions=True
+        )
         monkeypatch.setattr(segments.pq, "write_table", real_write)
         resent = await asyncio.gather(*(relay.ingest(_batch(range(5), rank=r)) for r in range(3)))
         return failed, resent, await aggregator.close()

@@ -16,8 +16,16 @@ from scaleprof.worker.session import SessionError, StepClock, WorkerSession, bat
 def make_session(epochs=2, **kwargs):
     events: list[Event] = []
     stored: list[dict[str, Any]] = []
-    s = WorkerSession(events.append, stored.append, rank=0, world_size=1, device=torch.device("cpu"), threads=1,
-                      epochs=epochs, **kwargs)  # fmt: skip
+    s = WorkerSession(
+        events.append,
+        stored.append,
+        rank=0,
+        world_size=1,
+        device=torch.device("cpu"),
+        threads=1,
+        epochs=epochs,
+        **kwargs,
+    )
     return s, events, stored
 
 
@@ -261,8 +269,9 @@ def test_steps_per_epoch_cuts_a_long_loader_and_passes_over_a_short_one_again():
     from scaleprof.config import TrainSpec
 
     for per_epoch, accumulation in ((3, 1), (10, 1), (5, 2)):
-        s, events, _ = make_session(epochs=2, train=TrainSpec(steps_per_epoch=per_epoch,
-                                                              grad_accumulation=accumulation))  # fmt: skip
+        s, events, _ = make_session(
+            epochs=2, train=TrainSpec(steps_per_epoch=per_epoch, grad_accumulation=accumulation)
+        )
         seen = []
         for _ in s.epochs():
             for x, _ in s.steps(loader(50, 16)):  # 4 batches a pass: 16, 16, 16, 2
@@ -271,8 +280,10 @@ def test_steps_per_epoch_cuts_a_long_loader_and_passes_over_a_short_one_again():
         micro = per_epoch * accumulation
         assert [e.steps for e in epochs] == [micro, micro]  # every placement measures the same number of steps
         assert seen[:micro] == ([16, 16, 16, 2] * 5)[:micro]  # passes in order, the short last batch included
-        assert session.steps_in_epoch(loader(50, 16), TrainSpec(steps_per_epoch=per_epoch,
-                                                                grad_accumulation=accumulation)) == micro  # fmt: skip
+        assert (
+            session.steps_in_epoch(loader(50, 16), TrainSpec(steps_per_epoch=per_epoch, grad_accumulation=accumulation))
+            == micro
+        )
 
 
 def test_steps_per_epoch_on_an_empty_loader_ends_instead_of_spinning():
@@ -325,8 +336,9 @@ def test_gpu_steps_are_read_lazily_without_a_host_sync_per_step():
     clock = FakeDeviceClock()
     events: list[Event] = []
     stored: list[dict[str, Any]] = []
-    s = WorkerSession(events.append, stored.append, rank=0, world_size=1, device=torch.device("cpu"), threads=1,
-                      epochs=1, clock=clock)  # fmt: skip
+    s = WorkerSession(
+        events.append, stored.append, rank=0, world_size=1, device=torch.device("cpu"), threads=1, epochs=1, clock=clock
+    )
     emitted_during = []
     for _ in s.epochs():
         for i, _ in enumerate(s.steps(loader(64, 16))):  # 4 steps
@@ -359,9 +371,17 @@ def test_an_opt_in_profiler_trace_covers_steady_steps_that_throughput_then_leave
     traces = []
     events: list[Event] = []
     stored: list[dict[str, Any]] = []
-    s = WorkerSession(events.append, stored.append, rank=0, world_size=1, device=torch.device("cpu"), threads=1,
-                      epochs=2, profile=ProfileSpec(torch_profiler=True, steps=3),
-                      store_trace=lambda name, data: traces.append((name, data, last_step(events))))  # fmt: skip
+    s = WorkerSession(
+        events.append,
+        stored.append,
+        rank=0,
+        world_size=1,
+        device=torch.device("cpu"),
+        threads=1,
+        epochs=2,
+        profile=ProfileSpec(torch_profiler=True, steps=3),
+        store_trace=lambda name, data: traces.append((name, data, last_step(events))),
+    )
     model = torch.nn.Linear(3, 2)
     for _ in s.epochs():
         for x, _ in s.steps(loader(160, 16)):  # 10 steps an epoch

@@ -61,11 +61,26 @@ def test_an_old_studys_run_records_read_typed_with_their_defaults(tmp_path):
     store.run_records_path.write_text("\n".join(OLD_STUDY_LINES) + "\n")
     final = store.final_run_records()["001-mlp-cpu-2-r0"]
     assert final.record == RunRecord(
-        run_id="001-mlp-cpu-2-r0", index=1, model="mlp", model_name="mlp", kind=RunKind.FIXED_SPLIT, fold=None,
-        placement="cpu-2", device="cpu", workers=2, cpus_per_worker=2, gpus_per_worker=0, per_worker_batch=32,
-        global_batch=64, repeat=0, strategy="PACK", nodes_requested=None, node_type=None, model_label="mlp",
+        run_id="001-mlp-cpu-2-r0",
+        index=1,
+        model="mlp",
+        model_name="mlp",
+        kind=RunKind.FIXED_SPLIT,
+        fold=None,
+        placement="cpu-2",
+        device="cpu",
+        workers=2,
+        cpus_per_worker=2,
+        gpus_per_worker=0,
+        per_worker_batch=32,
+        global_batch=64,
+        repeat=0,
+        strategy="PACK",
+        nodes_requested=None,
+        node_type=None,
+        model_label="mlp",
         batch_series="mlp",
-    )  # fmt: skip
+    )
     outcome = final.outcome
     assert (outcome.status, outcome.reason, outcome.started_at, outcome.ended_at) == (RunStatus.OK, "", 100.0, 130.0)
     assert (outcome.wall_s, outcome.wait_s, outcome.attempts, outcome.ray_node_types) == (30.0, 0.0, None, {})
@@ -74,16 +89,48 @@ def test_an_old_studys_run_records_read_typed_with_their_defaults(tmp_path):
 
 
 def test_a_run_record_reads_back_what_the_runner_wrote_and_ignores_fields_it_does_not_know():
-    record = RunRecord(run_id="r", index=2, model="lm-w2", model_name="tiny", kind=RunKind.CV, fold=1,
-                       placement="gpu-4",
-                       device="gpu", workers=4, cpus_per_worker=4, gpus_per_worker=1, per_worker_batch=8,
-                       global_batch=32, repeat=1, strategy="SPREAD", nodes_requested=2, node_type="g5",
-                       model_label="lm", batch_series="lm/8", settings={"model.kwargs.width": 2}, task="language",
-                       train_precision="bf16", parallelism="fsdp", compile="default", grad_accumulation=2,
-                       optimizer="adamw", tokens_per_sample=128)  # fmt: skip
-    line = {**record.to_dict(), "status": "failed", "reason": "boom", "detail": "Traceback", "started_at": 1.0,
-            "ended_at": 4.0, "wall_s": 3.0, "attempts": 2, "wait_s": 0.5, "ray_node_types": {"g5": 2},
-            "from_a_newer_scaleprof": True}  # fmt: skip
+    record = RunRecord(
+        run_id="r",
+        index=2,
+        model="lm-w2",
+        model_name="tiny",
+        kind=RunKind.CV,
+        fold=1,
+        placement="gpu-4",
+        device="gpu",
+        workers=4,
+        cpus_per_worker=4,
+        gpus_per_worker=1,
+        per_worker_batch=8,
+        global_batch=32,
+        repeat=1,
+        strategy="SPREAD",
+        nodes_requested=2,
+        node_type="g5",
+        model_label="lm",
+        batch_series="lm/8",
+        settings={"model.kwargs.width": 2},
+        task="language",
+        train_precision="bf16",
+        parallelism="fsdp",
+        compile="default",
+        grad_accumulation=2,
+        optimizer="adamw",
+        tokens_per_sample=128,
+    )
+    line = {
+        **record.to_dict(),
+        "status": "failed",
+        "reason": "boom",
+        "detail": "Traceback",
+        "started_at": 1.0,
+        "ended_at": 4.0,
+        "wall_s": 3.0,
+        "attempts": 2,
+        "wait_s": 0.5,
+        "ray_node_types": {"g5": 2},
+        "from_a_newer_scaleprof": True,
+    }
     final = FinalRun.from_stored(json.loads(json.dumps(line)))  # through JSON: enums come back as strings
     assert final.record == record and isinstance(final.record.kind, RunKind)
     assert final.outcome == RunOutcome(
@@ -146,8 +193,11 @@ def test_the_fabric_sweep_round_trips_and_a_damaged_one_is_counted_not_fatal(tmp
     store = StudyStore(tmp_path / "study")
     store.create()
     assert store.fabric() is None
-    rows = [FabricRow("all_reduce", "gloo", "inter-node", 2, 4096 * 4**k, r, 1e-4 * (k + 1)) for k in range(3)
-            for r in range(2)]  # fmt: skip
+    rows = [
+        FabricRow("all_reduce", "gloo", "inter-node", 2, 4096 * 4**k, r, 1e-4 * (k + 1))
+        for k in range(3)
+        for r in range(2)
+    ]
     sweep = pd.DataFrame([row.to_dict() for row in rows]).assign(extra=1)[["extra", *reversed(FABRIC_COLUMNS)]]
     store.write_fabric(sweep)
     assert [p.name for p in store.root.iterdir() if "fabric" in p.name] == ["fabric.parquet"]  # no temp file left

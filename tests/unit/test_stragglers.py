@@ -40,15 +40,27 @@ def timeline(
         end = max(arrive.values()) + 0.005  # everyone leaves the exchange together, then the optimizer
         for rank in range(world):
             data, forward, backward = parts[rank]
-            row = {"rank": rank, "epoch": 0, "step": k, "data_s": data, "step_s": end - start,
-                   "start_t": start + OFFSETS[rank], "arrive_t": arrive[rank] + OFFSETS[rank],
-                   "sync_wait_s": end - arrive[rank]}  # fmt: skip
+            row = {
+                "rank": rank,
+                "epoch": 0,
+                "step": k,
+                "data_s": data,
+                "step_s": end - start,
+                "start_t": start + OFFSETS[rank],
+                "arrive_t": arrive[rank] + OFFSETS[rank],
+                "sync_wait_s": end - arrive[rank],
+            }
             if marked:
                 row["forward_s"] = forward
             rows.append(row)
         start = end
-    clocks = pd.DataFrame({"rank": list(range(world)), "offset_s": [OFFSETS[r] for r in range(world)],
-                           "error_s": [0.0, 1e-4, 2e-4][:world]})  # fmt: skip
+    clocks = pd.DataFrame(
+        {
+            "rank": list(range(world)),
+            "offset_s": [OFFSETS[r] for r in range(world)],
+            "error_s": [0.0, 1e-4, 2e-4][:world],
+        }
+    )
     return pd.DataFrame(rows), clocks
 
 

@@ -17,8 +17,15 @@ def test_a_failed_run_shows_no_steady_state_figure_and_is_no_scaling_point(tmp_p
     tables = summarize(store)
     run = tables.runs.set_index("run_id").loc[FAILED]
     assert run["status"] == "failed" and run["events"] > 0  # it measured something before it failed ...
-    for name in ("throughput", "throughput_low", "throughput_high", "speedup", "scaling_efficiency",
-                 "cost_per_sample_usd", "step_time_p50_s"):  # fmt: skip
+    for name in (
+        "throughput",
+        "throughput_low",
+        "throughput_high",
+        "speedup",
+        "scaling_efficiency",
+        "cost_per_sample_usd",
+        "step_time_p50_s",
+    ):
         assert math.isnan(run[name]), name  # ... but gives no figure a reader could take for the placement's
     assert tables.fits.empty  # one ok worker count left: nothing to fit
     assert tables.findings.largest_scale is None and tables.findings.negative_scaling == []
@@ -26,9 +33,18 @@ def test_a_failed_run_shows_no_steady_state_figure_and_is_no_scaling_point(tmp_p
 
 def test_a_run_that_recorded_no_step_is_unmeasured_with_how_to_record_them(tmp_path):
     store = make_study(tmp_path / "s")
-    store.append_run_record({"run_id": "004-mlp-cpu-1-r0", "index": 4, "model": "mlp", "placement": "cpu-1b",
-                             "device": "cpu", "workers": 1, "kind": RunKind.FIXED_SPLIT,
-                             "status": RunStatus.OK})  # fmt: skip
+    store.append_run_record(
+        {
+            "run_id": "004-mlp-cpu-1-r0",
+            "index": 4,
+            "model": "mlp",
+            "placement": "cpu-1b",
+            "device": "cpu",
+            "workers": 1,
+            "kind": RunKind.FIXED_SPLIT,
+            "status": RunStatus.OK,
+        }
+    )
     silent = [e for e in _worker_events("004-mlp-cpu-1-r0", 0, epoch_time=1.0) if e["kind"] not in ("step", "epoch")]
     Aggregator(str(store.root), shard="1").ingest(silent)  # its worker started and evaluated, but timed no step
     runs = summarize(store).runs.set_index("run_id")

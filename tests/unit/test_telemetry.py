@@ -112,8 +112,11 @@ def test_aggregator_drops_duplicates_counts_gaps_and_appends(tmp_path):
     assert agg.ingest(_events([6], rank=0) + _events([0], rank=1)) == 2  # 4, 5 lost
     stats = agg.stats()
     assert {k: stats[k] for k in ("events_written", "workers", "gaps", "duplicates")} == {
-        "events_written": 6, "workers": 2, "gaps": 2, "duplicates": 1
-    }  # fmt: skip
+        "events_written": 6,
+        "workers": 2,
+        "gaps": 2,
+        "duplicates": 1,
+    }
     assert stats["lag_p99_s"] > 1e9  # these hand-made events carry times near 0: lag is sample -> disk
     assert [e["seq"] for e in store.events().to_dict("records") if e["rank"] == 0] == [0, 1, 2, 3, 6]
 
@@ -131,10 +134,18 @@ def test_aggregator_attempts_and_live_progress(tmp_path):
     agg.ingest(steps)
     progress = agg.progress("r")
     # 2 ranks x 4 steps x 50 samples over 4 s (first step started at t=9)
-    assert progress == {"ranks": 2, "epoch": 0, "epochs_done": 0, "epoch_throughput": 100.0, "step_s": 1.0,
-                        "cpu_pct": None, "gpu_util_pct": None}  # fmt: skip
-    system = [{**IDS, "rank": rank, "seq": 4, "time": 14.0, "kind": "system", "cpu_pct": 80.0 + 10 * rank}
-              for rank in (0, 1)]  # fmt: skip
+    assert progress == {
+        "ranks": 2,
+        "epoch": 0,
+        "epochs_done": 0,
+        "epoch_throughput": 100.0,
+        "step_s": 1.0,
+        "cpu_pct": None,
+        "gpu_util_pct": None,
+    }
+    system = [
+        {**IDS, "rank": rank, "seq": 4, "time": 14.0, "kind": "system", "cpu_pct": 80.0 + 10 * rank} for rank in (0, 1)
+    ]
     agg.ingest(system)
     assert agg.progress("r")["cpu_pct"] == 85.0  # the mean of each rank's latest sample
 
@@ -343,16 +354,32 @@ def test_live_throughput_uses_the_latest_epoch_all_ranks_finished_and_follows_re
     agg = Aggregator(str(store.root))
 
     def epoch(rank, seq, n, seconds, attempt=0):
-        return {**IDS, "attempt": attempt, "rank": rank, "seq": seq, "time": 100.0 + seq, "kind": "epoch",
-                "epoch": n, "samples": 600, "epoch_time_s": seconds}  # fmt: skip
+        return {
+            **IDS,
+            "attempt": attempt,
+            "rank": rank,
+            "seq": seq,
+            "time": 100.0 + seq,
+            "kind": "epoch",
+            "epoch": n,
+            "samples": 600,
+            "epoch_time_s": seconds,
+        }
 
     agg.ingest([epoch(0, 0, 0, 1.0), epoch(1, 0, 0, 2.0), epoch(0, 1, 1, 0.5)])  # rank 1 has not sent epoch 1 yet
     assert agg.progress("r")["epoch_throughput"] == 1200 / 2.0  # epoch 0: both ranks' samples over the slowest rank
     agg.ingest([epoch(1, 1, 1, 0.6)])
     assert agg.progress("r")["epoch_throughput"] == 1200 / 0.6
     agg.ingest([epoch(0, 0, 0, 3.0, attempt=1)])  # restarted: the live view follows attempt 1 only
-    assert agg.progress("r") == {"ranks": 1, "epoch": 0, "epochs_done": 1, "epoch_throughput": 600 / 3.0,
-                                 "step_s": None, "cpu_pct": None, "gpu_util_pct": None}  # fmt: skip
+    assert agg.progress("r") == {
+        "ranks": 1,
+        "epoch": 0,
+        "epochs_done": 1,
+        "epoch_throughput": 600 / 3.0,
+        "step_s": None,
+        "cpu_pct": None,
+        "gpu_util_pct": None,
+    }
 
 
 def test_a_restarted_aggregator_still_knows_each_runs_nodes_and_progress(tmp_path):
@@ -432,8 +459,14 @@ def test_gpu_sampler_reads_energy_gpm_and_processes_through_the_real_binding(mon
     sampler.start()
     assert sampler.uuid == "GPU-1234-abcd" and sampler.name == "NVIDIA H200" and sampler.unavailable_reason is None
     first, second = sampler.sample(), sampler.sample()
-    assert first == {"gpu_util_pct": 98.0, "gpu_mem_used_mb": 1024.0, "gpu_sm_active_pct": 37.5, "gpu_processes": 2.0,
-                     "gpu_power_w": 350.0, "gpu_energy_mj": 123_456_789.0}  # fmt: skip
+    assert first == {
+        "gpu_util_pct": 98.0,
+        "gpu_mem_used_mb": 1024.0,
+        "gpu_sm_active_pct": 37.5,
+        "gpu_processes": 2.0,
+        "gpu_power_w": 350.0,
+        "gpu_energy_mj": 123_456_789.0,
+    }
     assert second["gpu_sm_active_pct"] == 37.5 and calls["gpm_get"] == 3  # one at start, one per interval
     assert calls["metrics"] == (1, pynvml.NVML_GPM_METRIC_SM_UTIL, True, True)
     sampler.stop()

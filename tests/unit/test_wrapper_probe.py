@@ -86,11 +86,20 @@ def test_without_a_process_group_nothing_is_measured():
 def test_the_wrapper_cost_reaches_the_model_only_from_a_one_worker_run():
     assert wrapper_columns(pd.DataFrame({"allreduce_s": [0.01]})) == {}  # a sync probe's event: none
     row = {
-        "status": "ok", "parallelism": "ddp", "inputs_reason": "", "workers": 1, "per_worker_batch": 32,
-        "gradient_bytes": 4e6, "nodes_realized": 1, "hosts_realized": 1, "rank_step_sd_s": 0.0,
+        "status": "ok",
+        "parallelism": "ddp",
+        "inputs_reason": "",
+        "workers": 1,
+        "per_worker_batch": 32,
+        "gradient_bytes": 4e6,
+        "nodes_realized": 1,
+        "hosts_realized": 1,
+        "rank_step_sd_s": 0.0,
         **{f"step_{name}_s": 0.002 for name in ("data", "forward", "backward_compute", "optimizer", "other")},
-        "step_wrapper_s": 0.0007, "step_wrapper_s_low": 0.0005, "step_wrapper_s_high": 0.0009,
-    }  # fmt: skip
+        "step_wrapper_s": 0.0007,
+        "step_wrapper_s_low": 0.0005,
+        "step_wrapper_s_high": 0.0009,
+    }
     measured = measured_run(row)
     assert not isinstance(measured, str) and measured.wrapper_s is not None
     assert (measured.wrapper_s.value, measured.wrapper_s.low, measured.wrapper_s.high) == (0.0007, 0.0005, 0.0009)
