@@ -117,11 +117,6 @@ class RunOutcome:
     wait_s: float = 0.0  # the wait for the run's placement group, before its wall time
     ray_node_types: dict[str, int] = field(default_factory=dict)  # Ray node type -> workers that landed there
 
-    def times(self) -> dict[str, float]:
-        """started_at and ended_at, those the run reached (what analysis/phases.py wall_phases reads)."""
-        marks = {"started_at": self.started_at, "ended_at": self.ended_at}
-        return {name: mark for name, mark in marks.items() if mark is not None}
-
 
 @dataclass(frozen=True)
 class FinalRun:

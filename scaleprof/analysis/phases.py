@@ -3,8 +3,6 @@ and the wait for its resources before that (on an autoscaling cluster, for the n
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 
 from scaleprof.records import Lifecycle
@@ -16,23 +14,26 @@ WALL_PHASES = {"launch_s": "launch", "setup_s": "setup", "compile_phase_s": "com
 WAIT_PHASE = {"wait_s": "resource wait"}
 
 
-def wall_phases(record: dict[str, Any], lifecycle: pd.DataFrame, epochs: pd.DataFrame) -> dict[str, float]:
-    """The run's wall time cut at its workers' first start, first epoch, last epoch end and last exit
-    (the last attempt's; its launch includes any failed attempts before it). torch.compile's time, spent
-    inside the first steps, is taken out of training as a phase of its own: a fixed cost, like launch."""
-    if epochs.empty or lifecycle.empty or "started_at" not in record or "ended_at" not in record:
+def wall_phases(
+    started_at: float | None, ended_at: float | None, lifecycle: pd.DataFrame, epochs: pd.DataFrame
+) -> dict[str, float]:
+    """The run's wall time (from `started_at` to `ended_at`, the run record's; None: not reached) cut at its
+    workers' first start, first epoch, last epoch end and last exit (the last attempt's; its launch includes
+    any failed attempts before it). torch.compile's time, spent inside the first steps, is taken out of
+    training as a phase of its own: a fixed cost, like launch."""
+    if epochs.empty or lifecycle.empty or started_at is None or ended_at is None:
         return {}
     starts = lifecycle[lifecycle["event"] == Lifecycle.WORKER_START]["time"]
     ends = lifecycle[lifecycle["event"] == Lifecycle.WORKER_END]["time"]
     if starts.empty or ends.empty:
         return {}
     marks = [
-        record["started_at"],
+        started_at,
         float(starts.min()),
         float(epochs["epoch_start"].min()),
         float((epochs["epoch_start"] + epochs["epoch_time_s"]).max()),
         float(ends.max()),
-        record["ended_at"],
+        ended_at,
     ]
     names = [name for name in WALL_PHASES if name != "compile_phase_s"]
     phases = {name: max(0.0, b - a) for name, a, b in zip(names, marks, marks[1:])}

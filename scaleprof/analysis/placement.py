@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 
 from scaleprof.analysis.frames import column, of_kind
 from scaleprof.records import EventKind, Lifecycle
 
 
-def placement_warning(record: dict[str, Any], starts: pd.DataFrame) -> str:
-    """Where the realised placement differs from the one asked for ('' when it does not)."""
+def placement_warning(nodes_requested: int | None, gpus_per_worker: float, starts: pd.DataFrame) -> str:
+    """Where the realised placement (its workers' starts) differs from the one asked for ('' when it does not)."""
     warnings = []
-    wanted, realized = record.get("nodes_requested"), starts["node_id"].nunique()
-    if wanted and realized != wanted:
-        warnings.append(f"asked for {wanted} node(s), the workers ran on {realized}")
-    if record.get("gpus_per_worker"):
+    realized = starts["node_id"].nunique()
+    if nodes_requested and realized != nodes_requested:
+        warnings.append(f"asked for {nodes_requested} node(s), the workers ran on {realized}")
+    if gpus_per_worker:
         uuids = column(starts, "gpu_uuid")
         if uuids.isna().any():
             warnings.append("some workers' GPUs could not be identified through NVML")
-        elif uuids.nunique() < len(uuids) and record["gpus_per_worker"] >= 1:
+        elif uuids.nunique() < len(uuids) and gpus_per_worker >= 1:
             warnings.append("workers that asked for whole GPUs share a GPU (same UUID)")
     return "; ".join(warnings)
 

@@ -145,7 +145,7 @@ def summarize_run(
         row["node_ids"] = ",".join(sorted(starts["node_id"].unique()))
         uuids = column(starts, "gpu_uuid").dropna()
         row["gpu_uuids"] = ",".join(sorted(uuids.unique()))
-        row["placement_warning"] = placement_warning(record.to_dict(), starts)
+        row["placement_warning"] = placement_warning(record.nodes_requested, record.gpus_per_worker, starts)
         row.update(utilisation_of_peak(row, lifecycle, starts))
     loaders = lifecycle[lifecycle["event"] == Lifecycle.LOADER_INFO] if "event" in lifecycle else lifecycle
     if not loaders.empty:  # the training loader as rank 0 built it (every rank builds the same)
@@ -156,7 +156,7 @@ def summarize_run(
         row.update(energy(row, system, span))
     row.update(contention(system, starts, span, protocol.contention_share))
     row.update(language_columns(row, of_kind(events, EventKind.EVAL)))
-    row.update(wall_phases(outcome.times(), lifecycle, epochs))
+    row.update(wall_phases(outcome.started_at, outcome.ended_at, lifecycle, epochs))
     if tp.steady is not None and not tp.steady.empty:  # after utilisation_of_peak: it reads the parameters
         parameters = row.get("parameters")
         row.update(model_input_columns(tp.steady, probe, breakdown, record.workers, parameters or 0))

@@ -11,7 +11,7 @@ def test_wall_phases_cut_the_run_at_its_marks_and_add_up_to_wall_time():
         {"event": ["worker_start", "worker_start", "worker_end", "worker_end"], "time": [110.0, 111.0, 140.0, 141.5]}
     )
     epochs = pd.DataFrame({"epoch_start": [113.0, 113.2, 125.0], "epoch_time_s": [10.0, 9.0, 12.0]})
-    phases = wall_phases({"started_at": 100.0, "ended_at": 143.0}, lifecycle, epochs)
+    phases = wall_phases(100.0, 143.0, lifecycle, epochs)
     assert phases == {
         "launch_s": 10.0,
         "setup_s": 3.0,
@@ -21,7 +21,7 @@ def test_wall_phases_cut_the_run_at_its_marks_and_add_up_to_wall_time():
         "teardown_s": 1.5,
     }
     assert list(phases) == list(WALL_PHASES) and sum(phases.values()) == 43.0
-    assert wall_phases({"started_at": 100.0}, lifecycle, epochs) == {}  # a run still running has no end mark
+    assert wall_phases(100.0, None, lifecycle, epochs) == {}  # a run still running has no end mark
 
 
 def test_compile_time_is_a_phase_of_its_own_taken_out_of_training():
@@ -37,7 +37,7 @@ def test_compile_time_is_a_phase_of_its_own_taken_out_of_training():
             "compile_s": [6.0, 6.5, None, 0.5],
         }
     )
-    phases = wall_phases({"started_at": 100.0, "ended_at": 141.0}, lifecycle, epochs)
+    phases = wall_phases(100.0, 141.0, lifecycle, epochs)
     assert phases["compile_phase_s"] == 7.0 and phases["training_s"] == 24.0 - 7.0
     assert sum(phases.values()) == 41.0
 

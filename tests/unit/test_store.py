@@ -145,7 +145,7 @@ def test_a_run_record_reads_back_what_the_runner_wrote_and_ignores_fields_it_doe
         ray_node_types={"g5": 2},
     )
     assert final.raw["from_a_newer_scaleprof"] is True
-    assert final.outcome.times() == {"started_at": 1.0, "ended_at": 4.0}
+    assert (final.outcome.started_at, final.outcome.ended_at) == (1.0, 4.0)
     assert math.isnan(
         FinalRun.from_stored({"model": "m", "run_id": "x", "workers": 1, "status": "planned"}).outcome.wall_s
     )
