@@ -19,6 +19,7 @@ from scaleprof.analysis.quality_shift import DEFAULT_TOLERANCE, QualityShift, qu
 from scaleprof.analysis.recommend import Recommendation, recommend
 from scaleprof.analysis.scaling import FitBasis, law_reach, predictions
 from scaleprof.analysis.stragglers import Stall, Straggler
+from scaleprof.config import GoalSpec
 from scaleprof.records import RunKind, RunStatus
 
 
@@ -506,7 +507,7 @@ class RestartedRun:
 
 def findings(
     runs: pd.DataFrame,
-    goal: dict[str, Any] | None,
+    goal: GoalSpec | None,
     fits: pd.DataFrame | None = None,
     placements: pd.DataFrame | None = None,
     fabric: Any = None,

@@ -27,7 +27,7 @@ import pandas as pd
 from scaleprof.records import RunKind, RunStatus
 
 if TYPE_CHECKING:
-    from scaleprof.config import Experiment
+    from scaleprof.config import GoalSpec
 
 SURE = 0.975  # the whole 95% interval meets the goal
 METHOD_NAMES = {"physics": "physics model", "scaling law": "scaling law"}
@@ -57,44 +57,37 @@ class Recommendation:
     ledger_error_pct: float = math.nan  # predicted by physics: its median |error| on this study's runs
 
 
-def goal_of(experiment: Experiment) -> dict[str, Any] | None:
-    """The experiment's goal as the functions here read it (GoalSpec's fields); None when it sets none."""
-    return experiment.goal.model_dump(mode="json") if experiment.goal is not None else None
-
-
-def required_throughput(goal: dict[str, Any], cost_per_hour_usd: float) -> float:
+def required_throughput(goal: GoalSpec, cost_per_hour_usd: float) -> float:
     """The throughput a placement billed `cost_per_hour_usd` needs to meet `goal` (0 when nothing asks any;
     inf when a budget is set and the price is unknown)."""
     from scaleprof.analysis.cost import throughput_for_cost
 
     needs = [speed_needed(goal)]
-    if goal.get("max_cost_per_sample_usd") is not None:
+    if goal.max_cost_per_sample_usd is not None:
         hourly = float(cost_per_hour_usd)
-        needs.append(
-            throughput_for_cost(hourly, goal["max_cost_per_sample_usd"]) if math.isfinite(hourly) else math.inf
-        )
+        needs.append(throughput_for_cost(hourly, goal.max_cost_per_sample_usd) if math.isfinite(hourly) else math.inf)
     return max(needs)
 
 
-def speed_needed(goal: dict[str, Any]) -> float:
+def speed_needed(goal: GoalSpec) -> float:
     """The throughput the goal asks outright: `min_throughput`, and `samples` in `deadline_hours` (0: neither)."""
     needs = [0.0]
-    if goal.get("min_throughput") is not None:
-        needs.append(float(goal["min_throughput"]))
-    if goal.get("samples") is not None and goal.get("deadline_hours") is not None:
-        needs.append(float(goal["samples"]) / (float(goal["deadline_hours"]) * 3600))
+    if goal.min_throughput is not None:
+        needs.append(float(goal.min_throughput))
+    if goal.samples is not None and goal.deadline_hours is not None:
+        needs.append(float(goal.samples) / (float(goal.deadline_hours) * 3600))
     return max(needs)
 
 
-def _meets(throughput: float, cost: float, goal: dict[str, Any]) -> bool:
+def _meets(throughput: float, cost: float, goal: GoalSpec) -> bool:
     if not throughput >= speed_needed(goal):
         return False
-    return goal.get("max_cost_per_sample_usd") is None or cost <= goal["max_cost_per_sample_usd"]
+    return goal.max_cost_per_sample_usd is None or cost <= goal.max_cost_per_sample_usd
 
 
 def recommend(
     runs: pd.DataFrame,
-    goal: dict[str, Any] | None,
+    goal: GoalSpec | None,
     fabric: Any = None,
     ledger: pd.DataFrame | None = None,
     fell: set[tuple[str, str]] | None = None,
@@ -140,7 +133,7 @@ def recommend(
     return replace(best, quality_fell_on=lost)
 
 
-def _predicted(group: pd.DataFrame, goal: dict[str, Any], fabric: Any) -> list[Recommendation]:
+def _predicted(group: pd.DataFrame, goal: GoalSpec, fabric: Any) -> list[Recommendation]:
     """Each worker count of one (model, device) up to 4x its largest measured that meets the goal by its
     predicted figure: physics where it has one, else the scaling law; with its price and chance."""
     from scaleprof.analysis.cost import cost_per_sample_usd

@@ -23,7 +23,6 @@ from scaleprof.analysis.phases import wall_phases
 from scaleprof.analysis.placement import placement_warning, workers_table
 from scaleprof.analysis.prediction import fabric_of, prediction_ledger, study_sweep
 from scaleprof.analysis.quality import quality_tables
-from scaleprof.analysis.recommend import goal_of
 from scaleprof.analysis.repeats import add_loss_divergence, cv_table, spread_table
 from scaleprof.analysis.run_row import RUN_COLUMNS, SETTING_PREFIXES
 from scaleprof.analysis.scaling import add_scaling_columns, scaling_fits
@@ -387,9 +386,7 @@ def summarize(store: StudyStore) -> StudyTables:
     workers = workers_table(events)
     ranks = rank_tables(_rank_inputs(records, events, by_run), workers, protocol.warmup_steps)
     tolerance = experiment.evaluation.quality_tolerance
-    found = findings(
-        runs, goal_of(experiment), fits, placements, fabric, ledger, tolerance, manifest.data.loss_floor_nats
-    )
+    found = findings(runs, experiment.goal, fits, placements, fabric, ledger, tolerance, manifest.data.loss_floor_nats)
     found.stragglers, found.stalls = ranks.stragglers, ranks.stalls
     return StudyTables(
         runs=runs,

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from scaleprof.analysis.findings import Bottleneck, Cheapest, ContendedRun, LawPeak, RunCaveats
-from scaleprof.analysis.recommend import goal_of
 from scaleprof.analysis.summarize import StudyTables
 from scaleprof.report.goal_text import describe
 from scaleprof.report.tables import caveat_words, known_verdict, per_million, short_list
@@ -87,7 +86,7 @@ def findings_sentences(tables: StudyTables) -> list[str]:
         out.append(_bottleneck_sentence(found.bottleneck))
     if found.cheapest is not None:
         out.append(_cheapest_sentence(found.cheapest))
-    advice = describe(found.recommendation, goal_of(tables.manifest.experiment))
+    advice = describe(found.recommendation, tables.manifest.experiment.goal)
     if advice:
         out.append(advice)
     return out + _warning_sentences(tables)

@@ -3,40 +3,43 @@ asks, which placement meets it cheapest, measured or predicted, and how sure."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from scaleprof.analysis.recommend import METHOD_NAMES, SURE, Recommendation, speed_needed
 from scaleprof.report.tables import per_million
 
+if TYPE_CHECKING:
+    from scaleprof.config import GoalSpec
 
-def _margin(r: Recommendation, goal: dict[str, Any]) -> str:
+
+def _margin(r: Recommendation, goal: GoalSpec) -> str:
     """A caveat when the goal is met by the point figure but not by its whole 95% interval."""
     misses = []
     low = r.throughput_low
-    if goal.get("min_throughput") is not None and np.isfinite(low) and low < speed_needed(goal):
+    if goal.min_throughput is not None and np.isfinite(low) and low < speed_needed(goal):
         misses.append(f"its throughput's 95% interval reaches down to {low:,.0f} samples/s")
     high = r.cost_per_sample_high_usd
-    budget = goal.get("max_cost_per_sample_usd")
+    budget = goal.max_cost_per_sample_usd
     if budget is not None and np.isfinite(high) and high > budget:
         misses.append(f"its cost's 95% interval reaches up to {per_million(high)}")
     return f", but only just: {' and '.join(misses)}" if misses else ""
 
 
-def describe(recommendation: Recommendation | None, goal: dict[str, Any] | None) -> str | None:
+def describe(recommendation: Recommendation | None, goal: GoalSpec | None) -> str | None:
     if recommendation is None or not goal:
         return None
     wants = []
-    if goal.get("min_throughput") is not None:
-        wants.append(f"at least {goal['min_throughput']:,.0f} samples/s")
-    if goal.get("samples") is not None and goal.get("deadline_hours") is not None:
+    if goal.min_throughput is not None:
+        wants.append(f"at least {goal.min_throughput:,.0f} samples/s")
+    if goal.samples is not None and goal.deadline_hours is not None:
         wants.append(
-            f"{goal['samples']:,.0f} samples in {goal['deadline_hours']:g} h "
-            f"({float(goal['samples']) / (float(goal['deadline_hours']) * 3600):,.0f} samples/s)"
+            f"{goal.samples:,.0f} samples in {goal.deadline_hours:g} h "
+            f"({float(goal.samples) / (float(goal.deadline_hours) * 3600):,.0f} samples/s)"
         )
-    if goal.get("max_cost_per_sample_usd") is not None:
-        wants.append(f"at most {per_million(goal['max_cost_per_sample_usd'])}")
+    if goal.max_cost_per_sample_usd is not None:
+        wants.append(f"at most {per_million(goal.max_cost_per_sample_usd)}")
     head = "Goal (" + " and ".join(wants) + "): "
     r = recommendation
     cost = r.cost_per_sample_usd

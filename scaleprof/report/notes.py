@@ -8,7 +8,6 @@ import json
 import pandas as pd
 
 from scaleprof.analysis.findings import BusyButIdle, Findings, FixedCost
-from scaleprof.analysis.recommend import goal_of
 from scaleprof.analysis.summarize import StudyTables
 from scaleprof.config import Experiment
 from scaleprof.manifest import Manifest
@@ -21,7 +20,7 @@ def study_notes(tables: StudyTables) -> list[str]:
     """Plain sentences that say how the numbers were obtained (shown in HTML and markdown); the goal's
     recommendation first when the experiment sets one."""
     exp, found = tables.manifest.experiment, tables.findings
-    advice = describe(found.recommendation, goal_of(exp))
+    advice = describe(found.recommendation, exp.goal)
     return (
         ([advice] if advice else [])
         + _training_notes(exp, found)

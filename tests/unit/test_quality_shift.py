@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from scaleprof.analysis.quality_shift import quality_shifts
+from scaleprof.config import GoalSpec
 
 
 def runs(rows):
@@ -61,7 +62,7 @@ def test_no_goal_recommends_a_placement_whose_quality_fell():
     )
     table = table.assign(throughput=[100.0, 190.0, 350.0], cost_per_sample_usd=[1e-5, 1.05e-5, 1.14e-5])
     fell = {(s.model, s.placement) for s in quality_shifts(table) if s.worse}
-    goal = {"min_throughput": 150}
+    goal = GoalSpec(min_throughput=150)
     unfiltered = recommend(table, goal)
     assert unfiltered is not None
     assert fell == {("m", "cpu-2")} and unfiltered.placement == "cpu-2"  # the cheapest, by speed
@@ -73,7 +74,7 @@ def test_no_goal_recommends_a_placement_whose_quality_fell():
     assert "met cheapest by m on cpu-4" in best_text
     # Beyond every measured placement: predicted from all three runs (cpu-2 still measured its speed), never at
     # a measured count, and saying where quality fell.
-    more = {"min_throughput": 400}
+    more = GoalSpec(min_throughput=400)
     predicted = recommend(table, more, fell=fell)
     assert predicted is not None
     assert predicted.basis == "predicted" and predicted.workers > 4

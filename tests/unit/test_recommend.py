@@ -3,6 +3,8 @@
 import pandas as pd
 import pytest
 
+from scaleprof.config import GoalSpec
+
 
 def scaling_runs():
     from scaleprof.analysis.usl import usl
@@ -27,16 +29,16 @@ def test_recommend_measured_cheapest_then_predicted_then_none():
     from scaleprof.report.goal_text import describe
 
     runs = scaling_runs()  # 100, 181.8, 307.7 samples/s
-    measured = recommend(runs, {"min_throughput": 150})
+    measured = recommend(runs, GoalSpec(min_throughput=150))
     assert measured is not None
     assert measured.basis == "measured" and measured.placement == "cpu-2"  # cheaper than cpu-4
-    predicted = recommend(runs, {"min_throughput": 400})
+    predicted = recommend(runs, GoalSpec(min_throughput=400))
     assert predicted is not None
     assert predicted.basis == "predicted" and predicted.workers == 6  # 100*6/(1+0.5) = 400
-    text = describe(predicted, {"min_throughput": 400})
+    text = describe(predicted, GoalSpec(min_throughput=400))
     assert text is not None
     assert "a prediction, not a measurement" in text
-    assert recommend(runs, {"min_throughput": 10_000}) == Recommendation(basis="none")
+    assert recommend(runs, GoalSpec(min_throughput=10_000)) == Recommendation(basis="none")
     assert recommend(runs, None) is None
 
 
@@ -45,11 +47,11 @@ def test_a_goal_met_only_by_the_point_figure_says_so():
     from scaleprof.report.goal_text import describe
 
     runs = scaling_runs().assign(throughput_low=lambda f: f["throughput"] * 0.95)  # cpu-2: 181.8, down to 172.7
-    goal = {"min_throughput": 175}
+    goal = GoalSpec(min_throughput=175)
     text = describe(recommend(runs, goal), goal)
     assert text is not None
     assert "met cheapest by m on cpu-2" in text and "only just" in text and "down to 173 samples/s" in text
-    firm = {"min_throughput": 150}
+    firm = GoalSpec(min_throughput=150)
     firm_text = describe(recommend(runs, firm), firm)
     assert firm_text is not None
     assert "only just" not in firm_text
@@ -60,7 +62,7 @@ def test_a_predicted_recommendation_says_what_its_law_rests_on():
     from scaleprof.report.goal_text import describe
 
     runs = scaling_runs().assign(contended=[False, False, True])
-    goal = {"min_throughput": 400}
+    goal = GoalSpec(min_throughput=400)
     text = describe(recommend(runs, goal), goal)
     assert text is not None
     assert "a prediction, not a measurement; from 3 worker counts (3 runs)" in text and "cpu-4 contended" in text
@@ -71,7 +73,7 @@ def test_a_predicted_recommendation_names_where_quality_fell_and_the_report_says
     from scaleprof.report.goal_text import describe
 
     runs = scaling_runs().assign(contended=[False, False, True])
-    goal = {"min_throughput": 400}
+    goal = GoalSpec(min_throughput=400)
     best = recommend(runs, goal, fell={("m", "cpu-4"), ("m", "cpu-2"), ("other", "cpu-1")})
     assert best is not None and best.basis == "predicted"
     assert best.quality_fell_on == ("cpu-2", "cpu-4") and best.rests_on.startswith("from 3 worker counts")
@@ -112,14 +114,14 @@ def test_a_predicted_recommendation_is_the_cheapest_its_whole_interval_meets_els
     from scaleprof.report.goal_text import describe
 
     runs = noisy_runs()
-    goal = {"min_throughput": 640}
+    goal = GoalSpec(min_throughput=640)
     sure = recommend(runs, goal)
     assert sure is not None
     assert sure.workers == 10 and sure.chance >= SURE and sure.method == "scaling law"
     sure_text = describe(sure, goal)
     assert sure_text is not None
     assert "its whole 95% interval meets the goal" in sure_text
-    goal = {"min_throughput": 680}
+    goal = GoalSpec(min_throughput=680)
     likely = recommend(runs, goal)
     assert likely is not None
     assert likely.workers == 10 and 0.5 < likely.chance < SURE
@@ -133,11 +135,11 @@ def test_a_deadline_and_a_budget_are_throughputs_the_placement_must_reach():
     from scaleprof.analysis.recommend import recommend, required_throughput
     from scaleprof.report.goal_text import describe
 
-    assert required_throughput({"samples": 3.6e6, "deadline_hours": 2}, 3.6) == 500
-    needed = required_throughput({"min_throughput": 100, "max_cost_per_sample_usd": 1e-6}, 3.6)
+    assert required_throughput(GoalSpec(samples=3.6e6, deadline_hours=2), 3.6) == 500
+    needed = required_throughput(GoalSpec(min_throughput=100, max_cost_per_sample_usd=1e-6), 3.6)
     assert needed == pytest.approx(1000)
     assert cost_per_sample_usd(3.6, needed) == pytest.approx(1e-6)  # the budget's throughput costs the budget
-    goal = {"samples": 150 * 3600 * 10, "deadline_hours": 10}  # 150 samples/s
+    goal = GoalSpec(samples=150 * 3600 * 10, deadline_hours=10)  # 150 samples/s
     measured = recommend(scaling_runs(), goal)
     assert measured is not None
     assert measured.basis == "measured" and measured.placement == "cpu-2"
@@ -158,7 +160,7 @@ def test_the_physics_model_recommends_where_the_fabric_reaches_and_says_how_far_
 
     runs = summarize(make_study(tmp_path / "study")).runs
     fabric = fabric_of(exact_sweep(), "test", {"inter-node": "1GB/s,50us"})
-    goal = {"min_throughput": 500}
+    goal = GoalSpec(min_throughput=500)
     best = recommend(runs, goal, fabric, prediction_ledger(runs, fabric))
     assert best is not None
     assert (best.method, best.workers, best.nodes) == ("physics", 3, 2)
