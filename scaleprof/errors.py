@@ -30,7 +30,7 @@ def write_failure(exc: BaseException, remote: bool = False) -> str | None:
     code = getattr(exc, "errno", None)
     cause = getattr(exc, "cause", None)  # ray.exceptions.RayTaskError keeps the remote exception itself
     if code is None and isinstance(cause, OSError):
-        code = cause.errno
+        code, remote = cause.errno, True  # raised in another process: its EACCES may be a read
     for kind, codes in (_WRITE_ONLY_TEXT if remote else WRITE_FAILURES).items():
         if code in codes:
             return kind

@@ -33,9 +33,9 @@ def decide(exc: BaseException, lost: str = "") -> FailureDecision:
     unsupported = unsupported or _wrapped_unsupported(exc)
     if unsupported is not None:
         return FailureDecision(unsupported[:500], stop_study=False, skip=True)
-    # A worker's OSError by its write-only errno (its EACCES may be a read of the user's data); the driver's own
-    # by any write errno, or by the remote text Ray gives.
-    found = [write_failure(e, remote=True) for e in workers] + [write_failure(e) for e in causes(exc)]
+    # A worker's OSError (or one another process raised, reached through a RayTaskError) by its write-only errno:
+    # its EACCES may be a read of the user's data; the driver's own by any write errno.
+    found = [write_failure(e, remote=True) for e in workers] + [write_failure(e, remote) for e, remote in chain(exc)]
     cannot_write = next((kind for kind in found if kind is not None), None)
     return FailureDecision(lost + failure_reason(exc), stop_study=cannot_write is not None, write_failure=cannot_write)
 
@@ -63,12 +63,21 @@ def _wrapped_unsupported(exc: BaseException) -> str | None:
 def causes(exc: BaseException, most: int = 16) -> list[BaseException]:
     """`exc` and what it was raised from (`__cause__`, else `__context__`, else the remote exception a Ray
     RayTaskError carries as `cause`), outermost first."""
-    out: list[BaseException] = []
+    return [seen for seen, _ in chain(exc, most)]
+
+
+def chain(exc: BaseException, most: int = 16) -> list[tuple[BaseException, bool]]:
+    """`causes`, each with whether it was raised in another process (reached through a RayTaskError's `cause`,
+    or that RayTaskError itself)."""
+    out: list[tuple[BaseException, bool]] = []
     seen: BaseException | None = exc
+    remote = False
     while seen is not None and len(out) < most:
-        out.append(seen)
-        remote = getattr(seen, "cause", None)
-        seen = seen.__cause__ or seen.__context__ or (remote if isinstance(remote, BaseException) else None)
+        carried = getattr(seen, "cause", None)
+        remote = remote or isinstance(carried, BaseException)
+        out.append((seen, remote))
+        following = seen.__cause__ or seen.__context__
+        seen = following if following is not None else (carried if isinstance(carried, BaseException) else None)
     return out
 
 

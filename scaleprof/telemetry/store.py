@@ -363,7 +363,7 @@ class StudyStore:
                 raise StoreError(
                     path,
                     f"{where}: a setting scaleprof {scaleprof_version()} does not know (the study was written "
-                    f"by scaleprof {writer or 'of another version'}: read it with that version)",
+                    f"by scaleprof {writer or 'of another version'}: read it with the version that wrote it)",
                 ) from None
             raise StoreError(path, f"damaged: {where}: {first['msg'].removeprefix('Value error, ')}") from None
 

@@ -808,8 +808,8 @@ class WorkerSession:
             while len(rounds) < fewest or (len(rounds) < most and time.perf_counter() - started < WRAPPER_BUDGET_S):
                 bare = self._timed_steps(plain, batches, loss_fn)
                 rounds.append((bare, self._timed_steps(wrapped, batches, loss_fn)))
-        except RuntimeError:
-            return  # DDP refused the model (e.g. a parameter with no gradient): no figure, the run goes on
+        except Exception:  # a probe never fails the run: DDP refused the model (a parameter with
+            return  # no gradient, parameters on several devices) or the loss did not take the wrapper: no figure
         finally:
             plain.zero_grad(set_to_none=True)
             with torch.no_grad():

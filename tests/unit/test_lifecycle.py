@@ -125,6 +125,12 @@ def test_an_oserror_ray_hands_over_is_read_by_its_errno_not_its_text():
     full = from_ray(OSError(errno.ENOSPC, "segment write cut short"))
     assert write_failure(full, remote=True) == NO_SPACE and write_failure(full) == NO_SPACE
     assert write_failure(from_ray(OSError(errno.EROFS, "no"))) == NOT_WRITABLE
-    assert write_failure(from_ray(OSError(errno.EACCES, "no")), remote=True) is None  # maybe a read
+    assert write_failure(from_ray(OSError(errno.EACCES, "no"))) is None  # raised elsewhere: maybe a read
     # in a worker: the RayTaskError it raised, by type through its cause
     assert decide(_worker_group_error(full)).write_failure == NO_SPACE
+    # reaching the driver itself (a task's, an actor's): a full disk stops the study; a denied read does not
+    assert decide(full).stop_study and decide(full).write_failure == NO_SPACE
+    denied = decide(from_ray(PermissionError(errno.EACCES, "Permission denied", "/data/x.csv")))
+    assert not denied.stop_study and denied.write_failure is None
+    # the driver's own EACCES (its study directory) is a write it cannot do
+    assert decide(PermissionError(errno.EACCES, "Permission denied", "/s/events")).write_failure == NOT_WRITABLE
