@@ -368,17 +368,9 @@ def test_an_opt_in_profiler_trace_covers_steady_steps_that_throughput_then_leave
     from scaleprof.analysis.throughput import steady_state_throughput
     from scaleprof.config import ProfileSpec
 
-    traces = []
+    traces: list[tuple[str, bytes, Any]] = []
     events: list[Event] = []
-    stored: list[dict[str, Any]] = []
-    s = WorkerSession(
-        events.append,
-        stored.append,
-        rank=0,
-        world_size=1,
-        device=torch.device("cpu"),
-        threads=1,
-        epochs=2,
+    s, events, _ = make_session(
         profile=ProfileSpec(torch_profiler=True, steps=3),
         store_trace=lambda name, data: traces.append((name, data, last_step(events))),
     )
