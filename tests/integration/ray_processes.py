@@ -14,14 +14,31 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int, taken: set[int] | frozenset[int] = frozenset()) -> list[int]:
+    """`count` distinct free ports, none in `taken` (bound all at once, so none is handed out twice)."""
+    sockets: list[socket.socket] = []
+    try:
+        while len(sockets) < count:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in taken:
+                s.close()
+                continue
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def head_command(port: int, temp: str, *flags: str) -> list[str]:
     """`ray start --head --block` from this venv, 1 CPU, its own temp dir and every port its own: the
     session's test cluster runs beside it and holds Ray's defaults."""
+    named = {int(x) for flag in flags for x in flag.split("=")[-1:] if x.isdigit()}
+    agent, agent_grpc, runtime_env, metrics = free_ports(4, taken={port, *named})
     return [
         str(VENV_BIN / "ray"),
         "start",
@@ -33,10 +50,10 @@ def head_command(port: int, temp: str, *flags: str) -> list[str]:
         f"--temp-dir={temp}",
         "--object-store-memory=100000000",
         *flags,
-        f"--dashboard-agent-listen-port={free_port()}",
-        f"--dashboard-agent-grpc-port={free_port()}",
-        f"--runtime-env-agent-port={free_port()}",
-        f"--metrics-export-port={free_port()}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--runtime-env-agent-port={runtime_env}",
+        f"--metrics-export-port={metrics}",
     ]
 
 

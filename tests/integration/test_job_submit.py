@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.ray_processes import free_port, head_command, stop_tree, wait_for_port
+from tests.integration.ray_processes import free_ports, head_command, stop_tree, wait_for_port
 
 VENV_BIN = Path(sys.executable).parent
 # The user's model lives beside the experiment file, in a subdirectory of the job's working directory that
@@ -50,13 +50,22 @@ def submit(cmd: list[str], env: dict[str, str], ready_timeout_s: float = 120) ->
 def head(tmp_path_factory):
     """A one-node `ray start --head` cluster started from this venv (the job's `scaleprof` comes from its PATH)."""
     temp = tmp_path_factory.mktemp("rayhead")
-    dashboard = free_port()
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "token"}
     env.pop("RAY_ADDRESS", None)
-    cmd = head_command(free_port(), str(temp), "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for attempt in range(3):  # `ray start` once exited at once in CI (its output was not kept): kept now, retried
+        gcs, dashboard = free_ports(2)
+        cmd = head_command(gcs, str(temp), "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}")
+        log = temp / f"ray-start-{attempt}.log"
+        with log.open("w") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_dashboard(dashboard, proc)
+            break
+        except RuntimeError:
+            stop_tree(proc)
+            if attempt == 2:
+                raise RuntimeError(f"ray start exited 3 times; the last said:\n{log.read_text()[-3000:]}") from None
     try:
-        wait_for_dashboard(dashboard, proc)
         yield f"http://127.0.0.1:{dashboard}", env
     finally:
         stop_tree(proc)
