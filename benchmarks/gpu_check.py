@@ -211,6 +211,17 @@ def part_one(args, out: dict[str, Any]) -> None:
         out["nvml"]["energy"] = energy({"throughput": float("nan")}, frame, None)
 
 
+def _scaleprof(arguments: list[str], timeout_s: float) -> subprocess.CompletedProcess:
+    """`scaleprof ARGUMENTS` from this interpreter, its output kept."""
+    return subprocess.run(
+        [sys.executable, "-m", "scaleprof.cli", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+
+
 def part_two(args, out: dict[str, Any], where: Path) -> None:
     """The whole path through Ray, where Ray is installed."""
     try:
@@ -220,21 +231,7 @@ def part_two(args, out: dict[str, Any], where: Path) -> None:
         return
     import pandas as pd
 
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scaleprof.cli",
-            "run",
-            str(REPO / "experiments" / "gpu-check.yaml"),
-            "--out",
-            str(where),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=args.study_timeout,
-        check=False,
-    )
+    done = _scaleprof(["run", str(REPO / "experiments" / "gpu-check.yaml"), "--out", str(where)], args.study_timeout)
     out["study_rc"], out["study_tail"] = done.returncode, (done.stdout + done.stderr)[-3000:]
     studies = sorted(where.glob("gpu-check-*"))
     if not studies:
@@ -282,38 +279,15 @@ def part_three(args, out: dict[str, Any], where: Path) -> None:
         return
     import pandas as pd
 
-    cli = [sys.executable, "-m", "scaleprof.cli"]
     sweep = where / "fabric.parquet"
-    done = subprocess.run(
-        [
-            *cli,
-            "fabric",
-            "--workers",
-            str(gpus),
-            "--gpus-per-worker",
-            "1",
-            "--strategy",
-            "STRICT_PACK",
-            "--out",
-            str(sweep),
-            "--force",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=args.study_timeout,
-        check=False,
-    )
+    fabric = ["fabric", "--workers", str(gpus), "--gpus-per-worker", "1", "--strategy", "STRICT_PACK"]
+    done = _scaleprof([*fabric, "--out", str(sweep), "--force", "--json"], args.study_timeout)
     result: dict[str, Any] = {"gpus": gpus, "fabric_rc": done.returncode, "fabric_tail": done.stderr[-2000:]}
     out["multi_gpu"] = result
     if done.returncode == 0:
         result["fabric"] = json.loads(done.stdout)
-    done = subprocess.run(
-        [*cli, "run", str(REPO / "experiments" / "gpu-check-multi.yaml"), "--out", str(where)],
-        capture_output=True,
-        text=True,
-        timeout=args.study_timeout,
-        check=False,
+    done = _scaleprof(
+        ["run", str(REPO / "experiments" / "gpu-check-multi.yaml"), "--out", str(where)], args.study_timeout
     )
     result["study_rc"], result["study_tail"] = done.returncode, (done.stdout + done.stderr)[-3000:]
     studies = sorted(where.glob("gpu-check-multi-*"))
