@@ -138,50 +138,23 @@ def test_killed_workers_restart_or_fail_and_the_study_goes_on(ray_session, tmp_p
     assert by_id.loc[restarted, "throughput"] > 0
 
 
-def test_killed_aggregator_restarts_and_no_event_is_lost_or_stored_twice(ray_session, tmp_path):
-    """SIGKILL the aggregator twice while two workers (one per node) stream events: it restarts, rebuilds
-    from the store, the sinks' unanswered calls are retried, and every worker's stored seq is 0..n-1."""
-    from scaleprof.telemetry.handle import aggregator_name
-
-    experiment = Experiment.model_validate(
-        {
-            **BASE,
-            "name": "aggkill",
-            "train": {"epochs": 20, "batch_size": 16},
-            "placements": [{"name": "cpu-2", "workers": 2, "strategy": "STRICT_SPREAD"}],
-        }
-    )
-    (run,) = (r.run_id for r in expand(experiment))
-    study = StudyThread(experiment, tmp_path)
-    pids = []
-    for epoch in (1, 5):
-        study.wait_for(f"epoch {epoch}", training(run, 0, epoch=epoch))
-        actor = ray_session.get_actor(aggregator_name(study.study_dir.name))
-        pids.append(ray_session.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60))
-        os.kill(pids[-1], signal.SIGKILL)
-    result = study.join()
-
-    assert len(set(pids)) == 2  # the second kill hit the restarted actor, a new process
-    record = final_records(study.study_dir)[run]
-    assert record["status"] == "ok" and record["attempts"] == 1, record
-    events = study.events()
-    assert_no_gaps_or_duplicates(events)
-    epochs = {(e["rank"], e["epoch"]) for e in events if e["kind"] == "epoch"}
-    assert epochs == {(rank, epoch) for rank in (0, 1) for epoch in range(20)}
-    assert result.aggregator_stats["gaps"] == 0
-    by_id = summarize(StudyStore(study.study_dir)).runs.set_index("run_id")
-    assert by_id.loc[run, "seq_gaps"] == 0 and by_id.loc[run, "eval_samples"] > 0
+EPOCHS_AFTER_LOSS = 30
 
 
 def test_a_lost_node_fails_the_run_cleanly_and_the_study_goes_on(ray_cluster, ray_session, tmp_path):
     """A third node joins; a 3-worker STRICT_SPREAD run lands one worker on it; the node is removed
     (its raylet and workers SIGKILLed) mid-epoch. The restart (max_failures: 1) cannot be placed on two
-    nodes, so the run fails after placement_timeout_s instead of hanging; the next run is ok."""
+    nodes, so the run fails after placement_timeout_s instead of hanging; the next run is ok.
+    That next run's two workers (one per node) stream events while the aggregator is SIGKILLed twice: it
+    restarts, rebuilds from the store, the sinks' unanswered calls are retried, and every worker's stored
+    seq is 0..n-1."""
+    from scaleprof.telemetry.handle import aggregator_name
+
     experiment = Experiment.model_validate(
         {
             **BASE,
             "name": "nodeloss",
-            "train": {"epochs": 30, "batch_size": 16, "max_failures": 1},
+            "train": {"epochs": EPOCHS_AFTER_LOSS, "batch_size": 16, "max_failures": 1},
             "placements": [
                 {"name": "spread-3", "workers": 3, "cpus_per_worker": 0.5, "strategy": "STRICT_SPREAD"},
                 {"name": "cpu-2", "workers": 2, "cpus_per_worker": 0.5, "strategy": "STRICT_SPREAD"},
@@ -204,7 +177,13 @@ def test_a_lost_node_fails_the_run_cleanly_and_the_study_goes_on(ray_cluster, ra
 
         study.wait_for("a worker of the lost run training on the extra node", on_doomed)
         ray_cluster.remove_node(doomed, allow_graceful=False)
-        study.join(timeout_s=240)
+        pids = []
+        for epoch in (1, 5):
+            study.wait_for(f"epoch {epoch} of the run after", training(after, 0, epoch=epoch))
+            actor = ray_session.get_actor(aggregator_name(study.study_dir.name))
+            pids.append(ray_session.get(actor.__ray_call__.remote(lambda self: os.getpid()), timeout=60))
+            os.kill(pids[-1], signal.SIGKILL)
+        result = study.join(timeout_s=240)
     finally:
         if doomed in ray_cluster.worker_nodes:
             ray_cluster.remove_node(doomed, allow_graceful=False)
@@ -219,3 +198,10 @@ def test_a_lost_node_fails_the_run_cleanly_and_the_study_goes_on(ray_cluster, ra
     assert {e["node_id"] for e in events if e["run_id"] == lost} >= {doomed.node_id}  # its events were kept
     runs = summarize(StudyStore(study.study_dir)).runs.set_index("run_id")
     assert runs.loc[after, "nodes_realized"] == 2
+
+    assert len(set(pids)) == 2  # the second kill hit the restarted aggregator, a new process
+    assert records[after]["attempts"] == 1, records[after]  # the workers never noticed
+    epochs = {(e["rank"], e["epoch"]) for e in events if e["run_id"] == after and e["kind"] == "epoch"}
+    assert epochs == {(rank, epoch) for rank in (0, 1) for epoch in range(EPOCHS_AFTER_LOSS)}
+    assert result.aggregator_stats["gaps"] == 0
+    assert runs.loc[after, "seq_gaps"] == 0 and runs.loc[after, "eval_samples"] > 0

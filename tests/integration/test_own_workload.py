@@ -177,62 +177,52 @@ def test_image_folder_data_with_loader_workers(ray_cluster, tmp_path):
     assert runs["loader_num_workers"].tolist() == [1]  # as the run's loader was built, from its loader_info event
 
 
-RAISES = """
-from scaleprof import session
-
-def train_func(config):
-    for epoch in session.epochs():
-        for i, _ in enumerate(session.steps(range(0, 1000, 10), samples=10)):
-            if epoch == 1 and i == 3:
-                raise ValueError("my loop exploded at step 3")
-"""
-
-SILENT = """
+# One loop module, two ways a user's loop goes wrong (each model's kwargs pick one): it raises mid-epoch,
+# or it trains but never through session.epochs() / session.steps().
+MISBEHAVING = """
 import torch
 
 from scaleprof import session
 
 def train_func(config):
-    model = session.prepare_model(torch.nn.Linear(4, 2))
-    for _ in range(20):  # trains, but never through session.epochs() / session.steps()
-        model(torch.randn(8, 4)).sum().backward()
+    if config["model"]["kwargs"]["behaviour"] == "raises":
+        for epoch in session.epochs():
+            for i, _ in enumerate(session.steps(range(0, 1000, 10), samples=10)):
+                if epoch == 1 and i == 3:
+                    raise ValueError("my loop exploded at step 3")
+    else:
+        model = session.prepare_model(torch.nn.Linear(4, 2))
+        for _ in range(20):
+            model(torch.randn(8, 4)).sum().backward()
 """
 
 
-def test_a_loop_that_raises_fails_its_run_and_the_study_still_reports(ray_cluster, tmp_path):
-    code = write(tmp_path / "project", {"raises.py": RAISES})
+def test_a_loop_that_raises_fails_its_run_and_one_that_records_no_step_is_unmeasured(ray_cluster, tmp_path):
+    """Both in one study: the report is still written, exit 3 names each run with what went wrong."""
+    code = write(tmp_path / "project", {"misbehaving.py": MISBEHAVING})
     (code / "experiment.yaml").write_text(
-        "name: raises\ntrain: {loop: 'raises:train_func', epochs: 2}\nplacements:\n  - {name: one, workers: 1}\n"
-        "ray: {placement_timeout_s: 10}\n"
+        "name: misbehaving\ntrain: {loop: 'misbehaving:train_func', epochs: 2}\nmodels:\n"
+        "  - {label: raises, kwargs: {behaviour: raises}}\n  - {label: silent, kwargs: {behaviour: silent}}\n"
+        "placements:\n  - {name: one, workers: 1}\nray: {placement_timeout_s: 10}\n"
     )
     out = tmp_path / "reports"
     proc = scaleprof(["run", str(code / "experiment.yaml"), "--out", str(out)], ray_cluster)
     assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "1 of 1 run(s) failed: 001-train_func-one-r0" in proc.stderr and "Traceback" not in proc.stderr
+    assert "1 of 2 run(s) failed: 001-raises-one-r0" in proc.stderr and "Traceback" not in proc.stderr
+    assert "1 of 2 run(s) measured nothing: 002-silent-one-r0" in proc.stderr
+    assert "session.steps(loader)" in proc.stderr
     (study,) = out.iterdir()
-    runs = pd.read_parquet(study / "runs.parquet")
-    assert runs["status"].tolist() == ["failed"] and "my loop exploded at step 3" in runs["reason"].iloc[0]
-    # Epoch 1 finished (the warm-up the steady state leaves out): no figure from it reads as the placement's speed.
-    assert runs[["throughput", "speedup", "cost_per_sample_usd"]].isna().all(axis=None)
     assert (study / "report.html").stat().st_size > 0
+    runs = pd.read_parquet(study / "runs.parquet").set_index("model")
+    raised, silent = runs.loc["raises"], runs.loc["silent"]
+    assert raised["status"] == "failed" and "my loop exploded at step 3" in raised["reason"]
+    # Epoch 1 finished (the warm-up the steady state leaves out): no figure from it reads as the placement's speed.
+    assert raised[["throughput", "speedup", "cost_per_sample_usd"]].isna().all()
     events = StudyStore(study).events()
-    steps = events[events["kind"] == "step"]
-    assert len(steps) == 103 and (events["kind"] == "epoch").sum() == 1  # what it ran; not the epoch it never finished
-
-
-def test_a_loop_that_records_no_step_is_unmeasured_not_ok(ray_cluster, tmp_path):
-    code = write(tmp_path / "project", {"silent.py": SILENT})
-    (code / "experiment.yaml").write_text(
-        "name: silent\ntrain: {loop: 'silent:train_func', epochs: 2}\nplacements:\n  - {name: one, workers: 1}\n"
-        "ray: {placement_timeout_s: 10}\n"
-    )
-    out = tmp_path / "reports"
-    proc = scaleprof(["run", str(code / "experiment.yaml"), "--out", str(out)], ray_cluster)
-    assert proc.returncode == 3, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "1 of 1 run(s) measured nothing: 001-train_func-one-r0" in proc.stderr
-    assert "session.steps(loader)" in proc.stderr and "Traceback" not in proc.stderr
-    (study,) = out.iterdir()
-    runs = pd.read_parquet(study / "runs.parquet")
-    assert runs["status"].tolist() == ["unmeasured"] and runs["throughput"].isna().all()
+    mine = events[events["run_id"] == raised["run_id"]]
+    steps = mine[mine["kind"] == "step"]
+    assert len(steps) == 103 and (mine["kind"] == "epoch").sum() == 1  # what it ran; not the epoch it never finished
+    assert silent["status"] == "unmeasured" and pd.isna(silent["throughput"])
     records = [json.loads(line) for line in (study / "run_records.jsonl").read_text().splitlines()]
-    assert records[-1]["status"] == "unmeasured"  # as recorded: --resume runs it again once the loop records steps
+    last = {r["run_id"]: r["status"] for r in records}
+    assert last[silent["run_id"]] == "unmeasured"  # as recorded: --resume runs it again once the loop records steps
