@@ -17,7 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 
@@ -37,7 +37,11 @@ class UserError(Exception):
 
 
 class StudyStopped(Exception):
-    """The study could not go on (the disk filled up); what was stored is intact and resumable."""
+    """The study could not go on (the disk filled up, Ray was lost); what was stored is intact and resumable."""
+
+    def __init__(self, message: str, ray_gone: bool = False):
+        super().__init__(message)
+        self.ray_gone = ray_gone  # Ray's GCS no longer answers: nothing of Ray's can be shut down
 
 
 def _load(path: str, overrides: list[str] | None = None, measure: bool = True) -> tuple[Experiment, Any]:
@@ -232,7 +236,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         except RayLost as exc:
             raise StudyStopped(
                 f"{exc}. The study stopped; what it stored stays readable. Start Ray again if it was a cluster's, "
-                f"then finish the study with: scaleprof run {args.file} --resume {store.root}"
+                f"then finish the study with: scaleprof run {args.file} --resume {store.root}",
+                ray_gone=True,
             ) from None
         finally:
             if not resume and not store.exists():  # it never started: nothing to resume, nothing to keep
@@ -898,7 +903,9 @@ def missing_driver_packages() -> list[str]:
     return [package for module, package in DRIVER_PACKAGES.items() if importlib.util.find_spec(module) is None]
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, owns_process: bool = False) -> int:
+    """`scaleprof ARGV`: the exit code. `owns_process`: this is the `scaleprof` program itself, which may end
+    its process at once (see `_exit_leaving_ray`)."""
     args = build_parser().parse_args(argv)
     console = Console()
     if not console.is_terminal:  # logs (CI, `ray job submit`) are read later: do not squeeze tables to 80 columns
@@ -916,6 +923,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except StudyStopped as err:
         print(f"error: {err}", file=sys.stderr)
+        if err.ray_gone and owns_process:
+            _exit_leaving_ray(1)
         return 1
     except KeyboardInterrupt:
         print("interrupted: what was stored so far stays in the study directory", file=sys.stderr)
@@ -927,5 +936,19 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signal.SIGTERM
 
 
+def _exit_leaving_ray(code: int) -> NoReturn:
+    """End the process now. With its GCS gone, Ray's own exit hook (`ray.shutdown`) waits on it for seconds
+    (8 s measured) and then can crash the interpreter; a local Ray this process started is stopped by the
+    reaper process Ray runs beside it once this one ends."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def program() -> NoReturn:
+    """The `scaleprof` command."""
+    sys.exit(main(owns_process=True))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    program()

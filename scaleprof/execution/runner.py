@@ -158,14 +158,22 @@ class _ProgressPoller:
         self._aggregator, self._run, self._observer, self._metrics = aggregator, run, observer, metrics
         self._interval = interval_s
         self._stop = threading.Event()
+        self._abandoned = False
         self._thread = threading.Thread(target=self._loop, daemon=True, name="scaleprof-progress")
 
     def __enter__(self) -> _ProgressPoller:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self._stop.set()
+        if exc_type is not None:
+            # The run ended on an error (Ray lost, Ctrl-C): a poll in flight may wait out its timeout on a Ray
+            # that no longer answers (it delayed the lost-Ray message by 10 s); it is left, not waited for,
+            # and shows nothing more.
+            self._abandoned = True
+            self._thread.join(timeout=0.5)
+            return
         self._thread.join()
         self._poll()  # a run shorter than one interval still shows where it ended
 
@@ -174,6 +182,8 @@ class _ProgressPoller:
             progress = self._aggregator.progress(self._run.run_id, timeout_s=5)
         except Exception:
             return  # the display is best-effort; the store is the record
+        if self._abandoned:
+            return
         self._observer.run_progress(self._run, progress)
         if progress.get("ranks"):
             try:
