@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from scaleprof.telemetry.handle import Aggregators
+    from scaleprof.workloads.data import DataFacts, RunSplit
 
 ASSIGNMENT = "assignment"  # the one key of the `train_loop_config` dict
 
@@ -31,10 +32,20 @@ class WorkerAssignment:
     cpus_per_worker: float  # the placement's Ray CPUs per worker: the worker's torch threads
     aggregator: Aggregators  # the study's aggregators: where the worker's events, predictions and traces go
     # The driver's data set, None when the user's loop brings its own data:
-    split: dict[str, Any] | None  # workloads.data.run_split: held_name, and train/val/held indices into the data set
+    split: RunSplit | None  # the run's train / val / held indices into the data set
     shipped: tuple[np.ndarray, np.ndarray] | None  # the data set's (x, y) when the driver sends them, else None
-    data_info: dict[str, Any] | None  # samples, input_shape, num_classes, labels_sha256: the worker checks its copy
-    model_info: dict[str, float]  # the model's flops_per_sample and parameters, as the driver counted them ({})
+    data_info: DataFacts | None  # what the worker checks its copy of the data set against
+    flops_per_sample: float | None  # the model's, as the driver counted them (None: not counted)
+
+
+@dataclass(frozen=True)
+class InferenceInputs:
+    """What the inference probe's actor receives: the held-out indices and, for the small real data set, its
+    arrays (synthetic images are regenerated from the seed)."""
+
+    test: np.ndarray
+    shipped: tuple[np.ndarray, np.ndarray] | None
+    data_info: DataFacts
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import numpy as np
 
 from scaleprof.capacity import Outlook, verdict
 from scaleprof.config import PlacementSpec
+from scaleprof.execution.assignment import InferenceInputs
 from scaleprof.execution.cluster import cluster_view
 from scaleprof.records import RunStatus
 
@@ -23,9 +24,8 @@ from scaleprof.records import RunStatus
 class InferenceProbe:
     """The actor's body (a plain class, wrapped with ray.remote by `run_inference`)."""
 
-    def __init__(self, experiment: dict[str, Any], model_label: str, device_kind: str, data: dict[str, Any]):
-        """`data`: what the driver prepared (StudyInputs.for_inference): the held-out indices and, for the
-        small real data set, its arrays; synthetic images are regenerated here from the seed."""
+    def __init__(self, experiment: dict[str, Any], model_label: str, device_kind: str, data: InferenceInputs):
+        """`data`: what the driver prepared (StudyInputs.for_inference)."""
         import torch
         from torch.utils.data import DataLoader
 
@@ -40,10 +40,10 @@ class InferenceProbe:
         torch.set_num_threads(max(1, int(spec.cpus)))
         self.device = torch.device("cuda", torch.cuda.current_device()) if device_kind == "gpu" else torch.device("cpu")
         assert self.experiment.data is not None  # the config requires data for the inference benchmark
-        source = open_source(self.experiment.data, self.experiment.seed, data["shipped"])
-        held = subset(source.dataset, data["test"][: max(spec.batch_sizes)])  # real held-out inputs, tiled
+        source = open_source(self.experiment.data, self.experiment.seed, data.shipped)
+        held = subset(source.dataset, data.test[: max(spec.batch_sizes)])  # real held-out inputs, tiled
         self.pool = np.concatenate([np.asarray(xb) for xb, _ in DataLoader(held, batch_size=256)])
-        shape, classes = tuple(data["data_info"]["input_shape"]), data["data_info"]["num_classes"]
+        shape, classes = data.data_info.input_shape, data.data_info.num_classes
         model_spec = next(m for m in self.experiment.model_list if m.label == model_label)
         self.model = build_model(model_spec, shape, classes, self.experiment.seed).eval()
         self.model.to(self.device)
@@ -128,7 +128,7 @@ class InferenceProbe:
         return rows
 
 
-def run_inference(experiment: Any, wait_timeout_s: float, data: dict[str, Any]) -> list[dict[str, Any]]:
+def run_inference(experiment: Any, wait_timeout_s: float, data: InferenceInputs) -> list[dict[str, Any]]:
     """Every model on every requested device kind. A device kind no node has, or (on an autoscaling
     cluster) no node type could add, gives a skipped row at once; one the autoscaler can add is waited
     for up to `wait_timeout_s`."""

@@ -10,12 +10,12 @@ before Ray starts.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scaleprof.config import Experiment, ModelSpec
-from scaleprof.execution.assignment import WorkerAssignment
+from scaleprof.execution.assignment import InferenceInputs, WorkerAssignment
 from scaleprof.plan import PlannedRun
-from scaleprof.workloads.data import Dataset, cv_split, load_dataset, run_split, shipped_arrays
+from scaleprof.workloads.data import DataFacts, Dataset, cv_split, load_dataset, run_split, shipped_arrays
 from scaleprof.workloads.imports import WorkloadError, import_object, user_code
 
 if TYPE_CHECKING:
@@ -27,16 +27,6 @@ class StudyInputs:
     experiment: Experiment
     data: Dataset | None  # None when the user's loop brings its own data
     model_info: dict[str, dict[str, float]]  # by model_key: flops_per_sample, parameters
-
-    def data_info(self) -> dict[str, Any] | None:
-        if self.data is None:
-            return None
-        return {
-            "samples": self.data.samples,
-            "input_shape": list(self.data.input_shape),
-            "num_classes": self.data.num_classes,
-            "labels_sha256": self.data.labels_hash(),
-        }
 
     def assignment(self, run: PlannedRun, study_id: str, aggregator: Aggregators) -> WorkerAssignment:
         """What each of the run's workers receives."""
@@ -51,17 +41,15 @@ class StudyInputs:
             aggregator=aggregator,
             split=run_split(data, self.experiment.seed, run.fold, run.folds) if data is not None else None,
             shipped=shipped_arrays(data, spec) if data is not None and spec is not None else None,
-            data_info=self.data_info(),
-            model_info=self.model_info.get(model_key(run.model), {}),
+            data_info=DataFacts.of(data) if data is not None else None,
+            flops_per_sample=self.model_info.get(model_key(run.model), {}).get("flops_per_sample"),
         )
 
-    def for_inference(self) -> dict[str, Any]:
+    def for_inference(self) -> InferenceInputs:
         assert self.data is not None and self.experiment.data is not None  # the config requires data for inference
-        return {
-            "test": self.data.test_idx,
-            "shipped": shipped_arrays(self.data, self.experiment.data),
-            "data_info": self.data_info(),
-        }
+        return InferenceInputs(
+            self.data.test_idx, shipped_arrays(self.data, self.experiment.data), DataFacts.of(self.data)
+        )
 
 
 def prepare(experiment: Experiment, measure: bool = True) -> StudyInputs:

@@ -38,16 +38,16 @@ class RunInputs:
         info, here = self.assignment.data_info, size(source.dataset)
         assert info is not None  # the driver sends it with the data set
         field = spec.field
-        if here != info["samples"]:
+        if here != info.samples:
             raise WorkloadError(
                 field,
-                f"the data set has {here} items in this worker and had {info['samples']} on the driver: "
+                f"the data set has {here} items in this worker and had {info.samples} on the driver: "
                 "it must be the same everywhere (same files, same seed) for the split to mean anything",
             )
         # Labels the data set lists are compared (cheap); one that only yields them item by item would cost a
         # full read per worker per run, so only its size was checked above.
         listed = None if spec.in_memory else listed_labels(source.dataset)
-        if listed is not None and index_hash(listed) != info["labels_sha256"]:
+        if listed is not None and index_hash(listed) != info.labels_sha256:
             raise WorkloadError(
                 field,
                 "the data set's labels differ in this worker from the driver's, so the split would not mean the "
@@ -58,15 +58,15 @@ class RunInputs:
     def datasets(self) -> tuple[Any, Any, Any]:
         split = self.assignment.split
         assert split is not None  # the driver sends it with the data set
-        return tuple(subset(self._source, split[name]) for name in ("train", "val", "held"))  # type: ignore[return-value]
+        return subset(self._source, split.train), subset(self._source, split.val), subset(self._source, split.held)
 
     def build_model(self) -> torch.nn.Module:
         """The run's model: a factory needs nothing of the data; a built-in model its shape and classes."""
-        info = self.assignment.data_info or {"input_shape": (), "num_classes": 0}
+        info = self.assignment.data_info
         return build_model(
             run_model(self.experiment, self.assignment),
-            tuple(info["input_shape"]),
-            info["num_classes"],
+            info.input_shape if info else (),
+            info.num_classes if info else 0,
             self.experiment.seed,
         )
 
@@ -150,9 +150,9 @@ def train_loop_per_worker(config: dict[str, WorkerAssignment]) -> None:
         device=device,
         threads=threads,
         epochs=experiment.train.epochs,
-        held_name=assignment.split["held_name"] if assignment.split else "test",
-        held_index=assignment.split["held"] if assignment.split else None,
-        flops_per_sample=assignment.model_info.get("flops_per_sample"),
+        held_name=assignment.split.held_name if assignment.split else "test",
+        held_index=assignment.split.held if assignment.split else None,
+        flops_per_sample=assignment.flops_per_sample,
         datasets=inputs.datasets if experiment.data is not None else None,
         build_model=None if run_model(experiment, assignment).built_by_loop else inputs.build_model,
         train=experiment.train,

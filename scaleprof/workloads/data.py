@@ -317,13 +317,36 @@ def cv_split(data: Dataset, folds: int, fold: int, seed: int) -> tuple[np.ndarra
     return pool[train_pos], pool[held_pos]
 
 
-def run_split(data: Dataset, seed: int, fold: int | None = None, folds: int = 0) -> dict[str, Any]:
-    """What one run trains on, validates on each epoch, and is finally evaluated on (indices into the
-    data set): the fixed split, or fold `fold` of k-fold cross-validation (validated on its held-out fold)."""
+@dataclass(frozen=True)
+class RunSplit:
+    """What one run trains on, validates on each epoch, and is finally evaluated on: indices into the data set."""
+
+    held_name: str  # "test", or "fold 2 of 5": what the final evaluation's figures are named after
+    train: np.ndarray
+    val: np.ndarray
+    held: np.ndarray
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What a worker checks its own copy of the data set against, and builds a built-in model from."""
+
+    samples: int
+    input_shape: tuple[int, ...]
+    num_classes: int
+    labels_sha256: str
+
+    @classmethod
+    def of(cls, data: Dataset) -> DataFacts:
+        return cls(data.samples, tuple(data.input_shape), data.num_classes, data.labels_hash())
+
+
+def run_split(data: Dataset, seed: int, fold: int | None = None, folds: int = 0) -> RunSplit:
+    """The fixed split, or fold `fold` of k-fold cross-validation (validated on its held-out fold)."""
     if fold is None:
-        return {"held_name": "test", "train": data.train_idx, "val": data.val_idx, "held": data.test_idx}
+        return RunSplit("test", data.train_idx, data.val_idx, data.test_idx)
     train_idx, held_idx = cv_split(data, folds, fold, seed)
-    return {"held_name": f"fold {fold + 1} of {folds}", "train": train_idx, "val": held_idx, "held": held_idx}
+    return RunSplit(f"fold {fold + 1} of {folds}", train_idx, held_idx, held_idx)
 
 
 def shipped_arrays(data: Dataset, spec: DataSpec) -> tuple[np.ndarray, np.ndarray] | None:

@@ -29,9 +29,10 @@ def test_a_worker_assignment_pickles_and_round_trips_equal():
 
     assert sent.split is not None and sent.shipped is not None  # digits: the driver sends indices and arrays
     assert got.split is not None and got.shipped is not None
-    assert got.split.keys() == sent.split.keys() and got.split["held_name"] == "test"
+    assert got.split.held_name == sent.split.held_name == "test"
     for name in ("train", "val", "held"):
-        assert np.array_equal(got.split[name], sent.split[name])
+        assert np.array_equal(getattr(got.split, name), getattr(sent.split, name))
+    assert got.data_info == sent.data_info and got.data_info is not None and got.data_info.input_shape == (1, 8, 8)
     assert all(np.array_equal(a, b) for a, b in zip(got.shipped, sent.shipped))
     assert replace(got, split=None, shipped=None) == replace(sent, split=None, shipped=None)  # every other field
     assert (got.run_id, got.study_id, got.per_worker_batch, got.cpus_per_worker) == (run.run_id, "study-1", 16, 2)

@@ -98,9 +98,9 @@ def test_training_workers_never_import_sklearn_and_get_the_drivers_data():
     x, y = regenerated.tensors
     assert np.array_equal(x.numpy(), driver.x) and np.array_equal(y.numpy(), driver.y)
     fixed, fold = run_split(data, 0), run_split(data, 0, fold=1, folds=3)
-    assert fixed["held_name"] == "test" and np.array_equal(fixed["held"], data.test_idx)
-    assert fold["held_name"] == "fold 2 of 3" and np.array_equal(fold["val"], fold["held"])
-    assert not set(fold["held"]) & set(data.test_idx)
+    assert fixed.held_name == "test" and np.array_equal(fixed.held, data.test_idx)
+    assert fold.held_name == "fold 2 of 3" and np.array_equal(fold.val, fold.held)
+    assert not set(fold.held) & set(data.test_idx)
 
 
 # ---- the user's own data and models ----------------------------------------------------------------
