@@ -1330,6 +1330,7 @@ def main() -> None:
             "prediction",
             "arrivals",
             "shared-cores",
+            "inference",
             "all",
         ],
     )
@@ -1353,6 +1354,10 @@ def main() -> None:
         from shared_cores import bench_shared_cores
 
         _write("shared_cores", bench_shared_cores(rounds=3, iterations=200))
+    if args.which in ("inference", "all"):
+        from inference_batches import bench_inference_batches
+
+        _write("inference_batches", bench_inference_batches(rounds=5))
     if args.which in ("overhead", "all"):
         _write("overhead", bench_overhead(args.pairs, args.epochs))
     if args.which in ("monitor-cpu", "all"):

@@ -33,10 +33,7 @@ def test_rows_per_batch_size_with_ordered_percentiles(rows):
         assert r["channels_last"] is False and r["amp"] is False and r["compile"] is False
 
 
-def test_throughput_grows_with_batch_size_for_small_batches(rows):
-    by_batch = {r["batch_size"]: r["throughput"] for r in rows}
-    # a 1-sample forward of a small MLP is all overhead: 8 samples at once must go faster per sample
-    assert by_batch[8] > 2 * by_batch[1]
+# How throughput grows with the batch is a timing claim: benchmarks/inference_batches.py measures it.
 
 
 def test_amp_is_ignored_on_cpu_and_channels_last_recorded():
