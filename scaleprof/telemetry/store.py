@@ -357,15 +357,19 @@ class StudyStore:
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+            packages = stored.get("packages")
+            writer = packages.get("scaleprof") if isinstance(packages, dict) else None
             if first["type"] == "extra_forbidden":  # a setting this version lacks: maybe a newer scaleprof's study
-                packages = stored.get("packages")
-                writer = packages.get("scaleprof") if isinstance(packages, dict) else None
                 raise StoreError(
                     path,
                     f"{where}: a setting scaleprof {scaleprof_version()} does not know (the study was written "
                     f"by scaleprof {writer or 'of another version'}: read it with the version that wrote it)",
                 ) from None
-            raise StoreError(path, f"damaged: {where}: {first['msg'].removeprefix('Value error, ')}") from None
+            said = f"damaged: {where}: {first['msg'].removeprefix('Value error, ')}"
+            if where.startswith("experiment") and writer and writer != scaleprof_version():
+                # or a value another version's checks allowed: the user can tell, this version cannot
+                said += f" (the study was written by scaleprof {writer}: if it allowed this, read it with that version)"
+            raise StoreError(path, said) from None
 
     def events(self, columns: list[str] | None = None) -> pd.DataFrame:
         """Every readable event once, from every aggregator's segments (and the JSON lines of a study

@@ -93,6 +93,17 @@ def test_json_that_is_not_a_manifest_is_damaged_naming_the_field(old_study, chan
     assert err.value.path.name == "manifest.json" and message in str(err.value)
 
 
+def test_a_value_this_scaleprof_refuses_in_another_versions_study_names_that_version(old_study):
+    stored = json.loads(OLD_MANIFEST.read_text())
+    stored["experiment"]["train"]["epochs"] = 0
+    stored["packages"] = {"scaleprof": "0.0.1"}
+    (old_study.root / "manifest.json").write_text(json.dumps(stored))
+    with pytest.raises(StoreError) as err:
+        old_study.manifest()
+    said = str(err.value)
+    assert "damaged: experiment.train.epochs: " in said and "written by scaleprof 0.0.1: if it allowed this" in said
+
+
 def test_a_setting_this_scaleprof_does_not_know_names_the_version_that_wrote_it(old_study):
     stored = json.loads(OLD_MANIFEST.read_text())
     stored["experiment"]["train"]["new_knob"] = 3
