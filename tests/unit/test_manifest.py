@@ -85,33 +85,35 @@ def test_a_field_newer_than_this_scaleprof_is_kept():
     ],
 )
 def test_json_that_is_not_a_manifest_is_damaged_naming_the_field(old_study, change, message):
+    assert message in refusal(old_study, change)
+
+
+def refusal(old_study, change) -> str:
+    """What reading the old study says once `change` is made to its stored manifest (it must refuse it)."""
     stored = json.loads(OLD_MANIFEST.read_text())
     change(stored)
     (old_study.root / "manifest.json").write_text(json.dumps(stored))
     with pytest.raises(StoreError) as err:
         old_study.manifest()
-    assert err.value.path.name == "manifest.json" and message in str(err.value)
+    assert err.value.path.name == "manifest.json"
+    return str(err.value)
 
 
 def test_a_value_this_scaleprof_refuses_in_another_versions_study_names_that_version(old_study):
-    stored = json.loads(OLD_MANIFEST.read_text())
-    stored["experiment"]["train"]["epochs"] = 0
-    stored["packages"] = {"scaleprof": "0.0.1"}
-    (old_study.root / "manifest.json").write_text(json.dumps(stored))
-    with pytest.raises(StoreError) as err:
-        old_study.manifest()
-    said = str(err.value)
+    def change(m):
+        m["experiment"]["train"]["epochs"] = 0
+        m["packages"] = {"scaleprof": "0.0.1"}
+
+    said = refusal(old_study, change)
     assert "damaged: experiment.train.epochs: " in said and "written by scaleprof 0.0.1: if it allowed this" in said
 
 
 def test_a_setting_this_scaleprof_does_not_know_names_the_version_that_wrote_it(old_study):
-    stored = json.loads(OLD_MANIFEST.read_text())
-    stored["experiment"]["train"]["new_knob"] = 3
-    stored["packages"] = {"scaleprof": "9.9.9"}
-    (old_study.root / "manifest.json").write_text(json.dumps(stored))
-    with pytest.raises(StoreError) as err:
-        old_study.manifest()
-    said = str(err.value)
+    def change(m):
+        m["experiment"]["train"]["new_knob"] = 3
+        m["packages"] = {"scaleprof": "9.9.9"}
+
+    said = refusal(old_study, change)
     assert "experiment.train.new_knob: a setting scaleprof" in said and "written by scaleprof 9.9.9" in said
 
 
