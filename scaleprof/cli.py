@@ -938,8 +938,8 @@ def main(argv: list[str] | None = None, owns_process: bool = False) -> int:
 
 def _exit_leaving_ray(code: int) -> NoReturn:
     """End the process now. With its GCS gone, Ray's own exit hook (`ray.shutdown`) waits on it for seconds
-    (8 s measured) and then can crash the interpreter; a local Ray this process started is stopped by the
-    reaper process Ray runs beside it once this one ends."""
+    (8 s measured) and then can crash the interpreter. The processes of a local Ray this one started end with
+    it (Ray has them killed when their parent dies, or runs a reaper beside them where it cannot)."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -167,15 +167,15 @@ class _ProgressPoller:
 
     def __exit__(self, exc_type: Any, *exc: Any) -> None:
         self._stop.set()
-        if exc_type is not None:
-            # The run ended on an error (Ray lost, Ctrl-C): a poll in flight may wait out its timeout on a Ray
-            # that no longer answers (it delayed the lost-Ray message by 10 s); it is left, not waited for,
-            # and shows nothing more.
+        if exc_type is not None and issubclass(exc_type, RayLost):
+            # A poll in flight may wait out its timeout on a Ray that no longer answers: left, not waited for
+            # (Ray is not shut down after a loss, so nothing tears it down under the thread); it shows nothing.
             self._abandoned = True
             self._thread.join(timeout=0.5)
             return
-        self._thread.join()
-        self._poll()  # a run shorter than one interval still shows where it ended
+        self._thread.join()  # otherwise waited for: Ray may be shut down next, under a thread still calling it
+        if exc_type is None:
+            self._poll()  # a run shorter than one interval still shows where it ended
 
     def _poll(self) -> None:
         try:

@@ -366,7 +366,7 @@ class StudyStore:
                     f"by scaleprof {writer or 'of another version'}: read it with the version that wrote it)",
                 ) from None
             said = f"damaged: {where}: {first['msg'].removeprefix('Value error, ')}"
-            if where.startswith("experiment") and writer and writer != scaleprof_version():
+            if where.startswith("experiment.") and writer and writer != scaleprof_version():
                 # or a value another version's checks allowed: the user can tell, this version cannot
                 said += f" (the study was written by scaleprof {writer}: if it allowed this, read it with that version)"
             raise StoreError(path, said) from None

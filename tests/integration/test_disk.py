@@ -25,7 +25,7 @@ train: {epochs: 60, batch_size: 16}  # 4 s of training: a stored step shows a se
 monitor: {interval_s: 0.2}
 placements:
   - {name: a, workers: 1}
-  - {name: b, workers: 1, gpus_per_worker: 1}  # no GPU here: skipped at once, and only once a run before it ended
+  - {name: b, workers: 1, cpus_per_worker: 1024}  # no node holds it: skipped at once, once the run before it ended
 """
 
 
