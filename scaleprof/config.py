@@ -10,11 +10,12 @@ import hashlib
 import json
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 MAX_FILE_BYTES = 1_000_000  # an experiment file is a few hundred bytes; refuse anything absurd
 MAX_YAML_NODES = 100_000  # after alias expansion: anchors that multiply (a "billion laughs") are refused
@@ -29,9 +30,37 @@ class ConfigError(Exception):
     """A user error in an experiment file: the message names the file and the field."""
 
 
+def _numbers_only(annotation: Any) -> bool:
+    """Whether a field (or a list's items) holds int or float values and never a bool."""
+    leaves: set[Any] = set()
+
+    def walk(node: Any) -> None:
+        args = typing.get_args(node)
+        if typing.get_origin(node) is typing.Annotated:
+            walk(args[0])
+        elif typing.get_origin(node) in (list, tuple) or (args and typing.get_origin(node) is not dict):
+            for arg in args:
+                walk(arg)
+        else:
+            leaves.add(node)
+
+    walk(annotation)
+    return bool(leaves & {int, float}) and bool not in leaves
+
+
 class _Strict(BaseModel):
     # Unknown keys are errors: a misspelt key must never be silently ignored.
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """`workers: true` (or YAML's `yes`) is refused where a number is meant, not read as 1."""
+        items = value if isinstance(value, (list, tuple)) else [value]
+        boolean = any(isinstance(v, bool) for v in items)
+        if boolean and info.field_name and _numbers_only(cls.model_fields[info.field_name].annotation):
+            raise ValueError("expected a number, got a boolean (YAML reads true/false/yes/no/on/off as one)")
+        return value
 
 
 def _check_import_path(value: str | None) -> str | None:

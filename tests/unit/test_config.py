@@ -268,6 +268,26 @@ def test_grad_accumulation_is_a_whole_number_not_a_boolean_float_or_string(tmp_p
     assert load_experiment(write(tmp_path, GOOD + "train: {grad_accumulation: 2}\n")).train.grad_accumulation == 2
 
 
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("placements:\n  - {name: a, workers: yes}\n", "placements.0.workers"),
+        ("placements:\n  - {name: a, workers: 1, cpus_per_worker: true}\n", "placements.0.cpus_per_worker"),
+        ("train: {epochs: on}\n", "train.epochs"),
+        ("train: {lr: false}\n", "train.lr"),
+        ("evaluation: {inference: {batch_sizes: [1, true]}}\n", "evaluation.inference.batch_sizes"),
+    ],
+)
+def test_a_boolean_where_a_number_is_meant_is_refused_not_read_as_one(tmp_path, text, field):
+    """YAML reads yes/no/on/off/true/false as booleans, and Python's bool is an int: `workers: yes` would be 1."""
+    experiment = "name: b\nmodel: {name: mlp}\ndata: {name: digits}\n" + text
+    if "placements" not in text:
+        experiment += "placements:\n  - {name: a, workers: 1}\n"
+    with pytest.raises(ConfigError) as err:
+        load_experiment(write(tmp_path, experiment))
+    assert f"  {field}: expected a number, got a boolean" in str(err.value), str(err.value)
+
+
 def test_setting_differences_name_each_changed_field_with_both_values(tmp_path):
     from scaleprof.config import setting_differences
 
