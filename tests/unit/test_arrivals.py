@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from .gloo_ranks import run_ranks
+from .sessions import recording_session
 
 SLOW_S = 0.05  # rank 1's extra time each step: in forward (plain), or waiting for its batch (the others)
 
@@ -39,17 +40,7 @@ def _rank(rank: int, world: int, port: int, queue, kind: str = "plain") -> None:
             torch.manual_seed(0)
             norm = [torch.nn.BatchNorm1d(32)] if kind == "batchnorm" else []
             layers = torch.nn.Sequential(torch.nn.Linear(16, 32), *norm, torch.nn.Linear(32, 2))
-            events: list = []
-            stored: list = []
-            s = session_module.WorkerSession(
-                events.append,
-                stored.append,
-                rank=rank,
-                world_size=world,
-                device=torch.device("cpu"),
-                threads=1,
-                epochs=1,
-            )
+            s, events, _ = recording_session(rank, world)
             if kind == "fsdp":
                 model, s._sharded = shard(layers), True
             else:

@@ -5,6 +5,7 @@ alone and together; the lone rank keeps the barriers and reports no ratio."""
 import traceback
 
 from .gloo_ranks import run_ranks
+from .sessions import recording_session
 
 HOSTS = ["a", "a", "b"]
 
@@ -29,17 +30,7 @@ def _probe_rank(rank: int, world: int, port: int, queue) -> None:
             layers = (torch.nn.Linear(32, 64), torch.nn.BatchNorm1d(64), torch.nn.Linear(64, 2))
             model = DistributedDataParallel(torch.nn.Sequential(*layers))
             before = [p.detach().clone() for p in model.parameters()]
-            events: list = []
-            stored: list = []
-            s = session_module.WorkerSession(
-                events.append,
-                stored.append,
-                rank=rank,
-                world_size=world,
-                device=torch.device("cpu"),
-                threads=1,
-                epochs=1,
-            )
+            s, events, _ = recording_session(rank, world)
             data = DataLoader(TensorDataset(torch.randn(256, 32), torch.arange(256) % 2), batch_size=32)
             loss = lambda m, batch: torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
             s.measure_allreduce(model, data, loss)

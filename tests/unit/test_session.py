@@ -10,23 +10,13 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from scaleprof import session
 from scaleprof.records import EpochEvent, EvalEvent, Event, StepEvent
-from scaleprof.worker.session import SessionError, StepClock, WorkerSession, batch_size_of
+from scaleprof.worker.session import SessionError, StepClock, batch_size_of
+
+from .sessions import recording_session
 
 
 def make_session(epochs=2, **kwargs):
-    events: list[Event] = []
-    stored: list[dict[str, Any]] = []
-    s = WorkerSession(
-        events.append,
-        stored.append,
-        rank=0,
-        world_size=1,
-        device=torch.device("cpu"),
-        threads=1,
-        epochs=epochs,
-        **kwargs,
-    )
-    return s, events, stored
+    return recording_session(epochs=epochs, **kwargs)
 
 
 def loader(n=50, batch=16):
@@ -334,11 +324,7 @@ class FakeDeviceClock(StepClock):
 
 def test_gpu_steps_are_read_lazily_without_a_host_sync_per_step():
     clock = FakeDeviceClock()
-    events: list[Event] = []
-    stored: list[dict[str, Any]] = []
-    s = WorkerSession(
-        events.append, stored.append, rank=0, world_size=1, device=torch.device("cpu"), threads=1, epochs=1, clock=clock
-    )
+    s, events, _ = recording_session(clock=clock)
     emitted_during = []
     for _ in s.epochs():
         for i, _ in enumerate(s.steps(loader(64, 16))):  # 4 steps

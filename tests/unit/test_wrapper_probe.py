@@ -12,15 +12,7 @@ import torch
 from scaleprof.analysis.model_inputs import measured_run, wrapper_columns
 
 from .gloo_ranks import run_ranks
-
-
-def _session(events: list):
-    from scaleprof import session as session_module
-
-    stored: list = []
-    return session_module.WorkerSession(
-        events.append, stored.append, rank=0, world_size=1, device=torch.device("cpu"), threads=1, epochs=1
-    )
+from .sessions import recording_session
 
 
 def _one_rank(rank: int, world: int, port: int, queue) -> None:
@@ -37,8 +29,8 @@ def _one_rank(rank: int, world: int, port: int, queue) -> None:
             state = {name: value.detach().clone() for name, value in model.state_dict().items()}
             data = DataLoader(TensorDataset(torch.randn(256, 32), torch.arange(256) % 2), batch_size=32)
             loss = lambda m, batch: torch.nn.functional.cross_entropy(m(batch[0]), batch[1])
-            events: list = []
-            _session(events).measure_allreduce(model, data, loss)
+            session, events, _ = recording_session()
+            session.measure_allreduce(model, data, loss)
             probes = [e.fields() for e in events if isinstance(e, ProbeEvent)]
             unchanged = all(torch.equal(state[name], value) for name, value in model.state_dict().items())
             loss(model, next(iter(data))).backward()  # the bare model trains on as before
@@ -52,8 +44,8 @@ def _one_rank(rank: int, world: int, port: int, queue) -> None:
                 def forward(self, x):
                     return self.used(x)
 
-            refused: list = []
-            _session(refused).measure_allreduce(Unused(), data, loss)
+            other, refused, _ = recording_session()
+            other.measure_allreduce(Unused(), data, loss)
             queue.put((rank, {"probes": probes, "unchanged": unchanged, "grads": grads, "refused": refused}))
         finally:
             dist.destroy_process_group()
@@ -77,9 +69,9 @@ def test_a_one_worker_run_times_ddps_own_cost_and_leaves_the_model_as_it_was():
 def test_without_a_process_group_nothing_is_measured():
     from torch.utils.data import DataLoader, TensorDataset
 
-    events: list = []
+    session, events, _ = recording_session()
     data = DataLoader(TensorDataset(torch.randn(64, 4), torch.arange(64) % 2), batch_size=16)
-    _session(events).measure_allreduce(torch.nn.Linear(4, 2), data, lambda m, b: m(b[0]).sum())
+    session.measure_allreduce(torch.nn.Linear(4, 2), data, lambda m, b: m(b[0]).sum())
     assert events == []
 
 
